@@ -1,0 +1,209 @@
+//! The bus: one named segment, and the entry point for topics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broadcast::TopicBuilder;
+use crate::error::Error;
+use crate::message::Message;
+use crate::process;
+use crate::ring::broadcast::BroadcastCtrl;
+use crate::ring::Owner;
+use crate::segment::{self, directory, Segment, SegmentOptions};
+use crate::{Publisher, Subscriber};
+
+/// Default size of a new bus segment: 64 MiB of address space. The file is
+/// sparse; only the header, directory and each topic's ring take memory in
+/// /dev/shm, reserved when they are created.
+pub const DEFAULT_BUS_SIZE: u64 = 64 << 20;
+/// Default number of topic entries in a new bus.
+pub const DEFAULT_TOPICS: u32 = 64;
+
+/// A bus: a named shared-memory segment holding topics.
+///
+/// Every process that opens a bus of the same name shares its topics. The
+/// first one creates it; the others join. There is no daemon.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let name = format!("doc-bus-{}", std::process::id());
+/// let bus = shmbus::Bus::open(&name)?;
+/// let mut tx = bus.publisher::<u64>("ticks")?;
+/// let mut rx = bus.subscriber::<u64>("ticks")?;
+/// tx.send(&42)?;
+/// assert_eq!(rx.recv()?, 42);
+/// # drop((tx, rx, bus));
+/// shmbus::Bus::remove(&name)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Bus {
+    pub(crate) seg: Arc<Segment>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("name", &self.name())
+            .field("size", &self.seg.len())
+            .finish()
+    }
+}
+
+/// Options for creating a bus; see [`Bus::builder`]. They apply only when
+/// this process creates the bus: joining takes the bus as it is.
+#[derive(Debug, Clone)]
+pub struct BusBuilder {
+    name: String,
+    opts: SegmentOptions,
+}
+
+impl BusBuilder {
+    /// Size of the segment in bytes (address space; memory is reserved per
+    /// topic). Default 64 MiB.
+    pub fn size(mut self, bytes: u64) -> Self {
+        self.opts.size = bytes;
+        self
+    }
+
+    /// Number of topic entries. Default 64.
+    pub fn topics(mut self, topics: u32) -> Self {
+        self.opts.topics = topics;
+        self
+    }
+
+    /// File mode of the segment. Default `0o600` (only this user); use
+    /// `0o660` or `0o666` to share with a group or everyone.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.opts.mode = mode;
+        self
+    }
+
+    /// How long to wait for another process that is creating the bus.
+    /// Default 2 s.
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.opts.open_timeout = timeout;
+        self
+    }
+
+    /// Creates the bus, or joins it if it exists.
+    pub fn open(self) -> Result<Bus, Error> {
+        let invalid = |why: String| Error::InvalidOptions {
+            topic: String::new(),
+            why,
+        };
+        if self.opts.topics == 0 || self.opts.topics > segment::layout::MAX_TOPICS {
+            return Err(invalid(format!(
+                "topics({}) must be between 1 and {}",
+                self.opts.topics,
+                segment::layout::MAX_TOPICS
+            )));
+        }
+        if self.opts.mode & !0o777 != 0 {
+            return Err(invalid(format!("mode({:o}) has bits outside 0o777", self.opts.mode)));
+        }
+        if segment::layout::header_for(self.opts.size, self.opts.topics).is_none() {
+            return Err(invalid(format!(
+                "size({}) cannot hold the header and {} topic entries",
+                self.opts.size, self.opts.topics
+            )));
+        }
+        let seg = Segment::create_or_open(&self.name, &self.opts)?;
+        Ok(Bus { seg: Arc::new(seg) })
+    }
+}
+
+/// A topic as seen by [`Bus::topics`].
+#[derive(Debug, Clone)]
+pub struct TopicInfo {
+    pub name: String,
+    /// Slots in the ring.
+    pub capacity: u32,
+    /// Largest message in bytes.
+    pub slot_size: u32,
+    /// Size of the message type (0 for byte topics).
+    pub type_size: u32,
+    /// Messages published so far.
+    pub published: u64,
+    /// Pid of the process holding the publisher lease, if any.
+    pub publisher_pid: Option<u32>,
+    /// Subscribers asleep waiting for a message right now.
+    pub sleeping_subscribers: u32,
+}
+
+impl Bus {
+    /// Creates the bus `name` with default options, or joins it.
+    ///
+    /// Names are 1 to 64 characters from `A-Z a-z 0-9 . _ -`; the segment is
+    /// `/dev/shm/shmbus.<name>`.
+    pub fn open(name: &str) -> Result<Bus, Error> {
+        Bus::builder(name).open()
+    }
+
+    /// Options for creating the bus `name`.
+    pub fn builder(name: &str) -> BusBuilder {
+        BusBuilder {
+            name: name.to_owned(),
+            opts: SegmentOptions {
+                size: DEFAULT_BUS_SIZE,
+                topics: DEFAULT_TOPICS,
+                mode: 0o600,
+                open_timeout: Duration::from_secs(2),
+            },
+        }
+    }
+
+    /// Deletes the bus `name`. Processes that have it open keep working on
+    /// their mapping; the next `open` creates a new, empty bus.
+    pub fn remove(name: &str) -> Result<(), Error> {
+        segment::remove(name)
+    }
+
+    /// The bus name.
+    pub fn name(&self) -> &str {
+        self.seg.bus()
+    }
+
+    /// A topic with options (capacity, slot size, where a subscriber starts,
+    /// how it waits).
+    pub fn topic(&self, name: &str) -> TopicBuilder<'_> {
+        TopicBuilder::new(self, name)
+    }
+
+    /// The publisher of broadcast topic `topic`, creating the topic with
+    /// default options if needed.
+    pub fn publisher<T: Message>(&self, topic: &str) -> Result<Publisher<T>, Error> {
+        self.topic(topic).publisher()
+    }
+
+    /// A subscriber of broadcast topic `topic`, creating the topic with
+    /// default options if needed. It starts at the newest message.
+    pub fn subscriber<T: Message>(&self, topic: &str) -> Result<Subscriber<T>, Error> {
+        self.topic(topic).subscriber()
+    }
+
+    /// Every topic of the bus, validated.
+    pub fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
+        let topics = directory::list(&self.seg)?;
+        topics
+            .iter()
+            .map(|topic| {
+                let c = &topic.config;
+                let ctrl: &BroadcastCtrl = self.seg.view(c.region_offset).map_err(|what| Error::Corrupt {
+                    bus: self.name().to_owned(),
+                    what,
+                })?;
+                let holder = ctrl.lease().holder().filter(|&o: &Owner| process::is_alive(o));
+                Ok(TopicInfo {
+                    name: directory::entry_name(c).unwrap_or_default().to_owned(),
+                    capacity: c.capacity,
+                    slot_size: c.slot_size,
+                    type_size: c.type_size,
+                    published: ctrl.published(),
+                    publisher_pid: holder.map(Owner::pid),
+                    sleeping_subscribers: ctrl.wake().waiters(),
+                })
+            })
+            .collect()
+    }
+}

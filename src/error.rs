@@ -1,0 +1,173 @@
+//! Error types: one for opening buses and topics, one per operation on a
+//! topic. Every message says what went wrong and what to do about it.
+
+use std::time::Duration;
+
+/// Opening a bus, creating or joining a topic, removing a bus.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid {what} name {name:?}: {why}; use 1 to 64 characters from A-Z a-z 0-9 . _ -")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        why: &'static str,
+    },
+
+    #[error("bus {bus:?}: {action} failed: {source}")]
+    Io {
+        bus: String,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("bus {bus:?} does not exist (no /dev/shm/shmbus.{bus})")]
+    NotFound { bus: String },
+
+    #[error(
+        "bus {bus:?} is stale: {why}; remove it with `Bus::remove({bus:?})` \
+         (or `rm /dev/shm/shmbus.{bus}`) and open it again"
+    )]
+    Stale { bus: String, why: String },
+
+    #[error(
+        "bus {bus:?} did not become ready within {waited:?}: its creator ({creator}) is \
+         alive but has not finished initialising it; try again, or raise `open_timeout`"
+    )]
+    NotReady {
+        bus: String,
+        creator: String,
+        waited: Duration,
+    },
+
+    #[error(
+        "bus {bus:?} is corrupt or not a shmbus segment: {what}; \
+         remove it with `Bus::remove({bus:?})` and recreate it"
+    )]
+    Corrupt { bus: String, what: String },
+
+    #[error(
+        "bus {bus:?} has segment layout version {found}, but this shmbus speaks version \
+         {expected}: run the same shmbus version in every process, or remove the bus"
+    )]
+    VersionMismatch { bus: String, found: u32, expected: u32 },
+
+    #[error("topic {topic:?} exists as {existing}, but {requested} was asked for")]
+    TopicMismatch {
+        topic: String,
+        existing: String,
+        requested: String,
+    },
+
+    #[error(
+        "bus {bus:?} has no free topic entry (all {capacity} are used): \
+         create the bus with a larger `topics(..)`"
+    )]
+    DirectoryFull { bus: String, capacity: u32 },
+
+    #[error(
+        "bus {bus:?} has no room for topic {topic:?}: it needs {needed} bytes and \
+         {free} of the arena are free; create the bus with a larger `size(..)`"
+    )]
+    ArenaFull {
+        bus: String,
+        topic: String,
+        needed: u64,
+        free: u64,
+    },
+
+    #[error(
+        "/dev/shm has no room for {needed} bytes of bus {bus:?} ({source}); \
+         free space there or mount it larger (Docker: --shm-size)"
+    )]
+    NoSpace {
+        bus: String,
+        needed: u64,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "topic {topic:?} already has a live publisher ({holder}); a broadcast topic has \
+         one publisher at a time: stop that one or use another topic"
+    )]
+    PublisherBusy { topic: String, holder: String },
+
+    #[error("invalid options for topic {topic:?}: {why}")]
+    InvalidOptions { topic: String, why: String },
+
+    #[error("timed out after {waited:?} waiting for {what}")]
+    Timeout { what: String, waited: Duration },
+}
+
+/// Sending a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    #[error("message of {len} bytes does not fit the topic's {max}-byte slots; send at most {max} bytes or create the topic with a larger `slot_size`")]
+    TooLarge { len: usize, max: usize },
+}
+
+/// Receiving with [`Subscriber::recv`](crate::Subscriber::recv).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// The subscriber was lapped: this many messages were overwritten before
+    /// it read them. The next receive returns the oldest message still held.
+    #[error("lagged: {0} messages were overwritten before this subscriber read them")]
+    Lagged(u64),
+    /// The publisher is gone (dropped, or its process died) and every
+    /// message it sent has been read. A new publisher may take over later.
+    #[error("disconnected: the publisher is gone and all its messages have been read")]
+    Disconnected,
+    /// The slot of message `seq` is corrupt (its length does not fit the
+    /// slot); it was skipped.
+    #[error("message {seq} is corrupt in the segment and was skipped")]
+    Corrupt { seq: u64 },
+}
+
+/// Receiving with [`Subscriber::try_recv`](crate::Subscriber::try_recv).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    #[error("no message yet")]
+    Empty,
+    #[error("lagged: {0} messages were overwritten before this subscriber read them")]
+    Lagged(u64),
+    #[error("disconnected: the publisher is gone and all its messages have been read")]
+    Disconnected,
+    #[error("message {seq} is corrupt in the segment and was skipped")]
+    Corrupt { seq: u64 },
+}
+
+/// Receiving with [`Subscriber::recv_timeout`](crate::Subscriber::recv_timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvTimeoutError {
+    #[error("timed out waiting for a message")]
+    Timeout,
+    #[error("lagged: {0} messages were overwritten before this subscriber read them")]
+    Lagged(u64),
+    #[error("disconnected: the publisher is gone and all its messages have been read")]
+    Disconnected,
+    #[error("message {seq} is corrupt in the segment and was skipped")]
+    Corrupt { seq: u64 },
+}
+
+impl From<RecvError> for TryRecvError {
+    fn from(err: RecvError) -> Self {
+        match err {
+            RecvError::Lagged(n) => TryRecvError::Lagged(n),
+            RecvError::Disconnected => TryRecvError::Disconnected,
+            RecvError::Corrupt { seq } => TryRecvError::Corrupt { seq },
+        }
+    }
+}
+
+impl From<RecvError> for RecvTimeoutError {
+    fn from(err: RecvError) -> Self {
+        match err {
+            RecvError::Lagged(n) => RecvTimeoutError::Lagged(n),
+            RecvError::Disconnected => RecvTimeoutError::Disconnected,
+            RecvError::Corrupt { seq } => RecvTimeoutError::Corrupt { seq },
+        }
+    }
+}

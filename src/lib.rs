@@ -1,0 +1,67 @@
+//! # shmbus
+//!
+//! A lock-free, broker-free message bus in shared memory for processes on
+//! one machine.
+//!
+//! A [`Bus`] is one named shared-memory segment (`/dev/shm/shmbus.<name>`).
+//! Processes that know the name open it and publish or subscribe to its
+//! topics; there is no daemon. A broadcast topic gives every subscriber
+//! every message in order; see [`broadcast`] for the exact semantics of
+//! overwriting, lag and disconnection.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use shmbus::{Bus, RecvError};
+//! use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+//!
+//! #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug, PartialEq)]
+//! #[repr(C)]
+//! struct Quote { instrument: u64, price: f64 }
+//!
+//! # let name = format!("doc-lib-{}", std::process::id());
+//! let bus = Bus::open(&name)?;
+//! let mut tx = bus.publisher::<Quote>("quotes")?;
+//! let mut rx = bus.subscriber::<Quote>("quotes")?;   // usually in another process
+//! tx.send(&Quote { instrument: 7, price: 101.25 })?;
+//! match rx.recv() {
+//!     Ok(q) => assert_eq!(q.price, 101.25),
+//!     Err(RecvError::Lagged(n)) => eprintln!("lost {n} messages"),
+//!     Err(e) => return Err(e.into()),
+//! }
+//! # drop((tx, rx, bus));
+//! Bus::remove(&name)?;
+//! # Ok(()) }
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+// The OS-free core: what loom model-checks.
+pub mod ring;
+pub mod sync;
+pub mod wait;
+
+// The OS layer and the user API. Not built under loom, whose atomics have
+// another in-memory form than the segment's.
+#[cfg(not(shmbus_loom))]
+pub mod broadcast;
+#[cfg(not(shmbus_loom))]
+mod bus;
+#[cfg(not(shmbus_loom))]
+mod error;
+#[cfg(not(shmbus_loom))]
+mod message;
+#[cfg(not(shmbus_loom))]
+mod process;
+#[cfg(not(shmbus_loom))]
+pub mod segment;
+
+#[cfg(not(shmbus_loom))]
+pub use broadcast::{Publisher, StartAt, Subscriber, SubscriberStats, TopicBuilder};
+#[cfg(not(shmbus_loom))]
+pub use bus::{Bus, BusBuilder, TopicInfo, DEFAULT_BUS_SIZE, DEFAULT_TOPICS};
+#[cfg(not(shmbus_loom))]
+pub use error::{Error, RecvError, RecvTimeoutError, SendError, TryRecvError};
+#[cfg(not(shmbus_loom))]
+pub use message::{Bytes, Message};
+pub use wait::WaitStrategy;

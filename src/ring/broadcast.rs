@@ -1,0 +1,369 @@
+//! Broadcast ring (single publisher, many subscribers), overwrite mode.
+//!
+//! # Algorithm
+//!
+//! A power-of-two array of slots. Message number `seq` goes into slot
+//! `seq & (capacity - 1)`. Each slot starts with a *stamp* that says which
+//! message it holds and whether that message is complete, seqlock style:
+//!
+//! | stamp          | meaning                                   |
+//! |----------------|-------------------------------------------|
+//! | `0`            | never written                             |
+//! | `2 * seq + 1`  | message `seq` is being written            |
+//! | `2 * seq + 2`  | message `seq` is complete                 |
+//!
+//! Stamps of one slot only grow. The publisher marks the slot as being
+//! written, writes length and payload, then marks it complete. A subscriber
+//! reads the stamp, copies the payload, and reads the stamp again: only if
+//! both reads show "message `cursor` complete" is the copy whole. The payload
+//! is copied with relaxed atomic word loads and stores, so a reader racing a
+//! writer sees a torn *copy* that it throws away, never a data race.
+//!
+//! Readers write nothing shared: a subscriber's cursor is its own. So the
+//! publisher never waits, and a subscriber that falls more than `capacity`
+//! messages behind finds its slot holding a later message: it has been
+//! lapped, and skips ahead (see [`BroadcastRing::lag_target`]) counting
+//! exactly the messages it skipped.
+
+use core::cmp::{max, Ordering as CmpOrdering};
+
+use crate::ring::Lease;
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::wait::WakeWords;
+
+/// The words of a slot before its payload: stamp and length.
+const SLOT_HEADER_WORDS: usize = 2;
+const WORD: usize = 8;
+
+/// Shared control block of a broadcast topic, three cache lines: the hot
+/// publisher line, the lease, and the wakeup words, each on its own line so a
+/// subscriber polling one does not bounce the others.
+#[repr(C)]
+pub struct BroadcastCtrl {
+    /// Sequence number of the next message. Every message below it has been
+    /// published (some may since be overwritten). Written by the lease holder
+    /// only, after the message's slot is complete.
+    pub(crate) head: AtomicU64,
+    _pad0: [u8; 56],
+    /// Who publishes.
+    pub(crate) lease: Lease,
+    /// Nonzero once any publisher has held the lease, so "no publisher" can
+    /// be told apart from "not started yet".
+    pub(crate) had_publisher: AtomicU32,
+    _pad1: [u8; 52],
+    /// Sleeping subscribers and the futex word that wakes them.
+    pub(crate) wake: WakeWords,
+    _pad2: [u8; 56],
+}
+
+#[cfg(not(shmbus_loom))]
+const _: () = {
+    use core::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<BroadcastCtrl>() == 192);
+    assert!(align_of::<BroadcastCtrl>() == 8);
+    assert!(offset_of!(BroadcastCtrl, head) == 0);
+    assert!(offset_of!(BroadcastCtrl, lease) == 64);
+    assert!(offset_of!(BroadcastCtrl, had_publisher) == 72);
+    assert!(offset_of!(BroadcastCtrl, wake) == 128);
+};
+
+impl BroadcastCtrl {
+    /// A fresh control block (for heap-built rings; in a segment, zeroed
+    /// memory is the same state).
+    pub fn new() -> Self {
+        BroadcastCtrl {
+            head: AtomicU64::new(0),
+            _pad0: [0; 56],
+            lease: Lease::new(),
+            had_publisher: AtomicU32::new(0),
+            _pad1: [0; 52],
+            wake: WakeWords::new(),
+            _pad2: [0; 56],
+        }
+    }
+
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    pub fn wake(&self) -> &WakeWords {
+        &self.wake
+    }
+
+    /// Messages published so far (the sequence number of the next one).
+    pub fn published(&self) -> u64 {
+        // SYNC POINT: pairs with the Release store of `head` in `publish`.
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// Whether a publisher has ever held this topic.
+    pub fn had_publisher(&self) -> bool {
+        self.had_publisher.load(Ordering::Acquire) != 0
+    }
+
+    /// Records that a publisher took the lease.
+    pub fn mark_published(&self) {
+        self.had_publisher.store(1, Ordering::Release);
+    }
+}
+
+impl Default for BroadcastCtrl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Words per slot: stamp, length, payload rounded up to whole words, and the
+/// whole rounded up to a cache line so neighbouring slots never share one.
+pub const fn stride_words(slot_bytes: usize) -> usize {
+    let words = SLOT_HEADER_WORDS + slot_bytes.div_ceil(WORD);
+    words.next_multiple_of(crate::ring::CACHE_LINE / WORD)
+}
+
+/// Words of slot storage for `capacity` slots, or `None` on overflow.
+pub fn slots_words(capacity: usize, slot_bytes: usize) -> Option<usize> {
+    capacity.checked_mul(stride_words(slot_bytes))
+}
+
+const fn writing(seq: u64) -> u64 {
+    seq.wrapping_mul(2).wrapping_add(1)
+}
+
+const fn complete(seq: u64) -> u64 {
+    seq.wrapping_mul(2).wrapping_add(2)
+}
+
+/// What [`BroadcastRing::read`] found at a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The message, `len` bytes, was copied whole into the buffer.
+    Message { len: usize },
+    /// The message has not been published yet.
+    Empty,
+    /// The slot holds a later message (or was overwritten while being
+    /// copied): the reader was lapped.
+    Overwritten,
+    /// The slot claims a length that does not fit: the segment is corrupt.
+    BadLength { len: u64 },
+}
+
+/// Error building a ring view over memory whose shape does not match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadShape;
+
+/// A view of one broadcast ring: its control block and slot words.
+pub struct BroadcastRing<'a> {
+    ctrl: &'a BroadcastCtrl,
+    slots: &'a [AtomicU64],
+    mask: u64,
+    stride: usize,
+    slot_bytes: usize,
+}
+
+impl<'a> BroadcastRing<'a> {
+    /// Checks that `slots` is exactly `capacity` slots of `slot_bytes` and
+    /// that `capacity` is a power of two; every later index stays in bounds
+    /// because it is masked by `capacity - 1`.
+    pub fn new(
+        ctrl: &'a BroadcastCtrl,
+        slots: &'a [AtomicU64],
+        capacity: usize,
+        slot_bytes: usize,
+    ) -> Result<Self, BadShape> {
+        if !capacity.is_power_of_two() || slots_words(capacity, slot_bytes) != Some(slots.len()) {
+            return Err(BadShape);
+        }
+        Ok(BroadcastRing {
+            ctrl,
+            slots,
+            mask: capacity as u64 - 1,
+            stride: stride_words(slot_bytes),
+            slot_bytes,
+        })
+    }
+
+    pub fn ctrl(&self) -> &'a BroadcastCtrl {
+        self.ctrl
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    pub fn slot_bytes(&self) -> usize {
+        self.slot_bytes
+    }
+
+    fn slot(&self, seq: u64) -> &'a [AtomicU64] {
+        let start = (seq & self.mask) as usize * self.stride;
+        &self.slots[start..start + self.stride]
+    }
+
+    /// Sequence number of the next message to be published.
+    pub fn head(&self) -> u64 {
+        self.ctrl.published()
+    }
+
+    /// Where a new lease holder continues: `head`, unless the previous
+    /// holder died after completing message `head` but before advancing
+    /// `head`, in which case that message stands and we continue after it.
+    pub fn resume_seq(&self) -> u64 {
+        let head = self.head();
+        let stamp = self.slot(head)[0].load(Ordering::Acquire);
+        if stamp == complete(head) {
+            self.ctrl.head.store(head + 1, Ordering::Release);
+            head + 1
+        } else {
+            head
+        }
+    }
+
+    /// Writes message `seq`. Only the lease holder calls this, with
+    /// consecutive `seq`s, and `bytes.len() <= slot_bytes`.
+    pub fn publish(&self, seq: u64, bytes: &[u8]) {
+        debug_assert!(bytes.len() <= self.slot_bytes);
+        let slot = self.slot(seq);
+        slot[0].store(writing(seq), Ordering::Relaxed);
+        // SYNC POINT: this Release fence pairs with the reader's Acquire fence
+        // in `read`. A reader whose copy saw any word stored below also sees
+        // the odd stamp above in its second stamp load, and discards the copy.
+        fence(Ordering::Release);
+        slot[1].store(bytes.len() as u64, Ordering::Relaxed);
+        store_bytes(&slot[SLOT_HEADER_WORDS..], bytes);
+        // SYNC POINT: pairs with the reader's first (Acquire) stamp load: a
+        // reader that sees "complete" sees the whole payload.
+        slot[0].store(complete(seq), Ordering::Release);
+        // SYNC POINT: pairs with the Acquire load in `head`.
+        self.ctrl.head.store(seq.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Whether `read(cursor)` would find something other than `Empty`: a
+    /// cheap check for wait loops (one load, nothing copied).
+    pub fn ready(&self, cursor: u64) -> bool {
+        self.slot(cursor)[0].load(Ordering::Acquire) >= complete(cursor)
+    }
+
+    /// Copies message `cursor` into `out` if it is there and whole.
+    ///
+    /// Copies `min(len, out.len())` bytes; the caller decides whether a
+    /// length other than `out.len()` is acceptable.
+    pub fn read(&self, cursor: u64, out: &mut [u8]) -> Read {
+        let slot = self.slot(cursor);
+        let want = complete(cursor);
+        // SYNC POINT: pairs with the Release store of the complete stamp in
+        // `publish`.
+        let before = slot[0].load(Ordering::Acquire);
+        match before.cmp(&want) {
+            CmpOrdering::Less => return Read::Empty,
+            CmpOrdering::Greater => return Read::Overwritten,
+            CmpOrdering::Equal => {}
+        }
+        let len = slot[1].load(Ordering::Relaxed);
+        let copied = usize::try_from(len).map_or(out.len(), |len| len.min(out.len()));
+        load_bytes(&slot[SLOT_HEADER_WORDS..], &mut out[..copied]);
+        // SYNC POINT: pairs with the Release fence in `publish` (see there).
+        fence(Ordering::Acquire);
+        let after = slot[0].load(Ordering::Relaxed);
+        if after != before {
+            return Read::Overwritten;
+        }
+        match usize::try_from(len) {
+            Ok(len) if len <= self.slot_bytes => Read::Message { len },
+            _ => Read::BadLength { len },
+        }
+    }
+
+    /// Where a reader lapped at `cursor` continues: the oldest message the
+    /// ring still holds, and always past `cursor` so every lap makes
+    /// progress. The skipped messages, `target - cursor`, are the loss.
+    pub fn lag_target(&self, cursor: u64) -> u64 {
+        let oldest_held = self.head().saturating_sub(self.capacity());
+        max(cursor.wrapping_add(1), oldest_held)
+    }
+}
+
+/// Stores `bytes` into `words`, eight at a time, zero-padding the last word.
+fn store_bytes(words: &[AtomicU64], bytes: &[u8]) {
+    let mut chunks = bytes.chunks_exact(WORD);
+    for (word, chunk) in words.iter().zip(&mut chunks) {
+        let value = u64::from_ne_bytes(chunk.try_into().expect("chunk of 8"));
+        word.store(value, Ordering::Relaxed);
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let mut last = [0u8; WORD];
+        last[..tail.len()].copy_from_slice(tail);
+        words[bytes.len() / WORD].store(u64::from_ne_bytes(last), Ordering::Relaxed);
+    }
+}
+
+/// Loads `out.len()` bytes from `words`, eight at a time.
+fn load_bytes(words: &[AtomicU64], out: &mut [u8]) {
+    let whole = out.len() / WORD;
+    let (head, tail) = out.split_at_mut(whole * WORD);
+    for (word, chunk) in words.iter().zip(head.chunks_exact_mut(WORD)) {
+        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+    }
+    if !tail.is_empty() {
+        let last = words[whole].load(Ordering::Relaxed).to_ne_bytes();
+        tail.copy_from_slice(&last[..tail.len()]);
+    }
+}
+
+#[cfg(all(test, not(shmbus_loom)))]
+mod tests {
+    use super::*;
+
+    fn heap_ring(capacity: usize, slot_bytes: usize) -> (Box<BroadcastCtrl>, Vec<AtomicU64>) {
+        let words = slots_words(capacity, slot_bytes).unwrap();
+        let slots = (0..words).map(|_| AtomicU64::new(0)).collect();
+        (Box::new(BroadcastCtrl::new()), slots)
+    }
+
+    #[test]
+    fn odd_lengths_round_trip() {
+        let (ctrl, slots) = heap_ring(4, 21);
+        let ring = BroadcastRing::new(&ctrl, &slots, 4, 21).unwrap();
+        for len in 0..=21 {
+            let msg: Vec<u8> = (0..len as u8).map(|b| b ^ 0x5a).collect();
+            let seq = ring.head();
+            ring.publish(seq, &msg);
+            let mut out = [0u8; 21];
+            assert_eq!(ring.read(seq, &mut out), Read::Message { len });
+            assert_eq!(&out[..len], &msg[..]);
+        }
+    }
+
+    #[test]
+    fn lapped_reader_skips_to_oldest_held() {
+        let (ctrl, slots) = heap_ring(4, 8);
+        let ring = BroadcastRing::new(&ctrl, &slots, 4, 8).unwrap();
+        for seq in 0..10u64 {
+            ring.publish(seq, &seq.to_ne_bytes());
+        }
+        let mut out = [0u8; 8];
+        assert_eq!(ring.read(0, &mut out), Read::Overwritten);
+        assert_eq!(ring.lag_target(0), 6);
+        assert_eq!(ring.read(6, &mut out), Read::Message { len: 8 });
+        assert_eq!(u64::from_ne_bytes(out), 6);
+        assert_eq!(ring.read(10, &mut out), Read::Empty);
+    }
+
+    #[test]
+    fn rejects_memory_of_the_wrong_shape() {
+        let (ctrl, slots) = heap_ring(4, 8);
+        assert!(BroadcastRing::new(&ctrl, &slots, 3, 8).is_err());
+        assert!(BroadcastRing::new(&ctrl, &slots, 8, 8).is_err());
+        assert!(BroadcastRing::new(&ctrl, &slots[1..], 4, 8).is_err());
+    }
+
+    #[test]
+    fn corrupt_length_is_reported_not_trusted() {
+        let (ctrl, slots) = heap_ring(2, 8);
+        let ring = BroadcastRing::new(&ctrl, &slots, 2, 8).unwrap();
+        ring.publish(0, &[1; 8]);
+        slots[1].store(u64::MAX, Ordering::Relaxed);
+        let mut out = [0u8; 8];
+        assert_eq!(ring.read(0, &mut out), Read::BadLength { len: u64::MAX });
+    }
+}

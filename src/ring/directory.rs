@@ -1,0 +1,164 @@
+//! Create-or-join in a fixed table of entries, lock-free, by open addressing.
+//!
+//! Each entry has one state word:
+//!
+//! | state        | meaning                                                |
+//! |--------------|--------------------------------------------------------|
+//! | `0`          | empty                                                  |
+//! | `1`          | ready: name and config are written and never change    |
+//! | owner token  | being initialised by that process (see [`Owner`])      |
+//!
+//! A creator claims an empty entry by compare-and-swap `0 → token`, writes
+//! the entry, then stores `1` with Release. Everyone else that meets a
+//! claimed entry waits for it to become ready, unless the claimer is dead,
+//! in which case it takes the claim over with compare-and-swap `token → its
+//! own token` and initialises the entry itself. One word for claim and
+//! readiness means no taker can ever take over an entry that became ready.
+//!
+//! Two processes creating the same name race for the first entry on the
+//! name's probe path that is not ready with another name: one claims it, the
+//! other waits, then finds the name there. Two different names never share
+//! an entry, because an entry is only joined after its name is compared.
+
+use crate::ring::Owner;
+use crate::sync::{AtomicU64, Ordering};
+
+const EMPTY: u64 = 0;
+const READY: u64 = 1;
+
+/// The state word of one directory entry. All-zero bytes: empty.
+#[repr(transparent)]
+#[derive(Default)]
+pub struct EntryState(AtomicU64);
+
+/// What the state word says right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryStatus {
+    Empty,
+    Ready,
+    Claimed(Owner),
+}
+
+impl EntryState {
+    pub fn new() -> Self {
+        EntryState(AtomicU64::new(EMPTY))
+    }
+
+    pub fn status(&self) -> EntryStatus {
+        // SYNC POINT: pairs with the Release store of READY in
+        // `find_or_create`: seeing Ready means seeing the entry's contents.
+        match self.0.load(Ordering::Acquire) {
+            EMPTY => EntryStatus::Empty,
+            READY => EntryStatus::Ready,
+            token => Owner::from_token(token).map_or(EntryStatus::Empty, EntryStatus::Claimed),
+        }
+    }
+
+    fn try_claim(&self, from: u64, me: Owner) -> bool {
+        // SYNC POINT: Acquire pairs with the Release store of a failed
+        // creator that gave its claim back; only one claimer wins.
+        self.0
+            .compare_exchange(from, me.token(), Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// Where a name was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// An existing ready entry holds the name.
+    Existing(usize),
+    /// We created the entry.
+    Created(usize),
+}
+
+/// Why `find_or_create` failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DirError<E> {
+    /// Every entry is ready with another name.
+    Full,
+    /// A callback failed (bad entry, no memory, gave up waiting, ...).
+    Callback(E),
+}
+
+/// What `find_or_create` needs from its caller.
+pub trait Entries {
+    type Error;
+    /// The state words, one per entry.
+    fn states(&self) -> &[EntryState];
+    /// Whether ready entry `index` holds our name.
+    fn matches(&mut self, index: usize) -> Result<bool, Self::Error>;
+    /// Writes our name and config into entry `index`, which we have claimed.
+    fn init(&mut self, index: usize) -> Result<(), Self::Error>;
+    /// Whether the process that claimed an entry still lives.
+    fn is_alive(&mut self, owner: Owner) -> bool;
+    /// Called while a live process initialises an entry we need to see;
+    /// backs off, or fails to give up.
+    fn wait_for_claimer(&mut self, owner: Owner) -> Result<(), Self::Error>;
+}
+
+/// Finds the entry for our name, probing from `start`, or creates it.
+pub fn find_or_create<D: Entries>(
+    dir: &mut D,
+    start: usize,
+    me: Owner,
+) -> Result<Found, DirError<D::Error>> {
+    let len = dir.states().len();
+    for probe in 0..len {
+        let index = (start.wrapping_add(probe)) % len;
+        loop {
+            let state = &dir.states()[index];
+            match state.status() {
+                EntryStatus::Ready => {
+                    if dir.matches(index).map_err(DirError::Callback)? {
+                        return Ok(Found::Existing(index));
+                    }
+                    break;
+                }
+                EntryStatus::Empty => {
+                    if state.try_claim(EMPTY, me) {
+                        return create(dir, index, me);
+                    }
+                }
+                EntryStatus::Claimed(owner) => {
+                    if owner != me && !dir.is_alive(owner) {
+                        if dir.states()[index].try_claim(owner.token(), me) {
+                            return create(dir, index, me);
+                        }
+                    } else {
+                        dir.wait_for_claimer(owner).map_err(DirError::Callback)?;
+                    }
+                }
+            }
+        }
+    }
+    Err(DirError::Full)
+}
+
+fn create<D: Entries>(dir: &mut D, index: usize, me: Owner) -> Result<Found, DirError<D::Error>> {
+    match dir.init(index) {
+        Ok(()) => {
+            // SYNC POINT: pairs with the Acquire load in `status`.
+            dir.states()[index].0.store(READY, Ordering::Release);
+            Ok(Found::Created(index))
+        }
+        Err(err) => {
+            // Give the claim back so another creator can try.
+            let _ = dir.states()[index].0.compare_exchange(
+                me.token(),
+                EMPTY,
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+            Err(DirError::Callback(err))
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: where a name's probe path starts. Not for security; a
+/// hostile process with write access to the segment can do worse anyway.
+pub fn name_hash(name: &[u8]) -> u64 {
+    name.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,334 @@
+//! Topics in a segment: finding or creating a topic's directory entry and
+//! its ring region, and validating both.
+//!
+//! The lock-free create-or-join is [`crate::ring::directory`]; this module
+//! supplies what it needs from the segment: entry contents, arena
+//! allocation, /dev/shm reservation, and process liveness.
+
+use std::time::{Duration, Instant};
+
+use super::layout::{self, EntryConfig, ENTRY_CONFIG_OFFSET, ENTRY_SIZE, MAX_CAPACITY, MAX_SLOT_SIZE};
+use super::{validate_name, Segment};
+use crate::error::Error;
+use crate::process;
+use crate::ring::broadcast::{slots_words, BroadcastCtrl};
+use crate::ring::directory::{self, DirError, Entries, EntryState, Found};
+use crate::ring::Owner;
+use crate::sync::Ordering;
+
+/// What a topic's messages are, so that a subscriber of the wrong type is
+/// refused: size, alignment and a hash of the type's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeFingerprint {
+    pub size: u32,
+    pub align: u32,
+    pub hash: u64,
+    pub name: &'static str,
+}
+
+impl TypeFingerprint {
+    pub fn of<T>() -> Self {
+        let name = core::any::type_name::<T>();
+        TypeFingerprint {
+            size: core::mem::size_of::<T>() as u32,
+            align: core::mem::align_of::<T>() as u32,
+            hash: directory::name_hash(name.as_bytes()),
+            name,
+        }
+    }
+}
+
+/// A topic as asked for by a publisher or subscriber. `None` fields accept
+/// whatever an existing topic has, and take the default on creation.
+#[derive(Debug, Clone)]
+pub struct TopicRequest<'a> {
+    pub name: &'a str,
+    pub kind: u32,
+    pub capacity: Option<u32>,
+    pub slot_size: Option<u32>,
+    pub default_capacity: u32,
+    pub default_slot_size: u32,
+    pub fingerprint: TypeFingerprint,
+}
+
+/// A validated topic entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Topic {
+    pub index: usize,
+    pub config: EntryConfig,
+    pub created: bool,
+}
+
+/// Bytes a topic's ring region takes: control block, then slots.
+pub fn region_len(capacity: u32, slot_size: u32) -> Option<u64> {
+    let words = slots_words(capacity as usize, slot_size as usize)?;
+    let bytes = words.checked_mul(8)?.checked_add(core::mem::size_of::<BroadcastCtrl>())?;
+    u64::try_from(bytes).ok()
+}
+
+fn entry_offset(index: usize) -> u64 {
+    layout::DIR_OFFSET as u64 + (index * ENTRY_SIZE) as u64
+}
+
+/// Finds the topic `req.name`, or creates it. Fails if the existing topic
+/// has another kind, type or explicitly requested shape.
+pub fn find_or_create(seg: &Segment, req: &TopicRequest<'_>, timeout: Duration) -> Result<Topic, Error> {
+    validate_name("topic", req.name)?;
+    let header = seg.header();
+    let states = seg
+        .view_slice::<EntryState>(header.dir_offset, header.dir_entries as usize)
+        .map_err(|what| Error::Corrupt {
+            bus: seg.bus().to_owned(),
+            what,
+        })?;
+    let mut dir = SegmentDirectory {
+        seg,
+        states,
+        req,
+        deadline: Instant::now() + timeout,
+        timeout,
+        found: None,
+    };
+    let start = directory::name_hash(req.name.as_bytes()) as usize;
+    match directory::find_or_create(&mut dir, start, process::current()) {
+        Ok(Found::Existing(index)) => Ok(Topic {
+            index,
+            config: dir.found.expect("matches() stored the entry it matched"),
+            created: false,
+        }),
+        Ok(Found::Created(index)) => Ok(Topic {
+            index,
+            config: dir.found.expect("init() stored the entry it wrote"),
+            created: true,
+        }),
+        Err(DirError::Full) => Err(Error::DirectoryFull {
+            bus: seg.bus().to_owned(),
+            capacity: header.dir_entries,
+        }),
+        Err(DirError::Callback(err)) => Err(err),
+    }
+}
+
+/// Reads and validates every ready topic entry (for listing).
+pub fn list(seg: &Segment) -> Result<Vec<Topic>, Error> {
+    let header = seg.header();
+    let states = seg
+        .view_slice::<EntryState>(header.dir_offset, header.dir_entries as usize)
+        .map_err(|what| corrupt(seg, what))?;
+    let mut topics = Vec::new();
+    for (index, state) in states.iter().enumerate() {
+        if state.status() == directory::EntryStatus::Ready {
+            let config = read_entry(seg, index)?;
+            topics.push(Topic {
+                index,
+                config,
+                created: false,
+            });
+        }
+    }
+    Ok(topics)
+}
+
+fn corrupt(seg: &Segment, what: String) -> Error {
+    Error::Corrupt {
+        bus: seg.bus().to_owned(),
+        what,
+    }
+}
+
+/// Reads entry `index` and checks that every field is in range, so the ring
+/// region it names lies inside the arena and has the shape it claims.
+fn read_entry(seg: &Segment, index: usize) -> Result<EntryConfig, Error> {
+    let config: EntryConfig = seg
+        .read(entry_offset(index) + ENTRY_CONFIG_OFFSET as u64)
+        .map_err(|what| corrupt(seg, what))?;
+    check_entry(seg, &config).map_err(|what| corrupt(seg, format!("topic entry {index}: {what}")))?;
+    Ok(config)
+}
+
+fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
+    let name = entry_name(c).ok_or_else(|| format!("name length {} is out of range", c.name_len))?;
+    validate_name("topic", name).map_err(|e| e.to_string())?;
+    if c.kind != layout::KIND_BROADCAST {
+        return Err(format!("unknown topic kind {}", c.kind));
+    }
+    if !c.capacity.is_power_of_two() || c.capacity > MAX_CAPACITY {
+        return Err(format!("capacity {} is not a power of two up to {MAX_CAPACITY}", c.capacity));
+    }
+    if c.slot_size > MAX_SLOT_SIZE {
+        return Err(format!("slot size {} is over {MAX_SLOT_SIZE}", c.slot_size));
+    }
+    let expected = region_len(c.capacity, c.slot_size);
+    if expected != Some(c.region_len) {
+        return Err(format!(
+            "ring region of {} bytes does not match capacity {} × slot size {}",
+            c.region_len, c.capacity, c.slot_size
+        ));
+    }
+    let h = seg.header();
+    let arena_end = h.arena_offset + h.arena_size;
+    let in_arena = c.region_offset >= h.arena_offset
+        && c.region_offset % layout::REGION_ALIGN == 0
+        && c.region_offset.checked_add(c.region_len).is_some_and(|end| end <= arena_end);
+    if !in_arena {
+        return Err(format!(
+            "ring region at offset {} ({} bytes) is not an aligned part of the arena ({}..{arena_end})",
+            c.region_offset, c.region_len, h.arena_offset
+        ));
+    }
+    Ok(())
+}
+
+pub fn entry_name(c: &EntryConfig) -> Option<&str> {
+    let bytes = c.name.get(..c.name_len as usize)?;
+    core::str::from_utf8(bytes).ok()
+}
+
+/// A human description of a topic's config, for mismatch errors.
+pub fn describe(c: &EntryConfig) -> String {
+    let len = c.type_name.iter().position(|&b| b == 0).unwrap_or(c.type_name.len());
+    let type_name = String::from_utf8_lossy(&c.type_name[..len]);
+    format!(
+        "a broadcast topic of `{type_name}` (size {}, align {}) with {}-byte slots and capacity {}",
+        c.type_size, c.type_align, c.slot_size, c.capacity
+    )
+}
+
+fn describe_request(req: &TopicRequest<'_>) -> String {
+    let shape = |v: Option<u32>| v.map_or("any".to_owned(), |v| v.to_string());
+    format!(
+        "a broadcast topic of `{}` (size {}, align {}) with {} slot size and {} capacity",
+        req.fingerprint.name,
+        req.fingerprint.size,
+        req.fingerprint.align,
+        shape(req.slot_size),
+        shape(req.capacity)
+    )
+}
+
+struct SegmentDirectory<'a, 'r> {
+    seg: &'a Segment,
+    states: &'a [EntryState],
+    req: &'a TopicRequest<'r>,
+    deadline: Instant,
+    timeout: Duration,
+    found: Option<EntryConfig>,
+}
+
+impl SegmentDirectory<'_, '_> {
+    fn compatible(&self, c: &EntryConfig) -> bool {
+        let req = self.req;
+        c.kind == req.kind
+            && c.type_size == req.fingerprint.size
+            && c.type_align == req.fingerprint.align
+            && c.type_hash == req.fingerprint.hash
+            && req.capacity.is_none_or(|cap| cap == c.capacity)
+            && req.slot_size.is_none_or(|slot| slot == c.slot_size)
+    }
+
+    /// Bump-allocates `len` bytes of arena; returns the segment offset.
+    fn allocate(&self, len: u64) -> Result<u64, Error> {
+        let h = self.seg.header();
+        let used = &self.seg.ctrl().arena_used;
+        let mut current = used.load(Ordering::Relaxed);
+        loop {
+            let start = current.next_multiple_of(layout::REGION_ALIGN);
+            let end = start.checked_add(len).filter(|&end| end <= h.arena_size);
+            let Some(end) = end else {
+                return Err(Error::ArenaFull {
+                    bus: self.seg.bus().to_owned(),
+                    topic: self.req.name.to_owned(),
+                    needed: len,
+                    free: h.arena_size.saturating_sub(current),
+                });
+            };
+            match used.compare_exchange_weak(current, end, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(h.arena_offset + start),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
+impl Entries for SegmentDirectory<'_, '_> {
+    type Error = Error;
+
+    fn states(&self) -> &[EntryState] {
+        self.states
+    }
+
+    fn matches(&mut self, index: usize) -> Result<bool, Error> {
+        let config = read_entry(self.seg, index)?;
+        if entry_name(&config) != Some(self.req.name) {
+            return Ok(false);
+        }
+        if !self.compatible(&config) {
+            return Err(Error::TopicMismatch {
+                topic: self.req.name.to_owned(),
+                existing: describe(&config),
+                requested: describe_request(self.req),
+            });
+        }
+        self.found = Some(config);
+        Ok(true)
+    }
+
+    fn init(&mut self, index: usize) -> Result<(), Error> {
+        let req = self.req;
+        let capacity = req.capacity.unwrap_or(req.default_capacity);
+        let slot_size = req.slot_size.unwrap_or(req.default_slot_size);
+        let region_len = region_len(capacity, slot_size).ok_or_else(|| Error::InvalidOptions {
+            topic: req.name.to_owned(),
+            why: format!("capacity {capacity} × slot size {slot_size} overflows"),
+        })?;
+        let region_offset = self.allocate(region_len)?;
+        self.seg
+            .reserve(region_offset, region_len)
+            .map_err(|source| Error::NoSpace {
+                bus: self.seg.bus().to_owned(),
+                needed: region_len,
+                source,
+            })?;
+        let mut config = EntryConfig {
+            name: [0; layout::MAX_NAME],
+            name_len: req.name.len() as u32,
+            kind: req.kind,
+            slot_size,
+            capacity,
+            type_size: req.fingerprint.size,
+            type_align: req.fingerprint.align,
+            type_hash: req.fingerprint.hash,
+            type_name: [0; 64],
+            region_offset,
+            region_len,
+            _reserved: [0; 16],
+        };
+        config.name[..req.name.len()].copy_from_slice(req.name.as_bytes());
+        // Keep the end of long type names: the last path segments tell
+        // types apart best.
+        let type_name = req.fingerprint.name.as_bytes();
+        let tail = &type_name[type_name.len().saturating_sub(config.type_name.len())..];
+        config.type_name[..tail.len()].copy_from_slice(tail);
+        // SAFETY: we hold the claim on entry `index` (its state word holds our
+        // token), so by the directory protocol no other process reads its
+        // config until we store READY, nor writes it unless we die.
+        unsafe { self.seg.write(entry_offset(index) + ENTRY_CONFIG_OFFSET as u64, &config) };
+        self.found = Some(config);
+        Ok(())
+    }
+
+    fn is_alive(&mut self, owner: Owner) -> bool {
+        process::is_alive(owner)
+    }
+
+    fn wait_for_claimer(&mut self, owner: Owner) -> Result<(), Error> {
+        if Instant::now() >= self.deadline {
+            return Err(Error::Timeout {
+                what: format!("topic {:?} to be created by {owner:?}", self.req.name),
+                waited: self.timeout,
+            });
+        }
+        std::thread::sleep(Duration::from_micros(100));
+        Ok(())
+    }
+}

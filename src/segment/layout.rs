@@ -1,0 +1,171 @@
+//! The byte layout of a bus segment. Every struct here is `#[repr(C)]` with
+//! its size, alignment and field offsets asserted at compile time, because
+//! processes built separately must agree on them.
+//!
+//! ```text
+//! offset 0     HeaderFixed   (64 B)  written once by the creator before READY
+//! offset 64    HeaderCtrl    (64 B)  atomics: state, creator, arena bump pointer
+//! offset 128   directory     entries × TopicEntry (256 B each)
+//! arena_offset arena         ring regions, 64-byte aligned, bump-allocated
+//! ```
+//!
+//! A topic entry is an [`EntryState`](crate::ring::directory::EntryState)
+//! word padded to a cache line, then an [`EntryConfig`] written once by the
+//! topic's creator before the entry is marked ready.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::ring::directory::EntryState;
+use crate::sync::{AtomicU64, AtomicU32};
+
+/// First bytes of every segment.
+pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
+/// Bumped whenever any layout in this file changes.
+pub const LAYOUT_VERSION: u32 = 1;
+
+pub const HEADER_SIZE: usize = 128;
+pub const CTRL_OFFSET: usize = 64;
+pub const DIR_OFFSET: usize = HEADER_SIZE;
+pub const ENTRY_SIZE: usize = 256;
+pub const ENTRY_CONFIG_OFFSET: usize = 64;
+pub const ARENA_ALIGN: usize = 4096;
+pub const REGION_ALIGN: u64 = 64;
+/// Longest bus or topic name.
+pub const MAX_NAME: usize = 64;
+/// Most topics a bus can be created with.
+pub const MAX_TOPICS: u32 = 4096;
+/// Largest slot (message) size.
+pub const MAX_SLOT_SIZE: u32 = 16 << 20;
+/// Most slots in one ring.
+pub const MAX_CAPACITY: u32 = 1 << 24;
+
+/// Segment states in [`HeaderCtrl::state`].
+pub const STATE_INIT: u32 = 1;
+pub const STATE_READY: u32 = 2;
+
+/// The immutable half of the segment header.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct HeaderFixed {
+    pub magic: [u8; 8],
+    pub layout_version: u32,
+    pub header_size: u32,
+    pub segment_size: u64,
+    pub dir_offset: u64,
+    pub dir_entries: u32,
+    pub entry_size: u32,
+    pub arena_offset: u64,
+    pub arena_size: u64,
+    pub _reserved: [u8; 8],
+}
+
+/// The atomic half of the segment header.
+#[repr(C)]
+pub struct HeaderCtrl {
+    /// 0 (file just created), [`STATE_INIT`], [`STATE_READY`].
+    pub state: AtomicU32,
+    pub _pad: u32,
+    /// Owner token of the creating process (see `ring::Owner`), stored first
+    /// thing after creation so a creator that dies can be detected.
+    pub creator: AtomicU64,
+    /// Bytes of the arena handed out so far.
+    pub arena_used: AtomicU64,
+    pub _pad2: [u8; 40],
+}
+
+/// Kinds of topic, as stored.
+pub const KIND_BROADCAST: u32 = 1;
+
+/// The immutable part of a topic entry.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct EntryConfig {
+    pub name: [u8; MAX_NAME],
+    pub name_len: u32,
+    pub kind: u32,
+    pub slot_size: u32,
+    pub capacity: u32,
+    pub type_size: u32,
+    pub type_align: u32,
+    pub type_hash: u64,
+    pub type_name: [u8; 64],
+    /// Offset of the ring region from the start of the segment.
+    pub region_offset: u64,
+    pub region_len: u64,
+    pub _reserved: [u8; 16],
+}
+
+#[cfg(not(shmbus_loom))]
+const _: () = {
+    use core::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<HeaderFixed>() == 64);
+    assert!(offset_of!(HeaderFixed, layout_version) == 8);
+    assert!(offset_of!(HeaderFixed, segment_size) == 16);
+    assert!(offset_of!(HeaderFixed, dir_entries) == 32);
+    assert!(offset_of!(HeaderFixed, arena_offset) == 40);
+    assert!(size_of::<HeaderCtrl>() == 64);
+    assert!(align_of::<HeaderCtrl>() == 8);
+    assert!(offset_of!(HeaderCtrl, creator) == 8);
+    assert!(offset_of!(HeaderCtrl, arena_used) == 16);
+    assert!(size_of::<EntryState>() == 8);
+    assert!(size_of::<EntryConfig>() == ENTRY_SIZE - ENTRY_CONFIG_OFFSET);
+    assert!(offset_of!(EntryConfig, slot_size) == 72);
+    assert!(offset_of!(EntryConfig, type_hash) == 88);
+    assert!(offset_of!(EntryConfig, region_offset) == 160);
+    assert!(HEADER_SIZE == CTRL_OFFSET + size_of::<HeaderCtrl>());
+};
+
+/// Sizes of a segment laid out for `entries` topics in `segment_size` bytes.
+pub fn header_for(segment_size: u64, entries: u32) -> Option<HeaderFixed> {
+    let dir_end = DIR_OFFSET as u64 + u64::from(entries) * ENTRY_SIZE as u64;
+    let arena_offset = dir_end.next_multiple_of(ARENA_ALIGN as u64);
+    let arena_size = segment_size.checked_sub(arena_offset)?;
+    Some(HeaderFixed {
+        magic: MAGIC,
+        layout_version: LAYOUT_VERSION,
+        header_size: HEADER_SIZE as u32,
+        segment_size,
+        dir_offset: DIR_OFFSET as u64,
+        dir_entries: entries,
+        entry_size: ENTRY_SIZE as u32,
+        arena_offset,
+        arena_size,
+        _reserved: [0; 8],
+    })
+}
+
+/// Checks a header read from a segment of `file_len` bytes. Returns what is
+/// wrong, in words, or `Ok` when every later offset derived from it stays in
+/// the file.
+pub fn check_header(h: &HeaderFixed, file_len: u64) -> Result<(), String> {
+    if h.header_size as usize != HEADER_SIZE || h.entry_size as usize != ENTRY_SIZE {
+        return Err(format!(
+            "header says header size {} and entry size {}, expected {HEADER_SIZE} and {ENTRY_SIZE}",
+            h.header_size, h.entry_size
+        ));
+    }
+    if h.segment_size != file_len {
+        return Err(format!(
+            "header says the segment is {} bytes but the file is {file_len}",
+            h.segment_size
+        ));
+    }
+    if h.dir_offset != DIR_OFFSET as u64 || h.dir_entries == 0 || h.dir_entries > MAX_TOPICS {
+        return Err(format!(
+            "directory at offset {} with {} entries is out of range (1..={MAX_TOPICS} at {DIR_OFFSET})",
+            h.dir_offset, h.dir_entries
+        ));
+    }
+    let dir_end = h.dir_offset + u64::from(h.dir_entries) * ENTRY_SIZE as u64;
+    let arena_end = h.arena_offset.checked_add(h.arena_size);
+    if h.arena_offset < dir_end
+        || h.arena_offset % ARENA_ALIGN as u64 != 0
+        || arena_end != Some(h.segment_size)
+    {
+        return Err(format!(
+            "arena at offset {} of {} bytes does not fit between the directory (ends at {dir_end}) and the end of the segment ({})",
+            h.arena_offset, h.arena_size, h.segment_size
+        ));
+    }
+    Ok(())
+}

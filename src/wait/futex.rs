@@ -1,0 +1,101 @@
+//! The futex word: Linux's futex on a shared (never private) mapping, or,
+//! under the loom model checker, a mutex and condition variable that behave
+//! like one.
+
+use std::time::Duration;
+
+use super::Wake;
+use crate::sync::{AtomicU32, Ordering};
+
+/// A 32-bit word that readers sleep on and writers bump to wake them.
+#[derive(Default)]
+#[repr(transparent)]
+#[cfg(not(shmbus_loom))]
+pub struct FutexWord(AtomicU32);
+
+#[cfg(not(shmbus_loom))]
+impl FutexWord {
+    pub fn new() -> Self {
+        FutexWord(AtomicU32::new(0))
+    }
+
+    pub fn load(&self) -> u32 {
+        // SYNC POINT: pairs with the Release bump in `bump_and_wake_all`.
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Bumps the word, then wakes every sleeper.
+    pub fn bump_and_wake_all(&self) {
+        self.0.fetch_add(1, Ordering::Release);
+        // Not FUTEX_PRIVATE_FLAG: the word lives in a mapping shared between
+        // processes, and a private wake would never reach them. An error here
+        // (there is none for a valid address) only means nobody woke, and
+        // sleepers time out.
+        let _ = rustix::thread::futex::wake(&self.0, rustix::thread::futex::Flags::empty(), u32::MAX);
+    }
+
+    /// Sleeps while the word equals `expected`, at most `timeout`.
+    pub fn wait(&self, expected: u32, timeout: Option<Duration>) -> Wake {
+        use rustix::io::Errno;
+        use rustix::thread::futex::{self, Flags, Timespec};
+        let timespec = timeout.map(|t| Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
+        match futex::wait(&self.0, Flags::empty(), expected, timespec.as_ref()) {
+            Err(Errno::TIMEDOUT) => Wake::TimedOut,
+            // Woken, or the word had already moved on (EAGAIN), or a signal
+            // (EINTR): all mean "look again".
+            _ => Wake::Woken,
+        }
+    }
+}
+
+/// Under loom: the word plus a mutex and condvar. `wait` checks the word
+/// under the mutex and sleeps on the condvar; `bump_and_wake_all` bumps the
+/// word, then notifies under the mutex. That is the futex contract (compare
+/// and sleep atomically with respect to wake). Timeouts are ignored, so a
+/// lost wakeup shows up in the model as a deadlock.
+#[cfg(shmbus_loom)]
+pub struct FutexWord {
+    word: AtomicU32,
+    lock: loom::sync::Mutex<()>,
+    sleepers: loom::sync::Condvar,
+}
+
+#[cfg(shmbus_loom)]
+impl Default for FutexWord {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(shmbus_loom)]
+impl FutexWord {
+    pub fn new() -> Self {
+        FutexWord {
+            word: AtomicU32::new(0),
+            lock: loom::sync::Mutex::new(()),
+            sleepers: loom::sync::Condvar::new(),
+        }
+    }
+
+    pub fn load(&self) -> u32 {
+        self.word.load(Ordering::Acquire)
+    }
+
+    pub fn bump_and_wake_all(&self) {
+        self.word.fetch_add(1, Ordering::Release);
+        let _guard = self.lock.lock().unwrap();
+        self.sleepers.notify_all();
+    }
+
+    pub fn wait(&self, expected: u32, _timeout: Option<Duration>) -> Wake {
+        let guard = self.lock.lock().unwrap();
+        if self.word.load(Ordering::Acquire) != expected {
+            return Wake::Woken;
+        }
+        drop(self.sleepers.wait(guard).unwrap());
+        Wake::Woken
+    }
+}

@@ -1,0 +1,144 @@
+//! Waking readers that sleep.
+//!
+//! # Protocol
+//!
+//! Each topic has a [`WakeWords`]: a 32-bit futex word and a count of
+//! sleepers, in the segment. A reader that found nothing to read:
+//!
+//! 1. reads the futex word,
+//! 2. increments `waiters`,
+//! 3. `fence(SeqCst)`,
+//! 4. checks once more for something to read (and stops if there is),
+//! 5. sleeps on the futex word, expecting the value from step 1,
+//! 6. decrements `waiters`.
+//!
+//! A writer publishes (its own store), then `fence(SeqCst)`, then reads
+//! `waiters`: only if it is nonzero does it bump the futex word and make the
+//! wake system call. That is how a publisher with no sleeping readers makes
+//! no system call at all.
+//!
+//! No wakeup is lost: the two SeqCst fences order the reader's "I sleep"
+//! (step 2) and the writer's publish. Either the reader's re-check (step 4)
+//! sees the message, or the writer's load sees `waiters > 0`; then it bumps
+//! the word after the reader read it in step 1, so the kernel's
+//! compare-and-sleep in step 5 either refuses to sleep or is woken.
+//!
+//! Sleeps take a timeout so that a reader can notice that the writer died
+//! (it will never wake anyone again) and say so.
+
+mod futex;
+
+use std::time::Duration;
+
+use crate::sync::{fence, AtomicU32, Ordering};
+
+pub use futex::FutexWord;
+
+/// How a reader waits for the next message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Busy-poll: lowest latency, burns a core while waiting.
+    Spin,
+    /// Poll, giving the core away between polls.
+    Yield,
+    /// Sleep on the futex at once: no CPU while idle, a kernel round trip
+    /// (several microseconds) per wakeup.
+    Block,
+    /// Spin `spins` polls, then sleep. Low latency when messages come close
+    /// together, no CPU when they stop. The default.
+    Adaptive {
+        /// Polls before sleeping.
+        spins: u32,
+    },
+}
+
+impl WaitStrategy {
+    /// Adaptive with a spin phase of a few microseconds.
+    pub const fn adaptive() -> Self {
+        WaitStrategy::Adaptive { spins: 2000 }
+    }
+
+    /// How many polls to make before sleeping; `None` means never sleep.
+    pub(crate) fn polls_before_sleep(self) -> Option<u32> {
+        match self {
+            WaitStrategy::Spin | WaitStrategy::Yield => None,
+            WaitStrategy::Block => Some(0),
+            WaitStrategy::Adaptive { spins } => Some(spins),
+        }
+    }
+}
+
+impl Default for WaitStrategy {
+    fn default() -> Self {
+        Self::adaptive()
+    }
+}
+
+/// What a sleep ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The re-check found work; we never slept.
+    Ready,
+    /// We slept and were woken (or the word changed, or a spurious wakeup).
+    Woken,
+    /// The timeout ran out.
+    TimedOut,
+}
+
+/// The wakeup words of one topic. All-zero bytes are the initial state.
+#[repr(C)]
+#[derive(Default)]
+pub struct WakeWords {
+    /// Futex word. Bumped by a writer that saw sleepers.
+    word: FutexWord,
+    /// Readers between step 2 and step 6 of the protocol.
+    waiters: AtomicU32,
+}
+
+#[cfg(not(shmbus_loom))]
+const _: () = {
+    assert!(core::mem::size_of::<WakeWords>() == 8);
+    assert!(core::mem::offset_of!(WakeWords, waiters) == 4);
+};
+
+impl WakeWords {
+    pub fn new() -> Self {
+        WakeWords {
+            word: FutexWord::new(),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// Called by a writer after it made something visible to readers.
+    /// Makes a system call only when a reader sleeps, or is about to.
+    pub fn notify(&self) {
+        // SYNC POINT (Dekker, pairs with the fence in `sleep_unless`): orders
+        // the caller's publish before our load of `waiters`.
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) != 0 {
+            self.word.bump_and_wake_all();
+        }
+    }
+
+    /// Number of readers asleep or about to sleep.
+    pub fn waiters(&self) -> u32 {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps until woken or `timeout` passes, unless `ready()` (checked
+    /// after announcing ourselves as a sleeper) says there is work already.
+    pub fn sleep_unless(&self, ready: impl FnOnce() -> bool, timeout: Option<Duration>) -> Wake {
+        let seen = self.word.load();
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        // SYNC POINT (Dekker, pairs with the fence in `notify`): orders our
+        // increment of `waiters` before the re-check of the ring.
+        fence(Ordering::SeqCst);
+        let outcome = if ready() {
+            Wake::Ready
+        } else {
+            self.word.wait(seen, timeout)
+        };
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        outcome
+    }
+}
