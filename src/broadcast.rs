@@ -450,21 +450,21 @@ impl<T> Subscriber<T> {
         let ring = &self.topic.ring;
         match ring.read(self.cursor, out) {
             Read::Message { len } => {
-                self.cursor += 1;
+                self.cursor = self.cursor.wrapping_add(1);
                 self.stats.received += 1;
                 Poll::Got(len)
             }
             Read::Empty => Poll::Empty,
             Read::Overwritten => {
                 let target = ring.lag_target(self.cursor);
-                let lost = target - self.cursor;
+                let lost = target.wrapping_sub(self.cursor);
                 self.cursor = target;
                 self.stats.lagged += lost;
                 Poll::Failed(RecvError::Lagged(lost))
             }
             Read::BadLength { .. } => {
                 let seq = self.cursor;
-                self.cursor += 1;
+                self.cursor = seq.wrapping_add(1);
                 self.stats.corrupt += 1;
                 Poll::Failed(RecvError::Corrupt { seq })
             }
@@ -595,7 +595,9 @@ impl<T: Message> Subscriber<T> {
         } else {
             self.stats.received -= 1;
             self.stats.corrupt += 1;
-            Err(RecvError::Corrupt { seq: self.cursor - 1 })
+            Err(RecvError::Corrupt {
+                seq: self.cursor.wrapping_sub(1),
+            })
         }
     }
 }
@@ -633,5 +635,26 @@ impl Subscriber<Bytes> {
         let result = self.recv_into(&mut scratch, deadline);
         self.scratch = scratch;
         result
+    }
+}
+
+impl<T> std::fmt::Debug for Publisher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topic", &self.topic.name)
+            .field("next_seq", &self.next)
+            .field("capacity", &self.topic.ring.capacity())
+            .finish()
+    }
+}
+
+impl<T> std::fmt::Debug for Subscriber<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("topic", &self.topic.name)
+            .field("next_seq", &self.cursor)
+            .field("wait", &self.wait)
+            .field("stats", &self.stats)
+            .finish()
     }
 }

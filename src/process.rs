@@ -36,6 +36,17 @@ pub fn is_alive(owner: Owner) -> bool {
     }
 }
 
+/// Whether the test-only hook `name` is switched on for this process, by
+/// `SHMBUS_TEST_HOOK=name`. Hooks stop a process at an exact point (such as
+/// between creating a segment and marking it ready) so crash tests can kill
+/// it there every time. Read once; only consulted on slow paths.
+pub fn test_hook(name: &str) -> bool {
+    static HOOK: OnceLock<Option<String>> = OnceLock::new();
+    HOOK.get_or_init(|| std::env::var("SHMBUS_TEST_HOOK").ok())
+        .as_deref()
+        == Some(name)
+}
+
 struct Stat {
     is_zombie: bool,
     start_ticks: u64,

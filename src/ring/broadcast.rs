@@ -211,8 +211,9 @@ impl<'a> BroadcastRing<'a> {
         let head = self.head();
         let stamp = self.slot(head)[0].load(Ordering::Acquire);
         if stamp == complete(head) {
-            self.ctrl.head.store(head + 1, Ordering::Release);
-            head + 1
+            let next = head.wrapping_add(1);
+            self.ctrl.head.store(next, Ordering::Release);
+            next
         } else {
             head
         }
