@@ -44,7 +44,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-
 use crate::bus::Bus;
 use crate::error::{Error, RecvError, RecvTimeoutError, SendError, TryRecvError};
 use crate::message::{Bytes, Message};
@@ -56,7 +55,7 @@ use crate::segment::directory::{self, TopicRequest, TypeFingerprint};
 use crate::segment::layout::{self, MAX_CAPACITY, MAX_SLOT_SIZE};
 use crate::segment::Segment;
 use crate::sync::{spin_hint, yield_now, AtomicU64};
-use crate::wait::{Wake, WaitStrategy};
+use crate::wait::{WaitStrategy, Wake};
 
 /// Default ring capacity: 1024 messages.
 pub const DEFAULT_CAPACITY: u32 = 1024;
@@ -197,7 +196,9 @@ impl<'b> TopicBuilder<'b> {
         }
         if let Some(slot) = self.slot_size {
             if slot > MAX_SLOT_SIZE {
-                return Err(self.invalid(format!("slot_size({slot}) is over the limit of {MAX_SLOT_SIZE}")));
+                return Err(self.invalid(format!(
+                    "slot_size({slot}) is over the limit of {MAX_SLOT_SIZE}"
+                )));
             }
             if typed && slot != fingerprint.size {
                 return Err(self.invalid(format!(
@@ -216,7 +217,11 @@ impl<'b> TopicBuilder<'b> {
             name: &self.name,
             kind: layout::KIND_BROADCAST,
             capacity: self.capacity,
-            slot_size: if typed { Some(fingerprint.size) } else { self.slot_size },
+            slot_size: if typed {
+                Some(fingerprint.size)
+            } else {
+                self.slot_size
+            },
             default_capacity: DEFAULT_CAPACITY,
             default_slot_size: DEFAULT_BYTES_SLOT_SIZE,
             fingerprint,
@@ -255,8 +260,13 @@ impl TopicHandle {
         let slots = seg
             .view_slice::<AtomicU64>(config.region_offset + ctrl_len, words)
             .map_err(corrupt)?;
-        let ring = BroadcastRing::new(ctrl, slots, config.capacity as usize, config.slot_size as usize)
-            .map_err(|_| corrupt("ring region does not match its capacity and slot size".into()))?;
+        let ring = BroadcastRing::new(
+            ctrl,
+            slots,
+            config.capacity as usize,
+            config.slot_size as usize,
+        )
+        .map_err(|_| corrupt("ring region does not match its capacity and slot size".into()))?;
         // SAFETY: `ring` borrows the mapping owned by `seg`. We store `seg`
         // beside it, so the mapping outlives every use of `ring` through this
         // handle; the mapping never moves while mapped.
@@ -341,7 +351,10 @@ impl Publisher<Bytes> {
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         let max = self.topic.ring.slot_bytes();
         if bytes.len() > max {
-            return Err(SendError::TooLarge { len: bytes.len(), max });
+            return Err(SendError::TooLarge {
+                len: bytes.len(),
+                max,
+            });
         }
         self.publish(bytes);
         Ok(())
@@ -504,7 +517,11 @@ impl<T> Subscriber<T> {
         }
     }
 
-    fn recv_into(&mut self, out: &mut [u8], deadline: Option<Instant>) -> Result<usize, RecvTimeoutError> {
+    fn recv_into(
+        &mut self,
+        out: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> Result<usize, RecvTimeoutError> {
         let polls_before_sleep = self.wait.polls_before_sleep();
         let mut polls: u32 = 0;
         loop {
@@ -543,7 +560,8 @@ impl<T> Subscriber<T> {
         let ring = &self.topic.ring;
         let ctrl = ring.ctrl();
         let cursor = self.cursor;
-        let ready = || ring.ready(cursor) || (ctrl.lease().holder().is_none() && ctrl.had_publisher());
+        let ready =
+            || ring.ready(cursor) || (ctrl.lease().holder().is_none() && ctrl.had_publisher());
         let outcome = ctrl.wake().sleep_unless(ready, Some(timeout));
         match outcome {
             Wake::Ready => {}
@@ -630,7 +648,10 @@ impl Subscriber<Bytes> {
         Ok(&self.scratch[..len])
     }
 
-    fn recv_bytes_deadline(&mut self, deadline: Option<Instant>) -> Result<usize, RecvTimeoutError> {
+    fn recv_bytes_deadline(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<usize, RecvTimeoutError> {
         let mut scratch = core::mem::take(&mut self.scratch);
         let result = self.recv_into(&mut scratch, deadline);
         self.scratch = scratch;

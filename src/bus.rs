@@ -45,7 +45,7 @@ impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus")
             .field("name", &self.name())
-            .field("size", &self.seg.len())
+            .field("size", &self.seg.size())
             .finish()
     }
 }
@@ -100,7 +100,10 @@ impl BusBuilder {
             )));
         }
         if self.opts.mode & !0o777 != 0 {
-            return Err(invalid(format!("mode({:o}) has bits outside 0o777", self.opts.mode)));
+            return Err(invalid(format!(
+                "mode({:o}) has bits outside 0o777",
+                self.opts.mode
+            )));
         }
         if segment::layout::header_for(self.opts.size, self.opts.topics).is_none() {
             return Err(invalid(format!(
@@ -189,11 +192,17 @@ impl Bus {
             .iter()
             .map(|topic| {
                 let c = &topic.config;
-                let ctrl: &BroadcastCtrl = self.seg.view(c.region_offset).map_err(|what| Error::Corrupt {
-                    bus: self.name().to_owned(),
-                    what,
-                })?;
-                let holder = ctrl.lease().holder().filter(|&o: &Owner| process::is_alive(o));
+                let ctrl: &BroadcastCtrl =
+                    self.seg
+                        .view(c.region_offset)
+                        .map_err(|what| Error::Corrupt {
+                            bus: self.name().to_owned(),
+                            what,
+                        })?;
+                let holder = ctrl
+                    .lease()
+                    .holder()
+                    .filter(|&o: &Owner| process::is_alive(o));
                 Ok(TopicInfo {
                     name: directory::entry_name(c).unwrap_or_default().to_owned(),
                     capacity: c.capacity,

@@ -51,7 +51,11 @@ pub enum Error {
         "bus {bus:?} has segment layout version {found}, but this shmbus speaks version \
          {expected}: run the same shmbus version in every process, or remove the bus"
     )]
-    VersionMismatch { bus: String, found: u32, expected: u32 },
+    VersionMismatch {
+        bus: String,
+        found: u32,
+        expected: u32,
+    },
 
     #[error("topic {topic:?} exists as {existing}, but {requested} was asked for")]
     TopicMismatch {

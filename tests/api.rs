@@ -6,11 +6,21 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestBus, Tick};
-use shmbus::{Bus, Error, RecvError, RecvTimeoutError, SendError, StartAt, TryRecvError, WaitStrategy};
+use shmbus::{
+    Bus, Error, RecvError, RecvTimeoutError, SendError, StartAt, TryRecvError, WaitStrategy,
+};
 
 #[test]
 fn bad_bus_names_are_refused_with_the_rule() {
-    for name in ["", "a/b", "with space", ".", "..", &"x".repeat(65), "ümlaut"] {
+    for name in [
+        "",
+        "a/b",
+        "with space",
+        ".",
+        "..",
+        &"x".repeat(65),
+        "ümlaut",
+    ] {
         match Bus::open(name) {
             Err(Error::InvalidName { what: "bus", .. }) => {}
             other => panic!("{name:?}: expected InvalidName, got {other:?}"),
@@ -24,7 +34,10 @@ fn bad_bus_names_are_refused_with_the_rule() {
 fn bad_topic_names_are_refused() {
     let bus = TestBus::new("topic-names");
     let b = bus.open();
-    assert!(matches!(b.publisher::<u64>("no/slash"), Err(Error::InvalidName { what: "topic", .. })));
+    assert!(matches!(
+        b.publisher::<u64>("no/slash"),
+        Err(Error::InvalidName { what: "topic", .. })
+    ));
 }
 
 #[test]
@@ -32,11 +45,19 @@ fn segment_is_private_to_its_user_unless_asked() {
     use std::os::unix::fs::PermissionsExt;
     let private = TestBus::new("mode");
     let _b = private.open();
-    let mode = std::fs::metadata(private.path()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(private.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let shared = TestBus::new("mode-shared");
     let _b = Bus::builder(&shared.name).mode(0o660).open().unwrap();
-    let mode = std::fs::metadata(shared.path()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(shared.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o660);
 }
 
@@ -44,10 +65,16 @@ fn segment_is_private_to_its_user_unless_asked() {
 fn removing_a_bus_deletes_its_segment() {
     let bus = TestBus::new("remove");
     drop(bus.open());
-    assert!(std::path::Path::new(&bus.path()).exists(), "the bus outlives its creator's handle");
+    assert!(
+        std::path::Path::new(&bus.path()).exists(),
+        "the bus outlives its creator's handle"
+    );
     Bus::remove(&bus.name).unwrap();
     assert!(!std::path::Path::new(&bus.path()).exists());
-    assert!(matches!(Bus::remove(&bus.name), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        Bus::remove(&bus.name),
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -68,17 +95,31 @@ fn joining_with_another_capacity_fails_but_unspecified_capacity_joins() {
     let _tx = b.topic("t").capacity(64).publisher::<u64>().unwrap();
     let err = b.topic("t").capacity(128).subscriber::<u64>().unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("capacity 64") && text.contains("128"), "{text}");
-    b.subscriber::<u64>("t").expect("no capacity asked: take the topic as it is");
+    assert!(
+        text.contains("capacity 64") && text.contains("128"),
+        "{text}"
+    );
+    b.subscriber::<u64>("t")
+        .expect("no capacity asked: take the topic as it is");
 }
 
 #[test]
 fn invalid_topic_options_are_explained() {
     let bus = TestBus::new("options");
     let b = bus.open();
-    let text = b.topic("t").capacity(100).publisher::<u64>().unwrap_err().to_string();
+    let text = b
+        .topic("t")
+        .capacity(100)
+        .publisher::<u64>()
+        .unwrap_err()
+        .to_string();
     assert!(text.contains("power of two"), "{text}");
-    let text = b.topic("t").slot_size(16).publisher::<u64>().unwrap_err().to_string();
+    let text = b
+        .topic("t")
+        .slot_size(16)
+        .publisher::<u64>()
+        .unwrap_err()
+        .to_string();
     assert!(text.contains("slot size"), "{text}");
 }
 
@@ -87,7 +128,10 @@ fn second_publisher_in_the_same_process_is_refused() {
     let bus = TestBus::new("busy");
     let b = bus.open();
     let _tx = b.publisher::<u64>("t").unwrap();
-    assert!(matches!(b.publisher::<u64>("t"), Err(Error::PublisherBusy { .. })));
+    assert!(matches!(
+        b.publisher::<u64>("t"),
+        Err(Error::PublisherBusy { .. })
+    ));
 }
 
 #[test]
@@ -95,7 +139,11 @@ fn lapped_subscriber_reports_exact_loss_then_reads_oldest_held() {
     let bus = TestBus::new("lag");
     let b = bus.open();
     let mut tx = b.topic("t").capacity(8).publisher::<u64>().unwrap();
-    let mut rx = b.topic("t").start_at(StartAt::Next).subscriber::<u64>().unwrap();
+    let mut rx = b
+        .topic("t")
+        .start_at(StartAt::Next)
+        .subscriber::<u64>()
+        .unwrap();
     for i in 0..20u64 {
         tx.send(&i).unwrap();
     }
@@ -130,14 +178,21 @@ fn subscriber_before_any_publisher_waits_rather_than_disconnects() {
     let b = bus.open();
     let mut rx = b.subscriber::<u64>("t").unwrap();
     assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
-    assert_eq!(rx.recv_timeout(Duration::from_millis(20)), Err(RecvTimeoutError::Timeout));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(20)),
+        Err(RecvTimeoutError::Timeout)
+    );
 }
 
 #[test]
 fn dropped_publisher_disconnects_after_everything_is_read_and_a_new_one_reconnects() {
     let bus = TestBus::new("disconnect");
     let b = bus.open();
-    let mut rx = b.topic("t").wait(WaitStrategy::Block).subscriber::<u64>().unwrap();
+    let mut rx = b
+        .topic("t")
+        .wait(WaitStrategy::Block)
+        .subscriber::<u64>()
+        .unwrap();
     let mut tx = b.publisher::<u64>("t").unwrap();
     tx.send(&1).unwrap();
     tx.send(&2).unwrap();
@@ -156,7 +211,11 @@ fn dropped_publisher_disconnects_after_everything_is_read_and_a_new_one_reconnec
 fn blocking_recv_wakes_when_another_thread_publishes() {
     let bus = TestBus::new("block");
     let b = bus.open();
-    let mut rx = b.topic("t").wait(WaitStrategy::Block).subscriber::<u64>().unwrap();
+    let mut rx = b
+        .topic("t")
+        .wait(WaitStrategy::Block)
+        .subscriber::<u64>()
+        .unwrap();
     let b2 = b.clone();
     let publisher = std::thread::spawn(move || {
         let mut tx = b2.publisher::<u64>("t").unwrap();
@@ -175,9 +234,16 @@ fn recv_timeout_returns_timeout_on_time() {
     let bus = TestBus::new("timeout");
     let b = bus.open();
     let _tx = b.publisher::<u64>("t").unwrap();
-    let mut rx = b.topic("t").wait(WaitStrategy::Block).subscriber::<u64>().unwrap();
+    let mut rx = b
+        .topic("t")
+        .wait(WaitStrategy::Block)
+        .subscriber::<u64>()
+        .unwrap();
     let started = Instant::now();
-    assert_eq!(rx.recv_timeout(Duration::from_millis(30)), Err(RecvTimeoutError::Timeout));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(30)),
+        Err(RecvTimeoutError::Timeout)
+    );
     assert!(started.elapsed() >= Duration::from_millis(30));
 }
 
@@ -186,7 +252,11 @@ fn byte_messages_of_any_length_up_to_the_slot() {
     let bus = TestBus::new("bytes");
     let b = bus.open();
     let mut tx = b.topic("raw").slot_size(100).publisher_bytes().unwrap();
-    let mut rx = b.topic("raw").start_at(StartAt::Oldest).subscriber_bytes().unwrap();
+    let mut rx = b
+        .topic("raw")
+        .start_at(StartAt::Oldest)
+        .subscriber_bytes()
+        .unwrap();
     for len in [0usize, 1, 7, 8, 9, 63, 64, 99, 100] {
         let msg: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
         tx.send_bytes(&msg).unwrap();
@@ -202,24 +272,41 @@ fn byte_and_typed_topics_do_not_mix() {
     let bus = TestBus::new("mix");
     let b = bus.open();
     let _tx = b.topic("t").publisher_bytes().unwrap();
-    assert!(matches!(b.subscriber::<u64>("t"), Err(Error::TopicMismatch { .. })));
+    assert!(matches!(
+        b.subscriber::<u64>("t"),
+        Err(Error::TopicMismatch { .. })
+    ));
 }
 
 #[test]
 fn full_directory_and_full_arena_are_clear_errors() {
     let bus = TestBus::new("full");
-    let b = Bus::builder(&bus.name).topics(2).size(1 << 20).open().unwrap();
+    let b = Bus::builder(&bus.name)
+        .topics(2)
+        .size(1 << 20)
+        .open()
+        .unwrap();
     b.publisher::<u64>("a").unwrap();
     b.publisher::<u64>("b").unwrap();
     let text = b.publisher::<u64>("c").unwrap_err().to_string();
-    assert!(text.contains("no free topic entry") && text.contains("topics("), "{text}");
+    assert!(
+        text.contains("no free topic entry") && text.contains("topics("),
+        "{text}"
+    );
 
     let small = TestBus::new("arena");
     let b = Bus::builder(&small.name).size(64 << 10).open().unwrap();
-    let err = b.topic("big").capacity(1 << 16).publisher::<u64>().unwrap_err();
+    let err = b
+        .topic("big")
+        .capacity(1 << 16)
+        .publisher::<u64>()
+        .unwrap_err();
     assert!(matches!(err, Error::ArenaFull { .. }), "{err}");
     assert!(err.to_string().contains("size("), "{err}");
-    b.topic("small").capacity(16).publisher::<u64>().expect("a failed creation frees its entry");
+    b.topic("small")
+        .capacity(16)
+        .publisher::<u64>()
+        .expect("a failed creation frees its entry");
 }
 
 #[test]
@@ -231,6 +318,9 @@ fn topics_lists_what_the_bus_holds() {
     let topics = b.topics().unwrap();
     assert_eq!(topics.len(), 1);
     let t = &topics[0];
-    assert_eq!((t.name.as_str(), t.capacity, t.slot_size, t.published), ("quotes", 32, 64, 1));
+    assert_eq!(
+        (t.name.as_str(), t.capacity, t.slot_size, t.published),
+        ("quotes", 32, 64, 1)
+    );
     assert_eq!(t.publisher_pid, Some(std::process::id()));
 }

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{child_role, eventually, report, spawn_role, spawn_role_with_env, ChildProc, TestBus, Tick};
+use common::{
+    child_role, eventually, report, spawn_role, spawn_role_with_env, ChildProc, TestBus, Tick,
+};
 use shmbus::{Bus, Error, RecvError, RecvTimeoutError, StartAt, WaitStrategy};
 
 fn args(list: &[&dyn ToString]) -> Vec<String> {
@@ -90,7 +92,11 @@ fn publisher_role(args: &[String]) {
     let count: u64 = args[3].parse().unwrap();
     let pace_every: u64 = args[4].parse().unwrap();
     let gap = Duration::from_micros(args[5].parse().unwrap());
-    let mut tx = bus.topic(&args[1]).capacity(capacity).publisher::<Tick>().unwrap();
+    let mut tx = bus
+        .topic(&args[1])
+        .capacity(capacity)
+        .publisher::<Tick>()
+        .unwrap();
     let first = tx.next_seq();
     report(format!("STARTED {first}"));
     let mut sent = 0u64;
@@ -135,7 +141,10 @@ struct SubResult {
 
 fn result_of(child: &mut ChildProc) -> SubResult {
     let line = child.expect_line("RESULT");
-    let v: Vec<u64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
     SubResult {
         received: v[0],
         lagged: v[1],
@@ -151,7 +160,12 @@ fn one_publisher_fans_out_a_million_messages_to_three_subscriber_processes() {
     let bus = TestBus::new("fanout");
     let cap = 1u32 << 16;
     let mut subs: Vec<ChildProc> = (0..3)
-        .map(|_| spawn_role("subscriber", &args(&[&bus.name, &"ticks", &cap, &"adaptive", &0, &100])))
+        .map(|_| {
+            spawn_role(
+                "subscriber",
+                &args(&[&bus.name, &"ticks", &cap, &"adaptive", &0, &100]),
+            )
+        })
         .collect();
     for sub in &mut subs {
         sub.expect_line("READY");
@@ -165,7 +179,11 @@ fn one_publisher_fans_out_a_million_messages_to_three_subscriber_processes() {
         let r = result_of(sub);
         eprintln!("subscriber: received {} lagged {}", r.received, r.lagged);
         assert_eq!(r.errors, 0, "torn, reordered or corrupt messages");
-        assert_eq!(r.received + r.lagged, SENT, "every message received or counted lost");
+        assert_eq!(
+            r.received + r.lagged,
+            SENT,
+            "every message received or counted lost"
+        );
         assert!(r.received > 0);
         sub.wait_success(Duration::from_secs(30));
     }
@@ -175,13 +193,22 @@ fn one_publisher_fans_out_a_million_messages_to_three_subscriber_processes() {
 fn slow_subscriber_counts_exactly_what_it_lost() {
     const SENT: u64 = 200_000;
     let bus = TestBus::new("slow");
-    let mut sub = spawn_role("subscriber", &args(&[&bus.name, &"ticks", &64, &"adaptive", &50, &100]));
+    let mut sub = spawn_role(
+        "subscriber",
+        &args(&[&bus.name, &"ticks", &64, &"adaptive", &50, &100]),
+    );
     sub.expect_line("READY");
-    let mut publisher = spawn_role("publisher", &args(&[&bus.name, &"ticks", &64, &SENT, &0, &0, &"exit"]));
+    let mut publisher = spawn_role(
+        "publisher",
+        &args(&[&bus.name, &"ticks", &64, &SENT, &0, &0, &"exit"]),
+    );
     publisher.wait_success(Duration::from_secs(60));
     let r = result_of(&mut sub);
     assert_eq!(r.errors, 0);
-    assert!(r.lagged > 0, "a 64-slot ring must lap a subscriber that sleeps every 50 messages");
+    assert!(
+        r.lagged > 0,
+        "a 64-slot ring must lap a subscriber that sleeps every 50 messages"
+    );
     assert_eq!(r.received + r.lagged, SENT);
     sub.wait_success(Duration::from_secs(30));
 }
@@ -199,9 +226,15 @@ fn killed_publisher_leaves_no_torn_message_and_subscriber_ends_disconnected() {
         .unwrap();
     let mut expected = 0u64;
     for round in 0..4 {
-        let mut publisher = spawn_role("publisher", &args(&[&bus.name, &"ticks", &1024, &0, &0, &0, &"exit"]));
+        let mut publisher = spawn_role(
+            "publisher",
+            &args(&[&bus.name, &"ticks", &1024, &0, &0, &0, &"exit"]),
+        );
         let first: u64 = publisher.expect_line("STARTED").parse().unwrap();
-        assert!(first >= expected, "round {round}: new publisher went back to {first}");
+        assert!(
+            first >= expected,
+            "round {round}: new publisher went back to {first}"
+        );
         let mut received_this_round = 0;
         let mut killed = false;
         loop {
@@ -218,14 +251,20 @@ fn killed_publisher_leaves_no_torn_message_and_subscriber_ends_disconnected() {
                 }
                 Err(RecvTimeoutError::Lagged(n)) => expected += n,
                 Err(RecvTimeoutError::Disconnected) => break,
-                Err(other) => panic!("round {round}: {other:?} after {received_this_round} messages"),
+                Err(other) => {
+                    panic!("round {round}: {other:?} after {received_this_round} messages")
+                }
             }
         }
         assert!(killed, "Disconnected while the publisher was alive");
     }
     let s = rx.stats();
     let published = b.topics().unwrap()[0].published;
-    assert_eq!(s.received + s.lagged, published, "every published message accounted for");
+    assert_eq!(
+        s.received + s.lagged,
+        published,
+        "every published message accounted for"
+    );
     assert_eq!(s.corrupt, 0);
 }
 
@@ -234,24 +273,37 @@ fn new_publisher_takes_over_the_lease_of_a_killed_one_and_continues_the_sequence
     let bus = TestBus::new("takeover");
     let b = bus.open();
     let topic = || b.topic("ticks").capacity(4096);
-    let mut rx = topic().start_at(StartAt::Oldest).subscriber::<Tick>().unwrap();
-    let mut first = spawn_role("publisher", &args(&[&bus.name, &"ticks", &4096, &1000, &0, &0, &"hold"]));
+    let mut rx = topic()
+        .start_at(StartAt::Oldest)
+        .subscriber::<Tick>()
+        .unwrap();
+    let mut first = spawn_role(
+        "publisher",
+        &args(&[&bus.name, &"ticks", &4096, &1000, &0, &0, &"hold"]),
+    );
     first.expect_line("SENT");
     match topic().publisher::<Tick>() {
         Err(Error::PublisherBusy { holder, .. }) => {
-            assert!(holder.contains(&first.pid().to_string()), "error names the holder: {holder}")
+            assert!(
+                holder.contains(&first.pid().to_string()),
+                "error names the holder: {holder}"
+            )
         }
         Err(other) => panic!("expected PublisherBusy, got {other}"),
         Ok(_) => panic!("a second publisher was allowed while the first lives"),
     };
     first.kill9();
-    let mut tx = topic().publisher::<Tick>().expect("take over a dead publisher's lease");
+    let mut tx = topic()
+        .publisher::<Tick>()
+        .expect("take over a dead publisher's lease");
     assert_eq!(tx.next_seq(), 1000, "continues the sequence");
     for seq in 1000..1100 {
         tx.send(&Tick::new(seq)).unwrap();
     }
     for seq in 0..1100 {
-        let tick = rx.recv().expect("no loss, no disconnect while a publisher lives");
+        let tick = rx
+            .recv()
+            .expect("no loss, no disconnect while a publisher lives");
         assert_eq!(tick, Tick::new(seq));
     }
     drop(tx);
@@ -264,7 +316,12 @@ fn blocking_subscribers_wake_for_every_message() {
     let bus = TestBus::new("wake");
     // A long liveness interval: a sleep only ends by timeout if a wakeup was lost.
     let mut subs: Vec<ChildProc> = (0..2)
-        .map(|_| spawn_role("subscriber", &args(&[&bus.name, &"ticks", &1024, &"block", &0, &20_000])))
+        .map(|_| {
+            spawn_role(
+                "subscriber",
+                &args(&[&bus.name, &"ticks", &1024, &"block", &0, &20_000]),
+            )
+        })
         .collect();
     for sub in &mut subs {
         sub.expect_line("READY");
@@ -279,8 +336,14 @@ fn blocking_subscribers_wake_for_every_message() {
     for sub in &mut subs {
         let r = result_of(sub);
         assert_eq!((r.received, r.lagged, r.errors), (SENT, 0, 0));
-        assert!(r.sleeps > 0, "the subscriber never slept: this test did not test blocking");
-        assert_eq!(r.sleep_timeouts, 0, "a sleep ran to its timeout: a wakeup was lost");
+        assert!(
+            r.sleeps > 0,
+            "the subscriber never slept: this test did not test blocking"
+        );
+        assert_eq!(
+            r.sleep_timeouts, 0,
+            "a sleep ran to its timeout: a wakeup was lost"
+        );
         sub.wait_success(Duration::from_secs(30));
     }
 }
@@ -289,11 +352,17 @@ fn blocking_subscribers_wake_for_every_message() {
 fn processes_racing_to_create_the_same_topics_get_one_of_each() {
     const TOPICS: usize = 24;
     let bus = TestBus::new("race");
-    let barrier = std::env::temp_dir().join(format!("shmbus-race-{}-{}", bus.name, std::process::id()));
+    let barrier =
+        std::env::temp_dir().join(format!("shmbus-race-{}-{}", bus.name, std::process::id()));
     let _ = std::fs::remove_file(&barrier);
     let barrier_arg = barrier.to_string_lossy().into_owned();
     let mut children: Vec<ChildProc> = (0..4)
-        .map(|i| spawn_role("create-topics", &args(&[&bus.name, &barrier_arg, &TOPICS, &i])))
+        .map(|i| {
+            spawn_role(
+                "create-topics",
+                &args(&[&bus.name, &barrier_arg, &TOPICS, &i]),
+            )
+        })
         .collect();
     for child in &mut children {
         child.expect_line("READY");
@@ -304,7 +373,13 @@ fn processes_racing_to_create_the_same_topics_get_one_of_each() {
         child.wait_success(Duration::from_secs(30));
     }
     let _ = std::fs::remove_file(&barrier);
-    let mut names: Vec<String> = bus.open().topics().unwrap().into_iter().map(|t| t.name).collect();
+    let mut names: Vec<String> = bus
+        .open()
+        .topics()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     names.sort();
     let mut expected: Vec<String> = (0..TOPICS).map(|i| format!("race-{i}")).collect();
     expected.sort();
@@ -321,8 +396,13 @@ fn creator_killed_before_ready_leaves_a_bus_reported_stale() {
     );
     // Only open once the child has created the file, or we would create the bus ourselves.
     let path = std::path::PathBuf::from(bus.path());
-    assert!(eventually(Duration::from_secs(10), || path.exists()), "the child never created the bus");
-    let quick = Bus::builder(&bus.name).open_timeout(Duration::from_millis(100)).open();
+    assert!(
+        eventually(Duration::from_secs(10), || path.exists()),
+        "the child never created the bus"
+    );
+    let quick = Bus::builder(&bus.name)
+        .open_timeout(Duration::from_millis(100))
+        .open();
     assert!(
         matches!(quick, Err(Error::NotReady { .. })),
         "while the creator lives and stalls, openers are told it is not ready: {quick:?}"
@@ -333,7 +413,12 @@ fn creator_killed_before_ready_leaves_a_bus_reported_stale() {
         Err(Error::Stale { why, .. }) => assert!(why.contains("died"), "{why}"),
         other => panic!("expected Stale, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(1), "a dead creator is seen at once, not after the bound");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a dead creator is seen at once, not after the bound"
+    );
     Bus::remove(&bus.name).unwrap();
-    bus.open().publisher::<u64>("fresh").expect("a removed stale bus can be created again");
+    bus.open()
+        .publisher::<u64>("fresh")
+        .expect("a removed stale bus can be created again");
 }

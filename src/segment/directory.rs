@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::layout::{self, EntryConfig, ENTRY_CONFIG_OFFSET, ENTRY_SIZE, MAX_CAPACITY, MAX_SLOT_SIZE};
+use super::layout::{
+    self, EntryConfig, ENTRY_CONFIG_OFFSET, ENTRY_SIZE, MAX_CAPACITY, MAX_SLOT_SIZE,
+};
 use super::{validate_name, Segment};
 use crate::error::Error;
 use crate::process;
@@ -62,7 +64,9 @@ pub struct Topic {
 /// Bytes a topic's ring region takes: control block, then slots.
 pub fn region_len(capacity: u32, slot_size: u32) -> Option<u64> {
     let words = slots_words(capacity as usize, slot_size as usize)?;
-    let bytes = words.checked_mul(8)?.checked_add(core::mem::size_of::<BroadcastCtrl>())?;
+    let bytes = words
+        .checked_mul(8)?
+        .checked_add(core::mem::size_of::<BroadcastCtrl>())?;
     u64::try_from(bytes).ok()
 }
 
@@ -72,7 +76,11 @@ fn entry_offset(index: usize) -> u64 {
 
 /// Finds the topic `req.name`, or creates it. Fails if the existing topic
 /// has another kind, type or explicitly requested shape.
-pub fn find_or_create(seg: &Segment, req: &TopicRequest<'_>, timeout: Duration) -> Result<Topic, Error> {
+pub fn find_or_create(
+    seg: &Segment,
+    req: &TopicRequest<'_>,
+    timeout: Duration,
+) -> Result<Topic, Error> {
     validate_name("topic", req.name)?;
     let header = seg.header();
     let states = seg
@@ -142,18 +150,23 @@ fn read_entry(seg: &Segment, index: usize) -> Result<EntryConfig, Error> {
     let config: EntryConfig = seg
         .read(entry_offset(index) + ENTRY_CONFIG_OFFSET as u64)
         .map_err(|what| corrupt(seg, what))?;
-    check_entry(seg, &config).map_err(|what| corrupt(seg, format!("topic entry {index}: {what}")))?;
+    check_entry(seg, &config)
+        .map_err(|what| corrupt(seg, format!("topic entry {index}: {what}")))?;
     Ok(config)
 }
 
 fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
-    let name = entry_name(c).ok_or_else(|| format!("name length {} is out of range", c.name_len))?;
+    let name =
+        entry_name(c).ok_or_else(|| format!("name length {} is out of range", c.name_len))?;
     validate_name("topic", name).map_err(|e| e.to_string())?;
     if c.kind != layout::KIND_BROADCAST {
         return Err(format!("unknown topic kind {}", c.kind));
     }
     if !c.capacity.is_power_of_two() || c.capacity > MAX_CAPACITY {
-        return Err(format!("capacity {} is not a power of two up to {MAX_CAPACITY}", c.capacity));
+        return Err(format!(
+            "capacity {} is not a power of two up to {MAX_CAPACITY}",
+            c.capacity
+        ));
     }
     if c.slot_size > MAX_SLOT_SIZE {
         return Err(format!("slot size {} is over {MAX_SLOT_SIZE}", c.slot_size));
@@ -169,7 +182,9 @@ fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
     let arena_end = h.arena_offset + h.arena_size;
     let in_arena = c.region_offset >= h.arena_offset
         && c.region_offset % layout::REGION_ALIGN == 0
-        && c.region_offset.checked_add(c.region_len).is_some_and(|end| end <= arena_end);
+        && c.region_offset
+            .checked_add(c.region_len)
+            .is_some_and(|end| end <= arena_end);
     if !in_arena {
         return Err(format!(
             "ring region at offset {} ({} bytes) is not an aligned part of the arena ({}..{arena_end})",
@@ -186,7 +201,11 @@ pub fn entry_name(c: &EntryConfig) -> Option<&str> {
 
 /// A human description of a topic's config, for mismatch errors.
 pub fn describe(c: &EntryConfig) -> String {
-    let len = c.type_name.iter().position(|&b| b == 0).unwrap_or(c.type_name.len());
+    let len = c
+        .type_name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(c.type_name.len());
     let type_name = String::from_utf8_lossy(&c.type_name[..len]);
     format!(
         "a broadcast topic of `{type_name}` (size {}, align {}) with {}-byte slots and capacity {}",
@@ -312,7 +331,10 @@ impl Entries for SegmentDirectory<'_, '_> {
         // SAFETY: we hold the claim on entry `index` (its state word holds our
         // token), so by the directory protocol no other process reads its
         // config until we store READY, nor writes it unless we die.
-        unsafe { self.seg.write(entry_offset(index) + ENTRY_CONFIG_OFFSET as u64, &config) };
+        unsafe {
+            self.seg
+                .write(entry_offset(index) + ENTRY_CONFIG_OFFSET as u64, &config)
+        };
         self.found = Some(config);
         Ok(())
     }

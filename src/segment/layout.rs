@@ -16,7 +16,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::ring::directory::EntryState;
-use crate::sync::{AtomicU64, AtomicU32};
+use crate::sync::{AtomicU32, AtomicU64};
 
 /// First bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";

@@ -75,7 +75,9 @@ pub fn remove(bus: &str) -> Result<(), Error> {
     validate_name("bus", bus)?;
     match rustix::shm::unlink(os_id(bus).as_str()) {
         Ok(()) => Ok(()),
-        Err(rustix::io::Errno::NOENT) => Err(Error::NotFound { bus: bus.to_owned() }),
+        Err(rustix::io::Errno::NOENT) => Err(Error::NotFound {
+            bus: bus.to_owned(),
+        }),
         Err(errno) => Err(Error::Io {
             bus: bus.to_owned(),
             action: "removing the segment",
@@ -135,7 +137,11 @@ impl Segment {
         validate_name("bus", bus)?;
         let deadline = Instant::now() + opts.open_timeout;
         loop {
-            match ShmemConf::new().os_id(os_id(bus)).size(opts.size as usize).create() {
+            match ShmemConf::new()
+                .os_id(os_id(bus))
+                .size(opts.size as usize)
+                .create()
+            {
                 Ok(shmem) => return Segment::initialise(bus, shmem, opts),
                 Err(ShmemError::MappingIdExists) => {}
                 Err(err) => return Err(shmem_error(bus, "creating the segment", err)),
@@ -272,7 +278,9 @@ impl Segment {
                 if !process::is_alive(creator) {
                     return Err(Error::Stale {
                         bus: self.bus.clone(),
-                        why: format!("its creator ({creator:?}) died before finishing initialisation"),
+                        why: format!(
+                            "its creator ({creator:?}) died before finishing initialisation"
+                        ),
                     });
                 }
             }
@@ -312,7 +320,7 @@ impl Segment {
         &self.bus
     }
 
-    pub fn len(&self) -> usize {
+    pub fn size(&self) -> usize {
         self.len
     }
 
@@ -331,7 +339,8 @@ impl Segment {
         let bytes = core::mem::size_of::<T>()
             .checked_mul(count)
             .ok_or_else(|| format!("{count} items at offset {offset} overflow"))?;
-        let start = usize::try_from(offset).map_err(|_| format!("offset {offset} is out of range"))?;
+        let start =
+            usize::try_from(offset).map_err(|_| format!("offset {offset} is out of range"))?;
         match start.checked_add(bytes) {
             Some(end) if end <= self.len => {}
             _ => {
@@ -342,7 +351,10 @@ impl Segment {
             }
         }
         if start % core::mem::align_of::<T>() != 0 {
-            return Err(format!("offset {offset} is not aligned to {}", core::mem::align_of::<T>()));
+            return Err(format!(
+                "offset {offset} is not aligned to {}",
+                core::mem::align_of::<T>()
+            ));
         }
         Ok(start)
     }
@@ -360,7 +372,11 @@ impl Segment {
     pub fn view_slice<T: SharedView>(&self, offset: u64, count: usize) -> Result<&[T], String> {
         let start = self.check_range::<T>(offset, count)?;
         // SAFETY: as in `view`, for `count` values.
-        Ok(unsafe { core::slice::from_raw_parts(self.base.as_ptr().add(start).cast::<T>(), count) })
+        Ok(
+            unsafe {
+                core::slice::from_raw_parts(self.base.as_ptr().add(start).cast::<T>(), count)
+            },
+        )
     }
 
     /// Copies a `T` out of the segment at `offset`.
@@ -391,7 +407,11 @@ impl Segment {
         // SAFETY: the range is inside the mapping; the caller guarantees no
         // one else accesses it now.
         unsafe {
-            core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.as_ptr().add(start), bytes.len())
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.base.as_ptr().add(start),
+                bytes.len(),
+            )
         };
     }
 
@@ -403,11 +423,15 @@ impl Segment {
 }
 
 fn open_file(bus: &str) -> std::io::Result<File> {
-    std::fs::OpenOptions::new().read(true).write(true).open(path(bus))
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path(bus))
 }
 
 fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
-    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, offset, len).map_err(Into::into)
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, offset, len)
+        .map_err(Into::into)
 }
 
 fn shmem_error(bus: &str, action: &'static str, err: ShmemError) -> Error {

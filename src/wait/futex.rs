@@ -32,7 +32,11 @@ impl FutexWord {
         // (there is none for a valid address) only means nobody woke, and
         // sleepers time out. The count is an `int` in the kernel: u32::MAX
         // would read as -1 and wake only one sleeper.
-        let _ = rustix::thread::futex::wake(&self.0, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
+        let _ = rustix::thread::futex::wake(
+            &self.0,
+            rustix::thread::futex::Flags::empty(),
+            i32::MAX as u32,
+        );
     }
 
     /// Sleeps while the word equals `expected`, at most `timeout`.

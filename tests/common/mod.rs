@@ -61,12 +61,18 @@ pub fn spawn_role(role: &str, args: &[String]) -> ChildProc {
 pub fn spawn_role_with_env(role: &str, args: &[String], env: &[(&str, &str)]) -> ChildProc {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
-    cmd.args(["child_role_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(ROLE_ENV, role)
-        .env(ARGS_ENV, args.join("\u{1f}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "child_role_entry",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env(ROLE_ENV, role)
+    .env(ARGS_ENV, args.join("\u{1f}"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     for (key, value) in env {
         cmd.env(key, value);
     }
@@ -92,7 +98,10 @@ impl ChildProc {
                 return rest.trim().to_owned();
             }
         }
-        panic!("child {} ended without printing {prefix:?}", self.child.id());
+        panic!(
+            "child {} ended without printing {prefix:?}",
+            self.child.id()
+        );
     }
 
     /// Waits for the child to exit successfully, at most `limit`.
@@ -100,10 +109,18 @@ impl ChildProc {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(status.success(), "child {} failed: {status}", self.child.id());
+                assert!(
+                    status.success(),
+                    "child {} failed: {status}",
+                    self.child.id()
+                );
                 return;
             }
-            assert!(Instant::now() < deadline, "child {} did not exit within {limit:?}", self.child.id());
+            assert!(
+                Instant::now() < deadline,
+                "child {} did not exit within {limit:?}",
+                self.child.id()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -158,7 +175,10 @@ impl Tick {
     pub fn new(seq: u64) -> Self {
         let mut words = [0u64; 6];
         for (i, word) in words.iter_mut().enumerate() {
-            *word = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7 * i as u32 + 1) ^ i as u64;
+            *word = seq
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(7 * i as u32 + 1)
+                ^ i as u64;
         }
         let check = words.iter().fold(seq, |acc, w| acc ^ w.rotate_left(13));
         Tick { seq, words, check }
