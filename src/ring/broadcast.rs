@@ -283,6 +283,18 @@ impl<'a> BroadcastRing<'a> {
     }
 }
 
+/// Hooks for model checks and tests that stage a crashed publisher.
+#[doc(hidden)]
+pub mod testing {
+    use super::BroadcastCtrl;
+    use crate::sync::Ordering;
+
+    /// Sets `head` as a publisher that died before advancing it would leave it.
+    pub fn set_head(ctrl: &BroadcastCtrl, head: u64) {
+        ctrl.head.store(head, Ordering::Release);
+    }
+}
+
 /// Stores `bytes` into `words`, eight at a time, zero-padding the last word.
 fn store_bytes(words: &[AtomicU64], bytes: &[u8]) {
     let mut chunks = bytes.chunks_exact(WORD);

@@ -120,6 +120,11 @@ impl WakeWords {
         }
     }
 
+    /// The futex word's value: how many times a writer woke sleepers.
+    pub fn wake_count(&self) -> u32 {
+        self.word.load()
+    }
+
     /// Number of readers asleep or about to sleep.
     pub fn waiters(&self) -> u32 {
         self.waiters.load(Ordering::Relaxed)
