@@ -115,9 +115,16 @@ fn overwrite_delivers_whole_messages_in_order_and_accounts_for_every_one() {
         for subscriber in subscribers {
             let mut seen = subscriber.join().unwrap();
             read_available(&heap, &mut seen);
-            assert_eq!(seen.cursor, SENT, "lag skipped past the last message, or stopped short");
+            assert_eq!(
+                seen.cursor, SENT,
+                "lag skipped past the last message, or stopped short"
+            );
             assert_eq!(seen.received + seen.lagged, SENT);
-            assert!(seen.lagged <= SENT - CAPACITY as u64, "lost {} of {SENT}", seen.lagged);
+            assert!(
+                seen.lagged <= SENT - CAPACITY as u64,
+                "lost {} of {SENT}",
+                seen.lagged
+            );
         }
     });
 }

@@ -96,7 +96,10 @@ fn two_creators_of_one_name_get_one_entry() {
         let mine = create(&t, 7, 1);
         let theirs = other.join().unwrap();
         assert_eq!(index(mine), index(theirs));
-        let created = [mine, theirs].iter().filter(|f| matches!(f, Found::Created(_))).count();
+        let created = [mine, theirs]
+            .iter()
+            .filter(|f| matches!(f, Found::Created(_)))
+            .count();
         assert_eq!(created, 1);
     });
 }
@@ -133,7 +136,10 @@ fn entry_of_a_dead_creator_is_taken_over_once() {
         let theirs = other.join().unwrap();
         assert_eq!(index(mine), 0);
         assert_eq!(index(theirs), 0);
-        let created = [mine, theirs].iter().filter(|f| matches!(f, Found::Created(_))).count();
+        let created = [mine, theirs]
+            .iter()
+            .filter(|f| matches!(f, Found::Created(_)))
+            .count();
         assert_eq!(created, 1);
     });
 }

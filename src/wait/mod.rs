@@ -59,6 +59,7 @@ impl WaitStrategy {
     }
 
     /// How many polls to make before sleeping; `None` means never sleep.
+    #[cfg_attr(shmbus_loom, allow(dead_code))]
     pub(crate) fn polls_before_sleep(self) -> Option<u32> {
         match self {
             WaitStrategy::Spin | WaitStrategy::Yield => None,
