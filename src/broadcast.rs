@@ -241,15 +241,19 @@ fn bytes_fingerprint() -> TypeFingerprint {
 }
 
 /// A topic's ring, kept valid by the segment it lives in.
-struct TopicHandle {
-    ring: BroadcastRing<'static>,
+pub(crate) struct TopicHandle {
+    pub(crate) ring: BroadcastRing<'static>,
     name: String,
     /// Keeps the mapping `ring` points into alive.
     _seg: Arc<Segment>,
 }
 
 impl TopicHandle {
-    fn new(seg: Arc<Segment>, name: &str, config: &layout::EntryConfig) -> Result<Self, Error> {
+    pub(crate) fn new(
+        seg: Arc<Segment>,
+        name: &str,
+        config: &layout::EntryConfig,
+    ) -> Result<Self, Error> {
         let corrupt = |what: String| Error::Corrupt {
             bus: seg.bus().to_owned(),
             what: format!("topic {name:?}: {what}"),

@@ -3,11 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broadcast::TopicBuilder;
+use crate::broadcast::{TopicBuilder, TopicHandle};
 use crate::error::Error;
 use crate::message::Message;
 use crate::process;
-use crate::ring::broadcast::BroadcastCtrl;
 use crate::ring::Owner;
 use crate::segment::{self, directory, Segment, SegmentOptions};
 use crate::{Publisher, Subscriber};
@@ -192,23 +191,20 @@ impl Bus {
             .iter()
             .map(|topic| {
                 let c = &topic.config;
-                let ctrl: &BroadcastCtrl =
-                    self.seg
-                        .view(c.region_offset)
-                        .map_err(|what| Error::Corrupt {
-                            bus: self.name().to_owned(),
-                            what,
-                        })?;
+                let name = directory::entry_name(c).unwrap_or_default();
+                let handle = TopicHandle::new(Arc::clone(&self.seg), name, c)?;
+                let ring = &handle.ring;
+                let ctrl = ring.ctrl();
                 let holder = ctrl
                     .lease()
                     .holder()
                     .filter(|&o: &Owner| process::is_alive(o));
                 Ok(TopicInfo {
-                    name: directory::entry_name(c).unwrap_or_default().to_owned(),
+                    name: name.to_owned(),
                     capacity: c.capacity,
                     slot_size: c.slot_size,
                     type_size: c.type_size,
-                    published: ctrl.published(),
+                    published: ring.published(),
                     publisher_pid: holder.map(Owner::pid),
                     sleeping_subscribers: ctrl.wake().waiters(),
                 })

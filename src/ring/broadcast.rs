@@ -204,19 +204,28 @@ impl<'a> BroadcastRing<'a> {
         self.ctrl.published()
     }
 
-    /// Where a new lease holder continues: `head`, unless the previous
-    /// holder died after completing message `head` but before advancing
-    /// `head`, in which case that message stands and we continue after it.
-    pub fn resume_seq(&self) -> u64 {
+    /// Messages published so far: `head`, plus one if a publisher died after
+    /// completing message `head` but before advancing `head` (that message
+    /// is there and readable, so it counts).
+    pub fn published(&self) -> u64 {
         let head = self.head();
-        let stamp = self.slot(head)[0].load(Ordering::Acquire);
-        if stamp == complete(head) {
-            let next = head.wrapping_add(1);
-            self.ctrl.head.store(next, Ordering::Release);
-            next
+        // SYNC POINT: pairs with the Release store of the complete stamp.
+        if self.slot(head)[0].load(Ordering::Acquire) == complete(head) {
+            head.wrapping_add(1)
         } else {
             head
         }
+    }
+
+    /// Where a new lease holder continues: after every published message
+    /// (see [`published`](Self::published)). Repairs `head` if the previous
+    /// holder died before advancing it.
+    pub fn resume_seq(&self) -> u64 {
+        let next = self.published();
+        if next != self.head() {
+            self.ctrl.head.store(next, Ordering::Release);
+        }
+        next
     }
 
     /// Writes message `seq`. Only the lease holder calls this, with
@@ -360,6 +369,18 @@ mod tests {
         assert_eq!(ring.read(6, &mut out), Read::Message { len: 8 });
         assert_eq!(u64::from_ne_bytes(out), 6);
         assert_eq!(ring.read(10, &mut out), Read::Empty);
+    }
+
+    #[test]
+    fn message_completed_by_a_publisher_that_died_before_advancing_head_counts() {
+        let (ctrl, slots) = heap_ring(4, 8);
+        let ring = BroadcastRing::new(&ctrl, &slots, 4, 8).unwrap();
+        ring.publish(0, &[1; 8]);
+        ring.publish(1, &[2; 8]);
+        testing::set_head(&ctrl, 1);
+        assert_eq!(ring.published(), 2);
+        assert_eq!(ring.resume_seq(), 2);
+        assert_eq!(ring.head(), 2, "head repaired");
     }
 
     #[test]
