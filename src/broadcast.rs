@@ -54,7 +54,7 @@ use crate::ring::Owner;
 use crate::segment::directory::{self, TopicRequest, TypeFingerprint};
 use crate::segment::layout::{self, MAX_CAPACITY, MAX_SLOT_SIZE};
 use crate::segment::Segment;
-use crate::sync::{spin_hint, yield_now, AtomicU64};
+use crate::sync::{spin_hint, AtomicU64};
 use crate::wait::{WaitStrategy, Wake};
 
 /// Default ring capacity: 1024 messages.
@@ -528,6 +528,7 @@ impl<T> Subscriber<T> {
     ) -> Result<usize, RecvTimeoutError> {
         let polls_before_sleep = self.wait.polls_before_sleep();
         let mut polls: u32 = 0;
+        let backoff = crossbeam_utils::Backoff::new();
         loop {
             match self.poll(out) {
                 Poll::Got(len) => return Ok(len),
@@ -546,7 +547,7 @@ impl<T> Subscriber<T> {
             }
             polls = polls.wrapping_add(1);
             match polls_before_sleep {
-                None if self.wait == WaitStrategy::Yield => yield_now(),
+                None if self.wait == WaitStrategy::Yield => backoff.snooze(),
                 Some(limit) if polls > limit => {
                     self.sleep(deadline);
                     polls = 0;

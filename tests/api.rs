@@ -324,3 +324,41 @@ fn topics_lists_what_the_bus_holds() {
     );
     assert_eq!(t.publisher_pid, Some(std::process::id()));
 }
+
+#[test]
+fn every_wait_strategy_receives_from_another_thread() {
+    for (i, wait) in [
+        WaitStrategy::Spin,
+        WaitStrategy::Yield,
+        WaitStrategy::Block,
+        WaitStrategy::adaptive(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bus = TestBus::new("strategies");
+        let b = bus.open();
+        let topic = format!("t{i}");
+        let mut rx = b.topic(&topic).wait(wait).subscriber::<u64>().unwrap();
+        let b2 = b.clone();
+        let publisher = std::thread::spawn(move || {
+            let mut tx = b2.publisher::<u64>(&topic).unwrap();
+            for n in 0..100u64 {
+                tx.send(&n).unwrap();
+                if n % 10 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        let mut got = Vec::new();
+        loop {
+            match rx.recv() {
+                Ok(n) => got.push(n),
+                Err(RecvError::Disconnected) => break,
+                Err(e) => panic!("{wait:?}: {e}"),
+            }
+        }
+        publisher.join().unwrap();
+        assert_eq!(got, (0..100).collect::<Vec<_>>(), "{wait:?}");
+    }
+}

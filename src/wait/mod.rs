@@ -39,7 +39,9 @@ pub use futex::FutexWord;
 pub enum WaitStrategy {
     /// Busy-poll: lowest latency, burns a core while waiting.
     Spin,
-    /// Poll, giving the core away between polls.
+    /// Poll, spinning a little between the first polls and then giving the
+    /// core away between polls (crossbeam's `Backoff::snooze`). Kinder than
+    /// `Spin` to other processes on the same core, never sleeps.
     Yield,
     /// Sleep on the futex at once: no CPU while idle, a kernel round trip
     /// (several microseconds) per wakeup.
