@@ -27,13 +27,11 @@
 
 use core::cmp::{max, Ordering as CmpOrdering};
 
-use crate::ring::Lease;
+pub use crate::ring::{slots_words, stride_words};
+use crate::ring::{load_bytes, store_bytes, Lease, SLOT_HEADER_WORDS};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::WakeWords;
 
-/// The words of a slot before its payload: stamp and length.
-const SLOT_HEADER_WORDS: usize = 2;
-const WORD: usize = 8;
 
 /// Shared control block of a broadcast topic, three cache lines: the hot
 /// publisher line, the lease, and the wakeup words, each on its own line so a
@@ -111,18 +109,6 @@ impl Default for BroadcastCtrl {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Words per slot: stamp, length, payload rounded up to whole words, and the
-/// whole rounded up to a cache line so neighbouring slots never share one.
-pub const fn stride_words(slot_bytes: usize) -> usize {
-    let words = SLOT_HEADER_WORDS + slot_bytes.div_ceil(WORD);
-    words.next_multiple_of(crate::ring::CACHE_LINE / WORD)
-}
-
-/// Words of slot storage for `capacity` slots, or `None` on overflow.
-pub fn slots_words(capacity: usize, slot_bytes: usize) -> Option<usize> {
-    capacity.checked_mul(stride_words(slot_bytes))
 }
 
 const fn writing(seq: u64) -> u64 {
@@ -301,34 +287,6 @@ pub mod testing {
     /// Sets `head` as a publisher that died before advancing it would leave it.
     pub fn set_head(ctrl: &BroadcastCtrl, head: u64) {
         ctrl.head.store(head, Ordering::Release);
-    }
-}
-
-/// Stores `bytes` into `words`, eight at a time, zero-padding the last word.
-fn store_bytes(words: &[AtomicU64], bytes: &[u8]) {
-    let mut chunks = bytes.chunks_exact(WORD);
-    for (word, chunk) in words.iter().zip(&mut chunks) {
-        let value = u64::from_ne_bytes(chunk.try_into().expect("chunk of 8"));
-        word.store(value, Ordering::Relaxed);
-    }
-    let tail = chunks.remainder();
-    if !tail.is_empty() {
-        let mut last = [0u8; WORD];
-        last[..tail.len()].copy_from_slice(tail);
-        words[bytes.len() / WORD].store(u64::from_ne_bytes(last), Ordering::Relaxed);
-    }
-}
-
-/// Loads `out.len()` bytes from `words`, eight at a time.
-fn load_bytes(words: &[AtomicU64], out: &mut [u8]) {
-    let whole = out.len() / WORD;
-    let (head, tail) = out.split_at_mut(whole * WORD);
-    for (word, chunk) in words.iter().zip(head.chunks_exact_mut(WORD)) {
-        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
-    }
-    if !tail.is_empty() {
-        let last = words[whole].load(Ordering::Relaxed).to_ne_bytes();
-        tail.copy_from_slice(&last[..tail.len()]);
     }
 }
 

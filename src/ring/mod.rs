@@ -8,11 +8,60 @@
 
 pub mod broadcast;
 pub mod directory;
+pub mod queue;
 pub mod lease;
 
 pub use lease::{Lease, LeaseError, Owner};
+
+use crate::sync::{AtomicU64, Ordering};
 
 /// Size of a cache line on the machines we target. Shared structs pad to it
 /// themselves; `crossbeam_utils::CachePadded` varies by target and must not
 /// appear in the shared layout.
 pub const CACHE_LINE: usize = 64;
+
+/// Words of a slot before its payload: a sequence stamp and a length.
+pub(crate) const SLOT_HEADER_WORDS: usize = 2;
+const WORD: usize = 8;
+
+/// Words per slot: stamp, length, payload rounded up to whole words, and the
+/// whole rounded up to a cache line so neighbouring slots never share one.
+pub const fn stride_words(slot_bytes: usize) -> usize {
+    let words = SLOT_HEADER_WORDS + slot_bytes.div_ceil(WORD);
+    words.next_multiple_of(CACHE_LINE / WORD)
+}
+
+/// Words of slot storage for `capacity` slots, or `None` on overflow.
+pub fn slots_words(capacity: usize, slot_bytes: usize) -> Option<usize> {
+    capacity.checked_mul(stride_words(slot_bytes))
+}
+
+/// Stores `bytes` into `words` with relaxed atomic stores, eight bytes at a
+/// time, zero-padding the last word. Atomic, so that a reader racing the
+/// write (a seqlock reader) copies garbage it will discard, not a data race.
+pub(crate) fn store_bytes(words: &[AtomicU64], bytes: &[u8]) {
+    let mut chunks = bytes.chunks_exact(WORD);
+    for (word, chunk) in words.iter().zip(&mut chunks) {
+        let value = u64::from_ne_bytes(chunk.try_into().expect("chunk of 8"));
+        word.store(value, Ordering::Relaxed);
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let mut last = [0u8; WORD];
+        last[..tail.len()].copy_from_slice(tail);
+        words[bytes.len() / WORD].store(u64::from_ne_bytes(last), Ordering::Relaxed);
+    }
+}
+
+/// Loads `out.len()` bytes from `words` with relaxed atomic loads.
+pub(crate) fn load_bytes(words: &[AtomicU64], out: &mut [u8]) {
+    let whole = out.len() / WORD;
+    let (head, tail) = out.split_at_mut(whole * WORD);
+    for (word, chunk) in words.iter().zip(head.chunks_exact_mut(WORD)) {
+        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+    }
+    if !tail.is_empty() {
+        let last = words[whole].load(Ordering::Relaxed).to_ne_bytes();
+        tail.copy_from_slice(&last[..tail.len()]);
+    }
+}
