@@ -19,6 +19,23 @@
 //! Subscribers write nothing shared, so a slow one costs the publisher and
 //! the others nothing.
 //!
+//! # Lossless mode
+//!
+//! A topic created with [`TopicBuilder::lossless(max_subscribers)`](crate::TopicBuilder::lossless)
+//! never overwrites a message an attached subscriber has not read: each
+//! subscriber publishes its cursor in a subscriber table in the segment, and
+//! the publisher waits for the slowest one ([`Publisher::send`] blocks,
+//! [`Publisher::try_send`] returns [`TrySendError::Full`](crate::TrySendError::Full)).
+//! A subscriber whose process died is evicted when the publisher finds it
+//! holding it back (within the liveness check interval), so the publisher
+//! never waits on a corpse; evictions are counted ([`Publisher::evictions`]).
+//! At most `max_subscribers` subscribers attach at once; one more gets
+//! [`Error::TooManySubscribers`](crate::Error::TooManySubscribers). Because no
+//! one overwrites an unread message, a lossless subscriber may read in place
+//! with [`Subscriber::recv_ref`] (zero copy). A lossless subscriber never
+//! sees `Lagged`. Each receive costs a lossless subscriber one store to its
+//! own cursor line and a wakeup check for the publisher.
+//!
 //! # Publisher lease and disconnection
 //!
 //! A topic has one publisher at a time. It holds a lease recorded in the
@@ -41,26 +58,21 @@
 //! [`StartAt::Next`]: at the next message published after subscribing.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bus::Bus;
-use crate::error::{Error, RecvError, RecvTimeoutError, SendError, TryRecvError};
+use crossbeam_utils::Backoff;
+
+use crate::error::{
+    Error, RecvError, RecvRefError, RecvTimeoutError, SendError, TryRecvError, TrySendError,
+};
 use crate::message::{Bytes, Message};
 use crate::process;
-use crate::ring::broadcast::{BroadcastCtrl, BroadcastRing, Read};
+use crate::ring::broadcast::Read;
 use crate::ring::lease::{Acquired, LeaseError};
 use crate::ring::Owner;
-use crate::segment::directory::{self, TopicRequest, TypeFingerprint};
-use crate::segment::layout::{self, MAX_CAPACITY, MAX_SLOT_SIZE};
-use crate::segment::Segment;
-use crate::sync::{spin_hint, AtomicU64};
+use crate::sync::spin_hint;
+use crate::topic::{BroadcastHandle, TopicBuilder};
 use crate::wait::{WaitStrategy, Wake};
-
-/// Default ring capacity: 1024 messages.
-pub const DEFAULT_CAPACITY: u32 = 1024;
-/// Default slot size of byte topics: 256 bytes.
-pub const DEFAULT_BYTES_SLOT_SIZE: u32 = 256;
 
 /// Where a new subscriber starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,229 +86,32 @@ pub enum StartAt {
     Next,
 }
 
-/// Options for one topic, and for the publisher or subscriber made from it.
-/// From [`Bus::topic`].
+/// The one publisher of a broadcast topic.
 ///
-/// ```
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let name = format!("doc-topic-{}", std::process::id());
-/// use shmbus::{Bus, StartAt, WaitStrategy};
-/// let bus = Bus::open(&name)?;
-/// let mut tx = bus.topic("frames").capacity(64).slot_size(4096).publisher_bytes()?;
-/// let mut rx = bus
-///     .topic("frames")
-///     .start_at(StartAt::Oldest)
-///     .wait(WaitStrategy::Block)
-///     .subscriber_bytes()?;
-/// tx.send_bytes(b"hello")?;
-/// assert_eq!(rx.recv_bytes()?, b"hello");
-/// # drop((tx, rx, bus));
-/// # Bus::remove(&name)?;
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone)]
-pub struct TopicBuilder<'b> {
-    bus: &'b Bus,
-    name: String,
-    capacity: Option<u32>,
-    slot_size: Option<u32>,
-    start: StartAt,
-    wait: WaitStrategy,
-    check_interval: Duration,
-    create_timeout: Duration,
-}
-
-impl<'b> TopicBuilder<'b> {
-    pub(crate) fn new(bus: &'b Bus, name: &str) -> Self {
-        TopicBuilder {
-            bus,
-            name: name.to_owned(),
-            capacity: None,
-            slot_size: None,
-            start: StartAt::default(),
-            wait: WaitStrategy::default(),
-            check_interval: Duration::from_millis(100),
-            create_timeout: Duration::from_secs(2),
-        }
-    }
-
-    /// Ring capacity in messages, a power of two. If the topic exists with
-    /// another capacity, opening fails. Unset: 1024 on creation, whatever it
-    /// is on join.
-    pub fn capacity(mut self, capacity: u32) -> Self {
-        self.capacity = Some(capacity);
-        self
-    }
-
-    /// Largest message in bytes (byte topics; typed topics use the size of
-    /// the type). Unset: 256 on creation, whatever it is on join.
-    pub fn slot_size(mut self, bytes: u32) -> Self {
-        self.slot_size = Some(bytes);
-        self
-    }
-
-    /// Where a subscriber starts. Default [`StartAt::Newest`].
-    pub fn start_at(mut self, start: StartAt) -> Self {
-        self.start = start;
-        self
-    }
-
-    /// How a subscriber waits in `recv`. Default adaptive.
-    pub fn wait(mut self, wait: WaitStrategy) -> Self {
-        self.wait = wait;
-        self
-    }
-
-    /// How often a waiting subscriber checks that the publisher's process
-    /// is still alive. Default 100 ms.
-    pub fn publisher_check_interval(mut self, interval: Duration) -> Self {
-        self.check_interval = interval.max(Duration::from_micros(100));
-        self
-    }
-
-    /// The publisher of this topic (typed).
-    pub fn publisher<T: Message>(self) -> Result<Publisher<T>, Error> {
-        let topic = self.open(TypeFingerprint::of::<T>())?;
-        Publisher::new(topic)
-    }
-
-    /// A subscriber of this topic (typed).
-    pub fn subscriber<T: Message>(self) -> Result<Subscriber<T>, Error> {
-        let topic = self.open(TypeFingerprint::of::<T>())?;
-        Ok(Subscriber::new(topic, &self))
-    }
-
-    /// The publisher of this byte topic.
-    pub fn publisher_bytes(self) -> Result<Publisher<Bytes>, Error> {
-        let topic = self.open(bytes_fingerprint())?;
-        Publisher::new(topic)
-    }
-
-    /// A subscriber of this byte topic.
-    pub fn subscriber_bytes(self) -> Result<Subscriber<Bytes>, Error> {
-        let topic = self.open(bytes_fingerprint())?;
-        Ok(Subscriber::new(topic, &self))
-    }
-
-    fn invalid(&self, why: String) -> Error {
-        Error::InvalidOptions {
-            topic: self.name.clone(),
-            why,
-        }
-    }
-
-    fn open(&self, fingerprint: TypeFingerprint) -> Result<TopicHandle, Error> {
-        let typed = fingerprint != bytes_fingerprint();
-        if let Some(capacity) = self.capacity {
-            if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
-                return Err(self.invalid(format!(
-                    "capacity({capacity}) must be a power of two from 1 to {MAX_CAPACITY}"
-                )));
-            }
-        }
-        if let Some(slot) = self.slot_size {
-            if slot > MAX_SLOT_SIZE {
-                return Err(self.invalid(format!(
-                    "slot_size({slot}) is over the limit of {MAX_SLOT_SIZE}"
-                )));
-            }
-            if typed && slot != fingerprint.size {
-                return Err(self.invalid(format!(
-                    "slot_size({slot}) differs from the size of `{}` ({}); typed topics take their slot size from the type",
-                    fingerprint.name, fingerprint.size
-                )));
-            }
-        }
-        if typed && fingerprint.size > MAX_SLOT_SIZE {
-            return Err(self.invalid(format!(
-                "`{}` is {} bytes, over the slot limit of {MAX_SLOT_SIZE}",
-                fingerprint.name, fingerprint.size
-            )));
-        }
-        let request = TopicRequest {
-            name: &self.name,
-            kind: layout::KIND_BROADCAST,
-            capacity: self.capacity,
-            slot_size: if typed {
-                Some(fingerprint.size)
-            } else {
-                self.slot_size
-            },
-            default_capacity: DEFAULT_CAPACITY,
-            default_slot_size: DEFAULT_BYTES_SLOT_SIZE,
-            fingerprint,
-        };
-        let topic = directory::find_or_create(&self.bus.seg, &request, self.create_timeout)?;
-        TopicHandle::new(Arc::clone(&self.bus.seg), &self.name, &topic.config)
-    }
-}
-
-fn bytes_fingerprint() -> TypeFingerprint {
-    TypeFingerprint {
-        size: 0,
-        align: 1,
-        hash: crate::ring::directory::name_hash(b"shmbus::Bytes"),
-        name: "bytes",
-    }
-}
-
-/// A topic's ring, kept valid by the segment it lives in.
-pub(crate) struct TopicHandle {
-    pub(crate) ring: BroadcastRing<'static>,
-    name: String,
-    /// Keeps the mapping `ring` points into alive.
-    _seg: Arc<Segment>,
-}
-
-impl TopicHandle {
-    pub(crate) fn new(
-        seg: Arc<Segment>,
-        name: &str,
-        config: &layout::EntryConfig,
-    ) -> Result<Self, Error> {
-        let corrupt = |what: String| Error::Corrupt {
-            bus: seg.bus().to_owned(),
-            what: format!("topic {name:?}: {what}"),
-        };
-        let ctrl_len = core::mem::size_of::<BroadcastCtrl>() as u64;
-        let words = ((config.region_len - ctrl_len) / 8) as usize;
-        let ctrl: &BroadcastCtrl = seg.view(config.region_offset).map_err(corrupt)?;
-        let slots = seg
-            .view_slice::<AtomicU64>(config.region_offset + ctrl_len, words)
-            .map_err(corrupt)?;
-        let ring = BroadcastRing::new(
-            ctrl,
-            slots,
-            config.capacity as usize,
-            config.slot_size as usize,
-        )
-        .map_err(|_| corrupt("ring region does not match its capacity and slot size".into()))?;
-        // SAFETY: `ring` borrows the mapping owned by `seg`. We store `seg`
-        // beside it, so the mapping outlives every use of `ring` through this
-        // handle; the mapping never moves while mapped.
-        let ring: BroadcastRing<'static> = unsafe { core::mem::transmute(ring) };
-        Ok(TopicHandle {
-            ring,
-            name: name.to_owned(),
-            _seg: seg,
-        })
-    }
-}
-
-/// The one publisher of a broadcast topic. `send` never blocks: the oldest
-/// message is overwritten when the ring is full.
+/// In overwrite mode `send` never blocks: the oldest message is overwritten
+/// when the ring is full. In lossless mode `send` waits (as the topic
+/// builder's wait strategy says) for the slowest live subscriber, and
+/// `try_send` returns [`TrySendError::Full`] instead.
 ///
 /// Dropping it releases the lease and wakes sleeping subscribers, who then
 /// see [`RecvError::Disconnected`] after reading what is left.
 pub struct Publisher<T> {
-    topic: TopicHandle,
+    topic: BroadcastHandle,
     next: u64,
     me: Owner,
+    wait: WaitStrategy,
+    check_interval: Duration,
+    /// Lossless: messages below this may be written without rescanning the
+    /// subscriber table (min cursor + capacity when last scanned; may be
+    /// stale, and then only too low).
+    limit: u64,
+    /// Lossless: the table's attach epoch when last scanned.
+    epoch: u64,
     _marker: PhantomData<fn(&T)>,
 }
 
 impl<T> Publisher<T> {
-    fn new(topic: TopicHandle) -> Result<Self, Error> {
+    pub(crate) fn new(topic: BroadcastHandle, opts: &TopicBuilder<'_>) -> Result<Self, Error> {
         let me = process::current();
         let ctrl = topic.ring.ctrl();
         match ctrl.lease().acquire(me, process::is_alive) {
@@ -314,6 +129,10 @@ impl<T> Publisher<T> {
             topic,
             next,
             me,
+            wait: opts.wait,
+            check_interval: opts.check_interval,
+            limit: 0,
+            epoch: u64::MAX,
             _marker: PhantomData,
         })
     }
@@ -334,6 +153,76 @@ impl<T> Publisher<T> {
         self.topic.ring.capacity()
     }
 
+    /// Whether the topic is in lossless mode.
+    pub fn is_lossless(&self) -> bool {
+        self.topic.gate.is_some()
+    }
+
+    /// Lossless mode: subscribers evicted so far because their process died.
+    pub fn evictions(&self) -> u64 {
+        self.topic.gate.as_ref().map_or(0, |g| g.ctrl().evictions())
+    }
+
+    /// Lossless mode: whether message `next` may be written now. Rescans
+    /// the subscriber table only at the cached limit or after an attach.
+    fn has_space(&mut self) -> bool {
+        let Some(gate) = &self.topic.gate else {
+            return true;
+        };
+        // The epoch load comes after the SeqCst fence of the previous send's
+        // `notify`: see "Attaching without a race" in `ring::gate`.
+        let epoch = gate.ctrl().epoch();
+        if self.next < self.limit && epoch == self.epoch {
+            return true;
+        }
+        self.epoch = epoch;
+        self.limit = gate.min_cursor().map_or(u64::MAX, |min| {
+            min.saturating_add(self.topic.ring.capacity())
+        });
+        self.next < self.limit
+    }
+
+    /// Waits until `has_space`, evicting dead subscribers that hold us
+    /// back. Returns false if `deadline` passed first.
+    fn wait_for_space(&mut self, deadline: Option<Instant>) -> bool {
+        let backoff = Backoff::new();
+        let mut polls: u32 = 0;
+        let mut checked = Instant::now();
+        loop {
+            if self.has_space() {
+                return true;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return false;
+            }
+            let gate = self.topic.gate.as_ref().expect("only lossless topics wait");
+            if now.duration_since(checked) >= self.check_interval {
+                checked = now;
+                gate.evict_dead(process::is_alive);
+                continue;
+            }
+            polls = polls.wrapping_add(1);
+            match self.wait.polls_before_sleep() {
+                None if self.wait == WaitStrategy::Yield => backoff.snooze(),
+                Some(limit) if polls > limit => {
+                    let mut timeout = self.check_interval;
+                    if let Some(d) = deadline {
+                        timeout = timeout.min(d.saturating_duration_since(now));
+                    }
+                    let (next, capacity) = (self.next, self.topic.ring.capacity());
+                    let space = || {
+                        gate.min_cursor()
+                            .is_none_or(|min| next < min.saturating_add(capacity))
+                    };
+                    gate.ctrl().space().sleep_unless(space, Some(timeout));
+                    polls = 0;
+                }
+                _ => spin_hint(),
+            }
+        }
+    }
+
     fn publish(&mut self, bytes: &[u8]) {
         self.topic.ring.publish(self.next, bytes);
         self.next = self.next.wrapping_add(1);
@@ -342,23 +231,65 @@ impl<T> Publisher<T> {
 }
 
 impl<T: Message> Publisher<T> {
-    /// Publishes `msg`. Never blocks; the only error is reserved for
-    /// options that make sending fallible (none in overwrite mode).
+    /// Publishes `msg`. In overwrite mode never blocks; in lossless mode
+    /// waits for room. The error is reserved (typed messages always fit).
     pub fn send(&mut self, msg: &T) -> Result<(), SendError> {
+        if !self.has_space() {
+            self.wait_for_space(None);
+        }
+        self.publish(msg.as_bytes());
+        Ok(())
+    }
+
+    /// Publishes `msg` if there is room now (always, in overwrite mode).
+    pub fn try_send(&mut self, msg: &T) -> Result<(), TrySendError> {
+        if !self.has_space() {
+            return Err(TrySendError::Full);
+        }
+        self.publish(msg.as_bytes());
+        Ok(())
+    }
+
+    /// Publishes `msg`, waiting at most `timeout` for room.
+    pub fn send_timeout(&mut self, msg: &T, timeout: Duration) -> Result<(), TrySendError> {
+        if !self.has_space() && !self.wait_for_space(Some(Instant::now() + timeout)) {
+            return Err(TrySendError::Full);
+        }
         self.publish(msg.as_bytes());
         Ok(())
     }
 }
 
 impl Publisher<Bytes> {
-    /// Publishes `bytes`, at most the topic's slot size.
-    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+    fn check_len(&self, bytes: &[u8]) -> Result<(), SendError> {
         let max = self.topic.ring.slot_bytes();
         if bytes.len() > max {
             return Err(SendError::TooLarge {
                 len: bytes.len(),
                 max,
             });
+        }
+        Ok(())
+    }
+
+    /// Publishes `bytes`, at most the topic's slot size. Waits for room in
+    /// lossless mode.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        self.check_len(bytes)?;
+        if !self.has_space() {
+            self.wait_for_space(None);
+        }
+        self.publish(bytes);
+        Ok(())
+    }
+
+    /// Publishes `bytes` if there is room now.
+    pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<(), TrySendError> {
+        if let Err(SendError::TooLarge { len, max }) = self.check_len(bytes) {
+            return Err(TrySendError::TooLarge { len, max });
+        }
+        if !self.has_space() {
+            return Err(TrySendError::Full);
         }
         self.publish(bytes);
         Ok(())
@@ -401,16 +332,20 @@ struct PublisherWatch {
     checked: Instant,
 }
 
-/// A subscriber of a broadcast topic. Owns its cursor; shares nothing that
-/// it writes.
+/// A subscriber of a broadcast topic. In overwrite mode it shares nothing
+/// that it writes; in lossless mode it publishes its cursor in its entry of
+/// the subscriber table.
 pub struct Subscriber<T> {
-    topic: TopicHandle,
+    topic: BroadcastHandle,
     cursor: u64,
     wait: WaitStrategy,
     check_interval: Duration,
     watch: PublisherWatch,
     stats: SubscriberStats,
     scratch: Vec<u8>,
+    /// Lossless mode: our entry in the subscriber table.
+    gate_entry: Option<usize>,
+    me: Owner,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -422,16 +357,36 @@ enum Poll {
 }
 
 impl<T> Subscriber<T> {
-    fn new(topic: TopicHandle, opts: &TopicBuilder<'_>) -> Self {
+    pub(crate) fn new(topic: BroadcastHandle, opts: &TopicBuilder<'_>) -> Result<Self, Error> {
+        let me = process::current();
         let ring = &topic.ring;
-        let head = ring.head();
-        let cursor = match opts.start {
+        let capacity = ring.capacity();
+        let start_from = |head: u64| match opts.start {
             StartAt::Newest => head.saturating_sub(1),
-            StartAt::Oldest => head.saturating_sub(ring.capacity()),
+            StartAt::Oldest => head.saturating_sub(capacity),
             StartAt::Next => head,
         };
+        let (cursor, gate_entry) = match &topic.gate {
+            None => (start_from(ring.head()), None),
+            Some(gate) => {
+                // Only messages from head - capacity + 1 on are sure to be
+                // gated on us (see `ring::gate`).
+                let oldest_gated = |head: u64| head.saturating_sub(capacity - 1);
+                let index = gate.claim(me, oldest_gated(ring.head())).ok_or_else(|| {
+                    Error::TooManySubscribers {
+                        topic: topic.name.clone(),
+                        max: gate.entries().len() as u32,
+                    }
+                })?;
+                gate.announce();
+                let head = ring.head();
+                let cursor = start_from(head).max(oldest_gated(head));
+                gate.advance(index, cursor);
+                (cursor, Some(index))
+            }
+        };
         let scratch = vec![0; ring.slot_bytes()];
-        Subscriber {
+        Ok(Subscriber {
             topic,
             cursor,
             wait: opts.wait,
@@ -443,8 +398,10 @@ impl<T> Subscriber<T> {
             },
             stats: SubscriberStats::default(),
             scratch,
+            gate_entry,
+            me,
             _marker: PhantomData,
-        }
+        })
     }
 
     /// The topic name.
@@ -463,12 +420,28 @@ impl<T> Subscriber<T> {
         self.stats
     }
 
+    /// Whether the topic is in lossless mode.
+    pub fn is_lossless(&self) -> bool {
+        self.gate_entry.is_some()
+    }
+
+    /// Moves past message `cursor`, telling the publisher in lossless mode.
+    fn consumed(&mut self) {
+        self.cursor = self.cursor.wrapping_add(1);
+        self.stats.received += 1;
+        if let (Some(gate), Some(index)) = (&self.topic.gate, self.gate_entry) {
+            gate.advance(index, self.cursor);
+        }
+    }
+
     fn poll(&mut self, out: &mut [u8]) -> Poll {
         let ring = &self.topic.ring;
         match ring.read(self.cursor, out) {
             Read::Message { len } => {
-                self.cursor = self.cursor.wrapping_add(1);
-                self.stats.received += 1;
+                if self.gate_entry.is_some() {
+                    process::stall_if_hooked("stall-in-lossless-read");
+                }
+                self.consumed();
                 Poll::Got(len)
             }
             Read::Empty => Poll::Empty,
@@ -477,11 +450,15 @@ impl<T> Subscriber<T> {
                 let lost = target.wrapping_sub(self.cursor);
                 self.cursor = target;
                 self.stats.lagged += lost;
+                if let (Some(gate), Some(index)) = (&self.topic.gate, self.gate_entry) {
+                    gate.advance(index, self.cursor);
+                }
                 Poll::Failed(RecvError::Lagged(lost))
             }
             Read::BadLength { .. } => {
                 let seq = self.cursor;
-                self.cursor = seq.wrapping_add(1);
+                self.consumed();
+                self.stats.received -= 1;
                 self.stats.corrupt += 1;
                 Poll::Failed(RecvError::Corrupt { seq })
             }
@@ -526,17 +503,29 @@ impl<T> Subscriber<T> {
         out: &mut [u8],
         deadline: Option<Instant>,
     ) -> Result<usize, RecvTimeoutError> {
+        self.wait_for(deadline, |sub| sub.poll(out))
+    }
+
+    /// Calls `attempt` until it finds something, waiting between attempts
+    /// as the wait strategy says; checks for a gone publisher and the
+    /// deadline now and then, and after every sleep.
+    fn wait_for<R>(
+        &mut self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut(&mut Self) -> Poll,
+    ) -> Result<R, RecvTimeoutError>
+    where
+        R: From<usize>,
+    {
         let polls_before_sleep = self.wait.polls_before_sleep();
         let mut polls: u32 = 0;
-        let backoff = crossbeam_utils::Backoff::new();
+        let backoff = Backoff::new();
         loop {
-            match self.poll(out) {
-                Poll::Got(len) => return Ok(len),
+            match attempt(self) {
+                Poll::Got(len) => return Ok(R::from(len)),
                 Poll::Failed(err) => return Err(err.into()),
                 Poll::Empty => {}
             }
-            // Checks that read the clock or /proc: now and then while
-            // polling, and after every sleep.
             if polls % 1024 == 0 {
                 if self.disconnected() {
                     return Err(RecvTimeoutError::Disconnected);
@@ -581,6 +570,36 @@ impl<T> Subscriber<T> {
     }
 }
 
+impl<T> Drop for Subscriber<T> {
+    fn drop(&mut self) {
+        if let (Some(gate), Some(index)) = (&self.topic.gate, self.gate_entry) {
+            gate.detach(index, self.me);
+        }
+    }
+}
+
+/// A message read in place from a lossless topic: no copy. The publisher
+/// cannot overwrite it until this guard drops, which moves the subscriber
+/// past it.
+pub struct Borrowed<'a, T> {
+    sub: &'a mut Subscriber<T>,
+    value: &'a T,
+}
+
+impl<T> core::ops::Deref for Borrowed<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.value
+    }
+}
+
+impl<T> Drop for Borrowed<'_, T> {
+    fn drop(&mut self) {
+        self.sub.consumed();
+    }
+}
+
 impl<T: Message> Subscriber<T> {
     /// Receives the next message, waiting as the wait strategy says.
     pub fn recv(&mut self) -> Result<T, RecvError> {
@@ -610,6 +629,75 @@ impl<T: Message> Subscriber<T> {
         let len = self.recv_into(value.as_mut_bytes(), deadline)?;
         self.check_len(len).map_err(RecvTimeoutError::from)?;
         Ok(value)
+    }
+
+    /// Lossless topics: waits for the next message and lends it in place,
+    /// without copying. The publisher cannot overwrite it until the guard
+    /// drops; dropping it moves this subscriber past the message. On an
+    /// overwrite-mode topic, returns [`RecvRefError::NotLossless`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-ref-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut rx = bus.topic("t").lossless(4).subscriber::<[u64; 8]>()?;
+    /// let mut tx = bus.topic("t").publisher::<[u64; 8]>()?;
+    /// tx.send(&[7; 8])?;
+    /// let msg = rx.recv_ref()?;
+    /// assert_eq!(msg[3], 7);
+    /// # drop(msg); drop((tx, rx, bus));
+    /// # shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn recv_ref(&mut self) -> Result<Borrowed<'_, T>, RecvRefError> {
+        const {
+            assert!(
+                core::mem::align_of::<T>() <= 16,
+                "recv_ref needs an alignment of at most 16"
+            )
+        };
+        if self.gate_entry.is_none() {
+            return Err(RecvRefError::NotLossless);
+        }
+        let ready = self.wait_for::<usize>(None, |sub| {
+            if sub.topic.ring.ready(sub.cursor) {
+                Poll::Got(0)
+            } else {
+                Poll::Empty
+            }
+        });
+        ready.map_err(|err| match err {
+            RecvTimeoutError::Timeout => unreachable!("no deadline, no timeout"),
+            RecvTimeoutError::Lagged(n) => RecvError::Lagged(n),
+            RecvTimeoutError::Disconnected => RecvError::Disconnected,
+            RecvTimeoutError::Corrupt { seq } => RecvError::Corrupt { seq },
+        })?;
+        let size = core::mem::size_of::<T>();
+        let Some(words) = self.topic.ring.payload_if_complete(self.cursor, size) else {
+            // Complete with another length, or overwritten: read it the
+            // copying way, which reports exactly what happened.
+            let mut scratch = core::mem::take(&mut self.scratch);
+            let polled = self.poll(&mut scratch);
+            self.scratch = scratch;
+            return Err(RecvRefError::Recv(match polled {
+                Poll::Failed(err) => err,
+                _ => RecvError::Corrupt {
+                    seq: self.cursor.wrapping_sub(1),
+                },
+            }));
+        };
+        // SAFETY: the payload starts 16 bytes into a 64-byte-aligned slot, so
+        // it is aligned for T (align <= 16, asserted above), and holds
+        // `size_of::<T>()` bytes (the slot is at least that large: the topic's
+        // slot size is T's size). Any bytes are a valid T (FromBytes). No one
+        // writes them while the guard lives: in lossless mode the publisher
+        // may not write message `cursor + capacity` into this slot until our
+        // cursor, published in the subscriber table, passes `cursor`, which
+        // happens only when the guard drops. The Acquire load of the complete
+        // stamp in `payload_if_complete` orders the publisher's payload
+        // stores before our reads.
+        let value = unsafe { &*words.as_ptr().cast::<T>() };
+        Ok(Borrowed { sub: self, value })
     }
 
     fn check_len(&mut self, len: usize) -> Result<(), RecvError> {

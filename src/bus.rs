@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broadcast::{TopicBuilder, TopicHandle};
 use crate::error::Error;
 use crate::message::Message;
 use crate::process;
 use crate::ring::Owner;
+use crate::segment::layout::{EntryConfig, KIND_QUEUE};
 use crate::segment::{self, directory, Segment, SegmentOptions};
+use crate::topic::{BroadcastHandle, QueueHandle, TopicBuilder};
 use crate::{Publisher, Subscriber};
 
 /// Default size of a new bus segment: 64 MiB of address space. The file is
@@ -115,22 +116,41 @@ impl BusBuilder {
     }
 }
 
+/// What kind of topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// Broadcast, overwrite mode.
+    Broadcast,
+    /// Broadcast, lossless mode.
+    LosslessBroadcast,
+    /// Work queue.
+    WorkQueue,
+}
+
 /// A topic as seen by [`Bus::topics`].
 #[derive(Debug, Clone)]
 pub struct TopicInfo {
     pub name: String,
+    pub kind: TopicKind,
     /// Slots in the ring.
     pub capacity: u32,
     /// Largest message in bytes.
     pub slot_size: u32,
     /// Size of the message type (0 for byte topics).
     pub type_size: u32,
-    /// Messages published so far.
+    /// Messages published (broadcast) or pushed (work queue) so far.
     pub published: u64,
-    /// Pid of the process holding the publisher lease, if any.
+    /// Broadcast: pid of the process holding the publisher lease, if alive.
     pub publisher_pid: Option<u32>,
-    /// Subscribers asleep waiting for a message right now.
-    pub sleeping_subscribers: u32,
+    /// Processes asleep waiting for a message right now.
+    pub sleeping: u32,
+    /// Lossless broadcast: subscribers attached. Work queue: producers and
+    /// consumers attached.
+    pub attached: u32,
+    /// Lossless broadcast: subscribers evicted because they died.
+    pub evictions: u64,
+    /// Work queue: messages lost to processes that died mid-push or mid-pop.
+    pub lost: u64,
 }
 
 impl Bus {
@@ -186,29 +206,58 @@ impl Bus {
 
     /// Every topic of the bus, validated.
     pub fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
-        let topics = directory::list(&self.seg)?;
-        topics
+        directory::list(&self.seg)?
             .iter()
-            .map(|topic| {
-                let c = &topic.config;
-                let name = directory::entry_name(c).unwrap_or_default();
-                let handle = TopicHandle::new(Arc::clone(&self.seg), name, c)?;
-                let ring = &handle.ring;
-                let ctrl = ring.ctrl();
-                let holder = ctrl
-                    .lease()
-                    .holder()
-                    .filter(|&o: &Owner| process::is_alive(o));
-                Ok(TopicInfo {
-                    name: name.to_owned(),
-                    capacity: c.capacity,
-                    slot_size: c.slot_size,
-                    type_size: c.type_size,
-                    published: ring.published(),
-                    publisher_pid: holder.map(Owner::pid),
-                    sleeping_subscribers: ctrl.wake().waiters(),
-                })
-            })
+            .map(|topic| self.topic_info(&topic.config))
             .collect()
+    }
+
+    fn topic_info(&self, c: &EntryConfig) -> Result<TopicInfo, Error> {
+        let name = directory::entry_name(c).unwrap_or_default();
+        let mut info = TopicInfo {
+            name: name.to_owned(),
+            kind: TopicKind::Broadcast,
+            capacity: c.capacity,
+            slot_size: c.slot_size,
+            type_size: c.type_size,
+            published: 0,
+            publisher_pid: None,
+            sleeping: 0,
+            attached: 0,
+            evictions: 0,
+            lost: 0,
+        };
+        let live = |owner: Option<Owner>| owner.is_some_and(process::is_alive);
+        if c.kind == KIND_QUEUE {
+            let handle = QueueHandle::new(Arc::clone(&self.seg), name, c)?;
+            let ring = &handle.ring;
+            let ctrl = ring.ctrl();
+            info.kind = TopicKind::WorkQueue;
+            info.published = ctrl.pushed();
+            info.sleeping = ctrl.not_empty().waiters() + ctrl.not_full().waiters();
+            info.attached = ring
+                .producers()
+                .iter()
+                .chain(ring.consumers())
+                .filter(|e| live(e.owner()))
+                .count() as u32;
+            info.lost = ctrl.lost_in_push() + ctrl.lost_in_consume();
+        } else {
+            let handle = BroadcastHandle::new(Arc::clone(&self.seg), name, c)?;
+            let ctrl = handle.ring.ctrl();
+            info.published = handle.ring.published();
+            info.publisher_pid = ctrl
+                .lease()
+                .holder()
+                .filter(|&o| process::is_alive(o))
+                .map(Owner::pid);
+            info.sleeping = ctrl.wake().waiters();
+            if let Some(gate) = &handle.gate {
+                info.kind = TopicKind::LosslessBroadcast;
+                info.attached = gate.entries().iter().filter(|e| live(e.owner())).count() as u32;
+                info.evictions = gate.ctrl().evictions();
+            }
+        }
+        Ok(info)
     }
 }

@@ -98,6 +98,22 @@ pub enum Error {
     )]
     PublisherBusy { topic: String, holder: String },
 
+    #[error(
+        "topic {topic:?} already has {max} lossless subscribers attached, its maximum: \
+         detach one, or create the topic with a larger `lossless(..)`"
+    )]
+    TooManySubscribers { topic: String, max: u32 },
+
+    #[error(
+        "work-queue topic {topic:?} already has {max} {role}s attached, its maximum: \
+         stop one, or create the topic with a larger `max_{role}s(..)`"
+    )]
+    TooManyWorkers {
+        topic: String,
+        role: &'static str,
+        max: u32,
+    },
+
     #[error("invalid options for topic {topic:?}: {why}")]
     InvalidOptions { topic: String, why: String },
 
@@ -109,6 +125,18 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
+    #[error("message of {len} bytes does not fit the topic's {max}-byte slots; send at most {max} bytes or create the topic with a larger `slot_size`")]
+    TooLarge { len: usize, max: usize },
+}
+
+/// Sending without waiting, or with a timeout, in lossless mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// The slowest live subscriber has not read the message this one would
+    /// overwrite. The message was not sent.
+    #[error("full: the slowest lossless subscriber has not read the message this one would overwrite; try again later")]
+    Full,
     #[error("message of {len} bytes does not fit the topic's {max}-byte slots; send at most {max} bytes or create the topic with a larger `slot_size`")]
     TooLarge { len: usize, max: usize },
 }
@@ -128,6 +156,17 @@ pub enum RecvError {
     /// slot); it was skipped.
     #[error("message {seq} is corrupt in the segment and was skipped")]
     Corrupt { seq: u64 },
+}
+
+/// Reading in place with [`Subscriber::recv_ref`](crate::Subscriber::recv_ref).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecvRefError {
+    /// The topic is in overwrite mode, where the publisher may overwrite a
+    /// message while it is lent out.
+    #[error("reading in place (recv_ref) needs a lossless topic; use recv on overwrite topics")]
+    NotLossless,
+    #[error(transparent)]
+    Recv(#[from] RecvError),
 }
 
 /// Receiving with [`Subscriber::try_recv`](crate::Subscriber::try_recv).
@@ -174,4 +213,63 @@ impl From<RecvError> for RecvTimeoutError {
             RecvError::Corrupt { seq } => RecvTimeoutError::Corrupt { seq },
         }
     }
+}
+
+/// Pushing without waiting (or with a timeout) to a work queue.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TryPushError<T> {
+    /// Every slot holds an unconsumed message. The value is handed back.
+    #[error("full: every slot holds an unconsumed message; try again later")]
+    Full(T),
+    #[error("message of {len} bytes does not fit the queue's {max}-byte slots; push at most {max} bytes or create the queue with a larger `slot_size`")]
+    TooLarge { len: usize, max: usize },
+}
+
+impl<T> std::fmt::Debug for TryPushError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TryPushError::Full(_) => f.write_str("Full(..)"),
+            TryPushError::TooLarge { len, max } => {
+                write!(f, "TooLarge {{ len: {len}, max: {max} }}")
+            }
+        }
+    }
+}
+
+/// Popping from a work queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PopError {
+    /// No producer is attached any more (all dropped or dead) and the
+    /// queue is empty. A new producer may attach later.
+    #[error("disconnected: no producer is left and the queue is empty")]
+    Disconnected,
+    /// The message at `pos` is corrupt in the segment and was skipped.
+    #[error("message at position {pos} is corrupt in the segment and was skipped")]
+    Corrupt { pos: u64 },
+}
+
+/// Popping from a work queue without waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TryPopError {
+    #[error("empty: no message to pop")]
+    Empty,
+    #[error("disconnected: no producer is left and the queue is empty")]
+    Disconnected,
+    #[error("message at position {pos} is corrupt in the segment and was skipped")]
+    Corrupt { pos: u64 },
+}
+
+/// Popping from a work queue with a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PopTimeoutError {
+    #[error("timed out waiting for a message")]
+    Timeout,
+    #[error("disconnected: no producer is left and the queue is empty")]
+    Disconnected,
+    #[error("message at position {pos} is corrupt in the segment and was skipped")]
+    Corrupt { pos: u64 },
 }

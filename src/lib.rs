@@ -54,14 +54,25 @@ mod message;
 #[cfg(not(shmbus_loom))]
 mod process;
 #[cfg(not(shmbus_loom))]
+pub mod queue;
+#[cfg(not(shmbus_loom))]
 pub mod segment;
+#[cfg(not(shmbus_loom))]
+mod topic;
 
 #[cfg(not(shmbus_loom))]
-pub use broadcast::{Publisher, StartAt, Subscriber, SubscriberStats, TopicBuilder};
+pub use broadcast::{Borrowed, Publisher, StartAt, Subscriber, SubscriberStats};
 #[cfg(not(shmbus_loom))]
-pub use bus::{Bus, BusBuilder, TopicInfo, DEFAULT_BUS_SIZE, DEFAULT_TOPICS};
+pub use bus::{Bus, BusBuilder, TopicInfo, TopicKind, DEFAULT_BUS_SIZE, DEFAULT_TOPICS};
 #[cfg(not(shmbus_loom))]
-pub use error::{Error, RecvError, RecvTimeoutError, SendError, TryRecvError};
+pub use error::{
+    Error, PopError, PopTimeoutError, RecvError, RecvRefError, RecvTimeoutError, SendError,
+    TryPopError, TryPushError, TryRecvError, TrySendError,
+};
 #[cfg(not(shmbus_loom))]
 pub use message::{Bytes, Message};
+#[cfg(not(shmbus_loom))]
+pub use queue::{Consumer, Producer, QueueStats};
+#[cfg(not(shmbus_loom))]
+pub use topic::{TopicBuilder, DEFAULT_BYTES_SLOT_SIZE, DEFAULT_CAPACITY, DEFAULT_MAX_WORKERS};
 pub use wait::WaitStrategy;

@@ -47,6 +47,21 @@ pub fn test_hook(name: &str) -> bool {
         == Some(name)
 }
 
+/// If the test hook `name` is on, says so on stdout (`SHMBUS-HOOK name`)
+/// and stops this process forever, for a crash test to kill it exactly here.
+pub fn stall_if_hooked(name: &str) {
+    if test_hook(name) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "SHMBUS-HOOK {name}");
+        let _ = out.flush();
+        drop(out);
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
 struct Stat {
     is_zombie: bool,
     start_ticks: u64,

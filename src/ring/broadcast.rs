@@ -27,11 +27,10 @@
 
 use core::cmp::{max, Ordering as CmpOrdering};
 
-pub use crate::ring::{slots_words, stride_words};
 use crate::ring::{load_bytes, store_bytes, Lease, SLOT_HEADER_WORDS};
+pub use crate::ring::{slots_words, stride_words};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::WakeWords;
-
 
 /// Shared control block of a broadcast topic, three cache lines: the hot
 /// publisher line, the lease, and the wakeup words, each on its own line so a
@@ -267,6 +266,21 @@ impl<'a> BroadcastRing<'a> {
             Ok(len) if len <= self.slot_bytes => Read::Message { len },
             _ => Read::BadLength { len },
         }
+    }
+
+    /// The payload words of message `cursor`, if it is complete and `len`
+    /// bytes long: for reading in place. Reading them non-atomically is only
+    /// sound while the publisher is kept from overwriting the slot (lossless
+    /// gating).
+    pub fn payload_if_complete(&self, cursor: u64, len: usize) -> Option<&'a [AtomicU64]> {
+        let slot = self.slot(cursor);
+        // SYNC POINT: pairs with the Release store of the complete stamp.
+        if slot[0].load(Ordering::Acquire) != complete(cursor)
+            || slot[1].load(Ordering::Relaxed) != len as u64
+        {
+            return None;
+        }
+        (len <= self.slot_bytes).then(|| &slot[SLOT_HEADER_WORDS..])
     }
 
     /// Where a reader lapped at `cursor` continues: the oldest message the

@@ -8,8 +8,9 @@
 
 pub mod broadcast;
 pub mod directory;
-pub mod queue;
+pub mod gate;
 pub mod lease;
+pub mod queue;
 
 pub use lease::{Lease, LeaseError, Owner};
 

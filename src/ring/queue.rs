@@ -48,8 +48,8 @@
 //! Delivery is at most once: a message whose consumer died after claiming
 //! it is lost, and counted in [`QueueCtrl::lost_in_consume`].
 
-pub use crate::ring::{slots_words, stride_words};
 use crate::ring::{load_bytes, store_bytes, Owner, SLOT_HEADER_WORDS};
+pub use crate::ring::{slots_words, stride_words};
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::WakeWords;
 
@@ -306,7 +306,9 @@ impl<'a> QueueRing<'a> {
     fn seq(&self, pos: u64) -> u64 {
         // SYNC POINT: pairs with the Release stores in `store_seq` and the
         // recoveries' compare-and-swaps.
-        self.slot(pos)[0].load(Ordering::Acquire).wrapping_add(pos & self.mask)
+        self.slot(pos)[0]
+            .load(Ordering::Acquire)
+            .wrapping_add(pos & self.mask)
     }
 
     fn store_seq(&self, pos: u64, seq: u64) {
@@ -323,6 +325,19 @@ impl<'a> QueueRing<'a> {
                 Ordering::Acquire,
             )
             .is_ok()
+    }
+
+    /// Whether a push would find a free slot now (one load each of `tail`
+    /// and a slot; for wait loops).
+    pub fn can_push(&self) -> bool {
+        let pos = self.ctrl.tail.load(Ordering::Acquire);
+        self.seq(pos) == pos
+    }
+
+    /// Whether a pop would find a message now.
+    pub fn can_pop(&self) -> bool {
+        let pos = self.ctrl.head.load(Ordering::Acquire);
+        self.seq(pos) == pos.wrapping_add(1)
     }
 
     /// Claims the next position to push. `entry` is the caller's claim-table
@@ -430,7 +445,11 @@ impl<'a> QueueRing<'a> {
     /// Whether every entry of `table` whose intent is `pos` is dead. False
     /// if any is alive (it may be the claimer) or if none has that intent
     /// (the claimer finished and cleared it: look at the slot again).
-    fn claimers_dead(table: &[ClaimEntry], pos: u64, is_alive: &mut impl FnMut(Owner) -> bool) -> bool {
+    fn claimers_dead(
+        table: &[ClaimEntry],
+        pos: u64,
+        is_alive: &mut impl FnMut(Owner) -> bool,
+    ) -> bool {
         let mut found = false;
         for entry in table {
             if entry.intent() != pos {

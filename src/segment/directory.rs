@@ -8,12 +8,13 @@
 use std::time::{Duration, Instant};
 
 use super::layout::{
-    self, EntryConfig, ENTRY_CONFIG_OFFSET, ENTRY_SIZE, MAX_CAPACITY, MAX_SLOT_SIZE,
+    self, EntryConfig, ENTRY_CONFIG_OFFSET, ENTRY_SIZE, FLAG_LOSSLESS, MAX_ATTACH, MAX_CAPACITY,
+    MAX_SLOT_SIZE,
 };
+use super::region::Shape;
 use super::{validate_name, Segment};
 use crate::error::Error;
 use crate::process;
-use crate::ring::broadcast::{slots_words, BroadcastCtrl};
 use crate::ring::directory::{self, DirError, Entries, EntryState, Found};
 use crate::ring::Owner;
 use crate::sync::Ordering;
@@ -48,9 +49,32 @@ pub struct TopicRequest<'a> {
     pub kind: u32,
     pub capacity: Option<u32>,
     pub slot_size: Option<u32>,
+    pub lossless: Option<bool>,
+    pub max_writers: Option<u32>,
+    pub max_readers: Option<u32>,
     pub default_capacity: u32,
     pub default_slot_size: u32,
+    pub default_max_writers: u32,
+    pub default_max_readers: u32,
     pub fingerprint: TypeFingerprint,
+}
+
+impl TopicRequest<'_> {
+    /// The shape a topic created for this request gets.
+    fn shape(&self) -> Shape {
+        Shape {
+            kind: self.kind,
+            flags: if self.lossless == Some(true) {
+                FLAG_LOSSLESS
+            } else {
+                0
+            },
+            capacity: self.capacity.unwrap_or(self.default_capacity),
+            slot_size: self.slot_size.unwrap_or(self.default_slot_size),
+            max_writers: self.max_writers.unwrap_or(self.default_max_writers),
+            max_readers: self.max_readers.unwrap_or(self.default_max_readers),
+        }
+    }
 }
 
 /// A validated topic entry.
@@ -59,15 +83,6 @@ pub struct Topic {
     pub index: usize,
     pub config: EntryConfig,
     pub created: bool,
-}
-
-/// Bytes a topic's ring region takes: control block, then slots.
-pub fn region_len(capacity: u32, slot_size: u32) -> Option<u64> {
-    let words = slots_words(capacity as usize, slot_size as usize)?;
-    let bytes = words
-        .checked_mul(8)?
-        .checked_add(core::mem::size_of::<BroadcastCtrl>())?;
-    u64::try_from(bytes).ok()
 }
 
 fn entry_offset(index: usize) -> u64 {
@@ -159,8 +174,14 @@ fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
     let name =
         entry_name(c).ok_or_else(|| format!("name length {} is out of range", c.name_len))?;
     validate_name("topic", name).map_err(|e| e.to_string())?;
-    if c.kind != layout::KIND_BROADCAST {
+    if c.kind != layout::KIND_BROADCAST && c.kind != layout::KIND_QUEUE {
         return Err(format!("unknown topic kind {}", c.kind));
+    }
+    if c.flags & !FLAG_LOSSLESS != 0 || (c.flags != 0 && c.kind != layout::KIND_BROADCAST) {
+        return Err(format!(
+            "unknown flags {:#x} for topic kind {}",
+            c.flags, c.kind
+        ));
     }
     if !c.capacity.is_power_of_two() || c.capacity > MAX_CAPACITY {
         return Err(format!(
@@ -171,10 +192,22 @@ fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
     if c.slot_size > MAX_SLOT_SIZE {
         return Err(format!("slot size {} is over {MAX_SLOT_SIZE}", c.slot_size));
     }
-    let expected = region_len(c.capacity, c.slot_size);
-    if expected != Some(c.region_len) {
+    let shape = Shape::of(c);
+    let tables_needed = match c.kind {
+        layout::KIND_QUEUE => (1, 1),
+        _ if shape.lossless() => (0, 1),
+        _ => (0, 0),
+    };
+    let tables_ok = |n: u32, min: u32| n >= min && n <= MAX_ATTACH;
+    if !tables_ok(c.max_writers, tables_needed.0) || !tables_ok(c.max_readers, tables_needed.1) {
         return Err(format!(
-            "ring region of {} bytes does not match capacity {} × slot size {}",
+            "attach tables of {} writers and {} readers are out of range for this kind (at most {MAX_ATTACH})",
+            c.max_writers, c.max_readers
+        ));
+    }
+    if shape.layout().map(|l| l.len) != Some(c.region_len) {
+        return Err(format!(
+            "ring region of {} bytes does not match capacity {} × slot size {} and its tables",
             c.region_len, c.capacity, c.slot_size
         ));
     }
@@ -199,6 +232,14 @@ pub fn entry_name(c: &EntryConfig) -> Option<&str> {
     core::str::from_utf8(bytes).ok()
 }
 
+fn kind_name(kind: u32, lossless: bool) -> &'static str {
+    match (kind, lossless) {
+        (layout::KIND_QUEUE, _) => "work-queue topic",
+        (_, true) => "lossless broadcast topic",
+        _ => "broadcast topic",
+    }
+}
+
 /// A human description of a topic's config, for mismatch errors.
 pub fn describe(c: &EntryConfig) -> String {
     let len = c
@@ -207,21 +248,60 @@ pub fn describe(c: &EntryConfig) -> String {
         .position(|&b| b == 0)
         .unwrap_or(c.type_name.len());
     let type_name = String::from_utf8_lossy(&c.type_name[..len]);
+    let shape = Shape::of(c);
     format!(
-        "a broadcast topic of `{type_name}` (size {}, align {}) with {}-byte slots and capacity {}",
-        c.type_size, c.type_align, c.slot_size, c.capacity
+        "a {} of `{type_name}` (size {}, align {}) with {}-byte slots, capacity {}{}",
+        kind_name(c.kind, shape.lossless()),
+        c.type_size,
+        c.type_align,
+        c.slot_size,
+        c.capacity,
+        describe_tables(
+            c.kind,
+            shape.lossless(),
+            Some(c.max_writers),
+            Some(c.max_readers)
+        ),
     )
+}
+
+fn describe_tables(
+    kind: u32,
+    lossless: bool,
+    writers: Option<u32>,
+    readers: Option<u32>,
+) -> String {
+    let n = |v: Option<u32>| v.map_or("any".to_owned(), |v| v.to_string());
+    match kind {
+        layout::KIND_QUEUE => format!(
+            ", up to {} producers and {} consumers",
+            n(writers),
+            n(readers)
+        ),
+        _ if lossless => format!(", up to {} subscribers", n(readers)),
+        _ => String::new(),
+    }
 }
 
 fn describe_request(req: &TopicRequest<'_>) -> String {
     let shape = |v: Option<u32>| v.map_or("any".to_owned(), |v| v.to_string());
+    let kind = match (req.kind, req.lossless) {
+        (layout::KIND_BROADCAST, None) => "broadcast topic (lossless or not)",
+        (kind, lossless) => kind_name(kind, lossless == Some(true)),
+    };
     format!(
-        "a broadcast topic of `{}` (size {}, align {}) with {} slot size and {} capacity",
+        "a {kind} of `{}` (size {}, align {}) with {} slot size, capacity {}{}",
         req.fingerprint.name,
         req.fingerprint.size,
         req.fingerprint.align,
         shape(req.slot_size),
-        shape(req.capacity)
+        shape(req.capacity),
+        describe_tables(
+            req.kind,
+            req.lossless == Some(true),
+            req.max_writers,
+            req.max_readers
+        ),
     )
 }
 
@@ -243,6 +323,9 @@ impl SegmentDirectory<'_, '_> {
             && c.type_hash == req.fingerprint.hash
             && req.capacity.is_none_or(|cap| cap == c.capacity)
             && req.slot_size.is_none_or(|slot| slot == c.slot_size)
+            && req.lossless.is_none_or(|l| l == Shape::of(c).lossless())
+            && req.max_writers.is_none_or(|n| n == c.max_writers)
+            && req.max_readers.is_none_or(|n| n == c.max_readers)
     }
 
     /// Bump-allocates `len` bytes of arena; returns the segment offset.
@@ -294,12 +377,17 @@ impl Entries for SegmentDirectory<'_, '_> {
 
     fn init(&mut self, index: usize) -> Result<(), Error> {
         let req = self.req;
-        let capacity = req.capacity.unwrap_or(req.default_capacity);
-        let slot_size = req.slot_size.unwrap_or(req.default_slot_size);
-        let region_len = region_len(capacity, slot_size).ok_or_else(|| Error::InvalidOptions {
-            topic: req.name.to_owned(),
-            why: format!("capacity {capacity} × slot size {slot_size} overflows"),
-        })?;
+        let shape = req.shape();
+        let region_len = shape
+            .layout()
+            .map(|l| l.len)
+            .ok_or_else(|| Error::InvalidOptions {
+                topic: req.name.to_owned(),
+                why: format!(
+                    "capacity {} × slot size {} overflows",
+                    shape.capacity, shape.slot_size
+                ),
+            })?;
         let region_offset = self.allocate(region_len)?;
         self.seg
             .reserve(region_offset, region_len)
@@ -312,15 +400,18 @@ impl Entries for SegmentDirectory<'_, '_> {
             name: [0; layout::MAX_NAME],
             name_len: req.name.len() as u32,
             kind: req.kind,
-            slot_size,
-            capacity,
+            slot_size: shape.slot_size,
+            capacity: shape.capacity,
             type_size: req.fingerprint.size,
             type_align: req.fingerprint.align,
             type_hash: req.fingerprint.hash,
             type_name: [0; 64],
             region_offset,
             region_len,
-            _reserved: [0; 16],
+            flags: shape.flags,
+            max_writers: shape.max_writers,
+            max_readers: shape.max_readers,
+            _reserved: [0; 4],
         };
         config.name[..req.name.len()].copy_from_slice(req.name.as_bytes());
         // Keep the end of long type names: the last path segments tell

@@ -75,6 +75,11 @@ pub struct HeaderCtrl {
 
 /// Kinds of topic, as stored.
 pub const KIND_BROADCAST: u32 = 1;
+pub const KIND_QUEUE: u32 = 2;
+/// Topic flag: broadcast in lossless mode (publisher gated on subscribers).
+pub const FLAG_LOSSLESS: u32 = 1;
+/// Most entries in a topic's producer, consumer or subscriber table.
+pub const MAX_ATTACH: u32 = 4096;
 
 /// The immutable part of a topic entry.
 #[repr(C)]
@@ -92,7 +97,14 @@ pub struct EntryConfig {
     /// Offset of the ring region from the start of the segment.
     pub region_offset: u64,
     pub region_len: u64,
-    pub _reserved: [u8; 16],
+    /// [`FLAG_LOSSLESS`] or 0.
+    pub flags: u32,
+    /// Producer table size (work queues).
+    pub max_writers: u32,
+    /// Consumer table size (work queues) or subscriber table size
+    /// (lossless broadcast).
+    pub max_readers: u32,
+    pub _reserved: [u8; 4],
 }
 
 #[cfg(not(shmbus_loom))]
@@ -112,6 +124,8 @@ const _: () = {
     assert!(offset_of!(EntryConfig, slot_size) == 72);
     assert!(offset_of!(EntryConfig, type_hash) == 88);
     assert!(offset_of!(EntryConfig, region_offset) == 160);
+    assert!(offset_of!(EntryConfig, flags) == 176);
+    assert!(offset_of!(EntryConfig, max_readers) == 184);
     assert!(HEADER_SIZE == CTRL_OFFSET + size_of::<HeaderCtrl>());
 };
 

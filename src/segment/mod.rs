@@ -8,6 +8,7 @@
 
 pub mod directory;
 pub mod layout;
+pub mod region;
 
 use std::fs::File;
 use std::ptr::NonNull;
@@ -105,6 +106,14 @@ unsafe impl SharedView for EntryState {}
 unsafe impl SharedView for BroadcastCtrl {}
 // SAFETY: an atomic integer.
 unsafe impl SharedView for AtomicU64 {}
+// SAFETY: atomics and padding.
+unsafe impl SharedView for crate::ring::queue::QueueCtrl {}
+// SAFETY: atomics and padding.
+unsafe impl SharedView for crate::ring::queue::ClaimEntry {}
+// SAFETY: atomics and padding.
+unsafe impl SharedView for crate::ring::gate::GateCtrl {}
+// SAFETY: atomics and padding.
+unsafe impl SharedView for crate::ring::gate::SubscriberEntry {}
 
 /// One mapped bus segment.
 pub struct Segment {

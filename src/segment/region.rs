@@ -1,0 +1,90 @@
+//! Where the parts of a topic's ring region lie: control block, attach
+//! tables, slots. One function computes it for the creator and for every
+//! validator, so they cannot disagree.
+
+use crate::ring::broadcast::BroadcastCtrl;
+use crate::ring::gate::{GateCtrl, SubscriberEntry};
+use crate::ring::queue::{ClaimEntry, QueueCtrl};
+use crate::ring::slots_words;
+use crate::segment::layout::{EntryConfig, FLAG_LOSSLESS, KIND_BROADCAST, KIND_QUEUE};
+
+/// Byte offsets within a topic region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionLayout {
+    /// Broadcast: the gate control block (lossless only). Queue: the
+    /// producer table.
+    pub table_a: u64,
+    /// Broadcast: the subscriber table (lossless only). Queue: the consumer
+    /// table.
+    pub table_b: u64,
+    pub slots: u64,
+    pub slot_words: usize,
+    pub len: u64,
+}
+
+/// The shape of a topic, as stored in its entry.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub kind: u32,
+    pub flags: u32,
+    pub capacity: u32,
+    pub slot_size: u32,
+    pub max_writers: u32,
+    pub max_readers: u32,
+}
+
+impl Shape {
+    pub fn of(c: &EntryConfig) -> Shape {
+        Shape {
+            kind: c.kind,
+            flags: c.flags,
+            capacity: c.capacity,
+            slot_size: c.slot_size,
+            max_writers: c.max_writers,
+            max_readers: c.max_readers,
+        }
+    }
+
+    pub fn lossless(&self) -> bool {
+        self.flags & FLAG_LOSSLESS != 0
+    }
+
+    /// The region layout, or `None` for an unknown kind or on overflow.
+    pub fn layout(&self) -> Option<RegionLayout> {
+        let size = |bytes: usize| bytes as u64;
+        let table = |entries: u32, entry: usize| u64::from(entries).checked_mul(entry as u64);
+        let (table_a, table_b, slots) = match self.kind {
+            KIND_BROADCAST => {
+                let ctrl = size(core::mem::size_of::<BroadcastCtrl>());
+                if self.lossless() {
+                    let entries = ctrl + size(core::mem::size_of::<GateCtrl>());
+                    let end = entries.checked_add(table(
+                        self.max_readers,
+                        core::mem::size_of::<SubscriberEntry>(),
+                    )?)?;
+                    (ctrl, entries, end)
+                } else {
+                    (ctrl, ctrl, ctrl)
+                }
+            }
+            KIND_QUEUE => {
+                let producers = size(core::mem::size_of::<QueueCtrl>());
+                let consumers = producers
+                    .checked_add(table(self.max_writers, core::mem::size_of::<ClaimEntry>())?)?;
+                let end = consumers
+                    .checked_add(table(self.max_readers, core::mem::size_of::<ClaimEntry>())?)?;
+                (producers, consumers, end)
+            }
+            _ => return None,
+        };
+        let slot_words = slots_words(self.capacity as usize, self.slot_size as usize)?;
+        let len = slots.checked_add(u64::try_from(slot_words).ok()?.checked_mul(8)?)?;
+        Some(RegionLayout {
+            table_a,
+            table_b,
+            slots,
+            slot_words,
+            len,
+        })
+    }
+}

@@ -1,0 +1,445 @@
+//! Topic options and opening: the builder every publisher, subscriber,
+//! producer and consumer is made from, and the views of a topic's region.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broadcast::{Publisher, StartAt, Subscriber};
+use crate::bus::Bus;
+use crate::error::Error;
+use crate::message::{Bytes, Message};
+use crate::queue::{Consumer, Producer};
+use crate::ring::broadcast::{BroadcastCtrl, BroadcastRing};
+use crate::ring::gate::{Gate, GateCtrl, SubscriberEntry};
+use crate::ring::queue::{ClaimEntry, QueueCtrl, QueueRing};
+use crate::segment::directory::{self, TopicRequest, TypeFingerprint};
+use crate::segment::layout::{self, EntryConfig, MAX_ATTACH, MAX_CAPACITY, MAX_SLOT_SIZE};
+use crate::segment::region::Shape;
+use crate::segment::Segment;
+use crate::sync::AtomicU64;
+use crate::wait::WaitStrategy;
+
+/// Default ring capacity: 1024 messages.
+pub const DEFAULT_CAPACITY: u32 = 1024;
+/// Default slot size of byte topics: 256 bytes.
+pub const DEFAULT_BYTES_SLOT_SIZE: u32 = 256;
+/// Default size of a work queue's producer and consumer tables.
+pub const DEFAULT_MAX_WORKERS: u32 = 64;
+
+/// Options for one topic, and for the publisher, subscriber, producer or
+/// consumer made from it. From [`Bus::topic`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let name = format!("doc-topic-{}", std::process::id());
+/// use shmbus::{Bus, StartAt, WaitStrategy};
+/// let bus = Bus::open(&name)?;
+/// let mut tx = bus.topic("frames").capacity(64).slot_size(4096).publisher_bytes()?;
+/// let mut rx = bus
+///     .topic("frames")
+///     .start_at(StartAt::Oldest)
+///     .wait(WaitStrategy::Block)
+///     .subscriber_bytes()?;
+/// tx.send_bytes(b"hello")?;
+/// assert_eq!(rx.recv_bytes()?, b"hello");
+/// # drop((tx, rx, bus));
+/// # Bus::remove(&name)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TopicBuilder<'b> {
+    pub(crate) bus: &'b Bus,
+    pub(crate) name: String,
+    capacity: Option<u32>,
+    slot_size: Option<u32>,
+    lossless: Option<u32>,
+    max_producers: Option<u32>,
+    max_consumers: Option<u32>,
+    pub(crate) start: StartAt,
+    pub(crate) wait: WaitStrategy,
+    pub(crate) check_interval: Duration,
+    create_timeout: Duration,
+}
+
+impl<'b> TopicBuilder<'b> {
+    pub(crate) fn new(bus: &'b Bus, name: &str) -> Self {
+        TopicBuilder {
+            bus,
+            name: name.to_owned(),
+            capacity: None,
+            slot_size: None,
+            lossless: None,
+            max_producers: None,
+            max_consumers: None,
+            start: StartAt::default(),
+            wait: WaitStrategy::default(),
+            check_interval: Duration::from_millis(100),
+            create_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Ring capacity in messages, a power of two. If the topic exists with
+    /// another capacity, opening fails. Unset: 1024 on creation, whatever it
+    /// is on join.
+    pub fn capacity(mut self, capacity: u32) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// Largest message in bytes (byte topics; typed topics use the size of
+    /// the type). Unset: 256 on creation, whatever it is on join.
+    pub fn slot_size(mut self, bytes: u32) -> Self {
+        self.slot_size = Some(bytes);
+        self
+    }
+
+    /// Broadcast in lossless mode, for up to `max_subscribers` subscribers:
+    /// the publisher waits for the slowest live subscriber instead of
+    /// overwriting. Unset: join the topic in whatever mode it has; create it
+    /// in overwrite mode.
+    pub fn lossless(mut self, max_subscribers: u32) -> Self {
+        self.lossless = Some(max_subscribers);
+        self
+    }
+
+    /// Size of a work queue's producer table (default 64).
+    pub fn max_producers(mut self, producers: u32) -> Self {
+        self.max_producers = Some(producers);
+        self
+    }
+
+    /// Size of a work queue's consumer table (default 64).
+    pub fn max_consumers(mut self, consumers: u32) -> Self {
+        self.max_consumers = Some(consumers);
+        self
+    }
+
+    /// Where a subscriber starts. Default [`StartAt::Newest`].
+    pub fn start_at(mut self, start: StartAt) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// How `recv`, `pop`, a blocking `push` or a lossless `send` wait.
+    /// Default adaptive.
+    pub fn wait(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// How often a waiting process checks whether the processes it waits
+    /// on are still alive (the publisher, a dead claimer, a dead lossless
+    /// subscriber). Default 100 ms.
+    pub fn publisher_check_interval(mut self, interval: Duration) -> Self {
+        self.check_interval = interval.max(Duration::from_micros(100));
+        self
+    }
+
+    /// Alias of [`publisher_check_interval`](Self::publisher_check_interval)
+    /// for work queues and lossless publishers.
+    pub fn liveness_check_interval(self, interval: Duration) -> Self {
+        self.publisher_check_interval(interval)
+    }
+
+    /// The publisher of this broadcast topic (typed).
+    pub fn publisher<T: Message>(self) -> Result<Publisher<T>, Error> {
+        let topic = self.open_broadcast(TypeFingerprint::of::<T>())?;
+        Publisher::new(topic, &self)
+    }
+
+    /// A subscriber of this broadcast topic (typed).
+    pub fn subscriber<T: Message>(self) -> Result<Subscriber<T>, Error> {
+        let topic = self.open_broadcast(TypeFingerprint::of::<T>())?;
+        Subscriber::new(topic, &self)
+    }
+
+    /// The publisher of this broadcast topic of byte messages.
+    pub fn publisher_bytes(self) -> Result<Publisher<Bytes>, Error> {
+        let topic = self.open_broadcast(bytes_fingerprint())?;
+        Publisher::new(topic, &self)
+    }
+
+    /// A subscriber of this broadcast topic of byte messages.
+    pub fn subscriber_bytes(self) -> Result<Subscriber<Bytes>, Error> {
+        let topic = self.open_broadcast(bytes_fingerprint())?;
+        Subscriber::new(topic, &self)
+    }
+
+    /// A producer of this work-queue topic (typed).
+    pub fn producer<T: Message>(self) -> Result<Producer<T>, Error> {
+        let topic = self.open_queue(TypeFingerprint::of::<T>())?;
+        Producer::new(topic, &self)
+    }
+
+    /// A consumer of this work-queue topic (typed).
+    pub fn consumer<T: Message>(self) -> Result<Consumer<T>, Error> {
+        let topic = self.open_queue(TypeFingerprint::of::<T>())?;
+        Consumer::new(topic, &self)
+    }
+
+    /// A producer of this work-queue topic of byte messages.
+    pub fn producer_bytes(self) -> Result<Producer<Bytes>, Error> {
+        let topic = self.open_queue(bytes_fingerprint())?;
+        Producer::new(topic, &self)
+    }
+
+    /// A consumer of this work-queue topic of byte messages.
+    pub fn consumer_bytes(self) -> Result<Consumer<Bytes>, Error> {
+        let topic = self.open_queue(bytes_fingerprint())?;
+        Consumer::new(topic, &self)
+    }
+
+    fn invalid(&self, why: String) -> Error {
+        Error::InvalidOptions {
+            topic: self.name.clone(),
+            why,
+        }
+    }
+
+    fn open_broadcast(&self, fingerprint: TypeFingerprint) -> Result<BroadcastHandle, Error> {
+        if self.max_producers.is_some() || self.max_consumers.is_some() {
+            return Err(self.invalid(
+                "max_producers/max_consumers are for work queues; a broadcast topic has one publisher".into(),
+            ));
+        }
+        let request = self.request(layout::KIND_BROADCAST, fingerprint)?;
+        let entry = directory::find_or_create(&self.bus.seg, &request, self.create_timeout)?;
+        BroadcastHandle::new(Arc::clone(&self.bus.seg), &self.name, &entry.config)
+    }
+
+    fn open_queue(&self, fingerprint: TypeFingerprint) -> Result<QueueHandle, Error> {
+        if self.lossless.is_some() {
+            return Err(
+                self.invalid("lossless is a broadcast mode; a work queue never overwrites".into())
+            );
+        }
+        let request = self.request(layout::KIND_QUEUE, fingerprint)?;
+        let entry = directory::find_or_create(&self.bus.seg, &request, self.create_timeout)?;
+        QueueHandle::new(Arc::clone(&self.bus.seg), &self.name, &entry.config)
+    }
+
+    fn request(&self, kind: u32, fingerprint: TypeFingerprint) -> Result<TopicRequest<'_>, Error> {
+        let typed = fingerprint != bytes_fingerprint();
+        if let Some(capacity) = self.capacity {
+            if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
+                return Err(self.invalid(format!(
+                    "capacity({capacity}) must be a power of two from 1 to {MAX_CAPACITY}"
+                )));
+            }
+        }
+        if let Some(slot) = self.slot_size {
+            if slot > MAX_SLOT_SIZE {
+                return Err(self.invalid(format!(
+                    "slot_size({slot}) is over the limit of {MAX_SLOT_SIZE}"
+                )));
+            }
+            if typed && slot != fingerprint.size {
+                return Err(self.invalid(format!(
+                    "slot_size({slot}) differs from the size of `{}` ({}); typed topics take their slot size from the type",
+                    fingerprint.name, fingerprint.size
+                )));
+            }
+        }
+        if typed && fingerprint.size > MAX_SLOT_SIZE {
+            return Err(self.invalid(format!(
+                "`{}` is {} bytes, over the slot limit of {MAX_SLOT_SIZE}",
+                fingerprint.name, fingerprint.size
+            )));
+        }
+        for (what, value) in [
+            ("lossless", self.lossless),
+            ("max_producers", self.max_producers),
+            ("max_consumers", self.max_consumers),
+        ] {
+            if let Some(n) = value {
+                if n == 0 || n > MAX_ATTACH {
+                    return Err(self.invalid(format!("{what}({n}) must be from 1 to {MAX_ATTACH}")));
+                }
+            }
+        }
+        let queue = kind == layout::KIND_QUEUE;
+        Ok(TopicRequest {
+            name: &self.name,
+            kind,
+            capacity: self.capacity,
+            slot_size: if typed {
+                Some(fingerprint.size)
+            } else {
+                self.slot_size
+            },
+            lossless: if queue {
+                Some(false)
+            } else {
+                self.lossless.map(|_| true)
+            },
+            max_writers: if queue { self.max_producers } else { Some(0) },
+            max_readers: if queue {
+                self.max_consumers
+            } else {
+                self.lossless
+            },
+            default_capacity: DEFAULT_CAPACITY,
+            default_slot_size: DEFAULT_BYTES_SLOT_SIZE,
+            default_max_writers: if queue { DEFAULT_MAX_WORKERS } else { 0 },
+            default_max_readers: if queue { DEFAULT_MAX_WORKERS } else { 0 },
+            fingerprint,
+        })
+    }
+}
+
+pub(crate) fn bytes_fingerprint() -> TypeFingerprint {
+    TypeFingerprint {
+        size: 0,
+        align: 1,
+        hash: crate::ring::directory::name_hash(b"shmbus::Bytes"),
+        name: "bytes",
+    }
+}
+
+/// Views of a topic region's parts, with errors naming the topic.
+struct RegionViews<'s> {
+    seg: &'s Segment,
+    name: &'s str,
+    offset: u64,
+}
+
+impl<'s> RegionViews<'s> {
+    fn corrupt(&self, what: String) -> Error {
+        Error::Corrupt {
+            bus: self.seg.bus().to_owned(),
+            what: format!("topic {:?}: {what}", self.name),
+        }
+    }
+
+    fn one<T: crate::segment::SharedView>(&self, at: u64) -> Result<&'s T, Error> {
+        self.seg
+            .view(self.offset + at)
+            .map_err(|what| self.corrupt(what))
+    }
+
+    fn many<T: crate::segment::SharedView>(&self, at: u64, count: usize) -> Result<&'s [T], Error> {
+        self.seg
+            .view_slice(self.offset + at, count)
+            .map_err(|what| self.corrupt(what))
+    }
+}
+
+/// Extends a borrow of the mapping to `'static`.
+///
+/// # Safety
+///
+/// The caller must keep the `Arc<Segment>` the reference points into alive
+/// for as long as the returned reference is used (every handle stores it
+/// beside its views). The mapping never moves while mapped.
+unsafe fn forever<T: ?Sized>(value: &T) -> &'static T {
+    // SAFETY: per this function's contract.
+    unsafe { &*(value as *const T) }
+}
+
+/// A broadcast topic's ring (and gate, in lossless mode), kept valid by the
+/// segment it lives in.
+pub(crate) struct BroadcastHandle {
+    pub(crate) ring: BroadcastRing<'static>,
+    pub(crate) gate: Option<Gate<'static>>,
+    pub(crate) name: String,
+    /// Keeps the mapping the views point into alive.
+    _seg: Arc<Segment>,
+}
+
+impl BroadcastHandle {
+    pub(crate) fn new(seg: Arc<Segment>, name: &str, config: &EntryConfig) -> Result<Self, Error> {
+        let views = RegionViews {
+            seg: &seg,
+            name,
+            offset: config.region_offset,
+        };
+        let shape = Shape::of(config);
+        let layout = shape
+            .layout()
+            .ok_or_else(|| views.corrupt("unknown topic kind".into()))?;
+        let ctrl: &BroadcastCtrl = views.one(0)?;
+        let slots = views.many::<AtomicU64>(layout.slots, layout.slot_words)?;
+        let gate_parts = if shape.lossless() {
+            let gate_ctrl: &GateCtrl = views.one(layout.table_a)?;
+            let entries =
+                views.many::<SubscriberEntry>(layout.table_b, config.max_readers as usize)?;
+            Some((gate_ctrl, entries))
+        } else {
+            None
+        };
+        // SAFETY: `seg` is stored in the handle beside the views.
+        let (ctrl, slots, gate_parts) = unsafe {
+            (
+                forever(ctrl),
+                forever(slots),
+                gate_parts.map(|(c, e)| (forever(c), forever(e))),
+            )
+        };
+        let ring = BroadcastRing::new(
+            ctrl,
+            slots,
+            config.capacity as usize,
+            config.slot_size as usize,
+        )
+        .map_err(|_| {
+            views.corrupt("ring region does not match its capacity and slot size".into())
+        })?;
+        let gate = gate_parts.map(|(c, e)| Gate::new(c, e));
+        Ok(BroadcastHandle {
+            ring,
+            gate,
+            name: name.to_owned(),
+            _seg: seg,
+        })
+    }
+}
+
+/// A work queue's ring and claim tables, kept valid by their segment.
+pub(crate) struct QueueHandle {
+    pub(crate) ring: QueueRing<'static>,
+    pub(crate) name: String,
+    /// Keeps the mapping the views point into alive.
+    _seg: Arc<Segment>,
+}
+
+impl QueueHandle {
+    pub(crate) fn new(seg: Arc<Segment>, name: &str, config: &EntryConfig) -> Result<Self, Error> {
+        let views = RegionViews {
+            seg: &seg,
+            name,
+            offset: config.region_offset,
+        };
+        let layout = Shape::of(config)
+            .layout()
+            .ok_or_else(|| views.corrupt("unknown topic kind".into()))?;
+        let ctrl: &QueueCtrl = views.one(0)?;
+        let producers = views.many::<ClaimEntry>(layout.table_a, config.max_writers as usize)?;
+        let consumers = views.many::<ClaimEntry>(layout.table_b, config.max_readers as usize)?;
+        let slots = views.many::<AtomicU64>(layout.slots, layout.slot_words)?;
+        // SAFETY: `seg` is stored in the handle beside the views.
+        let (ctrl, producers, consumers, slots) = unsafe {
+            (
+                forever(ctrl),
+                forever(producers),
+                forever(consumers),
+                forever(slots),
+            )
+        };
+        let ring = QueueRing::new(
+            ctrl,
+            producers,
+            consumers,
+            slots,
+            config.capacity as usize,
+            config.slot_size as usize,
+        )
+        .map_err(|_| {
+            views.corrupt("queue region does not match its capacity and slot size".into())
+        })?;
+        Ok(QueueHandle {
+            ring,
+            name: name.to_owned(),
+            _seg: seg,
+        })
+    }
+}
