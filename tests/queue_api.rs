@@ -1,0 +1,273 @@
+//! Work queues and lossless broadcast within one process: API, errors,
+//! blocking, exactly-once across threads.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::TestBus;
+use shmbus::{
+    Error, PopError, PopTimeoutError, RecvError, RecvRefError, StartAt, TryPopError, TryPushError,
+    TrySendError, WaitStrategy,
+};
+
+#[test]
+fn push_pop_is_fifo_and_full_hands_the_value_back() {
+    let bus = TestBus::new("q-basic");
+    let b = bus.open();
+    let mut tx = b.topic("jobs").capacity(4).producer::<u64>().unwrap();
+    let mut rx = b.topic("jobs").consumer::<u64>().unwrap();
+    assert_eq!(rx.try_pop(), Err(TryPopError::Empty));
+    for i in 0..4u64 {
+        tx.try_push(i).unwrap();
+    }
+    match tx.try_push(99) {
+        Err(TryPushError::Full(v)) => assert_eq!(v, 99),
+        other => panic!("expected Full(99), got {other:?}"),
+    }
+    assert!(matches!(
+        tx.push_timeout(98, Duration::from_millis(10)),
+        Err(TryPushError::Full(98))
+    ));
+    for i in 0..4u64 {
+        assert_eq!(rx.pop(), Ok(i));
+    }
+    assert_eq!(
+        rx.pop_timeout(Duration::from_millis(10)),
+        Err(PopTimeoutError::Timeout)
+    );
+    let stats = rx.queue_stats();
+    assert_eq!(
+        (
+            stats.pushed,
+            stats.popped,
+            stats.lost_in_push,
+            stats.lost_in_consume
+        ),
+        (4, 4, 0, 0)
+    );
+}
+
+#[test]
+fn consumers_see_disconnected_once_producers_are_gone_and_queue_is_drained() {
+    let bus = TestBus::new("q-disc");
+    let b = bus.open();
+    let mut rx = b
+        .topic("jobs")
+        .wait(WaitStrategy::Block)
+        .consumer::<u64>()
+        .unwrap();
+    let mut tx = b.topic("jobs").producer::<u64>().unwrap();
+    tx.push(1);
+    tx.push(2);
+    drop(tx);
+    assert_eq!(rx.pop(), Ok(1));
+    assert_eq!(rx.pop(), Ok(2));
+    assert_eq!(rx.pop(), Err(PopError::Disconnected));
+}
+
+#[test]
+fn byte_queue_takes_any_length_up_to_the_slot() {
+    let bus = TestBus::new("q-bytes");
+    let b = bus.open();
+    let mut tx = b.topic("raw").slot_size(40).producer_bytes().unwrap();
+    let mut rx = b.topic("raw").consumer_bytes().unwrap();
+    for len in [0usize, 3, 8, 39, 40] {
+        let msg: Vec<u8> = (0..len as u8).collect();
+        tx.push_bytes(&msg).unwrap();
+        assert_eq!(rx.pop_bytes().unwrap(), &msg[..]);
+    }
+    assert!(matches!(
+        tx.try_push_bytes(&[0; 41]),
+        Err(TryPushError::TooLarge { len: 41, max: 40 })
+    ));
+}
+
+#[test]
+fn worker_tables_have_a_limit_with_a_clear_error() {
+    let bus = TestBus::new("q-limit");
+    let b = bus.open();
+    let _p1 = b.topic("jobs").max_producers(1).producer::<u64>().unwrap();
+    let err = b.topic("jobs").producer::<u64>().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooManyWorkers {
+                role: "producer",
+                max: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("max_producers("), "{err}");
+}
+
+#[test]
+fn queue_and_broadcast_of_one_name_do_not_mix() {
+    let bus = TestBus::new("q-kind");
+    let b = bus.open();
+    let _tx = b.topic("t").producer::<u64>().unwrap();
+    let err = b.subscriber::<u64>("t").unwrap_err();
+    assert!(err.to_string().contains("work-queue topic"), "{err}");
+    let err = b.topic("t").lossless(2).consumer::<u64>().unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions { .. }), "{err}");
+}
+
+#[test]
+fn threads_share_a_queue_and_each_message_is_taken_once() {
+    const PER_PRODUCER: u64 = 50_000;
+    let bus = TestBus::new("q-threads");
+    let b = bus.open();
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut rx = b
+                .topic("jobs")
+                .capacity(64)
+                .wait(WaitStrategy::Block)
+                .consumer::<[u64; 2]>()
+                .unwrap();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut last = [None, None];
+                while let Ok([producer, seq]) = rx.pop() {
+                    let p = producer as usize;
+                    assert!(last[p].is_none_or(|l| l < seq), "FIFO per producer");
+                    last[p] = Some(seq);
+                    got.push((producer, seq));
+                }
+                got
+            })
+        })
+        .collect();
+    let producers: Vec<_> = (0..2u64)
+        .map(|p| {
+            let mut tx = b.topic("jobs").producer::<[u64; 2]>().unwrap();
+            std::thread::spawn(move || {
+                for seq in 0..PER_PRODUCER {
+                    tx.push([p, seq]);
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let mut all = HashSet::new();
+    for c in consumers {
+        for item in c.join().unwrap() {
+            assert!(all.insert(item), "delivered twice: {item:?}");
+        }
+    }
+    assert_eq!(all.len() as u64, 2 * PER_PRODUCER);
+}
+
+#[test]
+fn lossless_publisher_waits_for_the_slowest_subscriber() {
+    let bus = TestBus::new("lossless");
+    let b = bus.open();
+    let mut fast = b
+        .topic("t")
+        .capacity(4)
+        .lossless(2)
+        .start_at(StartAt::Next)
+        .subscriber::<u64>()
+        .unwrap();
+    let mut slow = b
+        .topic("t")
+        .start_at(StartAt::Next)
+        .subscriber::<u64>()
+        .unwrap();
+    assert!(
+        slow.is_lossless(),
+        "joining a lossless topic makes a lossless subscriber"
+    );
+    let mut tx = b.topic("t").publisher::<u64>().unwrap();
+    for i in 0..4u64 {
+        tx.try_send(&i).unwrap();
+    }
+    assert_eq!(tx.try_send(&4), Err(TrySendError::Full));
+    for i in 0..4u64 {
+        assert_eq!(fast.try_recv(), Ok(i));
+    }
+    assert_eq!(
+        tx.try_send(&4),
+        Err(TrySendError::Full),
+        "the slow subscriber still holds the ring"
+    );
+    assert_eq!(slow.try_recv(), Ok(0));
+    tx.try_send(&4).unwrap();
+    let third = b.topic("t").subscriber::<u64>().unwrap_err();
+    assert!(
+        matches!(third, Error::TooManySubscribers { max: 2, .. }),
+        "{third}"
+    );
+    drop(fast);
+    for i in 1..5u64 {
+        assert_eq!(slow.try_recv(), Ok(i));
+    }
+}
+
+#[test]
+fn lossless_subscriber_reads_in_place_and_overwrite_topics_refuse() {
+    let bus = TestBus::new("recv-ref");
+    let b = bus.open();
+    let mut rx = b
+        .topic("t")
+        .capacity(2)
+        .lossless(1)
+        .subscriber::<[u64; 4]>()
+        .unwrap();
+    let mut tx = b.topic("t").publisher::<[u64; 4]>().unwrap();
+    tx.send(&[1; 4]).unwrap();
+    tx.send(&[2; 4]).unwrap();
+    {
+        let first = rx.recv_ref().unwrap();
+        assert_eq!(*first, [1; 4]);
+        assert_eq!(
+            tx.try_send(&[3; 4]),
+            Err(TrySendError::Full),
+            "a lent message is not overwritten"
+        );
+    }
+    tx.try_send(&[3; 4])
+        .expect("dropping the borrow frees the slot");
+    assert_eq!(*rx.recv_ref().unwrap(), [2; 4]);
+    let mut plain = b.topic("o").subscriber::<u64>().unwrap();
+    assert!(matches!(plain.recv_ref(), Err(RecvRefError::NotLossless)));
+    drop(tx);
+    assert_eq!(rx.recv(), Ok([3; 4]));
+    assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+}
+
+#[test]
+fn blocking_lossless_send_resumes_when_the_subscriber_reads() {
+    let bus = TestBus::new("lossless-block");
+    let b = bus.open();
+    let mut rx = b
+        .topic("t")
+        .capacity(2)
+        .lossless(1)
+        .subscriber::<u64>()
+        .unwrap();
+    let b2 = b.clone();
+    let publisher = std::thread::spawn(move || {
+        let mut tx = b2
+            .topic("t")
+            .wait(WaitStrategy::Block)
+            .publisher::<u64>()
+            .unwrap();
+        for i in 0..100u64 {
+            tx.send(&i).unwrap();
+        }
+    });
+    for i in 0..100u64 {
+        assert_eq!(rx.recv(), Ok(i));
+        if i % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    publisher.join().unwrap();
+    assert_eq!(rx.stats().lagged, 0);
+}
