@@ -68,6 +68,7 @@ use crate::error::{
 use crate::message::{Bytes, Message};
 use crate::process;
 use crate::ring::broadcast::Read;
+use crate::ring::gate::GateCache;
 use crate::ring::lease::{Acquired, LeaseError};
 use crate::ring::Owner;
 use crate::sync::spin_hint;
@@ -101,12 +102,8 @@ pub struct Publisher<T> {
     me: Owner,
     wait: WaitStrategy,
     check_interval: Duration,
-    /// Lossless: messages below this may be written without rescanning the
-    /// subscriber table (min cursor + capacity when last scanned; may be
-    /// stale, and then only too low).
-    limit: u64,
-    /// Lossless: the table's attach epoch when last scanned.
-    epoch: u64,
+    /// Lossless: what we last learnt from the subscriber table.
+    gate_cache: GateCache,
     _marker: PhantomData<fn(&T)>,
 }
 
@@ -131,8 +128,7 @@ impl<T> Publisher<T> {
             me,
             wait: opts.wait,
             check_interval: opts.check_interval,
-            limit: 0,
-            epoch: u64::MAX,
+            gate_cache: GateCache::default(),
             _marker: PhantomData,
         })
     }
@@ -166,20 +162,12 @@ impl<T> Publisher<T> {
     /// Lossless mode: whether message `next` may be written now. Rescans
     /// the subscriber table only at the cached limit or after an attach.
     fn has_space(&mut self) -> bool {
-        let Some(gate) = &self.topic.gate else {
-            return true;
-        };
-        // The epoch load comes after the SeqCst fence of the previous send's
-        // `notify`: see "Attaching without a race" in `ring::gate`.
-        let epoch = gate.ctrl().epoch();
-        if self.next < self.limit && epoch == self.epoch {
-            return true;
+        match &self.topic.gate {
+            None => true,
+            Some(gate) => self
+                .gate_cache
+                .has_space(gate, self.next, self.topic.ring.capacity()),
         }
-        self.epoch = epoch;
-        self.limit = gate.min_cursor().map_or(u64::MAX, |min| {
-            min.saturating_add(self.topic.ring.capacity())
-        });
-        self.next < self.limit
     }
 
     /// Waits until `has_space`, evicting dead subscribers that hold us

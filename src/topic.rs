@@ -213,6 +213,9 @@ impl<'b> TopicBuilder<'b> {
                 self.invalid("lossless is a broadcast mode; a work queue never overwrites".into())
             );
         }
+        if self.capacity.is_some_and(|c| c < 2) {
+            return Err(self.invalid("a work queue needs a capacity of at least 2".into()));
+        }
         let request = self.request(layout::KIND_QUEUE, fingerprint)?;
         let entry = directory::find_or_create(&self.bus.seg, &request, self.create_timeout)?;
         QueueHandle::new(Arc::clone(&self.bus.seg), &self.name, &entry.config)

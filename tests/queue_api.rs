@@ -271,3 +271,11 @@ fn blocking_lossless_send_resumes_when_the_subscriber_reads() {
     publisher.join().unwrap();
     assert_eq!(rx.stats().lagged, 0);
 }
+
+#[test]
+fn a_work_queue_needs_two_slots() {
+    let bus = TestBus::new("q-cap1");
+    let b = bus.open();
+    let err = b.topic("jobs").capacity(1).producer::<u64>().unwrap_err();
+    assert!(err.to_string().contains("at least 2"), "{err}");
+}

@@ -237,3 +237,40 @@ impl<'a> Gate<'a> {
         evicted
     }
 }
+
+/// The publisher's cached view of the gate: messages below `limit` may be
+/// written without rescanning the table, as long as no subscriber attached
+/// since (the epoch is unchanged). The limit may be stale, and then only too
+/// low, because cursors only grow.
+#[derive(Debug, Clone, Copy)]
+pub struct GateCache {
+    limit: u64,
+    epoch: u64,
+}
+
+impl Default for GateCache {
+    fn default() -> Self {
+        GateCache {
+            limit: 0,
+            epoch: u64::MAX,
+        }
+    }
+}
+
+impl GateCache {
+    /// Whether message `next` may be written into a ring of `capacity`.
+    ///
+    /// Call it after the SeqCst fence that follows the previous message
+    /// (`WakeWords::notify`): see "Attaching without a race".
+    pub fn has_space(&mut self, gate: &Gate<'_>, next: u64, capacity: u64) -> bool {
+        let epoch = gate.ctrl().epoch();
+        if next < self.limit && epoch == self.epoch {
+            return true;
+        }
+        self.epoch = epoch;
+        self.limit = gate
+            .min_cursor()
+            .map_or(u64::MAX, |min| min.saturating_add(capacity));
+        next < self.limit
+    }
+}

@@ -55,6 +55,9 @@ use crate::wait::WakeWords;
 
 /// Length of a slot whose producer died: consumers skip it.
 const TOMBSTONE: u64 = u64::MAX;
+/// Flipped into a slot's sequence while a recoverer writes its tombstone:
+/// producers and consumers see a sequence far ahead and look elsewhere.
+const RECOVERING: u64 = 1 << 63;
 /// Intent of a claim-table entry that is not claiming anything.
 pub const NO_INTENT: u64 = u64::MAX;
 
@@ -174,6 +177,13 @@ impl ClaimEntry {
     pub fn intent(&self) -> u64 {
         self.intent.load(Ordering::Acquire)
     }
+
+    /// Gives the entry to `owner`, as `table::attach` would (for model
+    /// checks and tests, which stage processes by hand).
+    #[doc(hidden)]
+    pub fn owner_for_tests(&self, owner: Owner) {
+        self.owner.store(owner.token(), Ordering::Release);
+    }
 }
 
 impl Default for ClaimEntry {
@@ -262,7 +272,12 @@ impl<'a> QueueRing<'a> {
         capacity: usize,
         slot_bytes: usize,
     ) -> Result<Self, BadShape> {
-        if !capacity.is_power_of_two() || slots_words(capacity, slot_bytes) != Some(slots.len()) {
+        // Capacity 1 would make "holds message pos" (sequence pos + 1) look
+        // like "free for position pos + 1": Vyukov's queue needs two slots.
+        if capacity < 2
+            || !capacity.is_power_of_two()
+            || slots_words(capacity, slot_bytes) != Some(slots.len())
+        {
             return Err(BadShape);
         }
         Ok(QueueRing {
@@ -473,15 +488,18 @@ impl<'a> QueueRing<'a> {
         if !Self::claimers_dead(self.producers, pos, &mut is_alive) {
             return Recovery::Alive;
         }
-        // The claimer is dead and nobody else may write this slot: the only
-        // racers are other recoverers, who write the same tombstone.
-        self.slot(pos)[1].store(TOMBSTONE, Ordering::Relaxed);
-        if self.cas_seq(pos, pos, pos.wrapping_add(1)) {
-            self.ctrl.lost_in_push.fetch_add(1, Ordering::Relaxed);
-            Recovery::Recovered
-        } else {
-            Recovery::NotStuck
+        // The claimer is dead. Take the slot with a compare-and-swap to a
+        // sequence no one else acts on, so that only one recoverer writes the
+        // tombstone, and only while the slot is still stuck (a late store
+        // could otherwise land on the message of a later lap).
+        let recovering = pos ^ RECOVERING;
+        if !self.cas_seq(pos, pos, recovering) {
+            return Recovery::NotStuck;
         }
+        self.slot(pos)[1].store(TOMBSTONE, Ordering::Relaxed);
+        self.store_seq(pos, pos.wrapping_add(1));
+        self.ctrl.lost_in_push.fetch_add(1, Ordering::Relaxed);
+        Recovery::Recovered
     }
 
     /// Called by a producer stuck at `pos` ([`PushBlocked::Unreleased`]): if

@@ -189,6 +189,9 @@ fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
             c.capacity
         ));
     }
+    if c.kind == layout::KIND_QUEUE && c.capacity < 2 {
+        return Err(format!("work-queue capacity {} is under 2", c.capacity));
+    }
     if c.slot_size > MAX_SLOT_SIZE {
         return Err(format!("slot size {} is over {MAX_SLOT_SIZE}", c.slot_size));
     }
