@@ -1,0 +1,85 @@
+//! In-process cost of shmbus operations, with crossbeam's `ArrayQueue` as a
+//! reference for the work queue. One thread, so these measure instruction
+//! and cache cost, not cross-core latency: for that, run `shmbus bench`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shmbus::{Bus, StartAt};
+
+/// A bus unique to this run, removed when dropped.
+struct TempBus(String, Bus);
+
+impl TempBus {
+    fn new(tag: &str) -> Self {
+        let name = format!("criterion-{tag}-{}", std::process::id());
+        let bus = Bus::open(&name).expect("open bus");
+        TempBus(name, bus)
+    }
+}
+
+impl Drop for TempBus {
+    fn drop(&mut self) {
+        let _ = Bus::remove(&self.0);
+    }
+}
+
+type Msg = [u64; 8];
+
+fn broadcast(c: &mut Criterion) {
+    let bus = TempBus::new("bcast");
+    let mut group = c.benchmark_group("broadcast-64B");
+    group.throughput(Throughput::Elements(1));
+    let mut tx = bus.1.topic("t").capacity(4096).publisher::<Msg>().unwrap();
+    let msg = [7u64; 8];
+    group.bench_function("publish", |b| b.iter(|| tx.send(black_box(&msg)).unwrap()));
+    let mut rx = bus.1.topic("t").start_at(StartAt::Next).subscriber::<Msg>().unwrap();
+    group.bench_function("publish+receive", |b| {
+        b.iter(|| {
+            tx.send(black_box(&msg)).unwrap();
+            black_box(rx.try_recv().unwrap())
+        })
+    });
+    drop((tx, rx));
+    let mut tx = bus.1.topic("l").capacity(4096).lossless(1).publisher::<Msg>().unwrap();
+    let mut rx = bus.1.topic("l").start_at(StartAt::Next).subscriber::<Msg>().unwrap();
+    group.bench_function("lossless publish+receive", |b| {
+        b.iter(|| {
+            tx.send(black_box(&msg)).unwrap();
+            black_box(rx.try_recv().unwrap())
+        })
+    });
+    group.bench_function("lossless publish+receive in place", |b| {
+        b.iter(|| {
+            tx.send(black_box(&msg)).unwrap();
+            black_box(rx.recv_ref().unwrap()[0])
+        })
+    });
+    group.finish();
+}
+
+fn queue(c: &mut Criterion) {
+    let bus = TempBus::new("queue");
+    let mut group = c.benchmark_group("queue-64B");
+    group.throughput(Throughput::Elements(1));
+    let mut tx = bus.1.topic("q").capacity(4096).producer::<Msg>().unwrap();
+    let mut rx = bus.1.topic("q").consumer::<Msg>().unwrap();
+    let msg = [7u64; 8];
+    group.bench_function("shmbus push+pop", |b| {
+        b.iter(|| {
+            tx.push(black_box(msg));
+            black_box(rx.try_pop().unwrap())
+        })
+    });
+    let reference = crossbeam_queue::ArrayQueue::<Msg>::new(4096);
+    group.bench_function("crossbeam ArrayQueue push+pop", |b| {
+        b.iter(|| {
+            reference.push(black_box(msg)).unwrap();
+            black_box(reference.pop().unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, broadcast, queue);
+criterion_main!(benches);

@@ -1,0 +1,121 @@
+//! The `shmbus` command-line tool.
+
+mod bench;
+mod peer;
+mod raw;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "shmbus", version, about = "A lock-free, broker-free message bus in shared memory")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure shmbus against raw baselines between real processes:
+    /// ping-pong latency, throughput, fanout, work queues.
+    Bench {
+        /// Short runs (under a minute).
+        #[arg(long)]
+        quick: bool,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Pin each process to its own CPU.
+        #[arg(long)]
+        pin: bool,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Interleaved rounds per comparison (default 3 with --quick, else 7).
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Subscriber processes in the fanout benchmark.
+        #[arg(long, default_value_t = 2)]
+        subscribers: usize,
+        /// Run only benchmarks whose name contains one of these
+        /// (pingpong-spin, pingpong-block, pingpong-os, throughput-1to1,
+        /// throughput-os, fanout, queue).
+        #[arg(long)]
+        only: Vec<String>,
+    },
+    /// List the topics of a bus.
+    List {
+        /// The bus name.
+        bus: String,
+    },
+    /// Remove a bus.
+    Remove {
+        /// The bus name.
+        bus: String,
+    },
+    #[command(name = "__peer", hide = true)]
+    Peer {
+        role: String,
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench {
+            quick,
+            json,
+            pin,
+            size,
+            rounds,
+            subscribers,
+            only,
+        } => {
+            if size < 8 || size > 1 << 20 {
+                eprintln!("shmbus bench: --size must be from 8 to 1048576 bytes");
+                std::process::exit(2);
+            }
+            bench::run(bench::Opts {
+                quick,
+                json,
+                pin,
+                size,
+                rounds: rounds.unwrap_or(if quick { 3 } else { 7 }).max(1),
+                subscribers: subscribers.max(1),
+                only,
+            })
+        }
+        Command::List { bus } => list(&bus),
+        Command::Remove { bus } => shmbus::Bus::remove(&bus).map_err(Into::into),
+        Command::Peer { role, args } => peer::run(&role, &args),
+    };
+    if let Err(e) = result {
+        eprintln!("shmbus: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn list(name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    if !std::path::Path::new(&format!("/dev/shm/shmbus.{name}")).exists() {
+        return Err(format!("bus {name:?} does not exist (no /dev/shm/shmbus.{name})").into());
+    }
+    let bus = shmbus::Bus::open(name)?;
+    println!(
+        "{:<24} {:<18} {:>9} {:>6} {:>12} {:>9} {:>8} {:>8}",
+        "topic", "kind", "capacity", "slot", "published", "publisher", "attached", "lost"
+    );
+    for t in bus.topics()? {
+        println!(
+            "{:<24} {:<18} {:>9} {:>6} {:>12} {:>9} {:>8} {:>8}",
+            t.name,
+            format!("{:?}", t.kind),
+            t.capacity,
+            t.slot_size,
+            t.published,
+            t.publisher_pid.map_or("-".into(), |p| p.to_string()),
+            t.attached,
+            t.lost + t.evictions
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! Peer processes of the benchmark harness: this same binary, run as
+//! `shmbus __peer ROLE ARGS...`. Each peer dies with its parent
+//! (PR_SET_PDEATHSIG), so an interrupted harness leaves no process behind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use shmbus::{Bus, PopError, RecvError, StartAt, WaitStrategy};
+
+use crate::raw::{self, Mq, SharedMem};
+
+/// CLOCK_MONOTONIC in nanoseconds, the same clock in every process.
+pub fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+pub fn pin_to(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
+/// The CPUs this process may run on.
+pub fn cpus() -> Vec<usize> {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+        Err(_) => vec![0],
+    }
+}
+
+/// A running peer.
+pub struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: std::io::Lines<BufReader<ChildStdout>>,
+}
+
+impl Peer {
+    /// Starts `shmbus __peer role args...`, pinned to `cpu` if given, and
+    /// waits for it to say READY.
+    pub fn spawn(role: &str, args: &[String], cpu: Option<usize>) -> std::io::Result<Peer> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("__peer").arg(role).args(args);
+        if let Some(cpu) = cpu {
+            cmd.env("SHMBUS_BENCH_CPU", cpu.to_string());
+        }
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let stdin = child.stdin.take();
+        let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut peer = Peer { child, stdin, lines };
+        peer.expect("READY")?;
+        Ok(peer)
+    }
+
+    /// Reads lines until one starts with `word`; returns the rest.
+    pub fn expect(&mut self, word: &str) -> std::io::Result<String> {
+        for line in self.lines.by_ref() {
+            let line = line?;
+            if let Some(rest) = line.strip_prefix(word) {
+                return Ok(rest.trim().to_owned());
+            }
+        }
+        Err(std::io::Error::other(format!("peer exited before saying {word}")))
+    }
+
+    /// Tells the peer to start.
+    pub fn go(&mut self) -> std::io::Result<()> {
+        let stdin = self.stdin.as_mut().expect("stdin kept until go");
+        stdin.write_all(b"GO\n")?;
+        stdin.flush()
+    }
+
+    /// Waits for the peer to exit.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        drop(self.stdin.take());
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("peer failed: {status}")));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn ready() {
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+}
+
+fn wait_go() {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    args[i].parse().unwrap_or_else(|e| panic!("peer argument {i} ({:?}): {e:?}", args[i]))
+}
+
+fn wait_of(name: &str) -> WaitStrategy {
+    match name {
+        "block" => WaitStrategy::Block,
+        "adaptive" => WaitStrategy::adaptive(),
+        _ => WaitStrategy::Spin,
+    }
+}
+
+/// Runs a peer role; called by `main` for `shmbus __peer`.
+pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    if let Some(cpu) = std::env::var("SHMBUS_BENCH_CPU").ok().and_then(|c| c.parse().ok()) {
+        pin_to(cpu);
+    }
+    match role {
+        // FD COUNT
+        "echo-cacheline" => {
+            let mem = SharedMem::inherit(arg(args, 0), raw::PINGPONG_LEN)?;
+            ready();
+            raw::cacheline_echo(&mem, arg(args, 1));
+        }
+        // FD COUNT
+        "echo-futex" => {
+            let mem = SharedMem::inherit(arg(args, 0), raw::PINGPONG_LEN)?;
+            ready();
+            raw::futex_echo(&mem, arg(args, 1));
+        }
+        // RFD WFD SIZE COUNT
+        "echo-fd" => {
+            let (rfd, wfd, size, count): (i32, i32, usize, u64) = (arg(args, 0), arg(args, 1), arg(args, 2), arg(args, 3));
+            let mut buf = vec![0u8; size];
+            ready();
+            for _ in 0..count {
+                if !raw::read_exact(rfd, &mut buf)? {
+                    break;
+                }
+                raw::write_all(wfd, &buf)?;
+            }
+        }
+        // IN OUT SIZE COUNT
+        "echo-mq" => {
+            let (size, count): (usize, u64) = (arg(args, 2), arg(args, 3));
+            let (inq, outq) = (Mq::open(&args[0], false, size)?, Mq::open(&args[1], false, size)?);
+            let mut buf = vec![0u8; size];
+            ready();
+            for _ in 0..count {
+                let n = inq.recv(&mut buf)?;
+                outq.send(&buf[..n])?;
+            }
+        }
+        // BUS WAIT COUNT
+        "echo-shmbus" => {
+            let bus = Bus::open(&args[0])?;
+            let wait = wait_of(&args[1]);
+            let count: u64 = arg(args, 2);
+            let mut rx = bus.topic("ping").start_at(StartAt::Next).wait(wait).subscriber_bytes()?;
+            let mut tx = bus.topic("pong").wait(wait).publisher_bytes()?;
+            ready();
+            for _ in 0..count {
+                match rx.recv_bytes() {
+                    Ok(msg) => tx.send_bytes(msg)?,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        // FD COUNT SIZE
+        "produce-spsc" => {
+            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+            let mem = SharedMem::inherit(arg(args, 0), raw::spsc_len(size))?;
+            ready();
+            wait_go();
+            raw::spsc_produce(&mem, count, size);
+        }
+        // WFD COUNT SIZE
+        "produce-fd" => {
+            let (wfd, count, size): (i32, u64, usize) = (arg(args, 0), arg(args, 1), arg(args, 2));
+            let buf = vec![0x5au8; size];
+            ready();
+            wait_go();
+            for _ in 0..count {
+                raw::write_all(wfd, &buf)?;
+            }
+        }
+        // NAME COUNT SIZE
+        "produce-mq" => {
+            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+            let q = Mq::open(&args[0], false, size)?;
+            let buf = vec![0x5au8; size];
+            ready();
+            wait_go();
+            for _ in 0..count {
+                q.send(&buf)?;
+            }
+        }
+        // BUS COUNT SIZE: publisher of topic "data" (mode as created).
+        "produce-shmbus" => {
+            let bus = Bus::open(&args[0])?;
+            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+            let mut tx = bus.topic("data").wait(WaitStrategy::Spin).publisher_bytes()?;
+            let buf = vec![0x5au8; size];
+            ready();
+            wait_go();
+            for _ in 0..count {
+                tx.send_bytes(&buf)?;
+            }
+        }
+        // BUS WAIT: subscriber of "data" until Disconnected.
+        // Prints RESULT received lagged first_ns last_ns.
+        "subscribe-shmbus" => {
+            let bus = Bus::open(&args[0])?;
+            let mut rx = bus
+                .topic("data")
+                .start_at(StartAt::Next)
+                .wait(wait_of(&args[1]))
+                .publisher_check_interval(Duration::from_millis(20))
+                .subscriber_bytes()?;
+            ready();
+            let (mut first, mut last) = (0, 0);
+            loop {
+                match rx.recv_bytes() {
+                    Ok(msg) => {
+                        std::hint::black_box(msg);
+                        last = now_ns();
+                        if first == 0 {
+                            first = last;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Disconnected) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let s = rx.stats();
+            println!("RESULT {} {} {first} {last}", s.received, s.lagged);
+        }
+        // BUS COUNT SIZE
+        "queue-produce" => {
+            let bus = Bus::open(&args[0])?;
+            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+            let mut tx = bus.topic("jobs").wait(WaitStrategy::adaptive()).producer_bytes()?;
+            let buf = vec![0x5au8; size];
+            ready();
+            wait_go();
+            for _ in 0..count {
+                tx.push_bytes(&buf)?;
+            }
+        }
+        // BUS: prints RESULT count first_ns last_ns
+        "queue-consume" => {
+            let bus = Bus::open(&args[0])?;
+            let mut rx = bus
+                .topic("jobs")
+                .wait(WaitStrategy::adaptive())
+                .liveness_check_interval(Duration::from_millis(20))
+                .consumer_bytes()?;
+            ready();
+            let (mut count, mut first, mut last) = (0u64, 0, 0);
+            loop {
+                match rx.pop_bytes() {
+                    Ok(msg) => {
+                        std::hint::black_box(msg);
+                        count += 1;
+                        last = now_ns();
+                        if first == 0 {
+                            first = last;
+                        }
+                    }
+                    Err(PopError::Disconnected) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            println!("RESULT {count} {first} {last}");
+        }
+        other => return Err(format!("unknown peer role {other}").into()),
+    }
+    Ok(())
+}
