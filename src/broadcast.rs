@@ -507,6 +507,7 @@ impl<T> Subscriber<T> {
     {
         let polls_before_sleep = self.wait.polls_before_sleep();
         let mut polls: u32 = 0;
+        let mut slept = false;
         let backoff = Backoff::new();
         loop {
             match attempt(self) {
@@ -514,7 +515,12 @@ impl<T> Subscriber<T> {
                 Poll::Failed(err) => return Err(err.into()),
                 Poll::Empty => {}
             }
-            if polls % 1024 == 0 {
+            // Checks that read the clock or /proc: after every sleep, and
+            // now and then while polling, but never on the first poll, which
+            // is on the latency path of every receive.
+            polls = polls.wrapping_add(1);
+            if slept || polls % 1024 == 0 || (deadline.is_some() && polls % 64 == 0) {
+                slept = false;
                 if self.disconnected() {
                     return Err(RecvTimeoutError::Disconnected);
                 }
@@ -522,12 +528,12 @@ impl<T> Subscriber<T> {
                     return Err(RecvTimeoutError::Timeout);
                 }
             }
-            polls = polls.wrapping_add(1);
             match polls_before_sleep {
                 None if self.wait == WaitStrategy::Yield => backoff.snooze(),
                 Some(limit) if polls > limit => {
                     self.sleep(deadline);
                     polls = 0;
+                    slept = true;
                 }
                 _ => spin_hint(),
             }

@@ -416,17 +416,18 @@ impl<T> Consumer<T> {
                 Pop::Failed(_) => unreachable!("try_once reports only corruption"),
                 Pop::Empty => {}
             }
+            // Not on the first round: that is the latency path of every pop.
+            rounds = rounds.wrapping_add(1);
             if rounds % 1024 == 0 && self.disconnected() {
                 return Err(PopTimeoutError::Disconnected);
             }
-            rounds = rounds.wrapping_add(1);
             let ring = &self.topic.ring;
             if !waiter.wait_once(ring.ctrl().not_empty(), || ring.can_pop(), deadline) {
                 return Err(PopTimeoutError::Timeout);
             }
             if waiter.polls == 0 {
                 // We slept: check for gone producers on the next round.
-                rounds = 0;
+                rounds = 1023;
             }
         }
     }
