@@ -33,7 +33,12 @@ fn broadcast(c: &mut Criterion) {
     let mut tx = bus.1.topic("t").capacity(4096).publisher::<Msg>().unwrap();
     let msg = [7u64; 8];
     group.bench_function("publish", |b| b.iter(|| tx.send(black_box(&msg)).unwrap()));
-    let mut rx = bus.1.topic("t").start_at(StartAt::Next).subscriber::<Msg>().unwrap();
+    let mut rx = bus
+        .1
+        .topic("t")
+        .start_at(StartAt::Next)
+        .subscriber::<Msg>()
+        .unwrap();
     group.bench_function("publish+receive", |b| {
         b.iter(|| {
             tx.send(black_box(&msg)).unwrap();
@@ -41,8 +46,19 @@ fn broadcast(c: &mut Criterion) {
         })
     });
     drop((tx, rx));
-    let mut tx = bus.1.topic("l").capacity(4096).lossless(1).publisher::<Msg>().unwrap();
-    let mut rx = bus.1.topic("l").start_at(StartAt::Next).subscriber::<Msg>().unwrap();
+    let mut tx = bus
+        .1
+        .topic("l")
+        .capacity(4096)
+        .lossless(1)
+        .publisher::<Msg>()
+        .unwrap();
+    let mut rx = bus
+        .1
+        .topic("l")
+        .start_at(StartAt::Next)
+        .subscriber::<Msg>()
+        .unwrap();
     group.bench_function("lossless publish+receive", |b| {
         b.iter(|| {
             tx.send(black_box(&msg)).unwrap();

@@ -14,7 +14,8 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use shmbus::{Bus, StartAt, WaitStrategy};
 
-use crate::peer::{cpus, now_ns, pin_to, Peer};
+use crate::cleanup;
+use crate::peer::{cpus, pin_to, Peer};
 use crate::raw::{self, Mq, SharedMem};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -123,6 +124,7 @@ struct TempBus {
 impl TempBus {
     fn unlink(&self) {
         let _ = Bus::remove(&self.name);
+        cleanup::unnamed_segment();
     }
 }
 
@@ -141,8 +143,12 @@ impl Harness {
     fn temp_bus(&mut self) -> Res<TempBus> {
         self.bus_counter += 1;
         let name = format!("bench-{}-{}", std::process::id(), self.bus_counter);
+        cleanup::named_segment(&name);
         let bus = Bus::open(&name)?;
-        Ok(TempBus { name, bus: Some(bus) })
+        Ok(TempBus {
+            name,
+            bus: Some(bus),
+        })
     }
 
     fn wanted(&self, bench: &str) -> bool {
@@ -189,8 +195,16 @@ impl Harness {
         match t {
             Lat::RawCacheLine | Lat::RawFutex => {
                 let mem = SharedMem::create(raw::PINGPONG_LEN)?;
-                let role = if t == Lat::RawCacheLine { "echo-cacheline" } else { "echo-futex" };
-                let peer = Peer::spawn(role, &[mem.fd_for_child()?.to_string(), total.to_string()], peer_cpu)?;
+                let role = if t == Lat::RawCacheLine {
+                    "echo-cacheline"
+                } else {
+                    "echo-futex"
+                };
+                let peer = Peer::spawn(
+                    role,
+                    &[mem.fd_for_child()?.to_string(), total.to_string()],
+                    peer_cpu,
+                )?;
                 for i in 0..total {
                     let start = Instant::now();
                     if t == Lat::RawCacheLine {
@@ -207,7 +221,8 @@ impl Harness {
                 if t == Lat::Pipe {
                     let (to_peer_r, to_peer_w) = raw::pipe()?;
                     let (from_peer_r, from_peer_w) = raw::pipe()?;
-                    (ours_r, ours_w, theirs_r, theirs_w) = (from_peer_r, to_peer_w, to_peer_r, from_peer_w);
+                    (ours_r, ours_w, theirs_r, theirs_w) =
+                        (from_peer_r, to_peer_w, to_peer_r, from_peer_w);
                 } else {
                     let (a, b) = raw::socketpair()?;
                     let (a2, b2) = (a.try_clone()?, b.try_clone()?);
@@ -238,6 +253,8 @@ impl Harness {
                     format!("/shmbus-bench-{}-a", std::process::id()),
                     format!("/shmbus-bench-{}-b", std::process::id()),
                 ];
+                cleanup::named_queue(0, &names[0]);
+                cleanup::named_queue(1, &names[1]);
                 let to_peer = Mq::open(&names[0], true, size)?;
                 let from_peer = Mq::open(&names[1], true, size);
                 let from_peer = match from_peer {
@@ -247,8 +264,18 @@ impl Harness {
                         return Err(e.into());
                     }
                 };
-                let peer = Peer::spawn("echo-mq", &[names[0].clone(), names[1].clone(), size.to_string(), total.to_string()], peer_cpu);
+                let peer = Peer::spawn(
+                    "echo-mq",
+                    &[
+                        names[0].clone(),
+                        names[1].clone(),
+                        size.to_string(),
+                        total.to_string(),
+                    ],
+                    peer_cpu,
+                );
                 names.iter().for_each(|n| Mq::unlink(n));
+                cleanup::unnamed_queues();
                 let peer = peer?;
                 let mut buf = vec![0u8; size.max(8)];
                 for i in 0..total {
@@ -261,14 +288,31 @@ impl Harness {
                 peer.finish()?;
             }
             Lat::ShmbusSpin | Lat::ShmbusBlock => {
-                let wait = if t == Lat::ShmbusSpin { WaitStrategy::Spin } else { WaitStrategy::Block };
+                let wait = if t == Lat::ShmbusSpin {
+                    WaitStrategy::Spin
+                } else {
+                    WaitStrategy::Block
+                };
                 let temp = self.temp_bus()?;
                 let bus = temp.bus.as_ref().expect("open");
                 let slot = size as u32;
                 let mut tx = bus.topic("ping").slot_size(slot).publisher_bytes()?;
-                let mut rx = bus.topic("pong").slot_size(slot).start_at(StartAt::Next).wait(wait).subscriber_bytes()?;
-                let wait_name = if t == Lat::ShmbusSpin { "spin" } else { "block" };
-                let peer = Peer::spawn("echo-shmbus", &[temp.name.clone(), wait_name.into(), total.to_string()], peer_cpu)?;
+                let mut rx = bus
+                    .topic("pong")
+                    .slot_size(slot)
+                    .start_at(StartAt::Next)
+                    .wait(wait)
+                    .subscriber_bytes()?;
+                let wait_name = if t == Lat::ShmbusSpin {
+                    "spin"
+                } else {
+                    "block"
+                };
+                let peer = Peer::spawn(
+                    "echo-shmbus",
+                    &[temp.name.clone(), wait_name.into(), total.to_string()],
+                    peer_cpu,
+                )?;
                 temp.unlink();
                 let mut buf = vec![0u8; size.max(8)];
                 for i in 0..total {
@@ -295,16 +339,28 @@ impl Harness {
         let (elapsed_ns, received, lagged) = match t {
             Thr::RawSpsc => {
                 let mem = SharedMem::create(raw::spsc_len(size))?;
-                let mut peer = Peer::spawn("produce-spsc", &[mem.fd_for_child()?.to_string(), count_s, size_s], peer_cpu)?;
+                let mut peer = Peer::spawn(
+                    "produce-spsc",
+                    &[mem.fd_for_child()?.to_string(), count_s, size_s],
+                    peer_cpu,
+                )?;
                 peer.go()?;
                 let ns = raw::spsc_consume(&mem, count, size);
                 peer.finish()?;
                 (ns, count, 0)
             }
             Thr::Pipe | Thr::Unix => {
-                let (ours, theirs) = if t == Thr::Pipe { raw::pipe()? } else { raw::socketpair()? };
+                let (ours, theirs) = if t == Thr::Pipe {
+                    raw::pipe()?
+                } else {
+                    raw::socketpair()?
+                };
                 raw::inheritable(&theirs)?;
-                let mut peer = Peer::spawn("produce-fd", &[theirs.as_raw_fd().to_string(), count_s, size_s], peer_cpu)?;
+                let mut peer = Peer::spawn(
+                    "produce-fd",
+                    &[theirs.as_raw_fd().to_string(), count_s, size_s],
+                    peer_cpu,
+                )?;
                 drop(theirs);
                 peer.go()?;
                 let mut start = None;
@@ -317,9 +373,11 @@ impl Harness {
             }
             Thr::Mq => {
                 let name = format!("/shmbus-bench-{}-s", std::process::id());
+                cleanup::named_queue(0, &name);
                 let q = Mq::open(&name, true, size)?;
                 let peer = Peer::spawn("produce-mq", &[name.clone(), count_s, size_s], peer_cpu);
                 Mq::unlink(&name);
+                cleanup::unnamed_queues();
                 let mut peer = peer?;
                 peer.go()?;
                 let mut start = None;
@@ -337,8 +395,15 @@ impl Harness {
                 if t == Thr::ShmbusLossless {
                     topic = topic.lossless(4);
                 }
-                let mut rx = topic.start_at(StartAt::Next).wait(WaitStrategy::Spin).subscriber_bytes()?;
-                let mut peer = Peer::spawn("produce-shmbus", &[temp.name.clone(), count_s, size_s], peer_cpu)?;
+                let mut rx = topic
+                    .start_at(StartAt::Next)
+                    .wait(WaitStrategy::Spin)
+                    .subscriber_bytes()?;
+                let mut peer = Peer::spawn(
+                    "produce-shmbus",
+                    &[temp.name.clone(), count_s, size_s],
+                    peer_cpu,
+                )?;
                 temp.unlink();
                 peer.go()?;
                 let mut start = None;
@@ -369,7 +434,9 @@ impl Harness {
     /// p50 one-way latency of a short raw cache-line ping-pong.
     fn probe(&mut self) -> Res<u64> {
         let rounds = if self.opts.quick { 5_000 } else { 20_000 };
-        Ok(self.ping_pong(Lat::RawCacheLine, rounds)?.value_at_quantile(0.5))
+        Ok(self
+            .ping_pong(Lat::RawCacheLine, rounds)?
+            .value_at_quantile(0.5))
     }
 
     fn compare_latency(&mut self, bench: &'static str, ours: Lat, base: Lat) -> Res<()> {
@@ -391,7 +458,12 @@ impl Harness {
         }
         let after = self.probe()?;
         let pct = |h: &Histogram<u64>| {
-            [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.value_at_quantile(0.999), h.max()]
+            [
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max(),
+            ]
         };
         let ratio = median(ratios);
         self.push_row(Row {
@@ -424,7 +496,8 @@ impl Harness {
             return Ok(());
         }
         let before = self.probe()?;
-        let (mut a_rates, mut b_rates, mut ratios, mut lost) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let (mut a_rates, mut b_rates, mut ratios, mut lost) =
+            (Vec::new(), Vec::new(), Vec::new(), 0);
         for _ in 0..self.opts.rounds {
             let (a, lagged) = self.stream(ours, self.stream_count(ours))?;
             let (b, _) = self.stream(base, self.stream_count(base))?;
@@ -481,7 +554,11 @@ impl Harness {
             let mut peers = Vec::new();
             for i in 0..n {
                 let cpu = self.cpu(1 + i);
-                peers.push(Peer::spawn("subscribe-shmbus", &[temp.name.clone(), "spin".into()], cpu)?);
+                peers.push(Peer::spawn(
+                    "subscribe-shmbus",
+                    &[temp.name.clone(), "spin".into()],
+                    cpu,
+                )?);
             }
             temp.unlink();
             let mut tx = topic.wait(WaitStrategy::Spin).publisher_bytes()?;
@@ -492,7 +569,10 @@ impl Harness {
             drop(tx);
             for mut peer in peers {
                 let line = peer.expect("RESULT")?;
-                let v: Vec<u64> = line.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+                let v: Vec<u64> = line
+                    .split_whitespace()
+                    .map(|x| x.parse().unwrap_or(0))
+                    .collect();
                 rates.push(v[0] as f64 * 1e9 / (v[3].saturating_sub(v[2])).max(1) as f64);
                 lost += v[1];
                 peer.finish()?;
@@ -501,7 +581,10 @@ impl Harness {
         let after = self.probe()?;
         self.push_row(Row {
             bench,
-            transport: format!("shmbus-{}-1to{n}", if lossless { "lossless" } else { "overwrite" }),
+            transport: format!(
+                "shmbus-{}-1to{n}",
+                if lossless { "lossless" } else { "overwrite" }
+            ),
             baseline: None,
             msg_bytes: size,
             latency: None,
@@ -526,15 +609,32 @@ impl Harness {
         for _ in 0..self.opts.rounds {
             let temp = self.temp_bus()?;
             let bus = temp.bus.as_ref().expect("open");
-            drop(bus.topic("jobs").capacity(4096).slot_size(size as u32).consumer_bytes()?);
+            drop(
+                bus.topic("jobs")
+                    .capacity(4096)
+                    .slot_size(size as u32)
+                    .consumer_bytes()?,
+            );
             let mut cons = Vec::new();
             for i in 0..consumers {
-                cons.push(Peer::spawn("queue-consume", &[temp.name.clone()], self.cpu(i))?);
+                cons.push(Peer::spawn(
+                    "queue-consume",
+                    std::slice::from_ref(&temp.name),
+                    self.cpu(i),
+                )?);
             }
             let mut prods = Vec::new();
             for i in 0..producers {
-                let args = [temp.name.clone(), per_producer.to_string(), size.to_string()];
-                prods.push(Peer::spawn("queue-produce", &args, self.cpu(consumers + i))?);
+                let args = [
+                    temp.name.clone(),
+                    per_producer.to_string(),
+                    size.to_string(),
+                ];
+                prods.push(Peer::spawn(
+                    "queue-produce",
+                    &args,
+                    self.cpu(consumers + i),
+                )?);
             }
             temp.unlink();
             for p in &mut prods {
@@ -545,14 +645,22 @@ impl Harness {
             }
             let (mut total, mut first, mut last) = (0u64, u64::MAX, 0u64);
             for mut c in cons {
-                let v: Vec<u64> = c.expect("RESULT")?.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+                let v: Vec<u64> = c
+                    .expect("RESULT")?
+                    .split_whitespace()
+                    .map(|x| x.parse().unwrap_or(0))
+                    .collect();
                 total += v[0];
                 first = first.min(v[1]);
                 last = last.max(v[2]);
                 c.finish()?;
             }
             if total != per_producer * producers as u64 {
-                return Err(format!("queue bench lost messages: {total} of {}", per_producer * producers as u64).into());
+                return Err(format!(
+                    "queue bench lost messages: {total} of {}",
+                    per_producer * producers as u64
+                )
+                .into());
             }
             rates.push(total as f64 * 1e9 / last.saturating_sub(first).max(1) as f64);
         }
@@ -591,7 +699,9 @@ fn json(r: &Row) -> String {
         fields.push(format!("\"baseline\":\"{base}\""));
     }
     if let Some([p50, p99, p999, max]) = r.latency {
-        fields.push(format!("\"p50_ns\":{p50},\"p99_ns\":{p99},\"p999_ns\":{p999},\"max_ns\":{max}"));
+        fields.push(format!(
+            "\"p50_ns\":{p50},\"p99_ns\":{p99},\"p999_ns\":{p999},\"max_ns\":{max}"
+        ));
     }
     if let Some(rate) = r.msgs_per_s {
         fields.push(format!(
@@ -605,7 +715,10 @@ fn json(r: &Row) -> String {
     if let Some(ratio) = r.ratio {
         fields.push(format!("\"ratio\":{ratio:.3}"));
     }
-    fields.push(format!("\"probe_before_ns\":{},\"probe_after_ns\":{}", r.probe.0, r.probe.1));
+    fields.push(format!(
+        "\"probe_before_ns\":{},\"probe_after_ns\":{}",
+        r.probe.0, r.probe.1
+    ));
     format!("{{{}}}", fields.join(","))
 }
 
@@ -623,6 +736,9 @@ fn text(r: &Row) -> String {
         _ => String::new(),
     };
     let ratio = match (r.ratio, r.baseline) {
+        (Some(ratio), Some(base)) if ratio < 0.1 => {
+            format!("  {ratio:.4}x {base} ({:.0}x faster)", 1.0 / ratio)
+        }
         (Some(ratio), Some(base)) => format!("  {ratio:.2}x {base}"),
         _ => String::new(),
     };
@@ -644,7 +760,11 @@ pub fn run(opts: Opts) -> Res<()> {
             opts.size,
             opts.rounds,
             cpus.len(),
-            if opts.pin { ", pinned one process per CPU" } else { ", not pinned (use --pin)" },
+            if opts.pin {
+                ", pinned one process per CPU"
+            } else {
+                ", not pinned (use --pin)"
+            },
             if opts.quick { ", quick" } else { "" }
         );
         println!("ratio: shmbus / baseline, median of per-round ratios (latency: lower is better; throughput: higher)");
@@ -669,6 +789,5 @@ pub fn run(opts: Opts) -> Res<()> {
     h.fanout("fanout", true)?;
     h.queue(1, 1)?;
     h.queue(2, 2)?;
-    let _ = now_ns;
     Ok(())
 }

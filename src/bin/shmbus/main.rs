@@ -1,13 +1,18 @@
 //! The `shmbus` command-line tool.
 
 mod bench;
+mod cleanup;
 mod peer;
 mod raw;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "shmbus", version, about = "A lock-free, broker-free message bus in shared memory")]
+#[command(
+    name = "shmbus",
+    version,
+    about = "A lock-free, broker-free message bus in shared memory"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,10 +58,7 @@ enum Command {
         bus: String,
     },
     #[command(name = "__peer", hide = true)]
-    Peer {
-        role: String,
-        args: Vec<String>,
-    },
+    Peer { role: String, args: Vec<String> },
 }
 
 fn main() {
@@ -71,10 +73,11 @@ fn main() {
             subscribers,
             only,
         } => {
-            if size < 8 || size > 1 << 20 {
+            if !(8..=1 << 20).contains(&size) {
                 eprintln!("shmbus bench: --size must be from 8 to 1048576 bytes");
                 std::process::exit(2);
             }
+            cleanup::install();
             bench::run(bench::Opts {
                 quick,
                 json,

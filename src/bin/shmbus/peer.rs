@@ -25,7 +25,9 @@ pub fn pin_to(cpu: usize) {
 /// The CPUs this process may run on.
 pub fn cpus() -> Vec<usize> {
     match rustix::thread::sched_getaffinity(None) {
-        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect(),
         Err(_) => vec![0],
     }
 }
@@ -46,10 +48,18 @@ impl Peer {
         if let Some(cpu) = cpu {
             cmd.env("SHMBUS_BENCH_CPU", cpu.to_string());
         }
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
         let stdin = child.stdin.take();
         let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let mut peer = Peer { child, stdin, lines };
+        let mut peer = Peer {
+            child,
+            stdin,
+            lines,
+        };
         peer.expect("READY")?;
         Ok(peer)
     }
@@ -62,7 +72,9 @@ impl Peer {
                 return Ok(rest.trim().to_owned());
             }
         }
-        Err(std::io::Error::other(format!("peer exited before saying {word}")))
+        Err(std::io::Error::other(format!(
+            "peer exited before saying {word}"
+        )))
     }
 
     /// Tells the peer to start.
@@ -106,7 +118,9 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T
 where
     T::Err: std::fmt::Debug,
 {
-    args[i].parse().unwrap_or_else(|e| panic!("peer argument {i} ({:?}): {e:?}", args[i]))
+    args[i]
+        .parse()
+        .unwrap_or_else(|e| panic!("peer argument {i} ({:?}): {e:?}", args[i]))
 }
 
 fn wait_of(name: &str) -> WaitStrategy {
@@ -120,7 +134,10 @@ fn wait_of(name: &str) -> WaitStrategy {
 /// Runs a peer role; called by `main` for `shmbus __peer`.
 pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-    if let Some(cpu) = std::env::var("SHMBUS_BENCH_CPU").ok().and_then(|c| c.parse().ok()) {
+    if let Some(cpu) = std::env::var("SHMBUS_BENCH_CPU")
+        .ok()
+        .and_then(|c| c.parse().ok())
+    {
         pin_to(cpu);
     }
     match role {
@@ -138,7 +155,8 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
         }
         // RFD WFD SIZE COUNT
         "echo-fd" => {
-            let (rfd, wfd, size, count): (i32, i32, usize, u64) = (arg(args, 0), arg(args, 1), arg(args, 2), arg(args, 3));
+            let (rfd, wfd, size, count): (i32, i32, usize, u64) =
+                (arg(args, 0), arg(args, 1), arg(args, 2), arg(args, 3));
             let mut buf = vec![0u8; size];
             ready();
             for _ in 0..count {
@@ -151,7 +169,10 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
         // IN OUT SIZE COUNT
         "echo-mq" => {
             let (size, count): (usize, u64) = (arg(args, 2), arg(args, 3));
-            let (inq, outq) = (Mq::open(&args[0], false, size)?, Mq::open(&args[1], false, size)?);
+            let (inq, outq) = (
+                Mq::open(&args[0], false, size)?,
+                Mq::open(&args[1], false, size)?,
+            );
             let mut buf = vec![0u8; size];
             ready();
             for _ in 0..count {
@@ -164,7 +185,11 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
             let bus = Bus::open(&args[0])?;
             let wait = wait_of(&args[1]);
             let count: u64 = arg(args, 2);
-            let mut rx = bus.topic("ping").start_at(StartAt::Next).wait(wait).subscriber_bytes()?;
+            let mut rx = bus
+                .topic("ping")
+                .start_at(StartAt::Next)
+                .wait(wait)
+                .subscriber_bytes()?;
             let mut tx = bus.topic("pong").wait(wait).publisher_bytes()?;
             ready();
             for _ in 0..count {
@@ -208,7 +233,10 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
         "produce-shmbus" => {
             let bus = Bus::open(&args[0])?;
             let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
-            let mut tx = bus.topic("data").wait(WaitStrategy::Spin).publisher_bytes()?;
+            let mut tx = bus
+                .topic("data")
+                .wait(WaitStrategy::Spin)
+                .publisher_bytes()?;
             let buf = vec![0x5au8; size];
             ready();
             wait_go();
@@ -249,7 +277,10 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
         "queue-produce" => {
             let bus = Bus::open(&args[0])?;
             let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
-            let mut tx = bus.topic("jobs").wait(WaitStrategy::adaptive()).producer_bytes()?;
+            let mut tx = bus
+                .topic("jobs")
+                .wait(WaitStrategy::adaptive())
+                .producer_bytes()?;
             let buf = vec![0x5au8; size];
             ready();
             wait_go();

@@ -7,10 +7,10 @@
 //! are unlinked as soon as both sides have them open, so an interrupted run
 //! leaves nothing behind.
 
+use shmbus::sync::{AtomicU32, AtomicU64, Ordering};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// A shared anonymous mapping, inheritable by a child as an fd.
 pub struct SharedMem {
@@ -120,7 +120,8 @@ fn futex_wake(word: &AtomicU32) {
 
 fn futex_wait_while(word: &AtomicU32, value: u32) {
     while word.load(Ordering::Acquire) == value {
-        let _ = rustix::thread::futex::wait(word, rustix::thread::futex::Flags::empty(), value, None);
+        let _ =
+            rustix::thread::futex::wait(word, rustix::thread::futex::Flags::empty(), value, None);
     }
 }
 
@@ -208,7 +209,12 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// A connected pair of Unix stream sockets, both close-on-exec.
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
-    Ok(socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?)
+    Ok(socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// Lets `fd` be inherited by children spawned from now on.
@@ -267,7 +273,14 @@ impl Mq {
             libc::O_RDWR
         };
         // SAFETY: a valid C string and attribute struct; mq_open copies both.
-        let mqd = unsafe { libc::mq_open(cname.as_ptr(), flags, 0o600 as libc::mode_t, &attr as *const libc::mq_attr) };
+        let mqd = unsafe {
+            libc::mq_open(
+                cname.as_ptr(),
+                flags,
+                0o600 as libc::mode_t,
+                &attr as *const libc::mq_attr,
+            )
+        };
         if mqd == -1 {
             return Err(io::Error::last_os_error());
         }
@@ -292,7 +305,14 @@ impl Mq {
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for writes of its length; the kernel
         // refuses (EMSGSIZE) a buffer smaller than the queue's message size.
-        let rc = unsafe { libc::mq_receive(self.mqd, buf.as_mut_ptr().cast(), buf.len(), core::ptr::null_mut()) };
+        let rc = unsafe {
+            libc::mq_receive(
+                self.mqd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                core::ptr::null_mut(),
+            )
+        };
         if rc == -1 {
             return Err(io::Error::last_os_error());
         }
