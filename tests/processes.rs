@@ -7,13 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    child_role, eventually, report, spawn_role, spawn_role_with_env, ChildProc, TestBus, Tick,
+    args, child_role, eventually, report, spawn_role, spawn_role_with_env, ChildProc, TestBus, Tick,
 };
 use shmbus::{Bus, Error, RecvError, RecvTimeoutError, StartAt, WaitStrategy};
-
-fn args(list: &[&dyn ToString]) -> Vec<String> {
-    list.iter().map(|a| a.to_string()).collect()
-}
 
 /// Entry point of child processes; does nothing when run as a normal test.
 #[test]

@@ -10,7 +10,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{child_role, report, spawn_role, spawn_role_with_env, ChildProc, TestBus, Tick};
+use common::{args, child_role, report, spawn_role, spawn_role_with_env, ChildProc, TestBus, Tick};
 use shmbus::{Bus, PopError, RecvError, StartAt, TryPopError, WaitStrategy};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -47,10 +47,6 @@ fn trials() -> u64 {
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(200)
-}
-
-fn args(list: &[&dyn ToString]) -> Vec<String> {
-    list.iter().map(|a| a.to_string()).collect()
 }
 
 /// Entry point of child processes; does nothing when run as a normal test.

@@ -355,18 +355,19 @@ impl<'a> QueueRing<'a> {
         self.seq(pos) == pos.wrapping_add(1)
     }
 
-    /// Claims the next position to push. `entry` is the caller's claim-table
-    /// entry; its intent names the position while the claim is held.
-    pub fn claim_push(&self, entry: &ClaimEntry) -> Result<Claim, PushBlocked> {
-        let mut pos = self.ctrl.tail.load(Ordering::Relaxed);
+    /// Claims the next position of `counter` (`tail` or `head`) whose slot
+    /// sequence is `pos + ready`, with `entry`'s intent set first. Returns
+    /// the position at which the slot was not ready, if it was not.
+    fn claim(&self, counter: &AtomicU64, ready: u64, entry: &ClaimEntry) -> Result<Claim, u64> {
+        let mut pos = counter.load(Ordering::Relaxed);
         loop {
-            let seq = self.seq(pos);
-            let lead = seq.wrapping_sub(pos) as i64;
+            let lead = self.seq(pos).wrapping_sub(pos.wrapping_add(ready)) as i64;
             if lead == 0 {
                 entry.intent.store(pos, Ordering::Relaxed);
                 // SYNC POINT: Release publishes the intent above to whoever
-                // reads `tail` with Acquire and sees our claim (`stuck_claimers`).
-                match self.ctrl.tail.compare_exchange_weak(
+                // reads the counter with Acquire and sees our claim (the
+                // recoveries, through `claimers_dead`).
+                match counter.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
                     Ordering::AcqRel,
@@ -376,16 +377,26 @@ impl<'a> QueueRing<'a> {
                     Err(now) => pos = now,
                 }
             } else if lead < 0 {
-                // The slot still holds the message from one lap ago.
-                let behind = pos.wrapping_sub(self.capacity());
-                if self.ctrl.head.load(Ordering::Acquire) > behind {
-                    return Err(PushBlocked::Unreleased { pos: behind });
-                }
-                return Err(PushBlocked::Full);
+                return Err(pos);
             } else {
-                pos = self.ctrl.tail.load(Ordering::Relaxed);
+                // Someone claimed `pos` meanwhile.
+                pos = counter.load(Ordering::Relaxed);
             }
         }
+    }
+
+    /// Claims the next position to push. `entry` is the caller's claim-table
+    /// entry; its intent names the position while the claim is held.
+    pub fn claim_push(&self, entry: &ClaimEntry) -> Result<Claim, PushBlocked> {
+        self.claim(&self.ctrl.tail, 0, entry).map_err(|pos| {
+            // The slot still holds the message from one lap ago.
+            let behind = pos.wrapping_sub(self.capacity());
+            if self.ctrl.head.load(Ordering::Acquire) > behind {
+                PushBlocked::Unreleased { pos: behind }
+            } else {
+                PushBlocked::Full
+            }
+        })
     }
 
     /// Writes the message of a push claim. `bytes.len() <= slot_bytes`.
@@ -406,31 +417,13 @@ impl<'a> QueueRing<'a> {
 
     /// Claims the next message to pop.
     pub fn claim_pop(&self, entry: &ClaimEntry) -> Result<Claim, PopBlocked> {
-        let mut pos = self.ctrl.head.load(Ordering::Relaxed);
-        loop {
-            let seq = self.seq(pos);
-            let lead = seq.wrapping_sub(pos.wrapping_add(1)) as i64;
-            if lead == 0 {
-                entry.intent.store(pos, Ordering::Relaxed);
-                // SYNC POINT: as in `claim_push`, for `head`.
-                match self.ctrl.head.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Ok(Claim { pos }),
-                    Err(now) => pos = now,
-                }
-            } else if lead < 0 {
-                if self.ctrl.tail.load(Ordering::Acquire) > pos {
-                    return Err(PopBlocked::Unpublished { pos });
-                }
-                return Err(PopBlocked::Empty);
+        self.claim(&self.ctrl.head, 1, entry).map_err(|pos| {
+            if self.ctrl.tail.load(Ordering::Acquire) > pos {
+                PopBlocked::Unpublished { pos }
             } else {
-                pos = self.ctrl.head.load(Ordering::Relaxed);
+                PopBlocked::Empty
             }
-        }
+        })
     }
 
     /// Copies the message of a pop claim into `out`.

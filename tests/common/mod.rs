@@ -141,6 +141,11 @@ impl Drop for ChildProc {
     }
 }
 
+/// Arguments for `spawn_role`, from anything printable.
+pub fn args(list: &[&dyn ToString]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
+}
+
 /// In a child: the role and its arguments, if this process is one.
 pub fn child_role() -> Option<(String, Vec<String>)> {
     let role = std::env::var(ROLE_ENV).ok()?;

@@ -95,6 +95,22 @@ struct Row {
     probe: (u64, u64),
 }
 
+impl Row {
+    fn new(bench: &'static str, transport: String, msg_bytes: usize, probe: (u64, u64)) -> Row {
+        Row {
+            bench,
+            transport,
+            baseline: None,
+            msg_bytes,
+            latency: None,
+            msgs_per_s: None,
+            lagged: None,
+            ratio: None,
+            probe,
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
@@ -466,28 +482,18 @@ impl Harness {
             ]
         };
         let ratio = median(ratios);
-        self.push_row(Row {
+        self.push_pair(
             bench,
-            transport: ours.name().into(),
-            baseline: Some(base.name()),
-            msg_bytes: self.opts.size,
-            latency: Some(pct(&h_ours)),
-            msgs_per_s: None,
-            lagged: None,
-            ratio: Some(ratio),
-            probe: (before, after),
-        });
-        self.push_row(Row {
-            bench,
-            transport: base.name().into(),
-            baseline: None,
-            msg_bytes: self.opts.size,
-            latency: Some(pct(&h_base)),
-            msgs_per_s: None,
-            lagged: None,
-            ratio: None,
-            probe: (before, after),
-        });
+            ours.name(),
+            base.name(),
+            (before, after),
+            |row, is_ours| {
+                row.latency = Some(pct(if is_ours { &h_ours } else { &h_base }));
+                if is_ours {
+                    row.ratio = Some(ratio);
+                }
+            },
+        );
         Ok(())
     }
 
@@ -507,29 +513,38 @@ impl Harness {
             lost += lagged;
         }
         let after = self.probe()?;
-        self.push_row(Row {
+        let (a_rate, b_rate, ratio) = (median(a_rates), median(b_rates), median(ratios));
+        self.push_pair(
             bench,
-            transport: ours.name().into(),
-            baseline: Some(base.name()),
-            msg_bytes: self.opts.size,
-            latency: None,
-            msgs_per_s: Some(median(a_rates)),
-            lagged: (ours == Thr::ShmbusOverwrite).then_some(lost),
-            ratio: Some(median(ratios)),
-            probe: (before, after),
-        });
-        self.push_row(Row {
-            bench,
-            transport: base.name().into(),
-            baseline: None,
-            msg_bytes: self.opts.size,
-            latency: None,
-            msgs_per_s: Some(median(b_rates)),
-            lagged: None,
-            ratio: None,
-            probe: (before, after),
-        });
+            ours.name(),
+            base.name(),
+            (before, after),
+            |row, is_ours| {
+                row.msgs_per_s = Some(if is_ours { a_rate } else { b_rate });
+                if is_ours {
+                    row.ratio = Some(ratio);
+                    row.lagged = (ours == Thr::ShmbusOverwrite).then_some(lost);
+                }
+            },
+        );
         Ok(())
+    }
+
+    /// Prints a shmbus row and its baseline's, `fill` adding the figures.
+    fn push_pair(
+        &mut self,
+        bench: &'static str,
+        ours: &'static str,
+        base: &'static str,
+        probe: (u64, u64),
+        mut fill: impl FnMut(&mut Row, bool),
+    ) {
+        for (transport, is_ours) in [(ours, true), (base, false)] {
+            let mut row = Row::new(bench, transport.into(), self.opts.size, probe);
+            row.baseline = is_ours.then_some(base);
+            fill(&mut row, is_ours);
+            self.push_row(row);
+        }
     }
 
     /// 1 publisher (this process) to N subscriber processes: the median and
@@ -579,20 +594,16 @@ impl Harness {
             }
         }
         let after = self.probe()?;
-        self.push_row(Row {
+        let mode = if lossless { "lossless" } else { "overwrite" };
+        let mut row = Row::new(
             bench,
-            transport: format!(
-                "shmbus-{}-1to{n}",
-                if lossless { "lossless" } else { "overwrite" }
-            ),
-            baseline: None,
-            msg_bytes: size,
-            latency: None,
-            msgs_per_s: Some(median(rates)),
-            lagged: (!lossless).then_some(lost),
-            ratio: None,
-            probe: (before, after),
-        });
+            format!("shmbus-{mode}-1to{n}"),
+            size,
+            (before, after),
+        );
+        row.msgs_per_s = Some(median(rates));
+        row.lagged = (!lossless).then_some(lost);
+        self.push_row(row);
         Ok(())
     }
 
@@ -665,17 +676,14 @@ impl Harness {
             rates.push(total as f64 * 1e9 / last.saturating_sub(first).max(1) as f64);
         }
         let after = self.probe()?;
-        self.push_row(Row {
+        let mut row = Row::new(
             bench,
-            transport: format!("shmbus-queue-{producers}to{consumers}"),
-            baseline: None,
-            msg_bytes: size,
-            latency: None,
-            msgs_per_s: Some(median(rates)),
-            lagged: None,
-            ratio: None,
-            probe: (before, after),
-        });
+            format!("shmbus-queue-{producers}to{consumers}"),
+            size,
+            (before, after),
+        );
+        row.msgs_per_s = Some(median(rates));
+        self.push_row(row);
         Ok(())
     }
 
