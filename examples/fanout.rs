@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example fanout        # 3 subscribers, 2M messages at 1M msg/s
 //! cargo run --release --example fanout -- --rate 0 --slow 1   # flat out, subscriber 1 slow
+//! cargo run --release --example fanout -- --rate 0 --slow 1 --lossless   # the feed waits for it
 //! ```
 //!
 //! The feed spawns the subscribers (this same program, in the `subscriber`
@@ -82,6 +83,7 @@ struct Options {
     capacity: u32,
     rate: u64,
     slow: Option<usize>,
+    lossless: bool,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -91,9 +93,14 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         capacity: 1 << 16,
         rate: 1_000_000,
         slow: None,
+        lossless: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--lossless" {
+            opts.lossless = true;
+            continue;
+        }
         let mut value = || {
             it.next()
                 .ok_or(format!("{flag} needs a value"))?
@@ -107,7 +114,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--rate" => opts.rate = value()?,
             "--slow" => opts.slow = Some(value()? as usize),
             "-h" | "--help" => {
-                return Err("usage: fanout [--subscribers N] [--messages N] [--capacity SLOTS] [--rate MSGS_PER_S] [--slow INDEX]".into())
+                return Err("usage: fanout [--subscribers N] [--messages N] [--capacity SLOTS] [--rate MSGS_PER_S] [--slow INDEX] [--lossless]".into())
             }
             other => return Err(format!("unknown option {other}; see --help")),
         }
@@ -138,15 +145,24 @@ fn feed(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let bus_name = format!("fanout-demo-{}", std::process::id());
     let bus = Bus::open(&bus_name)?;
     // Create the topic with our capacity before any subscriber joins it.
-    let topic = || bus.topic("quotes").capacity(opts.capacity);
+    let topic = || {
+        let topic = bus.topic("quotes").capacity(opts.capacity);
+        if opts.lossless {
+            // The feed waits for the slowest subscriber instead of overwriting.
+            topic.lossless(opts.subscribers as u32)
+        } else {
+            topic
+        }
+    };
     drop(topic().subscriber::<Quote>()?);
 
     println!(
-        "shmbus fanout: 1 feed -> {} subscriber processes, {} messages of {} B, ring of {} slots{}",
+        "shmbus fanout: 1 feed -> {} subscriber processes, {} messages of {} B, ring of {} slots, {} mode{}",
         opts.subscribers,
         opts.messages,
         std::mem::size_of::<Quote>(),
         opts.capacity,
+        if opts.lossless { "lossless" } else { "overwrite" },
         if opts.rate > 0 {
             format!(", paced at {} msg/s", opts.rate)
         } else {
