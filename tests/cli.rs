@@ -25,8 +25,12 @@ fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
             "--only",
             "queue",
         ])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = out.id();
+    let out = out.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -56,13 +60,11 @@ fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
         assert!(latency.contains(field), "{field} missing in {latency}");
     }
     assert!(lines[2].contains("\"msgs_per_s\":"), "{}", lines[2]);
-    let left: Vec<_> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("shmbus.bench-"))
-        .collect();
-    assert!(left.is_empty(), "bench left segments: {left:?}");
+    assert!(
+        leftovers(pid).is_empty(),
+        "bench left segments: {:?}",
+        leftovers(pid)
+    );
 }
 
 #[test]
@@ -88,4 +90,114 @@ fn list_shows_topics_and_remove_deletes_the_bus() {
     let out = shmbus().args(["list", &bus.name]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+/// Segments and queues of the harness run with pid `pid`.
+fn leftovers(pid: u32) -> Vec<String> {
+    let prefixes = [
+        format!("shmbus.bench-{pid}-"),
+        format!("shmbus-bench-{pid}-"),
+    ];
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+        .collect()
+}
+
+/// Processes whose environment holds `SHMBUS_TEST_TAG=tag` (the harness
+/// and the peers it spawned, which inherit its environment).
+fn tagged_processes(tag: &str) -> Vec<String> {
+    let needle = format!("SHMBUS_TEST_TAG={tag}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .map(|env| env.split(|&b| b == 0).any(|var| var == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn interrupted_bench_leaves_no_segment_and_no_process() {
+    for delay_ms in [20u64, 60, 150, 400] {
+        let tag = format!("{}-{delay_ms}", std::process::id());
+        let mut child = shmbus()
+            .args(["bench", "--quick", "--rounds", "1"])
+            .env("SHMBUS_TEST_TAG", &tag)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        // SAFETY: sending SIGINT to our own child, whose pid we hold.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        child.wait().unwrap();
+        // Peers die with the harness (SIGKILL on parent death); the kernel
+        // may take a moment to finish them.
+        let gone = common::eventually(std::time::Duration::from_secs(5), || {
+            tagged_processes(&tag).is_empty()
+        });
+        assert!(
+            gone,
+            "peers left after SIGINT at {delay_ms} ms: {:?}",
+            tagged_processes(&tag)
+        );
+        let left = leftovers(child.id());
+        assert!(
+            left.is_empty(),
+            "left after SIGINT at {delay_ms} ms: {left:?}"
+        );
+    }
+}
+
+/// Tagged processes whose command line contains `word`.
+fn tagged_with(tag: &str, word: &str) -> Vec<String> {
+    tagged_processes(tag)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(word))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_peer_blocked_in_a_raw_baseline_dies_with_an_interrupted_harness() {
+    // A raw futex echo peer sleeps in the kernel and would wait forever for
+    // a ping that never comes: only dying with its parent ends it.
+    let tag = format!("{}-futex", std::process::id());
+    let mut child = shmbus()
+        .args(["bench", "--only", "pingpong-block", "--rounds", "3"])
+        .env("SHMBUS_TEST_TAG", &tag)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = common::eventually(std::time::Duration::from_secs(30), || {
+        !tagged_with(&tag, "echo-futex").is_empty()
+    });
+    assert!(seen, "the harness never started a raw futex peer");
+    // Let it get past its start-up, into the ping-pong loop.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // SAFETY: sending SIGINT to our own child, whose pid we hold.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    child.wait().unwrap();
+    let gone = common::eventually(std::time::Duration::from_secs(5), || {
+        tagged_processes(&tag).is_empty()
+    });
+    assert!(
+        gone,
+        "peers outlived the harness: {:?}",
+        tagged_processes(&tag)
+    );
 }
