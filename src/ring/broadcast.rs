@@ -88,6 +88,7 @@ impl BroadcastCtrl {
     }
 
     /// Messages published so far (the sequence number of the next one).
+    #[inline]
     pub fn published(&self) -> u64 {
         // SYNC POINT: pairs with the Release store of `head` in `publish`.
         self.head.load(Ordering::Acquire)
@@ -179,12 +180,14 @@ impl<'a> BroadcastRing<'a> {
         self.slot_bytes
     }
 
+    #[inline]
     fn slot(&self, seq: u64) -> &'a [AtomicU64] {
         let start = (seq & self.mask) as usize * self.stride;
         &self.slots[start..start + self.stride]
     }
 
     /// Sequence number of the next message to be published.
+    #[inline]
     pub fn head(&self) -> u64 {
         self.ctrl.published()
     }
@@ -192,6 +195,7 @@ impl<'a> BroadcastRing<'a> {
     /// Messages published so far: `head`, plus one if a publisher died after
     /// completing message `head` but before advancing `head` (that message
     /// is there and readable, so it counts).
+    #[inline]
     pub fn published(&self) -> u64 {
         let head = self.head();
         // SYNC POINT: pairs with the Release store of the complete stamp.
@@ -215,6 +219,7 @@ impl<'a> BroadcastRing<'a> {
 
     /// Writes message `seq`. Only the lease holder calls this, with
     /// consecutive `seq`s, and `bytes.len() <= slot_bytes`.
+    #[inline]
     pub fn publish(&self, seq: u64, bytes: &[u8]) {
         debug_assert!(bytes.len() <= self.slot_bytes);
         let slot = self.slot(seq);
@@ -234,6 +239,7 @@ impl<'a> BroadcastRing<'a> {
 
     /// Whether `read(cursor)` would find something other than `Empty`: a
     /// cheap check for wait loops (one load, nothing copied).
+    #[inline]
     pub fn ready(&self, cursor: u64) -> bool {
         self.slot(cursor)[0].load(Ordering::Acquire) >= complete(cursor)
     }
@@ -242,6 +248,7 @@ impl<'a> BroadcastRing<'a> {
     ///
     /// Copies `min(len, out.len())` bytes; the caller decides whether a
     /// length other than `out.len()` is acceptable.
+    #[inline]
     pub fn read(&self, cursor: u64, out: &mut [u8]) -> Read {
         let slot = self.slot(cursor);
         let want = complete(cursor);
@@ -272,6 +279,7 @@ impl<'a> BroadcastRing<'a> {
     /// bytes long: for reading in place. Reading them non-atomically is only
     /// sound while the publisher is kept from overwriting the slot (lossless
     /// gating).
+    #[inline]
     pub fn payload_if_complete(&self, cursor: u64, len: usize) -> Option<&'a [AtomicU64]> {
         let slot = self.slot(cursor);
         // SYNC POINT: pairs with the Release store of the complete stamp.
@@ -286,6 +294,7 @@ impl<'a> BroadcastRing<'a> {
     /// Where a reader lapped at `cursor` continues: the oldest message the
     /// ring still holds, and always past `cursor` so every lap makes
     /// progress. The skipped messages, `target - cursor`, are the loss.
+    #[inline]
     pub fn lag_target(&self, cursor: u64) -> u64 {
         let oldest_held = self.head().saturating_sub(self.capacity());
         max(cursor.wrapping_add(1), oldest_held)

@@ -65,6 +65,7 @@ impl GateCtrl {
         }
     }
 
+    #[inline]
     pub fn epoch(&self) -> u64 {
         // SYNC POINT: pairs with the Release half of `fetch_add` in
         // `attach`: a publisher that sees the new epoch sees the entry.
@@ -182,6 +183,7 @@ impl<'a> Gate<'a> {
 
     /// Moves entry `index`'s cursor: everything below `cursor` is read.
     /// Wakes the publisher if it sleeps for space.
+    #[inline]
     pub fn advance(&self, index: usize, cursor: u64) {
         // SYNC POINT: Release pairs with the Acquire in `min_cursor`: our
         // reads of the slots below `cursor` happen before the publisher
@@ -208,6 +210,7 @@ impl<'a> Gate<'a> {
 
     /// The smallest cursor of the attached subscribers, or `None` if there
     /// are none.
+    #[inline]
     pub fn min_cursor(&self) -> Option<u64> {
         self.entries
             .iter()
@@ -262,6 +265,7 @@ impl GateCache {
     ///
     /// Call it after the SeqCst fence that follows the previous message
     /// (`WakeWords::notify`): see "Attaching without a race".
+    #[inline]
     pub fn has_space(&mut self, gate: &Gate<'_>, next: u64, capacity: u64) -> bool {
         let epoch = gate.ctrl().epoch();
         if next < self.limit && epoch == self.epoch {

@@ -77,6 +77,7 @@ impl Lease {
     }
 
     /// The current holder, if any (it may have died: ask `is_alive`).
+    #[inline]
     pub fn holder(&self) -> Option<Owner> {
         // SYNC POINT: pairs with the Release half of the AcqRel CAS in
         // `acquire`, so state the holder wrote before taking the lease is seen.

@@ -27,6 +27,7 @@ const WORD: usize = 8;
 
 /// Words per slot: stamp, length, payload rounded up to whole words, and the
 /// whole rounded up to a cache line so neighbouring slots never share one.
+#[inline]
 pub const fn stride_words(slot_bytes: usize) -> usize {
     let words = SLOT_HEADER_WORDS + slot_bytes.div_ceil(WORD);
     words.next_multiple_of(CACHE_LINE / WORD)
@@ -40,6 +41,7 @@ pub fn slots_words(capacity: usize, slot_bytes: usize) -> Option<usize> {
 /// Stores `bytes` into `words` with relaxed atomic stores, eight bytes at a
 /// time, zero-padding the last word. Atomic, so that a reader racing the
 /// write (a seqlock reader) copies garbage it will discard, not a data race.
+#[inline]
 pub(crate) fn store_bytes(words: &[AtomicU64], bytes: &[u8]) {
     let mut chunks = bytes.chunks_exact(WORD);
     for (word, chunk) in words.iter().zip(&mut chunks) {
@@ -55,6 +57,7 @@ pub(crate) fn store_bytes(words: &[AtomicU64], bytes: &[u8]) {
 }
 
 /// Loads `out.len()` bytes from `words` with relaxed atomic loads.
+#[inline]
 pub(crate) fn load_bytes(words: &[AtomicU64], out: &mut [u8]) {
     let whole = out.len() / WORD;
     let (head, tail) = out.split_at_mut(whole * WORD);

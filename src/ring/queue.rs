@@ -311,6 +311,7 @@ impl<'a> QueueRing<'a> {
         self.consumers
     }
 
+    #[inline]
     fn slot(&self, pos: u64) -> &'a [AtomicU64] {
         let start = (pos & self.mask) as usize * self.stride;
         &self.slots[start..start + self.stride]
@@ -318,6 +319,7 @@ impl<'a> QueueRing<'a> {
 
     // The sequence is stored minus the slot index, so that all-zero memory
     // is the initial state (slot i free for position i).
+    #[inline]
     fn seq(&self, pos: u64) -> u64 {
         // SYNC POINT: pairs with the Release stores in `store_seq` and the
         // recoveries' compare-and-swaps.
@@ -326,6 +328,7 @@ impl<'a> QueueRing<'a> {
             .wrapping_add(pos & self.mask)
     }
 
+    #[inline]
     fn store_seq(&self, pos: u64, seq: u64) {
         self.slot(pos)[0].store(seq.wrapping_sub(pos & self.mask), Ordering::Release);
     }
@@ -344,12 +347,14 @@ impl<'a> QueueRing<'a> {
 
     /// Whether a push would find a free slot now (one load each of `tail`
     /// and a slot; for wait loops).
+    #[inline]
     pub fn can_push(&self) -> bool {
         let pos = self.ctrl.tail.load(Ordering::Acquire);
         self.seq(pos) == pos
     }
 
     /// Whether a pop would find a message now.
+    #[inline]
     pub fn can_pop(&self) -> bool {
         let pos = self.ctrl.head.load(Ordering::Acquire);
         self.seq(pos) == pos.wrapping_add(1)
@@ -358,6 +363,7 @@ impl<'a> QueueRing<'a> {
     /// Claims the next position of `counter` (`tail` or `head`) whose slot
     /// sequence is `pos + ready`, with `entry`'s intent set first. Returns
     /// the position at which the slot was not ready, if it was not.
+    #[inline]
     fn claim(&self, counter: &AtomicU64, ready: u64, entry: &ClaimEntry) -> Result<Claim, u64> {
         let mut pos = counter.load(Ordering::Relaxed);
         loop {
@@ -387,6 +393,7 @@ impl<'a> QueueRing<'a> {
 
     /// Claims the next position to push. `entry` is the caller's claim-table
     /// entry; its intent names the position while the claim is held.
+    #[inline]
     pub fn claim_push(&self, entry: &ClaimEntry) -> Result<Claim, PushBlocked> {
         self.claim(&self.ctrl.tail, 0, entry).map_err(|pos| {
             // The slot still holds the message from one lap ago.
@@ -400,6 +407,7 @@ impl<'a> QueueRing<'a> {
     }
 
     /// Writes the message of a push claim. `bytes.len() <= slot_bytes`.
+    #[inline]
     pub fn write(&self, claim: Claim, bytes: &[u8]) {
         debug_assert!(bytes.len() <= self.slot_bytes);
         let slot = self.slot(claim.pos);
@@ -408,6 +416,7 @@ impl<'a> QueueRing<'a> {
     }
 
     /// Publishes a push claim: the message becomes visible to consumers.
+    #[inline]
     pub fn publish(&self, claim: Claim, entry: &ClaimEntry) {
         // SYNC POINT: pairs with the Acquire load in `seq` by the consumer
         // that claims this message: it sees the length and payload.
@@ -416,6 +425,7 @@ impl<'a> QueueRing<'a> {
     }
 
     /// Claims the next message to pop.
+    #[inline]
     pub fn claim_pop(&self, entry: &ClaimEntry) -> Result<Claim, PopBlocked> {
         self.claim(&self.ctrl.head, 1, entry).map_err(|pos| {
             if self.ctrl.tail.load(Ordering::Acquire) > pos {
@@ -427,6 +437,7 @@ impl<'a> QueueRing<'a> {
     }
 
     /// Copies the message of a pop claim into `out`.
+    #[inline]
     pub fn read(&self, claim: Claim, out: &mut [u8]) -> Popped {
         let slot = self.slot(claim.pos);
         let len = slot[1].load(Ordering::Relaxed);
@@ -443,6 +454,7 @@ impl<'a> QueueRing<'a> {
     }
 
     /// Releases a pop claim: the slot is free for the next lap.
+    #[inline]
     pub fn release(&self, claim: Claim, entry: &ClaimEntry) {
         // SYNC POINT: pairs with the Acquire load in `seq` by the producer
         // of the next lap: our reads of the slot happen before its writes.

@@ -19,6 +19,7 @@ impl FutexWord {
         FutexWord(AtomicU32::new(0))
     }
 
+    #[inline]
     pub fn load(&self) -> u32 {
         // SYNC POINT: pairs with the Release bump in `bump_and_wake_all`.
         self.0.load(Ordering::Acquire)
@@ -85,6 +86,7 @@ impl FutexWord {
         }
     }
 
+    #[inline]
     pub fn load(&self) -> u32 {
         self.word.load(Ordering::Acquire)
     }

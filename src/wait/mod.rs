@@ -114,6 +114,7 @@ impl WakeWords {
 
     /// Called by a writer after it made something visible to readers.
     /// Makes a system call only when a reader sleeps, or is about to.
+    #[inline]
     pub fn notify(&self) {
         // SYNC POINT (Dekker, pairs with the fence in `sleep_unless`): orders
         // the caller's publish before our load of `waiters`.
@@ -129,6 +130,7 @@ impl WakeWords {
     }
 
     /// Number of readers asleep or about to sleep.
+    #[inline]
     pub fn waiters(&self) -> u32 {
         self.waiters.load(Ordering::Relaxed)
     }
