@@ -86,6 +86,11 @@ impl BusBuilder {
         self
     }
 
+    fn open_existing_inner(self) -> Result<Bus, Error> {
+        let seg = Segment::open_existing(&self.name, &self.opts)?;
+        Ok(Bus { seg: Arc::new(seg) })
+    }
+
     /// Creates the bus, or joins it if it exists.
     pub fn open(self) -> Result<Bus, Error> {
         let invalid = |why: String| Error::InvalidOptions {
@@ -160,6 +165,41 @@ impl Bus {
     /// `/dev/shm/shmbus.<name>`.
     pub fn open(name: &str) -> Result<Bus, Error> {
         Bus::builder(name).open()
+    }
+
+    /// Joins the bus `name` if it exists; never creates it
+    /// (`Error::NotFound` otherwise). For tools that inspect buses.
+    pub fn open_existing(name: &str) -> Result<Bus, Error> {
+        Bus::builder(name).open_existing_inner()
+    }
+
+    /// The names of the buses on this machine (the `shmbus.*` files in
+    /// /dev/shm), whether or not they are healthy.
+    pub fn list() -> Result<Vec<String>, Error> {
+        segment::list_buses().map_err(|source| Error::Io {
+            bus: String::new(),
+            action: "listing /dev/shm",
+            source,
+        })
+    }
+
+    /// Removes every bus whose creator died before finishing it (reported
+    /// as `Error::Stale` on open). Returns the names removed. Healthy buses,
+    /// and buses whose creator is still initialising them, are left alone.
+    pub fn gc() -> Result<Vec<String>, Error> {
+        let mut removed = Vec::new();
+        for name in Bus::list()? {
+            let opened = Bus::builder(&name)
+                .open_timeout(Duration::from_millis(200))
+                .open_existing_inner();
+            if let Err(Error::Stale { .. }) = opened {
+                match Bus::remove(&name) {
+                    Ok(()) | Err(Error::NotFound { .. }) => removed.push(name),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Options for creating the bus `name`.

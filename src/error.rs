@@ -27,7 +27,7 @@ pub enum Error {
 
     #[error(
         "bus {bus:?} is stale: {why}; remove it with `Bus::remove({bus:?})` \
-         (or `rm /dev/shm/shmbus.{bus}`) and open it again"
+         (or `shmbus gc`, which removes every stale bus) and open it again"
     )]
     Stale { bus: String, why: String },
 

@@ -84,6 +84,13 @@ fn list_shows_topics_and_remove_deletes_the_bus() {
         text.contains("jobs") && text.contains("WorkQueue"),
         "{text}"
     );
+    let out = shmbus().arg("list").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("{} ", bus.name)) && text.contains("2 topics"),
+        "{text}"
+    );
     let out = shmbus().args(["remove", &bus.name]).output().unwrap();
     assert!(out.status.success());
     assert!(!std::path::Path::new(&bus.path()).exists());

@@ -413,7 +413,21 @@ fn creator_killed_before_ready_leaves_a_bus_reported_stale() {
         started.elapsed() < Duration::from_secs(1),
         "a dead creator is seen at once, not after the bound"
     );
-    Bus::remove(&bus.name).unwrap();
+    let healthy = TestBus::new("healthy");
+    let _keep = healthy.open();
+    let removed = Bus::gc().unwrap();
+    assert!(
+        removed.contains(&bus.name),
+        "gc removes the stale bus: {removed:?}"
+    );
+    assert!(
+        !removed.contains(&healthy.name),
+        "gc leaves healthy buses alone"
+    );
+    assert!(matches!(
+        Bus::open_existing(&bus.name),
+        Err(Error::NotFound { .. })
+    ));
     bus.open()
         .publisher::<u64>("fresh")
         .expect("a removed stale bus can be created again");

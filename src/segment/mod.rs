@@ -70,6 +70,23 @@ pub fn path(bus: &str) -> String {
     format!("/dev/shm/shmbus.{bus}")
 }
 
+/// The names of the buses in /dev/shm.
+pub fn list_buses() -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir("/dev/shm")?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()?
+                .strip_prefix("shmbus.")
+                .map(str::to_owned)
+        })
+        .filter(|name| validate_name("bus", name).is_ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Removes a bus. Processes that have it open keep their mapping until they
 /// drop it; new opens create a fresh bus.
 pub fn remove(bus: &str) -> Result<(), Error> {
@@ -143,22 +160,39 @@ impl Segment {
     /// decides: the `O_EXCL` creator initialises and publishes READY; all
     /// others wait for READY with a bound.
     pub fn create_or_open(bus: &str, opts: &SegmentOptions) -> Result<Segment, Error> {
+        Segment::open_with(bus, opts, true)
+    }
+
+    /// Joins the bus if it exists; never creates one.
+    pub fn open_existing(bus: &str, opts: &SegmentOptions) -> Result<Segment, Error> {
+        Segment::open_with(bus, opts, false)
+    }
+
+    fn open_with(bus: &str, opts: &SegmentOptions, create: bool) -> Result<Segment, Error> {
         validate_name("bus", bus)?;
         let deadline = Instant::now() + opts.open_timeout;
         loop {
-            match ShmemConf::new()
-                .os_id(os_id(bus))
-                .size(opts.size as usize)
-                .create()
-            {
-                Ok(shmem) => return Segment::initialise(bus, shmem, opts),
-                Err(ShmemError::MappingIdExists) => {}
-                Err(err) => return Err(shmem_error(bus, "creating the segment", err)),
+            if create {
+                match ShmemConf::new()
+                    .os_id(os_id(bus))
+                    .size(opts.size as usize)
+                    .create()
+                {
+                    Ok(shmem) => return Segment::initialise(bus, shmem, opts),
+                    Err(ShmemError::MappingIdExists) => {}
+                    Err(err) => return Err(shmem_error(bus, "creating the segment", err)),
+                }
             }
             match ShmemConf::new().os_id(os_id(bus)).open() {
                 Ok(shmem) => return Segment::join(bus, shmem, deadline, opts.open_timeout),
                 // Removed between our create and open: create again.
-                Err(ShmemError::MapOpenFailed(errno)) if errno == libc::ENOENT as u32 => {}
+                Err(ShmemError::MapOpenFailed(errno)) if errno == libc::ENOENT as u32 => {
+                    if !create {
+                        return Err(Error::NotFound {
+                            bus: bus.to_owned(),
+                        });
+                    }
+                }
                 // A zero-length file cannot be mapped: its creator has not
                 // sized it yet, or died before it could.
                 Err(ShmemError::MapOpenFailed(errno)) if errno == libc::EINVAL as u32 => {

@@ -47,11 +47,13 @@ enum Command {
         #[arg(long)]
         only: Vec<String>,
     },
-    /// List the topics of a bus.
+    /// List the buses on this machine, or the topics of one bus.
     List {
-        /// The bus name.
-        bus: String,
+        /// The bus name; without it, every bus.
+        bus: Option<String>,
     },
+    /// Remove every stale bus (its creator died before finishing it).
+    Gc,
     /// Remove a bus.
     Remove {
         /// The bus name.
@@ -88,7 +90,9 @@ fn main() {
                 only,
             })
         }
-        Command::List { bus } => list(&bus),
+        Command::List { bus: Some(bus) } => list(&bus),
+        Command::List { bus: None } => list_buses(),
+        Command::Gc => gc(),
         Command::Remove { bus } => shmbus::Bus::remove(&bus).map_err(Into::into),
         Command::Peer { role, args } => peer::run(&role, &args),
     };
@@ -98,11 +102,26 @@ fn main() {
     }
 }
 
-fn list(name: &str) -> Result<(), Box<dyn std::error::Error>> {
-    if !std::path::Path::new(&format!("/dev/shm/shmbus.{name}")).exists() {
-        return Err(format!("bus {name:?} does not exist (no /dev/shm/shmbus.{name})").into());
+fn list_buses() -> Result<(), Box<dyn std::error::Error>> {
+    for name in shmbus::Bus::list()? {
+        let state = match shmbus::Bus::open_existing(&name) {
+            Ok(bus) => format!("{} topics", bus.topics()?.len()),
+            Err(e) => format!("unusable: {e}"),
+        };
+        println!("{name:<32} {state}");
     }
-    let bus = shmbus::Bus::open(name)?;
+    Ok(())
+}
+
+fn gc() -> Result<(), Box<dyn std::error::Error>> {
+    for name in shmbus::Bus::gc()? {
+        println!("removed stale bus {name}");
+    }
+    Ok(())
+}
+
+fn list(name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let bus = shmbus::Bus::open_existing(name)?;
     println!(
         "{:<24} {:<18} {:>9} {:>6} {:>12} {:>9} {:>8} {:>8}",
         "topic", "kind", "capacity", "slot", "published", "publisher", "attached", "lost"
