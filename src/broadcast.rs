@@ -60,8 +60,6 @@
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use crossbeam_utils::Backoff;
-
 use crate::error::{
     Error, RecvError, RecvRefError, RecvTimeoutError, SendError, TryRecvError, TrySendError,
 };
@@ -71,9 +69,8 @@ use crate::ring::broadcast::Read;
 use crate::ring::gate::GateCache;
 use crate::ring::lease::{Acquired, LeaseError};
 use crate::ring::Owner;
-use crate::sync::spin_hint;
 use crate::topic::{BroadcastHandle, TopicBuilder};
-use crate::wait::{WaitStrategy, Wake};
+use crate::wait::{WaitStrategy, Waited, Waiter, Wake};
 
 /// Where a new subscriber starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,40 +170,23 @@ impl<T> Publisher<T> {
     /// Waits until `has_space`, evicting dead subscribers that hold us
     /// back. Returns false if `deadline` passed first.
     fn wait_for_space(&mut self, deadline: Option<Instant>) -> bool {
-        let backoff = Backoff::new();
-        let mut polls: u32 = 0;
-        let mut checked = Instant::now();
+        let mut waiter = Waiter::new(self.wait, self.check_interval);
         loop {
             if self.has_space() {
                 return true;
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return false;
-            }
             let gate = self.topic.gate.as_ref().expect("only lossless topics wait");
-            if now.duration_since(checked) >= self.check_interval {
-                checked = now;
+            if waiter.interval_due() {
                 gate.evict_dead(process::is_alive);
                 continue;
             }
-            polls = polls.wrapping_add(1);
-            match self.wait.polls_before_sleep() {
-                None if self.wait == WaitStrategy::Yield => backoff.snooze(),
-                Some(limit) if polls > limit => {
-                    let mut timeout = self.check_interval;
-                    if let Some(d) = deadline {
-                        timeout = timeout.min(d.saturating_duration_since(now));
-                    }
-                    let (next, capacity) = (self.next, self.topic.ring.capacity());
-                    let space = || {
-                        gate.min_cursor()
-                            .is_none_or(|min| next < min.saturating_add(capacity))
-                    };
-                    gate.ctrl().space().sleep_unless(space, Some(timeout));
-                    polls = 0;
-                }
-                _ => spin_hint(),
+            let (next, capacity) = (self.next, self.topic.ring.capacity());
+            let space = || {
+                gate.min_cursor()
+                    .is_none_or(|min| next < min.saturating_add(capacity))
+            };
+            if waiter.wait_once(gate.ctrl().space(), space, deadline) == Waited::Deadline {
+                return false;
             }
         }
     }
@@ -505,60 +485,30 @@ impl<T> Subscriber<T> {
     where
         R: From<usize>,
     {
-        let polls_before_sleep = self.wait.polls_before_sleep();
-        let mut polls: u32 = 0;
-        let mut slept = false;
-        let backoff = Backoff::new();
+        let mut waiter = Waiter::new(self.wait, self.check_interval);
         loop {
             match attempt(self) {
                 Poll::Got(len) => return Ok(R::from(len)),
                 Poll::Failed(err) => return Err(err.into()),
                 Poll::Empty => {}
             }
-            // Checks that read the clock or /proc: after every sleep, and
-            // now and then while polling, but never on the first poll, which
-            // is on the latency path of every receive.
-            polls = polls.wrapping_add(1);
-            if slept || polls % 1024 == 0 || (deadline.is_some() && polls % 64 == 0) {
-                slept = false;
-                if self.disconnected() {
-                    return Err(RecvTimeoutError::Disconnected);
-                }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(RecvTimeoutError::Timeout);
-                }
+            if waiter.checks_due() && self.disconnected() {
+                return Err(RecvTimeoutError::Disconnected);
             }
-            match polls_before_sleep {
-                None if self.wait == WaitStrategy::Yield => backoff.snooze(),
-                Some(limit) if polls > limit => {
-                    self.sleep(deadline);
-                    polls = 0;
-                    slept = true;
+            let ring = &self.topic.ring;
+            let (ctrl, cursor) = (ring.ctrl(), self.cursor);
+            let ready =
+                || ring.ready(cursor) || (ctrl.lease().holder().is_none() && ctrl.had_publisher());
+            match waiter.wait_once(ctrl.wake(), ready, deadline) {
+                Waited::Deadline => return Err(RecvTimeoutError::Timeout),
+                Waited::Slept(Wake::Woken) => self.stats.sleeps += 1,
+                Waited::Slept(Wake::TimedOut) => {
+                    self.stats.sleeps += 1;
+                    self.stats.sleep_timeouts += 1;
+                    // Force a liveness check on the next round.
+                    self.watch.owner = None;
                 }
-                _ => spin_hint(),
-            }
-        }
-    }
-
-    fn sleep(&mut self, deadline: Option<Instant>) {
-        let mut timeout = self.check_interval;
-        if let Some(deadline) = deadline {
-            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
-        }
-        let ring = &self.topic.ring;
-        let ctrl = ring.ctrl();
-        let cursor = self.cursor;
-        let ready =
-            || ring.ready(cursor) || (ctrl.lease().holder().is_none() && ctrl.had_publisher());
-        let outcome = ctrl.wake().sleep_unless(ready, Some(timeout));
-        match outcome {
-            Wake::Ready => {}
-            Wake::Woken => self.stats.sleeps += 1,
-            Wake::TimedOut => {
-                self.stats.sleeps += 1;
-                self.stats.sleep_timeouts += 1;
-                // Force a liveness check on the next round.
-                self.watch.owner = None;
+                Waited::Slept(Wake::Ready) | Waited::Polled => {}
             }
         }
     }
@@ -597,12 +547,8 @@ impl<T> Drop for Borrowed<'_, T> {
 impl<T: Message> Subscriber<T> {
     /// Receives the next message, waiting as the wait strategy says.
     pub fn recv(&mut self) -> Result<T, RecvError> {
-        self.recv_typed(None).map_err(|err| match err {
-            RecvTimeoutError::Timeout => unreachable!("no deadline, no timeout"),
-            RecvTimeoutError::Lagged(n) => RecvError::Lagged(n),
-            RecvTimeoutError::Disconnected => RecvError::Disconnected,
-            RecvTimeoutError::Corrupt { seq } => RecvError::Corrupt { seq },
-        })
+        self.recv_typed(None)
+            .map_err(RecvTimeoutError::without_deadline)
     }
 
     /// Receives the next message, waiting at most `timeout`.
@@ -660,12 +606,7 @@ impl<T: Message> Subscriber<T> {
                 Poll::Empty
             }
         });
-        ready.map_err(|err| match err {
-            RecvTimeoutError::Timeout => unreachable!("no deadline, no timeout"),
-            RecvTimeoutError::Lagged(n) => RecvError::Lagged(n),
-            RecvTimeoutError::Disconnected => RecvError::Disconnected,
-            RecvTimeoutError::Corrupt { seq } => RecvError::Corrupt { seq },
-        })?;
+        ready.map_err(RecvTimeoutError::without_deadline)?;
         let size = core::mem::size_of::<T>();
         let Some(words) = self.topic.ring.payload_if_complete(self.cursor, size) else {
             // Complete with another length, or overwritten: read it the
@@ -711,13 +652,10 @@ impl Subscriber<Bytes> {
     /// Receives the next message, waiting as the wait strategy says. The
     /// slice borrows an internal buffer until the next receive.
     pub fn recv_bytes(&mut self) -> Result<&[u8], RecvError> {
-        match self.recv_bytes_deadline(None) {
-            Ok(len) => Ok(&self.scratch[..len]),
-            Err(RecvTimeoutError::Timeout) => unreachable!("no deadline, no timeout"),
-            Err(RecvTimeoutError::Lagged(n)) => Err(RecvError::Lagged(n)),
-            Err(RecvTimeoutError::Disconnected) => Err(RecvError::Disconnected),
-            Err(RecvTimeoutError::Corrupt { seq }) => Err(RecvError::Corrupt { seq }),
-        }
+        let len = self
+            .recv_bytes_deadline(None)
+            .map_err(RecvTimeoutError::without_deadline)?;
+        Ok(&self.scratch[..len])
     }
 
     /// Receives the next message, waiting at most `timeout`.

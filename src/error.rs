@@ -273,3 +273,26 @@ pub enum PopTimeoutError {
     #[error("message at position {pos} is corrupt in the segment and was skipped")]
     Corrupt { pos: u64 },
 }
+
+impl RecvTimeoutError {
+    /// The error of a wait that had no deadline, so never timed out.
+    pub(crate) fn without_deadline(self) -> RecvError {
+        match self {
+            RecvTimeoutError::Timeout => unreachable!("a wait without a deadline never times out"),
+            RecvTimeoutError::Lagged(n) => RecvError::Lagged(n),
+            RecvTimeoutError::Disconnected => RecvError::Disconnected,
+            RecvTimeoutError::Corrupt { seq } => RecvError::Corrupt { seq },
+        }
+    }
+}
+
+impl PopTimeoutError {
+    /// The error of a wait that had no deadline, so never timed out.
+    pub(crate) fn without_deadline(self) -> PopError {
+        match self {
+            PopTimeoutError::Timeout => unreachable!("a wait without a deadline never times out"),
+            PopTimeoutError::Disconnected => PopError::Disconnected,
+            PopTimeoutError::Corrupt { pos } => PopError::Corrupt { pos },
+        }
+    }
+}

@@ -33,8 +33,6 @@
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use crossbeam_utils::Backoff;
-
 use crate::error::{Error, PopError, PopTimeoutError, SendError, TryPopError, TryPushError};
 use crate::message::{Bytes, Message};
 use crate::process;
@@ -42,9 +40,8 @@ use crate::ring::queue::{
     table, ClaimEntry, PopBlocked, Popped, PushBlocked, QueueRing, Recovery, NO_INTENT,
 };
 use crate::ring::Owner;
-use crate::sync::spin_hint;
 use crate::topic::{QueueHandle, TopicBuilder};
-use crate::wait::{WaitStrategy, WakeWords};
+use crate::wait::{WaitStrategy, Waited, Waiter};
 
 /// Counters of a work queue, shared by all its producers and consumers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,72 +88,6 @@ fn attach(topic: &QueueHandle, producers: bool, me: Owner) -> Result<usize, Erro
         role,
         max: entries.len() as u32,
     })
-}
-
-/// How one waiter waits: strategy, spinning state, and when it last tried
-/// to recover a stuck slot.
-struct Waiter {
-    wait: WaitStrategy,
-    check_interval: Duration,
-    polls: u32,
-    backoff: Backoff,
-    last_recovery: Option<Instant>,
-}
-
-impl Waiter {
-    fn new(wait: WaitStrategy, check_interval: Duration) -> Self {
-        Waiter {
-            wait,
-            check_interval,
-            polls: 0,
-            backoff: Backoff::new(),
-            last_recovery: None,
-        }
-    }
-
-    /// Whether it is time to look for a dead claimer: once the stuck state
-    /// has lasted a check interval, then once per interval.
-    fn recovery_due(&mut self) -> bool {
-        let now = Instant::now();
-        match self.last_recovery {
-            None => {
-                self.last_recovery = Some(now);
-                false
-            }
-            Some(last) if now.duration_since(last) >= self.check_interval => {
-                self.last_recovery = Some(now);
-                true
-            }
-            Some(_) => false,
-        }
-    }
-
-    /// Waits once. `ready` is the cheap check to re-make after announcing
-    /// a sleep. Returns false if `deadline` passed.
-    fn wait_once(
-        &mut self,
-        words: &WakeWords,
-        ready: impl FnOnce() -> bool,
-        deadline: Option<Instant>,
-    ) -> bool {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return false;
-        }
-        self.polls = self.polls.wrapping_add(1);
-        match self.wait.polls_before_sleep() {
-            None if self.wait == WaitStrategy::Yield => self.backoff.snooze(),
-            Some(limit) if self.polls > limit => {
-                let mut timeout = self.check_interval;
-                if let Some(d) = deadline {
-                    timeout = timeout.min(d.saturating_duration_since(Instant::now()));
-                }
-                words.sleep_unless(ready, Some(timeout));
-                self.polls = 0;
-            }
-            _ => spin_hint(),
-        }
-        true
-    }
 }
 
 /// A producer of a work queue.
@@ -217,14 +148,17 @@ impl<T> Producer<T> {
                     ring.ctrl().not_empty().notify();
                     return true;
                 }
-                Err(PushBlocked::Unreleased { pos }) if waiter.recovery_due() => {
+                Err(PushBlocked::Unreleased { pos }) if waiter.interval_due() => {
                     if ring.recover_consume(pos, process::is_alive) == Recovery::Recovered {
                         continue;
                     }
                 }
                 Err(_) => {}
             }
-            if !wait || !waiter.wait_once(ring.ctrl().not_full(), || ring.can_push(), deadline) {
+            if !wait
+                || waiter.wait_once(ring.ctrl().not_full(), || ring.can_push(), deadline)
+                    == Waited::Deadline
+            {
                 return false;
             }
         }
@@ -365,7 +299,7 @@ impl<T> Consumer<T> {
                         }
                     }
                 }
-                Err(PopBlocked::Unpublished { pos }) if waiter.recovery_due() => {
+                Err(PopBlocked::Unpublished { pos }) if waiter.interval_due() => {
                     if ring.recover_push(pos, process::is_alive) == Recovery::Recovered {
                         continue;
                     }
@@ -406,7 +340,6 @@ impl<T> Consumer<T> {
         deadline: Option<Instant>,
     ) -> Result<usize, PopTimeoutError> {
         let mut waiter = Waiter::new(self.wait, self.check_interval);
-        let mut rounds: u32 = 0;
         loop {
             match self.try_once(out, &mut waiter) {
                 Pop::Got(len) => return Ok(len),
@@ -416,18 +349,14 @@ impl<T> Consumer<T> {
                 Pop::Failed(_) => unreachable!("try_once reports only corruption"),
                 Pop::Empty => {}
             }
-            // Not on the first round: that is the latency path of every pop.
-            rounds = rounds.wrapping_add(1);
-            if rounds % 1024 == 0 && self.disconnected() {
+            if waiter.checks_due() && self.disconnected() {
                 return Err(PopTimeoutError::Disconnected);
             }
             let ring = &self.topic.ring;
-            if !waiter.wait_once(ring.ctrl().not_empty(), || ring.can_pop(), deadline) {
+            if waiter.wait_once(ring.ctrl().not_empty(), || ring.can_pop(), deadline)
+                == Waited::Deadline
+            {
                 return Err(PopTimeoutError::Timeout);
-            }
-            if waiter.polls == 0 {
-                // We slept: check for gone producers on the next round.
-                rounds = 1023;
             }
         }
     }
@@ -435,7 +364,7 @@ impl<T> Consumer<T> {
     fn try_pop_into(&mut self, out: &mut [u8]) -> Result<usize, TryPopError> {
         let mut waiter = Waiter::new(self.wait, self.check_interval);
         // A try never waits, so it may look for a dead claimer at once.
-        waiter.last_recovery = Some(Instant::now() - self.check_interval);
+        waiter.interval_due_at_once();
         match self.try_once(out, &mut waiter) {
             Pop::Got(len) => Ok(len),
             Pop::Failed(PopError::Corrupt { pos }) => Err(TryPopError::Corrupt { pos }),
@@ -449,11 +378,8 @@ impl<T> Consumer<T> {
 impl<T: Message> Consumer<T> {
     /// Pops the next message, waiting while the queue is empty.
     pub fn pop(&mut self) -> Result<T, PopError> {
-        self.pop_typed(None).map_err(|err| match err {
-            PopTimeoutError::Timeout => unreachable!("no deadline, no timeout"),
-            PopTimeoutError::Disconnected => PopError::Disconnected,
-            PopTimeoutError::Corrupt { pos } => PopError::Corrupt { pos },
-        })
+        self.pop_typed(None)
+            .map_err(PopTimeoutError::without_deadline)
     }
 
     /// Pops the next message, waiting at most `timeout`.
@@ -492,12 +418,8 @@ impl Consumer<Bytes> {
         let mut scratch = core::mem::take(&mut self.scratch);
         let result = self.pop_into(&mut scratch, None);
         self.scratch = scratch;
-        match result {
-            Ok(len) => Ok(&self.scratch[..len]),
-            Err(PopTimeoutError::Timeout) => unreachable!("no deadline, no timeout"),
-            Err(PopTimeoutError::Disconnected) => Err(PopError::Disconnected),
-            Err(PopTimeoutError::Corrupt { pos }) => Err(PopError::Corrupt { pos }),
-        }
+        let len = result.map_err(PopTimeoutError::without_deadline)?;
+        Ok(&self.scratch[..len])
     }
 
     /// Pops the next message if there is one.

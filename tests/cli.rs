@@ -135,31 +135,44 @@ fn tagged_processes(tag: &str) -> Vec<String> {
         .collect()
 }
 
+/// Starts `shmbus bench ARGS` with an environment tag its peers inherit.
+fn tagged_bench(args: &[&str], tag: &str) -> std::process::Child {
+    shmbus()
+        .arg("bench")
+        .args(args)
+        .env("SHMBUS_TEST_TAG", tag)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGINT to the harness, reaps it, and checks that every process
+/// carrying `tag` (its peers) is gone soon after.
+fn interrupt_and_expect_no_peers(mut harness: std::process::Child, tag: &str, when: &str) {
+    // SAFETY: sending SIGINT to our own child, whose pid we hold.
+    unsafe { libc::kill(harness.id() as libc::pid_t, libc::SIGINT) };
+    harness.wait().unwrap();
+    // Peers die with the harness (SIGKILL on parent death); the kernel may
+    // take a moment to finish them.
+    let gone = common::eventually(std::time::Duration::from_secs(5), || {
+        tagged_processes(tag).is_empty()
+    });
+    assert!(
+        gone,
+        "peers outlived the harness ({when}): {:?}",
+        tagged_processes(tag)
+    );
+}
+
 #[test]
 fn interrupted_bench_leaves_no_segment_and_no_process() {
     for delay_ms in [20u64, 60, 150, 400] {
         let tag = format!("{}-{delay_ms}", std::process::id());
-        let mut child = shmbus()
-            .args(["bench", "--quick", "--rounds", "1"])
-            .env("SHMBUS_TEST_TAG", &tag)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = tagged_bench(&["--quick", "--rounds", "1"], &tag);
+        let pid = child.id();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        // SAFETY: sending SIGINT to our own child, whose pid we hold.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        child.wait().unwrap();
-        // Peers die with the harness (SIGKILL on parent death); the kernel
-        // may take a moment to finish them.
-        let gone = common::eventually(std::time::Duration::from_secs(5), || {
-            tagged_processes(&tag).is_empty()
-        });
-        assert!(
-            gone,
-            "peers left after SIGINT at {delay_ms} ms: {:?}",
-            tagged_processes(&tag)
-        );
-        let left = leftovers(child.id());
+        interrupt_and_expect_no_peers(child, &tag, &format!("SIGINT at {delay_ms} ms"));
+        let left = leftovers(pid);
         assert!(
             left.is_empty(),
             "left after SIGINT at {delay_ms} ms: {left:?}"
@@ -184,27 +197,12 @@ fn a_peer_blocked_in_a_raw_baseline_dies_with_an_interrupted_harness() {
     // A raw futex echo peer sleeps in the kernel and would wait forever for
     // a ping that never comes: only dying with its parent ends it.
     let tag = format!("{}-futex", std::process::id());
-    let mut child = shmbus()
-        .args(["bench", "--only", "pingpong-block", "--rounds", "3"])
-        .env("SHMBUS_TEST_TAG", &tag)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = tagged_bench(&["--only", "pingpong-block", "--rounds", "3"], &tag);
     let seen = common::eventually(std::time::Duration::from_secs(30), || {
         !tagged_with(&tag, "echo-futex").is_empty()
     });
     assert!(seen, "the harness never started a raw futex peer");
     // Let it get past its start-up, into the ping-pong loop.
     std::thread::sleep(std::time::Duration::from_millis(50));
-    // SAFETY: sending SIGINT to our own child, whose pid we hold.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    child.wait().unwrap();
-    let gone = common::eventually(std::time::Duration::from_secs(5), || {
-        tagged_processes(&tag).is_empty()
-    });
-    assert!(
-        gone,
-        "peers outlived the harness: {:?}",
-        tagged_processes(&tag)
-    );
+    interrupt_and_expect_no_peers(child, &tag, "a raw futex peer was asleep");
 }

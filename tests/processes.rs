@@ -13,6 +13,7 @@ use shmbus::{Bus, Error, RecvError, RecvTimeoutError, StartAt, WaitStrategy};
 
 /// Entry point of child processes; does nothing when run as a normal test.
 #[test]
+#[ignore = "entry point of child processes; the tests that spawn them run it"]
 fn child_role_entry() {
     let Some((role, args)) = child_role() else {
         return;

@@ -98,12 +98,7 @@ pub fn find_or_create(
 ) -> Result<Topic, Error> {
     validate_name("topic", req.name)?;
     let header = seg.header();
-    let states = seg
-        .view_slice::<EntryState>(header.dir_offset, header.dir_entries as usize)
-        .map_err(|what| Error::Corrupt {
-            bus: seg.bus().to_owned(),
-            what,
-        })?;
+    let states = entry_states(seg)?;
     let mut dir = SegmentDirectory {
         seg,
         states,
@@ -134,10 +129,7 @@ pub fn find_or_create(
 
 /// Reads and validates every ready topic entry (for listing).
 pub fn list(seg: &Segment) -> Result<Vec<Topic>, Error> {
-    let header = seg.header();
-    let states = seg
-        .view_slice::<EntryState>(header.dir_offset, header.dir_entries as usize)
-        .map_err(|what| corrupt(seg, what))?;
+    let states = entry_states(seg)?;
     let mut topics = Vec::new();
     for (index, state) in states.iter().enumerate() {
         if state.status() == directory::EntryStatus::Ready {
@@ -150,6 +142,13 @@ pub fn list(seg: &Segment) -> Result<Vec<Topic>, Error> {
         }
     }
     Ok(topics)
+}
+
+/// The state words of the directory's entries.
+fn entry_states(seg: &Segment) -> Result<&[EntryState], Error> {
+    let header = seg.header();
+    seg.view_slice::<EntryState>(header.dir_offset, header.dir_entries as usize)
+        .map_err(|what| corrupt(seg, what))
 }
 
 fn corrupt(seg: &Segment, what: String) -> Error {

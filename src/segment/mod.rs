@@ -258,12 +258,7 @@ impl Segment {
         // SAFETY: we created the file with O_EXCL and have not published
         // READY, so no other process reads or writes the header yet.
         unsafe { segment.write(0, &header) };
-        if process::test_hook("stall-before-ready") {
-            eprintln!("shmbus test hook: bus {bus:?} created, stalling before READY");
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
+        process::stall_if_hooked("stall-before-ready");
         // SYNC POINT: pairs with the Acquire load of `state` in `join`:
         // whoever sees READY sees the header written above.
         ctrl.state.store(STATE_READY, Ordering::Release);

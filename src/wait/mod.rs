@@ -54,6 +54,7 @@ pub enum WaitStrategy {
     },
 }
 
+#[cfg_attr(shmbus_loom, allow(dead_code))]
 impl WaitStrategy {
     /// Adaptive with a spin phase of a few microseconds.
     pub const fn adaptive() -> Self {
@@ -61,7 +62,6 @@ impl WaitStrategy {
     }
 
     /// How many polls to make before sleeping; `None` means never sleep.
-    #[cfg_attr(shmbus_loom, allow(dead_code))]
     pub(crate) fn polls_before_sleep(self) -> Option<u32> {
         match self {
             WaitStrategy::Spin | WaitStrategy::Yield => None,
@@ -150,5 +150,109 @@ impl WakeWords {
         };
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         outcome
+    }
+}
+
+/// What one [`Waiter::wait_once`] did.
+#[cfg(not(shmbus_loom))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// Spun or yielded once.
+    Polled,
+    /// Went to sleep on the futex (or found work while announcing it).
+    Slept(Wake),
+    /// The deadline has passed.
+    Deadline,
+}
+
+/// The state of one wait, across its polls: the strategy, how many polls
+/// since the last sleep, and when the slow checks (is the process we wait on
+/// alive?) last ran. Every blocking operation (receive, pop, push, lossless
+/// send) waits through one of these, so they all follow one strategy.
+#[cfg(not(shmbus_loom))]
+pub(crate) struct Waiter {
+    wait: WaitStrategy,
+    check_interval: Duration,
+    polls: u32,
+    slept: bool,
+    backoff: crossbeam_utils::Backoff,
+    last_check: Option<std::time::Instant>,
+}
+
+#[cfg(not(shmbus_loom))]
+impl Waiter {
+    pub(crate) fn new(wait: WaitStrategy, check_interval: Duration) -> Self {
+        Waiter {
+            wait,
+            check_interval,
+            polls: 0,
+            slept: false,
+            backoff: crossbeam_utils::Backoff::new(),
+            last_check: None,
+        }
+    }
+
+    /// Whether cheap-but-not-free checks are due: right after a sleep, and
+    /// every 1024 polls while spinning; never before the first wait, which
+    /// is on the latency path of every operation.
+    pub(crate) fn checks_due(&self) -> bool {
+        self.slept || self.polls % 1024 == 1023
+    }
+
+    /// Whether a check that reads /proc is due: once the wait has lasted a
+    /// check interval, then once per interval.
+    pub(crate) fn interval_due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        match self.last_check {
+            Some(last) if now.duration_since(last) < self.check_interval => false,
+            Some(_) => {
+                self.last_check = Some(now);
+                true
+            }
+            None => {
+                self.last_check = Some(now);
+                false
+            }
+        }
+    }
+
+    /// Makes the next `interval_due` true (for operations that never wait).
+    pub(crate) fn interval_due_at_once(&mut self) {
+        self.last_check = std::time::Instant::now().checked_sub(self.check_interval);
+    }
+
+    /// Waits once as the strategy says: spin, yield, or (after its spins)
+    /// sleep on `words` unless `ready()`, at most the check interval and
+    /// never past `deadline`. The deadline is looked at after sleeps and
+    /// every 64 polls, not on every poll.
+    pub(crate) fn wait_once(
+        &mut self,
+        words: &WakeWords,
+        ready: impl FnOnce() -> bool,
+        deadline: Option<std::time::Instant>,
+    ) -> Waited {
+        if let Some(deadline) = deadline {
+            if (self.slept || self.polls % 64 == 0) && std::time::Instant::now() >= deadline {
+                return Waited::Deadline;
+            }
+        }
+        self.polls = self.polls.wrapping_add(1);
+        self.slept = false;
+        match self.wait.polls_before_sleep() {
+            None if self.wait == WaitStrategy::Yield => self.backoff.snooze(),
+            Some(limit) if self.polls > limit => {
+                let mut timeout = self.check_interval;
+                if let Some(deadline) = deadline {
+                    timeout =
+                        timeout.min(deadline.saturating_duration_since(std::time::Instant::now()));
+                }
+                let outcome = words.sleep_unless(ready, Some(timeout));
+                self.polls = 0;
+                self.slept = true;
+                return Waited::Slept(outcome);
+            }
+            _ => crate::sync::spin_hint(),
+        }
+        Waited::Polled
     }
 }

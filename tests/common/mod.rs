@@ -1,7 +1,8 @@
 //! Helpers for tests that run real processes.
 //!
 //! A test spawns this same test binary as a child, running only the
-//! `child_role_entry` test, with the role and its arguments in the
+//! `child_role_entry` test (marked `#[ignore]`, so a normal run does not
+//! count it as a test), with the role and its arguments in the
 //! environment. The child reports back by printing lines to stdout.
 //! Every bus a test uses has a unique name and is removed when its guard
 //! drops, even if the test panics; children are killed and reaped likewise.
@@ -64,6 +65,7 @@ pub fn spawn_role_with_env(role: &str, args: &[String], env: &[(&str, &str)]) ->
     cmd.args([
         "child_role_entry",
         "--exact",
+        "--ignored",
         "--nocapture",
         "--test-threads=1",
         "-q",

@@ -583,11 +583,7 @@ impl Harness {
             }
             drop(tx);
             for mut peer in peers {
-                let line = peer.expect("RESULT")?;
-                let v: Vec<u64> = line
-                    .split_whitespace()
-                    .map(|x| x.parse().unwrap_or(0))
-                    .collect();
+                let v = peer.result::<4>()?;
                 rates.push(v[0] as f64 * 1e9 / (v[3].saturating_sub(v[2])).max(1) as f64);
                 lost += v[1];
                 peer.finish()?;
@@ -656,11 +652,7 @@ impl Harness {
             }
             let (mut total, mut first, mut last) = (0u64, u64::MAX, 0u64);
             for mut c in cons {
-                let v: Vec<u64> = c
-                    .expect("RESULT")?
-                    .split_whitespace()
-                    .map(|x| x.parse().unwrap_or(0))
-                    .collect();
+                let v = c.result::<3>()?;
                 total += v[0];
                 first = first.min(v[1]);
                 last = last.max(v[2]);

@@ -77,6 +77,18 @@ impl Peer {
         )))
     }
 
+    /// Reads the peer's `RESULT n1 n2 ...` line: exactly `N` numbers.
+    pub fn result<const N: usize>(&mut self) -> std::io::Result<[u64; N]> {
+        let line = self.expect("RESULT")?;
+        let numbers: Vec<u64> = line
+            .split_whitespace()
+            .map(|x| x.parse().map_err(std::io::Error::other))
+            .collect::<std::io::Result<_>>()?;
+        numbers
+            .try_into()
+            .map_err(|_| std::io::Error::other(format!("peer result {line:?} is not {N} numbers")))
+    }
+
     /// Tells the peer to start.
     pub fn go(&mut self) -> std::io::Result<()> {
         let stdin = self.stdin.as_mut().expect("stdin kept until go");
