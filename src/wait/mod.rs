@@ -54,20 +54,10 @@ pub enum WaitStrategy {
     },
 }
 
-#[cfg_attr(shmbus_loom, allow(dead_code))]
 impl WaitStrategy {
     /// Adaptive with a spin phase of a few microseconds.
     pub const fn adaptive() -> Self {
         WaitStrategy::Adaptive { spins: 2000 }
-    }
-
-    /// How many polls to make before sleeping; `None` means never sleep.
-    pub(crate) fn polls_before_sleep(self) -> Option<u32> {
-        match self {
-            WaitStrategy::Spin | WaitStrategy::Yield => None,
-            WaitStrategy::Block => Some(0),
-            WaitStrategy::Adaptive { spins } => Some(spins),
-        }
     }
 }
 
@@ -225,6 +215,7 @@ impl Waiter {
     /// sleep on `words` unless `ready()`, at most the check interval and
     /// never past `deadline`. The deadline is looked at after sleeps and
     /// every 64 polls, not on every poll.
+    #[inline]
     pub(crate) fn wait_once(
         &mut self,
         words: &WakeWords,
@@ -238,21 +229,33 @@ impl Waiter {
         }
         self.polls = self.polls.wrapping_add(1);
         self.slept = false;
-        match self.wait.polls_before_sleep() {
-            None if self.wait == WaitStrategy::Yield => self.backoff.snooze(),
-            Some(limit) if self.polls > limit => {
-                let mut timeout = self.check_interval;
-                if let Some(deadline) = deadline {
-                    timeout =
-                        timeout.min(deadline.saturating_duration_since(std::time::Instant::now()));
-                }
-                let outcome = words.sleep_unless(ready, Some(timeout));
-                self.polls = 0;
-                self.slept = true;
-                return Waited::Slept(outcome);
+        match self.wait {
+            WaitStrategy::Spin => crate::sync::spin_hint(),
+            WaitStrategy::Yield => self.backoff.snooze(),
+            WaitStrategy::Adaptive { spins } if self.polls <= spins => crate::sync::spin_hint(),
+            WaitStrategy::Block | WaitStrategy::Adaptive { .. } => {
+                return self.sleep(words, ready, deadline);
             }
-            _ => crate::sync::spin_hint(),
         }
         Waited::Polled
+    }
+
+    /// The sleeping half of `wait_once`, kept out of the spinning loop.
+    #[cold]
+    #[inline(never)]
+    fn sleep(
+        &mut self,
+        words: &WakeWords,
+        ready: impl FnOnce() -> bool,
+        deadline: Option<std::time::Instant>,
+    ) -> Waited {
+        let mut timeout = self.check_interval;
+        if let Some(deadline) = deadline {
+            timeout = timeout.min(deadline.saturating_duration_since(std::time::Instant::now()));
+        }
+        let outcome = words.sleep_unless(ready, Some(timeout));
+        self.polls = 0;
+        self.slept = true;
+        Waited::Slept(outcome)
     }
 }
