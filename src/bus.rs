@@ -244,12 +244,20 @@ impl Bus {
         self.topic(topic).subscriber()
     }
 
-    /// Every topic of the bus, validated.
-    pub fn topics(&self) -> Result<Vec<TopicInfo>, Error> {
-        directory::list(&self.seg)?
-            .iter()
-            .map(|topic| self.topic_info(&topic.config))
-            .collect()
+    /// Every topic of the bus, validated: one result per topic entry, so a
+    /// corrupt entry (reported as [`Error::Corrupt`], naming the entry) does
+    /// not hide the healthy ones. Topics being created at this moment are
+    /// left out.
+    ///
+    /// # Errors
+    ///
+    /// The outer error only if the directory itself cannot be viewed (the
+    /// segment is corrupt); per-topic errors are in the list.
+    pub fn topics(&self) -> Result<Vec<Result<TopicInfo, Error>>, Error> {
+        Ok(directory::list(&self.seg)?
+            .into_iter()
+            .map(|topic| topic.and_then(|topic| self.topic_info(&topic.config)))
+            .collect())
     }
 
     fn topic_info(&self, c: &EntryConfig) -> Result<TopicInfo, Error> {

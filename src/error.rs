@@ -48,6 +48,16 @@ pub enum Error {
     Corrupt { bus: String, what: String },
 
     #[error(
+        "{path} is {kind}, not a shmbus segment: something else uses the name of bus {bus:?}; \
+         remove it (it is not a bus, so `Bus::remove` will not) or use another bus name"
+    )]
+    NotASegment {
+        bus: String,
+        path: String,
+        kind: &'static str,
+    },
+
+    #[error(
         "bus {bus:?} has segment layout version {found}, but this shmbus speaks version \
          {expected}: run the same shmbus version in every process, or remove the bus"
     )]

@@ -315,7 +315,7 @@ fn topics_lists_what_the_bus_holds() {
     let b = bus.open();
     let mut tx = b.topic("quotes").capacity(32).publisher::<Tick>().unwrap();
     tx.send(&Tick::new(0)).unwrap();
-    let topics = b.topics().unwrap();
+    let topics = common::topic_infos(&b);
     assert_eq!(topics.len(), 1);
     let t = &topics[0];
     assert_eq!(
@@ -361,4 +361,27 @@ fn every_wait_strategy_receives_from_another_thread() {
         publisher.join().unwrap();
         assert_eq!(got, (0..100).collect::<Vec<_>>(), "{wait:?}");
     }
+}
+
+#[test]
+fn topics_of_one_bus_never_share_directory_state() {
+    // The first report of the directory bug: on a default bus, the second
+    // topic's creation overwrote the first one's state word, and joining
+    // the first topic then hung.
+    let bus = TestBus::new("md-fills");
+    let b = bus.open();
+    let mut md = b.publisher::<u64>("md").unwrap();
+    md.send(&1).unwrap();
+    let _fills = b.publisher::<u64>("fills").unwrap();
+    let mut rx = b
+        .topic("md")
+        .start_at(shmbus::StartAt::Oldest)
+        .subscriber::<u64>()
+        .unwrap();
+    assert_eq!(rx.try_recv(), Ok(1));
+    let names: Vec<String> = common::topic_infos(&b)
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
 }

@@ -256,7 +256,7 @@ fn killed_publisher_leaves_no_torn_message_and_subscriber_ends_disconnected() {
         assert!(killed, "Disconnected while the publisher was alive");
     }
     let s = rx.stats();
-    let published = b.topics().unwrap()[0].published;
+    let published = common::topic_infos(&b)[0].published;
     assert_eq!(
         s.received + s.lagged,
         published,
@@ -370,10 +370,7 @@ fn processes_racing_to_create_the_same_topics_get_one_of_each() {
         child.wait_success(Duration::from_secs(30));
     }
     let _ = std::fs::remove_file(&barrier);
-    let mut names: Vec<String> = bus
-        .open()
-        .topics()
-        .unwrap()
+    let mut names: Vec<String> = common::topic_infos(&bus.open())
         .into_iter()
         .map(|t| t.name)
         .collect();

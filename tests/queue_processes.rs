@@ -344,9 +344,7 @@ fn lossless_subscriber_killed_mid_read_is_evicted_and_the_publisher_resumes() {
         trials,
         "every killed subscriber evicted, and counted"
     );
-    let info = b
-        .topics()
-        .unwrap()
+    let info = common::topic_infos(&b)
         .into_iter()
         .find(|t| t.name == "ticks")
         .unwrap();
@@ -403,9 +401,7 @@ fn lossless_subscribers_of_different_speeds_lose_nothing_and_a_killed_one_is_evi
         assert_eq!(result, vec![SENT, 0, 0], "received, lagged, errors");
         sub.wait_success(Duration::from_secs(60));
     }
-    let info = b
-        .topics()
-        .unwrap()
+    let info = common::topic_infos(&b)
         .into_iter()
         .find(|t| t.name == "ticks")
         .unwrap();

@@ -28,8 +28,12 @@ struct Creator {
 impl Entries for Creator {
     type Error = ();
 
-    fn states(&self) -> &[EntryState] {
-        &self.table.states
+    fn entries(&self) -> usize {
+        self.table.states.len()
+    }
+
+    fn state(&self, index: usize) -> &EntryState {
+        &self.table.states[index]
     }
 
     fn matches(&mut self, index: usize) -> Result<bool, ()> {
@@ -48,7 +52,7 @@ impl Entries for Creator {
         owner != self.table.dead
     }
 
-    fn wait_for_claimer(&mut self, _owner: Owner) -> Result<(), ()> {
+    fn wait_for_claimer(&mut self, _owner: Option<Owner>) -> Result<(), ()> {
         thread::yield_now();
         Ok(())
     }

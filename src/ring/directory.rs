@@ -7,6 +7,7 @@
 //! | `0`          | empty                                                  |
 //! | `1`          | ready: name and config are written and never change    |
 //! | owner token  | being initialised by that process (see [`Owner`])      |
+//! | anything else| corrupt: reported, never treated as empty              |
 //!
 //! A creator claims an empty entry by compare-and-swap `0 → token`, writes
 //! the entry, then stores `1` with Release. Everyone else that meets a
@@ -37,6 +38,8 @@ pub enum EntryStatus {
     Empty,
     Ready,
     Claimed(Owner),
+    /// A value no protocol step writes: the segment is corrupt.
+    Invalid(u64),
 }
 
 impl EntryState {
@@ -50,7 +53,9 @@ impl EntryState {
         match self.0.load(Ordering::Acquire) {
             EMPTY => EntryStatus::Empty,
             READY => EntryStatus::Ready,
-            token => Owner::from_token(token).map_or(EntryStatus::Empty, EntryStatus::Claimed),
+            word => {
+                Owner::from_token(word).map_or(EntryStatus::Invalid(word), EntryStatus::Claimed)
+            }
         }
     }
 
@@ -77,6 +82,9 @@ pub enum Found {
 pub enum DirError<E> {
     /// Every entry is ready with another name.
     Full,
+    /// Entry `index`'s state word holds `word`, which is neither empty,
+    /// ready nor an owner token: the directory is corrupt.
+    Corrupt { index: usize, word: u64 },
     /// A callback failed (bad entry, no memory, gave up waiting, ...).
     Callback(E),
 }
@@ -84,30 +92,42 @@ pub enum DirError<E> {
 /// What `find_or_create` needs from its caller.
 pub trait Entries {
     type Error;
-    /// The state words, one per entry.
-    fn states(&self) -> &[EntryState];
+    /// Number of entries.
+    fn entries(&self) -> usize;
+    /// The state word of entry `index` (`index < entries()`).
+    fn state(&self, index: usize) -> &EntryState;
     /// Whether ready entry `index` holds our name.
     fn matches(&mut self, index: usize) -> Result<bool, Self::Error>;
     /// Writes our name and config into entry `index`, which we have claimed.
     fn init(&mut self, index: usize) -> Result<(), Self::Error>;
     /// Whether the process that claimed an entry still lives.
     fn is_alive(&mut self, owner: Owner) -> bool;
-    /// Called while a live process initialises an entry we need to see;
-    /// backs off, or fails to give up.
-    fn wait_for_claimer(&mut self, owner: Owner) -> Result<(), Self::Error>;
+    /// Called while a live process initialises an entry we need to see, or
+    /// while the state word keeps changing under us; backs off, or fails to
+    /// give up.
+    fn wait_for_claimer(&mut self, owner: Option<Owner>) -> Result<(), Self::Error>;
 }
 
 /// Finds the entry for our name, probing from `start`, or creates it.
+///
+/// Every wait is bounded by the caller's `wait_for_claimer`, and a state
+/// word that no protocol step writes is [`DirError::Corrupt`], so no state
+/// of the table makes this loop forever.
 pub fn find_or_create<D: Entries>(
     dir: &mut D,
     start: usize,
     me: Owner,
 ) -> Result<Found, DirError<D::Error>> {
-    let len = dir.states().len();
+    let len = dir.entries();
     for probe in 0..len {
         let index = (start.wrapping_add(probe)) % len;
+        // Compare-and-swaps lost in a row on this entry: each loss means
+        // another process moved the word on, so this is bounded in a sane
+        // table; past a few, back off through the caller (which gives up
+        // at its deadline).
+        let mut lost = 0u32;
         loop {
-            let state = &dir.states()[index];
+            let state = dir.state(index);
             match state.status() {
                 EntryStatus::Ready => {
                     if dir.matches(index).map_err(DirError::Callback)? {
@@ -119,16 +139,23 @@ pub fn find_or_create<D: Entries>(
                     if state.try_claim(EMPTY, me) {
                         return create(dir, index, me);
                     }
+                    lost += 1;
                 }
                 EntryStatus::Claimed(owner) => {
                     if owner != me && !dir.is_alive(owner) {
-                        if dir.states()[index].try_claim(owner.token(), me) {
+                        if dir.state(index).try_claim(owner.token(), me) {
                             return create(dir, index, me);
                         }
+                        lost += 1;
                     } else {
-                        dir.wait_for_claimer(owner).map_err(DirError::Callback)?;
+                        dir.wait_for_claimer(Some(owner))
+                            .map_err(DirError::Callback)?;
                     }
                 }
+                EntryStatus::Invalid(word) => return Err(DirError::Corrupt { index, word }),
+            }
+            if lost > 16 {
+                dir.wait_for_claimer(None).map_err(DirError::Callback)?;
             }
         }
     }
@@ -139,12 +166,12 @@ fn create<D: Entries>(dir: &mut D, index: usize, me: Owner) -> Result<Found, Dir
     match dir.init(index) {
         Ok(()) => {
             // SYNC POINT: pairs with the Acquire load in `status`.
-            dir.states()[index].0.store(READY, Ordering::Release);
+            dir.state(index).0.store(READY, Ordering::Release);
             Ok(Found::Created(index))
         }
         Err(err) => {
             // Give the claim back so another creator can try.
-            let _ = dir.states()[index].0.compare_exchange(
+            let _ = dir.state(index).0.compare_exchange(
                 me.token(),
                 EMPTY,
                 Ordering::Release,

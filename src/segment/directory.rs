@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use super::layout::{
-    self, EntryConfig, ENTRY_CONFIG_OFFSET, ENTRY_SIZE, FLAG_LOSSLESS, MAX_ATTACH, MAX_CAPACITY,
-    MAX_SLOT_SIZE,
+    self, entry_config_offset, entry_state_offset, EntryConfig, FLAG_LOSSLESS, MAX_ATTACH,
+    MAX_CAPACITY, MAX_SLOT_SIZE,
 };
 use super::region::Shape;
 use super::{validate_name, Segment};
@@ -85,10 +85,6 @@ pub struct Topic {
     pub created: bool,
 }
 
-fn entry_offset(index: usize) -> u64 {
-    layout::DIR_OFFSET as u64 + (index * ENTRY_SIZE) as u64
-}
-
 /// Finds the topic `req.name`, or creates it. Fails if the existing topic
 /// has another kind, type or explicitly requested shape.
 pub fn find_or_create(
@@ -123,32 +119,54 @@ pub fn find_or_create(
             bus: seg.bus().to_owned(),
             capacity: header.dir_entries,
         }),
+        Err(DirError::Corrupt { index, word }) => Err(corrupt_state(seg, index, word)),
         Err(DirError::Callback(err)) => Err(err),
     }
 }
 
-/// Reads and validates every ready topic entry (for listing).
-pub fn list(seg: &Segment) -> Result<Vec<Topic>, Error> {
+/// Reads and validates every ready topic entry (for listing): one result
+/// per entry that is ready or corrupt, so one bad entry does not hide the
+/// others. Entries being created right now are left out.
+pub fn list(seg: &Segment) -> Result<Vec<Result<Topic, Error>>, Error> {
     let states = entry_states(seg)?;
     let mut topics = Vec::new();
     for (index, state) in states.iter().enumerate() {
-        if state.status() == directory::EntryStatus::Ready {
-            let config = read_entry(seg, index)?;
-            topics.push(Topic {
-                index,
-                config,
-                created: false,
-            });
+        match state.status() {
+            directory::EntryStatus::Ready => {
+                topics.push(read_entry(seg, index).map(|config| Topic {
+                    index,
+                    config,
+                    created: false,
+                }))
+            }
+            directory::EntryStatus::Invalid(word) => {
+                topics.push(Err(corrupt_state(seg, index, word)))
+            }
+            directory::EntryStatus::Empty | directory::EntryStatus::Claimed(_) => {}
         }
     }
     Ok(topics)
 }
 
-/// The state words of the directory's entries.
-fn entry_states(seg: &Segment) -> Result<&[EntryState], Error> {
-    let header = seg.header();
-    seg.view_slice::<EntryState>(header.dir_offset, header.dir_entries as usize)
-        .map_err(|what| corrupt(seg, what))
+/// The state word of every directory entry, each at the head of its entry
+/// (see [`layout`]).
+fn entry_states(seg: &Segment) -> Result<Vec<&EntryState>, Error> {
+    (0..seg.header().dir_entries as usize)
+        .map(|index| {
+            seg.view::<EntryState>(entry_state_offset(index))
+                .map_err(|what| corrupt(seg, format!("topic entry {index}: {what}")))
+        })
+        .collect()
+}
+
+fn corrupt_state(seg: &Segment, index: usize, word: u64) -> Error {
+    corrupt(
+        seg,
+        format!(
+            "topic entry {index} has state word {word:#018x}, which is neither empty, \
+             ready nor a creator's claim"
+        ),
+    )
 }
 
 fn corrupt(seg: &Segment, what: String) -> Error {
@@ -162,7 +180,7 @@ fn corrupt(seg: &Segment, what: String) -> Error {
 /// region it names lies inside the arena and has the shape it claims.
 fn read_entry(seg: &Segment, index: usize) -> Result<EntryConfig, Error> {
     let config: EntryConfig = seg
-        .read(entry_offset(index) + ENTRY_CONFIG_OFFSET as u64)
+        .read(entry_config_offset(index))
         .map_err(|what| corrupt(seg, what))?;
     check_entry(seg, &config)
         .map_err(|what| corrupt(seg, format!("topic entry {index}: {what}")))?;
@@ -309,7 +327,7 @@ fn describe_request(req: &TopicRequest<'_>) -> String {
 
 struct SegmentDirectory<'a, 'r> {
     seg: &'a Segment,
-    states: &'a [EntryState],
+    states: Vec<&'a EntryState>,
     req: &'a TopicRequest<'r>,
     deadline: Instant,
     timeout: Duration,
@@ -331,22 +349,39 @@ impl SegmentDirectory<'_, '_> {
     }
 
     /// Bump-allocates `len` bytes of arena; returns the segment offset.
+    /// The bump pointer is read from the segment, so it is checked before
+    /// any arithmetic: a value past the arena is corruption, not a place
+    /// to put a ring.
     fn allocate(&self, len: u64) -> Result<u64, Error> {
         let h = self.seg.header();
         let used = &self.seg.ctrl().arena_used;
         let mut current = used.load(Ordering::Relaxed);
         loop {
-            let start = current.next_multiple_of(layout::REGION_ALIGN);
+            let start = current
+                .checked_next_multiple_of(layout::REGION_ALIGN)
+                .filter(|&start| current <= h.arena_size && start <= h.arena_size)
+                .ok_or_else(|| {
+                    corrupt(
+                        self.seg,
+                        format!(
+                            "the arena's bump pointer says {current} bytes are used, \
+                             but the arena holds {}",
+                            h.arena_size
+                        ),
+                    )
+                })?;
             let end = start.checked_add(len).filter(|&end| end <= h.arena_size);
             let Some(end) = end else {
                 return Err(Error::ArenaFull {
                     bus: self.seg.bus().to_owned(),
                     topic: self.req.name.to_owned(),
                     needed: len,
-                    free: h.arena_size.saturating_sub(current),
+                    free: h.arena_size - start,
                 });
             };
             match used.compare_exchange_weak(current, end, Ordering::Relaxed, Ordering::Relaxed) {
+                // `start <= arena_size` and the header was validated on open
+                // (`arena_offset + arena_size` is the segment size).
                 Ok(_) => return Ok(h.arena_offset + start),
                 Err(seen) => current = seen,
             }
@@ -357,8 +392,12 @@ impl SegmentDirectory<'_, '_> {
 impl Entries for SegmentDirectory<'_, '_> {
     type Error = Error;
 
-    fn states(&self) -> &[EntryState] {
-        self.states
+    fn entries(&self) -> usize {
+        self.states.len()
+    }
+
+    fn state(&self, index: usize) -> &EntryState {
+        self.states[index]
     }
 
     fn matches(&mut self, index: usize) -> Result<bool, Error> {
@@ -424,10 +463,7 @@ impl Entries for SegmentDirectory<'_, '_> {
         // SAFETY: we hold the claim on entry `index` (its state word holds our
         // token), so by the directory protocol no other process reads its
         // config until we store READY, nor writes it unless we die.
-        unsafe {
-            self.seg
-                .write(entry_offset(index) + ENTRY_CONFIG_OFFSET as u64, &config)
-        };
+        unsafe { self.seg.write(entry_config_offset(index), &config) };
         self.found = Some(config);
         Ok(())
     }
@@ -436,10 +472,17 @@ impl Entries for SegmentDirectory<'_, '_> {
         process::is_alive(owner)
     }
 
-    fn wait_for_claimer(&mut self, owner: Owner) -> Result<(), Error> {
+    fn wait_for_claimer(&mut self, owner: Option<Owner>) -> Result<(), Error> {
         if Instant::now() >= self.deadline {
+            let what = match owner {
+                Some(owner) => format!("topic {:?} to be created by {owner:?}", self.req.name),
+                None => format!(
+                    "a free directory entry for topic {:?} (other processes keep taking them)",
+                    self.req.name
+                ),
+            };
             return Err(Error::Timeout {
-                what: format!("topic {:?} to be created by {owner:?}", self.req.name),
+                what,
                 waited: self.timeout,
             });
         }

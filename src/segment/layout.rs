@@ -5,13 +5,22 @@
 //! ```text
 //! offset 0     HeaderFixed   (64 B)  written once by the creator before READY
 //! offset 64    HeaderCtrl    (64 B)  atomics: state, creator, arena bump pointer
-//! offset 128   directory     entries × TopicEntry (256 B each)
+//! offset 128   directory     entries × topic entry (256 B each)
 //! arena_offset arena         ring regions, 64-byte aligned, bump-allocated
 //! ```
 //!
-//! A topic entry is an [`EntryState`](crate::ring::directory::EntryState)
-//! word padded to a cache line, then an [`EntryConfig`] written once by the
-//! topic's creator before the entry is marked ready.
+//! Topic entry `i` starts at [`entry_offset(i)`](entry_offset) and is laid
+//! out as:
+//!
+//! ```text
+//! +0    EntryState   (8 B, padded to a cache line)  the claim / ready word
+//! +64   EntryConfig  (192 B)  written once by the creator before READY
+//! ```
+//!
+//! [`entry_state_offset`] and [`entry_config_offset`] are the only places
+//! that turn an entry index into an offset; every reader and writer of the
+//! directory goes through them, and a unit test proves that no two entries'
+//! parts overlap for every directory size.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -21,7 +30,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// First bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
 /// Bumped whenever any layout in this file changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 pub const HEADER_SIZE: usize = 128;
 pub const CTRL_OFFSET: usize = 64;
@@ -121,6 +130,11 @@ const _: () = {
     assert!(offset_of!(HeaderCtrl, arena_used) == 16);
     assert!(size_of::<EntryState>() == 8);
     assert!(size_of::<EntryConfig>() == ENTRY_SIZE - ENTRY_CONFIG_OFFSET);
+    // The state word and the config of one entry do not overlap, and both
+    // lie inside the entry.
+    assert!(size_of::<EntryState>() <= ENTRY_CONFIG_OFFSET);
+    assert!(ENTRY_CONFIG_OFFSET + size_of::<EntryConfig>() <= ENTRY_SIZE);
+    assert!(ENTRY_SIZE % 64 == 0 && DIR_OFFSET % 64 == 0);
     assert!(offset_of!(EntryConfig, slot_size) == 72);
     assert!(offset_of!(EntryConfig, type_hash) == 88);
     assert!(offset_of!(EntryConfig, region_offset) == 160);
@@ -129,9 +143,29 @@ const _: () = {
     assert!(HEADER_SIZE == CTRL_OFFSET + size_of::<HeaderCtrl>());
 };
 
+/// Offset of topic entry `index` from the start of the segment.
+pub const fn entry_offset(index: usize) -> u64 {
+    DIR_OFFSET as u64 + index as u64 * ENTRY_SIZE as u64
+}
+
+/// Offset of topic entry `index`'s state word.
+pub const fn entry_state_offset(index: usize) -> u64 {
+    entry_offset(index)
+}
+
+/// Offset of topic entry `index`'s config.
+pub const fn entry_config_offset(index: usize) -> u64 {
+    entry_offset(index) + ENTRY_CONFIG_OFFSET as u64
+}
+
+/// End of a directory of `entries` entries (the first byte after it).
+pub const fn directory_end(entries: u32) -> u64 {
+    entry_offset(entries as usize)
+}
+
 /// Sizes of a segment laid out for `entries` topics in `segment_size` bytes.
 pub fn header_for(segment_size: u64, entries: u32) -> Option<HeaderFixed> {
-    let dir_end = DIR_OFFSET as u64 + u64::from(entries) * ENTRY_SIZE as u64;
+    let dir_end = directory_end(entries);
     let arena_offset = dir_end.next_multiple_of(ARENA_ALIGN as u64);
     let arena_size = segment_size.checked_sub(arena_offset)?;
     Some(HeaderFixed {
@@ -170,7 +204,7 @@ pub fn check_header(h: &HeaderFixed, file_len: u64) -> Result<(), String> {
             h.dir_offset, h.dir_entries
         ));
     }
-    let dir_end = h.dir_offset + u64::from(h.dir_entries) * ENTRY_SIZE as u64;
+    let dir_end = directory_end(h.dir_entries);
     let arena_end = h.arena_offset.checked_add(h.arena_size);
     if h.arena_offset < dir_end
         || h.arena_offset % ARENA_ALIGN as u64 != 0
@@ -182,4 +216,46 @@ pub fn check_header(h: &HeaderFixed, file_len: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(all(test, not(shmbus_loom)))]
+mod tests {
+    use super::*;
+
+    /// The byte ranges of entry `index`: its state word and its config.
+    fn parts(index: usize) -> [(u64, u64); 2] {
+        let state = entry_state_offset(index);
+        let config = entry_config_offset(index);
+        [
+            (state, state + core::mem::size_of::<EntryState>() as u64),
+            (config, config + core::mem::size_of::<EntryConfig>() as u64),
+        ]
+    }
+
+    #[test]
+    fn no_two_entries_overlap_for_any_directory_size() {
+        // Offsets do not depend on the directory size, so the ranges of a
+        // directory of n entries are the first n of the largest one: prove
+        // the largest disjoint, and each size's ranges inside its directory.
+        let mut ranges: Vec<(u64, u64)> = (0..MAX_TOPICS as usize).flat_map(parts).collect();
+        ranges.sort();
+        for pair in ranges.windows(2) {
+            assert!(
+                pair[0].1 <= pair[1].0,
+                "{:?} overlaps {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+        for entries in 1..=MAX_TOPICS {
+            let header = header_for(1 << 30, entries).unwrap();
+            check_header(&header, 1 << 30).unwrap();
+            let last = parts(entries as usize - 1);
+            assert!(parts(0)[0].0 >= HEADER_SIZE as u64);
+            assert!(last[1].1 <= directory_end(entries));
+            assert!(directory_end(entries) <= header.arena_offset);
+            // State words are 8-byte aligned for atomic access.
+            assert_eq!(entry_state_offset(entries as usize - 1) % 8, 0);
+        }
+    }
 }

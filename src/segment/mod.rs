@@ -170,6 +170,7 @@ impl Segment {
 
     fn open_with(bus: &str, opts: &SegmentOptions, create: bool) -> Result<Segment, Error> {
         validate_name("bus", bus)?;
+        refuse_non_segment(bus)?;
         let deadline = Instant::now() + opts.open_timeout;
         loop {
             if create {
@@ -458,6 +459,36 @@ impl Segment {
     pub fn reserve(&self, offset: u64, len: u64) -> std::io::Result<()> {
         reserve(&self.file, offset, len)
     }
+}
+
+/// Fails at once if the bus's name in /dev/shm is taken by something that
+/// cannot be a segment (a directory, a FIFO, a symbolic link, ...), rather
+/// than waiting for it to become a bus.
+fn refuse_non_segment(bus: &str) -> Result<(), Error> {
+    let path = path(bus);
+    let kind = match std::fs::symlink_metadata(&path) {
+        Ok(meta) => meta.file_type(),
+        Err(_) => return Ok(()), // absent (or unreadable: opening will say)
+    };
+    use std::os::unix::fs::FileTypeExt;
+    let kind = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    };
+    Err(Error::NotASegment {
+        bus: bus.to_owned(),
+        path,
+        kind,
+    })
 }
 
 fn open_file(bus: &str) -> std::io::Result<File> {

@@ -207,3 +207,12 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Every topic of `bus`, failing the test if any entry is corrupt.
+pub fn topic_infos(bus: &shmbus::Bus) -> Vec<shmbus::TopicInfo> {
+    bus.topics()
+        .expect("directory readable")
+        .into_iter()
+        .map(|t| t.expect("no corrupt topic entry"))
+        .collect()
+}

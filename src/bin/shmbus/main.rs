@@ -102,10 +102,24 @@ fn main() {
     }
 }
 
+/// One line per bus; a bus that cannot be opened, or has corrupt topic
+/// entries, says so on its line and the listing goes on.
 fn list_buses() -> Result<(), Box<dyn std::error::Error>> {
     for name in shmbus::Bus::list()? {
         let state = match shmbus::Bus::open_existing(&name) {
-            Ok(bus) => format!("{} topics", bus.topics()?.len()),
+            Ok(bus) => match bus.topics() {
+                Ok(topics) => {
+                    let bad = topics.iter().filter(|t| t.is_err()).count();
+                    match bad {
+                        0 => format!("{} topics", topics.len()),
+                        _ => format!(
+                            "{} topics, {bad} corrupt (`shmbus list {name}` for details)",
+                            topics.len() - bad
+                        ),
+                    }
+                }
+                Err(e) => format!("unusable: {e}"),
+            },
             Err(e) => format!("unusable: {e}"),
         };
         println!("{name:<32} {state}");
@@ -120,13 +134,25 @@ fn gc() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The topics of one bus, corrupt entries included (each on its own line).
+/// Fails (exit 1) if the bus cannot be opened or any entry is corrupt,
+/// after printing everything else.
 fn list(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     let bus = shmbus::Bus::open_existing(name)?;
     println!(
         "{:<24} {:<18} {:>9} {:>6} {:>12} {:>9} {:>8} {:>8}",
         "topic", "kind", "capacity", "slot", "published", "publisher", "attached", "lost"
     );
-    for t in bus.topics()? {
+    let mut corrupt = 0;
+    for topic in bus.topics()? {
+        let t = match topic {
+            Ok(t) => t,
+            Err(e) => {
+                corrupt += 1;
+                println!("corrupt: {e}");
+                continue;
+            }
+        };
         println!(
             "{:<24} {:<18} {:>9} {:>6} {:>12} {:>9} {:>8} {:>8}",
             t.name,
@@ -138,6 +164,9 @@ fn list(name: &str) -> Result<(), Box<dyn std::error::Error>> {
             t.attached,
             t.lost + t.evictions
         );
+    }
+    if corrupt > 0 {
+        return Err(format!("bus {name:?} has {corrupt} corrupt topic entries").into());
     }
     Ok(())
 }
