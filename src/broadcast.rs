@@ -106,14 +106,14 @@ pub struct Publisher<T> {
 
 impl<T> Publisher<T> {
     pub(crate) fn new(topic: BroadcastHandle, opts: &TopicBuilder<'_>) -> Result<Self, Error> {
-        let me = process::current();
+        let me = topic.seg.me()?;
         let ctrl = topic.ring.ctrl();
-        match ctrl.lease().acquire(me, process::is_alive) {
-            Ok(Acquired::Fresh) | Ok(Acquired::TookOver(_)) => {}
+        match ctrl.lease().acquire(me, |owner| topic.seg.liveness(owner)) {
+            Ok(Acquired::Fresh | Acquired::TookOver(_) | Acquired::Repaired(_)) => {}
             Err(LeaseError::Held(holder)) => {
                 return Err(Error::PublisherBusy {
                     topic: topic.name.clone(),
-                    holder: format!("{holder:?}"),
+                    holder: topic.seg.describe(holder),
                 })
             }
         }
@@ -177,7 +177,8 @@ impl<T> Publisher<T> {
             }
             let gate = self.topic.gate.as_ref().expect("only lossless topics wait");
             if waiter.interval_due() {
-                gate.evict_dead(process::is_alive);
+                let seg = &self.topic.seg;
+                gate.evict_dead(|owner| seg.liveness(owner));
                 continue;
             }
             let (next, capacity) = (self.next, self.topic.ring.capacity());
@@ -326,7 +327,7 @@ enum Poll {
 
 impl<T> Subscriber<T> {
     pub(crate) fn new(topic: BroadcastHandle, opts: &TopicBuilder<'_>) -> Result<Self, Error> {
-        let me = process::current();
+        let me = topic.seg.me()?;
         let ring = &topic.ring;
         let capacity = ring.capacity();
         let start_from = |head: u64| match opts.start {
@@ -445,7 +446,7 @@ impl<T> Subscriber<T> {
                 if self.watch.owner != Some(owner) || !fresh {
                     self.watch = PublisherWatch {
                         owner: Some(owner),
-                        alive: process::is_alive(owner),
+                        alive: !self.topic.seg.liveness(owner).is_dead(),
                         checked: now,
                     };
                 }

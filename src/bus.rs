@@ -1,11 +1,9 @@
 //! The bus: one named segment, and the entry point for topics.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::error::Error;
 use crate::message::Message;
-use crate::process;
 use crate::ring::Owner;
 use crate::segment::layout::{EntryConfig, KIND_QUEUE};
 use crate::segment::{self, directory, Segment, SegmentOptions};
@@ -18,6 +16,10 @@ use crate::{Publisher, Subscriber};
 pub const DEFAULT_BUS_SIZE: u64 = 64 << 20;
 /// Default number of topic entries in a new bus.
 pub const DEFAULT_TOPICS: u32 = 64;
+/// Default number of process-table entries in a new bus: how many bus
+/// mappings (usually one per process) can own publishers, subscribers,
+/// producers or consumers at once.
+pub const DEFAULT_PROCESSES: u32 = 1024;
 
 /// A bus: a named shared-memory segment holding topics.
 ///
@@ -79,16 +81,13 @@ impl BusBuilder {
         self
     }
 
-    /// How long to wait for another process that is creating the bus.
-    /// Default 2 s.
-    pub fn open_timeout(mut self, timeout: Duration) -> Self {
-        self.opts.open_timeout = timeout;
+    /// Entries of the process table: how many bus mappings (each process
+    /// that opens the bus and makes endpoints on it takes one; a process
+    /// that opens the bus twice takes two) can hold endpoints at once.
+    /// Default 1024, at most 65536; 64 bytes each.
+    pub fn processes(mut self, processes: u32) -> Self {
+        self.opts.processes = processes;
         self
-    }
-
-    fn open_existing_inner(self) -> Result<Bus, Error> {
-        let seg = Segment::open_existing(&self.name, &self.opts)?;
-        Ok(Bus { seg: Arc::new(seg) })
     }
 
     /// Creates the bus, or joins it if it exists.
@@ -110,10 +109,19 @@ impl BusBuilder {
                 self.opts.mode
             )));
         }
-        if segment::layout::header_for(self.opts.size, self.opts.topics).is_none() {
+        if self.opts.processes == 0 || self.opts.processes > segment::layout::MAX_PROCESSES {
             return Err(invalid(format!(
-                "size({}) cannot hold the header and {} topic entries",
-                self.opts.size, self.opts.topics
+                "processes({}) must be between 1 and {}",
+                self.opts.processes,
+                segment::layout::MAX_PROCESSES
+            )));
+        }
+        if segment::layout::header_for(self.opts.size, self.opts.topics, self.opts.processes)
+            .is_none()
+        {
+            return Err(invalid(format!(
+                "size({}) cannot hold the header, {} topic entries and {} process entries",
+                self.opts.size, self.opts.topics, self.opts.processes
             )));
         }
         let seg = Segment::create_or_open(&self.name, &self.opts)?;
@@ -145,7 +153,10 @@ pub struct TopicInfo {
     pub type_size: u32,
     /// Messages published (broadcast) or pushed (work queue) so far.
     pub published: u64,
-    /// Broadcast: pid of the process holding the publisher lease, if alive.
+    /// Broadcast: pid of the process holding the publisher lease, if it is
+    /// alive, as that process sees it (in another PID namespace, such as
+    /// another container sharing /dev/shm, the same number may name another
+    /// process here).
     pub publisher_pid: Option<u32>,
     /// Processes asleep waiting for a message right now.
     pub sleeping: u32,
@@ -170,7 +181,8 @@ impl Bus {
     /// Joins the bus `name` if it exists; never creates it
     /// (`Error::NotFound` otherwise). For tools that inspect buses.
     pub fn open_existing(name: &str) -> Result<Bus, Error> {
-        Bus::builder(name).open_existing_inner()
+        let seg = Segment::open_existing(name)?;
+        Ok(Bus { seg: Arc::new(seg) })
     }
 
     /// The names of the buses on this machine (the `shmbus.*` files in
@@ -183,23 +195,18 @@ impl Bus {
         })
     }
 
-    /// Removes every bus whose creator died before finishing it (reported
-    /// as `Error::Stale` on open). Returns the names removed. Healthy buses,
-    /// and buses whose creator is still initialising them, are left alone.
+    /// Removes what creators that died half-way through creating a bus left
+    /// behind: their unfinished segment files (`/dev/shm/shmbus-init.*`),
+    /// each removed only once its creator is known dead. Returns their file
+    /// names. A creator that dies half-way never leaves anything under the
+    /// bus's own name (a bus is published only once it is complete), so
+    /// this never touches a bus, healthy or not.
     pub fn gc() -> Result<Vec<String>, Error> {
-        let mut removed = Vec::new();
-        for name in Bus::list()? {
-            let opened = Bus::builder(&name)
-                .open_timeout(Duration::from_millis(200))
-                .open_existing_inner();
-            if let Err(Error::Stale { .. }) = opened {
-                match Bus::remove(&name) {
-                    Ok(()) | Err(Error::NotFound { .. }) => removed.push(name),
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(removed)
+        segment::remove_unfinished().map_err(|source| Error::Io {
+            bus: String::new(),
+            action: "removing unfinished buses in /dev/shm",
+            source,
+        })
     }
 
     /// Options for creating the bus `name`.
@@ -209,8 +216,8 @@ impl Bus {
             opts: SegmentOptions {
                 size: DEFAULT_BUS_SIZE,
                 topics: DEFAULT_TOPICS,
+                processes: DEFAULT_PROCESSES,
                 mode: 0o600,
-                open_timeout: Duration::from_secs(2),
             },
         }
     }
@@ -275,7 +282,9 @@ impl Bus {
             evictions: 0,
             lost: 0,
         };
-        let live = |owner: Option<Owner>| owner.is_some_and(process::is_alive);
+        // Unknown counts as attached: it may well be.
+        let live =
+            |owner: Option<Owner>| owner.is_some_and(|owner| !self.seg.liveness(owner).is_dead());
         if c.kind == KIND_QUEUE {
             let handle = QueueHandle::new(Arc::clone(&self.seg), name, c)?;
             let ring = &handle.ring;
@@ -297,8 +306,9 @@ impl Bus {
             info.publisher_pid = ctrl
                 .lease()
                 .holder()
-                .filter(|&o| process::is_alive(o))
-                .map(Owner::pid);
+                .filter(|&owner| !self.seg.liveness(owner).is_dead())
+                .and_then(|owner| self.seg.process_info(owner))
+                .map(|info| info.pid);
             info.sleeping = ctrl.wake().waiters();
             if let Some(gate) = &handle.gate {
                 info.kind = TopicKind::LosslessBroadcast;

@@ -26,22 +26,6 @@ pub enum Error {
     NotFound { bus: String },
 
     #[error(
-        "bus {bus:?} is stale: {why}; remove it with `Bus::remove({bus:?})` \
-         (or `shmbus gc`, which removes every stale bus) and open it again"
-    )]
-    Stale { bus: String, why: String },
-
-    #[error(
-        "bus {bus:?} did not become ready within {waited:?}: its creator ({creator}) is \
-         alive but has not finished initialising it; try again, or raise `open_timeout`"
-    )]
-    NotReady {
-        bus: String,
-        creator: String,
-        waited: Duration,
-    },
-
-    #[error(
         "bus {bus:?} is corrupt or not a shmbus segment: {what}; \
          remove it with `Bus::remove({bus:?})` and recreate it"
     )]
@@ -123,6 +107,13 @@ pub enum Error {
         role: &'static str,
         max: u32,
     },
+
+    #[error(
+        "bus {bus:?} has no free process-table entry (all {max} are held by live processes): \
+         close buses in processes that do not need them, or create the bus with a larger \
+         `processes(..)`"
+    )]
+    TooManyProcesses { bus: String, max: u32 },
 
     #[error("invalid options for topic {topic:?}: {why}")]
     InvalidOptions { topic: String, why: String },

@@ -75,15 +75,17 @@ fn attach(topic: &QueueHandle, producers: bool, me: Owner) -> Result<usize, Erro
     } else {
         (ring.consumers(), "consumer")
     };
+    let seg = &topic.seg;
+    let liveness = |owner| seg.liveness(owner);
     let settled = |intent: u64| {
         intent == NO_INTENT
             || if producers {
-                ring.recover_push(intent, process::is_alive) != Recovery::Alive
+                ring.recover_push(intent, liveness) != Recovery::Alive
             } else {
-                ring.recover_consume(intent, process::is_alive) != Recovery::Alive
+                ring.recover_consume(intent, liveness) != Recovery::Alive
             }
     };
-    table::attach(entries, me, process::is_alive, settled).ok_or_else(|| Error::TooManyWorkers {
+    table::attach(entries, me, liveness, settled).ok_or_else(|| Error::TooManyWorkers {
         topic: topic.name.clone(),
         role,
         max: entries.len() as u32,
@@ -102,7 +104,7 @@ pub struct Producer<T> {
 
 impl<T> Producer<T> {
     pub(crate) fn new(topic: QueueHandle, opts: &TopicBuilder<'_>) -> Result<Self, Error> {
-        let me = process::current();
+        let me = topic.seg.me()?;
         let entry = attach(&topic, true, me)?;
         Ok(Producer {
             topic,
@@ -149,7 +151,9 @@ impl<T> Producer<T> {
                     return true;
                 }
                 Err(PushBlocked::Unreleased { pos }) if waiter.interval_due() => {
-                    if ring.recover_consume(pos, process::is_alive) == Recovery::Recovered {
+                    let seg = &self.topic.seg;
+                    if ring.recover_consume(pos, |owner| seg.liveness(owner)) == Recovery::Recovered
+                    {
                         continue;
                     }
                 }
@@ -251,7 +255,7 @@ enum Pop {
 
 impl<T> Consumer<T> {
     pub(crate) fn new(topic: QueueHandle, opts: &TopicBuilder<'_>) -> Result<Self, Error> {
-        let me = process::current();
+        let me = topic.seg.me()?;
         let entry = attach(&topic, false, me)?;
         let scratch = vec![0; topic.ring.slot_bytes()];
         Ok(Consumer {
@@ -300,7 +304,8 @@ impl<T> Consumer<T> {
                     }
                 }
                 Err(PopBlocked::Unpublished { pos }) if waiter.interval_due() => {
-                    if ring.recover_push(pos, process::is_alive) == Recovery::Recovered {
+                    let seg = &self.topic.seg;
+                    if ring.recover_push(pos, |owner| seg.liveness(owner)) == Recovery::Recovered {
                         continue;
                     }
                     return Pop::Empty;
@@ -327,7 +332,7 @@ impl<T> Consumer<T> {
             .producers()
             .iter()
             .filter_map(ClaimEntry::owner)
-            .any(process::is_alive);
+            .any(|owner| !self.topic.seg.liveness(owner).is_dead());
         if alive {
             self.producers_seen = Some(now);
         }

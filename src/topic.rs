@@ -345,8 +345,8 @@ pub(crate) struct BroadcastHandle {
     pub(crate) ring: BroadcastRing<'static>,
     pub(crate) gate: Option<Gate<'static>>,
     pub(crate) name: String,
-    /// Keeps the mapping the views point into alive.
-    _seg: Arc<Segment>,
+    /// Keeps the mapping the views point into alive; answers liveness.
+    pub(crate) seg: Arc<Segment>,
 }
 
 impl BroadcastHandle {
@@ -392,7 +392,7 @@ impl BroadcastHandle {
             ring,
             gate,
             name: name.to_owned(),
-            _seg: seg,
+            seg,
         })
     }
 }
@@ -401,8 +401,8 @@ impl BroadcastHandle {
 pub(crate) struct QueueHandle {
     pub(crate) ring: QueueRing<'static>,
     pub(crate) name: String,
-    /// Keeps the mapping the views point into alive.
-    _seg: Arc<Segment>,
+    /// Keeps the mapping the views point into alive; answers liveness.
+    pub(crate) seg: Arc<Segment>,
 }
 
 impl QueueHandle {
@@ -442,7 +442,7 @@ impl QueueHandle {
         Ok(QueueHandle {
             ring,
             name: name.to_owned(),
-            _seg: seg,
+            seg,
         })
     }
 }

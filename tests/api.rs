@@ -295,7 +295,7 @@ fn full_directory_and_full_arena_are_clear_errors() {
     );
 
     let small = TestBus::new("arena");
-    let b = Bus::builder(&small.name).size(64 << 10).open().unwrap();
+    let b = Bus::builder(&small.name).size(128 << 10).open().unwrap();
     let err = b
         .topic("big")
         .capacity(1 << 16)

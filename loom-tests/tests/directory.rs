@@ -4,7 +4,7 @@
 use loom::sync::Arc;
 use loom::thread;
 use shmbus::ring::directory::{find_or_create, Entries, EntryState, Found};
-use shmbus::ring::{Lease, LeaseError, Owner};
+use shmbus::ring::{Lease, LeaseError, Liveness, Owner};
 use shmbus::sync::UnsafeCell;
 
 /// A heap directory whose entry "contents" (a name id) live in an
@@ -48,8 +48,12 @@ impl Entries for Creator {
         Ok(())
     }
 
-    fn is_alive(&mut self, owner: Owner) -> bool {
-        owner != self.table.dead
+    fn liveness(&mut self, owner: Owner) -> Liveness {
+        if owner == self.table.dead {
+            Liveness::Dead
+        } else {
+            Liveness::Alive
+        }
     }
 
     fn wait_for_claimer(&mut self, _owner: Option<Owner>) -> Result<(), ()> {
@@ -150,15 +154,21 @@ fn entry_of_a_dead_creator_is_taken_over_once() {
 
 /// Proves that when the lease holder is dead and two processes try to take
 /// it over at once, exactly one wins and the other sees the winner (alive)
-/// as the holder: the pid and start time are checked in one CAS, so the
-/// loser can never pair the dead holder's start time with the winner's pid.
+/// as the holder: the whole token is checked in one CAS, so the loser can
+/// never replace the winner.
 #[test]
 fn dead_lease_is_taken_over_by_exactly_one() {
     loom::model(|| {
         let dead = Owner::new(5, 5);
         let lease = Arc::new(Lease::new());
-        lease.acquire(dead, |_| true).unwrap();
-        let alive = move |o: Owner| o != dead;
+        lease.acquire(dead, |_| Liveness::Alive).unwrap();
+        let alive = move |o: Owner| {
+            if o == dead {
+                Liveness::Dead
+            } else {
+                Liveness::Alive
+            }
+        };
         let other = {
             let lease = lease.clone();
             thread::spawn(move || lease.acquire(Owner::new(2, 2), alive))

@@ -6,7 +6,7 @@ use loom::sync::Arc;
 use loom::thread;
 use shmbus::ring::broadcast::{slots_words, BroadcastCtrl, BroadcastRing, Read};
 use shmbus::ring::gate::{Gate, GateCache, GateCtrl, SubscriberEntry};
-use shmbus::ring::Owner;
+use shmbus::ring::{Liveness, Owner};
 use shmbus::sync::AtomicU64;
 
 const SLOT_BYTES: usize = 8;
@@ -129,7 +129,13 @@ fn dead_subscriber_is_evicted_and_the_publisher_resumes() {
             thread::spawn(move || subscribe_and_read(&heap, live, 2))
         };
         publish_gated(&heap, 2, |gate| {
-            gate.evict_dead(|o| o != dead);
+            gate.evict_dead(|o| {
+                if o == dead {
+                    Liveness::Dead
+                } else {
+                    Liveness::Alive
+                }
+            });
         });
         let got = subscriber.join().unwrap();
         // It may attach after the last message (and then reads nothing);

@@ -7,7 +7,7 @@ use loom::thread;
 use shmbus::ring::queue::{
     slots_words, ClaimEntry, PopBlocked, Popped, PushBlocked, QueueCtrl, QueueRing, Recovery,
 };
-use shmbus::ring::Owner;
+use shmbus::ring::{Liveness, Owner};
 use shmbus::sync::{AtomicU64, Ordering};
 
 const SLOT_BYTES: usize = 8;
@@ -43,6 +43,15 @@ impl Heap {
             SLOT_BYTES,
         )
         .unwrap()
+    }
+}
+
+/// `doomed` is dead once `dead` is set; everyone else lives.
+fn liveness_of(o: Owner, doomed: Owner, dead: &AtomicBool) -> Liveness {
+    if o == doomed && dead.load(Ordering::SeqCst) {
+        Liveness::Dead
+    } else {
+        Liveness::Alive
     }
 }
 
@@ -159,7 +168,7 @@ fn producer_dying_after_claim_is_recovered_and_counted() {
             let heap = heap.clone();
             thread::spawn(move || assert!(push(&heap, 1, msg(1, 0))))
         };
-        let is_alive = |o: Owner| o != doomed || !dead.load(Ordering::SeqCst);
+        let is_alive = |o: Owner| liveness_of(o, doomed, &dead);
         let ring = heap.ring();
         let entry = &ring.consumers()[0];
         victim.join().unwrap();
@@ -197,7 +206,7 @@ fn recovery_waits_for_a_live_claimer_and_counts_a_dead_one_once() {
         heap.producers[0].owner_for_tests(doomed);
         let is_alive = {
             let dead = dead.clone();
-            move |o: Owner| o != doomed || !dead.load(Ordering::SeqCst)
+            move |o: Owner| liveness_of(o, doomed, &dead)
         };
         let victim = {
             let (heap, dead) = (heap.clone(), dead.clone());
@@ -248,7 +257,7 @@ fn consumer_dying_after_claim_is_recovered_and_counted() {
                 dead.store(true, Ordering::SeqCst);
             })
         };
-        let is_alive = |o: Owner| o != doomed || !dead.load(Ordering::SeqCst);
+        let is_alive = |o: Owner| liveness_of(o, doomed, &dead);
         let ring = heap.ring();
         let producer = &ring.producers()[0];
         // The second of these comes round to the dead consumer's slot.

@@ -21,7 +21,7 @@
 //! other waits, then finds the name there. Two different names never share
 //! an entry, because an entry is only joined after its name is compared.
 
-use crate::ring::Owner;
+use crate::ring::{Liveness, Owner};
 use crate::sync::{AtomicU64, Ordering};
 
 const EMPTY: u64 = 0;
@@ -100,8 +100,9 @@ pub trait Entries {
     fn matches(&mut self, index: usize) -> Result<bool, Self::Error>;
     /// Writes our name and config into entry `index`, which we have claimed.
     fn init(&mut self, index: usize) -> Result<(), Self::Error>;
-    /// Whether the process that claimed an entry still lives.
-    fn is_alive(&mut self, owner: Owner) -> bool;
+    /// Whether the process that claimed an entry still lives. Only
+    /// [`Liveness::Dead`] lets another process take the claim over.
+    fn liveness(&mut self, owner: Owner) -> Liveness;
     /// Called while a live process initialises an entry we need to see, or
     /// while the state word keeps changing under us; backs off, or fails to
     /// give up.
@@ -142,7 +143,7 @@ pub fn find_or_create<D: Entries>(
                     lost += 1;
                 }
                 EntryStatus::Claimed(owner) => {
-                    if owner != me && !dir.is_alive(owner) {
+                    if owner != me && dir.liveness(owner).is_dead() {
                         if dir.state(index).try_claim(owner.token(), me) {
                             return create(dir, index, me);
                         }

@@ -25,7 +25,7 @@
 //! are alive, and evicts the dead: their entry becomes [`EVICTED`] and the
 //! eviction is counted.
 
-use crate::ring::Owner;
+use crate::ring::{Liveness, Owner};
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::WakeWords;
 
@@ -221,11 +221,11 @@ impl<'a> Gate<'a> {
 
     /// Evicts every attached subscriber whose process is dead. Returns how
     /// many it evicted.
-    pub fn evict_dead(&self, mut is_alive: impl FnMut(Owner) -> bool) -> u64 {
+    pub fn evict_dead(&self, mut liveness: impl FnMut(Owner) -> Liveness) -> u64 {
         let mut evicted = 0;
         for entry in self.entries {
             let Some(owner) = entry.owner() else { continue };
-            if is_alive(owner) {
+            if !liveness(owner).is_dead() {
                 continue;
             }
             if entry

@@ -1,54 +1,22 @@
 //! An ownership lease in one atomic word: which process holds a role (the
-//! publisher of a broadcast topic, the creator of a half-built topic entry).
+//! publisher of a broadcast topic).
 //!
-//! The word holds an [`Owner`] token, pid and start time packed together, or
-//! 0 when free. Packing both into one word matters: a taker that read the pid
-//! of a dead owner can never pair it with the start time of the live process
-//! that took the lease a moment before, because compare-and-swap checks both
-//! at once.
+//! The word holds the holder's [`Owner`] token, or 0 when free. A taker
+//! replaces a holder only when that holder is known dead, by one
+//! compare-and-swap from the exact token it judged, so two takers never
+//! both win, and a holder that came back to life (it cannot: a dead token is
+//! never reused) would find the word changed. The holder re-checks the word
+//! (see [`Lease::held_by`]) before each use of the role, so a process that
+//! lost the lease learns it before its next write.
 
+use crate::ring::{Liveness, Owner};
 use crate::sync::{AtomicU64, Ordering};
-
-/// A process identity: pid plus the low 32 bits of its start time in clock
-/// ticks since boot. A pid reused by a later process has another start time
-/// (the low 32 bits repeat only after 2^32 ticks, 497 days at 100 Hz).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Owner(u64);
-
-impl Owner {
-    pub fn new(pid: u32, start_ticks: u64) -> Self {
-        Owner((u64::from(pid) << 32) | (start_ticks & 0xffff_ffff))
-    }
-
-    /// Decodes a token read from shared memory; `None` for the free value.
-    pub fn from_token(token: u64) -> Option<Self> {
-        (token >> 32 != 0).then_some(Owner(token))
-    }
-
-    pub fn token(self) -> u64 {
-        self.0
-    }
-
-    pub fn pid(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
-
-    /// Low 32 bits of the start time, as stored.
-    pub fn start_ticks(self) -> u64 {
-        self.0 & 0xffff_ffff
-    }
-}
-
-impl core::fmt::Debug for Owner {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "pid {} (start {})", self.pid(), self.start_ticks())
-    }
-}
 
 /// Why a lease could not be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseError {
-    /// A live process holds it.
+    /// A process that is alive, or that may be (its liveness is unknown),
+    /// holds it.
     Held(Owner),
 }
 
@@ -57,8 +25,10 @@ pub enum LeaseError {
 pub enum Acquired {
     /// It was free.
     Fresh,
-    /// It was held by a process that is dead; we took it over.
+    /// It was held by a process known to be dead; we took it over.
     TookOver(Owner),
+    /// The word held no valid token (corruption); we took it.
+    Repaired(u64),
 }
 
 /// One lease word. Lives in shared memory; all-zero bytes are a free lease.
@@ -76,7 +46,7 @@ impl Lease {
         }
     }
 
-    /// The current holder, if any (it may have died: ask `is_alive`).
+    /// The current holder, if any (it may have died: ask its liveness).
     #[inline]
     pub fn holder(&self) -> Option<Owner> {
         // SYNC POINT: pairs with the Release half of the AcqRel CAS in
@@ -84,21 +54,33 @@ impl Lease {
         Owner::from_token(self.word.load(Ordering::Acquire))
     }
 
-    /// Takes the lease for `me`: free, or held by a process `is_alive` says is
-    /// dead. A live holder, `me` included, makes it fail.
+    /// Whether `me` holds the lease right now: one relaxed load, for the
+    /// holder's check before each use.
+    #[inline]
+    pub fn held_by(&self, me: Owner) -> bool {
+        self.word.load(Ordering::Relaxed) == me.token()
+    }
+
+    /// Takes the lease for `me`: free, or held by a process `liveness` says
+    /// is dead. A holder that is alive or unknown, `me` included, makes it
+    /// fail.
     pub fn acquire(
         &self,
         me: Owner,
-        is_alive: impl Fn(Owner) -> bool,
+        mut liveness: impl FnMut(Owner) -> Liveness,
     ) -> Result<Acquired, LeaseError> {
         let mut current = self.word.load(Ordering::Acquire);
         loop {
-            let previous = Owner::from_token(current);
-            if let Some(holder) = previous {
-                if holder == me || is_alive(holder) {
-                    return Err(LeaseError::Held(holder));
+            let how = match (current, Owner::from_token(current)) {
+                (0, _) => Acquired::Fresh,
+                (_, Some(holder)) if holder == me || !liveness(holder).is_dead() => {
+                    return Err(LeaseError::Held(holder))
                 }
-            }
+                (_, Some(dead)) => Acquired::TookOver(dead),
+                // No process can hold a word that is not a token, and a
+                // holder whose word was overwritten stops at its next check.
+                (garbage, None) => Acquired::Repaired(garbage),
+            };
             // SYNC POINT: AcqRel. Acquire pairs with the holder's Release in
             // `release` (its last writes are ours to see); Release pairs with
             // the Acquire in `holder` and in the next taker's CAS.
@@ -108,12 +90,7 @@ impl Lease {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => {
-                    return Ok(match previous {
-                        None => Acquired::Fresh,
-                        Some(dead) => Acquired::TookOver(dead),
-                    })
-                }
+                Ok(_) => return Ok(how),
                 Err(seen) => current = seen,
             }
         }
@@ -128,6 +105,18 @@ impl Lease {
     }
 }
 
+/// Hooks for model checks and tests that stage a lost lease.
+#[doc(hidden)]
+pub mod testing {
+    use super::Lease;
+    use crate::sync::Ordering;
+
+    /// Overwrites the lease word, as a corrupting writer would.
+    pub fn overwrite(lease: &Lease, word: u64) {
+        lease.word.store(word, Ordering::Release);
+    }
+}
+
 #[cfg(all(test, not(shmbus_loom)))]
 mod tests {
     use super::*;
@@ -137,12 +126,27 @@ mod tests {
         let lease = Lease::new();
         let a = Owner::new(10, 1);
         let b = Owner::new(11, 2);
-        assert_eq!(lease.acquire(a, |_| true), Ok(Acquired::Fresh));
-        assert_eq!(lease.acquire(b, |_| true), Err(LeaseError::Held(a)));
-        assert_eq!(lease.acquire(a, |_| false), Err(LeaseError::Held(a)));
-        assert_eq!(lease.acquire(b, |_| false), Ok(Acquired::TookOver(a)));
+        let alive = |_| Liveness::Alive;
+        assert_eq!(lease.acquire(a, alive), Ok(Acquired::Fresh));
+        assert_eq!(lease.acquire(b, alive), Err(LeaseError::Held(a)));
+        assert_eq!(
+            lease.acquire(b, |_| Liveness::Unknown),
+            Err(LeaseError::Held(a)),
+            "unknown is never dead"
+        );
+        assert_eq!(
+            lease.acquire(a, |_| Liveness::Dead),
+            Err(LeaseError::Held(a))
+        );
+        assert_eq!(
+            lease.acquire(b, |_| Liveness::Dead),
+            Ok(Acquired::TookOver(a))
+        );
+        assert!(!lease.held_by(a), "a lost the lease and can tell");
         assert!(!lease.release(a), "a lost the lease and must not free it");
         assert!(lease.release(b));
         assert_eq!(lease.holder(), None);
+        testing::overwrite(&lease, 5);
+        assert_eq!(lease.acquire(a, alive), Ok(Acquired::Repaired(5)));
     }
 }

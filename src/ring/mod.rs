@@ -10,9 +10,11 @@ pub mod broadcast;
 pub mod directory;
 pub mod gate;
 pub mod lease;
+pub mod owner;
 pub mod queue;
 
-pub use lease::{Lease, LeaseError, Owner};
+pub use lease::{Lease, LeaseError};
+pub use owner::{Liveness, Owner};
 
 use crate::sync::{AtomicU64, Ordering};
 

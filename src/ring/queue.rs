@@ -48,7 +48,7 @@
 //! Delivery is at most once: a message whose consumer died after claiming
 //! it is lost, and counted in [`QueueCtrl::lost_in_consume`].
 
-use crate::ring::{load_bytes, store_bytes, Owner, SLOT_HEADER_WORDS};
+use crate::ring::{load_bytes, store_bytes, Liveness, Owner, SLOT_HEADER_WORDS};
 pub use crate::ring::{slots_words, stride_words};
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::WakeWords;
@@ -468,7 +468,7 @@ impl<'a> QueueRing<'a> {
     fn claimers_dead(
         table: &[ClaimEntry],
         pos: u64,
-        is_alive: &mut impl FnMut(Owner) -> bool,
+        liveness: &mut impl FnMut(Owner) -> Liveness,
     ) -> bool {
         let mut found = false;
         for entry in table {
@@ -476,7 +476,7 @@ impl<'a> QueueRing<'a> {
                 continue;
             }
             match entry.owner() {
-                Some(owner) if is_alive(owner) => return false,
+                Some(owner) if !liveness(owner).is_dead() => return false,
                 _ => found = true,
             }
         }
@@ -486,11 +486,11 @@ impl<'a> QueueRing<'a> {
     /// Called by a consumer stuck at `pos` ([`PopBlocked::Unpublished`]):
     /// if the producer that claimed it is dead, leaves a tombstone there so
     /// consumers move on, and counts the lost message.
-    pub fn recover_push(&self, pos: u64, mut is_alive: impl FnMut(Owner) -> bool) -> Recovery {
+    pub fn recover_push(&self, pos: u64, mut liveness: impl FnMut(Owner) -> Liveness) -> Recovery {
         if self.seq(pos) != pos || self.ctrl.tail.load(Ordering::Acquire) <= pos {
             return Recovery::NotStuck;
         }
-        if !Self::claimers_dead(self.producers, pos, &mut is_alive) {
+        if !Self::claimers_dead(self.producers, pos, &mut liveness) {
             return Recovery::Alive;
         }
         // The claimer is dead. Take the slot with a compare-and-swap to a
@@ -510,12 +510,16 @@ impl<'a> QueueRing<'a> {
     /// Called by a producer stuck at `pos` ([`PushBlocked::Unreleased`]): if
     /// the consumer that claimed it is dead, frees the slot and counts the
     /// lost message.
-    pub fn recover_consume(&self, pos: u64, mut is_alive: impl FnMut(Owner) -> bool) -> Recovery {
+    pub fn recover_consume(
+        &self,
+        pos: u64,
+        mut liveness: impl FnMut(Owner) -> Liveness,
+    ) -> Recovery {
         let published = pos.wrapping_add(1);
         if self.seq(pos) != published || self.ctrl.head.load(Ordering::Acquire) <= pos {
             return Recovery::NotStuck;
         }
-        if !Self::claimers_dead(self.consumers, pos, &mut is_alive) {
+        if !Self::claimers_dead(self.consumers, pos, &mut liveness) {
             return Recovery::Alive;
         }
         if self.cas_seq(pos, published, pos.wrapping_add(self.capacity())) {
@@ -530,7 +534,7 @@ impl<'a> QueueRing<'a> {
 /// Claim tables: attaching a producer or consumer to an entry.
 pub mod table {
     use super::{ClaimEntry, NO_INTENT};
-    use crate::ring::Owner;
+    use crate::ring::{Liveness, Owner};
     use crate::sync::Ordering;
 
     /// Takes a free entry, or the entry of a dead process whose claim (if
@@ -541,14 +545,14 @@ pub mod table {
     pub fn attach(
         table: &[ClaimEntry],
         me: Owner,
-        mut is_alive: impl FnMut(Owner) -> bool,
+        mut liveness: impl FnMut(Owner) -> Liveness,
         mut settled: impl FnMut(u64) -> bool,
     ) -> Option<usize> {
         for (index, entry) in table.iter().enumerate() {
             let current = entry.owner.load(Ordering::Acquire);
             let free = match Owner::from_token(current) {
                 None => true,
-                Some(owner) => owner != me && !is_alive(owner) && settled(entry.intent()),
+                Some(owner) => owner != me && liveness(owner).is_dead() && settled(entry.intent()),
             };
             // SYNC POINT: Acquire pairs with the Release in `detach`.
             if free

@@ -14,9 +14,8 @@ use super::layout::{
 use super::region::Shape;
 use super::{validate_name, Segment};
 use crate::error::Error;
-use crate::process;
 use crate::ring::directory::{self, DirError, Entries, EntryState, Found};
-use crate::ring::Owner;
+use crate::ring::{Liveness, Owner};
 use crate::sync::Ordering;
 
 /// What a topic's messages are, so that a subscriber of the wrong type is
@@ -104,7 +103,8 @@ pub fn find_or_create(
         found: None,
     };
     let start = directory::name_hash(req.name.as_bytes()) as usize;
-    match directory::find_or_create(&mut dir, start, process::current()) {
+    let me = seg.me()?;
+    match directory::find_or_create(&mut dir, start, me) {
         Ok(Found::Existing(index)) => Ok(Topic {
             index,
             config: dir.found.expect("matches() stored the entry it matched"),
@@ -179,9 +179,11 @@ fn corrupt(seg: &Segment, what: String) -> Error {
 /// Reads entry `index` and checks that every field is in range, so the ring
 /// region it names lies inside the arena and has the shape it claims.
 fn read_entry(seg: &Segment, index: usize) -> Result<EntryConfig, Error> {
-    let config: EntryConfig = seg
-        .read(entry_config_offset(index))
-        .map_err(|what| corrupt(seg, what))?;
+    // SAFETY: callers read only entries whose state they saw READY with
+    // Acquire; the config was written before that Release store and never
+    // changes after it.
+    let config: EntryConfig =
+        unsafe { seg.read(entry_config_offset(index)) }.map_err(|what| corrupt(seg, what))?;
     check_entry(seg, &config)
         .map_err(|what| corrupt(seg, format!("topic entry {index}: {what}")))?;
     Ok(config)
@@ -468,14 +470,18 @@ impl Entries for SegmentDirectory<'_, '_> {
         Ok(())
     }
 
-    fn is_alive(&mut self, owner: Owner) -> bool {
-        process::is_alive(owner)
+    fn liveness(&mut self, owner: Owner) -> Liveness {
+        self.seg.liveness(owner)
     }
 
     fn wait_for_claimer(&mut self, owner: Option<Owner>) -> Result<(), Error> {
         if Instant::now() >= self.deadline {
             let what = match owner {
-                Some(owner) => format!("topic {:?} to be created by {owner:?}", self.req.name),
+                Some(owner) => format!(
+                    "topic {:?} to be created by {}",
+                    self.req.name,
+                    self.seg.describe(owner)
+                ),
                 None => format!(
                     "a free directory entry for topic {:?} (other processes keep taking them)",
                     self.req.name

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! offset 0     HeaderFixed   (64 B)  written once by the creator before READY
-//! offset 64    HeaderCtrl    (64 B)  atomics: state, creator, arena bump pointer
+//! offset 64    HeaderCtrl    (64 B)  atomics: state, arena bump pointer
 //! offset 128   directory     entries × topic entry (256 B each)
+//! proc_offset  process table processes × ProcEntry (64 B each)
 //! arena_offset arena         ring regions, 64-byte aligned, bump-allocated
 //! ```
 //!
@@ -30,7 +31,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// First bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
 /// Bumped whenever any layout in this file changes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 pub const HEADER_SIZE: usize = 128;
 pub const CTRL_OFFSET: usize = 64;
@@ -48,8 +49,22 @@ pub const MAX_SLOT_SIZE: u32 = 16 << 20;
 /// Most slots in one ring.
 pub const MAX_CAPACITY: u32 = 1 << 24;
 
-/// Segment states in [`HeaderCtrl::state`].
-pub const STATE_INIT: u32 = 1;
+/// Most entries a bus's process table can be created with.
+pub const MAX_PROCESSES: u32 = 1 << 16;
+/// Size of one process-table entry.
+pub const PROC_ENTRY_SIZE: usize = 64;
+/// Offset, in the segment file's lock space, of the byte whose
+/// open-file-description lock process-table entry 0's holder keeps (entry
+/// `i` uses `PROC_LOCK_BASE + i`). Far past any segment's end: locks there
+/// touch no data.
+pub const PROC_LOCK_BASE: u64 = 1 << 40;
+/// The byte a creator locks in its unfinished segment while it
+/// initialises it (see `Segment::create`).
+pub const CREATOR_LOCK: u64 = PROC_LOCK_BASE - 1;
+
+/// Segment state in [`HeaderCtrl::state`]: initialised. A segment is made
+/// under a temporary name and linked to its bus name only once it is ready,
+/// so a bus found under its name in any other state is corrupt.
 pub const STATE_READY: u32 = 2;
 
 /// The immutable half of the segment header.
@@ -65,21 +80,40 @@ pub struct HeaderFixed {
     pub entry_size: u32,
     pub arena_offset: u64,
     pub arena_size: u64,
-    pub _reserved: [u8; 8],
+    /// Entries in the process table, which follows the directory.
+    pub proc_entries: u32,
+    pub _reserved: u32,
 }
 
 /// The atomic half of the segment header.
 #[repr(C)]
 pub struct HeaderCtrl {
-    /// 0 (file just created), [`STATE_INIT`], [`STATE_READY`].
+    /// 0 while the creator initialises the segment, then [`STATE_READY`].
     pub state: AtomicU32,
     pub _pad: u32,
-    /// Owner token of the creating process (see `ring::Owner`), stored first
-    /// thing after creation so a creator that dies can be detected.
-    pub creator: AtomicU64,
+    pub _reserved: u64,
     /// Bytes of the arena handed out so far.
     pub arena_used: AtomicU64,
     pub _pad2: [u8; 40],
+}
+
+/// Process-table entry states (low 32 bits of [`ProcEntry::state`]).
+pub const PROC_FREE: u64 = 0;
+pub const PROC_LIVE: u64 = 1;
+
+/// One process-table entry: a process that owns shared state in this bus
+/// holds one for as long as it has the bus open (see `segment::procs`).
+#[repr(C)]
+pub struct ProcEntry {
+    /// Generation (high 32 bits) and [`PROC_FREE`] or [`PROC_LIVE`]. Written
+    /// only by the process that holds the entry's lock.
+    pub state: AtomicU64,
+    /// The holder's pid, as its own PID namespace sees it (for display).
+    pub pid: AtomicU64,
+    /// Inode of the holder's PID namespace (`/proc/self/ns/pid`), 0 if
+    /// unknown: tells whether `pid` means anything to a reader.
+    pub pid_ns: AtomicU64,
+    pub _pad: [u8; 40],
 }
 
 /// Kinds of topic, as stored.
@@ -124,10 +158,12 @@ const _: () = {
     assert!(offset_of!(HeaderFixed, segment_size) == 16);
     assert!(offset_of!(HeaderFixed, dir_entries) == 32);
     assert!(offset_of!(HeaderFixed, arena_offset) == 40);
+    assert!(offset_of!(HeaderFixed, proc_entries) == 56);
     assert!(size_of::<HeaderCtrl>() == 64);
     assert!(align_of::<HeaderCtrl>() == 8);
-    assert!(offset_of!(HeaderCtrl, creator) == 8);
     assert!(offset_of!(HeaderCtrl, arena_used) == 16);
+    assert!(size_of::<ProcEntry>() == PROC_ENTRY_SIZE);
+    assert!(offset_of!(ProcEntry, pid) == 8);
     assert!(size_of::<EntryState>() == 8);
     assert!(size_of::<EntryConfig>() == ENTRY_SIZE - ENTRY_CONFIG_OFFSET);
     // The state word and the config of one entry do not overlap, and both
@@ -163,10 +199,21 @@ pub const fn directory_end(entries: u32) -> u64 {
     entry_offset(entries as usize)
 }
 
-/// Sizes of a segment laid out for `entries` topics in `segment_size` bytes.
-pub fn header_for(segment_size: u64, entries: u32) -> Option<HeaderFixed> {
-    let dir_end = directory_end(entries);
-    let arena_offset = dir_end.next_multiple_of(ARENA_ALIGN as u64);
+/// Offset of the process table of a bus with `dir_entries` topic entries:
+/// right after the directory (64-byte aligned, as entries are 256 bytes).
+pub const fn proc_offset(dir_entries: u32) -> u64 {
+    directory_end(dir_entries)
+}
+
+/// End of the process table.
+pub const fn proc_end(dir_entries: u32, proc_entries: u32) -> u64 {
+    proc_offset(dir_entries) + proc_entries as u64 * PROC_ENTRY_SIZE as u64
+}
+
+/// Sizes of a segment laid out for `entries` topics and `processes`
+/// process-table entries in `segment_size` bytes.
+pub fn header_for(segment_size: u64, entries: u32, processes: u32) -> Option<HeaderFixed> {
+    let arena_offset = proc_end(entries, processes).next_multiple_of(ARENA_ALIGN as u64);
     let arena_size = segment_size.checked_sub(arena_offset)?;
     Some(HeaderFixed {
         magic: MAGIC,
@@ -178,7 +225,8 @@ pub fn header_for(segment_size: u64, entries: u32) -> Option<HeaderFixed> {
         entry_size: ENTRY_SIZE as u32,
         arena_offset,
         arena_size,
-        _reserved: [0; 8],
+        proc_entries: processes,
+        _reserved: 0,
     })
 }
 
@@ -204,14 +252,20 @@ pub fn check_header(h: &HeaderFixed, file_len: u64) -> Result<(), String> {
             h.dir_offset, h.dir_entries
         ));
     }
-    let dir_end = directory_end(h.dir_entries);
+    if h.proc_entries == 0 || h.proc_entries > MAX_PROCESSES {
+        return Err(format!(
+            "process table of {} entries is out of range (1..={MAX_PROCESSES})",
+            h.proc_entries
+        ));
+    }
+    let dir_end = proc_end(h.dir_entries, h.proc_entries);
     let arena_end = h.arena_offset.checked_add(h.arena_size);
     if h.arena_offset < dir_end
         || h.arena_offset % ARENA_ALIGN as u64 != 0
         || arena_end != Some(h.segment_size)
     {
         return Err(format!(
-            "arena at offset {} of {} bytes does not fit between the directory (ends at {dir_end}) and the end of the segment ({})",
+            "arena at offset {} of {} bytes does not fit between the process table (ends at {dir_end}) and the end of the segment ({})",
             h.arena_offset, h.arena_size, h.segment_size
         ));
     }
@@ -248,12 +302,14 @@ mod tests {
             );
         }
         for entries in 1..=MAX_TOPICS {
-            let header = header_for(1 << 30, entries).unwrap();
+            let header = header_for(1 << 30, entries, 1024).unwrap();
             check_header(&header, 1 << 30).unwrap();
             let last = parts(entries as usize - 1);
             assert!(parts(0)[0].0 >= HEADER_SIZE as u64);
             assert!(last[1].1 <= directory_end(entries));
-            assert!(directory_end(entries) <= header.arena_offset);
+            assert!(directory_end(entries) <= proc_offset(entries));
+            assert!(proc_end(entries, 1024) <= header.arena_offset);
+            assert_eq!(proc_offset(entries) % 64, 0);
             // State words are 8-byte aligned for atomic access.
             assert_eq!(entry_state_offset(entries as usize - 1) % 8, 0);
         }

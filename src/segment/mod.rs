@@ -5,14 +5,26 @@
 //! it so that the rest of shmbus never sees a raw pointer: it asks for a view
 //! at an offset, and gets an error, not undefined behaviour, if the offset
 //! is out of bounds or misaligned.
+//!
+//! # Creation
+//!
+//! A creator builds the whole segment under a temporary name
+//! (`shmbus-init.<bus>.<pid>.<n>` in /dev/shm), holding a lock on it, and
+//! publishes it under the bus's name with `link()`, which fails if the name
+//! is taken. So a segment found under a bus name is always initialised; a
+//! creator that dies half-way leaves only its temporary file, which never
+//! blocks anyone and which [`remove_unfinished`] deletes once its creator's
+//! lock is gone (`Bus::gc`). Two creators racing: one link wins, the other
+//! removes its temporary file and joins the winner's bus.
 
 pub mod directory;
 pub mod layout;
+pub mod procs;
 pub mod region;
 
 use std::fs::File;
 use std::ptr::NonNull;
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
 
 use shared_memory::{Shmem, ShmemConf, ShmemError};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes};
@@ -21,17 +33,17 @@ use crate::error::Error;
 use crate::process;
 use crate::ring::broadcast::BroadcastCtrl;
 use crate::ring::directory::EntryState;
-use crate::ring::Owner;
 use crate::sync::{AtomicU64, Ordering};
-use layout::{HeaderCtrl, HeaderFixed, CTRL_OFFSET, HEADER_SIZE, STATE_INIT, STATE_READY};
+use layout::{HeaderCtrl, HeaderFixed, ProcEntry, CTRL_OFFSET, HEADER_SIZE, STATE_READY};
+use procs::Registration;
 
 /// How to create a bus; ignored when the bus exists.
 #[derive(Debug, Clone)]
 pub struct SegmentOptions {
     pub size: u64,
     pub topics: u32,
+    pub processes: u32,
     pub mode: u32,
-    pub open_timeout: Duration,
 }
 
 /// Checks a bus or topic name: `[A-Za-z0-9._-]{1,64}`.
@@ -70,6 +82,9 @@ pub fn path(bus: &str) -> String {
     format!("/dev/shm/shmbus.{bus}")
 }
 
+/// Prefix of the temporary names segments are built under.
+const UNFINISHED_PREFIX: &str = "shmbus-init.";
+
 /// The names of the buses in /dev/shm.
 pub fn list_buses() -> std::io::Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir("/dev/shm")?
@@ -87,10 +102,41 @@ pub fn list_buses() -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Deletes every unfinished segment (a creator's temporary file) whose
+/// creator is known dead: its lock on the file is gone. Returns their file
+/// names. A creator still building its segment keeps its lock and is left
+/// alone; one that has just created its file and not yet locked it (a few
+/// microseconds) loses the file, notices at `link()`, and starts over.
+pub fn remove_unfinished() -> std::io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir("/dev/shm")?.filter_map(|entry| entry.ok()) {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !name.starts_with(UNFINISHED_PREFIX) {
+            continue;
+        }
+        let path = format!("/dev/shm/{name}");
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        else {
+            continue;
+        };
+        if matches!(procs::creator_alive(&file), Ok(false)) && std::fs::remove_file(&path).is_ok() {
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// Removes a bus. Processes that have it open keep their mapping until they
 /// drop it; new opens create a fresh bus.
 pub fn remove(bus: &str) -> Result<(), Error> {
     validate_name("bus", bus)?;
+    refuse_non_segment(bus)?;
     match rustix::shm::unlink(os_id(bus).as_str()) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::NOENT) => Err(Error::NotFound {
@@ -120,6 +166,8 @@ unsafe impl SharedView for HeaderCtrl {}
 // SAFETY: as above.
 unsafe impl SharedView for EntryState {}
 // SAFETY: as above.
+unsafe impl SharedView for ProcEntry {}
+// SAFETY: as above.
 unsafe impl SharedView for BroadcastCtrl {}
 // SAFETY: an atomic integer.
 unsafe impl SharedView for AtomicU64 {}
@@ -137,10 +185,13 @@ pub struct Segment {
     bus: String,
     base: NonNull<u8>,
     len: usize,
-    /// The same object opened as a file, for fallocate.
+    /// The same object opened as a file, for fallocate and liveness probes.
     file: File,
     /// Validated copy of the immutable header.
     header: HeaderFixed,
+    /// Our entry in the process table, taken on first need (inspecting a
+    /// bus writes nothing to it).
+    registration: Mutex<Option<Registration>>,
     /// Keeps the mapping alive; unmapped on drop (never unlinked: we give up
     /// ownership right after creating, so a creator's exit does not delete
     /// the bus under everyone else).
@@ -155,118 +206,156 @@ unsafe impl Send for Segment {}
 // SAFETY: as for Send.
 unsafe impl Sync for Segment {}
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let registration = self
+            .registration
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(registration) = registration {
+            self.deregister(registration);
+        }
+    }
+}
+
+/// Attempts at creating a bus whose temporary file vanished under us
+/// (removed by `gc` before we locked it) before giving up.
+const CREATE_ATTEMPTS: u32 = 8;
+
 impl Segment {
     /// Creates the bus or joins it, whichever the race with other openers
-    /// decides: the `O_EXCL` creator initialises and publishes READY; all
-    /// others wait for READY with a bound.
+    /// decides (see the module docs).
     pub fn create_or_open(bus: &str, opts: &SegmentOptions) -> Result<Segment, Error> {
-        Segment::open_with(bus, opts, true)
+        validate_name("bus", bus)?;
+        refuse_non_segment(bus)?;
+        for _ in 0..CREATE_ATTEMPTS {
+            match Segment::open_with(bus) {
+                Err(Error::NotFound { .. }) => {}
+                other => return other,
+            }
+            match Segment::create(bus, opts)? {
+                Created::Ours(segment) => return Ok(*segment),
+                // Someone else's link won: join their bus.
+                Created::Taken => {}
+                Created::Vanished => continue,
+            }
+        }
+        Err(Error::Io {
+            bus: bus.to_owned(),
+            action: "creating the segment",
+            source: std::io::Error::other(format!(
+                "it was removed or replaced under us {CREATE_ATTEMPTS} times in a row"
+            )),
+        })
     }
 
     /// Joins the bus if it exists; never creates one.
-    pub fn open_existing(bus: &str, opts: &SegmentOptions) -> Result<Segment, Error> {
-        Segment::open_with(bus, opts, false)
-    }
-
-    fn open_with(bus: &str, opts: &SegmentOptions, create: bool) -> Result<Segment, Error> {
+    pub fn open_existing(bus: &str) -> Result<Segment, Error> {
         validate_name("bus", bus)?;
         refuse_non_segment(bus)?;
-        let deadline = Instant::now() + opts.open_timeout;
-        loop {
-            if create {
-                match ShmemConf::new()
-                    .os_id(os_id(bus))
-                    .size(opts.size as usize)
-                    .create()
-                {
-                    Ok(shmem) => return Segment::initialise(bus, shmem, opts),
-                    Err(ShmemError::MappingIdExists) => {}
-                    Err(err) => return Err(shmem_error(bus, "creating the segment", err)),
-                }
+        Segment::open_with(bus)
+    }
+
+    fn open_with(bus: &str) -> Result<Segment, Error> {
+        match ShmemConf::new().os_id(os_id(bus)).open() {
+            Ok(shmem) => Segment::join(bus, shmem),
+            Err(ShmemError::MapOpenFailed(errno)) if errno == libc::ENOENT as u32 => {
+                Err(Error::NotFound {
+                    bus: bus.to_owned(),
+                })
             }
-            match ShmemConf::new().os_id(os_id(bus)).open() {
-                Ok(shmem) => return Segment::join(bus, shmem, deadline, opts.open_timeout),
-                // Removed between our create and open: create again.
-                Err(ShmemError::MapOpenFailed(errno)) if errno == libc::ENOENT as u32 => {
-                    if !create {
-                        return Err(Error::NotFound {
-                            bus: bus.to_owned(),
-                        });
-                    }
-                }
-                // A zero-length file cannot be mapped: its creator has not
-                // sized it yet, or died before it could.
-                Err(ShmemError::MapOpenFailed(errno)) if errno == libc::EINVAL as u32 => {
-                    if Instant::now() >= deadline {
-                        return Err(Error::Stale {
-                            bus: bus.to_owned(),
-                            why: "the segment is empty: its creator died before sizing it".into(),
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(err) => return Err(shmem_error(bus, "opening the segment", err)),
+            // A zero-length file cannot be mapped. This shmbus never links
+            // one under a bus name.
+            Err(ShmemError::MapOpenFailed(errno)) if errno == libc::EINVAL as u32 => {
+                Err(Error::Corrupt {
+                    bus: bus.to_owned(),
+                    what: "the segment file is empty: it was never initialised (left by an \
+                           older shmbus whose creator died, or not a shmbus segment)"
+                        .into(),
+                })
             }
+            Err(err) => Err(shmem_error(bus, "opening the segment", err)),
         }
     }
 
-    fn initialise(bus: &str, mut shmem: Shmem, opts: &SegmentOptions) -> Result<Segment, Error> {
-        shmem.set_owner(false);
+    /// Builds a segment under a temporary name and links it to the bus name.
+    fn create(bus: &str, opts: &SegmentOptions) -> Result<Created, Error> {
         let io = |action, source| Error::Io {
             bus: bus.to_owned(),
             action,
             source,
         };
-        let Some(header) = layout::header_for(opts.size, opts.topics) else {
-            let _ = remove(bus);
+        let Some(header) = layout::header_for(opts.size, opts.topics, opts.processes) else {
             return Err(Error::InvalidOptions {
                 topic: String::new(),
                 why: format!(
-                    "a bus of {} bytes cannot hold a directory of {} topics",
-                    opts.size, opts.topics
+                    "a bus of {} bytes cannot hold a directory of {} topics and {} processes",
+                    opts.size, opts.topics, opts.processes
                 ),
             });
         };
-        let file = match open_file(bus) {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let temp = format!(
+            "{UNFINISHED_PREFIX}{bus}.{}.{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let temp_path = format!("/dev/shm/{temp}");
+        let mut shmem = ShmemConf::new()
+            .os_id(format!("/{temp}"))
+            .size(opts.size as usize)
+            .create()
+            .map_err(|err| shmem_error(bus, "creating the segment", err))?;
+        shmem.set_owner(false);
+        // From here on, every way out removes the temporary file, unless it
+        // became the bus.
+        let unfinished = Unfinished(&temp_path);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&temp_path);
+        let file = match file {
             Ok(file) => file,
-            Err(err) => {
-                let _ = remove(bus);
-                return Err(io("opening the segment file", err));
-            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Created::Vanished),
+            Err(err) => return Err(io("opening the new segment file", err)),
         };
-        // Reserve the header and directory pages before touching them: on a
-        // full tmpfs, touching an unreserved page raises SIGBUS.
-        if let Err(err) = reserve(&file, 0, header.arena_offset) {
-            let _ = remove(bus);
-            return Err(Error::NoSpace {
-                bus: bus.to_owned(),
-                needed: header.arena_offset,
-                source: err,
-            });
+        // Tells `remove_unfinished` that we live.
+        if !procs::lock_creator(&file).map_err(|e| io("locking the new segment", e))? {
+            return Ok(Created::Vanished); // not ours any more
         }
+        // Reserve the header, directory and process table before touching
+        // them: on a full tmpfs, touching an unreserved page raises SIGBUS.
+        reserve(&file, 0, header.arena_offset).map_err(|source| Error::NoSpace {
+            bus: bus.to_owned(),
+            needed: header.arena_offset,
+            source,
+        })?;
         if opts.mode != 0o600 {
             let mode = rustix::fs::Mode::from_raw_mode(opts.mode);
-            if let Err(err) = rustix::fs::fchmod(&file, mode) {
-                let _ = remove(bus);
-                return Err(io("setting the segment's mode", err.into()));
-            }
+            rustix::fs::fchmod(&file, mode)
+                .map_err(|err| io("setting the segment's mode", err.into()))?;
         }
         let segment = Segment::from_parts(bus, shmem, file, header);
-        let ctrl = segment.ctrl();
-        ctrl.creator
-            .store(process::current().token(), Ordering::Relaxed);
-        ctrl.state.store(STATE_INIT, Ordering::Relaxed);
-        // SAFETY: we created the file with O_EXCL and have not published
-        // READY, so no other process reads or writes the header yet.
+        // SAFETY: the file is ours alone: it has a name no other process
+        // opens (except `remove_unfinished`, which only unlinks it).
         unsafe { segment.write(0, &header) };
+        // SYNC POINT: pairs with the Acquire load of `state` in `join`.
+        segment.ctrl().state.store(STATE_READY, Ordering::Release);
         process::stall_if_hooked("stall-before-ready");
-        // SYNC POINT: pairs with the Acquire load of `state` in `join`:
-        // whoever sees READY sees the header written above.
-        ctrl.state.store(STATE_READY, Ordering::Release);
-        Ok(segment)
+        match std::fs::hard_link(&temp_path, path(bus)) {
+            Ok(()) => {
+                drop(unfinished);
+                let _ = procs::unlock_creator(&segment.file);
+                Ok(Created::Ours(Box::new(segment)))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(Created::Taken),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Created::Vanished),
+            Err(err) => Err(io("publishing the new segment under its name", err)),
+        }
     }
 
-    fn join(bus: &str, shmem: Shmem, deadline: Instant, bound: Duration) -> Result<Segment, Error> {
+    fn join(bus: &str, shmem: Shmem) -> Result<Segment, Error> {
         let corrupt = |what: String| Error::Corrupt {
             bus: bus.to_owned(),
             what,
@@ -284,8 +373,13 @@ impl Segment {
         })?;
         let placeholder = HeaderFixed::new_zeroed();
         let mut segment = Segment::from_parts(bus, shmem, file, placeholder);
-        segment.wait_ready(deadline, bound)?;
-        let header: HeaderFixed = segment.read(0).map_err(corrupt)?;
+        // SYNC POINT: pairs with the Release store of READY in `create`.
+        let ready = segment.ctrl().state.load(Ordering::Acquire) == STATE_READY;
+        // SAFETY: a ready segment's header was written before READY and
+        // never changes; a segment that is not ready is refused below
+        // whatever these bytes say, and a racing writer of a foreign file
+        // can only make the copy garbage, which the checks refuse.
+        let header: HeaderFixed = unsafe { segment.read(0) }.map_err(corrupt)?;
         if header.magic != layout::MAGIC {
             return Err(corrupt(format!(
                 "bad magic {:02x?} (expected {:02x?})",
@@ -300,47 +394,16 @@ impl Segment {
                 expected: layout::LAYOUT_VERSION,
             });
         }
+        if !ready {
+            return Err(corrupt(
+                "the segment was never marked ready (a bus is only published under its name \
+                 once it is)"
+                    .into(),
+            ));
+        }
         layout::check_header(&header, len as u64).map_err(corrupt)?;
         segment.header = header;
         Ok(segment)
-    }
-
-    fn wait_ready(&self, deadline: Instant, bound: Duration) -> Result<(), Error> {
-        let ctrl = self.ctrl();
-        loop {
-            // SYNC POINT: pairs with the Release store of READY in `initialise`.
-            if ctrl.state.load(Ordering::Acquire) == STATE_READY {
-                return Ok(());
-            }
-            let creator = Owner::from_token(ctrl.creator.load(Ordering::Relaxed));
-            if let Some(creator) = creator {
-                if !process::is_alive(creator) {
-                    return Err(Error::Stale {
-                        bus: self.bus.clone(),
-                        why: format!(
-                            "its creator ({creator:?}) died before finishing initialisation"
-                        ),
-                    });
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(match creator {
-                    Some(creator) => Error::NotReady {
-                        bus: self.bus.clone(),
-                        creator: format!("{creator:?}"),
-                        waited: bound,
-                    },
-                    None => Error::Stale {
-                        bus: self.bus.clone(),
-                        why: format!(
-                            "it was never initialised (no creator recorded after {bound:?}): \
-                             its creator died at once, or it is not a shmbus segment"
-                        ),
-                    },
-                });
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
     }
 
     fn from_parts(bus: &str, shmem: Shmem, file: File, header: HeaderFixed) -> Segment {
@@ -351,6 +414,7 @@ impl Segment {
             len: shmem.len(),
             file,
             header,
+            registration: Mutex::new(None),
             _shmem: shmem,
         }
     }
@@ -419,11 +483,17 @@ impl Segment {
     }
 
     /// Copies a `T` out of the segment at `offset`.
-    pub fn read<T: FromBytes>(&self, offset: u64) -> Result<T, String> {
+    ///
+    /// # Safety
+    ///
+    /// No other process may write the range while it is copied: it must be
+    /// written once, before a Release store that the caller's Acquire load
+    /// observed (a header before READY, a topic config before its entry's
+    /// READY). The range itself is bounds-checked here.
+    pub(crate) unsafe fn read<T: FromBytes>(&self, offset: u64) -> Result<T, String> {
         let start = self.check_range::<u8>(offset, core::mem::size_of::<T>())?;
-        // SAFETY: the range is inside the mapping (checked above). The bytes
-        // are written once, before the Release store that our caller's
-        // Acquire load observed, so nothing writes them while we copy.
+        // SAFETY: the range is inside the mapping (checked above); by the
+        // caller's contract nothing writes it while we copy.
         let bytes = unsafe {
             core::slice::from_raw_parts(self.base.as_ptr().add(start), core::mem::size_of::<T>())
         };
@@ -438,7 +508,7 @@ impl Segment {
     /// (a creator before READY, the claimer of a directory entry), so that no
     /// other process reads or writes it concurrently. Panics if the range is
     /// out of bounds (callers pass offsets they computed, not read).
-    pub unsafe fn write<T: IntoBytes + Immutable>(&self, offset: u64, value: &T) {
+    pub(crate) unsafe fn write<T: IntoBytes + Immutable>(&self, offset: u64, value: &T) {
         let start = self
             .check_range::<u8>(offset, core::mem::size_of::<T>())
             .expect("write inside the segment");
@@ -489,6 +559,25 @@ fn refuse_non_segment(bus: &str) -> Result<(), Error> {
         path,
         kind,
     })
+}
+
+/// Unlinks a temporary segment file on drop (creation failed or lost).
+struct Unfinished<'a>(&'a str);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+/// How a creation attempt ended.
+enum Created {
+    /// Our segment is the bus.
+    Ours(Box<Segment>),
+    /// Another process published the bus first.
+    Taken,
+    /// Our temporary file was removed under us: try again.
+    Vanished,
 }
 
 fn open_file(bus: &str) -> std::io::Result<File> {
