@@ -83,7 +83,7 @@ fn queue(c: &mut Criterion) {
     let msg = [7u64; 8];
     group.bench_function("shmbus push+pop", |b| {
         b.iter(|| {
-            tx.push(black_box(msg));
+            tx.push(black_box(msg)).unwrap();
             black_box(rx.try_pop().unwrap())
         })
     });

@@ -26,11 +26,17 @@
 //! subscriber publishes its cursor in a subscriber table in the segment, and
 //! the publisher waits for the slowest one ([`Publisher::send`] blocks,
 //! [`Publisher::try_send`] returns [`TrySendError::Full`](crate::TrySendError::Full)).
-//! A subscriber whose process died is evicted when the publisher finds it
-//! holding it back (within the liveness check interval), so the publisher
-//! never waits on a corpse; evictions are counted ([`Publisher::evictions`]).
-//! At most `max_subscribers` subscribers attach at once; one more gets
-//! [`Error::TooManySubscribers`](crate::Error::TooManySubscribers). Because no
+//! A subscriber whose process is known dead is evicted when the publisher
+//! finds it holding it back (within the liveness check interval), so the
+//! publisher never waits on a corpse; evictions are counted
+//! ([`Publisher::evictions`]). Only a process known dead is evicted; one
+//! whose liveness cannot be told is waited for. A subscriber that finds its
+//! entry taken from it anyway (the entry was overwritten, or it was made
+//! before `fork()` in a parent) gets
+//! [`RecvError::Evicted`](crate::RecvError::Evicted) and never writes its
+//! cursor again. At most `max_subscribers` subscribers attach at once; one
+//! more gets [`Error::TooManySubscribers`](crate::Error::TooManySubscribers),
+//! after the entries of subscribers known dead are taken back. Because no
 //! one overwrites an unread message, a lossless subscriber may read in place
 //! with [`Subscriber::recv_ref`] (zero copy). A lossless subscriber never
 //! sees `Lagged`. Each receive costs a lossless subscriber one store to its
@@ -39,10 +45,14 @@
 //! # Publisher lease and disconnection
 //!
 //! A topic has one publisher at a time. It holds a lease recorded in the
-//! segment as its pid and process start time. A second publisher while the
-//! first lives gets [`Error::PublisherBusy`](crate::Error::PublisherBusy). When the
-//! holder's process has died (even by `kill -9`), a new publisher takes the
-//! lease over and continues the sequence where the dead one stopped.
+//! segment as its process-table token (see the crate docs on liveness). A
+//! second publisher while the first lives gets
+//! [`Error::PublisherBusy`](crate::Error::PublisherBusy). When the holder's
+//! process is known dead (even by `kill -9`), a new publisher takes the
+//! lease over and continues the sequence where the dead one stopped. The
+//! publisher checks before every send that it still holds the lease; one
+//! that lost it gets [`SendError::LeaseLost`](crate::SendError::LeaseLost)
+//! and writes nothing more.
 //!
 //! Once the publisher is gone (dropped, or its process dead) and every
 //! message it sent has been read, receives return
@@ -63,26 +73,17 @@ use std::time::{Duration, Instant};
 use crate::error::{
     Error, RecvError, RecvRefError, RecvTimeoutError, SendError, TryRecvError, TrySendError,
 };
+use crate::handle::Handle;
 use crate::message::{Bytes, Message};
 use crate::process;
 use crate::ring::broadcast::Read;
-use crate::ring::gate::GateCache;
-use crate::ring::lease::{Acquired, LeaseError};
+use crate::ring::gate::{Gate, GateCache};
+use crate::ring::lease::LeaseError;
 use crate::ring::Owner;
-use crate::topic::{BroadcastHandle, TopicBuilder};
-use crate::wait::{WaitStrategy, Waited, Waiter, Wake};
+use crate::segment::views::BroadcastView;
+use crate::wait::{Pacer, Waited, Waiter, Wake};
 
-/// Where a new subscriber starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StartAt {
-    /// The most recently published message (or the first, if none yet).
-    #[default]
-    Newest,
-    /// The oldest message the ring still holds.
-    Oldest,
-    /// The first message published after subscribing.
-    Next,
-}
+pub use crate::ring::broadcast::StartAt;
 
 /// The one publisher of a broadcast topic.
 ///
@@ -94,38 +95,48 @@ pub enum StartAt {
 /// Dropping it releases the lease and wakes sleeping subscribers, who then
 /// see [`RecvError::Disconnected`] after reading what is left.
 pub struct Publisher<T> {
-    topic: BroadcastHandle,
+    topic: Handle<BroadcastView>,
     next: u64,
-    me: Owner,
-    wait: WaitStrategy,
-    check_interval: Duration,
     /// Lossless: what we last learnt from the subscriber table.
     gate_cache: GateCache,
+    /// Lossless: paces the liveness checks of subscribers that hold us back.
+    pacer: Pacer,
     _marker: PhantomData<fn(&T)>,
 }
 
-impl<T> Publisher<T> {
-    pub(crate) fn new(topic: BroadcastHandle, opts: &TopicBuilder<'_>) -> Result<Self, Error> {
-        let me = topic.seg.me()?;
-        let ctrl = topic.ring.ctrl();
-        match ctrl.lease().acquire(me, |owner| topic.seg.liveness(owner)) {
-            Ok(Acquired::Fresh | Acquired::TookOver(_) | Acquired::Repaired(_)) => {}
-            Err(LeaseError::Held(holder)) => {
-                return Err(Error::PublisherBusy {
-                    topic: topic.name.clone(),
-                    holder: topic.seg.describe(holder),
-                })
-            }
+/// Why a publish could not go ahead.
+enum Blocked {
+    Full,
+    LeaseLost,
+}
+
+impl From<Blocked> for TrySendError {
+    fn from(blocked: Blocked) -> Self {
+        match blocked {
+            Blocked::Full => TrySendError::Full,
+            Blocked::LeaseLost => TrySendError::LeaseLost,
         }
-        ctrl.mark_published();
-        let next = topic.ring.resume_seq();
+    }
+}
+
+impl<T> Publisher<T> {
+    pub(crate) fn new(topic: Handle<BroadcastView>) -> Result<Self, Error> {
+        let ring = topic.view.ring();
+        let lease = ring.ctrl().lease();
+        if let Err(LeaseError::Held(holder)) = lease.acquire(topic.me, |o| topic.liveness(o)) {
+            return Err(Error::PublisherBusy {
+                topic: topic.name.clone(),
+                holder: topic.view.seg().describe(holder),
+            });
+        }
+        ring.ctrl().mark_published();
+        let next = ring.resume_seq();
+        let pacer = Pacer::new(topic.opts.check_interval);
         Ok(Publisher {
             topic,
             next,
-            me,
-            wait: opts.wait,
-            check_interval: opts.check_interval,
             gate_cache: GateCache::default(),
+            pacer,
             _marker: PhantomData,
         })
     }
@@ -143,137 +154,190 @@ impl<T> Publisher<T> {
 
     /// Ring capacity in messages.
     pub fn capacity(&self) -> u64 {
-        self.topic.ring.capacity()
+        self.topic.view.ring().capacity()
     }
 
     /// Whether the topic is in lossless mode.
     pub fn is_lossless(&self) -> bool {
-        self.topic.gate.is_some()
+        self.topic.view.gate().is_some()
     }
 
     /// Lossless mode: subscribers evicted so far because their process died.
     pub fn evictions(&self) -> u64 {
-        self.topic.gate.as_ref().map_or(0, |g| g.ctrl().evictions())
+        self.topic.view.gate().map_or(0, |g| g.ctrl().evictions())
     }
 
-    /// Lossless mode: whether message `next` may be written now. Rescans
-    /// the subscriber table only at the cached limit or after an attach.
-    fn has_space(&mut self) -> bool {
-        match &self.topic.gate {
-            None => true,
-            Some(gate) => self
-                .gate_cache
-                .has_space(gate, self.next, self.topic.ring.capacity()),
+    /// Whether this publisher still holds the lease, in the process that
+    /// made it: one load of a line nobody writes while it holds.
+    #[inline]
+    fn holds_lease(&self) -> bool {
+        self.topic.in_own_process() && self.topic.view.ring().ctrl().lease().held_by(self.topic.me)
+    }
+
+    /// Whether message `next` may be written now: the lease is ours and,
+    /// in lossless mode, the gate has room (evicting subscribers known dead
+    /// when a liveness check is due).
+    #[inline]
+    fn room(&mut self) -> Result<(), Blocked> {
+        if !self.holds_lease() {
+            return Err(Blocked::LeaseLost);
+        }
+        let Some(gate) = self.topic.view.gate() else {
+            return Ok(());
+        };
+        let capacity = self.topic.view.ring().capacity();
+        if self.gate_cache.has_space(gate, self.next, capacity) {
+            return Ok(());
+        }
+        self.room_slow()
+    }
+
+    #[cold]
+    fn room_slow(&mut self) -> Result<(), Blocked> {
+        let topic = &self.topic;
+        let gate = topic.view.gate().expect("only lossless topics are gated");
+        let capacity = topic.view.ring().capacity();
+        let mut liveness = |owner| topic.liveness(owner);
+        let check = self.pacer.due();
+        let checked: Option<&mut dyn FnMut(Owner) -> _> =
+            if check { Some(&mut liveness) } else { None };
+        if gate.make_room(&mut self.gate_cache, self.next, capacity, checked) {
+            Ok(())
+        } else {
+            Err(Blocked::Full)
         }
     }
 
-    /// Waits until `has_space`, evicting dead subscribers that hold us
-    /// back. Returns false if `deadline` passed first.
-    fn wait_for_space(&mut self, deadline: Option<Instant>) -> bool {
-        let mut waiter = Waiter::new(self.wait, self.check_interval);
+    /// Waits until `room`, evicting dead subscribers that hold us back.
+    /// Returns `Full` if `deadline` passed first.
+    fn wait_for_room(&mut self, deadline: Option<Instant>) -> Result<(), Blocked> {
+        let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
         loop {
-            if self.has_space() {
-                return true;
+            match self.room() {
+                Err(Blocked::Full) => {}
+                done => return done,
             }
-            let gate = self.topic.gate.as_ref().expect("only lossless topics wait");
-            if waiter.interval_due() {
-                let seg = &self.topic.seg;
-                gate.evict_dead(|owner| seg.liveness(owner));
-                continue;
-            }
-            let (next, capacity) = (self.next, self.topic.ring.capacity());
+            let (next, ring) = (self.next, self.topic.view.ring());
+            let gate = self.topic.view.gate().expect("only lossless topics wait");
+            let capacity = ring.capacity();
             let space = || {
                 gate.min_cursor()
                     .is_none_or(|min| next < min.saturating_add(capacity))
             };
-            if waiter.wait_once(gate.ctrl().space(), space, deadline) == Waited::Deadline {
-                return false;
+            match waiter.wait_once(gate.ctrl().space(), space, deadline) {
+                Waited::Deadline => return Err(Blocked::Full),
+                Waited::Slept(Wake::TimedOut) => self.pacer.expire(),
+                _ => {}
             }
         }
     }
 
+    #[inline]
     fn publish(&mut self, bytes: &[u8]) {
-        self.topic.ring.publish(self.next, bytes);
+        let ring = self.topic.view.ring();
+        ring.publish(self.next, bytes);
         self.next = self.next.wrapping_add(1);
-        self.topic.ring.ctrl().wake().notify();
+        ring.ctrl().wake().notify();
+    }
+
+    fn send_raw(&mut self, bytes: &[u8], deadline: Option<Instant>) -> Result<(), Blocked> {
+        match self.room() {
+            Ok(()) => {}
+            Err(Blocked::Full) => self.wait_for_room(deadline)?,
+            Err(lost) => return Err(lost),
+        }
+        self.publish(bytes);
+        Ok(())
     }
 }
 
 impl<T: Message> Publisher<T> {
     /// Publishes `msg`. In overwrite mode never blocks; in lossless mode
-    /// waits for room. The error is reserved (typed messages always fit).
+    /// waits for room.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::LeaseLost`] if this publisher no longer holds the
+    /// topic's lease (nothing is sent).
+    #[inline]
     pub fn send(&mut self, msg: &T) -> Result<(), SendError> {
-        if !self.has_space() {
-            self.wait_for_space(None);
-        }
-        self.publish(msg.as_bytes());
-        Ok(())
+        self.send_raw(msg.as_bytes(), None)
+            .map_err(|blocked| match blocked {
+                Blocked::LeaseLost | Blocked::Full => SendError::LeaseLost,
+            })
     }
 
     /// Publishes `msg` if there is room now (always, in overwrite mode).
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] when the slowest lossless subscriber holds the
+    /// slot back; [`TrySendError::LeaseLost`] as for [`send`](Self::send).
     pub fn try_send(&mut self, msg: &T) -> Result<(), TrySendError> {
-        if !self.has_space() {
-            return Err(TrySendError::Full);
-        }
+        self.room()?;
         self.publish(msg.as_bytes());
         Ok(())
     }
 
     /// Publishes `msg`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send), `Full` once the timeout passed.
     pub fn send_timeout(&mut self, msg: &T, timeout: Duration) -> Result<(), TrySendError> {
-        if !self.has_space() && !self.wait_for_space(Some(Instant::now() + timeout)) {
-            return Err(TrySendError::Full);
-        }
-        self.publish(msg.as_bytes());
-        Ok(())
+        self.send_raw(msg.as_bytes(), Some(Instant::now() + timeout))
+            .map_err(TrySendError::from)
     }
 }
 
 impl Publisher<Bytes> {
-    fn check_len(&self, bytes: &[u8]) -> Result<(), SendError> {
-        let max = self.topic.ring.slot_bytes();
+    fn check_len(&self, bytes: &[u8]) -> Result<(), (usize, usize)> {
+        let max = self.topic.view.ring().slot_bytes();
         if bytes.len() > max {
-            return Err(SendError::TooLarge {
-                len: bytes.len(),
-                max,
-            });
+            return Err((bytes.len(), max));
         }
         Ok(())
     }
 
     /// Publishes `bytes`, at most the topic's slot size. Waits for room in
     /// lossless mode.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::TooLarge`] for a message over the slot size,
+    /// [`SendError::LeaseLost`] as for [`Publisher::send`].
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), SendError> {
-        self.check_len(bytes)?;
-        if !self.has_space() {
-            self.wait_for_space(None);
-        }
-        self.publish(bytes);
-        Ok(())
+        self.check_len(bytes)
+            .map_err(|(len, max)| SendError::TooLarge { len, max })?;
+        self.send_raw(bytes, None).map_err(|_| SendError::LeaseLost)
     }
 
     /// Publishes `bytes` if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_bytes`](Self::send_bytes), and [`TrySendError::Full`].
     pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<(), TrySendError> {
-        if let Err(SendError::TooLarge { len, max }) = self.check_len(bytes) {
-            return Err(TrySendError::TooLarge { len, max });
-        }
-        if !self.has_space() {
-            return Err(TrySendError::Full);
-        }
+        self.check_len(bytes)
+            .map_err(|(len, max)| TrySendError::TooLarge { len, max })?;
+        self.room()?;
         self.publish(bytes);
         Ok(())
     }
 
     /// Largest message this topic takes.
     pub fn max_message_len(&self) -> usize {
-        self.topic.ring.slot_bytes()
+        self.topic.view.ring().slot_bytes()
     }
 }
 
 impl<T> Drop for Publisher<T> {
     fn drop(&mut self) {
-        let ctrl = self.topic.ring.ctrl();
-        ctrl.lease().release(self.me);
+        if !self.topic.in_own_process() {
+            return; // a copy inherited through fork(): the lease is the parent's
+        }
+        let ctrl = self.topic.view.ring().ctrl();
+        ctrl.lease().release(self.topic.me);
         // Sleepers check for a released lease when woken.
         ctrl.wake().notify();
     }
@@ -297,24 +361,22 @@ pub struct SubscriberStats {
 /// What we last learnt about the publisher's process.
 struct PublisherWatch {
     owner: Option<Owner>,
-    alive: bool,
-    checked: Instant,
+    /// Known dead (unknown counts as alive).
+    dead: bool,
+    pacer: Pacer,
 }
 
 /// A subscriber of a broadcast topic. In overwrite mode it shares nothing
 /// that it writes; in lossless mode it publishes its cursor in its entry of
 /// the subscriber table.
 pub struct Subscriber<T> {
-    topic: BroadcastHandle,
+    topic: Handle<BroadcastView>,
     cursor: u64,
-    wait: WaitStrategy,
-    check_interval: Duration,
     watch: PublisherWatch,
     stats: SubscriberStats,
     scratch: Vec<u8>,
     /// Lossless mode: our entry in the subscriber table.
     gate_entry: Option<usize>,
-    me: Owner,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -326,49 +388,35 @@ enum Poll {
 }
 
 impl<T> Subscriber<T> {
-    pub(crate) fn new(topic: BroadcastHandle, opts: &TopicBuilder<'_>) -> Result<Self, Error> {
-        let me = topic.seg.me()?;
-        let ring = &topic.ring;
-        let capacity = ring.capacity();
-        let start_from = |head: u64| match opts.start {
-            StartAt::Newest => head.saturating_sub(1),
-            StartAt::Oldest => head.saturating_sub(capacity),
-            StartAt::Next => head,
-        };
-        let (cursor, gate_entry) = match &topic.gate {
-            None => (start_from(ring.head()), None),
+    pub(crate) fn new(topic: Handle<BroadcastView>) -> Result<Self, Error> {
+        let ring = topic.view.ring();
+        let start = topic.opts.start;
+        let (cursor, gate_entry) = match topic.view.gate() {
+            None => (start.cursor(ring.head(), ring.capacity()), None),
             Some(gate) => {
-                // Only messages from head - capacity + 1 on are sure to be
-                // gated on us (see `ring::gate`).
-                let oldest_gated = |head: u64| head.saturating_sub(capacity - 1);
-                let index = gate.claim(me, oldest_gated(ring.head())).ok_or_else(|| {
-                    Error::TooManySubscribers {
+                let attached = gate
+                    .attach(ring, topic.me, start, |o| topic.liveness(o))
+                    .ok_or_else(|| Error::TooManySubscribers {
                         topic: topic.name.clone(),
                         max: gate.entries().len() as u32,
-                    }
-                })?;
-                gate.announce();
-                let head = ring.head();
-                let cursor = start_from(head).max(oldest_gated(head));
-                gate.advance(index, cursor);
-                (cursor, Some(index))
+                    })?;
+                gate.ctrl().space().notify();
+                (attached.cursor, Some(attached.index))
             }
         };
         let scratch = vec![0; ring.slot_bytes()];
+        let pacer = Pacer::new(topic.opts.check_interval);
         Ok(Subscriber {
             topic,
             cursor,
-            wait: opts.wait,
-            check_interval: opts.check_interval,
             watch: PublisherWatch {
                 owner: None,
-                alive: false,
-                checked: Instant::now(),
+                dead: false,
+                pacer,
             },
             stats: SubscriberStats::default(),
             scratch,
             gate_entry,
-            me,
             _marker: PhantomData,
         })
     }
@@ -394,17 +442,42 @@ impl<T> Subscriber<T> {
         self.gate_entry.is_some()
     }
 
-    /// Moves past message `cursor`, telling the publisher in lossless mode.
-    fn consumed(&mut self) {
-        self.cursor = self.cursor.wrapping_add(1);
-        self.stats.received += 1;
-        if let (Some(gate), Some(index)) = (&self.topic.gate, self.gate_entry) {
-            gate.advance(index, self.cursor);
+    /// Lossless mode: our gate and entry, if we still hold the entry.
+    /// `Err(Evicted)` once we do not: from then on we never write it.
+    #[inline]
+    fn gate_held(&self) -> Result<Option<(&Gate<'_>, usize)>, RecvError> {
+        let (Some(gate), Some(index)) = (self.topic.view.gate(), self.gate_entry) else {
+            return Ok(None);
+        };
+        if self.topic.in_own_process() && gate.holds(index, self.topic.me) {
+            Ok(Some((gate, index)))
+        } else {
+            Err(RecvError::Evicted)
         }
     }
 
+    /// Moves past message `cursor`, telling the publisher in lossless mode.
+    #[inline]
+    fn consumed(&mut self) {
+        self.cursor = self.cursor.wrapping_add(1);
+        self.stats.received += 1;
+        self.publish_cursor();
+    }
+
+    #[inline]
+    fn publish_cursor(&self) {
+        if let Ok(Some((gate, index))) = self.gate_held() {
+            gate.advance(index, self.cursor);
+            gate.ctrl().space().notify();
+        }
+    }
+
+    #[inline]
     fn poll(&mut self, out: &mut [u8]) -> Poll {
-        let ring = &self.topic.ring;
+        if let Err(evicted) = self.gate_held() {
+            return Poll::Failed(evicted);
+        }
+        let ring = self.topic.view.ring();
         match ring.read(self.cursor, out) {
             Read::Message { len } => {
                 if self.gate_entry.is_some() {
@@ -415,13 +488,18 @@ impl<T> Subscriber<T> {
             }
             Read::Empty => Poll::Empty,
             Read::Overwritten => {
+                // A lossless subscriber is only ever overwritten once it no
+                // longer gates the publisher; the Acquire stamp load makes
+                // the eviction that came first visible.
+                ring.stamp(self.cursor);
+                if let Err(evicted) = self.gate_held() {
+                    return Poll::Failed(evicted);
+                }
                 let target = ring.lag_target(self.cursor);
                 let lost = target.wrapping_sub(self.cursor);
                 self.cursor = target;
                 self.stats.lagged += lost;
-                if let (Some(gate), Some(index)) = (&self.topic.gate, self.gate_entry) {
-                    gate.advance(index, self.cursor);
-                }
+                self.publish_cursor();
                 Poll::Failed(RecvError::Lagged(lost))
             }
             Read::BadLength { .. } => {
@@ -434,28 +512,27 @@ impl<T> Subscriber<T> {
         }
     }
 
-    /// Whether the publisher is gone and nothing is left to read. Reads the
-    /// publisher's /proc entry at most once per check interval.
+    /// Whether the publisher is gone and nothing is left to read. Checks
+    /// the publisher's liveness at most once per check interval.
     fn disconnected(&mut self) -> bool {
-        let ctrl = self.topic.ring.ctrl();
+        let ring = self.topic.view.ring();
+        let ctrl = ring.ctrl();
         let gone = match ctrl.lease().holder() {
             None => ctrl.had_publisher(),
             Some(owner) => {
-                let now = Instant::now();
-                let fresh = now.duration_since(self.watch.checked) < self.check_interval;
-                if self.watch.owner != Some(owner) || !fresh {
-                    self.watch = PublisherWatch {
-                        owner: Some(owner),
-                        alive: !self.topic.seg.liveness(owner).is_dead(),
-                        checked: now,
-                    };
+                if self.watch.owner != Some(owner) {
+                    self.watch.owner = Some(owner);
+                    self.watch.pacer.expire();
                 }
-                !self.watch.alive
+                if self.watch.pacer.due() {
+                    self.watch.dead = self.topic.liveness(owner).is_dead();
+                }
+                self.watch.dead
             }
         };
         // The publisher may have sent more between our last read and going
         // away: only report Disconnected once that is read too.
-        gone && !self.topic.ring.ready(self.cursor)
+        gone && !ring.ready(self.cursor)
     }
 
     fn try_recv_into(&mut self, out: &mut [u8]) -> Result<usize, TryRecvError> {
@@ -486,7 +563,7 @@ impl<T> Subscriber<T> {
     where
         R: From<usize>,
     {
-        let mut waiter = Waiter::new(self.wait, self.check_interval);
+        let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
         loop {
             match attempt(self) {
                 Poll::Got(len) => return Ok(R::from(len)),
@@ -496,7 +573,7 @@ impl<T> Subscriber<T> {
             if waiter.checks_due() && self.disconnected() {
                 return Err(RecvTimeoutError::Disconnected);
             }
-            let ring = &self.topic.ring;
+            let ring = self.topic.view.ring();
             let (ctrl, cursor) = (ring.ctrl(), self.cursor);
             let ready =
                 || ring.ready(cursor) || (ctrl.lease().holder().is_none() && ctrl.had_publisher());
@@ -506,8 +583,8 @@ impl<T> Subscriber<T> {
                 Waited::Slept(Wake::TimedOut) => {
                     self.stats.sleeps += 1;
                     self.stats.sleep_timeouts += 1;
-                    // Force a liveness check on the next round.
-                    self.watch.owner = None;
+                    // The publisher may have died: look at once.
+                    self.watch.pacer.expire();
                 }
                 Waited::Slept(Wake::Ready) | Waited::Polled => {}
             }
@@ -517,8 +594,12 @@ impl<T> Subscriber<T> {
 
 impl<T> Drop for Subscriber<T> {
     fn drop(&mut self) {
-        if let (Some(gate), Some(index)) = (&self.topic.gate, self.gate_entry) {
-            gate.detach(index, self.me);
+        if !self.topic.in_own_process() {
+            return; // inherited through fork(): the entry is the parent's
+        }
+        if let (Some(gate), Some(index)) = (self.topic.view.gate(), self.gate_entry) {
+            gate.detach(index, self.topic.me);
+            gate.ctrl().space().notify();
         }
     }
 }
@@ -547,17 +628,33 @@ impl<T> Drop for Borrowed<'_, T> {
 
 impl<T: Message> Subscriber<T> {
     /// Receives the next message, waiting as the wait strategy says.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Lagged`] (overwrite mode) after messages were lost;
+    /// [`RecvError::Disconnected`] once the publisher is gone and all is
+    /// read; [`RecvError::Corrupt`] for a corrupt slot (skipped);
+    /// [`RecvError::Evicted`] (lossless mode) once this subscriber no
+    /// longer holds its entry.
     pub fn recv(&mut self) -> Result<T, RecvError> {
         self.recv_typed(None)
             .map_err(RecvTimeoutError::without_deadline)
     }
 
     /// Receives the next message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv), and `Timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.recv_typed(Some(Instant::now() + timeout))
     }
 
     /// Receives the next message if there is one, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv), and `Empty`.
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         let mut value = T::new_zeroed();
         let len = self.try_recv_into(value.as_mut_bytes())?;
@@ -590,6 +687,11 @@ impl<T: Message> Subscriber<T> {
     /// # shmbus::Bus::remove(&name)?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RecvRefError::NotLossless`] on an overwrite topic; otherwise as
+    /// [`recv`](Self::recv).
     pub fn recv_ref(&mut self) -> Result<Borrowed<'_, T>, RecvRefError> {
         const {
             assert!(
@@ -601,15 +703,26 @@ impl<T: Message> Subscriber<T> {
             return Err(RecvRefError::NotLossless);
         }
         let ready = self.wait_for::<usize>(None, |sub| {
-            if sub.topic.ring.ready(sub.cursor) {
+            if let Err(evicted) = sub.gate_held() {
+                Poll::Failed(evicted)
+            } else if sub.topic.view.ring().ready(sub.cursor) {
                 Poll::Got(0)
             } else {
                 Poll::Empty
             }
         });
         ready.map_err(RecvTimeoutError::without_deadline)?;
+        // Lend only while we gate the publisher: checked after the message
+        // is there, so no eviction since can make the lent slot writable
+        // (only a dead process is evicted, and we are reading).
+        self.gate_held().map_err(RecvRefError::Recv)?;
         let size = core::mem::size_of::<T>();
-        let Some(words) = self.topic.ring.payload_if_complete(self.cursor, size) else {
+        let Some(words) = self
+            .topic
+            .view
+            .ring()
+            .payload_if_complete(self.cursor, size)
+        else {
             // Complete with another length, or overwritten: read it the
             // copying way, which reports exactly what happened.
             let mut scratch = core::mem::take(&mut self.scratch);
@@ -628,10 +741,10 @@ impl<T: Message> Subscriber<T> {
         // slot size is T's size). Any bytes are a valid T (FromBytes). No one
         // writes them while the guard lives: in lossless mode the publisher
         // may not write message `cursor + capacity` into this slot until our
-        // cursor, published in the subscriber table, passes `cursor`, which
-        // happens only when the guard drops. The Acquire load of the complete
-        // stamp in `payload_if_complete` orders the publisher's payload
-        // stores before our reads.
+        // cursor, published in the subscriber table (which we hold, checked
+        // above), passes `cursor`, which happens only when the guard drops.
+        // The Acquire load of the complete stamp in `payload_if_complete`
+        // orders the publisher's payload stores before our reads.
         let value = unsafe { &*words.as_ptr().cast::<T>() };
         Ok(Borrowed { sub: self, value })
     }
@@ -652,6 +765,10 @@ impl<T: Message> Subscriber<T> {
 impl Subscriber<Bytes> {
     /// Receives the next message, waiting as the wait strategy says. The
     /// slice borrows an internal buffer until the next receive.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::recv`].
     pub fn recv_bytes(&mut self) -> Result<&[u8], RecvError> {
         let len = self
             .recv_bytes_deadline(None)
@@ -660,12 +777,20 @@ impl Subscriber<Bytes> {
     }
 
     /// Receives the next message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::recv_timeout`].
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<&[u8], RecvTimeoutError> {
         let len = self.recv_bytes_deadline(Some(Instant::now() + timeout))?;
         Ok(&self.scratch[..len])
     }
 
     /// Receives the next message if there is one, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::try_recv`].
     pub fn try_recv_bytes(&mut self) -> Result<&[u8], TryRecvError> {
         let mut scratch = core::mem::take(&mut self.scratch);
         let result = self.try_recv_into(&mut scratch);
@@ -690,7 +815,7 @@ impl<T> std::fmt::Debug for Publisher<T> {
         f.debug_struct("Publisher")
             .field("topic", &self.topic.name)
             .field("next_seq", &self.next)
-            .field("capacity", &self.topic.ring.capacity())
+            .field("capacity", &self.capacity())
             .finish()
     }
 }
@@ -700,7 +825,7 @@ impl<T> std::fmt::Debug for Subscriber<T> {
         f.debug_struct("Subscriber")
             .field("topic", &self.topic.name)
             .field("next_seq", &self.cursor)
-            .field("wait", &self.wait)
+            .field("wait", &self.topic.opts.wait)
             .field("stats", &self.stats)
             .finish()
     }

@@ -6,8 +6,9 @@ use crate::error::Error;
 use crate::message::Message;
 use crate::ring::Owner;
 use crate::segment::layout::{EntryConfig, KIND_QUEUE};
+use crate::segment::views::{BroadcastView, QueueView};
 use crate::segment::{self, directory, Segment, SegmentOptions};
-use crate::topic::{BroadcastHandle, QueueHandle, TopicBuilder};
+use crate::topic::TopicBuilder;
 use crate::{Publisher, Subscriber};
 
 /// Default size of a new bus segment: 64 MiB of address space. The file is
@@ -236,7 +237,7 @@ impl Bus {
     /// A topic with options (capacity, slot size, where a subscriber starts,
     /// how it waits).
     pub fn topic(&self, name: &str) -> TopicBuilder<'_> {
-        TopicBuilder::new(self, name)
+        TopicBuilder::new(&self.seg, name)
     }
 
     /// The publisher of broadcast topic `topic`, creating the topic with
@@ -286,8 +287,8 @@ impl Bus {
         let live =
             |owner: Option<Owner>| owner.is_some_and(|owner| !self.seg.liveness(owner).is_dead());
         if c.kind == KIND_QUEUE {
-            let handle = QueueHandle::new(Arc::clone(&self.seg), name, c)?;
-            let ring = &handle.ring;
+            let view = QueueView::new(Arc::clone(&self.seg), name, c)?;
+            let ring = view.ring();
             let ctrl = ring.ctrl();
             info.kind = TopicKind::WorkQueue;
             info.published = ctrl.pushed();
@@ -300,9 +301,9 @@ impl Bus {
                 .count() as u32;
             info.lost = ctrl.lost_in_push() + ctrl.lost_in_consume();
         } else {
-            let handle = BroadcastHandle::new(Arc::clone(&self.seg), name, c)?;
-            let ctrl = handle.ring.ctrl();
-            info.published = handle.ring.published();
+            let view = BroadcastView::new(Arc::clone(&self.seg), name, c)?;
+            let ctrl = view.ring().ctrl();
+            info.published = view.ring().published();
             info.publisher_pid = ctrl
                 .lease()
                 .holder()
@@ -310,7 +311,7 @@ impl Bus {
                 .and_then(|owner| self.seg.process_info(owner))
                 .map(|info| info.pid);
             info.sleeping = ctrl.wake().waiters();
-            if let Some(gate) = &handle.gate {
+            if let Some(gate) = view.gate() {
                 info.kind = TopicKind::LosslessBroadcast;
                 info.attached = gate.entries().iter().filter(|e| live(e.owner())).count() as u32;
                 info.evictions = gate.ctrl().evictions();

@@ -126,6 +126,12 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
+    /// This publisher no longer holds the topic's lease: another process
+    /// took it over (the lease word changed under it), or the publisher was
+    /// made before `fork()` in the parent of this process. The message was
+    /// not sent, and none will be.
+    #[error("lease lost: this publisher no longer holds the topic's publisher lease (it was taken over, or the publisher was made before fork() in another process); drop it and open a new publisher")]
+    LeaseLost,
     #[error("message of {len} bytes does not fit the topic's {max}-byte slots; send at most {max} bytes or create the topic with a larger `slot_size`")]
     TooLarge { len: usize, max: usize },
 }
@@ -138,6 +144,13 @@ pub enum TrySendError {
     /// overwrite. The message was not sent.
     #[error("full: the slowest lossless subscriber has not read the message this one would overwrite; try again later")]
     Full,
+    /// This publisher no longer holds the topic's lease: another process
+    /// took it over (the lease word changed under it), or the publisher was
+    /// made before `fork()` in the parent of this process. The message was
+    /// not sent, and none will be.
+    #[error("lease lost: this publisher no longer holds the topic's publisher lease (it was taken over, or the publisher was made before fork() in another process); drop it and open a new publisher")]
+    LeaseLost,
+
     #[error("message of {len} bytes does not fit the topic's {max}-byte slots; send at most {max} bytes or create the topic with a larger `slot_size`")]
     TooLarge { len: usize, max: usize },
 }
@@ -157,6 +170,13 @@ pub enum RecvError {
     /// slot); it was skipped.
     #[error("message {seq} is corrupt in the segment and was skipped")]
     Corrupt { seq: u64 },
+    /// This lossless subscriber no longer holds its entry in the topic's
+    /// subscriber table: it was evicted (found dead, which a live process
+    /// never is unless its entry was overwritten), or it was made before
+    /// `fork()` in the parent of this process. It receives nothing more and
+    /// never writes its cursor again.
+    #[error("evicted: this lossless subscriber no longer holds its subscriber entry (it was evicted, or made before fork() in another process); drop it and subscribe again")]
+    Evicted,
 }
 
 /// Reading in place with [`Subscriber::recv_ref`](crate::Subscriber::recv_ref).
@@ -181,6 +201,13 @@ pub enum TryRecvError {
     Disconnected,
     #[error("message {seq} is corrupt in the segment and was skipped")]
     Corrupt { seq: u64 },
+    /// This lossless subscriber no longer holds its entry in the topic's
+    /// subscriber table: it was evicted (found dead, which a live process
+    /// never is unless its entry was overwritten), or it was made before
+    /// `fork()` in the parent of this process. It receives nothing more and
+    /// never writes its cursor again.
+    #[error("evicted: this lossless subscriber no longer holds its subscriber entry (it was evicted, or made before fork() in another process); drop it and subscribe again")]
+    Evicted,
 }
 
 /// Receiving with [`Subscriber::recv_timeout`](crate::Subscriber::recv_timeout).
@@ -194,6 +221,13 @@ pub enum RecvTimeoutError {
     Disconnected,
     #[error("message {seq} is corrupt in the segment and was skipped")]
     Corrupt { seq: u64 },
+    /// This lossless subscriber no longer holds its entry in the topic's
+    /// subscriber table: it was evicted (found dead, which a live process
+    /// never is unless its entry was overwritten), or it was made before
+    /// `fork()` in the parent of this process. It receives nothing more and
+    /// never writes its cursor again.
+    #[error("evicted: this lossless subscriber no longer holds its subscriber entry (it was evicted, or made before fork() in another process); drop it and subscribe again")]
+    Evicted,
 }
 
 impl From<RecvError> for TryRecvError {
@@ -202,6 +236,7 @@ impl From<RecvError> for TryRecvError {
             RecvError::Lagged(n) => TryRecvError::Lagged(n),
             RecvError::Disconnected => TryRecvError::Disconnected,
             RecvError::Corrupt { seq } => TryRecvError::Corrupt { seq },
+            RecvError::Evicted => TryRecvError::Evicted,
         }
     }
 }
@@ -212,8 +247,26 @@ impl From<RecvError> for RecvTimeoutError {
             RecvError::Lagged(n) => RecvTimeoutError::Lagged(n),
             RecvError::Disconnected => RecvTimeoutError::Disconnected,
             RecvError::Corrupt { seq } => RecvTimeoutError::Corrupt { seq },
+            RecvError::Evicted => RecvTimeoutError::Evicted,
         }
     }
+}
+
+/// Pushing to a work queue, waiting while it is full.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError<T> {
+    /// This endpoint's entry in the queue's claim table is no longer its
+    /// own: it was made before `fork()` in the parent of this process, or
+    /// the entry was overwritten. Nothing was done. The value is handed back.
+    #[error("detached: this producer no longer holds its claim-table entry (it was made before fork() in another process, or the entry was overwritten); drop it and attach a new producer")]
+    Detached(T),
+    /// The slot at `pos` holds a sequence no protocol step writes: the
+    /// segment is corrupt. The value is handed back.
+    #[error("the queue's slot for position {pos} is corrupt in the segment; remove the bus and recreate it")]
+    Corrupt { pos: u64, value: T },
+    #[error("message of {len} bytes does not fit the queue's {max}-byte slots; push at most {max} bytes or create the queue with a larger `slot_size`")]
+    TooLarge { len: usize, max: usize },
 }
 
 /// Pushing without waiting (or with a timeout) to a work queue.
@@ -223,14 +276,37 @@ pub enum TryPushError<T> {
     /// Every slot holds an unconsumed message. The value is handed back.
     #[error("full: every slot holds an unconsumed message; try again later")]
     Full(T),
+    /// This endpoint's entry in the queue's claim table is no longer its
+    /// own: it was made before `fork()` in the parent of this process, or
+    /// the entry was overwritten. Nothing was done. The value is handed back.
+    #[error("detached: this producer no longer holds its claim-table entry (it was made before fork() in another process, or the entry was overwritten); drop it and attach a new producer")]
+    Detached(T),
+    /// The slot at `pos` holds a sequence no protocol step writes: the
+    /// segment is corrupt. The value is handed back.
+    #[error("the queue's slot for position {pos} is corrupt in the segment; remove the bus and recreate it")]
+    Corrupt { pos: u64, value: T },
     #[error("message of {len} bytes does not fit the queue's {max}-byte slots; push at most {max} bytes or create the queue with a larger `slot_size`")]
     TooLarge { len: usize, max: usize },
+}
+
+impl<T> std::fmt::Debug for PushError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushError::Detached(_) => f.write_str("Detached(..)"),
+            PushError::Corrupt { pos, .. } => write!(f, "Corrupt {{ pos: {pos}, .. }}"),
+            PushError::TooLarge { len, max } => {
+                write!(f, "TooLarge {{ len: {len}, max: {max} }}")
+            }
+        }
+    }
 }
 
 impl<T> std::fmt::Debug for TryPushError<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TryPushError::Full(_) => f.write_str("Full(..)"),
+            TryPushError::Detached(_) => f.write_str("Detached(..)"),
+            TryPushError::Corrupt { pos, .. } => write!(f, "Corrupt {{ pos: {pos}, .. }}"),
             TryPushError::TooLarge { len, max } => {
                 write!(f, "TooLarge {{ len: {len}, max: {max} }}")
             }
@@ -249,6 +325,10 @@ pub enum PopError {
     /// The message at `pos` is corrupt in the segment and was skipped.
     #[error("message at position {pos} is corrupt in the segment and was skipped")]
     Corrupt { pos: u64 },
+    /// This consumer's claim-table entry is no longer its own (made before
+    /// `fork()` in the parent of this process, or overwritten).
+    #[error("detached: this consumer no longer holds its claim-table entry (it was made before fork() in another process, or the entry was overwritten); drop it and attach a new consumer")]
+    Detached,
 }
 
 /// Popping from a work queue without waiting.
@@ -261,6 +341,10 @@ pub enum TryPopError {
     Disconnected,
     #[error("message at position {pos} is corrupt in the segment and was skipped")]
     Corrupt { pos: u64 },
+    /// This consumer's claim-table entry is no longer its own (made before
+    /// `fork()` in the parent of this process, or overwritten).
+    #[error("detached: this consumer no longer holds its claim-table entry (it was made before fork() in another process, or the entry was overwritten); drop it and attach a new consumer")]
+    Detached,
 }
 
 /// Popping from a work queue with a timeout.
@@ -273,6 +357,30 @@ pub enum PopTimeoutError {
     Disconnected,
     #[error("message at position {pos} is corrupt in the segment and was skipped")]
     Corrupt { pos: u64 },
+    /// This consumer's claim-table entry is no longer its own (made before
+    /// `fork()` in the parent of this process, or overwritten).
+    #[error("detached: this consumer no longer holds its claim-table entry (it was made before fork() in another process, or the entry was overwritten); drop it and attach a new consumer")]
+    Detached,
+}
+
+impl From<PopError> for TryPopError {
+    fn from(err: PopError) -> Self {
+        match err {
+            PopError::Disconnected => TryPopError::Disconnected,
+            PopError::Corrupt { pos } => TryPopError::Corrupt { pos },
+            PopError::Detached => TryPopError::Detached,
+        }
+    }
+}
+
+impl From<PopError> for PopTimeoutError {
+    fn from(err: PopError) -> Self {
+        match err {
+            PopError::Disconnected => PopTimeoutError::Disconnected,
+            PopError::Corrupt { pos } => PopTimeoutError::Corrupt { pos },
+            PopError::Detached => PopTimeoutError::Detached,
+        }
+    }
 }
 
 impl RecvTimeoutError {
@@ -283,6 +391,7 @@ impl RecvTimeoutError {
             RecvTimeoutError::Lagged(n) => RecvError::Lagged(n),
             RecvTimeoutError::Disconnected => RecvError::Disconnected,
             RecvTimeoutError::Corrupt { seq } => RecvError::Corrupt { seq },
+            RecvTimeoutError::Evicted => RecvError::Evicted,
         }
     }
 }
@@ -294,6 +403,7 @@ impl PopTimeoutError {
             PopTimeoutError::Timeout => unreachable!("a wait without a deadline never times out"),
             PopTimeoutError::Disconnected => PopError::Disconnected,
             PopTimeoutError::Corrupt { pos } => PopError::Corrupt { pos },
+            PopTimeoutError::Detached => PopError::Detached,
         }
     }
 }

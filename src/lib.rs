@@ -36,10 +36,25 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-// The OS-free core: what loom model-checks.
-pub mod ring;
-pub mod sync;
-pub mod wait;
+// The OS-free core: what loom model-checks. Internals, not API: public only
+// with the `internals` feature (for the tests and loom models of this
+// repository), and under loom.
+macro_rules! internal_mod {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[cfg(any(feature = "internals", shmbus_loom))]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$doc])*
+        #[cfg(not(any(feature = "internals", shmbus_loom)))]
+        #[allow(dead_code, unused_imports)]
+        mod $name;
+    };
+}
+
+internal_mod!(ring);
+internal_mod!(sync);
+internal_mod!(wait);
 
 // The OS layer and the user API. Not built under loom, whose atomics have
 // another in-memory form than the segment's.
@@ -50,24 +65,28 @@ mod bus;
 #[cfg(not(shmbus_loom))]
 mod error;
 #[cfg(not(shmbus_loom))]
+mod handle;
+#[cfg(not(shmbus_loom))]
 mod message;
 #[cfg(not(shmbus_loom))]
 mod process;
 #[cfg(not(shmbus_loom))]
 pub mod queue;
 #[cfg(not(shmbus_loom))]
-pub mod segment;
+internal_mod!(segment);
 #[cfg(not(shmbus_loom))]
 mod topic;
 
 #[cfg(not(shmbus_loom))]
 pub use broadcast::{Borrowed, Publisher, StartAt, Subscriber, SubscriberStats};
 #[cfg(not(shmbus_loom))]
-pub use bus::{Bus, BusBuilder, TopicInfo, TopicKind, DEFAULT_BUS_SIZE, DEFAULT_TOPICS};
+pub use bus::{
+    Bus, BusBuilder, TopicInfo, TopicKind, DEFAULT_BUS_SIZE, DEFAULT_PROCESSES, DEFAULT_TOPICS,
+};
 #[cfg(not(shmbus_loom))]
 pub use error::{
-    Error, PopError, PopTimeoutError, RecvError, RecvRefError, RecvTimeoutError, SendError,
-    TryPopError, TryPushError, TryRecvError, TrySendError,
+    Error, PopError, PopTimeoutError, PushError, RecvError, RecvRefError, RecvTimeoutError,
+    SendError, TryPopError, TryPushError, TryRecvError, TrySendError,
 };
 #[cfg(not(shmbus_loom))]
 pub use message::{Bytes, Message};

@@ -17,31 +17,39 @@
 //! # Delivery guarantee and crashes
 //!
 //! Delivery is **at most once**. A message is never delivered twice. If a
-//! consumer process dies after claiming a message and before finishing with
-//! it, that message is lost; if a producer process dies after claiming a
+//! consumer process dies after claiming a message and before releasing its
+//! slot, that message is lost; if a producer process dies after claiming a
 //! slot and before publishing its message, that message (whose `push` never
 //! returned) is lost. Neither wedges the queue: a process stuck behind a
-//! dead claimer notices within the liveness check interval (default 100
-//! ms), finishes the slot in its place, and counts the loss
-//! ([`QueueStats::lost_in_consume`], [`QueueStats::lost_in_push`]). A slow
-//! but live claimer is waited for, never skipped: claims record the
-//! claimer's pid and start time.
+//! claimer known dead notices within the liveness check interval (default
+//! 100 ms; `try_push` and `try_pop` take part too), finishes the slot in its
+//! place, and counts the loss exactly once ([`QueueStats::lost_in_consume`],
+//! [`QueueStats::lost_in_push`]), even if it is killed itself half-way. A
+//! slow but live claimer, or one whose liveness cannot be told, is waited
+//! for, never skipped.
 //!
-//! A consumer's `pop` returns [`PopError::Disconnected`] once every producer
-//! that attached is gone (dropped or dead) and the queue is empty.
+//! A message counts as delivered once its consumer released the slot (a
+//! pop released it before returning). A consumer killed after that, before
+//! its caller used the message (or while it wakes a producer), loses it
+//! without a count: the counters count what is lost inside the queue.
+//!
+//! A consumer's `pop` returns [`PopError::Disconnected`] once a producer
+//! has attached, every producer that attached is gone (dropped or dead) and
+//! the queue is empty.
 
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, PopError, PopTimeoutError, SendError, TryPopError, TryPushError};
+use crate::error::{Error, PopError, PopTimeoutError, PushError, TryPopError, TryPushError};
+use crate::handle::Handle;
 use crate::message::{Bytes, Message};
 use crate::process;
 use crate::ring::queue::{
-    table, ClaimEntry, PopBlocked, Popped, PushBlocked, QueueRing, Recovery, NO_INTENT,
+    table, ClaimEntry, PopBlocked, Popped, PushBlocked, QueueRing, Recovery, RecoveryStep, Side,
+    NO_INTENT,
 };
-use crate::ring::Owner;
-use crate::topic::{QueueHandle, TopicBuilder};
-use crate::wait::{WaitStrategy, Waited, Waiter};
+use crate::segment::views::QueueView;
+use crate::wait::{Pacer, Waited, Waiter, Wake};
 
 /// Counters of a work queue, shared by all its producers and consumers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,58 +74,75 @@ fn stats_of(ring: &QueueRing<'_>) -> QueueStats {
     }
 }
 
+/// Between the steps of a recovery: stops there for crash tests that
+/// switch a hook on (`SHMBUS_TEST_HOOK`), and goes on otherwise.
+fn recovery_step(step: RecoveryStep) -> bool {
+    process::stall_if_hooked(step.hook());
+    true
+}
+
+/// Finishes the slot of a claimer known dead, if `pos` on `side` is stuck
+/// on one (see `ring::queue`).
+fn recover(topic: &Handle<QueueView>, side: Side, pos: u64) -> Recovery {
+    topic.view.ring().recover(
+        side,
+        pos,
+        topic.me,
+        |owner| topic.liveness(owner),
+        recovery_step,
+    )
+}
+
 /// Attaches to a claim table, settling a dead entry's unfinished claim
 /// before reusing the entry (its intent is the evidence of who claimed).
-fn attach(topic: &QueueHandle, producers: bool, me: Owner) -> Result<usize, Error> {
-    let ring = &topic.ring;
-    let (entries, role) = if producers {
-        (ring.producers(), "producer")
-    } else {
-        (ring.consumers(), "consumer")
+fn attach(topic: &Handle<QueueView>, side: Side) -> Result<usize, Error> {
+    let ring = topic.view.ring();
+    let (entries, role) = match side {
+        Side::Push => (ring.producers(), "producer"),
+        Side::Consume => (ring.consumers(), "consumer"),
     };
-    let seg = &topic.seg;
-    let liveness = |owner| seg.liveness(owner);
-    let settled = |intent: u64| {
-        intent == NO_INTENT
-            || if producers {
-                ring.recover_push(intent, liveness) != Recovery::Alive
-            } else {
-                ring.recover_consume(intent, liveness) != Recovery::Alive
-            }
-    };
-    table::attach(entries, me, liveness, settled).ok_or_else(|| Error::TooManyWorkers {
-        topic: topic.name.clone(),
-        role,
-        max: entries.len() as u32,
+    let settled =
+        |intent: u64| intent == NO_INTENT || recover(topic, side, intent) != Recovery::Alive;
+    table::attach(entries, topic.me, |o| topic.liveness(o), settled).ok_or_else(|| {
+        Error::TooManyWorkers {
+            topic: topic.name.clone(),
+            role,
+            max: entries.len() as u32,
+        }
     })
+}
+
+/// Why a push did not happen.
+enum PushFail {
+    Full,
+    Detached,
+    Corrupt { pos: u64 },
 }
 
 /// A producer of a work queue.
 pub struct Producer<T> {
-    topic: QueueHandle,
+    topic: Handle<QueueView>,
     entry: usize,
-    me: Owner,
-    wait: WaitStrategy,
-    check_interval: Duration,
+    /// Paces the liveness checks of consumers that hold a slot we need.
+    pacer: Pacer,
     _marker: PhantomData<fn(T)>,
 }
 
 impl<T> Producer<T> {
-    pub(crate) fn new(topic: QueueHandle, opts: &TopicBuilder<'_>) -> Result<Self, Error> {
-        let me = topic.seg.me()?;
-        let entry = attach(&topic, true, me)?;
+    pub(crate) fn new(topic: Handle<QueueView>) -> Result<Self, Error> {
+        let entry = attach(&topic, Side::Push)?;
+        topic.view.ring().mark_producer();
+        let pacer = Pacer::new(topic.opts.check_interval);
         Ok(Producer {
             topic,
             entry,
-            me,
-            wait: opts.wait,
-            check_interval: opts.check_interval,
+            pacer,
             _marker: PhantomData,
         })
     }
 
     fn entry(&self) -> &ClaimEntry {
-        &self.topic.ring.producers()[self.entry]
+        &self.topic.view.ring().producers()[self.entry]
     }
 
     /// The topic name.
@@ -127,43 +152,54 @@ impl<T> Producer<T> {
 
     /// Ring capacity in messages.
     pub fn capacity(&self) -> u64 {
-        self.topic.ring.capacity()
+        self.topic.view.ring().capacity()
     }
 
     /// The queue's shared counters.
     pub fn queue_stats(&self) -> QueueStats {
-        stats_of(&self.topic.ring)
+        stats_of(self.topic.view.ring())
     }
 
     /// Pushes `bytes`, waiting for room until `deadline` (`None`: forever)
-    /// if `wait`. Returns false if there was no room.
-    fn push_raw(&mut self, bytes: &[u8], wait: bool, deadline: Option<Instant>) -> bool {
-        let ring = &self.topic.ring;
-        let entry = &ring.producers()[self.entry];
-        let mut waiter = Waiter::new(self.wait, self.check_interval);
+    /// if `wait`. A producer stuck behind a consumer known dead frees its
+    /// slot (paced: at most once per check interval), whether it waits or
+    /// not.
+    fn push_raw(
+        &mut self,
+        bytes: &[u8],
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), PushFail> {
+        if !self.topic.in_own_process() || !self.entry().held_by(self.topic.me) {
+            return Err(PushFail::Detached);
+        }
+        let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
         loop {
-            match ring.claim_push(entry) {
-                Ok(claim) => {
-                    ring.write(claim, bytes);
-                    process::stall_if_hooked("stall-after-push-claim");
-                    ring.publish(claim, entry);
+            let ring = self.topic.view.ring();
+            let entry = &ring.producers()[self.entry];
+            match ring.push(entry, bytes, || {
+                process::stall_if_hooked("stall-after-push-claim")
+            }) {
+                Ok(_) => {
                     ring.ctrl().not_empty().notify();
-                    return true;
+                    return Ok(());
                 }
-                Err(PushBlocked::Unreleased { pos }) if waiter.interval_due() => {
-                    let seg = &self.topic.seg;
-                    if ring.recover_consume(pos, |owner| seg.liveness(owner)) == Recovery::Recovered
-                    {
+                Err(PushBlocked::Corrupt { pos, .. }) => return Err(PushFail::Corrupt { pos }),
+                Err(PushBlocked::Unreleased { pos }) if self.pacer.due() => {
+                    if recover(&self.topic, Side::Consume, pos) == Recovery::Recovered {
                         continue;
                     }
                 }
                 Err(_) => {}
             }
-            if !wait
-                || waiter.wait_once(ring.ctrl().not_full(), || ring.can_push(), deadline)
-                    == Waited::Deadline
-            {
-                return false;
+            if !wait {
+                return Err(PushFail::Full);
+            }
+            let ring = self.topic.view.ring();
+            match waiter.wait_once(ring.ctrl().not_full(), || ring.can_push(), deadline) {
+                Waited::Deadline => return Err(PushFail::Full),
+                Waited::Slept(Wake::TimedOut) => self.pacer.expire(),
+                _ => {}
             }
         }
     }
@@ -171,32 +207,64 @@ impl<T> Producer<T> {
 
 impl<T: Message> Producer<T> {
     /// Pushes `value`, waiting while the queue is full.
-    pub fn push(&mut self, value: T) {
-        self.push_raw(value.as_bytes(), true, None);
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Detached`] if this producer no longer holds its
+    /// claim-table entry (made before `fork()` in a parent);
+    /// [`PushError::Corrupt`] if the queue's slot is corrupt. Both hand the
+    /// value back.
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        let result = self.push_raw(value.as_bytes(), true, None);
+        handed_back(result, value)
     }
 
     /// Pushes `value` if there is room now; hands it back if not.
+    ///
+    /// # Errors
+    ///
+    /// [`TryPushError::Full`] when every slot holds a message; otherwise as
+    /// [`push`](Self::push).
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
-        if self.push_raw(value.as_bytes(), false, None) {
-            Ok(())
-        } else {
-            Err(TryPushError::Full(value))
-        }
+        let result = self.push_raw(value.as_bytes(), false, None);
+        try_handed_back(result, value)
     }
 
     /// Pushes `value`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_push`](Self::try_push), `Full` once the timeout passed.
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), TryPushError<T>> {
-        if self.push_raw(value.as_bytes(), true, Some(Instant::now() + timeout)) {
-            Ok(())
-        } else {
-            Err(TryPushError::Full(value))
-        }
+        let result = self.push_raw(value.as_bytes(), true, Some(Instant::now() + timeout));
+        try_handed_back(result, value)
+    }
+}
+
+/// The outcome of a waiting push, with the value handed back on failure.
+fn handed_back<T>(result: Result<(), PushFail>, value: T) -> Result<(), PushError<T>> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(PushFail::Detached) => Err(PushError::Detached(value)),
+        Err(PushFail::Corrupt { pos }) => Err(PushError::Corrupt { pos, value }),
+        Err(PushFail::Full) => unreachable!("a push without a deadline waits for room"),
+    }
+}
+
+/// The outcome of a push that may not wait (long), with the value handed
+/// back on failure.
+fn try_handed_back<T>(result: Result<(), PushFail>, value: T) -> Result<(), TryPushError<T>> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(PushFail::Full) => Err(TryPushError::Full(value)),
+        Err(PushFail::Detached) => Err(TryPushError::Detached(value)),
+        Err(PushFail::Corrupt { pos }) => Err(TryPushError::Corrupt { pos, value }),
     }
 }
 
 impl Producer<Bytes> {
     fn fits(&self, bytes: &[u8]) -> Result<(), (usize, usize)> {
-        let max = self.topic.ring.slot_bytes();
+        let max = self.topic.view.ring().slot_bytes();
         if bytes.len() > max {
             Err((bytes.len(), max))
         } else {
@@ -205,43 +273,49 @@ impl Producer<Bytes> {
     }
 
     /// Pushes `bytes` (at most the slot size), waiting while the queue is full.
-    pub fn push_bytes(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::TooLarge`] for a message over the slot size; otherwise
+    /// as [`Producer::push`].
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> Result<(), PushError<()>> {
         self.fits(bytes)
-            .map_err(|(len, max)| SendError::TooLarge { len, max })?;
-        self.push_raw(bytes, true, None);
-        Ok(())
+            .map_err(|(len, max)| PushError::TooLarge { len, max })?;
+        let result = self.push_raw(bytes, true, None);
+        handed_back(result, ())
     }
 
     /// Pushes `bytes` if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::try_push`], and `TooLarge`.
     pub fn try_push_bytes(&mut self, bytes: &[u8]) -> Result<(), TryPushError<()>> {
         self.fits(bytes)
             .map_err(|(len, max)| TryPushError::TooLarge { len, max })?;
-        if self.push_raw(bytes, false, None) {
-            Ok(())
-        } else {
-            Err(TryPushError::Full(()))
-        }
+        let result = self.push_raw(bytes, false, None);
+        try_handed_back(result, ())
     }
 }
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
-        table::detach(self.entry(), self.me);
+        if !self.topic.in_own_process() {
+            return; // inherited through fork(): the entry is the parent's
+        }
+        table::detach(self.entry(), self.topic.me);
         // Consumers waiting for a message check whether producers remain.
-        self.topic.ring.ctrl().not_empty().notify();
+        self.topic.view.ring().ctrl().not_empty().notify();
     }
 }
 
 /// A consumer of a work queue.
 pub struct Consumer<T> {
-    topic: QueueHandle,
+    topic: Handle<QueueView>,
     entry: usize,
-    me: Owner,
-    wait: WaitStrategy,
-    check_interval: Duration,
-    /// When we last found producers alive, so `producers_gone` reads /proc
-    /// at most once per check interval.
-    producers_seen: Option<Instant>,
+    /// Paces the liveness checks of producers (a dead claimer ahead of us,
+    /// or all of them gone).
+    pacer: Pacer,
     scratch: Vec<u8>,
     _marker: PhantomData<fn() -> T>,
 }
@@ -254,24 +328,21 @@ enum Pop {
 }
 
 impl<T> Consumer<T> {
-    pub(crate) fn new(topic: QueueHandle, opts: &TopicBuilder<'_>) -> Result<Self, Error> {
-        let me = topic.seg.me()?;
-        let entry = attach(&topic, false, me)?;
-        let scratch = vec![0; topic.ring.slot_bytes()];
+    pub(crate) fn new(topic: Handle<QueueView>) -> Result<Self, Error> {
+        let entry = attach(&topic, Side::Consume)?;
+        let scratch = vec![0; topic.view.ring().slot_bytes()];
+        let pacer = Pacer::new(topic.opts.check_interval);
         Ok(Consumer {
             topic,
             entry,
-            me,
-            wait: opts.wait,
-            check_interval: opts.check_interval,
-            producers_seen: None,
+            pacer,
             scratch,
             _marker: PhantomData,
         })
     }
 
     fn entry(&self) -> &ClaimEntry {
-        &self.topic.ring.consumers()[self.entry]
+        &self.topic.view.ring().consumers()[self.entry]
     }
 
     /// The topic name.
@@ -281,31 +352,35 @@ impl<T> Consumer<T> {
 
     /// The queue's shared counters.
     pub fn queue_stats(&self) -> QueueStats {
-        stats_of(&self.topic.ring)
+        stats_of(self.topic.view.ring())
     }
 
-    fn try_once(&mut self, out: &mut [u8], waiter: &mut Waiter) -> Pop {
-        let ring = &self.topic.ring;
-        let entry = &ring.consumers()[self.entry];
+    /// One pop: a message, or nothing now. Recovers a slot whose producer
+    /// is known dead when a liveness check is due (paced per consumer).
+    fn try_once(&mut self, out: &mut [u8]) -> Pop {
+        if !self.topic.in_own_process() || !self.entry().held_by(self.topic.me) {
+            return Pop::Failed(PopError::Detached);
+        }
         loop {
-            match ring.claim_pop(entry) {
-                Ok(claim) => {
-                    let popped = ring.read(claim, out);
-                    process::stall_if_hooked("stall-after-pop-claim");
-                    ring.release(claim, entry);
+            let ring = self.topic.view.ring();
+            let entry = &ring.consumers()[self.entry];
+            match ring.pop(entry, out, || {
+                process::stall_if_hooked("stall-after-pop-claim")
+            }) {
+                Ok((pos, popped)) => {
                     ring.ctrl().not_full().notify();
                     match popped {
                         Popped::Message { len } => return Pop::Got(len),
                         // Its loss was counted by whoever left it.
                         Popped::Tombstone => continue,
-                        Popped::BadLength { .. } => {
-                            return Pop::Failed(PopError::Corrupt { pos: claim.pos() })
-                        }
+                        Popped::BadLength { .. } => return Pop::Failed(PopError::Corrupt { pos }),
                     }
                 }
-                Err(PopBlocked::Unpublished { pos }) if waiter.interval_due() => {
-                    let seg = &self.topic.seg;
-                    if ring.recover_push(pos, |owner| seg.liveness(owner)) == Recovery::Recovered {
+                Err(PopBlocked::Corrupt { pos, .. }) => {
+                    return Pop::Failed(PopError::Corrupt { pos })
+                }
+                Err(PopBlocked::Unpublished { pos }) if self.pacer.due() => {
+                    if recover(&self.topic, Side::Push, pos) == Recovery::Recovered {
                         continue;
                     }
                     return Pop::Empty;
@@ -315,28 +390,21 @@ impl<T> Consumer<T> {
         }
     }
 
-    /// Whether every producer that attached is gone and the queue is empty.
+    /// Whether a producer has attached, every producer that did is gone
+    /// (dropped, or known dead) and the queue is empty.
     fn disconnected(&mut self) -> bool {
-        let ring = &self.topic.ring;
-        if ring.ctrl().pushed() == 0 || ring.can_pop() {
+        let ring = self.topic.view.ring();
+        let ctrl = ring.ctrl();
+        if !ctrl.had_producer() || ring.can_pop() || ctrl.pushed() != ctrl.popped() {
             return false;
         }
-        let now = Instant::now();
-        if self
-            .producers_seen
-            .is_some_and(|seen| now.duration_since(seen) < self.check_interval)
-        {
-            return false;
-        }
+        let topic = &self.topic;
         let alive = ring
             .producers()
             .iter()
             .filter_map(ClaimEntry::owner)
-            .any(|owner| !self.topic.seg.liveness(owner).is_dead());
-        if alive {
-            self.producers_seen = Some(now);
-        }
-        !alive && !ring.can_pop() && ring.ctrl().pushed() == ring.ctrl().popped()
+            .any(|owner| !topic.liveness(owner).is_dead());
+        !alive && !ring.can_pop() && ctrl.pushed() == ctrl.popped()
     }
 
     fn pop_into(
@@ -344,36 +412,29 @@ impl<T> Consumer<T> {
         out: &mut [u8],
         deadline: Option<Instant>,
     ) -> Result<usize, PopTimeoutError> {
-        let mut waiter = Waiter::new(self.wait, self.check_interval);
+        let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
         loop {
-            match self.try_once(out, &mut waiter) {
+            match self.try_once(out) {
                 Pop::Got(len) => return Ok(len),
-                Pop::Failed(PopError::Corrupt { pos }) => {
-                    return Err(PopTimeoutError::Corrupt { pos })
-                }
-                Pop::Failed(_) => unreachable!("try_once reports only corruption"),
+                Pop::Failed(err) => return Err(err.into()),
                 Pop::Empty => {}
             }
-            if waiter.checks_due() && self.disconnected() {
+            if waiter.checks_due() && self.pacer.due() && self.disconnected() {
                 return Err(PopTimeoutError::Disconnected);
             }
-            let ring = &self.topic.ring;
-            if waiter.wait_once(ring.ctrl().not_empty(), || ring.can_pop(), deadline)
-                == Waited::Deadline
-            {
-                return Err(PopTimeoutError::Timeout);
+            let ring = self.topic.view.ring();
+            match waiter.wait_once(ring.ctrl().not_empty(), || ring.can_pop(), deadline) {
+                Waited::Deadline => return Err(PopTimeoutError::Timeout),
+                Waited::Slept(Wake::TimedOut) => self.pacer.expire(),
+                _ => {}
             }
         }
     }
 
     fn try_pop_into(&mut self, out: &mut [u8]) -> Result<usize, TryPopError> {
-        let mut waiter = Waiter::new(self.wait, self.check_interval);
-        // A try never waits, so it may look for a dead claimer at once.
-        waiter.interval_due_at_once();
-        match self.try_once(out, &mut waiter) {
+        match self.try_once(out) {
             Pop::Got(len) => Ok(len),
-            Pop::Failed(PopError::Corrupt { pos }) => Err(TryPopError::Corrupt { pos }),
-            Pop::Failed(_) => unreachable!("try_once reports only corruption"),
+            Pop::Failed(err) => Err(err.into()),
             Pop::Empty if self.disconnected() => Err(TryPopError::Disconnected),
             Pop::Empty => Err(TryPopError::Empty),
         }
@@ -382,23 +443,37 @@ impl<T> Consumer<T> {
 
 impl<T: Message> Consumer<T> {
     /// Pops the next message, waiting while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError::Disconnected`] once every producer is gone and the queue
+    /// is empty; [`PopError::Corrupt`] for a corrupt slot;
+    /// [`PopError::Detached`] if this consumer no longer holds its entry.
     pub fn pop(&mut self) -> Result<T, PopError> {
         self.pop_typed(None)
             .map_err(PopTimeoutError::without_deadline)
     }
 
     /// Pops the next message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop), and `Timeout`.
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopTimeoutError> {
         self.pop_typed(Some(Instant::now() + timeout))
     }
 
     /// Pops the next message if there is one.
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop), and `Empty`.
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
         let mut value = T::new_zeroed();
         let len = self.try_pop_into(value.as_mut_bytes())?;
         if len != core::mem::size_of::<T>() {
             return Err(TryPopError::Corrupt {
-                pos: self.topic.ring.ctrl().popped().wrapping_sub(1),
+                pos: self.topic.view.ring().ctrl().popped().wrapping_sub(1),
             });
         }
         Ok(value)
@@ -409,7 +484,7 @@ impl<T: Message> Consumer<T> {
         let len = self.pop_into(value.as_mut_bytes(), deadline)?;
         if len != core::mem::size_of::<T>() {
             return Err(PopTimeoutError::Corrupt {
-                pos: self.topic.ring.ctrl().popped().wrapping_sub(1),
+                pos: self.topic.view.ring().ctrl().popped().wrapping_sub(1),
             });
         }
         Ok(value)
@@ -419,6 +494,10 @@ impl<T: Message> Consumer<T> {
 impl Consumer<Bytes> {
     /// Pops the next message, waiting while the queue is empty. The slice
     /// borrows an internal buffer until the next pop.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::pop`].
     pub fn pop_bytes(&mut self) -> Result<&[u8], PopError> {
         let mut scratch = core::mem::take(&mut self.scratch);
         let result = self.pop_into(&mut scratch, None);
@@ -428,6 +507,10 @@ impl Consumer<Bytes> {
     }
 
     /// Pops the next message if there is one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::try_pop`].
     pub fn try_pop_bytes(&mut self) -> Result<&[u8], TryPopError> {
         let mut scratch = core::mem::take(&mut self.scratch);
         let result = self.try_pop_into(&mut scratch);
@@ -439,7 +522,10 @@ impl Consumer<Bytes> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
-        table::detach(self.entry(), self.me);
+        if !self.topic.in_own_process() {
+            return; // inherited through fork(): the entry is the parent's
+        }
+        table::detach(self.entry(), self.topic.me);
     }
 }
 

@@ -1,22 +1,19 @@
 //! Topic options and opening: the builder every publisher, subscriber,
-//! producer and consumer is made from, and the views of a topic's region.
+//! producer and consumer is made from.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broadcast::{Publisher, StartAt, Subscriber};
-use crate::bus::Bus;
+use crate::broadcast::{Publisher, Subscriber};
 use crate::error::Error;
+use crate::handle::{EndpointOptions, Handle};
 use crate::message::{Bytes, Message};
 use crate::queue::{Consumer, Producer};
-use crate::ring::broadcast::{BroadcastCtrl, BroadcastRing};
-use crate::ring::gate::{Gate, GateCtrl, SubscriberEntry};
-use crate::ring::queue::{ClaimEntry, QueueCtrl, QueueRing};
+use crate::ring::broadcast::StartAt;
 use crate::segment::directory::{self, TopicRequest, TypeFingerprint};
-use crate::segment::layout::{self, EntryConfig, MAX_ATTACH, MAX_CAPACITY, MAX_SLOT_SIZE};
-use crate::segment::region::Shape;
+use crate::segment::layout::{self, MAX_ATTACH, MAX_CAPACITY, MAX_SLOT_SIZE};
+use crate::segment::views::{BroadcastView, QueueView};
 use crate::segment::Segment;
-use crate::sync::AtomicU64;
 use crate::wait::WaitStrategy;
 
 /// Default ring capacity: 1024 messages.
@@ -27,7 +24,7 @@ pub const DEFAULT_BYTES_SLOT_SIZE: u32 = 256;
 pub const DEFAULT_MAX_WORKERS: u32 = 64;
 
 /// Options for one topic, and for the publisher, subscriber, producer or
-/// consumer made from it. From [`Bus::topic`].
+/// consumer made from it. From [`Bus::topic`](crate::Bus::topic).
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -46,25 +43,26 @@ pub const DEFAULT_MAX_WORKERS: u32 = 64;
 /// # Bus::remove(&name)?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
+#[must_use = "a topic builder does nothing until it makes an endpoint"]
 pub struct TopicBuilder<'b> {
-    pub(crate) bus: &'b Bus,
-    pub(crate) name: String,
+    seg: &'b Arc<Segment>,
+    name: String,
     capacity: Option<u32>,
     slot_size: Option<u32>,
     lossless: Option<u32>,
     max_producers: Option<u32>,
     max_consumers: Option<u32>,
-    pub(crate) start: StartAt,
-    pub(crate) wait: WaitStrategy,
-    pub(crate) check_interval: Duration,
+    start: StartAt,
+    wait: WaitStrategy,
+    check_interval: Duration,
     create_timeout: Duration,
 }
 
 impl<'b> TopicBuilder<'b> {
-    pub(crate) fn new(bus: &'b Bus, name: &str) -> Self {
+    pub(crate) fn new(seg: &'b Arc<Segment>, name: &str) -> Self {
         TopicBuilder {
-            bus,
+            seg,
             name: name.to_owned(),
             capacity: None,
             slot_size: None,
@@ -143,50 +141,50 @@ impl<'b> TopicBuilder<'b> {
 
     /// The publisher of this broadcast topic (typed).
     pub fn publisher<T: Message>(self) -> Result<Publisher<T>, Error> {
-        let topic = self.open_broadcast(TypeFingerprint::of::<T>())?;
-        Publisher::new(topic, &self)
+        Publisher::new(self.open_broadcast(TypeFingerprint::of::<T>())?)
     }
 
     /// A subscriber of this broadcast topic (typed).
     pub fn subscriber<T: Message>(self) -> Result<Subscriber<T>, Error> {
-        let topic = self.open_broadcast(TypeFingerprint::of::<T>())?;
-        Subscriber::new(topic, &self)
+        Subscriber::new(self.open_broadcast(TypeFingerprint::of::<T>())?)
     }
 
     /// The publisher of this broadcast topic of byte messages.
     pub fn publisher_bytes(self) -> Result<Publisher<Bytes>, Error> {
-        let topic = self.open_broadcast(bytes_fingerprint())?;
-        Publisher::new(topic, &self)
+        Publisher::new(self.open_broadcast(bytes_fingerprint())?)
     }
 
     /// A subscriber of this broadcast topic of byte messages.
     pub fn subscriber_bytes(self) -> Result<Subscriber<Bytes>, Error> {
-        let topic = self.open_broadcast(bytes_fingerprint())?;
-        Subscriber::new(topic, &self)
+        Subscriber::new(self.open_broadcast(bytes_fingerprint())?)
     }
 
     /// A producer of this work-queue topic (typed).
     pub fn producer<T: Message>(self) -> Result<Producer<T>, Error> {
-        let topic = self.open_queue(TypeFingerprint::of::<T>())?;
-        Producer::new(topic, &self)
+        Producer::new(self.open_queue(TypeFingerprint::of::<T>())?)
     }
 
     /// A consumer of this work-queue topic (typed).
     pub fn consumer<T: Message>(self) -> Result<Consumer<T>, Error> {
-        let topic = self.open_queue(TypeFingerprint::of::<T>())?;
-        Consumer::new(topic, &self)
+        Consumer::new(self.open_queue(TypeFingerprint::of::<T>())?)
     }
 
     /// A producer of this work-queue topic of byte messages.
     pub fn producer_bytes(self) -> Result<Producer<Bytes>, Error> {
-        let topic = self.open_queue(bytes_fingerprint())?;
-        Producer::new(topic, &self)
+        Producer::new(self.open_queue(bytes_fingerprint())?)
     }
 
     /// A consumer of this work-queue topic of byte messages.
     pub fn consumer_bytes(self) -> Result<Consumer<Bytes>, Error> {
-        let topic = self.open_queue(bytes_fingerprint())?;
-        Consumer::new(topic, &self)
+        Consumer::new(self.open_queue(bytes_fingerprint())?)
+    }
+
+    fn options(&self) -> EndpointOptions {
+        EndpointOptions {
+            start: self.start,
+            wait: self.wait,
+            check_interval: self.check_interval,
+        }
     }
 
     fn invalid(&self, why: String) -> Error {
@@ -196,18 +194,24 @@ impl<'b> TopicBuilder<'b> {
         }
     }
 
-    fn open_broadcast(&self, fingerprint: TypeFingerprint) -> Result<BroadcastHandle, Error> {
+    fn open_broadcast(&self, fingerprint: TypeFingerprint) -> Result<Handle<BroadcastView>, Error> {
         if self.max_producers.is_some() || self.max_consumers.is_some() {
             return Err(self.invalid(
                 "max_producers/max_consumers are for work queues; a broadcast topic has one publisher".into(),
             ));
         }
         let request = self.request(layout::KIND_BROADCAST, fingerprint)?;
-        let entry = directory::find_or_create(&self.bus.seg, &request, self.create_timeout)?;
-        BroadcastHandle::new(Arc::clone(&self.bus.seg), &self.name, &entry.config)
+        let entry = directory::find_or_create(self.seg, &request, self.create_timeout)?;
+        let view = BroadcastView::new(Arc::clone(self.seg), &self.name, &entry.config)?;
+        Ok(Handle::new(
+            view,
+            &self.name,
+            self.seg.me()?,
+            self.options(),
+        ))
     }
 
-    fn open_queue(&self, fingerprint: TypeFingerprint) -> Result<QueueHandle, Error> {
+    fn open_queue(&self, fingerprint: TypeFingerprint) -> Result<Handle<QueueView>, Error> {
         if self.lossless.is_some() {
             return Err(
                 self.invalid("lossless is a broadcast mode; a work queue never overwrites".into())
@@ -217,8 +221,14 @@ impl<'b> TopicBuilder<'b> {
             return Err(self.invalid("a work queue needs a capacity of at least 2".into()));
         }
         let request = self.request(layout::KIND_QUEUE, fingerprint)?;
-        let entry = directory::find_or_create(&self.bus.seg, &request, self.create_timeout)?;
-        QueueHandle::new(Arc::clone(&self.bus.seg), &self.name, &entry.config)
+        let entry = directory::find_or_create(self.seg, &request, self.create_timeout)?;
+        let view = QueueView::new(Arc::clone(self.seg), &self.name, &entry.config)?;
+        Ok(Handle::new(
+            view,
+            &self.name,
+            self.seg.me()?,
+            self.options(),
+        ))
     }
 
     fn request(&self, kind: u32, fingerprint: TypeFingerprint) -> Result<TopicRequest<'_>, Error> {
@@ -299,150 +309,16 @@ pub(crate) fn bytes_fingerprint() -> TypeFingerprint {
     }
 }
 
-/// Views of a topic region's parts, with errors naming the topic.
-struct RegionViews<'s> {
-    seg: &'s Segment,
-    name: &'s str,
-    offset: u64,
-}
-
-impl<'s> RegionViews<'s> {
-    fn corrupt(&self, what: String) -> Error {
-        Error::Corrupt {
-            bus: self.seg.bus().to_owned(),
-            what: format!("topic {:?}: {what}", self.name),
-        }
-    }
-
-    fn one<T: crate::segment::SharedView>(&self, at: u64) -> Result<&'s T, Error> {
-        self.seg
-            .view(self.offset + at)
-            .map_err(|what| self.corrupt(what))
-    }
-
-    fn many<T: crate::segment::SharedView>(&self, at: u64, count: usize) -> Result<&'s [T], Error> {
-        self.seg
-            .view_slice(self.offset + at, count)
-            .map_err(|what| self.corrupt(what))
-    }
-}
-
-/// Extends a borrow of the mapping to `'static`.
-///
-/// # Safety
-///
-/// The caller must keep the `Arc<Segment>` the reference points into alive
-/// for as long as the returned reference is used (every handle stores it
-/// beside its views). The mapping never moves while mapped.
-unsafe fn forever<T: ?Sized>(value: &T) -> &'static T {
-    // SAFETY: per this function's contract.
-    unsafe { &*(value as *const T) }
-}
-
-/// A broadcast topic's ring (and gate, in lossless mode), kept valid by the
-/// segment it lives in.
-pub(crate) struct BroadcastHandle {
-    pub(crate) ring: BroadcastRing<'static>,
-    pub(crate) gate: Option<Gate<'static>>,
-    pub(crate) name: String,
-    /// Keeps the mapping the views point into alive; answers liveness.
-    pub(crate) seg: Arc<Segment>,
-}
-
-impl BroadcastHandle {
-    pub(crate) fn new(seg: Arc<Segment>, name: &str, config: &EntryConfig) -> Result<Self, Error> {
-        let views = RegionViews {
-            seg: &seg,
-            name,
-            offset: config.region_offset,
-        };
-        let shape = Shape::of(config);
-        let layout = shape
-            .layout()
-            .ok_or_else(|| views.corrupt("unknown topic kind".into()))?;
-        let ctrl: &BroadcastCtrl = views.one(0)?;
-        let slots = views.many::<AtomicU64>(layout.slots, layout.slot_words)?;
-        let gate_parts = if shape.lossless() {
-            let gate_ctrl: &GateCtrl = views.one(layout.table_a)?;
-            let entries =
-                views.many::<SubscriberEntry>(layout.table_b, config.max_readers as usize)?;
-            Some((gate_ctrl, entries))
-        } else {
-            None
-        };
-        // SAFETY: `seg` is stored in the handle beside the views.
-        let (ctrl, slots, gate_parts) = unsafe {
-            (
-                forever(ctrl),
-                forever(slots),
-                gate_parts.map(|(c, e)| (forever(c), forever(e))),
-            )
-        };
-        let ring = BroadcastRing::new(
-            ctrl,
-            slots,
-            config.capacity as usize,
-            config.slot_size as usize,
-        )
-        .map_err(|_| {
-            views.corrupt("ring region does not match its capacity and slot size".into())
-        })?;
-        let gate = gate_parts.map(|(c, e)| Gate::new(c, e));
-        Ok(BroadcastHandle {
-            ring,
-            gate,
-            name: name.to_owned(),
-            seg,
-        })
-    }
-}
-
-/// A work queue's ring and claim tables, kept valid by their segment.
-pub(crate) struct QueueHandle {
-    pub(crate) ring: QueueRing<'static>,
-    pub(crate) name: String,
-    /// Keeps the mapping the views point into alive; answers liveness.
-    pub(crate) seg: Arc<Segment>,
-}
-
-impl QueueHandle {
-    pub(crate) fn new(seg: Arc<Segment>, name: &str, config: &EntryConfig) -> Result<Self, Error> {
-        let views = RegionViews {
-            seg: &seg,
-            name,
-            offset: config.region_offset,
-        };
-        let layout = Shape::of(config)
-            .layout()
-            .ok_or_else(|| views.corrupt("unknown topic kind".into()))?;
-        let ctrl: &QueueCtrl = views.one(0)?;
-        let producers = views.many::<ClaimEntry>(layout.table_a, config.max_writers as usize)?;
-        let consumers = views.many::<ClaimEntry>(layout.table_b, config.max_readers as usize)?;
-        let slots = views.many::<AtomicU64>(layout.slots, layout.slot_words)?;
-        // SAFETY: `seg` is stored in the handle beside the views.
-        let (ctrl, producers, consumers, slots) = unsafe {
-            (
-                forever(ctrl),
-                forever(producers),
-                forever(consumers),
-                forever(slots),
-            )
-        };
-        let ring = QueueRing::new(
-            ctrl,
-            producers,
-            consumers,
-            slots,
-            config.capacity as usize,
-            config.slot_size as usize,
-        )
-        .map_err(|_| {
-            views.corrupt("queue region does not match its capacity and slot size".into())
-        })?;
-        Ok(QueueHandle {
-            ring,
-            name: name.to_owned(),
-            seg,
-        })
+impl std::fmt::Debug for TopicBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicBuilder")
+            .field("bus", &self.seg.bus())
+            .field("name", &self.name)
+            .field("capacity", &self.capacity)
+            .field("slot_size", &self.slot_size)
+            .field("lossless", &self.lossless)
+            .field("start", &self.start)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
     }
 }

@@ -211,22 +211,30 @@ fn dropped_publisher_disconnects_after_everything_is_read_and_a_new_one_reconnec
 fn blocking_recv_wakes_when_another_thread_publishes() {
     let bus = TestBus::new("block");
     let b = bus.open();
+    // A long check interval: the sleep ends by timeout only if the wakeup
+    // is lost.
     let mut rx = b
         .topic("t")
         .wait(WaitStrategy::Block)
+        .publisher_check_interval(Duration::from_secs(30))
         .subscriber::<u64>()
         .unwrap();
     let b2 = b.clone();
     let publisher = std::thread::spawn(move || {
         let mut tx = b2.publisher::<u64>("t").unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        // Publish only once the subscriber is asleep, however long the
+        // machine takes to get it there.
+        let asleep = common::eventually(Duration::from_secs(30), || {
+            common::topic_infos(&b2)[0].sleeping >= 1
+        });
+        assert!(asleep, "the subscriber never went to sleep");
         tx.send(&7).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        tx
     });
     assert_eq!(rx.recv(), Ok(7));
     assert!(rx.stats().sleeps >= 1, "recv slept instead of spinning");
     assert_eq!(rx.stats().sleep_timeouts, 0);
-    publisher.join().unwrap();
+    drop(publisher.join().unwrap());
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! A full /dev/shm is an error when a topic is created, never a SIGBUS
 //! later: ring regions are reserved with fallocate. The child runs in a
 //! private mount namespace whose /dev/shm is a 512 KiB tmpfs (this needs
-//! root or user namespaces; where `unshare` is refused the test says so and
-//! does nothing, as it cannot create the condition).
+//! root or user namespaces; where `unshare` is refused the test says
+//! `SKIPPED`, which CI counts, or fails when `SHMBUS_REQUIRE_NAMESPACES` is
+//! set).
 
 mod common;
 
@@ -56,7 +57,10 @@ fn full_dev_shm_is_a_clear_error_at_topic_creation() {
     let out = match out {
         Ok(out) => out,
         Err(e) => {
-            eprintln!("skipped: cannot run unshare ({e}); a full /dev/shm cannot be staged here");
+            common::skip_or_fail(
+                "full_dev_shm_is_a_clear_error_at_topic_creation",
+                &format!("cannot run unshare ({e}); a full /dev/shm cannot be staged here"),
+            );
             return;
         }
     };
@@ -65,9 +69,9 @@ fn full_dev_shm_is_a_clear_error_at_topic_creation() {
     if !out.status.success()
         && (stderr.contains("Operation not permitted") || stderr.contains("mount:"))
     {
-        eprintln!(
-            "skipped: no private mount namespace here ({})",
-            stderr.trim()
+        common::skip_or_fail(
+            "full_dev_shm_is_a_clear_error_at_topic_creation",
+            &format!("no private mount namespace here ({})", stderr.trim()),
         );
         return;
     }

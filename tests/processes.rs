@@ -67,6 +67,7 @@ fn subscriber_role(args: &[String]) {
             }
             Err(RecvError::Lagged(n)) => expected += n,
             Err(RecvError::Disconnected) => break,
+            Err(RecvError::Evicted) => panic!("an overwrite subscriber is never evicted"),
             Err(RecvError::Corrupt { seq }) => {
                 errors += 1;
                 eprintln!("corrupt message {seq}");

@@ -59,8 +59,8 @@ fn consumers_see_disconnected_once_producers_are_gone_and_queue_is_drained() {
         .consumer::<u64>()
         .unwrap();
     let mut tx = b.topic("jobs").producer::<u64>().unwrap();
-    tx.push(1);
-    tx.push(2);
+    tx.push(1).unwrap();
+    tx.push(2).unwrap();
     drop(tx);
     assert_eq!(rx.pop(), Ok(1));
     assert_eq!(rx.pop(), Ok(2));
@@ -146,7 +146,7 @@ fn threads_share_a_queue_and_each_message_is_taken_once() {
             let mut tx = b.topic("jobs").producer::<[u64; 2]>().unwrap();
             std::thread::spawn(move || {
                 for seq in 0..PER_PRODUCER {
-                    tx.push([p, seq]);
+                    tx.push([p, seq]).unwrap();
                 }
             })
         })

@@ -68,7 +68,7 @@ fn child_role_entry() {
                 std::thread::sleep(Duration::from_micros(100));
             }
             for seq in 0..count {
-                tx.push(Job::new(id, seq));
+                tx.push(Job::new(id, seq)).unwrap();
             }
         }
         // args: bus topic out_file. Pops until Disconnected, writes what it got.
@@ -104,7 +104,7 @@ fn child_role_entry() {
         "push-once" => {
             let trial: u64 = args[2].parse().unwrap();
             let mut tx = bus.topic(&args[1]).producer::<Job>().unwrap();
-            tx.push(Job::new(FROM_CHILD, trial));
+            tx.push(Job::new(FROM_CHILD, trial)).unwrap();
             panic!("the hook should have stopped this process");
         }
         // args: bus topic. Pops one job; stalls (hook) after claiming.
@@ -243,7 +243,7 @@ fn producer_killed_between_claim_and_publish_never_wedges_the_queue() {
         );
         child.expect_line("SHMBUS-HOOK");
         child.kill9();
-        tx.push(Job::new(FROM_TEST, trial));
+        tx.push(Job::new(FROM_TEST, trial)).unwrap();
         let job = rx
             .pop_timeout(Duration::from_secs(10))
             .expect("the queue keeps flowing");
@@ -273,7 +273,7 @@ fn consumer_killed_between_claim_and_release_never_wedges_the_queue() {
     let (mut tx, mut rx) = trial_queue(&bus, CAPACITY as u32);
     let trials = trials();
     for trial in 0..trials {
-        tx.push(Job::new(FROM_CHILD, trial));
+        tx.push(Job::new(FROM_CHILD, trial)).unwrap();
         let mut child = spawn_role_with_env(
             "pop-once",
             &args(&[&bus.name, &"jobs"]),

@@ -4,7 +4,8 @@
 use loom::sync::Arc;
 use loom::thread;
 use shmbus::ring::broadcast::{slots_words, BroadcastCtrl, BroadcastRing, Read};
-use shmbus::sync::AtomicU64;
+use shmbus::ring::{Liveness, Owner};
+use shmbus::sync::{AtomicU64, Ordering};
 
 const SLOT_BYTES: usize = 16;
 
@@ -155,5 +156,55 @@ fn takeover_after_a_death_between_slot_and_head_keeps_the_sequence() {
         let mut seen = sub.join().unwrap();
         read_available(&heap, &mut seen);
         assert_eq!((seen.cursor, seen.received, seen.lagged), (2, 2, 0));
+    });
+}
+
+/// Proves that a publisher whose lease was taken over (only possible if it
+/// was judged dead while alive: a misjudged or overwritten lease word)
+/// stops at its next send: it checks the lease before every publish, the
+/// way `Publisher::send` does, so no message it starts after it could have
+/// seen the takeover is written; the new holder continues the sequence.
+///
+/// Fails without the check: the old publisher keeps writing after the
+/// takeover.
+#[test]
+fn publisher_whose_lease_was_taken_over_stops_at_its_next_send() {
+    loom::model(|| {
+        let heap = Heap::new(4);
+        let (old, new) = (Owner::new(1, 1), Owner::new(2, 2));
+        heap.ctrl.lease().acquire(old, |_| Liveness::Alive).unwrap();
+        let taken = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let old_publisher = {
+            let (heap, taken) = (heap.clone(), taken.clone());
+            thread::spawn(move || {
+                let ring = heap.ring();
+                let mut late = 0;
+                for seq in 0..3 {
+                    let knew = taken.load(Ordering::SeqCst);
+                    if !ring.ctrl().lease().held_by(old) {
+                        return late;
+                    }
+                    if knew {
+                        late += 1;
+                    }
+                    ring.publish(seq, &message(seq));
+                }
+                late
+            })
+        };
+        heap.ctrl
+            .lease()
+            .acquire(new, |o| {
+                if o == old {
+                    Liveness::Dead
+                } else {
+                    Liveness::Alive
+                }
+            })
+            .unwrap();
+        taken.store(true, Ordering::SeqCst);
+        let late = old_publisher.join().unwrap();
+        assert_eq!(late, 0, "wrote after it could have seen the takeover");
+        assert_eq!(heap.ctrl.lease().holder(), Some(new));
     });
 }

@@ -1,11 +1,13 @@
 //! Loom models of lossless broadcast: the publisher gated on subscriber
-//! cursors (`shmbus::ring::gate`).
+//! cursors (`shmbus::ring::gate`), with the same compositions the
+//! endpoints run: `Gate::attach` for a subscriber, `Gate::make_room` before
+//! each publish, the `holds` check before each read.
 #![cfg(shmbus_loom)]
 
 use loom::sync::Arc;
 use loom::thread;
-use shmbus::ring::broadcast::{slots_words, BroadcastCtrl, BroadcastRing, Read};
-use shmbus::ring::gate::{Gate, GateCache, GateCtrl, SubscriberEntry};
+use shmbus::ring::broadcast::{slots_words, BroadcastCtrl, BroadcastRing, Read, StartAt};
+use shmbus::ring::gate::{testing, Gate, GateCache, GateCtrl, SubscriberEntry};
 use shmbus::ring::{Liveness, Owner};
 use shmbus::sync::AtomicU64;
 
@@ -41,16 +43,19 @@ impl Heap {
     }
 }
 
-/// Publishes `count` messages as the lossless publisher does: wait (here,
-/// yield) until the gate has room, publish, then the wakeup check whose
-/// SeqCst fence the attach protocol relies on. `on_block` runs whenever it
-/// has to wait.
-fn publish_gated(heap: &Heap, count: u64, mut on_block: impl FnMut(&Gate<'_>)) {
+fn alive(_: Owner) -> Liveness {
+    Liveness::Alive
+}
+
+/// Publishes `count` messages as the lossless publisher does: make room
+/// (here, yield while there is none; `check` gives the liveness oracle the
+/// publisher's paced check would use), publish, then the wakeup check whose
+/// SeqCst fence the attach protocol relies on.
+fn publish_gated(heap: &Heap, count: u64, mut check: impl FnMut(Owner) -> Liveness) {
     let (ring, gate) = (heap.ring(), heap.gate());
     let mut cache = GateCache::default();
     for seq in 0..count {
-        while !cache.has_space(&gate, seq, ring.capacity()) {
-            on_block(&gate);
+        while !gate.make_room(&mut cache, seq, ring.capacity(), Some(&mut check)) {
             thread::yield_now();
         }
         ring.publish(seq, &seq.to_ne_bytes());
@@ -58,34 +63,56 @@ fn publish_gated(heap: &Heap, count: u64, mut on_block: impl FnMut(&Gate<'_>)) {
     }
 }
 
-/// Attaches as a lossless subscriber starting at the next message, then
-/// reads up to message `until`, checking each is the one expected and was
-/// never overwritten.
-fn subscribe_and_read(heap: &Heap, me: Owner, until: u64) -> Vec<u64> {
+/// What a subscriber's reading loop ended with.
+#[derive(Debug, PartialEq)]
+enum End {
+    /// Read everything up to the end.
+    Done(Vec<u64>),
+    /// Found its entry taken from it and stopped, after reading these.
+    Evicted(Vec<u64>),
+}
+
+/// Attaches as a lossless subscriber starting at the next message (the
+/// endpoint's composition), then reads up to message `until` as the
+/// endpoint does: check the entry is still ours, read, publish the cursor.
+/// Every message read must be the one expected and never overwritten while
+/// the entry was ours.
+fn subscribe_and_read(heap: &Heap, me: Owner, until: u64) -> End {
     let (ring, gate) = (heap.ring(), heap.gate());
-    let capacity = ring.capacity();
-    let index = gate
-        .claim(me, ring.head().saturating_sub(capacity - 1))
-        .unwrap();
-    gate.announce();
-    let mut cursor = ring.head();
-    gate.advance(index, cursor);
+    let attached = gate.attach(&ring, me, StartAt::Next, alive).unwrap();
+    read_from(heap, me, attached.index, attached.cursor, until)
+}
+
+fn read_from(heap: &Heap, me: Owner, index: usize, mut cursor: u64, until: u64) -> End {
+    let (ring, gate) = (heap.ring(), heap.gate());
     let mut got = Vec::new();
     while cursor < until {
+        if !gate.holds(index, me) {
+            return End::Evicted(got);
+        }
         let mut out = [0u8; SLOT_BYTES];
         match ring.read(cursor, &mut out) {
             Read::Message { .. } => {
                 assert_eq!(u64::from_ne_bytes(out), cursor, "torn or misplaced");
                 got.push(cursor);
                 cursor += 1;
-                gate.advance(index, cursor);
+                if gate.holds(index, me) {
+                    gate.advance(index, cursor);
+                }
             }
             Read::Empty => thread::yield_now(),
-            Read::Overwritten => panic!("lossless publisher overwrote unread message {cursor}"),
+            Read::Overwritten => {
+                ring.stamp(cursor);
+                assert!(
+                    !gate.holds(index, me),
+                    "lossless publisher overwrote unread message {cursor} of a gating subscriber"
+                );
+                return End::Evicted(got);
+            }
             Read::BadLength { len } => panic!("bad length {len}"),
         }
     }
-    got
+    End::Done(got)
 }
 
 /// Proves, for a subscriber attaching while the publisher publishes 3
@@ -100,8 +127,10 @@ fn publisher_never_overwrites_an_unread_message() {
             let heap = heap.clone();
             thread::spawn(move || subscribe_and_read(&heap, Owner::new(1, 1), 3))
         };
-        publish_gated(&heap, 3, |_| {});
-        let got = subscriber.join().unwrap();
+        publish_gated(&heap, 3, alive);
+        let End::Done(got) = subscriber.join().unwrap() else {
+            panic!("a live subscriber was evicted");
+        };
         let first = got.first().copied().unwrap_or(3);
         assert_eq!(
             got,
@@ -121,30 +150,175 @@ fn dead_subscriber_is_evicted_and_the_publisher_resumes() {
         let heap = Heap::new(1, 2);
         let dead = Owner::new(9, 9);
         // A subscriber that attached at 0 and died without reading.
-        let index = heap.gate().claim(dead, 0).unwrap();
-        heap.gate().advance(index, 0);
+        testing::attached(&heap.entries[0], dead, 0);
         let live = Owner::new(1, 1);
         let subscriber = {
             let heap = heap.clone();
             thread::spawn(move || subscribe_and_read(&heap, live, 2))
         };
-        publish_gated(&heap, 2, |gate| {
-            gate.evict_dead(|o| {
-                if o == dead {
-                    Liveness::Dead
-                } else {
-                    Liveness::Alive
-                }
-            });
+        publish_gated(&heap, 2, |o| {
+            if o == dead {
+                Liveness::Dead
+            } else {
+                Liveness::Alive
+            }
         });
-        let got = subscriber.join().unwrap();
+        let End::Done(got) = subscriber.join().unwrap() else {
+            panic!("a live subscriber was evicted");
+        };
         // It may attach after the last message (and then reads nothing);
         // otherwise it reads everything from its start on.
         let first = got.first().copied().unwrap_or(2);
         assert_eq!(got, (first..2).collect::<Vec<_>>());
         assert_eq!(heap.gate.evictions(), 1);
         // The entry says so, unless the live subscriber reused it since.
-        let entry = &heap.entries[index];
+        let entry = &heap.entries[0];
         assert!(entry.is_evicted() || entry.owner() == Some(live));
+    });
+}
+
+/// Reads what is there now, as `read_from` does, but stops at the first
+/// empty slot instead of waiting (loom needs finite runs).
+fn read_available(heap: &Heap, me: Owner, index: usize, mut cursor: u64) -> End {
+    let (ring, gate) = (heap.ring(), heap.gate());
+    let mut got = Vec::new();
+    loop {
+        if !gate.holds(index, me) {
+            return End::Evicted(got);
+        }
+        let mut out = [0u8; SLOT_BYTES];
+        match ring.read(cursor, &mut out) {
+            Read::Message { .. } => {
+                assert_eq!(u64::from_ne_bytes(out), cursor, "torn or misplaced");
+                got.push(cursor);
+                cursor += 1;
+                if gate.holds(index, me) {
+                    gate.advance(index, cursor);
+                }
+            }
+            Read::Empty => return End::Done(got),
+            Read::Overwritten => {
+                ring.stamp(cursor);
+                assert!(
+                    !gate.holds(index, me),
+                    "lossless publisher overwrote unread message {cursor} of a gating subscriber"
+                );
+                return End::Evicted(got);
+            }
+            Read::BadLength { len } => panic!("bad length {len}"),
+        }
+    }
+}
+
+/// Proves what an eviction of a subscriber that is in fact still alive
+/// (only possible if its entry is overwritten, or its liveness misjudged)
+/// can and cannot do: the evicted subscriber, finding its next message
+/// overwritten, always knows it was evicted (a lossless subscriber never
+/// takes an overwrite for a lag), and its entry is not given to a new
+/// subscriber while it may still be alive (the table is full: attaching
+/// fails instead).
+///
+/// Fails if the reader does not reload the stamp with Acquire before
+/// looking at its entry (`BroadcastRing::stamp`): it can see the
+/// publisher's "being written" stamp and still its own, stale, owner word.
+/// Fails if `Gate::claim` takes an evicted entry without knowing its old
+/// owner dead.
+#[test]
+fn evicted_subscriber_still_alive_knows_it_and_keeps_its_entry() {
+    loom::model(|| {
+        let heap = Heap::new(2, 1);
+        let (a, b) = (Owner::new(1, 1), Owner::new(2, 2));
+        // A attached at 0; messages 0 and 1 are out; the publisher will
+        // wrongly judge A dead when it holds it back.
+        testing::attached(&heap.entries[0], a, 0);
+        for seq in 0..2u64 {
+            heap.ring().publish(seq, &seq.to_ne_bytes());
+        }
+        let a_reader = {
+            let heap = heap.clone();
+            thread::spawn(move || read_available(&heap, a, 0, 0))
+        };
+        let b_reader = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                // B attaches with the true oracle (A is alive) at the
+                // oldest message the gate protects, behind A.
+                let (ring, gate) = (heap.ring(), heap.gate());
+                match gate.attach(&ring, b, StartAt::Oldest, alive) {
+                    None => End::Done(Vec::new()), // the table is full: A may live
+                    Some(attached) => panic!(
+                        "took entry {} while its evicted owner may be alive",
+                        attached.index
+                    ),
+                }
+            })
+        };
+        let (ring, gate) = (heap.ring(), heap.gate());
+        let mut cache = GateCache::default();
+        let mut misjudge = |o: Owner| {
+            if o == a {
+                Liveness::Dead
+            } else {
+                Liveness::Alive
+            }
+        };
+        for seq in 2..4u64 {
+            if !gate.make_room(&mut cache, seq, ring.capacity(), Some(&mut misjudge)) {
+                break;
+            }
+            ring.publish(seq, &seq.to_ne_bytes());
+            ring.ctrl().wake().notify();
+        }
+        let _ = a_reader.join().unwrap();
+        let _ = b_reader.join().unwrap();
+    });
+}
+
+/// Proves that a new subscriber takes back the entry of one that died at
+/// any point of attaching or reading, when the table is full: a dead
+/// attached subscriber is evicted (counted once, even with two attaching at
+/// once), a dead half-claimed entry is taken without a count, and a live
+/// subscriber's entry is never taken.
+#[test]
+fn attach_takes_back_entries_of_dead_subscribers_only() {
+    loom::model(|| {
+        let heap = Heap::new(2, 3);
+        let (dead_attached, dead_claiming, live) =
+            (Owner::new(7, 1), Owner::new(8, 1), Owner::new(9, 1));
+        testing::attached(&heap.entries[0], dead_attached, 0);
+        testing::claiming(&heap.entries[1], dead_claiming);
+        testing::attached(&heap.entries[2], live, 0);
+        let oracle = move |o: Owner| {
+            if o == dead_attached || o == dead_claiming {
+                Liveness::Dead
+            } else {
+                Liveness::Alive
+            }
+        };
+        let other = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                heap.gate()
+                    .attach(&heap.ring(), Owner::new(2, 2), StartAt::Next, oracle)
+                    .map(|a| a.index)
+            })
+        };
+        let mine = heap
+            .gate()
+            .attach(&heap.ring(), Owner::new(1, 1), StartAt::Next, oracle)
+            .map(|a| a.index);
+        let theirs = other.join().unwrap();
+        let (mine, theirs) = (mine.unwrap(), theirs.unwrap());
+        assert_ne!(mine, theirs);
+        assert!(
+            mine < 2 && theirs < 2,
+            "the live subscriber's entry was taken"
+        );
+        assert_eq!(
+            heap.gate.evictions(),
+            1,
+            "one dead attached subscriber, counted once"
+        );
+        assert_eq!(heap.entries[2].owner(), Some(live));
     });
 }

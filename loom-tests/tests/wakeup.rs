@@ -5,7 +5,8 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use shmbus::sync::{AtomicU64, Ordering};
+use shmbus::ring::waiting::{Step, WaitStrategy};
+use shmbus::sync::{spin_hint, AtomicU64, Ordering};
 use shmbus::wait::{Wake, WakeWords};
 
 struct Topic {
@@ -13,21 +14,34 @@ struct Topic {
     wake: WakeWords,
 }
 
-/// Waits as a blocking subscriber does: check, and sleep unless the
-/// re-check after announcing the sleep finds the message. Returns whether
-/// it ever announced a sleep.
-fn wait_for(topic: &Topic, count: u64) -> bool {
-    let mut announced = false;
+/// Waits as every endpoint's wait loop does (`Waiter::wait_once`): poll,
+/// and on each poll that finds nothing take the step the strategy says
+/// (`WaitStrategy::step`): spin, or sleep unless the re-check after
+/// announcing the sleep finds the message. Returns whether it ever
+/// announced a sleep.
+fn wait_with(topic: &Topic, count: u64, strategy: WaitStrategy) -> bool {
+    let (mut announced, mut polls) = (false, 0u32);
     while topic.published.load(Ordering::Acquire) < count {
-        let outcome = topic
-            .wake
-            .sleep_unless(|| topic.published.load(Ordering::Acquire) >= count, None);
-        announced = true;
-        if outcome == Wake::TimedOut {
-            panic!("loom futex has no timeout");
+        polls += 1;
+        match strategy.step(polls) {
+            Step::Spin | Step::Snooze => spin_hint(),
+            Step::Sleep => {
+                let outcome = topic
+                    .wake
+                    .sleep_unless(|| topic.published.load(Ordering::Acquire) >= count, None);
+                announced = true;
+                polls = 0;
+                if outcome == Wake::TimedOut {
+                    panic!("loom futex has no timeout");
+                }
+            }
         }
     }
     announced
+}
+
+fn wait_for(topic: &Topic, count: u64) -> bool {
+    wait_with(topic, count, WaitStrategy::Block)
 }
 
 fn publish(topic: &Topic, count: u64) {
@@ -89,5 +103,48 @@ fn publisher_skips_the_wake_when_nobody_sleeps() {
         if !announced {
             assert_eq!(topic.wake.wake_count(), 0);
         }
+    });
+}
+
+/// Proves that a sleeper killed while counted (it announced its sleep and
+/// never left the count, as a blocked process killed by `kill -9` does)
+/// costs one wake call and no more, and never makes a live sleeper miss a
+/// publish: a live subscriber that spins once, then sleeps (the adaptive
+/// strategy's decision logic), sees both messages, and once the publisher
+/// has found the count stale, the count holds only live sleepers (here:
+/// none) and later publishes make no wake call.
+///
+/// Fails if `WakeWords::notify` does not reset the count after a wake that
+/// woke nobody: the dead sleeper's count stays forever.
+#[test]
+fn a_sleeper_killed_while_counted_is_forgotten_and_no_wakeup_is_lost() {
+    loom::model(|| {
+        let topic = Arc::new(Topic {
+            published: AtomicU64::new(0),
+            wake: WakeWords::new(),
+        });
+        topic.wake.count_in_and_die();
+        let live = {
+            let topic = topic.clone();
+            thread::spawn(move || {
+                let adaptive = WaitStrategy::Adaptive { spins: 1 };
+                wait_with(&topic, 1, adaptive);
+                wait_with(&topic, 2, adaptive);
+            })
+        };
+        publish(&topic, 1);
+        publish(&topic, 2);
+        live.join().unwrap();
+        // The live sleeper has left; one more publish finds only the dead
+        // one (if no earlier publish did) and forgets it.
+        publish(&topic, 3);
+        assert_eq!(topic.wake.waiters(), 0, "the dead sleeper is forgotten");
+        let wakes = topic.wake.wake_count();
+        publish(&topic, 4);
+        assert_eq!(
+            topic.wake.wake_count(),
+            wakes,
+            "no wake call without sleepers"
+        );
     });
 }

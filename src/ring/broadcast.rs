@@ -50,7 +50,7 @@ pub struct BroadcastCtrl {
     _pad1: [u8; 52],
     /// Sleeping subscribers and the futex word that wakes them.
     pub(crate) wake: WakeWords,
-    _pad2: [u8; 56],
+    _pad2: [u8; 48],
 }
 
 #[cfg(not(shmbus_loom))]
@@ -75,7 +75,7 @@ impl BroadcastCtrl {
             had_publisher: AtomicU32::new(0),
             _pad1: [0; 52],
             wake: WakeWords::new(),
-            _pad2: [0; 56],
+            _pad2: [0; 48],
         }
     }
 
@@ -117,6 +117,31 @@ const fn writing(seq: u64) -> u64 {
 
 const fn complete(seq: u64) -> u64 {
     seq.wrapping_mul(2).wrapping_add(2)
+}
+
+/// Where a new subscriber starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// The most recently published message (or the first, if none yet).
+    #[default]
+    Newest,
+    /// The oldest message the ring still holds.
+    Oldest,
+    /// The first message published after subscribing.
+    Next,
+}
+
+impl StartAt {
+    /// The first message to read, for a ring of `capacity` whose next
+    /// message is `head`.
+    #[inline]
+    pub fn cursor(self, head: u64, capacity: u64) -> u64 {
+        match self {
+            StartAt::Newest => head.saturating_sub(1),
+            StartAt::Oldest => head.saturating_sub(capacity),
+            StartAt::Next => head,
+        }
+    }
 }
 
 /// What [`BroadcastRing::read`] found at a cursor.
@@ -223,7 +248,11 @@ impl<'a> BroadcastRing<'a> {
     pub fn publish(&self, seq: u64, bytes: &[u8]) {
         debug_assert!(bytes.len() <= self.slot_bytes);
         let slot = self.slot(seq);
-        slot[0].store(writing(seq), Ordering::Relaxed);
+        // SYNC POINT: Release (free on x86) pairs with the Acquire stamp
+        // loads of readers: one that sees this "being written" stamp also
+        // sees what we did before, such as evicting a lossless subscriber
+        // (see `stamp`).
+        slot[0].store(writing(seq), Ordering::Release);
         // SYNC POINT: this Release fence pairs with the reader's Acquire fence
         // in `read`. A reader whose copy saw any word stored below also sees
         // the odd stamp above in its second stamp load, and discards the copy.
@@ -235,6 +264,17 @@ impl<'a> BroadcastRing<'a> {
         slot[0].store(complete(seq), Ordering::Release);
         // SYNC POINT: pairs with the Acquire load in `head`.
         self.ctrl.head.store(seq.wrapping_add(1), Ordering::Release);
+    }
+
+    /// The stamp of `cursor`'s slot, loaded with Acquire: after a read
+    /// found the slot overwritten, this makes everything the publisher did
+    /// before that write visible (a lossless subscriber then sees its own
+    /// eviction, which came first).
+    #[inline]
+    pub fn stamp(&self, cursor: u64) -> u64 {
+        // SYNC POINT: pairs with the Release stores of both stamps in
+        // `publish`.
+        self.slot(cursor)[0].load(Ordering::Acquire)
     }
 
     /// Whether `read(cursor)` would find something other than `Empty`: a

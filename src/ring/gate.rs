@@ -1,12 +1,30 @@
 //! Gating for lossless broadcast: the publisher never overwrites a slot that
 //! an attached subscriber has not read (Disruptor-style gating).
 //!
-//! Each lossless subscriber holds an entry in a subscriber table: its
-//! [`Owner`] token and its cursor (the next message it will read). The
-//! publisher may write message `seq` only if `seq < min(cursor) + capacity`,
-//! that is, only if the message it overwrites, `seq - capacity`, has been
-//! read by everyone. It caches that limit and rescans the table only when it
+//! Each lossless subscriber holds an entry in a subscriber table: an owner
+//! word and its cursor (the next message it will read). The publisher may
+//! write message `seq` only if `seq < min(cursor) + capacity`, that is,
+//! only if the message it overwrites, `seq - capacity`, has been read by
+//! everyone. It caches that limit and rescans the table only when it
 //! reaches it, or when a subscriber attached since its last scan.
+//!
+//! # The owner word
+//!
+//! | owner word              | meaning                                          |
+//! |-------------------------|--------------------------------------------------|
+//! | `0`                     | free                                             |
+//! | token + `FLAG_CLAIMING` | that process is setting the entry up: not gating |
+//! | token                   | attached: the publisher gates on its cursor      |
+//! | token + `FLAG_EVICTED`  | that process was found dead and evicted          |
+//!
+//! Every state but "free" names a process, so an entry whose process died at
+//! any instruction can be taken back once it is *known* dead; and an evicted
+//! entry is not reused while its old owner might still be alive, so a
+//! subscriber that was evicted (it cannot be, while alive: only the dead
+//! are evicted; but a corrupt or foreign write can do it) never shares its
+//! entry with another. A subscriber checks that it still holds its entry
+//! before every read; once it does not, it stops, and never writes its
+//! cursor again.
 //!
 //! # Attaching without a race
 //!
@@ -16,23 +34,22 @@
 //! `epoch` before the next one. By the two fences, either the subscriber's
 //! `head` read sees a message, or the publisher's `epoch` read sees the
 //! attach: so every message after the `head` the subscriber read is gated on
-//! its entry, and it may start anywhere from `head - capacity + 1` on.
+//! its entry, and it may start anywhere from `head - capacity + 1` on
+//! ([`Gate::attach`] does all of it).
 //!
 //! # Dead subscribers
 //!
 //! A subscriber whose process died would hold the publisher back forever.
-//! When the publisher is blocked it asks whether the holders of the table
-//! are alive, and evicts the dead: their entry becomes [`EVICTED`] and the
-//! eviction is counted.
+//! When the publisher is blocked, and a liveness check is due, it evicts
+//! the subscribers whose process is known dead ([`Gate::evict_dead`]); a
+//! new subscriber that finds the table full does the same before giving up.
+//! Each eviction is counted once.
 
+use crate::ring::broadcast::{BroadcastRing, StartAt};
+use crate::ring::owner::{FLAG_CLAIMING, FLAG_EVICTED};
 use crate::ring::{Liveness, Owner};
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::WakeWords;
-
-/// Owner word of an entry whose dead subscriber was evicted.
-pub const EVICTED: u64 = 1;
-/// Owner word while a subscriber sets its entry up (not yet gating).
-const CLAIMING: u64 = 2;
 
 /// Shared part of a subscriber table: two cache lines.
 #[repr(C)]
@@ -44,7 +61,7 @@ pub struct GateCtrl {
     _pad0: [u8; 48],
     /// The publisher sleeps here while the slowest subscriber holds it back.
     space: WakeWords,
-    _pad1: [u8; 56],
+    _pad1: [u8; 48],
 }
 
 #[cfg(not(shmbus_loom))]
@@ -61,14 +78,14 @@ impl GateCtrl {
             evictions: AtomicU64::new(0),
             _pad0: [0; 48],
             space: WakeWords::new(),
-            _pad1: [0; 56],
+            _pad1: [0; 48],
         }
     }
 
     #[inline]
     pub fn epoch(&self) -> u64 {
         // SYNC POINT: pairs with the Release half of `fetch_add` in
-        // `attach`: a publisher that sees the new epoch sees the entry.
+        // `announce`: a publisher that sees the new epoch sees the entry.
         self.epoch.load(Ordering::Acquire)
     }
 
@@ -87,10 +104,11 @@ impl Default for GateCtrl {
     }
 }
 
-/// One lossless subscriber: owner and cursor, on a cache line of its own.
+/// One lossless subscriber: owner word and cursor, on a cache line of its
+/// own.
 #[repr(C)]
 pub struct SubscriberEntry {
-    /// 0 free, [`EVICTED`], or the subscriber's owner token.
+    /// See "The owner word" in the module docs.
     owner: AtomicU64,
     /// Next message this subscriber will read; everything below is read.
     cursor: AtomicU64,
@@ -106,13 +124,15 @@ impl SubscriberEntry {
         }
     }
 
-    /// Who holds the entry (`None` when free or evicted).
+    /// Who is attached here (`None` when free, claiming or evicted).
     pub fn owner(&self) -> Option<Owner> {
         Owner::from_token(self.owner.load(Ordering::Acquire))
     }
 
+    /// Whether the entry holds an evicted subscriber.
     pub fn is_evicted(&self) -> bool {
-        self.owner.load(Ordering::Acquire) == EVICTED
+        Owner::from_flagged(self.owner.load(Ordering::Acquire))
+            .is_some_and(|(_, flags)| flags == FLAG_EVICTED)
     }
 
     pub fn cursor(&self) -> u64 {
@@ -124,6 +144,13 @@ impl Default for SubscriberEntry {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Where a subscriber attached: its entry, and the first message it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    pub index: usize,
+    pub cursor: u64,
 }
 
 /// A view of one subscriber table.
@@ -145,31 +172,117 @@ impl<'a> Gate<'a> {
         self.entries
     }
 
+    /// Attaches `me` as a lossless subscriber of `ring` starting at `start`
+    /// (see "Attaching without a race"): claims an entry (taking back one
+    /// whose process is known dead, if none is free), announces itself to
+    /// the publisher, and publishes its cursor. `StartAt::Oldest` starts at
+    /// most `capacity - 1` messages back: the oldest message the gate is sure
+    /// to protect from the moment of attaching. `None` if every entry is
+    /// held by a process that is alive or may be.
+    ///
+    /// The cursor moved forward: the caller wakes a publisher that sleeps
+    /// for space (`ctrl().space().notify()`).
+    pub fn attach(
+        &self,
+        ring: &BroadcastRing<'_>,
+        me: Owner,
+        start: StartAt,
+        liveness: impl FnMut(Owner) -> Liveness,
+    ) -> Option<Attached> {
+        let capacity = ring.capacity();
+        // Only messages from head - capacity + 1 on are sure to be gated on
+        // us once we are announced.
+        let oldest_gated = |head: u64| head.saturating_sub(capacity - 1);
+        let index = self.claim(me, oldest_gated(ring.head()), liveness)?;
+        self.announce();
+        let head = ring.head();
+        let cursor = start.cursor(head, capacity).max(oldest_gated(head));
+        self.advance(index, cursor);
+        Some(Attached { index, cursor })
+    }
+
     /// Claims an entry for `me`, gated from `provisional` on. Returns its
-    /// index, or `None` if every entry is held. The caller must then call
-    /// [`Gate::announce`] and [`Gate::start`].
-    pub fn claim(&self, me: Owner, provisional: u64) -> Option<usize> {
-        for (index, entry) in self.entries.iter().enumerate() {
-            let current = entry.owner.load(Ordering::Acquire);
-            if current > EVICTED {
-                continue;
-            }
-            // Two steps, so that a racing claimer of the same entry can never
-            // overwrite our cursor, and the publisher never gates on a stale
-            // one: CLAIMING is not a token, so `min_cursor` skips it.
-            if entry
-                .owner
-                .compare_exchange(current, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                entry.cursor.store(provisional, Ordering::Relaxed);
-                // SYNC POINT: Release publishes the cursor with the owner, to
-                // the Acquire in `SubscriberEntry::owner` (`min_cursor`).
-                entry.owner.store(me.token(), Ordering::Release);
-                return Some(index);
+    /// index, or `None` if every entry is held by a live (or possibly live)
+    /// process. The caller must then [`announce`](Self::announce).
+    pub fn claim(
+        &self,
+        me: Owner,
+        provisional: u64,
+        mut liveness: impl FnMut(Owner) -> Liveness,
+    ) -> Option<usize> {
+        // Free entries first: taking back a dead one costs liveness checks.
+        for pass in 0..2 {
+            for (index, entry) in self.entries.iter().enumerate() {
+                let current = entry.owner.load(Ordering::Acquire);
+                let from = match Owner::from_flagged(current) {
+                    None if current == 0 => Some(0),
+                    // Not an owner word at all (corruption): no process
+                    // holds it.
+                    None => (pass == 1).then_some(current),
+                    Some(_) if pass == 0 => None,
+                    Some((owner, _)) if owner == me => None,
+                    Some((owner, flags)) if liveness(owner).is_dead() => {
+                        self.evicted_form(entry, current, flags)
+                    }
+                    Some(_) => None,
+                };
+                if let Some(from) = from {
+                    if self.take(entry, from, me, provisional) {
+                        return Some(index);
+                    }
+                }
             }
         }
         None
+    }
+
+    /// The owner word of a dead process's entry, `current`, in a form that
+    /// may be taken: an attached subscriber is evicted first (and counted,
+    /// once: only the winner of the compare-and-swap counts); a claiming or
+    /// evicted one already is. `None` if the word changed meanwhile.
+    fn evicted_form(&self, entry: &SubscriberEntry, current: u64, flags: u64) -> Option<u64> {
+        if flags != 0 {
+            return Some(current);
+        }
+        let evicted = current | FLAG_EVICTED;
+        match entry.owner.compare_exchange(
+            current,
+            evicted,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                self.ctrl.evictions.fetch_add(1, Ordering::Relaxed);
+                Some(evicted)
+            }
+            // Someone else evicted it (and counted it): take it from there.
+            Err(seen) if seen == evicted => Some(evicted),
+            Err(_) => None,
+        }
+    }
+
+    /// Takes `entry` for `me` if its owner word is still `from`, in two
+    /// steps, so that a racing claimer of the same entry can never
+    /// overwrite our cursor, and the publisher never gates on a stale one: a
+    /// claiming word is no plain token, so `min_cursor` skips it.
+    fn take(&self, entry: &SubscriberEntry, from: u64, me: Owner, provisional: u64) -> bool {
+        if entry
+            .owner
+            .compare_exchange(
+                from,
+                me.flagged(FLAG_CLAIMING),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        entry.cursor.store(provisional, Ordering::Relaxed);
+        // SYNC POINT: Release publishes the cursor with the owner, to the
+        // Acquire in `SubscriberEntry::owner` (`min_cursor`).
+        entry.owner.store(me.token(), Ordering::Release);
+        true
     }
 
     /// Tells the publisher to rescan, then fences: after this, read `head`
@@ -182,30 +295,36 @@ impl<'a> Gate<'a> {
     }
 
     /// Moves entry `index`'s cursor: everything below `cursor` is read.
-    /// Wakes the publisher if it sleeps for space.
+    /// The caller then wakes a publisher that sleeps for space
+    /// (`ctrl().space().notify()`).
     #[inline]
     pub fn advance(&self, index: usize, cursor: u64) {
         // SYNC POINT: Release pairs with the Acquire in `min_cursor`: our
         // reads of the slots below `cursor` happen before the publisher
         // overwrites them.
         self.entries[index].cursor.store(cursor, Ordering::Release);
-        self.ctrl.space.notify();
     }
 
-    /// Frees entry `index` on orderly exit.
+    /// Frees entry `index` on orderly exit, if it is still `me`'s (attached
+    /// or evicted). The caller then wakes a publisher that sleeps for space.
     pub fn detach(&self, index: usize, me: Owner) {
-        let _ = self.entries[index].owner.compare_exchange(
-            me.token(),
-            0,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
-        self.ctrl.space.notify();
+        let entry = &self.entries[index];
+        for word in [me.token(), me.flagged(FLAG_EVICTED)] {
+            if entry
+                .owner
+                .compare_exchange(word, 0, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
     }
 
-    /// Whether entry `index` is still held by `me` (not evicted).
+    /// Whether entry `index` is still held by `me` (not evicted, not taken
+    /// by another): the check a subscriber makes before each read.
+    #[inline]
     pub fn holds(&self, index: usize, me: Owner) -> bool {
-        self.entries[index].owner.load(Ordering::Acquire) == me.token()
+        self.entries[index].owner.load(Ordering::Relaxed) == me.token()
     }
 
     /// The smallest cursor of the attached subscribers, or `None` if there
@@ -219,8 +338,9 @@ impl<'a> Gate<'a> {
             .min()
     }
 
-    /// Evicts every attached subscriber whose process is dead. Returns how
-    /// many it evicted.
+    /// Evicts every attached subscriber whose process is known dead.
+    /// Returns how many it evicted (each is counted once, by whoever wins
+    /// its compare-and-swap).
     pub fn evict_dead(&self, mut liveness: impl FnMut(Owner) -> Liveness) -> u64 {
         let mut evicted = 0;
         for entry in self.entries {
@@ -230,7 +350,12 @@ impl<'a> Gate<'a> {
             }
             if entry
                 .owner
-                .compare_exchange(owner.token(), EVICTED, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(
+                    owner.token(),
+                    owner.flagged(FLAG_EVICTED),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
             {
                 self.ctrl.evictions.fetch_add(1, Ordering::Relaxed);
@@ -238,6 +363,30 @@ impl<'a> Gate<'a> {
             }
         }
         evicted
+    }
+
+    /// The publisher's step before writing message `next`: whether there is
+    /// room, after evicting dead subscribers if `liveness` is given (the
+    /// caller paces those checks).
+    #[inline]
+    pub fn make_room(
+        &self,
+        cache: &mut GateCache,
+        next: u64,
+        capacity: u64,
+        liveness: Option<&mut dyn FnMut(Owner) -> Liveness>,
+    ) -> bool {
+        if cache.has_space(self, next, capacity) {
+            return true;
+        }
+        let Some(liveness) = liveness else {
+            return false;
+        };
+        if self.evict_dead(liveness) == 0 {
+            return false;
+        }
+        cache.invalidate();
+        cache.has_space(self, next, capacity)
     }
 }
 
@@ -276,5 +425,33 @@ impl GateCache {
             .min_cursor()
             .map_or(u64::MAX, |min| min.saturating_add(capacity));
         next < self.limit
+    }
+
+    /// Forgets the cached limit (after an eviction, which may raise it).
+    pub fn invalidate(&mut self) {
+        self.epoch = u64::MAX;
+    }
+}
+
+/// Hooks for model checks and tests that stage dead subscribers.
+#[doc(hidden)]
+pub mod testing {
+    use super::SubscriberEntry;
+    use crate::ring::Owner;
+    use crate::sync::Ordering;
+
+    /// Attaches `owner` at `cursor` by hand, as a subscriber that attached
+    /// and then died would leave its entry.
+    pub fn attached(entry: &SubscriberEntry, owner: Owner, cursor: u64) {
+        entry.cursor.store(cursor, Ordering::Relaxed);
+        entry.owner.store(owner.token(), Ordering::Release);
+    }
+
+    /// Leaves `entry` half-claimed by `owner`, as a subscriber killed in
+    /// the middle of claiming it would.
+    pub fn claiming(entry: &SubscriberEntry, owner: Owner) {
+        entry
+            .owner
+            .store(owner.flagged(crate::ring::owner::FLAG_CLAIMING), Ordering::Release);
     }
 }

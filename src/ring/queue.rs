@@ -5,61 +5,76 @@
 //!
 //! Dmitry Vyukov's bounded MPMC queue ("Bounded MPMC queue",
 //! 1024cores.net), as crossbeam's `ArrayQueue` also uses it. A power-of-two
-//! array of slots, each with a sequence counter; `tail` is the next position
+//! array of slots, each with a sequence word; `tail` is the next position
 //! to push, `head` the next to pop. For position `pos` in slot
 //! `pos & (capacity - 1)`:
 //!
-//! | slot sequence        | meaning                                      |
-//! |----------------------|----------------------------------------------|
-//! | `pos`                | free: a producer may claim `pos`             |
-//! | `pos + 1`            | holds message `pos`: a consumer may claim it |
-//! | `pos + capacity`     | consumed: free for position `pos + capacity` |
+//! | slot sequence        | meaning                                          |
+//! |----------------------|--------------------------------------------------|
+//! | `pos`                | free: a producer may claim `pos`                 |
+//! | `pos + 1`            | holds message `pos`: a consumer may claim it     |
+//! | `TOMB \| (pos + 1)`  | a tombstone for `pos`: a consumer claims and skips it |
+//! | `pos + capacity`     | consumed: free for position `pos + capacity`     |
 //!
 //! A producer claims `pos` by compare-and-swap on `tail`, writes the
 //! message, then stores `pos + 1`. A consumer claims by compare-and-swap on
 //! `head`, copies the message, then stores `pos + capacity`. Per producer,
 //! positions grow, so messages of one producer are consumed in the order it
-//! pushed them (FIFO per producer).
+//! pushed them (FIFO per producer). Positions stay below 2^63 (centuries at
+//! a billion messages a second), so the tombstone bit never collides.
 //!
 //! # Crash safety
 //!
-//! A process can die between claiming a position and finishing with it.
-//! A producer that dies there leaves a slot that consumers wait on forever;
-//! a consumer that dies there leaves a slot that producers wait on when
-//! they come round. So every producer and consumer has an entry in a
-//! *claim table* holding its [`Owner`] token and its *intent*: the position
-//! it is about to claim, written **before** the compare-and-swap, cleared
-//! after it has finished with the slot. A survivor stuck at position `pos`
-//! looks for entries whose intent is `pos`:
+//! A process can die between claiming a position and finishing with it: a
+//! producer that dies there leaves a slot consumers wait on forever, a
+//! consumer one that producers wait on when they come round. So every
+//! producer and consumer has an entry in a *claim table* holding its
+//! [`Owner`] token and its *intent*: the position it is about to claim,
+//! written **before** the compare-and-swap, cleared after it has finished
+//! with the slot. A survivor stuck at position `pos` looks for entries whose
+//! intent is `pos`:
 //!
-//! - one of them is alive: that may be the claimer, still working, so wait;
-//! - all of them are dead: the claimer is dead. The survivor finishes the
-//!   slot in its place: a producer's slot becomes a *tombstone* (consumers
-//!   skip it), a consumer's slot becomes free. Each such recovery counts one
-//!   lost message.
+//! - one of them is alive or of unknown liveness: that may be the claimer,
+//!   still working, so wait;
+//! - all of them are dead: the claimer is dead, and the survivor finishes
+//!   the slot in its place with **one compare-and-swap** on the sequence
+//!   word: a producer's slot becomes a tombstone, a consumer's slot becomes
+//!   free. Each such recovery is one lost message, counted.
 //!
-//! The intent is written before the claim, so a claimer always has its
-//! intent set while it holds the slot; a dead process whose intent is `pos`
-//! but lost the race for it does no harm, because the winner has intent
-//! `pos` too and is alive (or dead, and then the slot is really stuck).
-//! Recoveries are compare-and-swaps on the slot sequence, so two survivors
-//! never both recover (or count) one slot.
+//! # Exactly-once loss accounting: the recovery journal
+//!
+//! Counting a loss and finishing the slot are two words; a recoverer killed
+//! between them would lose or double a count. So recoveries go through a
+//! one-entry journal in the control block, held by at most one process at a
+//! time (its owner word is a token; a dead holder's journal is taken over):
+//!
+//! 1. take the journal (or take over a dead holder's, finishing its step 4);
+//! 2. write the position into the journal;
+//! 3. add one to the loss counter **and** set its *pending* bit, in one
+//!    atomic add;
+//! 4. compare-and-swap the slot from stuck to finished;
+//! 5. clear the pending bit, and give the journal back.
+//!
+//! A successor that finds a pending bit redoes step 4 (a no-op if it was
+//! done) and step 5; one that finds none starts from the slot's state. So a
+//! recoverer killed between any two steps leaves a state the next survivor
+//! completes, and each loss is counted once. Recoveries are rare; the
+//! journal costs the hot path nothing.
 //!
 //! Delivery is at most once: a message whose consumer died after claiming
-//! it is lost, and counted in [`QueueCtrl::lost_in_consume`].
+//! it is lost, and counted in [`QueueCtrl::lost_in_consume`]. A message
+//! counts as delivered once its consumer released the slot.
 
 use crate::ring::{load_bytes, store_bytes, Liveness, Owner, SLOT_HEADER_WORDS};
 pub use crate::ring::{slots_words, stride_words};
-use crate::sync::{AtomicU64, Ordering};
-use crate::wait::WakeWords;
+use crate::sync::{spin_hint, AtomicU64, Ordering};
 
-/// Length of a slot whose producer died: consumers skip it.
-const TOMBSTONE: u64 = u64::MAX;
-/// Flipped into a slot's sequence while a recoverer writes its tombstone:
-/// producers and consumers see a sequence far ahead and look elsewhere.
-const RECOVERING: u64 = 1 << 63;
+/// Tombstone bit of a raw slot sequence.
+const TOMB: u64 = 1 << 63;
 /// Intent of a claim-table entry that is not claiming anything.
 pub const NO_INTENT: u64 = u64::MAX;
+/// The pending bit of a loss counter (its low bit; the count is above it).
+const PENDING: u64 = 1;
 
 /// Shared control block of a work queue: five cache lines.
 #[repr(C)]
@@ -71,18 +86,24 @@ pub struct QueueCtrl {
     head: AtomicU64,
     _pad1: [u8; 56],
     /// Consumers sleep here when the queue is empty.
-    not_empty: WakeWords,
-    _pad2: [u8; 56],
+    not_empty: crate::wait::WakeWords,
+    _pad2: [u8; 48],
     /// Producers sleep here when the queue is full.
-    not_full: WakeWords,
-    _pad3: [u8; 56],
+    not_full: crate::wait::WakeWords,
+    _pad3: [u8; 48],
     /// Messages lost because their producer died after claiming a slot and
-    /// before publishing (the push never returned).
+    /// before publishing (the push never returned): count << 1 | pending.
     lost_in_push: AtomicU64,
     /// Messages lost because their consumer died after claiming them and
-    /// before finishing (at-most-once delivery).
+    /// before releasing the slot: count << 1 | pending.
     lost_in_consume: AtomicU64,
-    _pad4: [u8; 48],
+    /// Nonzero once any producer has attached.
+    had_producer: AtomicU64,
+    /// Token of the process holding the recovery journal, or 0.
+    journal: AtomicU64,
+    /// Position the journal holder is recovering.
+    journal_pos: AtomicU64,
+    _pad4: [u8; 24],
 }
 
 #[cfg(not(shmbus_loom))]
@@ -93,6 +114,7 @@ const _: () = {
     assert!(offset_of!(QueueCtrl, not_empty) == 128);
     assert!(offset_of!(QueueCtrl, not_full) == 192);
     assert!(offset_of!(QueueCtrl, lost_in_push) == 256);
+    assert!(offset_of!(QueueCtrl, journal_pos) == 288);
 };
 
 impl QueueCtrl {
@@ -102,32 +124,35 @@ impl QueueCtrl {
             _pad0: [0; 56],
             head: AtomicU64::new(0),
             _pad1: [0; 56],
-            not_empty: WakeWords::new(),
-            _pad2: [0; 56],
-            not_full: WakeWords::new(),
-            _pad3: [0; 56],
+            not_empty: crate::wait::WakeWords::new(),
+            _pad2: [0; 48],
+            not_full: crate::wait::WakeWords::new(),
+            _pad3: [0; 48],
             lost_in_push: AtomicU64::new(0),
             lost_in_consume: AtomicU64::new(0),
-            _pad4: [0; 48],
+            had_producer: AtomicU64::new(0),
+            journal: AtomicU64::new(0),
+            journal_pos: AtomicU64::new(0),
+            _pad4: [0; 24],
         }
     }
 
-    pub fn not_empty(&self) -> &WakeWords {
+    pub fn not_empty(&self) -> &crate::wait::WakeWords {
         &self.not_empty
     }
 
-    pub fn not_full(&self) -> &WakeWords {
+    pub fn not_full(&self) -> &crate::wait::WakeWords {
         &self.not_full
     }
 
     /// Messages lost to producers that died mid-push.
     pub fn lost_in_push(&self) -> u64 {
-        self.lost_in_push.load(Ordering::Relaxed)
+        self.lost_in_push.load(Ordering::Relaxed) >> 1
     }
 
     /// Messages lost to consumers that died mid-pop.
     pub fn lost_in_consume(&self) -> u64 {
-        self.lost_in_consume.load(Ordering::Relaxed)
+        self.lost_in_consume.load(Ordering::Relaxed) >> 1
     }
 
     /// Positions pushed (claimed) so far.
@@ -138,6 +163,16 @@ impl QueueCtrl {
     /// Positions popped (claimed) so far.
     pub fn popped(&self) -> u64 {
         self.head.load(Ordering::Acquire)
+    }
+
+    /// Whether any producer has ever attached.
+    pub fn had_producer(&self) -> bool {
+        self.had_producer.load(Ordering::Acquire) != 0
+    }
+
+    /// The holder of the recovery journal, if any (for inspection).
+    pub fn journal_holder(&self) -> Option<Owner> {
+        Owner::from_token(self.journal.load(Ordering::Acquire))
     }
 }
 
@@ -174,15 +209,15 @@ impl ClaimEntry {
         Owner::from_token(self.owner.load(Ordering::Acquire))
     }
 
-    pub fn intent(&self) -> u64 {
-        self.intent.load(Ordering::Acquire)
+    /// Whether `me` holds this entry: one relaxed load of a line only its
+    /// holder writes, for the holder's check before each claim.
+    #[inline]
+    pub fn held_by(&self, me: Owner) -> bool {
+        self.owner.load(Ordering::Relaxed) == me.token()
     }
 
-    /// Gives the entry to `owner`, as `table::attach` would (for model
-    /// checks and tests, which stage processes by hand).
-    #[doc(hidden)]
-    pub fn owner_for_tests(&self, owner: Owner) {
-        self.owner.store(owner.token(), Ordering::Release);
+    pub fn intent(&self) -> u64 {
+        self.intent.load(Ordering::Acquire)
     }
 }
 
@@ -197,6 +232,8 @@ impl Default for ClaimEntry {
 #[must_use = "a claim must be finished, or the slot stays stuck"]
 pub struct Claim {
     pos: u64,
+    /// A consumer's claim of a tombstone: nothing to read.
+    tomb: bool,
 }
 
 impl Claim {
@@ -211,8 +248,10 @@ pub enum PushBlocked {
     /// Every slot holds an unconsumed message.
     Full,
     /// The slot for `pos` was claimed by a consumer that has not released
-    /// it: a slow consumer, or a dead one ([`QueueRing::recover_consume`]).
+    /// it: a slow consumer, or a dead one ([`QueueRing::recover`]).
     Unreleased { pos: u64 },
+    /// The slot for `pos` holds a sequence no protocol step writes.
+    Corrupt { pos: u64, seq: u64 },
 }
 
 /// Why a pop could not claim a message.
@@ -221,8 +260,10 @@ pub enum PopBlocked {
     /// No message has been pushed.
     Empty,
     /// Position `pos` was claimed by a producer that has not published it:
-    /// a slow producer, or a dead one ([`QueueRing::recover_push`]).
+    /// a slow producer, or a dead one ([`QueueRing::recover`]).
     Unpublished { pos: u64 },
+    /// The slot for `pos` holds a sequence no protocol step writes.
+    Corrupt { pos: u64, seq: u64 },
 }
 
 /// What a popped slot held.
@@ -236,16 +277,56 @@ pub enum Popped {
     BadLength { len: u64 },
 }
 
+/// Which side of a claim died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A producer, between claiming `pos` and publishing it.
+    Push,
+    /// A consumer, between claiming `pos` and releasing it.
+    Consume,
+}
+
 /// What a recovery attempt found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {
-    /// The claimer is dead; we finished its slot and counted the loss.
+    /// The claimer is dead; we finished its slot (and counted the loss, if
+    /// a message was lost).
     Recovered,
-    /// A live process may hold the claim: wait.
+    /// A live (or possibly live) process may hold the claim, or another
+    /// recoverer is at work: wait.
     Alive,
     /// The slot is no longer stuck (finished meanwhile, or recovered by
     /// someone else).
     NotStuck,
+    /// The caller's `proceed` said stop (a model of a recoverer that died
+    /// there); the state left is one any survivor completes.
+    Stopped,
+}
+
+/// The steps of a recovery, named for crash tests that stop a recoverer
+/// between two of them (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryStep {
+    /// The journal is ours; nothing written yet.
+    JournalTaken,
+    /// The loss is counted and marked pending; the slot is still stuck.
+    Counted,
+    /// The slot is finished; the pending mark is still set.
+    SlotFinished,
+    /// The pending mark is cleared; the journal is still ours.
+    Cleared,
+}
+
+impl RecoveryStep {
+    /// The test-hook name of this step (`SHMBUS_TEST_HOOK`).
+    pub fn hook(self) -> &'static str {
+        match self {
+            RecoveryStep::JournalTaken => "stall-recovery-journal-taken",
+            RecoveryStep::Counted => "stall-recovery-counted",
+            RecoveryStep::SlotFinished => "stall-recovery-slot-finished",
+            RecoveryStep::Cleared => "stall-recovery-cleared",
+        }
+    }
 }
 
 /// A view of one work queue: control block, claim tables, slots.
@@ -262,6 +343,11 @@ pub struct QueueRing<'a> {
 /// Error building a view over memory of the wrong shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadShape;
+
+#[inline]
+const fn tomb(pos: u64) -> u64 {
+    pos.wrapping_add(1) | TOMB
+}
 
 impl<'a> QueueRing<'a> {
     pub fn new(
@@ -318,27 +404,31 @@ impl<'a> QueueRing<'a> {
     }
 
     // The sequence is stored minus the slot index, so that all-zero memory
-    // is the initial state (slot i free for position i).
+    // is the initial state (slot i free for position i). The tombstone bit
+    // rides above it.
     #[inline]
     fn seq(&self, pos: u64) -> u64 {
         // SYNC POINT: pairs with the Release stores in `store_seq` and the
         // recoveries' compare-and-swaps.
-        self.slot(pos)[0]
-            .load(Ordering::Acquire)
-            .wrapping_add(pos & self.mask)
+        let stored = self.slot(pos)[0].load(Ordering::Acquire);
+        (stored & !TOMB).wrapping_add(pos & self.mask) & !TOMB | (stored & TOMB)
+    }
+
+    #[inline]
+    fn encode(&self, pos: u64, seq: u64) -> u64 {
+        (seq & !TOMB).wrapping_sub(pos & self.mask) & !TOMB | (seq & TOMB)
     }
 
     #[inline]
     fn store_seq(&self, pos: u64, seq: u64) {
-        self.slot(pos)[0].store(seq.wrapping_sub(pos & self.mask), Ordering::Release);
+        self.slot(pos)[0].store(self.encode(pos, seq), Ordering::Release);
     }
 
     fn cas_seq(&self, pos: u64, from: u64, to: u64) -> bool {
-        let index = pos & self.mask;
         self.slot(pos)[0]
             .compare_exchange(
-                from.wrapping_sub(index),
-                to.wrapping_sub(index),
+                self.encode(pos, from),
+                self.encode(pos, to),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             )
@@ -353,22 +443,27 @@ impl<'a> QueueRing<'a> {
         self.seq(pos) == pos
     }
 
-    /// Whether a pop would find a message now.
+    /// Whether a pop would find a message (or a tombstone) now.
     #[inline]
     pub fn can_pop(&self) -> bool {
         let pos = self.ctrl.head.load(Ordering::Acquire);
-        self.seq(pos) == pos.wrapping_add(1)
+        let seq = self.seq(pos);
+        seq == pos.wrapping_add(1) || seq == tomb(pos)
     }
 
     /// Claims the next position of `counter` (`tail` or `head`) whose slot
-    /// sequence is `pos + ready`, with `entry`'s intent set first. Returns
-    /// the position at which the slot was not ready, if it was not.
+    /// sequence is `pos + ready` (or its tombstone, for consumers), with
+    /// `entry`'s intent set first. On failure returns the position and the
+    /// *lead* of its slot (`seq - (pos + ready)`, signed), which says why.
     #[inline]
-    fn claim(&self, counter: &AtomicU64, ready: u64, entry: &ClaimEntry) -> Result<Claim, u64> {
+    fn claim(&self, counter: &AtomicU64, ready: u64, entry: &ClaimEntry) -> Result<Claim, (u64, i64)> {
         let mut pos = counter.load(Ordering::Relaxed);
+        let mut backoff = 0u32;
         loop {
-            let lead = self.seq(pos).wrapping_sub(pos.wrapping_add(ready)) as i64;
-            if lead == 0 {
+            let seq = self.seq(pos);
+            let is_tomb = ready == 1 && seq == tomb(pos);
+            let lead = (seq & !TOMB).wrapping_sub(pos.wrapping_add(ready)) as i64;
+            if lead == 0 && (seq & TOMB == 0 || is_tomb) {
                 entry.intent.store(pos, Ordering::Relaxed);
                 // SYNC POINT: Release publishes the intent above to whoever
                 // reads the counter with Acquire and sees our claim (the
@@ -379,29 +474,61 @@ impl<'a> QueueRing<'a> {
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Ok(Claim { pos }),
-                    Err(now) => pos = now,
+                    Ok(_) => return Ok(Claim { pos, tomb: is_tomb }),
+                    Err(now) => {
+                        pos = now;
+                        Self::back_off(&mut backoff);
+                    }
                 }
             } else if lead < 0 {
-                return Err(pos);
+                return Err((pos, lead));
             } else {
-                // Someone claimed `pos` meanwhile.
-                pos = counter.load(Ordering::Relaxed);
+                // The slot is ahead of our position: someone claimed `pos`
+                // meanwhile, and the counter has moved (a slot only gets
+                // ahead of its counter after the counter's CAS). If the
+                // counter did not move, the slot is wrong: report it
+                // rather than spin.
+                let now = counter.load(Ordering::Acquire);
+                if now == pos {
+                    return Err((pos, lead));
+                }
+                pos = now;
+                Self::back_off(&mut backoff);
             }
         }
+    }
+
+    /// Crossbeam's exponential spin, capped: contention on the counters
+    /// costs a few spins, never a system call.
+    #[inline]
+    fn back_off(step: &mut u32) {
+        for _ in 0..1u32 << (*step).min(6) {
+            spin_hint();
+        }
+        *step += 1;
     }
 
     /// Claims the next position to push. `entry` is the caller's claim-table
     /// entry; its intent names the position while the claim is held.
     #[inline]
     pub fn claim_push(&self, entry: &ClaimEntry) -> Result<Claim, PushBlocked> {
-        self.claim(&self.ctrl.tail, 0, entry).map_err(|pos| {
-            // The slot still holds the message from one lap ago.
+        let capacity = self.capacity() as i64;
+        self.claim(&self.ctrl.tail, 0, entry).map_err(|(pos, lead)| {
             let behind = pos.wrapping_sub(self.capacity());
-            if self.ctrl.head.load(Ordering::Acquire) > behind {
-                PushBlocked::Unreleased { pos: behind }
-            } else {
-                PushBlocked::Full
+            match lead {
+                // The slot still holds the message from one lap ago, or its
+                // claimer has not published it yet.
+                l if l == 1 - capacity || l == -capacity => {
+                    if l == 1 - capacity && self.ctrl.head.load(Ordering::Acquire) > behind {
+                        PushBlocked::Unreleased { pos: behind }
+                    } else {
+                        PushBlocked::Full
+                    }
+                }
+                _ => PushBlocked::Corrupt {
+                    pos,
+                    seq: self.seq(pos),
+                },
             }
         })
     }
@@ -424,26 +551,36 @@ impl<'a> QueueRing<'a> {
         entry.intent.store(NO_INTENT, Ordering::Release);
     }
 
-    /// Claims the next message to pop.
+    /// Claims the next message (or tombstone) to pop.
     #[inline]
     pub fn claim_pop(&self, entry: &ClaimEntry) -> Result<Claim, PopBlocked> {
-        self.claim(&self.ctrl.head, 1, entry).map_err(|pos| {
-            if self.ctrl.tail.load(Ordering::Acquire) > pos {
-                PopBlocked::Unpublished { pos }
-            } else {
-                PopBlocked::Empty
+        let capacity = self.capacity() as i64;
+        self.claim(&self.ctrl.head, 1, entry).map_err(|(pos, lead)| match lead {
+            // Free for `pos`: not pushed yet, or claimed and not published.
+            -1 => {
+                if self.ctrl.tail.load(Ordering::Acquire) > pos {
+                    PopBlocked::Unpublished { pos }
+                } else {
+                    PopBlocked::Empty
+                }
             }
+            // The message of one lap ago is still being consumed.
+            l if l == -capacity => PopBlocked::Empty,
+            _ => PopBlocked::Corrupt {
+                pos,
+                seq: self.seq(pos),
+            },
         })
     }
 
     /// Copies the message of a pop claim into `out`.
     #[inline]
     pub fn read(&self, claim: Claim, out: &mut [u8]) -> Popped {
-        let slot = self.slot(claim.pos);
-        let len = slot[1].load(Ordering::Relaxed);
-        if len == TOMBSTONE {
+        if claim.tomb {
             return Popped::Tombstone;
         }
+        let slot = self.slot(claim.pos);
+        let len = slot[1].load(Ordering::Relaxed);
         match usize::try_from(len) {
             Ok(len) if len <= self.slot_bytes && len <= out.len() => {
                 load_bytes(&slot[SLOT_HEADER_WORDS..], &mut out[..len]);
@@ -463,8 +600,8 @@ impl<'a> QueueRing<'a> {
     }
 
     /// Whether every entry of `table` whose intent is `pos` is dead. False
-    /// if any is alive (it may be the claimer) or if none has that intent
-    /// (the claimer finished and cleared it: look at the slot again).
+    /// if any may be alive (it may be the claimer) or if none has that
+    /// intent (the claimer finished and cleared it: look at the slot again).
     fn claimers_dead(
         table: &[ClaimEntry],
         pos: u64,
@@ -483,51 +620,203 @@ impl<'a> QueueRing<'a> {
         found
     }
 
-    /// Called by a consumer stuck at `pos` ([`PopBlocked::Unpublished`]):
-    /// if the producer that claimed it is dead, leaves a tombstone there so
-    /// consumers move on, and counts the lost message.
-    pub fn recover_push(&self, pos: u64, mut liveness: impl FnMut(Owner) -> Liveness) -> Recovery {
-        if self.seq(pos) != pos || self.ctrl.tail.load(Ordering::Acquire) <= pos {
-            return Recovery::NotStuck;
+    /// The sequence a slot stuck on `side`'s dead claimer of `pos` holds,
+    /// and the one that finishes it; `None` if the slot is not stuck so.
+    fn stuck(&self, side: Side, pos: u64) -> Option<(u64, u64)> {
+        let seq = self.seq(pos);
+        match side {
+            Side::Push if seq == pos && self.ctrl.tail.load(Ordering::Acquire) > pos => {
+                Some((pos, tomb(pos)))
+            }
+            Side::Consume
+                if (seq == pos.wrapping_add(1) || seq == tomb(pos))
+                    && self.ctrl.head.load(Ordering::Acquire) > pos =>
+            {
+                Some((seq, pos.wrapping_add(self.capacity())))
+            }
+            _ => None,
         }
-        if !Self::claimers_dead(self.producers, pos, &mut liveness) {
-            return Recovery::Alive;
-        }
-        // The claimer is dead. Take the slot with a compare-and-swap to a
-        // sequence no one else acts on, so that only one recoverer writes the
-        // tombstone, and only while the slot is still stuck (a late store
-        // could otherwise land on the message of a later lap).
-        let recovering = pos ^ RECOVERING;
-        if !self.cas_seq(pos, pos, recovering) {
-            return Recovery::NotStuck;
-        }
-        self.slot(pos)[1].store(TOMBSTONE, Ordering::Relaxed);
-        self.store_seq(pos, pos.wrapping_add(1));
-        self.ctrl.lost_in_push.fetch_add(1, Ordering::Relaxed);
-        Recovery::Recovered
     }
 
-    /// Called by a producer stuck at `pos` ([`PushBlocked::Unreleased`]): if
-    /// the consumer that claimed it is dead, frees the slot and counts the
-    /// lost message.
-    pub fn recover_consume(
+    fn lost_counter(&self, side: Side) -> &AtomicU64 {
+        match side {
+            Side::Push => &self.ctrl.lost_in_push,
+            Side::Consume => &self.ctrl.lost_in_consume,
+        }
+    }
+
+    /// Called by a process stuck at `pos` (a consumer on
+    /// [`PopBlocked::Unpublished`], a producer on
+    /// [`PushBlocked::Unreleased`], or anyone settling a dead entry's
+    /// intent): if every process that may have claimed `pos` on `side` is
+    /// dead, finishes the slot in its place through the recovery journal
+    /// (see the module docs), counting the lost message once.
+    ///
+    /// `proceed(step)` is called between the steps; returning false stops
+    /// there, as a recoverer killed at that point would (for model checks
+    /// and crash tests; the endpoints pass a closure that returns true).
+    pub fn recover(
         &self,
+        side: Side,
         pos: u64,
+        me: Owner,
         mut liveness: impl FnMut(Owner) -> Liveness,
+        mut proceed: impl FnMut(RecoveryStep) -> bool,
     ) -> Recovery {
-        let published = pos.wrapping_add(1);
-        if self.seq(pos) != published || self.ctrl.head.load(Ordering::Acquire) <= pos {
+        let table = match side {
+            Side::Push => self.producers,
+            Side::Consume => self.consumers,
+        };
+        if self.stuck(side, pos).is_none() {
             return Recovery::NotStuck;
         }
-        if !Self::claimers_dead(self.consumers, pos, &mut liveness) {
+        if !Self::claimers_dead(table, pos, &mut liveness) {
             return Recovery::Alive;
         }
-        if self.cas_seq(pos, published, pos.wrapping_add(self.capacity())) {
-            self.ctrl.lost_in_consume.fetch_add(1, Ordering::Relaxed);
-            Recovery::Recovered
-        } else {
-            Recovery::NotStuck
+        if !self.take_journal(me, &mut liveness) {
+            return Recovery::Alive;
         }
+        if !proceed(RecoveryStep::JournalTaken) {
+            return Recovery::Stopped;
+        }
+        // Under the journal, look again: a recoverer before us may have
+        // finished this very slot.
+        let outcome = match self.stuck(side, pos) {
+            Some((from, to)) if Self::claimers_dead(table, pos, &mut liveness) => {
+                let lost_a_message = from != tomb(pos);
+                if lost_a_message {
+                    self.ctrl.journal_pos.store(pos, Ordering::Relaxed);
+                    // SYNC POINT: Release publishes `journal_pos` to a
+                    // successor that sees the pending bit (Acquire in
+                    // `finish_pending`). Adding 3 to `count << 1 | 0` counts
+                    // one loss and sets the pending bit in one step.
+                    self.lost_counter(side)
+                        .fetch_add(2 | PENDING, Ordering::AcqRel);
+                    if !proceed(RecoveryStep::Counted) {
+                        return Recovery::Stopped;
+                    }
+                }
+                self.cas_seq(pos, from, to);
+                if !proceed(RecoveryStep::SlotFinished) {
+                    return Recovery::Stopped;
+                }
+                if lost_a_message {
+                    self.lost_counter(side)
+                        .fetch_and(!PENDING, Ordering::Release);
+                }
+                Recovery::Recovered
+            }
+            _ => Recovery::NotStuck,
+        };
+        if !proceed(RecoveryStep::Cleared) {
+            return Recovery::Stopped;
+        }
+        // SYNC POINT: Release pairs with the next holder's Acquire CAS.
+        let _ = self
+            .ctrl
+            .journal
+            .compare_exchange(me.token(), 0, Ordering::Release, Ordering::Relaxed);
+        outcome
+    }
+
+    /// Takes the recovery journal for `me`: free, or held by a process
+    /// known dead (whose unfinished step it finishes first). False if a
+    /// live (or possibly live) recoverer holds it.
+    fn take_journal(&self, me: Owner, liveness: &mut impl FnMut(Owner) -> Liveness) -> bool {
+        let mut current = self.ctrl.journal.load(Ordering::Acquire);
+        loop {
+            let took_over = match Owner::from_token(current) {
+                _ if current == 0 => false,
+
+                // Another thread of this process is recovering: its token
+                // is ours, and it is alive.
+                Some(holder) if holder == me => return false,
+                Some(holder) if !liveness(holder).is_dead() => return false,
+                // Dead, or not a token at all (corruption): take it over.
+                _ => true,
+            };
+            // SYNC POINT: Acquire pairs with the previous holder's Release
+            // when it gave the journal back.
+            match self.ctrl.journal.compare_exchange(
+                current,
+                me.token(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    // A dead holder may have left a step half done; a free
+                    // journal never should, but a pending bit left by
+                    // corruption must not turn our count into two.
+                    let _ = took_over;
+                    self.finish_pending();
+                    return true;
+                }
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Finishes what a dead journal holder left between counting a loss
+    /// and clearing its pending bit: the slot it was finishing.
+    fn finish_pending(&self) {
+        for side in [Side::Push, Side::Consume] {
+            let counter = self.lost_counter(side);
+            // SYNC POINT: Acquire pairs with the Release of the `fetch_add`
+            // in `recover`: seeing the pending bit, we see `journal_pos`.
+            if counter.load(Ordering::Acquire) & PENDING == 0 {
+                continue;
+            }
+            let pos = self.ctrl.journal_pos.load(Ordering::Relaxed);
+            if let Some((from, to)) = self.stuck(side, pos) {
+                if from != tomb(pos) {
+                    self.cas_seq(pos, from, to);
+                }
+            }
+            counter.fetch_and(!PENDING, Ordering::Release);
+        }
+    }
+
+    /// Pushes `bytes` as one attempt: claims a slot, writes, calls
+    /// `between()` (nothing, except in crash tests), publishes. Returns the
+    /// position, or why it could not claim.
+    #[inline]
+    pub fn push(
+        &self,
+        entry: &ClaimEntry,
+        bytes: &[u8],
+        between: impl FnOnce(),
+    ) -> Result<u64, PushBlocked> {
+        let claim = self.claim_push(entry)?;
+        self.write(claim, bytes);
+        between();
+        self.publish(claim, entry);
+        Ok(claim.pos)
+    }
+
+    /// Pops one message into `out` as one attempt: claims, reads, calls
+    /// `between()`, releases. Tombstones are skipped (their loss was
+    /// counted by whoever left them).
+    #[inline]
+    pub fn pop(
+        &self,
+        entry: &ClaimEntry,
+        out: &mut [u8],
+        mut between: impl FnMut(),
+    ) -> Result<(u64, Popped), PopBlocked> {
+        loop {
+            let claim = self.claim_pop(entry)?;
+            let popped = self.read(claim, out);
+            between();
+            self.release(claim, entry);
+            if popped != Popped::Tombstone {
+                return Ok((claim.pos, popped));
+            }
+        }
+    }
+
+    /// Records that a producer attached (see [`QueueCtrl::had_producer`]).
+    pub fn mark_producer(&self) {
+        self.ctrl.had_producer.store(1, Ordering::Release);
     }
 }
 
@@ -537,11 +826,11 @@ pub mod table {
     use crate::ring::{Liveness, Owner};
     use crate::sync::Ordering;
 
-    /// Takes a free entry, or the entry of a dead process whose claim (if
-    /// any) is no longer stuck. `settled(intent)` says whether a dead
+    /// Takes a free entry, or the entry of a process known dead whose claim
+    /// (if any) is no longer stuck. `settled(intent)` says whether a dead
     /// entry's intent may be forgotten (recovering it first if needed).
-    /// Returns the index, or `None` when every entry is held by a live
-    /// process.
+    /// Returns the index, or `None` when every entry is held by a live (or
+    /// possibly live) process.
     pub fn attach(
         table: &[ClaimEntry],
         me: Owner,
@@ -551,8 +840,12 @@ pub mod table {
         for (index, entry) in table.iter().enumerate() {
             let current = entry.owner.load(Ordering::Acquire);
             let free = match Owner::from_token(current) {
-                None => true,
-                Some(owner) => owner != me && liveness(owner).is_dead() && settled(entry.intent()),
+                None if current == 0 => true,
+                // Not a token: no process holds it (corruption); take it.
+                None => settled(entry.intent()),
+                Some(owner) => {
+                    owner != me && liveness(owner).is_dead() && settled(entry.intent())
+                }
             };
             // SYNC POINT: Acquire pairs with the Release in `detach`.
             if free
@@ -570,9 +863,83 @@ pub mod table {
 
     /// Frees an entry on orderly exit.
     pub fn detach(entry: &ClaimEntry, me: Owner) {
+        if entry.owner.load(Ordering::Relaxed) != me.token() {
+            return; // not ours (any more): leave it alone
+        }
         entry.intent.store(NO_INTENT, Ordering::Relaxed);
         let _ = entry
             .owner
             .compare_exchange(me.token(), 0, Ordering::Release, Ordering::Relaxed);
+    }
+
+    /// Gives `owner` entry `entry`, as `attach` would (for model checks
+    /// and tests, which stage processes by hand).
+    #[doc(hidden)]
+    pub fn give(entry: &ClaimEntry, owner: Owner) {
+        entry.owner.store(owner.token(), Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(shmbus_loom)))]
+mod tests {
+    use super::*;
+
+    struct Heap {
+        ctrl: QueueCtrl,
+        producers: Vec<ClaimEntry>,
+        consumers: Vec<ClaimEntry>,
+        slots: Vec<AtomicU64>,
+    }
+
+    fn heap(capacity: usize) -> Heap {
+        Heap {
+            ctrl: QueueCtrl::new(),
+            producers: (0..2).map(|_| ClaimEntry::new()).collect(),
+            consumers: (0..2).map(|_| ClaimEntry::new()).collect(),
+            slots: (0..slots_words(capacity, 8).unwrap())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn ring(h: &Heap, capacity: usize) -> QueueRing<'_> {
+        QueueRing::new(&h.ctrl, &h.producers, &h.consumers, &h.slots, capacity, 8).unwrap()
+    }
+
+    #[test]
+    fn fifo_round_trip_across_laps() {
+        let h = heap(4);
+        let q = ring(&h, 4);
+        let (p, c) = (&h.producers[0], &h.consumers[0]);
+        for lap in 0..5u64 {
+            for i in 0..4u64 {
+                q.push(p, &(lap * 10 + i).to_ne_bytes(), || {}).unwrap();
+            }
+            assert_eq!(q.claim_push(p), Err(PushBlocked::Full));
+            for i in 0..4u64 {
+                let mut out = [0u8; 8];
+                let (_, got) = q.pop(c, &mut out, || {}).unwrap();
+                assert_eq!(got, Popped::Message { len: 8 });
+                assert_eq!(u64::from_ne_bytes(out), lap * 10 + i);
+            }
+            assert_eq!(q.claim_pop(c), Err(PopBlocked::Empty));
+        }
+    }
+
+    #[test]
+    fn garbage_sequences_are_corrupt_not_a_spin() {
+        for garbage in [5u64, 1 << 40, u64::MAX, TOMB | 77] {
+            let h = heap(4);
+            let q = ring(&h, 4);
+            h.slots[0].store(garbage, Ordering::Relaxed);
+            assert!(
+                matches!(q.claim_push(&h.producers[0]), Err(PushBlocked::Corrupt { pos: 0, .. })),
+                "{garbage:#x}"
+            );
+            assert!(
+                matches!(q.claim_pop(&h.consumers[0]), Err(PopBlocked::Corrupt { pos: 0, .. })),
+                "{garbage:#x}"
+            );
+        }
     }
 }

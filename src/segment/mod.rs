@@ -21,6 +21,7 @@ pub mod directory;
 pub mod layout;
 pub mod procs;
 pub mod region;
+pub(crate) mod views;
 
 use std::fs::File;
 use std::ptr::NonNull;

@@ -21,23 +21,31 @@ impl FutexWord {
 
     #[inline]
     pub fn load(&self) -> u32 {
-        // SYNC POINT: pairs with the Release bump in `bump_and_wake_all`.
+        // SYNC POINT: pairs with the Release bump in `bump`.
         self.0.load(Ordering::Acquire)
     }
 
-    /// Bumps the word, then wakes every sleeper.
-    pub fn bump_and_wake_all(&self) {
+    /// Bumps the word, so that a reader about to sleep on its old value
+    /// does not.
+    pub fn bump(&self) {
+        // SYNC POINT: pairs with the Acquire in `load`.
         self.0.fetch_add(1, Ordering::Release);
+    }
+
+    /// Wakes every sleeper; returns how many woke.
+    pub fn wake_all(&self) -> usize {
         // Not FUTEX_PRIVATE_FLAG: the word lives in a mapping shared between
-        // processes, and a private wake would never reach them. An error here
-        // (there is none for a valid address) only means nobody woke, and
-        // sleepers time out. The count is an `int` in the kernel: u32::MAX
-        // would read as -1 and wake only one sleeper.
-        let _ = rustix::thread::futex::wake(
+        // processes, and a private wake would never reach them. The count is
+        // an `int` in the kernel: u32::MAX would read as -1 and wake only one
+        // sleeper. An error (there is none for a valid address) is reported
+        // as "woke someone", the answer that makes the caller forget no
+        // sleeper.
+        rustix::thread::futex::wake(
             &self.0,
             rustix::thread::futex::Flags::empty(),
             i32::MAX as u32,
-        );
+        )
+        .unwrap_or(1)
     }
 
     /// Sleeps while the word equals `expected`, at most `timeout`.
@@ -58,14 +66,15 @@ impl FutexWord {
 }
 
 /// Under loom: the word plus a mutex and condvar. `wait` checks the word
-/// under the mutex and sleeps on the condvar; `bump_and_wake_all` bumps the
-/// word, then notifies under the mutex. That is the futex contract (compare
-/// and sleep atomically with respect to wake). Timeouts are ignored, so a
-/// lost wakeup shows up in the model as a deadlock.
+/// under the mutex and sleeps on the condvar; `wake_all` notifies under the
+/// mutex and returns how many were asleep. That is the futex contract
+/// (compare and sleep atomically with respect to wake). Timeouts are
+/// ignored, so a lost wakeup shows up in the model as a deadlock.
 #[cfg(shmbus_loom)]
 pub struct FutexWord {
     word: AtomicU32,
-    lock: loom::sync::Mutex<()>,
+    /// Threads asleep on the condvar (under the mutex).
+    lock: loom::sync::Mutex<usize>,
     sleepers: loom::sync::Condvar,
 }
 
@@ -81,7 +90,7 @@ impl FutexWord {
     pub fn new() -> Self {
         FutexWord {
             word: AtomicU32::new(0),
-            lock: loom::sync::Mutex::new(()),
+            lock: loom::sync::Mutex::new(0),
             sleepers: loom::sync::Condvar::new(),
         }
     }
@@ -91,18 +100,27 @@ impl FutexWord {
         self.word.load(Ordering::Acquire)
     }
 
-    pub fn bump_and_wake_all(&self) {
+    pub fn bump(&self) {
         self.word.fetch_add(1, Ordering::Release);
-        let _guard = self.lock.lock().unwrap();
+    }
+
+    pub fn wake_all(&self) -> usize {
+        // Threads notified but not yet running again still count: the
+        // answer errs towards "someone woke", which makes the caller forget
+        // no sleeper.
+        let asleep = self.lock.lock().unwrap();
         self.sleepers.notify_all();
+        *asleep
     }
 
     pub fn wait(&self, expected: u32, _timeout: Option<Duration>) -> Wake {
-        let guard = self.lock.lock().unwrap();
+        let mut asleep = self.lock.lock().unwrap();
         if self.word.load(Ordering::Acquire) != expected {
             return Wake::Woken;
         }
-        drop(self.sleepers.wait(guard).unwrap());
+        *asleep += 1;
+        let mut asleep = self.sleepers.wait(asleep).unwrap();
+        *asleep -= 1;
         Wake::Woken
     }
 }

@@ -2,26 +2,41 @@
 //!
 //! # Protocol
 //!
-//! Each topic has a [`WakeWords`]: a 32-bit futex word and a count of
-//! sleepers, in the segment. A reader that found nothing to read:
+//! Each topic has a [`WakeWords`]: a 32-bit futex word and a sleeper count
+//! (with an epoch, see below), in the segment. A reader that found nothing
+//! to read:
 //!
 //! 1. reads the futex word,
-//! 2. increments `waiters`,
+//! 2. increments the sleeper count (and remembers the epoch it counted in),
 //! 3. `fence(SeqCst)`,
 //! 4. checks once more for something to read (and stops if there is),
 //! 5. sleeps on the futex word, expecting the value from step 1,
-//! 6. decrements `waiters`.
+//! 6. decrements the count, if the epoch is still the one of step 2.
 //!
-//! A writer publishes (its own store), then `fence(SeqCst)`, then reads
-//! `waiters`: only if it is nonzero does it bump the futex word and make the
+//! A writer publishes (its own store), then `fence(SeqCst)`, then reads the
+//! count: only if it is nonzero does it bump the futex word and make the
 //! wake system call. That is how a publisher with no sleeping readers makes
 //! no system call at all.
 //!
 //! No wakeup is lost: the two SeqCst fences order the reader's "I sleep"
 //! (step 2) and the writer's publish. Either the reader's re-check (step 4)
-//! sees the message, or the writer's load sees `waiters > 0`; then it bumps
+//! sees the message, or the writer's load sees the count; then it bumps
 //! the word after the reader read it in step 1, so the kernel's
 //! compare-and-sleep in step 5 either refuses to sleep or is woken.
+//!
+//! # Sleepers that die
+//!
+//! A reader killed while asleep (the usual way a blocked process dies)
+//! never does step 6: its count would stay forever, and every later publish
+//! would pay a wake system call. So a writer whose wake call woke nobody
+//! resets the count to zero in a new epoch, by compare-and-swap from the
+//! exact value it read: if the CAS succeeds, no reader counted itself or
+//! left since, and every reader counted in the value it read read the futex
+//! word (step 1) before the writer bumped it, so it cannot sleep on it now
+//! (the kernel sees the word changed) and is not asleep on it (the wake
+//! found no one): it will look at the ring again. Readers that counted
+//! themselves in the old epoch do not decrement the new one. So a dead
+//! sleeper costs one wake call, once.
 //!
 //! Sleeps take a timeout so that a reader can notice that the writer died
 //! (it will never wake anyone again) and say so.
@@ -30,42 +45,10 @@ mod futex;
 
 use std::time::Duration;
 
-use crate::sync::{fence, AtomicU32, Ordering};
+use crate::sync::{fence, AtomicU64, Ordering};
 
+pub use crate::ring::waiting::{Step, WaitStrategy};
 pub use futex::FutexWord;
-
-/// How a reader waits for the next message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitStrategy {
-    /// Busy-poll: lowest latency, burns a core while waiting.
-    Spin,
-    /// Poll, spinning a little between the first polls and then giving the
-    /// core away between polls (crossbeam's `Backoff::snooze`). Kinder than
-    /// `Spin` to other processes on the same core, never sleeps.
-    Yield,
-    /// Sleep on the futex at once: no CPU while idle, a kernel round trip
-    /// (several microseconds) per wakeup.
-    Block,
-    /// Spin `spins` polls, then sleep. Low latency when messages come close
-    /// together, no CPU when they stop. The default.
-    Adaptive {
-        /// Polls before sleeping.
-        spins: u32,
-    },
-}
-
-impl WaitStrategy {
-    /// Adaptive with a spin phase of a few microseconds.
-    pub const fn adaptive() -> Self {
-        WaitStrategy::Adaptive { spins: 2000 }
-    }
-}
-
-impl Default for WaitStrategy {
-    fn default() -> Self {
-        Self::adaptive()
-    }
-}
 
 /// What a sleep ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,27 +61,35 @@ pub enum Wake {
     TimedOut,
 }
 
+/// Low 32 bits of the sleeper word: the count.
+const COUNT: u64 = 0xffff_ffff;
+/// One epoch, in the high 32 bits of the sleeper word.
+const EPOCH: u64 = 1 << 32;
+
 /// The wakeup words of one topic. All-zero bytes are the initial state.
 #[repr(C)]
 #[derive(Default)]
 pub struct WakeWords {
     /// Futex word. Bumped by a writer that saw sleepers.
     word: FutexWord,
-    /// Readers between step 2 and step 6 of the protocol.
-    waiters: AtomicU32,
+    _pad: u32,
+    /// Epoch (high 32 bits) and count (low 32 bits) of the readers between
+    /// step 2 and step 6 of the protocol.
+    sleepers: AtomicU64,
 }
 
 #[cfg(not(shmbus_loom))]
 const _: () = {
-    assert!(core::mem::size_of::<WakeWords>() == 8);
-    assert!(core::mem::offset_of!(WakeWords, waiters) == 4);
+    assert!(core::mem::size_of::<WakeWords>() == 16);
+    assert!(core::mem::offset_of!(WakeWords, sleepers) == 8);
 };
 
 impl WakeWords {
     pub fn new() -> Self {
         WakeWords {
             word: FutexWord::new(),
-            waiters: AtomicU32::new(0),
+            _pad: 0,
+            sleepers: AtomicU64::new(0),
         }
     }
 
@@ -107,10 +98,29 @@ impl WakeWords {
     #[inline]
     pub fn notify(&self) {
         // SYNC POINT (Dekker, pairs with the fence in `sleep_unless`): orders
-        // the caller's publish before our load of `waiters`.
+        // the caller's publish before our load of the count.
         fence(Ordering::SeqCst);
-        if self.waiters.load(Ordering::Relaxed) != 0 {
-            self.word.bump_and_wake_all();
+        let seen = self.sleepers.load(Ordering::Relaxed);
+        if seen & COUNT != 0 {
+            self.wake(seen);
+        }
+    }
+
+    /// The slow half of `notify`: bump, wake, and forget dead sleepers.
+    #[cold]
+    #[inline(never)]
+    fn wake(&self, seen: u64) {
+        self.word.bump();
+        if self.word.wake_all() == 0 {
+            // See "Sleepers that die": nobody slept, so the count holds no
+            // one who could miss a later wake. Fails (harmlessly) if a reader
+            // came or went since `seen`.
+            let _ = self.sleepers.compare_exchange(
+                seen,
+                (seen & !COUNT).wrapping_add(EPOCH),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -119,27 +129,53 @@ impl WakeWords {
         self.word.load()
     }
 
-    /// Number of readers asleep or about to sleep.
+    /// Number of readers asleep or about to sleep (dead ones included,
+    /// until the next writer finds them gone).
     #[inline]
     pub fn waiters(&self) -> u32 {
-        self.waiters.load(Ordering::Relaxed)
+        (self.sleepers.load(Ordering::Relaxed) & COUNT) as u32
     }
 
     /// Sleeps until woken or `timeout` passes, unless `ready()` (checked
     /// after announcing ourselves as a sleeper) says there is work already.
     pub fn sleep_unless(&self, ready: impl FnOnce() -> bool, timeout: Option<Duration>) -> Wake {
         let seen = self.word.load();
-        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.sleepers.fetch_add(1, Ordering::Relaxed) & !COUNT;
         // SYNC POINT (Dekker, pairs with the fence in `notify`): orders our
-        // increment of `waiters` before the re-check of the ring.
+        // count before the re-check of the ring.
         fence(Ordering::SeqCst);
         let outcome = if ready() {
             Wake::Ready
         } else {
             self.word.wait(seen, timeout)
         };
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        self.leave(epoch);
         outcome
+    }
+
+    /// Step 6: counts us out, unless a writer reset the count since we
+    /// counted ourselves in (then we are not in it any more).
+    fn leave(&self, epoch: u64) {
+        let mut current = self.sleepers.load(Ordering::Relaxed);
+        while current & !COUNT == epoch && current & COUNT != 0 {
+            match self.sleepers.compare_exchange_weak(
+                current,
+                current - 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Steps 1 and 2 and nothing after: what a reader killed while asleep
+    /// leaves behind (for model checks and tests).
+    #[doc(hidden)]
+    pub fn count_in_and_die(&self) {
+        let _ = self.word.load();
+        self.sleepers.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -155,18 +191,59 @@ pub(crate) enum Waited {
     Deadline,
 }
 
-/// The state of one wait, across its polls: the strategy, how many polls
-/// since the last sleep, and when the slow checks (is the process we wait on
-/// alive?) last ran. Every blocking operation (receive, pop, push, lossless
-/// send) waits through one of these, so they all follow one strategy.
+/// Paces one endpoint's slow checks (is the process we wait on alive?
+/// have the producers gone?): at most once per interval, per handle and
+/// across calls, so that polling calls (`try_send`, `try_push`, ...) take
+/// part in them as much as blocking ones, and neither pays for them on
+/// every call. The first check is due at once.
+#[cfg(not(shmbus_loom))]
+#[derive(Debug, Clone)]
+pub(crate) struct Pacer {
+    interval: Duration,
+    last: Option<std::time::Instant>,
+}
+
+#[cfg(not(shmbus_loom))]
+impl Pacer {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Pacer {
+            interval,
+            last: None,
+        }
+    }
+
+    /// Whether a check is due now; if so, counts it as done.
+    pub(crate) fn due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < self.interval => false,
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
+
+    /// Makes the next check due at once (after a sleep timed out: the
+    /// process we wait for may have died).
+    pub(crate) fn expire(&mut self) {
+        self.last = None;
+    }
+}
+
+/// The state of one wait, across its polls: the strategy and how many polls
+/// since the last sleep. Every blocking operation (receive, pop, push,
+/// lossless send) waits through one of these, so they all follow one
+/// strategy ([`WaitStrategy::step`]).
 #[cfg(not(shmbus_loom))]
 pub(crate) struct Waiter {
     wait: WaitStrategy,
+    /// Longest sleep: the liveness check interval, so a sleeper notices a
+    /// dead writer.
     check_interval: Duration,
     polls: u32,
     slept: bool,
     backoff: crossbeam_utils::Backoff,
-    last_check: Option<std::time::Instant>,
 }
 
 #[cfg(not(shmbus_loom))]
@@ -178,7 +255,6 @@ impl Waiter {
             polls: 0,
             slept: false,
             backoff: crossbeam_utils::Backoff::new(),
-            last_check: None,
         }
     }
 
@@ -187,28 +263,6 @@ impl Waiter {
     /// is on the latency path of every operation.
     pub(crate) fn checks_due(&self) -> bool {
         self.slept || self.polls % 1024 == 1023
-    }
-
-    /// Whether a check that reads /proc is due: once the wait has lasted a
-    /// check interval, then once per interval.
-    pub(crate) fn interval_due(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        match self.last_check {
-            Some(last) if now.duration_since(last) < self.check_interval => false,
-            Some(_) => {
-                self.last_check = Some(now);
-                true
-            }
-            None => {
-                self.last_check = Some(now);
-                false
-            }
-        }
-    }
-
-    /// Makes the next `interval_due` true (for operations that never wait).
-    pub(crate) fn interval_due_at_once(&mut self) {
-        self.last_check = std::time::Instant::now().checked_sub(self.check_interval);
     }
 
     /// Waits once as the strategy says: spin, yield, or (after its spins)
@@ -229,13 +283,10 @@ impl Waiter {
         }
         self.polls = self.polls.wrapping_add(1);
         self.slept = false;
-        match self.wait {
-            WaitStrategy::Spin => crate::sync::spin_hint(),
-            WaitStrategy::Yield => self.backoff.snooze(),
-            WaitStrategy::Adaptive { spins } if self.polls <= spins => crate::sync::spin_hint(),
-            WaitStrategy::Block | WaitStrategy::Adaptive { .. } => {
-                return self.sleep(words, ready, deadline);
-            }
+        match self.wait.step(self.polls) {
+            Step::Spin => crate::sync::spin_hint(),
+            Step::Snooze => self.backoff.snooze(),
+            Step::Sleep => return self.sleep(words, ready, deadline),
         }
         Waited::Polled
     }

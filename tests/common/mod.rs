@@ -9,7 +9,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Lines};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -51,7 +51,9 @@ impl Drop for TestBus {
 /// A child process running a test role; killed and reaped on drop.
 pub struct ChildProc {
     pub child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
+    /// The child's stdout, line by line, from a reader thread (so a child
+    /// that never prints cannot hang a test).
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 /// Spawns this test binary as a child in `role` with `args`.
@@ -61,7 +63,83 @@ pub fn spawn_role(role: &str, args: &[String]) -> ChildProc {
 
 pub fn spawn_role_with_env(role: &str, args: &[String], env: &[(&str, &str)]) -> ChildProc {
     let exe = std::env::current_exe().expect("test binary path");
-    let mut cmd = Command::new(exe);
+    spawn_command(Command::new(exe), role, args, env)
+}
+
+/// Spawns this test binary as a child in `role`, in a PID namespace of its
+/// own with its own /proc (`unshare --pid --fork --mount-proc`), as a
+/// process in another container sharing /dev/shm would run. The returned
+/// `ChildProc` is `unshare`; the role runs as its child, pid 1 of the new
+/// namespace (see [`namespaced_pid`]). `--kill-child` ties the role's life
+/// to `unshare`'s.
+pub fn spawn_role_in_pid_namespace(role: &str, args: &[String], env: &[(&str, &str)]) -> ChildProc {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(exe);
+    spawn_command(cmd, role, args, env)
+}
+
+/// The host pid of the role that `unshare` (pid `unshare_pid`) runs.
+pub fn namespaced_pid(unshare_pid: u32) -> u32 {
+    let path = format!("/proc/{unshare_pid}/task/{unshare_pid}/children");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("unshare {unshare_pid} has no child: {text:?}"))
+}
+
+/// Whether this machine lets us make PID namespaces (root, or user
+/// namespaces); `Err` says why not.
+pub fn pid_namespaces_available() -> Result<(), String> {
+    match Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stdout(Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        Err(e) => Err(format!("cannot run unshare: {e}")),
+    }
+}
+
+/// A test that cannot create its condition here says so in a line CI
+/// counts (`SKIPPED: <test>: <why>`), or fails if `SHMBUS_REQUIRE_NAMESPACES`
+/// is set (CI sets it where `unshare` works, so a skip there is a failure).
+pub fn skip_or_fail(test: &str, why: &str) {
+    if std::env::var_os("SHMBUS_REQUIRE_NAMESPACES").is_some() {
+        panic!("{test} cannot run here ({why}) but SHMBUS_REQUIRE_NAMESPACES is set");
+    }
+    eprintln!("SKIPPED: {test}: {why}");
+    // Also in a file CI reads, since test output may be captured.
+    if let Some(path) = std::env::var_os("SHMBUS_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+        {
+            let _ = writeln!(log, "SKIPPED: {test}: {why}");
+        }
+    }
+}
+
+/// Forwards `stdout`'s lines to a channel from a thread of its own.
+fn read_lines(stdout: ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn spawn_command(mut cmd: Command, role: &str, args: &[String], env: &[(&str, &str)]) -> ChildProc {
     cmd.args([
         "child_role_entry",
         "--exact",
@@ -82,7 +160,7 @@ pub fn spawn_role_with_env(role: &str, args: &[String], env: &[(&str, &str)]) ->
     let stdout = child.stdout.take().expect("piped stdout");
     ChildProc {
         child,
-        lines: BufReader::new(stdout).lines(),
+        lines: read_lines(stdout),
     }
 }
 
@@ -91,19 +169,32 @@ impl ChildProc {
         self.child.id()
     }
 
-    /// Reads lines until one starts with `prefix`; returns the rest of it.
-    /// Panics if the child closes its stdout first.
+    /// Reads lines until one contains `prefix`; returns the rest of it.
+    /// Panics if the child closes its stdout first, or prints no such line
+    /// within two minutes (a hung child fails the test, it does not hang it).
     pub fn expect_line(&mut self, prefix: &str) -> String {
-        for line in self.lines.by_ref() {
-            let line = line.expect("read child stdout");
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.trim().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                // Anywhere in the line: the test harness of a child prints
+                // progress marks without a newline, and a forked grandchild's
+                // report can land right after one.
+                Ok(line) => {
+                    if let Some(at) = line.find(prefix) {
+                        return line[at + prefix.len()..].trim().to_owned();
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "child {} printed no {prefix:?} within two minutes",
+                    self.child.id()
+                ),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "child {} ended without printing {prefix:?}",
+                    self.child.id()
+                ),
             }
         }
-        panic!(
-            "child {} ended without printing {prefix:?}",
-            self.child.id()
-        );
     }
 
     /// Waits for the child to exit successfully, at most `limit`.

@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 
-use shmbus::sync::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// The shm_open name of the bus segment that exists right now, if any.
 static SEGMENT: AtomicPtr<libc::c_char> = AtomicPtr::new(core::ptr::null_mut());

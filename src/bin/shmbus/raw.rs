@@ -7,10 +7,10 @@
 //! are unlinked as soon as both sides have them open, so an interrupted run
 //! leaves nothing behind.
 
-use shmbus::sync::{AtomicU32, AtomicU64, Ordering};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// A shared anonymous mapping, inheritable by a child as an fd.
 pub struct SharedMem {

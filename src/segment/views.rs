@@ -1,0 +1,166 @@
+//! Views of a topic's ring region, validated once when the topic is opened
+//! and kept valid by the segment they point into.
+//!
+//! A view holds the `Arc<Segment>` its references point into, so the
+//! mapping outlives them. The references are stored with a `'static`
+//! lifetime, which is the one unsafe trick of this module: it never leaves
+//! it, because every accessor hands them out re-borrowed for the lifetime of
+//! `&self` (the ring types are covariant in their lifetime).
+
+use std::sync::Arc;
+
+use super::layout::EntryConfig;
+use super::region::Shape;
+use super::{Segment, SharedView};
+use crate::error::Error;
+use crate::ring::broadcast::{BroadcastCtrl, BroadcastRing};
+use crate::ring::gate::{Gate, GateCtrl, SubscriberEntry};
+use crate::ring::queue::{ClaimEntry, QueueCtrl, QueueRing};
+use crate::sync::AtomicU64;
+
+/// Views of a topic region's parts, with errors naming the topic.
+struct Region<'s> {
+    seg: &'s Segment,
+    name: &'s str,
+    offset: u64,
+}
+
+impl<'s> Region<'s> {
+    fn corrupt(&self, what: String) -> Error {
+        Error::Corrupt {
+            bus: self.seg.bus().to_owned(),
+            what: format!("topic {:?}: {what}", self.name),
+        }
+    }
+
+    fn at(&self, at: u64) -> Result<u64, Error> {
+        self.offset
+            .checked_add(at)
+            .ok_or_else(|| self.corrupt(format!("region offset {} overflows", self.offset)))
+    }
+
+    fn one<T: SharedView>(&self, at: u64) -> Result<&'s T, Error> {
+        self.seg
+            .view(self.at(at)?)
+            .map_err(|what| self.corrupt(what))
+    }
+
+    fn many<T: SharedView>(&self, at: u64, count: usize) -> Result<&'s [T], Error> {
+        self.seg
+            .view_slice(self.at(at)?, count)
+            .map_err(|what| self.corrupt(what))
+    }
+}
+
+/// A broadcast topic's ring (and gate, in lossless mode).
+pub(crate) struct BroadcastView {
+    // Declared before `seg` only for readability: dropping references
+    // touches no memory, so the order does not matter.
+    ring: BroadcastRing<'static>,
+    gate: Option<Gate<'static>>,
+    seg: Arc<Segment>,
+}
+
+impl BroadcastView {
+    pub(crate) fn new(seg: Arc<Segment>, name: &str, config: &EntryConfig) -> Result<Self, Error> {
+        let region = Region {
+            seg: &seg,
+            name,
+            offset: config.region_offset,
+        };
+        let shape = Shape::of(config);
+        let layout = shape
+            .layout()
+            .ok_or_else(|| region.corrupt("unknown topic kind".into()))?;
+        let ctrl: &BroadcastCtrl = region.one(0)?;
+        let slots = region.many::<AtomicU64>(layout.slots, layout.slot_words)?;
+        let ring = BroadcastRing::new(
+            ctrl,
+            slots,
+            config.capacity as usize,
+            config.slot_size as usize,
+        )
+        .map_err(|_| {
+            region.corrupt("ring region does not match its capacity and slot size".into())
+        })?;
+        let gate = if shape.lossless() {
+            let gate_ctrl: &GateCtrl = region.one(layout.table_a)?;
+            let entries =
+                region.many::<SubscriberEntry>(layout.table_b, config.max_readers as usize)?;
+            Some(Gate::new(gate_ctrl, entries))
+        } else {
+            None
+        };
+        // SAFETY: the views point into the mapping that `seg` keeps alive
+        // (it never moves while mapped); `seg` is stored beside them, and
+        // they leave this struct only re-borrowed for the lifetime of
+        // `&self` (see the accessors). Only the lifetime changes.
+        let (ring, gate) = unsafe {
+            (
+                core::mem::transmute::<BroadcastRing<'_>, BroadcastRing<'static>>(ring),
+                gate.map(|g| core::mem::transmute::<Gate<'_>, Gate<'static>>(g)),
+            )
+        };
+        Ok(BroadcastView { ring, gate, seg })
+    }
+
+    #[inline]
+    pub(crate) fn ring(&self) -> &BroadcastRing<'_> {
+        &self.ring
+    }
+
+    #[inline]
+    pub(crate) fn gate(&self) -> Option<&Gate<'_>> {
+        self.gate.as_ref()
+    }
+
+    pub(crate) fn seg(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+}
+
+/// A work queue's ring and claim tables.
+pub(crate) struct QueueView {
+    ring: QueueRing<'static>,
+    seg: Arc<Segment>,
+}
+
+impl QueueView {
+    pub(crate) fn new(seg: Arc<Segment>, name: &str, config: &EntryConfig) -> Result<Self, Error> {
+        let region = Region {
+            seg: &seg,
+            name,
+            offset: config.region_offset,
+        };
+        let layout = Shape::of(config)
+            .layout()
+            .ok_or_else(|| region.corrupt("unknown topic kind".into()))?;
+        let ctrl: &QueueCtrl = region.one(0)?;
+        let producers = region.many::<ClaimEntry>(layout.table_a, config.max_writers as usize)?;
+        let consumers = region.many::<ClaimEntry>(layout.table_b, config.max_readers as usize)?;
+        let slots = region.many::<AtomicU64>(layout.slots, layout.slot_words)?;
+        let ring = QueueRing::new(
+            ctrl,
+            producers,
+            consumers,
+            slots,
+            config.capacity as usize,
+            config.slot_size as usize,
+        )
+        .map_err(|_| {
+            region.corrupt("queue region does not match its capacity and slot size".into())
+        })?;
+        // SAFETY: as in `BroadcastView::new`.
+        let ring = unsafe { core::mem::transmute::<QueueRing<'_>, QueueRing<'static>>(ring) };
+        Ok(QueueView { ring, seg })
+    }
+
+    #[inline]
+    pub(crate) fn ring(&self) -> &QueueRing<'_> {
+        &self.ring
+    }
+
+    pub(crate) fn seg(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+}

@@ -1,0 +1,287 @@
+//! Crash trials of the work queue's ways out: a recoverer killed at each
+//! step of a recovery, a consumer killed while asleep, and a consumer killed
+//! mid-pop behind a producer that only ever uses `try_push`. Each victim is
+//! held at its exact point by a test hook (`SHMBUS_TEST_HOOK`) and killed
+//! with SIGKILL, many times over; the queue must keep flowing, every loss
+//! must be counted exactly once, and no waiting process may spin.
+//!
+//! Trials per case: 200, or `SHMBUS_KILL_TRIALS`.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use common::{args, child_role, report, spawn_role_with_env, TestBus};
+use shmbus::{Bus, PopTimeoutError, TryPopError, TryPushError, WaitStrategy};
+
+const INTERVAL: Duration = Duration::from_millis(5);
+
+fn trials() -> u64 {
+    std::env::var("SHMBUS_KILL_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(200)
+}
+
+#[test]
+#[ignore = "entry point of child processes; the tests that spawn them run it"]
+fn child_role_entry() {
+    let Some((role, args)) = child_role() else {
+        return;
+    };
+    let bus = Bus::open(&args[0]).unwrap();
+    let topic = || bus.topic(&args[1]).liveness_check_interval(INTERVAL);
+    match role.as_str() {
+        // Pushes one value; the hook stops it after claiming.
+        "push-once" => {
+            let _ = topic().producer::<u64>().unwrap().push(u64::MAX);
+            panic!("the hook should have stopped this process");
+        }
+        // Pops; the hook stops it in a recovery, or after claiming.
+        "pop-once" => {
+            let got = topic()
+                .consumer::<u64>()
+                .unwrap()
+                .pop_timeout(Duration::from_secs(20));
+            panic!("the hook should have stopped this process, got {got:?}");
+        }
+        // Sleeps in pop on an empty queue.
+        "sleep-pop" => {
+            let mut rx = topic().wait(WaitStrategy::Block).consumer::<u64>().unwrap();
+            report("READY");
+            let got = rx.pop();
+            panic!("nothing should have been pushed, got {got:?}");
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct we pass, which we own.
+    let usage = unsafe {
+        let mut usage: libc::rusage = core::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Waits `wait` in `pop_timeout` while the queue cannot move, and checks
+/// that it cost little CPU: a wait that spins would cost about all of it.
+fn waits_without_spinning(rx: &mut shmbus::Consumer<u64>, wait: Duration, what: &str) {
+    let cpu = thread_cpu();
+    let started = Instant::now();
+    assert_eq!(
+        rx.pop_timeout(wait),
+        Err(PopTimeoutError::Timeout),
+        "{what}"
+    );
+    let (used, waited) = (thread_cpu() - cpu, started.elapsed());
+    assert!(
+        used * 4 < waited,
+        "{what}: the waiting consumer used {used:?} of CPU in {waited:?}"
+    );
+}
+
+#[test]
+fn recoverer_killed_at_each_step_never_wedges_the_queue_and_each_loss_counts_once() {
+    let steps = [
+        "stall-recovery-journal-taken",
+        "stall-recovery-counted",
+        "stall-recovery-slot-finished",
+        "stall-recovery-cleared",
+    ];
+    let trials = trials();
+    for step in steps {
+        let bus = TestBus::new("kill-recoverer");
+        let b = bus.open();
+        let topic = || {
+            b.topic("jobs")
+                .capacity(8)
+                .liveness_check_interval(INTERVAL)
+        };
+        let mut tx = topic().producer::<u64>().unwrap();
+        let mut rx = topic().consumer::<u64>().unwrap();
+        for trial in 0..trials {
+            // A producer dies holding the next position...
+            let mut producer = spawn_role_with_env(
+                "push-once",
+                &args(&[&bus.name, &"jobs"]),
+                &[("SHMBUS_TEST_HOOK", "stall-after-push-claim")],
+            );
+            producer.expect_line("SHMBUS-HOOK");
+            producer.kill9();
+            // ...our job queues up behind it...
+            tx.push(trial).unwrap();
+            // ...and a consumer that recovers the stuck slot is killed at
+            // `step` of the recovery.
+            let mut recoverer = spawn_role_with_env(
+                "pop-once",
+                &args(&[&bus.name, &"jobs"]),
+                &[("SHMBUS_TEST_HOOK", step)],
+            );
+            recoverer.expect_line("SHMBUS-HOOK");
+            if trial == 0 && step == steps[0] {
+                // While it holds the journal alive, we wait for it, asleep.
+                waits_without_spinning(
+                    &mut rx,
+                    Duration::from_millis(300),
+                    "a live recoverer holds the journal",
+                );
+            }
+            recoverer.kill9();
+            assert_eq!(
+                rx.pop_timeout(Duration::from_secs(10)),
+                Ok(trial),
+                "{step}, trial {trial}: the queue flows again"
+            );
+        }
+        assert_eq!(rx.try_pop(), Err(TryPopError::Empty), "{step}");
+        let stats = rx.queue_stats();
+        assert_eq!(
+            stats.lost_in_push, trials,
+            "{step}: one loss per killed producer, whatever step its recoverer died at"
+        );
+        assert_eq!(stats.lost_in_consume, 0, "{step}");
+    }
+}
+
+/// Offset of the futex word consumers sleep on in topic `name`'s region.
+fn not_empty_word(bus: &TestBus, name: &str) -> u64 {
+    use shmbus::segment::layout::entry_config_offset;
+    let file = std::fs::File::open(bus.path()).unwrap();
+    for i in 0..shmbus::DEFAULT_TOPICS as usize {
+        let mut stored = vec![0u8; name.len() + 1];
+        file.read_exact_at(&mut stored, entry_config_offset(i))
+            .unwrap();
+        if &stored[..name.len()] == name.as_bytes() && stored[name.len()] == 0 {
+            let mut region = [0u8; 8];
+            file.read_exact_at(&mut region, entry_config_offset(i) + 160)
+                .unwrap();
+            // `QueueCtrl::not_empty` is its third cache line.
+            return u64::from_ne_bytes(region) + 128;
+        }
+    }
+    panic!("topic {name} not found");
+}
+
+fn peek_u32(bus: &TestBus, offset: u64) -> u32 {
+    let mut word = [0u8; 4];
+    std::fs::File::open(bus.path())
+        .unwrap()
+        .read_exact_at(&mut word, offset)
+        .unwrap();
+    u32::from_ne_bytes(word)
+}
+
+#[test]
+fn consumers_killed_while_asleep_cost_one_wake_call_once() {
+    let bus = TestBus::new("kill-sleeper");
+    let b = bus.open();
+    let topic = || {
+        b.topic("jobs")
+            .capacity(8)
+            .liveness_check_interval(INTERVAL)
+    };
+    let mut tx = topic().producer::<u64>().unwrap();
+    let mut rx = topic().consumer::<u64>().unwrap();
+    let sleeping = || common::topic_infos(&b)[0].sleeping;
+    let trials = trials();
+    for trial in 0..trials {
+        let mut sleeper = spawn_role_with_env("sleep-pop", &args(&[&bus.name, &"jobs"]), &[]);
+        sleeper.expect_line("READY");
+        let counted = trial as u32 + 1;
+        assert!(
+            common::eventually(Duration::from_secs(10), || sleeping() >= counted),
+            "trial {trial}: the consumer never went to sleep"
+        );
+        sleeper.kill9();
+    }
+    assert_eq!(
+        sleeping(),
+        trials as u32,
+        "every killed sleeper left its count"
+    );
+    let word = not_empty_word(&bus, "jobs");
+    let before = peek_u32(&bus, word);
+    tx.push(1).unwrap();
+    assert_eq!(
+        peek_u32(&bus, word),
+        before.wrapping_add(1),
+        "one wake call for the dead sleepers"
+    );
+    assert_eq!(sleeping(), 0, "...after which they are forgotten");
+    assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(1));
+    for value in 2..100 {
+        tx.push(value).unwrap();
+        assert_eq!(rx.try_pop(), Ok(value), "the queue keeps flowing");
+    }
+    assert_eq!(
+        peek_u32(&bus, word),
+        before.wrapping_add(1),
+        "and no more wake calls with nobody asleep"
+    );
+    let stats = rx.queue_stats();
+    assert_eq!((stats.lost_in_push, stats.lost_in_consume), (0, 0));
+}
+
+#[test]
+fn a_try_push_only_producer_gets_past_consumers_killed_mid_pop() {
+    const CAPACITY: u64 = 4;
+    let bus = TestBus::new("kill-try-push");
+    let b = bus.open();
+    let topic = || {
+        b.topic("jobs")
+            .capacity(CAPACITY as u32)
+            .liveness_check_interval(INTERVAL)
+    };
+    let mut tx = topic().producer::<u64>().unwrap();
+    let mut rx = topic().consumer::<u64>().unwrap();
+    let trials = trials();
+    let try_push = |tx: &mut shmbus::Producer<u64>, mut value: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match tx.try_push(value) {
+                Ok(()) => return,
+                Err(TryPushError::Full(back)) if Instant::now() < deadline => {
+                    value = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("try_push never got past the dead consumer: {e:?}"),
+            }
+        }
+    };
+    for trial in 0..trials {
+        try_push(&mut tx, u64::MAX - trial);
+        let mut victim = spawn_role_with_env(
+            "pop-once",
+            &args(&[&bus.name, &"jobs"]),
+            &[("SHMBUS_TEST_HOOK", "stall-after-pop-claim")],
+        );
+        victim.expect_line("SHMBUS-HOOK");
+        victim.kill9();
+        // The last of these lands on the dead consumer's slot.
+        for i in 0..CAPACITY {
+            try_push(&mut tx, trial * CAPACITY + i);
+        }
+        for i in 0..CAPACITY {
+            assert_eq!(
+                rx.pop_timeout(Duration::from_secs(10)),
+                Ok(trial * CAPACITY + i),
+                "the claimed job is not delivered again"
+            );
+        }
+    }
+    assert_eq!(rx.try_pop(), Err(TryPopError::Empty));
+    let stats = rx.queue_stats();
+    assert_eq!(
+        stats.lost_in_consume, trials,
+        "one loss per killed consumer"
+    );
+    assert_eq!(stats.lost_in_push, 0);
+}
