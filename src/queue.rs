@@ -112,6 +112,29 @@ fn attach(topic: &Handle<QueueView>, side: Side) -> Result<usize, Error> {
     })
 }
 
+/// A slot that looked corrupt at the last paced check (see
+/// `QueueRing::sane`): corrupt once it looks the same at the next one.
+#[derive(Default)]
+struct Suspect(Option<(u64, u64)>);
+
+impl Suspect {
+    /// `Err(pos)` if `side`'s slot looked corrupt at this check and the
+    /// previous one alike.
+    fn check(&mut self, ring: &QueueRing<'_>, side: Side) -> Result<(), u64> {
+        match ring.sane(side) {
+            Ok(()) => {
+                self.0 = None;
+                Ok(())
+            }
+            Err(seen) if self.0 == Some(seen) => Err(seen.0),
+            Err(seen) => {
+                self.0 = Some(seen);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Why a push did not happen.
 enum PushFail {
     Full,
@@ -125,6 +148,7 @@ pub struct Producer<T> {
     entry: usize,
     /// Paces the liveness checks of consumers that hold a slot we need.
     pacer: Pacer,
+    suspect: Suspect,
     _marker: PhantomData<fn(T)>,
 }
 
@@ -137,6 +161,7 @@ impl<T> Producer<T> {
             topic,
             entry,
             pacer,
+            suspect: Suspect::default(),
             _marker: PhantomData,
         })
     }
@@ -185,9 +210,15 @@ impl<T> Producer<T> {
                     return Ok(());
                 }
                 Err(PushBlocked::Corrupt { pos, .. }) => return Err(PushFail::Corrupt { pos }),
-                Err(PushBlocked::Unreleased { pos }) if self.pacer.due() => {
-                    if recover(&self.topic, Side::Consume, pos) == Recovery::Recovered {
-                        continue;
+                Err(blocked) if self.pacer.due() => {
+                    if let PushBlocked::Unreleased { pos } = blocked {
+                        if recover(&self.topic, Side::Consume, pos) == Recovery::Recovered {
+                            continue;
+                        }
+                    }
+                    let ring = self.topic.view.ring();
+                    if let Err(pos) = self.suspect.check(ring, Side::Push) {
+                        return Err(PushFail::Corrupt { pos });
                     }
                 }
                 Err(_) => {}
@@ -316,6 +347,11 @@ pub struct Consumer<T> {
     /// Paces the liveness checks of producers (a dead claimer ahead of us,
     /// or all of them gone).
     pacer: Pacer,
+    /// Paces the checks of whether every producer is gone, and their last
+    /// verdict.
+    producers_check: Pacer,
+    gone: bool,
+    suspect: Suspect,
     scratch: Vec<u8>,
     _marker: PhantomData<fn() -> T>,
 }
@@ -335,7 +371,10 @@ impl<T> Consumer<T> {
         Ok(Consumer {
             topic,
             entry,
+            producers_check: pacer.clone(),
+            gone: false,
             pacer,
+            suspect: Suspect::default(),
             scratch,
             _marker: PhantomData,
         })
@@ -379,9 +418,15 @@ impl<T> Consumer<T> {
                 Err(PopBlocked::Corrupt { pos, .. }) => {
                     return Pop::Failed(PopError::Corrupt { pos })
                 }
-                Err(PopBlocked::Unpublished { pos }) if self.pacer.due() => {
-                    if recover(&self.topic, Side::Push, pos) == Recovery::Recovered {
-                        continue;
+                Err(blocked) if self.pacer.due() => {
+                    if let PopBlocked::Unpublished { pos } = blocked {
+                        if recover(&self.topic, Side::Push, pos) == Recovery::Recovered {
+                            continue;
+                        }
+                    }
+                    let ring = self.topic.view.ring();
+                    if let Err(pos) = self.suspect.check(ring, Side::Consume) {
+                        return Pop::Failed(PopError::Corrupt { pos });
                     }
                     return Pop::Empty;
                 }
@@ -391,20 +436,25 @@ impl<T> Consumer<T> {
     }
 
     /// Whether a producer has attached, every producer that did is gone
-    /// (dropped, or known dead) and the queue is empty.
+    /// (dropped, or known dead) and the queue is empty. The producers'
+    /// liveness is looked at once per check interval; the verdict holds in
+    /// between.
     fn disconnected(&mut self) -> bool {
         let ring = self.topic.view.ring();
         let ctrl = ring.ctrl();
         if !ctrl.had_producer() || ring.can_pop() || ctrl.pushed() != ctrl.popped() {
+            self.gone = false;
             return false;
         }
-        let topic = &self.topic;
-        let alive = ring
-            .producers()
-            .iter()
-            .filter_map(ClaimEntry::owner)
-            .any(|owner| !topic.liveness(owner).is_dead());
-        !alive && !ring.can_pop() && ctrl.pushed() == ctrl.popped()
+        if self.producers_check.due() {
+            let topic = &self.topic;
+            self.gone = !ring
+                .producers()
+                .iter()
+                .filter_map(ClaimEntry::owner)
+                .any(|owner| !topic.liveness(owner).is_dead());
+        }
+        self.gone && !ring.can_pop() && ctrl.pushed() == ctrl.popped()
     }
 
     fn pop_into(
@@ -419,13 +469,17 @@ impl<T> Consumer<T> {
                 Pop::Failed(err) => return Err(err.into()),
                 Pop::Empty => {}
             }
-            if waiter.checks_due() && self.pacer.due() && self.disconnected() {
+            if waiter.checks_due() && self.disconnected() {
                 return Err(PopTimeoutError::Disconnected);
             }
             let ring = self.topic.view.ring();
             match waiter.wait_once(ring.ctrl().not_empty(), || ring.can_pop(), deadline) {
                 Waited::Deadline => return Err(PopTimeoutError::Timeout),
-                Waited::Slept(Wake::TimedOut) => self.pacer.expire(),
+                Waited::Slept(Wake::TimedOut) => {
+                    // A producer may have died: look at once.
+                    self.pacer.expire();
+                    self.producers_check.expire();
+                }
                 _ => {}
             }
         }

@@ -453,10 +453,17 @@ impl<'a> QueueRing<'a> {
 
     /// Claims the next position of `counter` (`tail` or `head`) whose slot
     /// sequence is `pos + ready` (or its tombstone, for consumers), with
-    /// `entry`'s intent set first. On failure returns the position and the
-    /// *lead* of its slot (`seq - (pos + ready)`, signed), which says why.
+    /// `entry`'s intent set first. On failure returns the position and why:
+    /// the slot's *lead* (`seq - (pos + ready)`, negative: something holds
+    /// the slot back), or `None` for a slot ahead of a counter that did not
+    /// move, which no protocol step makes.
     #[inline]
-    fn claim(&self, counter: &AtomicU64, ready: u64, entry: &ClaimEntry) -> Result<Claim, (u64, i64)> {
+    fn claim(
+        &self,
+        counter: &AtomicU64,
+        ready: u64,
+        entry: &ClaimEntry,
+    ) -> Result<Claim, (u64, Option<i64>)> {
         let mut pos = counter.load(Ordering::Relaxed);
         let mut backoff = 0u32;
         loop {
@@ -481,20 +488,53 @@ impl<'a> QueueRing<'a> {
                     }
                 }
             } else if lead < 0 {
-                return Err((pos, lead));
+                // Held back (or a stale load: the caller waits and looks
+                // again). `sane` tells garbage from staleness, on the
+                // caller's paced path.
+                return Err((pos, Some(lead)));
             } else {
                 // The slot is ahead of our position: someone claimed `pos`
-                // meanwhile, and the counter has moved (a slot only gets
-                // ahead of its counter after the counter's CAS). If the
-                // counter did not move, the slot is wrong: report it
-                // rather than spin.
+                // and the counter has moved. A slot gets ahead only by a
+                // Release store made after that counter's compare-and-swap,
+                // which our Acquire load of the slot saw, so this load sees
+                // the counter moved. If it did not, the slot is wrong:
+                // report it rather than spin.
                 let now = counter.load(Ordering::Acquire);
                 if now == pos {
-                    return Err((pos, lead));
+                    return Err((pos, None));
                 }
                 pos = now;
                 Self::back_off(&mut backoff);
             }
+        }
+    }
+
+    /// Whether the slot at the position `side`'s counter is at holds a
+    /// sequence some protocol step makes there: for a producer at `pos`,
+    /// free for `pos`, or the message of one lap ago (not published, or not
+    /// consumed); for a consumer, free for `pos` or holding it, or the
+    /// message of one lap ago not yet released. `Err((pos, seq))` if not.
+    /// For the slow path of a blocked endpoint, which asks twice, an
+    /// interval apart, before calling the slot corrupt: one load may be
+    /// stale.
+    pub fn sane(&self, side: Side) -> Result<(), (u64, u64)> {
+        let capacity = self.capacity() as i64;
+        let (pos, ready) = match side {
+            Side::Push => (self.ctrl.tail.load(Ordering::Acquire), 0),
+            Side::Consume => (self.ctrl.head.load(Ordering::Acquire), 1),
+        };
+        let seq = self.seq(pos);
+        let lead = (seq & !TOMB).wrapping_sub(pos.wrapping_add(ready)) as i64;
+        // Ahead: the counter moved on since we read it.
+        let expected = lead >= 0
+            || match ready {
+                0 => lead == 1 - capacity || lead == -capacity,
+                _ => lead == -1 || lead == -capacity,
+            };
+        if expected {
+            Ok(())
+        } else {
+            Err((pos, seq))
         }
     }
 
@@ -513,24 +553,26 @@ impl<'a> QueueRing<'a> {
     #[inline]
     pub fn claim_push(&self, entry: &ClaimEntry) -> Result<Claim, PushBlocked> {
         let capacity = self.capacity() as i64;
-        self.claim(&self.ctrl.tail, 0, entry).map_err(|(pos, lead)| {
-            let behind = pos.wrapping_sub(self.capacity());
-            match lead {
-                // The slot still holds the message from one lap ago, or its
-                // claimer has not published it yet.
-                l if l == 1 - capacity || l == -capacity => {
-                    if l == 1 - capacity && self.ctrl.head.load(Ordering::Acquire) > behind {
+        self.claim(&self.ctrl.tail, 0, entry)
+            .map_err(|(pos, lead)| match lead {
+                // The slot still holds the message from one lap ago: a
+                // consumer claimed it and has not released it, or none has
+                // taken it yet.
+                Some(l) if l == 1 - capacity => {
+                    let behind = pos.wrapping_sub(self.capacity());
+                    if self.ctrl.head.load(Ordering::Acquire) > behind {
                         PushBlocked::Unreleased { pos: behind }
                     } else {
                         PushBlocked::Full
                     }
                 }
-                _ => PushBlocked::Corrupt {
+                // Its producer of one lap ago has not published yet.
+                Some(_) => PushBlocked::Full,
+                None => PushBlocked::Corrupt {
                     pos,
                     seq: self.seq(pos),
                 },
-            }
-        })
+            })
     }
 
     /// Writes the message of a push claim. `bytes.len() <= slot_bytes`.
@@ -554,23 +596,24 @@ impl<'a> QueueRing<'a> {
     /// Claims the next message (or tombstone) to pop.
     #[inline]
     pub fn claim_pop(&self, entry: &ClaimEntry) -> Result<Claim, PopBlocked> {
-        let capacity = self.capacity() as i64;
-        self.claim(&self.ctrl.head, 1, entry).map_err(|(pos, lead)| match lead {
-            // Free for `pos`: not pushed yet, or claimed and not published.
-            -1 => {
-                if self.ctrl.tail.load(Ordering::Acquire) > pos {
-                    PopBlocked::Unpublished { pos }
-                } else {
-                    PopBlocked::Empty
+        self.claim(&self.ctrl.head, 1, entry)
+            .map_err(|(pos, lead)| match lead {
+                // Free for `pos`: not pushed yet, or claimed and not
+                // published.
+                Some(-1) => {
+                    if self.ctrl.tail.load(Ordering::Acquire) > pos {
+                        PopBlocked::Unpublished { pos }
+                    } else {
+                        PopBlocked::Empty
+                    }
                 }
-            }
-            // The message of one lap ago is still being consumed.
-            l if l == -capacity => PopBlocked::Empty,
-            _ => PopBlocked::Corrupt {
-                pos,
-                seq: self.seq(pos),
-            },
-        })
+                // The message of one lap ago is still being consumed.
+                Some(_) => PopBlocked::Empty,
+                None => PopBlocked::Corrupt {
+                    pos,
+                    seq: self.seq(pos),
+                },
+            })
     }
 
     /// Copies the message of a pop claim into `out`.

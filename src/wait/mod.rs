@@ -30,13 +30,16 @@
 //! never does step 6: its count would stay forever, and every later publish
 //! would pay a wake system call. So a writer whose wake call woke nobody
 //! resets the count to zero in a new epoch, by compare-and-swap from the
-//! exact value it read: if the CAS succeeds, no reader counted itself or
-//! left since, and every reader counted in the value it read read the futex
-//! word (step 1) before the writer bumped it, so it cannot sleep on it now
-//! (the kernel sees the word changed) and is not asleep on it (the wake
-//! found no one): it will look at the ring again. Readers that counted
-//! themselves in the old epoch do not decrement the new one. So a dead
-//! sleeper costs one wake call, once.
+//! exact word it read. The word also counts every announcement (step 2) in
+//! a ticket field, so the compare-and-swap fails if any reader counted
+//! itself in or out since the writer read it (not just if the count
+//! differs: a reader leaving and another arriving would restore the count).
+//! If it succeeds, every reader counted in the word read the futex word
+//! (step 1) before the writer bumped it, so it cannot sleep on it now (the
+//! kernel sees the word changed) and is not asleep on it (the wake found no
+//! one): it will look at the ring again, and count itself in the new epoch
+//! if it sleeps again. Readers counted in an old epoch do not decrement the
+//! new one. So a dead sleeper costs one wake call, once.
 //!
 //! Sleeps take a timeout so that a reader can notice that the writer died
 //! (it will never wake anyone again) and say so.
@@ -61,10 +64,12 @@ pub enum Wake {
     TimedOut,
 }
 
-/// Low 32 bits of the sleeper word: the count.
-const COUNT: u64 = 0xffff_ffff;
-/// One epoch, in the high 32 bits of the sleeper word.
-const EPOCH: u64 = 1 << 32;
+/// The sleeper word: announcement tickets (bits 40..64, wrapping), the
+/// reset epoch (bits 16..40), and the count (bits 0..16).
+const COUNT: u64 = 0xffff;
+const EPOCH: u64 = 1 << 16;
+const EPOCHS: u64 = ((1 << 24) - 1) << 16;
+const TICKET: u64 = 1 << 40;
 
 /// The wakeup words of one topic. All-zero bytes are the initial state.
 #[repr(C)]
@@ -73,8 +78,8 @@ pub struct WakeWords {
     /// Futex word. Bumped by a writer that saw sleepers.
     word: FutexWord,
     _pad: u32,
-    /// Epoch (high 32 bits) and count (low 32 bits) of the readers between
-    /// step 2 and step 6 of the protocol.
+    /// Tickets, epoch and count of the readers between step 2 and step 6 of
+    /// the protocol (see the constants above).
     sleepers: AtomicU64,
 }
 
@@ -115,12 +120,10 @@ impl WakeWords {
             // See "Sleepers that die": nobody slept, so the count holds no
             // one who could miss a later wake. Fails (harmlessly) if a reader
             // came or went since `seen`.
-            let _ = self.sleepers.compare_exchange(
-                seen,
-                (seen & !COUNT).wrapping_add(EPOCH),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            let reset = (seen & !(COUNT | EPOCHS)) | ((seen & EPOCHS).wrapping_add(EPOCH) & EPOCHS);
+            let _ =
+                self.sleepers
+                    .compare_exchange(seen, reset, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
@@ -140,7 +143,7 @@ impl WakeWords {
     /// after announcing ourselves as a sleeper) says there is work already.
     pub fn sleep_unless(&self, ready: impl FnOnce() -> bool, timeout: Option<Duration>) -> Wake {
         let seen = self.word.load();
-        let epoch = self.sleepers.fetch_add(1, Ordering::Relaxed) & !COUNT;
+        let epoch = self.sleepers.fetch_add(TICKET + 1, Ordering::Relaxed) & EPOCHS;
         // SYNC POINT (Dekker, pairs with the fence in `notify`): orders our
         // count before the re-check of the ring.
         fence(Ordering::SeqCst);
@@ -157,7 +160,7 @@ impl WakeWords {
     /// counted ourselves in (then we are not in it any more).
     fn leave(&self, epoch: u64) {
         let mut current = self.sleepers.load(Ordering::Relaxed);
-        while current & !COUNT == epoch && current & COUNT != 0 {
+        while current & EPOCHS == epoch && current & COUNT != 0 {
             match self.sleepers.compare_exchange_weak(
                 current,
                 current - 1,
@@ -175,7 +178,7 @@ impl WakeWords {
     #[doc(hidden)]
     pub fn count_in_and_die(&self) {
         let _ = self.word.load();
-        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        self.sleepers.fetch_add(TICKET + 1, Ordering::Relaxed);
     }
 }
 
