@@ -77,7 +77,7 @@ use crate::handle::Handle;
 use crate::message::{Bytes, Message};
 use crate::process;
 use crate::ring::broadcast::Read;
-use crate::ring::gate::{Gate, GateCache};
+use crate::ring::gate::{Gate, GateCache, GatedRead};
 use crate::ring::lease::LeaseError;
 use crate::ring::Owner;
 use crate::segment::views::BroadcastView;
@@ -108,6 +108,17 @@ pub struct Publisher<T> {
 enum Blocked {
     Full,
     LeaseLost,
+}
+
+impl From<Blocked> for SendError {
+    /// A send without a deadline only ever fails for the lease: it waits
+    /// for room.
+    fn from(blocked: Blocked) -> Self {
+        match blocked {
+            Blocked::LeaseLost => SendError::LeaseLost,
+            Blocked::Full => unreachable!("a send without a deadline waits for room"),
+        }
+    }
 }
 
 impl From<Blocked> for TrySendError {
@@ -174,14 +185,12 @@ impl<T> Publisher<T> {
         self.topic.in_own_process() && self.topic.view.ring().ctrl().lease().held_by(self.topic.me)
     }
 
-    /// Whether message `next` may be written now: the lease is ours and,
-    /// in lossless mode, the gate has room (evicting subscribers known dead
-    /// when a liveness check is due).
+    /// Whether message `next` may be written now: in lossless mode, the
+    /// gate has room (evicting subscribers known dead when a liveness check
+    /// is due). The lease is checked where it matters, right before the
+    /// write (`publish`), and by a publisher that waits.
     #[inline]
     fn room(&mut self) -> Result<(), Blocked> {
-        if !self.holds_lease() {
-            return Err(Blocked::LeaseLost);
-        }
         let Some(gate) = self.topic.view.gate() else {
             return Ok(());
         };
@@ -194,6 +203,9 @@ impl<T> Publisher<T> {
 
     #[cold]
     fn room_slow(&mut self) -> Result<(), Blocked> {
+        if !self.holds_lease() {
+            return Err(Blocked::LeaseLost);
+        }
         let topic = &self.topic;
         let gate = topic.view.gate().expect("only lossless topics are gated");
         let capacity = topic.view.ring().capacity();
@@ -232,22 +244,27 @@ impl<T> Publisher<T> {
         }
     }
 
+    /// Writes message `next`, unless this publisher lost the lease (or is
+    /// a copy inherited through `fork()`): then nothing is written.
     #[inline]
-    fn publish(&mut self, bytes: &[u8]) {
+    fn publish(&mut self, bytes: &[u8]) -> Result<(), Blocked> {
         let ring = self.topic.view.ring();
-        ring.publish(self.next, bytes);
+        if !self.topic.in_own_process() || !ring.publish_as(self.topic.me, self.next, bytes) {
+            return Err(Blocked::LeaseLost);
+        }
         self.next = self.next.wrapping_add(1);
         ring.ctrl().wake().notify();
+        Ok(())
     }
 
+    #[inline]
     fn send_raw(&mut self, bytes: &[u8], deadline: Option<Instant>) -> Result<(), Blocked> {
         match self.room() {
             Ok(()) => {}
             Err(Blocked::Full) => self.wait_for_room(deadline)?,
             Err(lost) => return Err(lost),
         }
-        self.publish(bytes);
-        Ok(())
+        self.publish(bytes)
     }
 }
 
@@ -261,10 +278,7 @@ impl<T: Message> Publisher<T> {
     /// topic's lease (nothing is sent).
     #[inline]
     pub fn send(&mut self, msg: &T) -> Result<(), SendError> {
-        self.send_raw(msg.as_bytes(), None)
-            .map_err(|blocked| match blocked {
-                Blocked::LeaseLost | Blocked::Full => SendError::LeaseLost,
-            })
+        self.send_raw(msg.as_bytes(), None).map_err(SendError::from)
     }
 
     /// Publishes `msg` if there is room now (always, in overwrite mode).
@@ -275,8 +289,7 @@ impl<T: Message> Publisher<T> {
     /// slot back; [`TrySendError::LeaseLost`] as for [`send`](Self::send).
     pub fn try_send(&mut self, msg: &T) -> Result<(), TrySendError> {
         self.room()?;
-        self.publish(msg.as_bytes());
-        Ok(())
+        Ok(self.publish(msg.as_bytes())?)
     }
 
     /// Publishes `msg`, waiting at most `timeout` for room.
@@ -309,7 +322,7 @@ impl Publisher<Bytes> {
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         self.check_len(bytes)
             .map_err(|(len, max)| SendError::TooLarge { len, max })?;
-        self.send_raw(bytes, None).map_err(|_| SendError::LeaseLost)
+        self.send_raw(bytes, None).map_err(SendError::from)
     }
 
     /// Publishes `bytes` if there is room now.
@@ -321,8 +334,7 @@ impl Publisher<Bytes> {
         self.check_len(bytes)
             .map_err(|(len, max)| TrySendError::TooLarge { len, max })?;
         self.room()?;
-        self.publish(bytes);
-        Ok(())
+        Ok(self.publish(bytes)?)
     }
 
     /// Largest message this topic takes.
@@ -442,14 +454,15 @@ impl<T> Subscriber<T> {
         self.gate_entry.is_some()
     }
 
-    /// Lossless mode: our gate and entry, if we still hold the entry.
-    /// `Err(Evicted)` once we do not: from then on we never write it.
+    /// Lossless mode: our gate and entry. `Err(Evicted)` in a child made by
+    /// `fork()` since (the entry is the parent's); the gate's own checks
+    /// say whether we still hold it.
     #[inline]
-    fn gate_held(&self) -> Result<Option<(&Gate<'_>, usize)>, RecvError> {
+    fn gate(&self) -> Result<Option<(&Gate<'_>, usize)>, RecvError> {
         let (Some(gate), Some(index)) = (self.topic.view.gate(), self.gate_entry) else {
             return Ok(None);
         };
-        if self.topic.in_own_process() && gate.holds(index, self.topic.me) {
+        if self.topic.in_own_process() {
             Ok(Some((gate, index)))
         } else {
             Err(RecvError::Evicted)
@@ -466,35 +479,37 @@ impl<T> Subscriber<T> {
 
     #[inline]
     fn publish_cursor(&self) {
-        if let Ok(Some((gate, index))) = self.gate_held() {
-            gate.advance(index, self.cursor);
-            gate.ctrl().space().notify();
+        if let Ok(Some((gate, index))) = self.gate() {
+            if gate.advance_held(index, self.topic.me, self.cursor) {
+                gate.ctrl().space().notify();
+            }
         }
     }
 
     #[inline]
     fn poll(&mut self, out: &mut [u8]) -> Poll {
-        if let Err(evicted) = self.gate_held() {
-            return Poll::Failed(evicted);
-        }
         let ring = self.topic.view.ring();
-        match ring.read(self.cursor, out) {
-            Read::Message { len } => {
+        let read = match self.gate() {
+            Err(evicted) => return Poll::Failed(evicted),
+            Ok(None) => match ring.read(self.cursor, out) {
+                Read::Message { len } => GatedRead::Message { len },
+                Read::Empty => GatedRead::Empty,
+                Read::Overwritten => GatedRead::Overwritten,
+                Read::BadLength { len } => GatedRead::BadLength { len },
+            },
+            Ok(Some((gate, index))) => gate.read(ring, index, self.topic.me, self.cursor, out),
+        };
+        match read {
+            GatedRead::Message { len } => {
                 if self.gate_entry.is_some() {
                     process::stall_if_hooked("stall-in-lossless-read");
                 }
                 self.consumed();
                 Poll::Got(len)
             }
-            Read::Empty => Poll::Empty,
-            Read::Overwritten => {
-                // A lossless subscriber is only ever overwritten once it no
-                // longer gates the publisher; the Acquire stamp load makes
-                // the eviction that came first visible.
-                ring.stamp(self.cursor);
-                if let Err(evicted) = self.gate_held() {
-                    return Poll::Failed(evicted);
-                }
+            GatedRead::Empty => Poll::Empty,
+            GatedRead::Evicted => Poll::Failed(RecvError::Evicted),
+            GatedRead::Overwritten => {
                 let target = ring.lag_target(self.cursor);
                 let lost = target.wrapping_sub(self.cursor);
                 self.cursor = target;
@@ -502,7 +517,7 @@ impl<T> Subscriber<T> {
                 self.publish_cursor();
                 Poll::Failed(RecvError::Lagged(lost))
             }
-            Read::BadLength { .. } => {
+            GatedRead::BadLength { .. } => {
                 let seq = self.cursor;
                 self.consumed();
                 self.stats.received -= 1;
@@ -702,27 +717,30 @@ impl<T: Message> Subscriber<T> {
         if self.gate_entry.is_none() {
             return Err(RecvRefError::NotLossless);
         }
-        let ready = self.wait_for::<usize>(None, |sub| {
-            if let Err(evicted) = sub.gate_held() {
-                Poll::Failed(evicted)
-            } else if sub.topic.view.ring().ready(sub.cursor) {
-                Poll::Got(0)
-            } else {
-                Poll::Empty
+        let ready = self.wait_for::<usize>(None, |sub| match sub.gate() {
+            Err(evicted) => Poll::Failed(evicted),
+            Ok(Some((gate, index))) if !gate.holds(index, sub.topic.me) => {
+                Poll::Failed(RecvError::Evicted)
             }
+            _ if sub.topic.view.ring().ready(sub.cursor) => Poll::Got(0),
+            _ => Poll::Empty,
         });
         ready.map_err(RecvTimeoutError::without_deadline)?;
-        // Lend only while we gate the publisher: checked after the message
-        // is there, so no eviction since can make the lent slot writable
-        // (only a dead process is evicted, and we are reading).
-        self.gate_held().map_err(RecvRefError::Recv)?;
         let size = core::mem::size_of::<T>();
-        let Some(words) = self
-            .topic
-            .view
-            .ring()
-            .payload_if_complete(self.cursor, size)
-        else {
+        let Some((gate, index)) = self.gate()? else {
+            return Err(RecvRefError::NotLossless);
+        };
+        // Lend only while we gate the publisher (see `Gate::lend`).
+        let lent = gate
+            .lend(
+                self.topic.view.ring(),
+                index,
+                self.topic.me,
+                self.cursor,
+                size,
+            )
+            .map_err(|_| RecvRefError::Recv(RecvError::Evicted))?;
+        let Some(words) = lent else {
             // Complete with another length, or overwritten: read it the
             // copying way, which reports exactly what happened.
             let mut scratch = core::mem::take(&mut self.scratch);

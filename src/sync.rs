@@ -11,7 +11,9 @@
 
 #[cfg(not(shmbus_loom))]
 mod imp {
-    pub use core::sync::atomic::{fence, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+    pub use core::sync::atomic::{
+        fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering,
+    };
 
     /// Tells the CPU we are in a busy-wait loop.
     #[inline]
@@ -53,7 +55,9 @@ mod imp {
 #[cfg(shmbus_loom)]
 mod imp {
     pub use loom::cell::UnsafeCell;
-    pub use loom::sync::atomic::{fence, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+    pub use loom::sync::atomic::{
+        fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering,
+    };
 
     /// Under loom a spin is a yield, so the model explores the other threads.
     #[inline]

@@ -393,3 +393,31 @@ fn topics_of_one_bus_never_share_directory_state() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+#[test]
+fn a_removed_bus_keeps_working_for_those_who_had_it_open_even_once_its_name_is_reused() {
+    let bus = TestBus::new("removed");
+    let (a, b) = (bus.open(), bus.open());
+    Bus::remove(&bus.name).unwrap();
+    // Endpoints made after the removal, on the old mapping, still work.
+    let mut tx = a.publisher::<u64>("t").unwrap();
+    let mut rx = b
+        .topic("t")
+        .start_at(StartAt::Oldest)
+        .subscriber::<u64>()
+        .unwrap();
+    tx.send(&1).unwrap();
+    assert_eq!(rx.try_recv(), Ok(1));
+    // A new bus of the same name is another file: its processes and ours
+    // never mistake each other's liveness locks.
+    let fresh = bus.open();
+    let mut other = fresh.publisher::<u64>("t").unwrap();
+    other.send(&7).unwrap();
+    let b_tx = b.topic("t").publisher::<u64>();
+    assert!(
+        matches!(b_tx, Err(Error::PublisherBusy { .. })),
+        "the old bus's live publisher was taken for dead: {b_tx:?}"
+    );
+    tx.send(&2).expect("still holds its lease");
+    assert_eq!(rx.try_recv(), Ok(2));
+}

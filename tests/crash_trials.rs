@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use common::{args, child_role, report, spawn_role_with_env, TestBus};
-use shmbus::{Bus, PopTimeoutError, TryPopError, TryPushError, WaitStrategy};
+use shmbus::{Bus, Error, PopTimeoutError, TryPopError, TryPushError, TrySendError, WaitStrategy};
 
 const INTERVAL: Duration = Duration::from_millis(5);
 
@@ -52,6 +52,14 @@ fn child_role_entry() {
             report("READY");
             let got = rx.pop();
             panic!("nothing should have been pushed, got {got:?}");
+        }
+        // A lossless subscriber that attaches and never reads.
+        "lossless-attach" => {
+            let _rx = topic().subscriber::<u64>().unwrap();
+            report("READY");
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
         }
         other => panic!("unknown child role {other}"),
     }
@@ -284,4 +292,82 @@ fn a_try_push_only_producer_gets_past_consumers_killed_mid_pop() {
         "one loss per killed consumer"
     );
     assert_eq!(stats.lost_in_push, 0);
+}
+
+#[test]
+fn subscribers_killed_while_the_publisher_idles_leave_their_entries_to_new_ones() {
+    const MAX: u32 = 2;
+    let bus = TestBus::new("kill-idle-lossless");
+    let b = bus.open();
+    let topic = || {
+        b.topic("ticks")
+            .capacity(4)
+            .lossless(MAX)
+            .liveness_check_interval(INTERVAL)
+    };
+    let tx = topic().publisher::<u64>().unwrap();
+    for round in 0..20 {
+        let mut victims: Vec<_> = (0..MAX)
+            .map(|_| spawn_role_with_env("lossless-attach", &args(&[&bus.name, &"ticks"]), &[]))
+            .collect();
+        for victim in &mut victims {
+            victim.expect_line("READY");
+        }
+        assert!(
+            matches!(
+                topic().subscriber::<u64>(),
+                Err(Error::TooManySubscribers { .. })
+            ),
+            "round {round}: the table is full of live subscribers"
+        );
+        for victim in &mut victims {
+            victim.kill9();
+        }
+        // The publisher never sends, so nothing evicts them but attaching.
+        let rx = topic()
+            .subscriber::<u64>()
+            .expect("a new subscriber takes back a dead one's entry");
+        drop(rx);
+    }
+    // The last round's other dead subscriber is still attached: a full
+    // table's worth of new subscribers takes it back too.
+    let full: Vec<_> = (0..MAX)
+        .map(|_| topic().subscriber::<u64>().expect("room for a full table"))
+        .collect();
+    assert_eq!(full.len(), MAX as usize);
+    assert_eq!(
+        tx.evictions(),
+        20 * u64::from(MAX),
+        "every dead subscriber evicted exactly once"
+    );
+}
+
+#[test]
+fn try_send_alone_evicts_a_dead_subscriber() {
+    let bus = TestBus::new("try-send-evicts");
+    let b = bus.open();
+    let topic = || {
+        b.topic("ticks")
+            .capacity(4)
+            .lossless(2)
+            .liveness_check_interval(INTERVAL)
+    };
+    let mut tx = topic().publisher::<u64>().unwrap();
+    let mut victim = spawn_role_with_env("lossless-attach", &args(&[&bus.name, &"ticks"]), &[]);
+    victim.expect_line("READY");
+    for seq in 0..4 {
+        tx.try_send(&seq).unwrap();
+    }
+    assert_eq!(tx.try_send(&4), Err(TrySendError::Full));
+    victim.kill9();
+    // Only polling calls: the paced liveness check runs inside them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tx.try_send(&4) == Err(TrySendError::Full) {
+        assert!(
+            Instant::now() < deadline,
+            "try_send never evicted the dead subscriber"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(tx.evictions(), 1);
 }

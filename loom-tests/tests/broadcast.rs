@@ -165,8 +165,8 @@ fn takeover_after_a_death_between_slot_and_head_keeps_the_sequence() {
 /// way `Publisher::send` does, so no message it starts after it could have
 /// seen the takeover is written; the new holder continues the sequence.
 ///
-/// Fails without the check: the old publisher keeps writing after the
-/// takeover.
+/// Fails if `BroadcastRing::publish_as` does not check the lease: the old
+/// publisher keeps writing after the takeover.
 #[test]
 fn publisher_whose_lease_was_taken_over_stops_at_its_next_send() {
     loom::model(|| {
@@ -181,13 +181,13 @@ fn publisher_whose_lease_was_taken_over_stops_at_its_next_send() {
                 let mut late = 0;
                 for seq in 0..3 {
                     let knew = taken.load(Ordering::SeqCst);
-                    if !ring.ctrl().lease().held_by(old) {
+                    // What `Publisher::send` does: check, then write.
+                    if !ring.publish_as(old, seq, &message(seq)) {
                         return late;
                     }
                     if knew {
                         late += 1;
                     }
-                    ring.publish(seq, &message(seq));
                 }
                 late
             })

@@ -6,8 +6,8 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use shmbus::ring::broadcast::{slots_words, BroadcastCtrl, BroadcastRing, Read, StartAt};
-use shmbus::ring::gate::{testing, Gate, GateCache, GateCtrl, SubscriberEntry};
+use shmbus::ring::broadcast::{slots_words, BroadcastCtrl, BroadcastRing, StartAt};
+use shmbus::ring::gate::{testing, Gate, GateCache, GateCtrl, GatedRead, SubscriberEntry};
 use shmbus::ring::{Liveness, Owner};
 use shmbus::sync::AtomicU64;
 
@@ -83,33 +83,36 @@ fn subscribe_and_read(heap: &Heap, me: Owner, until: u64) -> End {
     read_from(heap, me, attached.index, attached.cursor, until)
 }
 
-fn read_from(heap: &Heap, me: Owner, index: usize, mut cursor: u64, until: u64) -> End {
+fn read_from(heap: &Heap, me: Owner, index: usize, cursor: u64, until: u64) -> End {
+    read_gated(heap, me, index, cursor, Some(until))
+}
+
+/// Reads as a lossless subscriber does (`Gate::read`, then
+/// `Gate::advance_held`), up to message `until`, waiting (yielding) for
+/// what is not published yet; or, with `until` `None`, only what is there
+/// now (loom needs finite runs). A message read while the entry was ours
+/// is never one the publisher overwrote: the gate must say `Evicted` then.
+fn read_gated(heap: &Heap, me: Owner, index: usize, mut cursor: u64, until: Option<u64>) -> End {
     let (ring, gate) = (heap.ring(), heap.gate());
     let mut got = Vec::new();
-    while cursor < until {
-        if !gate.holds(index, me) {
-            return End::Evicted(got);
-        }
+    while until.is_none_or(|until| cursor < until) {
         let mut out = [0u8; SLOT_BYTES];
-        match ring.read(cursor, &mut out) {
-            Read::Message { .. } => {
+        match gate.read(&ring, index, me, cursor, &mut out) {
+            GatedRead::Message { .. } => {
                 assert_eq!(u64::from_ne_bytes(out), cursor, "torn or misplaced");
                 got.push(cursor);
                 cursor += 1;
-                if gate.holds(index, me) {
-                    gate.advance(index, cursor);
-                }
+                gate.advance_held(index, me, cursor);
             }
-            Read::Empty => thread::yield_now(),
-            Read::Overwritten => {
-                ring.stamp(cursor);
-                assert!(
-                    !gate.holds(index, me),
+            GatedRead::Empty if until.is_some() => thread::yield_now(),
+            GatedRead::Empty => break,
+            GatedRead::Evicted => return End::Evicted(got),
+            GatedRead::Overwritten => {
+                panic!(
                     "lossless publisher overwrote unread message {cursor} of a gating subscriber"
-                );
-                return End::Evicted(got);
+                )
             }
-            Read::BadLength { len } => panic!("bad length {len}"),
+            GatedRead::BadLength { len } => panic!("bad length {len}"),
         }
     }
     End::Done(got)
@@ -177,37 +180,9 @@ fn dead_subscriber_is_evicted_and_the_publisher_resumes() {
     });
 }
 
-/// Reads what is there now, as `read_from` does, but stops at the first
-/// empty slot instead of waiting (loom needs finite runs).
-fn read_available(heap: &Heap, me: Owner, index: usize, mut cursor: u64) -> End {
-    let (ring, gate) = (heap.ring(), heap.gate());
-    let mut got = Vec::new();
-    loop {
-        if !gate.holds(index, me) {
-            return End::Evicted(got);
-        }
-        let mut out = [0u8; SLOT_BYTES];
-        match ring.read(cursor, &mut out) {
-            Read::Message { .. } => {
-                assert_eq!(u64::from_ne_bytes(out), cursor, "torn or misplaced");
-                got.push(cursor);
-                cursor += 1;
-                if gate.holds(index, me) {
-                    gate.advance(index, cursor);
-                }
-            }
-            Read::Empty => return End::Done(got),
-            Read::Overwritten => {
-                ring.stamp(cursor);
-                assert!(
-                    !gate.holds(index, me),
-                    "lossless publisher overwrote unread message {cursor} of a gating subscriber"
-                );
-                return End::Evicted(got);
-            }
-            Read::BadLength { len } => panic!("bad length {len}"),
-        }
-    }
+/// Reads what is there now (see `read_gated`).
+fn read_available(heap: &Heap, me: Owner, index: usize, cursor: u64) -> End {
+    read_gated(heap, me, index, cursor, None)
 }
 
 /// Proves what an eviction of a subscriber that is in fact still alive
@@ -218,9 +193,10 @@ fn read_available(heap: &Heap, me: Owner, index: usize, mut cursor: u64) -> End 
 /// subscriber while it may still be alive (the table is full: attaching
 /// fails instead).
 ///
-/// Fails if the reader does not reload the stamp with Acquire before
-/// looking at its entry (`BroadcastRing::stamp`): it can see the
-/// publisher's "being written" stamp and still its own, stale, owner word.
+/// Fails if `Gate::read` does not reload the stamp with Acquire before
+/// looking at the entry again (`BroadcastRing::stamp`), or if the publisher
+/// writes its "being written" stamp without Release: the reader can see the
+/// publisher's stamp and still its own, stale, owner word.
 /// Fails if `Gate::claim` takes an evicted entry without knowing its old
 /// owner dead.
 #[test]

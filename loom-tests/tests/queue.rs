@@ -372,11 +372,18 @@ fn recoverer_killed_between_any_two_steps_leaves_a_state_the_next_completes() {
                     }
                 }
             };
-            // The first recoverer stops at `die_at`, then is dead.
-            let stopped = heap
-                .ring()
-                .recover(Side::Push, 0, first, oracle.clone(), |step| step != die_at);
-            assert_eq!(stopped, Recovery::Stopped);
+            // The first recoverer stops at `die_at` and is dead from then
+            // on, racing the survivor and a live producer.
+            let dying = {
+                let (heap, oracle, first_dead) = (heap.clone(), oracle.clone(), first_dead.clone());
+                thread::spawn(move || {
+                    let stopped = heap
+                        .ring()
+                        .recover(Side::Push, 0, first, oracle, |step| step != die_at);
+                    first_dead.store(true, Ordering::SeqCst);
+                    stopped
+                })
+            };
             let live_push = {
                 let heap = heap.clone();
                 thread::spawn(move || assert!(push(&heap, 1, msg(1, 0))))
@@ -385,9 +392,23 @@ fn recoverer_killed_between_any_two_steps_leaves_a_state_the_next_completes() {
                 let (heap, oracle) = (heap.clone(), oracle.clone());
                 thread::spawn(move || recover_until_settled(&heap, Side::Push, 0, second, oracle))
             };
-            first_dead.store(true, Ordering::SeqCst);
-            let _ = survivor.join().unwrap();
+            let stopped = dying.join().unwrap();
+            let settled = survivor.join().unwrap();
             live_push.join().unwrap();
+            // Between them, the slot was recovered exactly once.
+            let recoveries = [stopped, settled]
+                .iter()
+                .filter(|r| **r == Recovery::Recovered)
+                .count();
+            assert!(
+                recoveries <= 1,
+                "stopped at {die_at:?}: {stopped:?} {settled:?}"
+            );
+            // A survivor that came after a finished recovery (or before the
+            // dead one started) may find the slot settled by it.
+            let _ = heap
+                .ring()
+                .recover(Side::Push, 0, second, oracle.clone(), |_| true);
             let mut got = Vec::new();
             pop_available(&heap, 0, &mut got);
             assert_eq!(got, vec![msg(1, 0)], "stopped at {die_at:?}");
@@ -399,4 +420,66 @@ fn recoverer_killed_between_any_two_steps_leaves_a_state_the_next_completes() {
             }
         });
     }
+}
+
+/// Proves that a live producer that lost the race for a position to a
+/// producer that then died does not keep naming that position in its
+/// intent: the dead claimer's slot is recovered even while the live one is
+/// blocked (here: by a full queue), so the queue never waits on it.
+///
+/// Fails if `claim` leaves its intent set after losing the compare-and-swap
+/// (found in review: the queue then wedges with every process alive but
+/// one).
+#[test]
+fn a_live_producer_that_lost_a_race_to_a_dead_one_never_blocks_its_recovery() {
+    loom::model(|| {
+        let heap = Heap::new(2, 3, 1);
+        let (live, doomed, other) = (Owner::new(1, 1), Owner::new(9, 9), Owner::new(3, 3));
+        table::give(&heap.producers[0], live);
+        table::give(&heap.producers[1], doomed);
+        table::give(&heap.producers[2], other);
+        assert!(push(&heap, 2, msg(3, 0))); // position 0
+        let victim = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                // Claims position 1 if it wins, and dies without publishing.
+                let ring = heap.ring();
+                let _ = ring.claim_push(&ring.producers()[1]);
+            })
+        };
+        let racer = {
+            let heap = heap.clone();
+            thread::spawn(move || push(&heap, 0, msg(1, 0)))
+        };
+        victim.join().unwrap();
+        if racer.join().unwrap() {
+            return; // the live producer got a position: nothing is stuck on it
+        }
+        // The consumer takes message 0; another producer fills the freed
+        // slot; the live producer, retrying, finds the queue full.
+        let ring = heap.ring();
+        let mut out = [0u8; SLOT_BYTES];
+        assert!(ring.pop(&ring.consumers()[0], &mut out, || {}).is_ok());
+        assert!(push(&heap, 2, msg(3, 1)));
+        assert!(!push(&heap, 0, msg(1, 1)), "the queue is full");
+        match ring.pop(&ring.consumers()[0], &mut out, || {}) {
+            Err(PopBlocked::Unpublished { pos }) => {
+                let liveness = |o: Owner| {
+                    if o == doomed {
+                        Liveness::Dead
+                    } else {
+                        Liveness::Alive
+                    }
+                };
+                let recovered = ring.recover(Side::Push, pos, Owner::new(4, 4), liveness, |_| true);
+                assert_eq!(
+                    recovered,
+                    Recovery::Recovered,
+                    "position {pos}: its claimer is dead, yet the live producer's intent {} held it",
+                    ring.producers()[0].intent()
+                );
+            }
+            other => panic!("the dead producer's position should block: {other:?}"),
+        }
+    });
 }

@@ -277,6 +277,19 @@ impl<'a> BroadcastRing<'a> {
         self.slot(cursor)[0].load(Ordering::Acquire)
     }
 
+    /// Publishes message `seq` as the lease holder `me`, as the publisher
+    /// does it: checks the lease first (one load of a line nobody else
+    /// writes while `me` holds it), and writes nothing if `me` lost it.
+    /// Returns whether it published.
+    #[inline]
+    pub fn publish_as(&self, me: crate::ring::Owner, seq: u64, bytes: &[u8]) -> bool {
+        if !self.ctrl.lease.held_by(me) {
+            return false;
+        }
+        self.publish(seq, bytes);
+        true
+    }
+
     /// Whether `read(cursor)` would find something other than `Empty`: a
     /// cheap check for wait loops (one load, nothing copied).
     #[inline]

@@ -45,7 +45,7 @@
 //! new subscriber that finds the table full does the same before giving up.
 //! Each eviction is counted once.
 
-use crate::ring::broadcast::{BroadcastRing, StartAt};
+use crate::ring::broadcast::{BroadcastRing, Read, StartAt};
 use crate::ring::owner::{FLAG_CLAIMING, FLAG_EVICTED};
 use crate::ring::{Liveness, Owner};
 use crate::sync::{AtomicU64, Ordering};
@@ -144,6 +144,22 @@ impl Default for SubscriberEntry {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// What one read of a lossless subscriber found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatedRead {
+    /// The message, `len` bytes, copied whole.
+    Message { len: usize },
+    /// Not published yet.
+    Empty,
+    /// The entry is not ours any more: stop, and never write it again.
+    Evicted,
+    /// Overwritten although we hold our entry: only corruption does that
+    /// (the caller treats it as a lag).
+    Overwritten,
+    /// The slot claims a length that does not fit: corrupt.
+    BadLength { len: u64 },
 }
 
 /// Where a subscriber attached: its entry, and the first message it reads.
@@ -318,6 +334,71 @@ impl<'a> Gate<'a> {
                 return;
             }
         }
+    }
+
+    /// One read of message `cursor` by the lossless subscriber `me`
+    /// holding entry `index`, as the endpoint makes it: check the entry is
+    /// still ours, copy the message; if it was overwritten, reload its
+    /// stamp with Acquire (so the eviction that came before the overwrite is
+    /// visible) and say `Evicted` if it was.
+    #[inline]
+    pub fn read(
+        &self,
+        ring: &BroadcastRing<'_>,
+        index: usize,
+        me: Owner,
+        cursor: u64,
+        out: &mut [u8],
+    ) -> GatedRead {
+        if !self.holds(index, me) {
+            return GatedRead::Evicted;
+        }
+        match ring.read(cursor, out) {
+            Read::Message { len } => GatedRead::Message { len },
+            Read::Empty => GatedRead::Empty,
+            Read::Overwritten => {
+                ring.stamp(cursor);
+                if self.holds(index, me) {
+                    GatedRead::Overwritten
+                } else {
+                    GatedRead::Evicted
+                }
+            }
+            Read::BadLength { len } => GatedRead::BadLength { len },
+        }
+    }
+
+    /// Moves `me`'s cursor in entry `index`, if the entry is still ours.
+    /// Returns whether it did; the caller then wakes a publisher that sleeps
+    /// for space (`ctrl().space().notify()`).
+    #[inline]
+    pub fn advance_held(&self, index: usize, me: Owner, cursor: u64) -> bool {
+        if !self.holds(index, me) {
+            return false;
+        }
+        self.advance(index, cursor);
+        true
+    }
+
+    /// The payload words of message `cursor` for reading in place, if it is
+    /// complete and `len` bytes long, and only while `me` holds entry
+    /// `index` (checked after the message is there: only a dead process is
+    /// evicted, so from then on the publisher is gated on our cursor, which
+    /// stays below `cursor` until the lender moves it). `Err` once evicted.
+    #[inline]
+    pub fn lend<'r>(
+        &self,
+        ring: &BroadcastRing<'r>,
+        index: usize,
+        me: Owner,
+        cursor: u64,
+        len: usize,
+    ) -> Result<Option<&'r [AtomicU64]>, GatedRead> {
+        let words = ring.payload_if_complete(cursor, len);
+        if !self.holds(index, me) {
+            return Err(GatedRead::Evicted);
+        }
+        Ok(words)
     }
 
     /// Whether entry `index` is still held by `me` (not evicted, not taken

@@ -483,6 +483,10 @@ impl<'a> QueueRing<'a> {
                 ) {
                     Ok(_) => return Ok(Claim { pos, tomb: is_tomb }),
                     Err(now) => {
+                        // Someone else claimed `pos`: our intent must not
+                        // keep naming it, or a recovery of that claim (if
+                        // its winner dies) would wait on us forever.
+                        entry.intent.store(NO_INTENT, Ordering::Relaxed);
                         pos = now;
                         Self::back_off(&mut backoff);
                     }
@@ -768,16 +772,16 @@ impl<'a> QueueRing<'a> {
     fn take_journal(&self, me: Owner, liveness: &mut impl FnMut(Owner) -> Liveness) -> bool {
         let mut current = self.ctrl.journal.load(Ordering::Acquire);
         loop {
-            let took_over = match Owner::from_token(current) {
-                _ if current == 0 => false,
-
-                // Another thread of this process is recovering: its token
-                // is ours, and it is alive.
-                Some(holder) if holder == me => return false,
-                Some(holder) if !liveness(holder).is_dead() => return false,
-                // Dead, or not a token at all (corruption): take it over.
-                _ => true,
-            };
+            if current != 0 {
+                match Owner::from_token(current) {
+                    // Another thread of this process is recovering: its
+                    // token is ours, and it is alive.
+                    Some(holder) if holder == me => return false,
+                    Some(holder) if !liveness(holder).is_dead() => return false,
+                    // Dead, or not a token at all (corruption): take it over.
+                    _ => {}
+                }
+            }
             // SYNC POINT: Acquire pairs with the previous holder's Release
             // when it gave the journal back.
             match self.ctrl.journal.compare_exchange(
@@ -787,10 +791,9 @@ impl<'a> QueueRing<'a> {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    // A dead holder may have left a step half done; a free
-                    // journal never should, but a pending bit left by
-                    // corruption must not turn our count into two.
-                    let _ = took_over;
+                    // A dead holder may have left a step half done. (A free
+                    // journal never has a pending bit, unless corruption put
+                    // it there; finishing it then keeps our count single.)
                     self.finish_pending();
                     return true;
                 }

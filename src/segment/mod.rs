@@ -1,10 +1,16 @@
 //! The named shared-memory segment of a bus: creating or joining it without
 //! races, validating everything read from it, and typed views into it.
 //!
-//! The mapping itself comes from the `shared_memory` crate; this module wraps
-//! it so that the rest of shmbus never sees a raw pointer: it asks for a view
-//! at an offset, and gets an error, not undefined behaviour, if the offset
-//! is out of bounds or misaligned.
+//! The segment maps the very file descriptor it opened (with `mmap`), and
+//! every later use of the file (reserving space, liveness locks and probes)
+//! goes through that descriptor or a new open of the *same* file, checked by
+//! device and inode. Reopening by name would race with `Bus::remove` and a
+//! re-created bus of the same name, and a liveness lock taken on another
+//! file than the one mapped makes a live process look dead. (This is why
+//! the `shared_memory` crate, which maps by name and keeps its descriptor to
+//! itself, is not used.) The rest of shmbus never sees a raw pointer: it
+//! asks for a view at an offset, and gets an error, not undefined behaviour,
+//! if the offset is out of bounds or misaligned.
 //!
 //! # Creation
 //!
@@ -24,17 +30,16 @@ pub mod region;
 pub(crate) mod views;
 
 use std::fs::File;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::ptr::NonNull;
-use std::sync::Mutex;
 
-use shared_memory::{Shmem, ShmemConf, ShmemError};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes};
 
 use crate::error::Error;
 use crate::process;
 use crate::ring::broadcast::BroadcastCtrl;
 use crate::ring::directory::EntryState;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 use layout::{HeaderCtrl, HeaderFixed, ProcEntry, CTRL_OFFSET, HEADER_SIZE, STATE_READY};
 use procs::Registration;
 
@@ -191,32 +196,31 @@ pub struct Segment {
     /// Validated copy of the immutable header.
     header: HeaderFixed,
     /// Our entry in the process table, taken on first need (inspecting a
-    /// bus writes nothing to it).
-    registration: Mutex<Option<Registration>>,
-    /// Keeps the mapping alive; unmapped on drop (never unlinked: we give up
-    /// ownership right after creating, so a creator's exit does not delete
-    /// the bus under everyone else).
-    _shmem: Shmem,
+    /// bus writes nothing to it); null until then. See `procs::me`.
+    registration: AtomicPtr<Registration>,
 }
 
-// SAFETY: `Shmem` is !Send/!Sync only because it holds a raw pointer. The
-// mapping is process-wide; every access to it goes through atomics or through
-// the single-writer protocols documented at each write, and unmapping happens
-// once, on drop, when no reference into it remains.
+// SAFETY: a `Segment` is !Send/!Sync only because it holds a raw pointer.
+// The mapping is process-wide; every access to it goes through atomics or
+// through the single-writer protocols documented at each write, and
+// unmapping happens once, on drop, when no reference into it remains.
 unsafe impl Send for Segment {}
 // SAFETY: as for Send.
 unsafe impl Sync for Segment {}
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        let registration = self
-            .registration
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(registration) = registration {
-            self.deregister(registration);
+        let registration = self.registration.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !registration.is_null() {
+            // SAFETY: published by `me` from `Box::into_raw`; we have the
+            // segment to ourselves (`&mut self`), so no one reads it now.
+            let registration = unsafe { Box::from_raw(registration) };
+            self.deregister(*registration);
         }
+        // SAFETY: `base..base + len` is the mapping `map` made; no reference
+        // into it outlives the segment (views hold an `Arc<Segment>`), and
+        // this is its only unmapping. An error leaves it mapped, harmlessly.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 
@@ -259,25 +263,29 @@ impl Segment {
     }
 
     fn open_with(bus: &str) -> Result<Segment, Error> {
-        match ShmemConf::new().os_id(os_id(bus)).open() {
-            Ok(shmem) => Segment::join(bus, shmem),
-            Err(ShmemError::MapOpenFailed(errno)) if errno == libc::ENOENT as u32 => {
-                Err(Error::NotFound {
+        let file = match open_segment_file(&path(bus), false) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound {
                     bus: bus.to_owned(),
                 })
             }
-            // A zero-length file cannot be mapped. This shmbus never links
-            // one under a bus name.
-            Err(ShmemError::MapOpenFailed(errno)) if errno == libc::EINVAL as u32 => {
-                Err(Error::Corrupt {
+            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(Error::NotASegment {
                     bus: bus.to_owned(),
-                    what: "the segment file is empty: it was never initialised (left by an \
-                           older shmbus whose creator died, or not a shmbus segment)"
-                        .into(),
+                    path: path(bus),
+                    kind: "a symbolic link",
                 })
             }
-            Err(err) => Err(shmem_error(bus, "opening the segment", err)),
-        }
+            Err(source) => {
+                return Err(Error::Io {
+                    bus: bus.to_owned(),
+                    action: "opening the segment",
+                    source,
+                })
+            }
+        };
+        Segment::join(bus, file)
     }
 
     /// Builds a segment under a temporary name and links it to the bus name.
@@ -296,35 +304,17 @@ impl Segment {
                 ),
             });
         };
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let temp = format!(
-            "{UNFINISHED_PREFIX}{bus}.{}.{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let temp_path = format!("/dev/shm/{temp}");
-        let mut shmem = ShmemConf::new()
-            .os_id(format!("/{temp}"))
-            .size(opts.size as usize)
-            .create()
-            .map_err(|err| shmem_error(bus, "creating the segment", err))?;
-        shmem.set_owner(false);
+        let (file, temp_path) =
+            create_unfinished(bus).map_err(|e| io("creating the segment", e))?;
         // From here on, every way out removes the temporary file, unless it
         // became the bus.
         let unfinished = Unfinished(&temp_path);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&temp_path);
-        let file = match file {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Created::Vanished),
-            Err(err) => return Err(io("opening the new segment file", err)),
-        };
         // Tells `remove_unfinished` that we live.
         if !procs::lock_creator(&file).map_err(|e| io("locking the new segment", e))? {
             return Ok(Created::Vanished); // not ours any more
         }
+        file.set_len(opts.size)
+            .map_err(|e| io("sizing the new segment", e))?;
         // Reserve the header, directory and process table before touching
         // them: on a full tmpfs, touching an unreserved page raises SIGBUS.
         reserve(&file, 0, header.arena_offset).map_err(|source| Error::NoSpace {
@@ -337,13 +327,19 @@ impl Segment {
             rustix::fs::fchmod(&file, mode)
                 .map_err(|err| io("setting the segment's mode", err.into()))?;
         }
-        let segment = Segment::from_parts(bus, shmem, file, header);
+        let segment =
+            Segment::map(bus, file, header).map_err(|e| io("mapping the segment", e))?;
         // SAFETY: the file is ours alone: it has a name no other process
         // opens (except `remove_unfinished`, which only unlinks it).
         unsafe { segment.write(0, &header) };
         // SYNC POINT: pairs with the Acquire load of `state` in `join`.
         segment.ctrl().state.store(STATE_READY, Ordering::Release);
         process::stall_if_hooked("stall-before-ready");
+        // Still the file we built? `gc` may have removed it (and another
+        // creator may have made one of the same name) before we locked it.
+        if !same_file(&segment.file, &temp_path) {
+            return Ok(Created::Vanished);
+        }
         match std::fs::hard_link(&temp_path, path(bus)) {
             Ok(()) => {
                 drop(unfinished);
@@ -356,30 +352,47 @@ impl Segment {
         }
     }
 
-    fn join(bus: &str, shmem: Shmem) -> Result<Segment, Error> {
+    fn join(bus: &str, file: File) -> Result<Segment, Error> {
         let corrupt = |what: String| Error::Corrupt {
             bus: bus.to_owned(),
             what,
         };
-        let len = shmem.len();
-        if len < HEADER_SIZE {
+        let io = |source| Error::Io {
+            bus: bus.to_owned(),
+            action: "opening the segment",
+            source,
+        };
+        let meta = file.metadata().map_err(io)?;
+        if !meta.file_type().is_file() {
+            return Err(Error::NotASegment {
+                bus: bus.to_owned(),
+                path: path(bus),
+                kind: file_kind(&meta.file_type()),
+            });
+        }
+        let len = meta.len();
+        if len == 0 {
+            // This shmbus never links an empty file under a bus name.
+            return Err(corrupt(
+                "the segment file is empty: it was never initialised (left by an older \
+                 shmbus whose creator died, or not a shmbus segment)"
+                    .into(),
+            ));
+        }
+        if len < HEADER_SIZE as u64 {
             return Err(corrupt(format!(
                 "the file is {len} bytes, smaller than a {HEADER_SIZE}-byte header"
             )));
         }
-        let file = open_file(bus).map_err(|source| Error::Io {
-            bus: bus.to_owned(),
-            action: "opening the segment file",
-            source,
-        })?;
         let placeholder = HeaderFixed::new_zeroed();
-        let mut segment = Segment::from_parts(bus, shmem, file, placeholder);
+        let mut segment = Segment::map(bus, file, placeholder).map_err(io)?;
         // SYNC POINT: pairs with the Release store of READY in `create`.
         let ready = segment.ctrl().state.load(Ordering::Acquire) == STATE_READY;
         // SAFETY: a ready segment's header was written before READY and
-        // never changes; a segment that is not ready is refused below
-        // whatever these bytes say, and a racing writer of a foreign file
-        // can only make the copy garbage, which the checks refuse.
+        // never changes. A segment that is not ready is refused below
+        // whatever these bytes say; `read` copies them with volatile loads,
+        // so a racing writer of a foreign file yields garbage that the
+        // checks refuse and that the compiler does not assume stable.
         let header: HeaderFixed = unsafe { segment.read(0) }.map_err(corrupt)?;
         if header.magic != layout::MAGIC {
             return Err(corrupt(format!(
@@ -402,21 +415,58 @@ impl Segment {
                     .into(),
             ));
         }
-        layout::check_header(&header, len as u64).map_err(corrupt)?;
+        layout::check_header(&header, segment.len as u64).map_err(corrupt)?;
         segment.header = header;
         Ok(segment)
     }
 
-    fn from_parts(bus: &str, shmem: Shmem, file: File, header: HeaderFixed) -> Segment {
-        let base = NonNull::new(shmem.as_ptr()).expect("a successful mmap is never null");
-        Segment {
+    /// Maps `file` (its whole length) shared, read-write.
+    fn map(bus: &str, file: File, header: HeaderFixed) -> std::io::Result<Segment> {
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| std::io::Error::other("the segment is larger than the address space"))?;
+        // SAFETY: a fresh shared mapping of a file we hold open, at an
+        // address the kernel picks: it aliases nothing of ours. It stays
+        // valid until `Drop` unmaps it.
+        let base = unsafe {
+            rustix::mm::mmap(
+                core::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                &file,
+                0,
+            )
+        }?;
+        let base = NonNull::new(base.cast::<u8>()).expect("a successful mmap is never null");
+        Ok(Segment {
             bus: bus.to_owned(),
             base,
-            len: shmem.len(),
+            len,
             file,
             header,
-            registration: Mutex::new(None),
-            _shmem: shmem,
+            registration: AtomicPtr::new(core::ptr::null_mut()),
+        })
+    }
+
+    /// A new open file description of this segment's own file (not
+    /// whatever its name points to now), for a registration lock.
+    pub(crate) fn reopen(&self) -> std::io::Result<File> {
+        if let Ok(file) = open_segment_file(&path(&self.bus), false) {
+            if same_identity(&file, &self.file) {
+                return Ok(file);
+            }
+        }
+        // The name now points elsewhere (the bus was removed, or removed
+        // and created again): reach our file through our own descriptor.
+        use std::os::fd::AsRawFd;
+        let ours = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let file = open_segment_file(&ours, true)?;
+        if same_identity(&file, &self.file) {
+            Ok(file)
+        } else {
+            Err(std::io::Error::other(
+                "the bus was removed since this process opened it; open it again",
+            ))
         }
     }
 
@@ -493,12 +543,16 @@ impl Segment {
     /// READY). The range itself is bounds-checked here.
     pub(crate) unsafe fn read<T: FromBytes>(&self, offset: u64) -> Result<T, String> {
         let start = self.check_range::<u8>(offset, core::mem::size_of::<T>())?;
-        // SAFETY: the range is inside the mapping (checked above); by the
-        // caller's contract nothing writes it while we copy.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(self.base.as_ptr().add(start), core::mem::size_of::<T>())
-        };
-        T::read_from_bytes(bytes).map_err(|_| format!("cannot read at offset {offset}"))
+        let mut bytes = vec![0u8; core::mem::size_of::<T>()];
+        let from = self.base.as_ptr().wrapping_add(start);
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            // SAFETY: the range is inside the mapping (checked above); by the
+            // caller's contract nothing writes it while we copy. Volatile, so
+            // that even a foreign writer breaking that contract yields bytes
+            // the caller checks, not assumptions the compiler made.
+            *byte = unsafe { core::ptr::read_volatile(from.add(i)) };
+        }
+        T::read_from_bytes(&bytes).map_err(|_| format!("cannot read at offset {offset}"))
     }
 
     /// Copies `value` into the segment at `offset`.
@@ -541,24 +595,13 @@ fn refuse_non_segment(bus: &str) -> Result<(), Error> {
         Ok(meta) => meta.file_type(),
         Err(_) => return Ok(()), // absent (or unreadable: opening will say)
     };
-    use std::os::unix::fs::FileTypeExt;
-    let kind = if kind.is_file() {
+    if kind.is_file() {
         return Ok(());
-    } else if kind.is_dir() {
-        "a directory"
-    } else if kind.is_symlink() {
-        "a symbolic link"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "a device"
-    };
+    }
     Err(Error::NotASegment {
         bus: bus.to_owned(),
         path,
-        kind,
+        kind: file_kind(&kind),
     })
 }
 
@@ -581,28 +624,82 @@ enum Created {
     Vanished,
 }
 
-fn open_file(bus: &str) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path(bus))
+/// Opens a segment file read-write, never following a symbolic link (a
+/// bus's name must be the segment itself), unless `follow` (for our own
+/// `/proc/self/fd` link).
+fn open_segment_file(path: &str, follow: bool) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true);
+    if !follow {
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path)
+}
+
+/// Creates an unfinished segment file of a unique name: the pid alone is
+/// not unique (processes in other PID namespaces, pid reuse), so the name
+/// ends in random bits too.
+fn create_unfinished(bus: &str) -> std::io::Result<(File, String)> {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..16 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let temp_path = format!(
+            "/dev/shm/{UNFINISHED_PREFIX}{bus}.{}.{}.{random:016x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp_path)
+        {
+            Ok(file) => return Ok((file, temp_path)),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(std::io::Error::other(
+        "16 random names for a new segment were all taken",
+    ))
+}
+
+/// Whether two open files are the same file (device and inode).
+fn same_identity(a: &File, b: &File) -> bool {
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Whether `path` names the file `file` is open on.
+fn same_file(file: &File, path: &str) -> bool {
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    }
 }
 
 fn reserve(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, offset, len)
         .map_err(Into::into)
-}
-
-fn shmem_error(bus: &str, action: &'static str, err: ShmemError) -> Error {
-    let source = match err {
-        ShmemError::MapCreateFailed(errno)
-        | ShmemError::MapOpenFailed(errno)
-        | ShmemError::UnknownOsError(errno) => std::io::Error::from_raw_os_error(errno as i32),
-        other => std::io::Error::other(other.to_string()),
-    };
-    Error::Io {
-        bus: bus.to_owned(),
-        action,
-        source,
-    }
 }

@@ -41,10 +41,10 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Once;
 
 use super::layout::{ProcEntry, PROC_FREE, PROC_LIVE, PROC_LOCK_BASE};
-use super::{open_file, Segment};
+use super::Segment;
 use crate::error::Error;
 use crate::ring::{Liveness, Owner};
-use crate::sync::{AtomicI32, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 /// Bumped in every child right after `fork()`.
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -55,6 +55,8 @@ const MAX_REGISTRATIONS: usize = 1024;
 /// close in a child. -1: free slot.
 static LOCK_FDS: [AtomicI32; MAX_REGISTRATIONS] = [const { AtomicI32::new(-1) }; MAX_REGISTRATIONS];
 static ATFORK: Once = Once::new();
+/// Whether `pthread_atfork` accepted our handler.
+static ATFORK_INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Runs in the child of a `fork()`, where only async-signal-safe calls are
 /// allowed: atomics and `close`.
@@ -113,6 +115,35 @@ fn park_fd(fd: OwnedFd) -> Option<usize> {
     // SAFETY: `raw` came from `into_raw_fd` above and was parked nowhere.
     drop(unsafe { OwnedFd::from_raw_fd(raw) });
     None
+}
+
+/// A parked descriptor that is closed (and its slot freed) on drop, unless
+/// kept.
+struct Parked(usize);
+
+impl Parked {
+    fn keep(self) -> usize {
+        let slot = self.0;
+        core::mem::forget(self);
+        slot
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        unpark_and_close(self.0);
+    }
+}
+
+/// Takes the descriptor out of slot `slot` and closes it (releasing its
+/// locks).
+fn unpark_and_close(slot: usize) {
+    let fd = LOCK_FDS[slot].swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: the slot owned this descriptor (see `park_fd`); the swap
+        // made us its only owner.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
 }
 
 /// Result of a non-blocking lock attempt.
@@ -220,35 +251,75 @@ impl Segment {
     /// for another reason (a kernel without open-file-description locks,
     /// before Linux 3.15).
     pub(crate) fn me(&self) -> Result<Owner, Error> {
-        let mut registration = self
-            .registration
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(current) = registration.as_ref().filter(|r| r.is_current()) {
-            return Ok(current.owner());
+        // No lock is held across the system calls of registering: a fork by
+        // another thread at any moment must not leave the child a lock it
+        // can never take. Two threads registering at once each make an
+        // entry; the loser gives its back.
+        let mut seen = self.registration.load(Ordering::Acquire);
+        loop {
+            // SAFETY: a registration, once published here, is freed only by
+            // `Segment::drop` (which has the segment to itself) or by the
+            // thread that failed to publish it; a replaced one (inherited
+            // through fork) is never freed. So `seen` points to a live one.
+            if let Some(current) = unsafe { seen.as_ref() }.filter(|r| r.is_current()) {
+                return Ok(current.owner());
+            }
+            let fresh = Box::into_raw(Box::new(self.register()?));
+            match self.registration.compare_exchange(
+                seen,
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                // The one we replaced, if any, was inherited from a parent:
+                // its entry is the parent's, and it stays allocated (a few
+                // bytes per fork) for threads that may still be reading it.
+                // SAFETY: we just published `fresh`; it is valid.
+                Ok(_) => return Ok(unsafe { &*fresh }.owner()),
+                Err(now) => {
+                    // SAFETY: `fresh` was never published; we own it.
+                    let ours = unsafe { Box::from_raw(fresh) };
+                    self.deregister(*ours);
+                    seen = now;
+                }
+            }
         }
-        let fresh = self.register()?;
-        let owner = fresh.owner();
-        // An inherited registration is dropped without deregistering (see
-        // `Drop`): its entry is the parent's.
-        *registration = Some(fresh);
-        Ok(owner)
     }
 
     fn register(&self) -> Result<Registration, Error> {
         ATFORK.call_once(|| {
             // SAFETY: `after_fork_in_child` only touches atomics and calls
             // `close`, both async-signal-safe, as a child handler must.
-            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+            let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+            ATFORK_INSTALLED.store(rc == 0, Ordering::Relaxed);
         });
         let io = |action, source| Error::Io {
             bus: self.bus().to_owned(),
             action,
             source,
         };
+        if !ATFORK_INSTALLED.load(Ordering::Relaxed) {
+            return Err(io(
+                "registering",
+                std::io::Error::other("pthread_atfork failed: a forked child could hold our locks"),
+            ));
+        }
         let entries = self.proc_entries()?;
-        let file = open_file(self.bus()).map_err(|e| io("opening the segment to register", e))?;
+        let file = self
+            .reopen()
+            .map_err(|e| io("opening the segment to register", e))?;
         let fd = OwnedFd::from(file);
+        let raw = fd.as_raw_fd();
+        // Parked before it holds any lock, so that a fork by another thread
+        // from now on closes it in the child (see the module docs).
+        let parked = Parked(park_fd(fd).ok_or_else(|| {
+            io(
+                "registering",
+                std::io::Error::other(format!(
+                    "this process already has {MAX_REGISTRATIONS} bus mappings registered"
+                )),
+            )
+        })?);
         // Start the search at a spot that depends on the pid, so processes
         // starting together do not all fight over entry 0.
         let start = std::process::id() as usize % entries.len();
@@ -256,11 +327,11 @@ impl Segment {
             let index = (start + probe) % entries.len();
             let entry = &entries[index];
             if entry.state.load(Ordering::Relaxed) & 0xffff_ffff == PROC_LIVE
-                && lock_held(fd.as_raw_fd(), PROC_LOCK_BASE + index as u64).unwrap_or(true)
+                && lock_held(raw, PROC_LOCK_BASE + index as u64).unwrap_or(true)
             {
                 continue; // cheap skip of entries whose holder lives
             }
-            let locked = try_lock(fd.as_raw_fd(), PROC_LOCK_BASE + index as u64, libc::F_WRLCK)
+            let locked = try_lock(raw, PROC_LOCK_BASE + index as u64, libc::F_WRLCK)
                 .map_err(|e| io("taking a process-table lock", e))?;
             if !locked {
                 continue;
@@ -278,21 +349,9 @@ impl Segment {
             entry
                 .state
                 .store((u64::from(gen) << 32) | PROC_LIVE, Ordering::Release);
-            let owner = Owner::new(index as u32, gen);
-            let slot = park_fd(fd).ok_or_else(|| {
-                entry
-                    .state
-                    .store((u64::from(gen) << 32) | PROC_FREE, Ordering::Release);
-                io(
-                    "registering",
-                    std::io::Error::other(format!(
-                        "this process already has {MAX_REGISTRATIONS} bus mappings registered"
-                    )),
-                )
-            })?;
             return Ok(Registration {
-                owner,
-                slot,
+                owner: Owner::new(index as u32, gen),
+                slot: parked.keep(),
                 epoch: fork_epoch(),
             });
         }
@@ -338,7 +397,8 @@ impl Segment {
     pub(crate) fn process_info(&self, owner: Owner) -> Option<ProcessInfo> {
         let entry = self.proc_entry(owner)?;
         let state = entry.state.load(Ordering::Acquire);
-        if Owner::new(owner.index(), (state >> 32) as u32) != owner {
+        if state & 0xffff_ffff != PROC_LIVE || Owner::new(owner.index(), (state >> 32) as u32) != owner
+        {
             return None;
         }
         let ns = entry.pid_ns.load(Ordering::Relaxed);
@@ -377,11 +437,7 @@ impl Segment {
                     .store((state & !0xffff_ffff) | PROC_FREE, Ordering::Release);
             }
         }
-        let fd = LOCK_FDS[registration.slot].swap(-1, Ordering::Relaxed);
-        if fd >= 0 {
-            // SAFETY: the slot owned this descriptor (see `park_fd`); the swap
-            // made us its only owner. Closing it releases the lock.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
+        // Closing the descriptor releases the lock.
+        unpark_and_close(registration.slot);
     }
 }

@@ -105,12 +105,13 @@ impl FutexWord {
     }
 
     pub fn wake_all(&self) -> usize {
-        // Threads notified but not yet running again still count: the
-        // answer errs towards "someone woke", which makes the caller forget
-        // no sleeper.
-        let asleep = self.lock.lock().unwrap();
+        // Every thread in `wait` now is woken; they no longer count as
+        // asleep. (One that woke spuriously still counts until then: the
+        // answer errs towards "someone woke", which forgets no sleeper.)
+        let mut asleep = self.lock.lock().unwrap();
+        let woken = core::mem::take(&mut *asleep);
         self.sleepers.notify_all();
-        *asleep
+        woken
     }
 
     pub fn wait(&self, expected: u32, _timeout: Option<Duration>) -> Wake {
@@ -119,8 +120,7 @@ impl FutexWord {
             return Wake::Woken;
         }
         *asleep += 1;
-        let mut asleep = self.sleepers.wait(asleep).unwrap();
-        *asleep -= 1;
+        drop(self.sleepers.wait(asleep).unwrap());
         Wake::Woken
     }
 }

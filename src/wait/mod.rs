@@ -64,12 +64,12 @@ pub enum Wake {
     TimedOut,
 }
 
-/// The sleeper word: announcement tickets (bits 40..64, wrapping), the
-/// reset epoch (bits 16..40), and the count (bits 0..16).
-const COUNT: u64 = 0xffff;
-const EPOCH: u64 = 1 << 16;
-const EPOCHS: u64 = ((1 << 24) - 1) << 16;
-const TICKET: u64 = 1 << 40;
+/// The sleeper word: announcement tickets (bits 44..64, wrapping), the
+/// reset epoch (bits 24..44, wrapping), and the count (bits 0..24).
+const COUNT: u64 = (1 << 24) - 1;
+const EPOCH: u64 = 1 << 24;
+const EPOCHS: u64 = ((1 << 20) - 1) << 24;
+const TICKET: u64 = 1 << 44;
 
 /// The wakeup words of one topic. All-zero bytes are the initial state.
 #[repr(C)]
