@@ -44,16 +44,7 @@ fn peek_u64(bus: &TestBus, offset: u64) -> u64 {
 
 /// Index of topic `name`'s directory entry.
 fn entry_index(bus: &TestBus, name: &str) -> usize {
-    let file = std::fs::File::open(bus.path()).unwrap();
-    for i in 0..shmbus::DEFAULT_TOPICS as usize {
-        let mut stored = vec![0u8; name.len() + 1];
-        file.read_exact_at(&mut stored, entry_config_offset(i))
-            .unwrap();
-        if &stored[..name.len()] == name.as_bytes() && stored[name.len()] == 0 {
-            return i;
-        }
-    }
-    panic!("topic {name} not found");
+    common::topic_entry_index(&bus.path(), name)
 }
 
 /// Offset of topic "t"'s directory entry config.

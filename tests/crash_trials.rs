@@ -1,6 +1,7 @@
-//! Crash trials of the work queue's ways out: a recoverer killed at each
-//! step of a recovery, a consumer killed while asleep, and a consumer killed
-//! mid-pop behind a producer that only ever uses `try_push`. Each victim is
+//! Crash trials of the ways out: a recoverer killed at each step of a
+//! recovery, a consumer killed while asleep, lossless subscribers killed
+//! while the publisher idles, a lossless subscriber killed behind a
+//! publisher that only polls. Each victim is
 //! held at its exact point by a test hook (`SHMBUS_TEST_HOOK`) and killed
 //! with SIGKILL, many times over; the queue must keep flowing, every loss
 //! must be counted exactly once, and no waiting process may spin.
@@ -13,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use common::{args, child_role, report, spawn_role_with_env, TestBus};
-use shmbus::{Bus, Error, PopTimeoutError, TryPopError, TryPushError, TrySendError, WaitStrategy};
+use shmbus::{Bus, Error, PopTimeoutError, TryPopError, TrySendError, WaitStrategy};
 
 const INTERVAL: Duration = Duration::from_millis(5);
 
@@ -65,6 +66,17 @@ fn child_role_entry() {
     }
 }
 
+/// A work queue "jobs" on `b`, with a short liveness interval, and a
+/// producer and a consumer of it.
+fn trial_queue(b: &Bus, capacity: u32) -> (shmbus::Producer<u64>, shmbus::Consumer<u64>) {
+    let topic = || {
+        b.topic("jobs")
+            .capacity(capacity)
+            .liveness_check_interval(INTERVAL)
+    };
+    (topic().producer().unwrap(), topic().consumer().unwrap())
+}
+
 /// CPU time this thread has used.
 fn thread_cpu() -> Duration {
     // SAFETY: getrusage writes into the struct we pass, which we own.
@@ -108,13 +120,7 @@ fn recoverer_killed_at_each_step_never_wedges_the_queue_and_each_loss_counts_onc
     for step in steps {
         let bus = TestBus::new("kill-recoverer");
         let b = bus.open();
-        let topic = || {
-            b.topic("jobs")
-                .capacity(8)
-                .liveness_check_interval(INTERVAL)
-        };
-        let mut tx = topic().producer::<u64>().unwrap();
-        let mut rx = topic().consumer::<u64>().unwrap();
+        let (mut tx, mut rx) = trial_queue(&b, 8);
         for trial in 0..trials {
             // A producer dies holding the next position...
             let mut producer = spawn_role_with_env(
@@ -159,23 +165,10 @@ fn recoverer_killed_at_each_step_never_wedges_the_queue_and_each_loss_counts_onc
     }
 }
 
-/// Offset of the futex word consumers sleep on in topic `name`'s region.
+/// Offset of the futex word consumers sleep on in topic `name`'s region:
+/// `QueueCtrl::not_empty` is its third cache line.
 fn not_empty_word(bus: &TestBus, name: &str) -> u64 {
-    use shmbus::segment::layout::entry_config_offset;
-    let file = std::fs::File::open(bus.path()).unwrap();
-    for i in 0..shmbus::DEFAULT_TOPICS as usize {
-        let mut stored = vec![0u8; name.len() + 1];
-        file.read_exact_at(&mut stored, entry_config_offset(i))
-            .unwrap();
-        if &stored[..name.len()] == name.as_bytes() && stored[name.len()] == 0 {
-            let mut region = [0u8; 8];
-            file.read_exact_at(&mut region, entry_config_offset(i) + 160)
-                .unwrap();
-            // `QueueCtrl::not_empty` is its third cache line.
-            return u64::from_ne_bytes(region) + 128;
-        }
-    }
-    panic!("topic {name} not found");
+    common::topic_region_offset(&bus.path(), name) + 128
 }
 
 fn peek_u32(bus: &TestBus, offset: u64) -> u32 {
@@ -191,13 +184,7 @@ fn peek_u32(bus: &TestBus, offset: u64) -> u32 {
 fn consumers_killed_while_asleep_cost_one_wake_call_once() {
     let bus = TestBus::new("kill-sleeper");
     let b = bus.open();
-    let topic = || {
-        b.topic("jobs")
-            .capacity(8)
-            .liveness_check_interval(INTERVAL)
-    };
-    let mut tx = topic().producer::<u64>().unwrap();
-    let mut rx = topic().consumer::<u64>().unwrap();
+    let (mut tx, mut rx) = trial_queue(&b, 8);
     let sleeping = || common::topic_infos(&b)[0].sleeping;
     let trials = trials();
     for trial in 0..trials {
@@ -236,62 +223,6 @@ fn consumers_killed_while_asleep_cost_one_wake_call_once() {
     );
     let stats = rx.queue_stats();
     assert_eq!((stats.lost_in_push, stats.lost_in_consume), (0, 0));
-}
-
-#[test]
-fn a_try_push_only_producer_gets_past_consumers_killed_mid_pop() {
-    const CAPACITY: u64 = 4;
-    let bus = TestBus::new("kill-try-push");
-    let b = bus.open();
-    let topic = || {
-        b.topic("jobs")
-            .capacity(CAPACITY as u32)
-            .liveness_check_interval(INTERVAL)
-    };
-    let mut tx = topic().producer::<u64>().unwrap();
-    let mut rx = topic().consumer::<u64>().unwrap();
-    let trials = trials();
-    let try_push = |tx: &mut shmbus::Producer<u64>, mut value: u64| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match tx.try_push(value) {
-                Ok(()) => return,
-                Err(TryPushError::Full(back)) if Instant::now() < deadline => {
-                    value = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) => panic!("try_push never got past the dead consumer: {e:?}"),
-            }
-        }
-    };
-    for trial in 0..trials {
-        try_push(&mut tx, u64::MAX - trial);
-        let mut victim = spawn_role_with_env(
-            "pop-once",
-            &args(&[&bus.name, &"jobs"]),
-            &[("SHMBUS_TEST_HOOK", "stall-after-pop-claim")],
-        );
-        victim.expect_line("SHMBUS-HOOK");
-        victim.kill9();
-        // The last of these lands on the dead consumer's slot.
-        for i in 0..CAPACITY {
-            try_push(&mut tx, trial * CAPACITY + i);
-        }
-        for i in 0..CAPACITY {
-            assert_eq!(
-                rx.pop_timeout(Duration::from_secs(10)),
-                Ok(trial * CAPACITY + i),
-                "the claimed job is not delivered again"
-            );
-        }
-    }
-    assert_eq!(rx.try_pop(), Err(TryPopError::Empty));
-    let stats = rx.queue_stats();
-    assert_eq!(
-        stats.lost_in_consume, trials,
-        "one loss per killed consumer"
-    );
-    assert_eq!(stats.lost_in_push, 0);
 }
 
 #[test]

@@ -268,12 +268,41 @@ fn producer_killed_between_claim_and_publish_never_wedges_the_queue() {
 
 #[test]
 fn consumer_killed_between_claim_and_release_never_wedges_the_queue() {
+    consumer_kill_trials("kill-consumer", |tx, job| {
+        tx.push_timeout(job, Duration::from_secs(10))
+            .expect("the producer gets past the dead consumer's slot")
+    });
+}
+
+#[test]
+fn a_try_push_only_producer_gets_past_consumers_killed_mid_pop() {
+    // try_push never waits, so it must recover the dead consumer's slot
+    // itself (paced per producer), or return Full forever.
+    consumer_kill_trials("kill-try-push", |tx, mut job| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tx.try_push(job) {
+                Ok(()) => return,
+                Err(shmbus::TryPushError::Full(back)) if std::time::Instant::now() < deadline => {
+                    job = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("try_push never got past the dead consumer: {e:?}"),
+            }
+        }
+    });
+}
+
+/// Trials of a consumer killed between claiming a job and releasing its
+/// slot, with `push` as the producer's way to push: the slot comes round,
+/// the producer frees it, nothing is delivered twice, each loss counts.
+fn consumer_kill_trials(tag: &str, mut push: impl FnMut(&mut shmbus::Producer<Job>, Job)) {
     const CAPACITY: u64 = 4;
-    let bus = TestBus::new("kill-consumer");
+    let bus = TestBus::new(tag);
     let (mut tx, mut rx) = trial_queue(&bus, CAPACITY as u32);
     let trials = trials();
     for trial in 0..trials {
-        tx.push(Job::new(FROM_CHILD, trial)).unwrap();
+        push(&mut tx, Job::new(FROM_CHILD, trial));
         let mut child = spawn_role_with_env(
             "pop-once",
             &args(&[&bus.name, &"jobs"]),
@@ -284,11 +313,7 @@ fn consumer_killed_between_claim_and_release_never_wedges_the_queue() {
         // The last of these lands on the dead consumer's slot: the producer
         // must find the claimer dead and free it.
         for i in 0..CAPACITY {
-            tx.push_timeout(
-                Job::new(FROM_TEST, trial * CAPACITY + i),
-                Duration::from_secs(10),
-            )
-            .expect("the producer gets past the dead consumer's slot");
+            push(&mut tx, Job::new(FROM_TEST, trial * CAPACITY + i));
         }
         for i in 0..CAPACITY {
             let job = rx.pop_timeout(Duration::from_secs(10)).unwrap();

@@ -307,3 +307,35 @@ pub fn topic_infos(bus: &shmbus::Bus) -> Vec<shmbus::TopicInfo> {
         .map(|t| t.expect("no corrupt topic entry"))
         .collect()
 }
+
+/// Index of topic `name`'s directory entry in the segment file at `path`
+/// (a bus created with the default number of topics).
+pub fn topic_entry_index(path: &str, name: &str) -> usize {
+    use shmbus::segment::layout::entry_config_offset;
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).unwrap();
+    for i in 0..shmbus::DEFAULT_TOPICS as usize {
+        let mut stored = vec![0u8; name.len() + 1];
+        file.read_exact_at(&mut stored, entry_config_offset(i))
+            .unwrap();
+        if &stored[..name.len()] == name.as_bytes() && stored[name.len()] == 0 {
+            return i;
+        }
+    }
+    panic!("topic {name} not found in {path}");
+}
+
+/// Offset of topic `name`'s ring region in the segment file at `path`.
+pub fn topic_region_offset(path: &str, name: &str) -> u64 {
+    use shmbus::segment::layout::entry_config_offset;
+    use std::os::unix::fs::FileExt;
+    let mut region = [0u8; 8];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(
+            &mut region,
+            entry_config_offset(topic_entry_index(path, name)) + 160,
+        )
+        .unwrap();
+    u64::from_ne_bytes(region)
+}
