@@ -81,7 +81,7 @@ use crate::ring::gate::{Gate, GateCache, GatedRead};
 use crate::ring::lease::LeaseError;
 use crate::ring::Owner;
 use crate::segment::views::BroadcastView;
-use crate::wait::{Pacer, Waited, Waiter, Wake};
+use crate::wait::{deadline_after, Pacer, Waited, Waiter, Wake};
 
 pub use crate::ring::broadcast::StartAt;
 
@@ -233,7 +233,7 @@ impl<T> Publisher<T> {
             let gate = self.topic.view.gate().expect("only lossless topics wait");
             let capacity = ring.capacity();
             let space = || {
-                gate.min_cursor()
+                gate.min_cursor_before(next, capacity)
                     .is_none_or(|min| next < min.saturating_add(capacity))
             };
             match waiter.wait_once(gate.ctrl().space(), space, deadline) {
@@ -298,7 +298,7 @@ impl<T: Message> Publisher<T> {
     ///
     /// As [`try_send`](Self::try_send), `Full` once the timeout passed.
     pub fn send_timeout(&mut self, msg: &T, timeout: Duration) -> Result<(), TrySendError> {
-        self.send_raw(msg.as_bytes(), Some(Instant::now() + timeout))
+        self.send_raw(msg.as_bytes(), deadline_after(timeout))
             .map_err(TrySendError::from)
     }
 }
@@ -424,7 +424,7 @@ impl<T> Subscriber<T> {
             watch: PublisherWatch {
                 owner: None,
                 dead: false,
-                pacer,
+                pacer: pacer.clone(),
             },
             stats: SubscriberStats::default(),
             scratch,
@@ -513,7 +513,7 @@ impl<T> Subscriber<T> {
                 let target = ring.lag_target(self.cursor);
                 let lost = target.wrapping_sub(self.cursor);
                 self.cursor = target;
-                self.stats.lagged += lost;
+                self.stats.lagged = self.stats.lagged.wrapping_add(lost);
                 self.publish_cursor();
                 Poll::Failed(RecvError::Lagged(lost))
             }
@@ -527,19 +527,41 @@ impl<T> Subscriber<T> {
         }
     }
 
+    /// Undoes what a corrupt word can leave an idle subscriber stuck on (it
+    /// runs with the paced liveness check of `disconnected`): a cursor
+    /// ahead of anything published
+    /// (a `head` that was garbage when it started or lagged) goes back to
+    /// `head`, counted as corrupt; and in lossless mode our cursor is stored
+    /// again (one overwritten with a lower value would hold the publisher
+    /// back for good, and it only stores it when it reads).
+    fn repair(&mut self) {
+        let head = self.topic.view.ring().head();
+        if self.cursor > head.saturating_add(1) {
+            self.cursor = head;
+            self.stats.corrupt += 1;
+        }
+        self.publish_cursor();
+    }
+
     /// Whether the publisher is gone and nothing is left to read. Checks
     /// the publisher's liveness at most once per check interval.
     fn disconnected(&mut self) -> bool {
+        let holder = self.topic.view.ring().ctrl().lease().holder();
+        if holder.is_some() && self.watch.owner != holder {
+            self.watch.owner = holder;
+            self.watch.pacer.expire();
+        }
+        // One clock read decides both slow checks.
+        let due = self.watch.pacer.due();
+        if due {
+            self.repair();
+        }
         let ring = self.topic.view.ring();
         let ctrl = ring.ctrl();
-        let gone = match ctrl.lease().holder() {
+        let gone = match holder {
             None => ctrl.had_publisher(),
             Some(owner) => {
-                if self.watch.owner != Some(owner) {
-                    self.watch.owner = Some(owner);
-                    self.watch.pacer.expire();
-                }
-                if self.watch.pacer.due() {
+                if due {
                     self.watch.dead = self.topic.liveness(owner).is_dead();
                 }
                 self.watch.dead
@@ -662,7 +684,7 @@ impl<T: Message> Subscriber<T> {
     ///
     /// As [`recv`](Self::recv), and `Timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        self.recv_typed(Some(Instant::now() + timeout))
+        self.recv_typed(deadline_after(timeout))
     }
 
     /// Receives the next message if there is one, without waiting.
@@ -743,14 +765,22 @@ impl<T: Message> Subscriber<T> {
         let Some(words) = lent else {
             // Complete with another length, or overwritten: read it the
             // copying way, which reports exactly what happened.
+            let seq = self.cursor;
             let mut scratch = core::mem::take(&mut self.scratch);
             let polled = self.poll(&mut scratch);
             self.scratch = scratch;
             return Err(RecvRefError::Recv(match polled {
                 Poll::Failed(err) => err,
-                _ => RecvError::Corrupt {
-                    seq: self.cursor.wrapping_sub(1),
-                },
+                // Read whole, but not `size_of::<T>()` bytes long: corrupt
+                // for this type, and skipped.
+                Poll::Got(_) => {
+                    self.stats.received -= 1;
+                    self.stats.corrupt += 1;
+                    RecvError::Corrupt { seq }
+                }
+                // Ready a moment ago and not now: its stamp changed under
+                // us, which only a corrupting write does.
+                Poll::Empty => RecvError::Corrupt { seq },
             }));
         };
         // SAFETY: the payload starts 16 bytes into a 64-byte-aligned slot, so
@@ -800,7 +830,7 @@ impl Subscriber<Bytes> {
     ///
     /// As [`Subscriber::recv_timeout`].
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<&[u8], RecvTimeoutError> {
-        let len = self.recv_bytes_deadline(Some(Instant::now() + timeout))?;
+        let len = self.recv_bytes_deadline(deadline_after(timeout))?;
         Ok(&self.scratch[..len])
     }
 

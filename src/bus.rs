@@ -292,7 +292,10 @@ impl Bus {
             let ctrl = ring.ctrl();
             info.kind = TopicKind::WorkQueue;
             info.published = ctrl.pushed();
-            info.sleeping = ctrl.not_empty().waiters() + ctrl.not_full().waiters();
+            info.sleeping = ctrl
+                .not_empty()
+                .waiters()
+                .saturating_add(ctrl.not_full().waiters());
             info.attached = ring
                 .producers()
                 .iter()

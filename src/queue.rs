@@ -49,7 +49,7 @@ use crate::ring::queue::{
     NO_INTENT,
 };
 use crate::segment::views::QueueView;
-use crate::wait::{Pacer, Waited, Waiter, Wake};
+use crate::wait::{deadline_after, Pacer, Waited, Waiter, Wake};
 
 /// Counters of a work queue, shared by all its producers and consumers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,6 +91,32 @@ fn recover(topic: &Handle<QueueView>, side: Side, pos: u64) -> Recovery {
         |owner| topic.liveness(owner),
         recovery_step,
     )
+}
+
+/// A stuck slot that no claimer named at the last paced check
+/// (`Recovery::Unclaimed`): an orphan, to finish, if it is still one at the
+/// next.
+#[derive(Default)]
+struct Orphan(Option<(Side, u64)>);
+
+impl Orphan {
+    /// Recovers `pos` on `side`, finishing it as an orphan if it was
+    /// unclaimed at the previous check too.
+    fn recover(&mut self, topic: &Handle<QueueView>, side: Side, pos: u64) -> Recovery {
+        let outcome = if self.0 == Some((side, pos)) {
+            topic.view.ring().recover_orphan(
+                side,
+                pos,
+                topic.me,
+                |owner| topic.liveness(owner),
+                recovery_step,
+            )
+        } else {
+            recover(topic, side, pos)
+        };
+        self.0 = (outcome == Recovery::Unclaimed).then_some((side, pos));
+        outcome
+    }
 }
 
 /// Attaches to a claim table, settling a dead entry's unfinished claim
@@ -149,6 +175,7 @@ pub struct Producer<T> {
     /// Paces the liveness checks of consumers that hold a slot we need.
     pacer: Pacer,
     suspect: Suspect,
+    orphan: Orphan,
     _marker: PhantomData<fn(T)>,
 }
 
@@ -162,6 +189,7 @@ impl<T> Producer<T> {
             entry,
             pacer,
             suspect: Suspect::default(),
+            orphan: Orphan::default(),
             _marker: PhantomData,
         })
     }
@@ -212,7 +240,9 @@ impl<T> Producer<T> {
                 Err(PushBlocked::Corrupt { pos, .. }) => return Err(PushFail::Corrupt { pos }),
                 Err(blocked) if self.pacer.due() => {
                     if let PushBlocked::Unreleased { pos } = blocked {
-                        if recover(&self.topic, Side::Consume, pos) == Recovery::Recovered {
+                        if self.orphan.recover(&self.topic, Side::Consume, pos)
+                            == Recovery::Recovered
+                        {
                             continue;
                         }
                     }
@@ -267,7 +297,7 @@ impl<T: Message> Producer<T> {
     ///
     /// As [`try_push`](Self::try_push), `Full` once the timeout passed.
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), TryPushError<T>> {
-        let result = self.push_raw(value.as_bytes(), true, Some(Instant::now() + timeout));
+        let result = self.push_raw(value.as_bytes(), true, deadline_after(timeout));
         try_handed_back(result, value)
     }
 }
@@ -347,6 +377,7 @@ pub struct Consumer<T> {
     /// Paces the liveness checks of producers (a dead claimer ahead of us,
     /// or all of them gone).
     pacer: Pacer,
+    orphan: Orphan,
     /// Paces the checks of whether every producer is gone, and their last
     /// verdict.
     producers_check: Pacer,
@@ -373,6 +404,7 @@ impl<T> Consumer<T> {
             entry,
             producers_check: pacer.clone(),
             gone: false,
+            orphan: Orphan::default(),
             pacer,
             suspect: Suspect::default(),
             scratch,
@@ -420,7 +452,8 @@ impl<T> Consumer<T> {
                 }
                 Err(blocked) if self.pacer.due() => {
                     if let PopBlocked::Unpublished { pos } = blocked {
-                        if recover(&self.topic, Side::Push, pos) == Recovery::Recovered {
+                        if self.orphan.recover(&self.topic, Side::Push, pos) == Recovery::Recovered
+                        {
                             continue;
                         }
                     }
@@ -514,7 +547,7 @@ impl<T: Message> Consumer<T> {
     ///
     /// As [`pop`](Self::pop), and `Timeout`.
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopTimeoutError> {
-        self.pop_typed(Some(Instant::now() + timeout))
+        self.pop_typed(deadline_after(timeout))
     }
 
     /// Pops the next message if there is one.

@@ -202,6 +202,7 @@ impl<'b> TopicBuilder<'b> {
         }
         let request = self.request(layout::KIND_BROADCAST, fingerprint)?;
         let entry = directory::find_or_create(self.seg, &request, self.create_timeout)?;
+        self.reserve(&entry.config)?;
         let view = BroadcastView::new(Arc::clone(self.seg), &self.name, &entry.config)?;
         Ok(Handle::new(
             view,
@@ -222,6 +223,7 @@ impl<'b> TopicBuilder<'b> {
         }
         let request = self.request(layout::KIND_QUEUE, fingerprint)?;
         let entry = directory::find_or_create(self.seg, &request, self.create_timeout)?;
+        self.reserve(&entry.config)?;
         let view = QueueView::new(Arc::clone(self.seg), &self.name, &entry.config)?;
         Ok(Handle::new(
             view,
@@ -229,6 +231,21 @@ impl<'b> TopicBuilder<'b> {
             self.seg.me()?,
             self.options(),
         ))
+    }
+
+    /// Makes sure the topic's ring is reserved in /dev/shm before this
+    /// process writes to it: its creator reserved it, but the entry is read
+    /// from the segment, and an entry pointing at space never reserved (a
+    /// corrupt one) would otherwise make our first write a SIGBUS on a full
+    /// /dev/shm. Reserving what is reserved already costs one system call.
+    fn reserve(&self, config: &layout::EntryConfig) -> Result<(), Error> {
+        self.seg
+            .reserve(config.region_offset, config.region_len)
+            .map_err(|source| Error::NoSpace {
+                bus: self.seg.bus().to_owned(),
+                needed: config.region_len,
+                source,
+            })
     }
 
     fn request(&self, kind: u32, fingerprint: TypeFingerprint) -> Result<TopicRequest<'_>, Error> {

@@ -48,6 +48,15 @@ impl Entries for Creator {
         Ok(())
     }
 
+    fn is_blank(&mut self, index: usize) -> bool {
+        // SAFETY: we hold the claim on `index`.
+        self.table.names[index].with(|name| unsafe { *name }) == 0
+    }
+
+    fn is_complete(&mut self, index: usize) -> bool {
+        !self.is_blank(index)
+    }
+
     fn liveness(&mut self, owner: Owner) -> Liveness {
         if owner == self.table.dead {
             Liveness::Dead

@@ -100,6 +100,17 @@ pub trait Entries {
     fn matches(&mut self, index: usize) -> Result<bool, Self::Error>;
     /// Writes our name and config into entry `index`, which we have claimed.
     fn init(&mut self, index: usize) -> Result<(), Self::Error>;
+    /// Whether entry `index`, which we have claimed from empty, holds no
+    /// config at all, as an entry that was never ready does. (One that holds
+    /// a config had its state word overwritten: creating over it would
+    /// split a live topic in two.)
+    fn is_blank(&mut self, index: usize) -> bool;
+    /// Whether entry `index`, whose dead claimer we took over, already
+    /// holds a complete, valid config (its creator died after writing it,
+    /// before marking it ready, or its state word was overwritten): then it
+    /// is marked ready as it is, rather than created again over a ring
+    /// others may already use.
+    fn is_complete(&mut self, index: usize) -> bool;
     /// Whether the process that claimed an entry still lives. Only
     /// [`Liveness::Dead`] lets another process take the claim over.
     fn liveness(&mut self, owner: Owner) -> Liveness;
@@ -138,6 +149,10 @@ pub fn find_or_create<D: Entries>(
                 }
                 EntryStatus::Empty => {
                     if state.try_claim(EMPTY, me) {
+                        if !dir.is_blank(index) {
+                            give_back(dir, index, me);
+                            return Err(DirError::Corrupt { index, word: EMPTY });
+                        }
                         return create(dir, index, me);
                     }
                     lost += 1;
@@ -145,6 +160,12 @@ pub fn find_or_create<D: Entries>(
                 EntryStatus::Claimed(owner) => {
                     if owner != me && dir.liveness(owner).is_dead() {
                         if dir.state(index).try_claim(owner.token(), me) {
+                            if dir.is_complete(index) {
+                                // SYNC POINT: pairs with the Acquire load in
+                                // `status`, as in `create`.
+                                dir.state(index).0.store(READY, Ordering::Release);
+                                continue;
+                            }
                             return create(dir, index, me);
                         }
                         lost += 1;
@@ -172,15 +193,19 @@ fn create<D: Entries>(dir: &mut D, index: usize, me: Owner) -> Result<Found, Dir
         }
         Err(err) => {
             // Give the claim back so another creator can try.
-            let _ = dir.state(index).0.compare_exchange(
-                me.token(),
-                EMPTY,
-                Ordering::Release,
-                Ordering::Relaxed,
-            );
+            give_back(dir, index, me);
             Err(DirError::Callback(err))
         }
     }
+}
+
+fn give_back<D: Entries>(dir: &mut D, index: usize, me: Owner) {
+    let _ = dir.state(index).0.compare_exchange(
+        me.token(),
+        EMPTY,
+        Ordering::Release,
+        Ordering::Relaxed,
+    );
 }
 
 /// Hooks for model checks and tests that stage a crashed creator.

@@ -321,11 +321,16 @@ impl<'a> Gate<'a> {
         self.entries[index].cursor.store(cursor, Ordering::Release);
     }
 
-    /// Frees entry `index` on orderly exit, if it is still `me`'s (attached
-    /// or evicted). The caller then wakes a publisher that sleeps for space.
+    /// Frees entry `index` on orderly exit, if it is still `me`'s (attached,
+    /// evicted, or, if corruption put it there, claiming). The caller then
+    /// wakes a publisher that sleeps for space.
     pub fn detach(&self, index: usize, me: Owner) {
         let entry = &self.entries[index];
-        for word in [me.token(), me.flagged(FLAG_EVICTED)] {
+        for word in [
+            me.token(),
+            me.flagged(FLAG_EVICTED),
+            me.flagged(FLAG_CLAIMING),
+        ] {
             if entry
                 .owner
                 .compare_exchange(word, 0, Ordering::Release, Ordering::Relaxed)
@@ -419,6 +424,20 @@ impl<'a> Gate<'a> {
             .min()
     }
 
+    /// [`min_cursor`](Self::min_cursor), with a cursor ahead of `next` (see
+    /// [`GateCache::has_space`]) counted as `next - capacity`.
+    #[inline]
+    pub fn min_cursor_before(&self, next: u64, capacity: u64) -> Option<u64> {
+        self.entries
+            .iter()
+            .filter(|entry| entry.owner().is_some())
+            .map(|entry| match entry.cursor() {
+                cursor if cursor > next => next.saturating_sub(capacity),
+                cursor => cursor,
+            })
+            .min()
+    }
+
     /// Evicts every attached subscriber whose process is known dead.
     /// Returns how many it evicted (each is counted once, by whoever wins
     /// its compare-and-swap).
@@ -495,6 +514,13 @@ impl GateCache {
     ///
     /// Call it after the SeqCst fence that follows the previous message
     /// (`WakeWords::notify`): see "Attaching without a race".
+    ///
+    /// A cursor ahead of `next` (no subscriber has read a message not yet
+    /// published: only corruption writes one) counts as `next - capacity`,
+    /// the most cautious value: it holds the publisher back rather than
+    /// releasing it, until that subscriber stores its cursor again (it does
+    /// at its next read, or its paced repair) or is evicted. So the cached
+    /// limit is never more than a ring ahead, and gating never turns off.
     #[inline]
     pub fn has_space(&mut self, gate: &Gate<'_>, next: u64, capacity: u64) -> bool {
         let epoch = gate.ctrl().epoch();
@@ -503,7 +529,7 @@ impl GateCache {
         }
         self.epoch = epoch;
         self.limit = gate
-            .min_cursor()
+            .min_cursor_before(next, capacity)
             .map_or(u64::MAX, |min| min.saturating_add(capacity));
         next < self.limit
     }

@@ -298,9 +298,24 @@ pub enum Recovery {
     /// The slot is no longer stuck (finished meanwhile, or recovered by
     /// someone else).
     NotStuck,
+    /// The slot is stuck but no claim-table entry names its position: the
+    /// claimer is just finishing (look again), or the table was corrupted
+    /// (see [`QueueRing::recover_orphan`]).
+    Unclaimed,
     /// The caller's `proceed` said stop (a model of a recoverer that died
     /// there); the state left is one any survivor completes.
     Stopped,
+}
+
+/// Who may hold a stuck position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claimers {
+    /// Every entry naming it is dead.
+    Dead,
+    /// One naming it may live.
+    MayLive,
+    /// No entry names it.
+    Nobody,
 }
 
 /// The steps of a recovery, named for crash tests that stop a recoverer
@@ -646,25 +661,28 @@ impl<'a> QueueRing<'a> {
         entry.intent.store(NO_INTENT, Ordering::Release);
     }
 
-    /// Whether every entry of `table` whose intent is `pos` is dead. False
-    /// if any may be alive (it may be the claimer) or if none has that
-    /// intent (the claimer finished and cleared it: look at the slot again).
-    fn claimers_dead(
+    /// Who may hold position `pos` of `table`'s side: the entries whose
+    /// intent is `pos`.
+    fn claimers(
         table: &[ClaimEntry],
         pos: u64,
         liveness: &mut impl FnMut(Owner) -> Liveness,
-    ) -> bool {
+    ) -> Claimers {
         let mut found = false;
         for entry in table {
             if entry.intent() != pos {
                 continue;
             }
             match entry.owner() {
-                Some(owner) if !liveness(owner).is_dead() => return false,
+                Some(owner) if !liveness(owner).is_dead() => return Claimers::MayLive,
                 _ => found = true,
             }
         }
-        found
+        if found {
+            Claimers::Dead
+        } else {
+            Claimers::Nobody
+        }
     }
 
     /// The sequence a slot stuck on `side`'s dead claimer of `pos` holds,
@@ -707,8 +725,37 @@ impl<'a> QueueRing<'a> {
         side: Side,
         pos: u64,
         me: Owner,
+        liveness: impl FnMut(Owner) -> Liveness,
+        proceed: impl FnMut(RecoveryStep) -> bool,
+    ) -> Recovery {
+        self.recover_with(side, pos, me, liveness, proceed, false)
+    }
+
+    /// As [`recover`](Self::recover), for a slot that no claim-table entry
+    /// names and that stays stuck ([`Recovery::Unclaimed`] twice, an
+    /// interval apart): no protocol step leaves one (a claimer's intent
+    /// names its position until it has finished with the slot), so only a
+    /// corrupt claim table or a claimer wrongly judged dead does. Finishing
+    /// it counts a loss, as for a dead claimer.
+    pub fn recover_orphan(
+        &self,
+        side: Side,
+        pos: u64,
+        me: Owner,
+        liveness: impl FnMut(Owner) -> Liveness,
+        proceed: impl FnMut(RecoveryStep) -> bool,
+    ) -> Recovery {
+        self.recover_with(side, pos, me, liveness, proceed, true)
+    }
+
+    fn recover_with(
+        &self,
+        side: Side,
+        pos: u64,
+        me: Owner,
         mut liveness: impl FnMut(Owner) -> Liveness,
         mut proceed: impl FnMut(RecoveryStep) -> bool,
+        orphans: bool,
     ) -> Recovery {
         let table = match side {
             Side::Push => self.producers,
@@ -717,8 +764,15 @@ impl<'a> QueueRing<'a> {
         if self.stuck(side, pos).is_none() {
             return Recovery::NotStuck;
         }
-        if !Self::claimers_dead(table, pos, &mut liveness) {
-            return Recovery::Alive;
+        let finishable = |claimers: Claimers| match claimers {
+            Claimers::Dead => true,
+            Claimers::Nobody => orphans,
+            Claimers::MayLive => false,
+        };
+        match Self::claimers(table, pos, &mut liveness) {
+            Claimers::MayLive => return Recovery::Alive,
+            Claimers::Nobody if !orphans => return Recovery::Unclaimed,
+            _ => {}
         }
         if !self.take_journal(me, &mut liveness) {
             return Recovery::Alive;
@@ -729,7 +783,7 @@ impl<'a> QueueRing<'a> {
         // Under the journal, look again: a recoverer before us may have
         // finished this very slot.
         let outcome = match self.stuck(side, pos) {
-            Some((from, to)) if Self::claimers_dead(table, pos, &mut liveness) => {
+            Some((from, to)) if finishable(Self::claimers(table, pos, &mut liveness)) => {
                 let lost_a_message = from != tomb(pos);
                 if lost_a_message {
                     self.ctrl.journal_pos.store(pos, Ordering::Relaxed);

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use zerocopy::IntoBytes;
+
 use super::layout::{
     self, entry_config_offset, entry_state_offset, EntryConfig, FLAG_LOSSLESS, MAX_ATTACH,
     MAX_CAPACITY, MAX_SLOT_SIZE,
@@ -160,13 +162,18 @@ fn entry_states(seg: &Segment) -> Result<Vec<&EntryState>, Error> {
 }
 
 fn corrupt_state(seg: &Segment, index: usize, word: u64) -> Error {
-    corrupt(
-        seg,
+    let what = if word == 0 {
         format!(
-            "topic entry {index} has state word {word:#018x}, which is neither empty, \
-             ready nor a creator's claim"
-        ),
-    )
+            "topic entry {index} is marked empty but holds a topic's configuration: its state \
+             word was overwritten (creating a topic there would split the existing one)"
+        )
+    } else {
+        format!(
+            "topic entry {index} has state word {word:#018x}, which is neither empty, ready \
+             nor a creator's claim"
+        )
+    };
+    corrupt(seg, what)
 }
 
 fn corrupt(seg: &Segment, what: String) -> Error {
@@ -234,7 +241,11 @@ fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
         ));
     }
     let h = seg.header();
-    let arena_end = h.arena_offset + h.arena_size;
+    // Only the part of the arena handed out so far holds rings (and was
+    // reserved in /dev/shm): a region past it is corrupt, not a place to
+    // touch. The bump pointer is read from the segment too: bounded first.
+    let used = seg.ctrl().arena_used.load(Ordering::Relaxed).min(h.arena_size);
+    let arena_end = h.arena_offset + used;
     let in_arena = c.region_offset >= h.arena_offset
         && c.region_offset % layout::REGION_ALIGN == 0
         && c.region_offset
@@ -242,7 +253,7 @@ fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
             .is_some_and(|end| end <= arena_end);
     if !in_arena {
         return Err(format!(
-            "ring region at offset {} ({} bytes) is not an aligned part of the arena ({}..{arena_end})",
+            "ring region at offset {} ({} bytes) is not an aligned part of the arena handed out so far ({}..{arena_end})",
             c.region_offset, c.region_len, h.arena_offset
         ));
     }
@@ -384,10 +395,45 @@ impl SegmentDirectory<'_, '_> {
             match used.compare_exchange_weak(current, end, Ordering::Relaxed, Ordering::Relaxed) {
                 // `start <= arena_size` and the header was validated on open
                 // (`arena_offset + arena_size` is the segment size).
-                Ok(_) => return Ok(h.arena_offset + start),
+                Ok(_) => {
+                    let offset = h.arena_offset + start;
+                    self.check_no_overlap(offset, len)?;
+                    return Ok(offset);
+                }
                 Err(seen) => current = seen,
             }
         }
+    }
+}
+
+impl SegmentDirectory<'_, '_> {
+    /// Fails if `offset..offset + len`, just handed out, overlaps the ring
+    /// of a topic that exists: only a bump pointer set back (corruption)
+    /// does that, and a topic created there would share another's ring.
+    fn check_no_overlap(&self, offset: u64, len: u64) -> Result<(), Error> {
+        let end = offset.saturating_add(len);
+        for (index, state) in self.states.iter().enumerate() {
+            if state.status() != directory::EntryStatus::Ready {
+                continue;
+            }
+            // SAFETY: the entry is ready (Acquire above): its config was
+            // written before, and never changes.
+            let Ok(config) = (unsafe { self.seg.read::<EntryConfig>(entry_config_offset(index)) })
+            else {
+                continue;
+            };
+            let theirs = config.region_offset..config.region_offset.saturating_add(config.region_len);
+            if offset < theirs.end && theirs.start < end {
+                return Err(corrupt(
+                    self.seg,
+                    format!(
+                        "the arena's bump pointer handed out {offset}..{end}, which holds the \
+                         ring of topic entry {index}: it was set back"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -468,6 +514,18 @@ impl Entries for SegmentDirectory<'_, '_> {
         unsafe { self.seg.write(entry_config_offset(index), &config) };
         self.found = Some(config);
         Ok(())
+    }
+
+    fn is_blank(&mut self, index: usize) -> bool {
+        // SAFETY: we hold the claim on entry `index`: no other process
+        // writes its config (a corrupting one aside, whose bytes we only
+        // compare).
+        unsafe { self.seg.read::<EntryConfig>(entry_config_offset(index)) }
+            .is_ok_and(|config| config.as_bytes().iter().all(|&b| b == 0))
+    }
+
+    fn is_complete(&mut self, index: usize) -> bool {
+        read_entry(self.seg, index).is_ok()
     }
 
     fn liveness(&mut self, owner: Owner) -> Liveness {

@@ -367,26 +367,31 @@ impl Segment {
         let Some(entry) = self.proc_entry(owner) else {
             return Liveness::Dead; // names no entry: no process holds it
         };
-        let matches = |state: u64| {
-            state & 0xffff_ffff == PROC_LIVE
-                && Owner::new(owner.index(), (state >> 32) as u32) == owner
-        };
+        let same_gen = |state: u64| Owner::new(owner.index(), (state >> 32) as u32) == owner;
+        let live = |state: u64| state & 0xffff_ffff == PROC_LIVE && same_gen(state);
         // SYNC POINT: pairs with the Release store of the state in `register`.
         let before = entry.state.load(Ordering::Acquire);
-        if !matches(before) {
+        if !same_gen(before) {
+            // Reused: only a process holding the entry's lock, which needs
+            // ours gone, writes a new generation.
             return Liveness::Dead;
         }
         let held = lock_held(
             self.file.as_raw_fd(),
             PROC_LOCK_BASE + u64::from(owner.index()),
         );
+        let after = entry.state.load(Ordering::Acquire);
         // A new holder takes the lock before it bumps the generation: if the
         // generation moved while we looked, the lock we saw may be theirs.
-        if !matches(entry.state.load(Ordering::Acquire)) {
+        if !same_gen(after) {
             return Liveness::Dead;
         }
         match held {
-            Ok(true) => Liveness::Alive,
+            Ok(true) if live(before) && live(after) => Liveness::Alive,
+            // Marked free with its lock still held: a process leaving (it
+            // frees the entry, then closes the lock), or a state word
+            // overwritten under a live one. Either way, not known dead.
+            Ok(true) => Liveness::Unknown,
             Ok(false) => Liveness::Dead,
             Err(_) => Liveness::Unknown,
         }

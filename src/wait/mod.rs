@@ -194,6 +194,13 @@ pub(crate) enum Waited {
     Deadline,
 }
 
+/// The deadline `timeout` from now, or none (wait forever) if that is past
+/// what an `Instant` can hold (`Duration::MAX`).
+#[cfg(not(shmbus_loom))]
+pub(crate) fn deadline_after(timeout: Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(timeout)
+}
+
 /// Paces one endpoint's slow checks (is the process we wait on alive?
 /// have the producers gone?): at most once per interval, per handle and
 /// across calls, so that polling calls (`try_send`, `try_push`, ...) take
