@@ -39,7 +39,9 @@
 //! after the entries of subscribers known dead are taken back. Because no
 //! one overwrites an unread message, a lossless subscriber may read in place
 //! with [`Subscriber::recv_ref`] (zero copy). A lossless subscriber never
-//! sees `Lagged`. Each receive costs a lossless subscriber one store to its
+//! sees `Lagged` (unless the segment is corrupted under it: then the loss
+//! is counted, as in overwrite mode). Each receive costs a lossless
+//! subscriber one store to its
 //! own cursor line and a wakeup check for the publisher.
 //!
 //! # Publisher lease and disconnection
