@@ -103,6 +103,8 @@ pub struct Publisher<T> {
     gate_cache: GateCache,
     /// Lossless: paces the liveness checks of subscribers that hold us back.
     pacer: Pacer,
+    /// Lossless: calls that found no room, for `room_slow`'s pacing.
+    blocked: u32,
     _marker: PhantomData<fn(&T)>,
 }
 
@@ -150,6 +152,7 @@ impl<T> Publisher<T> {
             next,
             gate_cache: GateCache::default(),
             pacer,
+            blocked: 0,
             _marker: PhantomData,
         })
     }
@@ -203,19 +206,30 @@ impl<T> Publisher<T> {
         self.room_slow()
     }
 
+    /// `room` found no room (it has just rescanned the subscriber table):
+    /// checks the lease, and now and then whether a subscriber holding us
+    /// back is dead. The clock is read once in 64 blocked calls (and on the
+    /// first): a blocked publisher spinning here must not pull the
+    /// subscribers' cursor lines, or read the clock, more than it needs to.
     #[cold]
     fn room_slow(&mut self) -> Result<(), Blocked> {
         if !self.holds_lease() {
             return Err(Blocked::LeaseLost);
         }
+        self.blocked = self.blocked.wrapping_add(1);
+        if self.blocked % 64 != 1 || !self.pacer.due() {
+            return Err(Blocked::Full);
+        }
         let topic = &self.topic;
         let gate = topic.view.gate().expect("only lossless topics are gated");
         let capacity = topic.view.ring().capacity();
         let mut liveness = |owner| topic.liveness(owner);
-        let check = self.pacer.due();
-        let checked: Option<&mut dyn FnMut(Owner) -> _> =
-            if check { Some(&mut liveness) } else { None };
-        if gate.make_room(&mut self.gate_cache, self.next, capacity, checked) {
+        if gate.make_room(
+            &mut self.gate_cache,
+            self.next,
+            capacity,
+            Some(&mut liveness),
+        ) {
             Ok(())
         } else {
             Err(Blocked::Full)
@@ -226,9 +240,14 @@ impl<T> Publisher<T> {
     /// Returns `Full` if `deadline` passed first.
     fn wait_for_room(&mut self, deadline: Option<Instant>) -> Result<(), Blocked> {
         let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
+        // Each look at the gate reads the subscribers' cursor lines, which
+        // they write at every read: a publisher that looks too often slows
+        // the very subscriber it waits for. Back off between looks
+        // (exponentially, a few dozen spins at most).
+        let backoff = crossbeam_utils::Backoff::new();
         loop {
             match self.room() {
-                Err(Blocked::Full) => {}
+                Err(Blocked::Full) => backoff.spin(),
                 done => return done,
             }
             let (next, ring) = (self.next, self.topic.view.ring());
@@ -472,11 +491,13 @@ impl<T> Subscriber<T> {
     }
 
     /// Moves past message `cursor`, telling the publisher in lossless mode.
-    #[inline]
+    #[inline(always)]
     fn consumed(&mut self) {
         self.cursor = self.cursor.wrapping_add(1);
         self.stats.received += 1;
-        self.publish_cursor();
+        if self.gate_entry.is_some() {
+            self.publish_cursor();
+        }
     }
 
     #[inline]
@@ -488,31 +509,50 @@ impl<T> Subscriber<T> {
         }
     }
 
-    #[inline]
+    /// One look at the ring. Overwrite mode reads the ring directly (the
+    /// hot path of fanout); lossless mode goes through the gate's checks.
+    #[inline(always)]
     fn poll(&mut self, out: &mut [u8]) -> Poll {
-        let ring = self.topic.view.ring();
+        if self.gate_entry.is_some() {
+            return self.poll_gated(out);
+        }
+        let read = match self.topic.view.ring().read(self.cursor, out) {
+            Read::Message { len } => GatedRead::Message { len },
+            Read::Empty => GatedRead::Empty,
+            Read::Overwritten => GatedRead::Overwritten,
+            Read::BadLength { len } => GatedRead::BadLength { len },
+        };
+        self.took(read)
+    }
+
+    #[inline]
+    fn poll_gated(&mut self, out: &mut [u8]) -> Poll {
         let read = match self.gate() {
             Err(evicted) => return Poll::Failed(evicted),
-            Ok(None) => match ring.read(self.cursor, out) {
-                Read::Message { len } => GatedRead::Message { len },
-                Read::Empty => GatedRead::Empty,
-                Read::Overwritten => GatedRead::Overwritten,
-                Read::BadLength { len } => GatedRead::BadLength { len },
-            },
-            Ok(Some((gate, index))) => gate.read(ring, index, self.topic.me, self.cursor, out),
+            Ok(None) => unreachable!("poll_gated is for lossless subscribers"),
+            Ok(Some((gate, index))) => {
+                let ring = self.topic.view.ring();
+                gate.read(ring, index, self.topic.me, self.cursor, out)
+            }
         };
+        if matches!(read, GatedRead::Message { .. }) {
+            process::stall_if_hooked("stall-in-lossless-read");
+        }
+        self.took(read)
+    }
+
+    /// Acts on what one look at the ring found.
+    #[inline(always)]
+    fn took(&mut self, read: GatedRead) -> Poll {
         match read {
             GatedRead::Message { len } => {
-                if self.gate_entry.is_some() {
-                    process::stall_if_hooked("stall-in-lossless-read");
-                }
                 self.consumed();
                 Poll::Got(len)
             }
             GatedRead::Empty => Poll::Empty,
             GatedRead::Evicted => Poll::Failed(RecvError::Evicted),
             GatedRead::Overwritten => {
-                let target = ring.lag_target(self.cursor);
+                let target = self.topic.view.ring().lag_target(self.cursor);
                 let lost = target.wrapping_sub(self.cursor);
                 self.cursor = target;
                 self.stats.lagged = self.stats.lagged.wrapping_add(lost);

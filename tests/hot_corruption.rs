@@ -229,7 +229,7 @@ impl Loc {
     }
     /// Subscriber entry `i`: owner at +0, cursor at +8.
     fn sub(&self, i: u32) -> u64 {
-        self.region + self.lay.table_b + u64::from(i) * 64
+        self.region + self.lay.table_b + u64::from(i) * SUB_STRIDE
     }
     // Work queue control block.
     fn tail(&self) -> u64 {
@@ -273,6 +273,11 @@ impl Loc {
         ((seq & !TOMB).wrapping_sub(pos & (self.capacity - 1)) & !TOMB) | (seq & TOMB)
     }
 }
+
+/// A lossless subscriber entry: its owner word on one cache line, its
+/// cursor on the next (`ring::gate::SubscriberEntry`).
+const SUB_STRIDE: u64 = 128;
+const SUB_CURSOR: u64 = 64;
 
 const TOMB: u64 = 1 << 63;
 const NO_INTENT: u64 = u64::MAX;
@@ -629,8 +634,8 @@ fn a_lowered_cursor_of_a_caught_up_lossless_subscriber_does_not_wedge_the_topic(
     let shm = Shm::open(&bus);
     let t = shm.topic("t");
     let entry = (0..2).map(|i| t.sub(i)).find(|&e| shm.r64(e) != 0).unwrap();
-    assert_eq!(shm.r64(entry + 8), 8, "the subscriber's cursor");
-    shm.w64(entry + 8, 0);
+    assert_eq!(shm.r64(entry + SUB_CURSOR), 8, "the subscriber's cursor");
+    shm.w64(entry + SUB_CURSOR, 0);
     let mut moved = 0;
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline && moved == 0 {
@@ -681,7 +686,7 @@ fn a_cursor_raised_past_everything_published_does_not_release_a_lent_message() {
     let lent = rx.recv_ref().unwrap();
     let before = *lent;
     assert_eq!(before, Tick::new(0));
-    shm.w64(entry + 8, 1000);
+    shm.w64(entry + SUB_CURSOR, 1000);
     let overwrote = (4..8)
         .filter(|&seq| tx.try_send(&Tick::new(seq)).is_ok())
         .count();
@@ -722,7 +727,7 @@ fn a_huge_cursor_never_turns_lossless_gating_off() {
     let t = shm.topic("t");
     let entry = (0..2).map(|i| t.sub(i)).find(|&e| shm.r64(e) != 0).unwrap();
     tx.try_send(&Tick::new(0)).unwrap();
-    shm.w64(entry + 8, u64::MAX);
+    shm.w64(entry + SUB_CURSOR, u64::MAX);
     // Let the publisher read the garbage: a send past its cached limit
     // rescans (and is refused: a cursor ahead of everything published
     // holds the publisher back).
@@ -731,7 +736,7 @@ fn a_huge_cursor_never_turns_lossless_gating_off() {
     }
     let _ = tx.try_send(&Tick::new(4));
     // Put the subscriber's true cursor back: it has read nothing.
-    shm.w64(entry + 8, 0);
+    shm.w64(entry + SUB_CURSOR, 0);
     let overwritten = (5..100)
         .filter(|&seq| tx.try_send(&Tick::new(seq)).is_ok())
         .count();
@@ -1325,7 +1330,7 @@ fn lossless_gate_and_subscriber_owners_corrupted_under_live_traffic() {
     for i in 0..t.readers {
         let word = shm.r64(t.sub(i));
         if word == 0 || Owner::from_flagged(word).is_some_and(|(o, _)| o.index() == 999) {
-            shm.w64(t.sub(i) + 8, 0);
+            shm.w64(t.sub(i) + SUB_CURSOR, 0);
             poke(t.sub(i), publisher_token.token(), 0);
             forged.push(i);
             break;
@@ -1470,7 +1475,7 @@ fn lossless_live_subscriber_cursor_corrupted_under_live_traffic() {
             let head = shm.r64(t.head());
             for i in 0..t.readers {
                 if Owner::from_token(shm.r64(t.sub(i))).is_some() {
-                    shm.w64(t.sub(i) + 8, value(head));
+                    shm.w64(t.sub(i) + SUB_CURSOR, value(head));
                 }
             }
             std::thread::sleep(Duration::from_micros(700));
@@ -3150,7 +3155,7 @@ mod campaign {
                             ]);
                             for i in 0..l.readers.min(8) {
                                 words.push((l.sub(i), "subscriber owner", 1));
-                                words.push((l.sub(i) + 8, "subscriber cursor", 2));
+                                words.push((l.sub(i) + SUB_CURSOR, "subscriber cursor", 2));
                             }
                         }
                     } else {

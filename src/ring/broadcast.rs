@@ -244,7 +244,7 @@ impl<'a> BroadcastRing<'a> {
 
     /// Writes message `seq`. Only the lease holder calls this, with
     /// consecutive `seq`s, and `bytes.len() <= slot_bytes`.
-    #[inline]
+    #[inline(always)]
     pub fn publish(&self, seq: u64, bytes: &[u8]) {
         debug_assert!(bytes.len() <= self.slot_bytes);
         let slot = self.slot(seq);
@@ -281,7 +281,7 @@ impl<'a> BroadcastRing<'a> {
     /// does it: checks the lease first (one load of a line nobody else
     /// writes while `me` holds it), and writes nothing if `me` lost it.
     /// Returns whether it published.
-    #[inline]
+    #[inline(always)]
     pub fn publish_as(&self, me: crate::ring::Owner, seq: u64, bytes: &[u8]) -> bool {
         if !self.ctrl.lease.held_by(me) {
             return false;
@@ -301,7 +301,7 @@ impl<'a> BroadcastRing<'a> {
     ///
     /// Copies `min(len, out.len())` bytes; the caller decides whether a
     /// length other than `out.len()` is acceptable.
-    #[inline]
+    #[inline(always)]
     pub fn read(&self, cursor: u64, out: &mut [u8]) -> Read {
         let slot = self.slot(cursor);
         let want = complete(cursor);
