@@ -18,13 +18,6 @@ use shmbus::{Bus, Error, PopTimeoutError, TryPopError, TrySendError, WaitStrateg
 
 const INTERVAL: Duration = Duration::from_millis(5);
 
-fn trials() -> u64 {
-    std::env::var("SHMBUS_KILL_TRIALS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(200)
-}
-
 #[test]
 #[ignore = "entry point of child processes; the tests that spawn them run it"]
 fn child_role_entry() {
@@ -116,7 +109,7 @@ fn recoverer_killed_at_each_step_never_wedges_the_queue_and_each_loss_counts_onc
         "stall-recovery-slot-finished",
         "stall-recovery-cleared",
     ];
-    let trials = trials();
+    let trials = common::trials();
     for step in steps {
         let bus = TestBus::new("kill-recoverer");
         let b = bus.open();
@@ -186,7 +179,7 @@ fn consumers_killed_while_asleep_cost_one_wake_call_once() {
     let b = bus.open();
     let (mut tx, mut rx) = trial_queue(&b, 8);
     let sleeping = || common::topic_infos(&b)[0].sleeping;
-    let trials = trials();
+    let trials = common::trials();
     for trial in 0..trials {
         let mut sleeper = spawn_role_with_env("sleep-pop", &args(&[&bus.name, &"jobs"]), &[]);
         sleeper.expect_line("READY");

@@ -1010,6 +1010,99 @@ fn a_reset_directory_state_word_does_not_split_a_topic_in_use() {
 // Targeted corruption of live topics.
 // ---------------------------------------------------------------------------
 
+/// A lossless publisher worker on `topic`, sending with `send_timeout` and
+/// pausing `pause_us` every `pause_every` sends.
+fn lossless_publisher(
+    bus: &str,
+    topic: fn(&Bus) -> TopicBuilder<'_>,
+    pause_every: u64,
+    pause_us: u64,
+    stop: &Arc<AtomicBool>,
+) -> Worker {
+    let name = bus.to_owned();
+    worker("publisher", stop, move |stop, seen| {
+        let b = Bus::open(&name).unwrap();
+        let mut tx = seen
+            .call("open publisher", || topic(&b).publisher::<Tick>())
+            .unwrap();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let tick = Tick::new(tx.next_seq());
+            match seen.call("send_timeout", || tx.send_timeout(&tick, MS10)) {
+                Ok(()) => seen.ok(),
+                Err(e) => seen.error(&e),
+            }
+            n += 1;
+            if n % pause_every == 0 {
+                std::thread::sleep(Duration::from_micros(pause_us));
+            }
+        }
+    })
+}
+
+/// A lossless subscriber worker on `topic` that reads in place with
+/// `recv_ref`, subscribing again whenever it is evicted. With `hold`, it
+/// keeps each message lent that long and counts one that changed meanwhile
+/// as not whole.
+fn in_place_subscriber(
+    bus: &str,
+    topic: fn(&Bus) -> TopicBuilder<'_>,
+    hold: Option<Duration>,
+    stop: &Arc<AtomicBool>,
+) -> Worker {
+    let name = bus.to_owned();
+    worker("sub-recv_ref", stop, move |stop, seen| {
+        let b = Bus::open(&name).unwrap();
+        let open = || topic(&b).start_at(StartAt::Next).subscriber::<Tick>();
+        let mut rx = Some(seen.call("open subscriber", open).unwrap());
+        while !stop.load(Ordering::Relaxed) {
+            let Some(sub) = rx.as_mut() else {
+                match seen.call("open subscriber", open) {
+                    Ok(new) => {
+                        rx = Some(new);
+                        seen.reopened += 1;
+                    }
+                    Err(e) => {
+                        seen.error(&e);
+                        sleep_ms(2);
+                    }
+                }
+                continue;
+            };
+            // Blocks until a message, an eviction, or the publisher is gone
+            // (it drops its publisher when told to stop).
+            let got = seen.call("recv_ref", || {
+                sub.recv_ref().map(|lent| {
+                    let first = *lent;
+                    // A reader working in place holds the message a while.
+                    match hold {
+                        Some(hold) => {
+                            std::thread::sleep(hold);
+                            (first, *lent)
+                        }
+                        None => (first, first),
+                    }
+                })
+            });
+            match got {
+                Ok((first, again)) => {
+                    seen.tick(&first);
+                    if again != first {
+                        seen.not_whole += 1;
+                    }
+                }
+                Err(e) => {
+                    seen.error(&e);
+                    if e == RecvRefError::Recv(RecvError::Evicted) {
+                        rx = None;
+                    }
+                    sleep_ms(1);
+                }
+            }
+        }
+    })
+}
+
 /// A publisher worker on overwrite topic `topic` of `bus`: sends as fast as
 /// a paced loop allows (8 messages, then 300 µs off). On `LeaseLost` it
 /// opens a new publisher.
@@ -1219,59 +1312,8 @@ fn lossless_gate_and_subscriber_owners_corrupted_under_live_traffic() {
     }
     drop(topic(&bus.open()).subscriber::<Tick>());
     let stop = Arc::new(AtomicBool::new(false));
-    let name = bus.name.clone();
-    let publisher = worker("publisher", &stop, move |stop, seen| {
-        let b = Bus::open(&name).unwrap();
-        let mut tx = seen
-            .call("open publisher", || topic(&b).publisher::<Tick>())
-            .unwrap();
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let tick = Tick::new(tx.next_seq());
-            match seen.call("send_timeout", || tx.send_timeout(&tick, MS10)) {
-                Ok(()) => seen.ok(),
-                Err(e) => seen.error(&e),
-            }
-            n += 1;
-            if n % 8 == 0 {
-                std::thread::sleep(Duration::from_micros(300));
-            }
-        }
-    });
-    let name = bus.name.clone();
-    let in_place = worker("sub-recv_ref", &stop, move |stop, seen| {
-        let b = Bus::open(&name).unwrap();
-        let open = || topic(&b).start_at(StartAt::Next).subscriber::<Tick>();
-        let mut rx = Some(seen.call("open subscriber", open).unwrap());
-        while !stop.load(Ordering::Relaxed) {
-            let Some(sub) = rx.as_mut() else {
-                match seen.call("open subscriber", open) {
-                    Ok(new) => {
-                        rx = Some(new);
-                        seen.reopened += 1;
-                    }
-                    Err(e) => {
-                        seen.error(&e);
-                        sleep_ms(2);
-                    }
-                }
-                continue;
-            };
-            // Blocks until a message, an eviction, or the publisher is gone
-            // (it drops its publisher when told to stop).
-            let got = seen.call("recv_ref", || sub.recv_ref().map(|lent| *lent));
-            match got {
-                Ok(tick) => seen.tick(&tick),
-                Err(e) => {
-                    seen.error(&e);
-                    if e == RecvRefError::Recv(RecvError::Evicted) {
-                        rx = None;
-                    }
-                    sleep_ms(1);
-                }
-            }
-        }
-    });
+    let publisher = lossless_publisher(&bus.name, topic, 8, 300, &stop);
+    let in_place = in_place_subscriber(&bus.name, topic, None, &stop);
     let workers = vec![
         publisher,
         in_place,
@@ -1391,67 +1433,8 @@ fn lossless_live_subscriber_cursor_corrupted_under_live_traffic() {
     }
     drop(topic(&bus.open()).subscriber::<Tick>());
     let stop = Arc::new(AtomicBool::new(false));
-    let name = bus.name.clone();
-    let publisher = worker("publisher", &stop, move |stop, seen| {
-        let b = Bus::open(&name).unwrap();
-        let mut tx = seen
-            .call("open publisher", || topic(&b).publisher::<Tick>())
-            .unwrap();
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let tick = Tick::new(tx.next_seq());
-            match seen.call("send_timeout", || tx.send_timeout(&tick, MS10)) {
-                Ok(()) => seen.ok(),
-                Err(e) => seen.error(&e),
-            }
-            n += 1;
-            if n % 4 == 0 {
-                std::thread::sleep(Duration::from_micros(500));
-            }
-        }
-    });
-    let name = bus.name.clone();
-    let in_place = worker("sub-recv_ref", &stop, move |stop, seen| {
-        let b = Bus::open(&name).unwrap();
-        let open = || topic(&b).start_at(StartAt::Next).subscriber::<Tick>();
-        let mut rx = Some(seen.call("open subscriber", open).unwrap());
-        while !stop.load(Ordering::Relaxed) {
-            let Some(sub) = rx.as_mut() else {
-                match seen.call("open subscriber", open) {
-                    Ok(new) => rx = Some(new),
-                    Err(e) => {
-                        seen.error(&e);
-                        sleep_ms(2);
-                    }
-                }
-                continue;
-            };
-            let got = seen.call("recv_ref", || {
-                sub.recv_ref().map(|lent| {
-                    let first = *lent;
-                    // Hold the message a little, as a reader working in
-                    // place would, then look at it again.
-                    std::thread::sleep(Duration::from_micros(200));
-                    (first, *lent)
-                })
-            });
-            match got {
-                Ok((first, again)) => {
-                    seen.tick(&first);
-                    if again != first {
-                        seen.not_whole += 1;
-                    }
-                }
-                Err(e) => {
-                    seen.error(&e);
-                    if e == RecvRefError::Recv(RecvError::Evicted) {
-                        rx = None;
-                    }
-                    sleep_ms(1);
-                }
-            }
-        }
-    });
+    let publisher = lossless_publisher(&bus.name, topic, 4, 500, &stop);
+    let in_place = in_place_subscriber(&bus.name, topic, Some(Duration::from_micros(200)), &stop);
     let workers = vec![
         publisher,
         in_place,

@@ -42,13 +42,6 @@ impl Job {
 const FROM_TEST: u64 = 0;
 const FROM_CHILD: u64 = 1;
 
-fn trials() -> u64 {
-    std::env::var("SHMBUS_KILL_TRIALS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(200)
-}
-
 /// Entry point of child processes; does nothing when run as a normal test.
 #[test]
 #[ignore = "entry point of child processes; the tests that spawn them run it"]
@@ -234,7 +227,7 @@ fn trial_queue(bus: &TestBus, capacity: u32) -> (shmbus::Producer<Job>, shmbus::
 fn producer_killed_between_claim_and_publish_never_wedges_the_queue() {
     let bus = TestBus::new("kill-producer");
     let (mut tx, mut rx) = trial_queue(&bus, 8);
-    let trials = trials();
+    let trials = common::trials();
     for trial in 0..trials {
         let mut child = spawn_role_with_env(
             "push-once",
@@ -300,7 +293,7 @@ fn consumer_kill_trials(tag: &str, mut push: impl FnMut(&mut shmbus::Producer<Jo
     const CAPACITY: u64 = 4;
     let bus = TestBus::new(tag);
     let (mut tx, mut rx) = trial_queue(&bus, CAPACITY as u32);
-    let trials = trials();
+    let trials = common::trials();
     for trial in 0..trials {
         push(&mut tx, Job::new(FROM_CHILD, trial));
         let mut child = spawn_role_with_env(
@@ -345,7 +338,7 @@ fn lossless_subscriber_killed_mid_read_is_evicted_and_the_publisher_resumes() {
         .liveness_check_interval(Duration::from_millis(5))
         .publisher::<Tick>()
         .unwrap();
-    let trials = trials();
+    let trials = common::trials();
     for trial in 0..trials {
         let mut child = spawn_role_with_env(
             "lossless-stall",

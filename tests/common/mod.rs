@@ -339,3 +339,11 @@ pub fn topic_region_offset(path: &str, name: &str) -> u64 {
         .unwrap();
     u64::from_ne_bytes(region)
 }
+
+/// Kill trials per case: 200, or `SHMBUS_KILL_TRIALS`.
+pub fn trials() -> u64 {
+    std::env::var("SHMBUS_KILL_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(200)
+}
