@@ -103,8 +103,6 @@ pub struct Publisher<T> {
     gate_cache: GateCache,
     /// Lossless: paces the liveness checks of subscribers that hold us back.
     pacer: Pacer,
-    /// Lossless: calls that found no room, for `room_slow`'s pacing.
-    blocked: u32,
     _marker: PhantomData<fn(&T)>,
 }
 
@@ -152,7 +150,6 @@ impl<T> Publisher<T> {
             next,
             gate_cache: GateCache::default(),
             pacer,
-            blocked: 0,
             _marker: PhantomData,
         })
     }
@@ -208,16 +205,14 @@ impl<T> Publisher<T> {
 
     /// `room` found no room (it has just rescanned the subscriber table):
     /// checks the lease, and now and then whether a subscriber holding us
-    /// back is dead. The clock is read once in 64 blocked calls (and on the
-    /// first): a blocked publisher spinning here must not pull the
-    /// subscribers' cursor lines, or read the clock, more than it needs to.
+    /// back is dead (`Pacer::due_polled`: a blocked publisher spinning here
+    /// reads the clock once in 64 calls).
     #[cold]
     fn room_slow(&mut self) -> Result<(), Blocked> {
         if !self.holds_lease() {
             return Err(Blocked::LeaseLost);
         }
-        self.blocked = self.blocked.wrapping_add(1);
-        if self.blocked % 64 != 1 || !self.pacer.due() {
+        if !self.pacer.due_polled() {
             return Err(Blocked::Full);
         }
         let topic = &self.topic;
@@ -260,7 +255,8 @@ impl<T> Publisher<T> {
             match waiter.wait_once(gate.ctrl().space(), space, deadline) {
                 Waited::Deadline => return Err(Blocked::Full),
                 Waited::Slept(Wake::TimedOut) => self.pacer.expire(),
-                _ => {}
+                Waited::Slept(_) => self.pacer.woke(),
+                Waited::Polled => {}
             }
         }
     }

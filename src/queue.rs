@@ -82,15 +82,15 @@ fn recovery_step(step: RecoveryStep) -> bool {
 }
 
 /// Finishes the slot of a claimer known dead, if `pos` on `side` is stuck
-/// on one (see `ring::queue`).
-fn recover(topic: &Handle<QueueView>, side: Side, pos: u64) -> Recovery {
-    topic.view.ring().recover(
-        side,
-        pos,
-        topic.me,
-        |owner| topic.liveness(owner),
-        recovery_step,
-    )
+/// on one (see `ring::queue`); with `orphans`, also one no claimer names.
+fn recover(topic: &Handle<QueueView>, side: Side, pos: u64, orphans: bool) -> Recovery {
+    let ring = topic.view.ring();
+    let liveness = |owner| topic.liveness(owner);
+    if orphans {
+        ring.recover_orphan(side, pos, topic.me, liveness, recovery_step)
+    } else {
+        ring.recover(side, pos, topic.me, liveness, recovery_step)
+    }
 }
 
 /// A stuck slot that no claimer named at the last paced check
@@ -103,17 +103,7 @@ impl Orphan {
     /// Recovers `pos` on `side`, finishing it as an orphan if it was
     /// unclaimed at the previous check too.
     fn recover(&mut self, topic: &Handle<QueueView>, side: Side, pos: u64) -> Recovery {
-        let outcome = if self.0 == Some((side, pos)) {
-            topic.view.ring().recover_orphan(
-                side,
-                pos,
-                topic.me,
-                |owner| topic.liveness(owner),
-                recovery_step,
-            )
-        } else {
-            recover(topic, side, pos)
-        };
+        let outcome = recover(topic, side, pos, self.0 == Some((side, pos)));
         self.0 = (outcome == Recovery::Unclaimed).then_some((side, pos));
         outcome
     }
@@ -128,7 +118,7 @@ fn attach(topic: &Handle<QueueView>, side: Side) -> Result<usize, Error> {
         Side::Consume => (ring.consumers(), "consumer"),
     };
     let settled =
-        |intent: u64| intent == NO_INTENT || recover(topic, side, intent) != Recovery::Alive;
+        |intent: u64| intent == NO_INTENT || recover(topic, side, intent, false) != Recovery::Alive;
     table::attach(entries, topic.me, |o| topic.liveness(o), settled).ok_or_else(|| {
         Error::TooManyWorkers {
             topic: topic.name.clone(),
@@ -496,6 +486,11 @@ impl<T> Consumer<T> {
         deadline: Option<Instant>,
     ) -> Result<usize, PopTimeoutError> {
         let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
+        // `try_once` reads the clock (`Pacer::due`) on every empty poll. It
+        // also paces the spin on the queue's contended lines: the cheaper
+        // `due_polled` cost 2-producer/2-consumer throughput about 10% on 2
+        // cores (`shmbus bench --only queue`). A deliberate backoff would
+        // be the better way to pace, measured the same way.
         loop {
             match self.try_once(out) {
                 Pop::Got(len) => return Ok(len),

@@ -21,11 +21,11 @@ use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{child_role, report, TestBus, ARGS_ENV, ROLE_ENV};
+use common::{child_role, report, TestBus};
 use shmbus::{Bus, Error, Message, StartAt, TopicBuilder, TryPopError, TryRecvError, WaitStrategy};
 
 /// Messages each writer sends; below every capacity used, so nothing is
@@ -683,24 +683,11 @@ fn run_phase(
     limit: Duration,
     stall: Duration,
 ) -> (Vec<String>, bool) {
-    let exe = std::env::current_exe().expect("test binary path");
     let (tx, rx) = mpsc::channel::<(usize, Option<String>)>();
     let mut kids = Kids(Vec::new());
     for (i, a) in args.iter().enumerate() {
-        let mut child = Command::new(&exe)
-            .args([
-                "child_role_entry",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env(ROLE_ENV, role)
-            .env(ARGS_ENV, a.join("\u{1f}"))
+        let mut child = common::role_command(role, a)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn child role");
         let stdout = child.stdout.take().expect("piped stdout");

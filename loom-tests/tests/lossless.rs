@@ -255,6 +255,10 @@ fn evicted_subscriber_still_alive_knows_it_and_keeps_its_entry() {
 /// attached subscriber is evicted (counted once, even with two attaching at
 /// once), a dead half-claimed entry is taken without a count, and a live
 /// subscriber's entry is never taken.
+///
+/// Fails if `Gate::claim` takes an entry without knowing its owner dead,
+/// or if every attacher that finds a dead subscriber counts its eviction
+/// (not only the winner of the compare-and-swap that evicts it).
 #[test]
 fn attach_takes_back_entries_of_dead_subscribers_only() {
     loom::model(|| {

@@ -206,8 +206,8 @@ fn producer_dying_after_claim_is_recovered_and_counted() {
 /// slot (the claimer's message is delivered, nothing counted as lost), and
 /// that two racing recoveries of a dead claimer's slot count the loss once.
 /// The first half fails if `recover` acts without the claimers being known
-/// dead (run it with an oracle that calls the live claimer dead to see the
-/// steal: its message turns into a counted loss).
+/// dead (both its checks, before and under the journal): the live
+/// claimer's message turns into a counted loss.
 #[test]
 fn recovery_never_steals_from_a_live_claimer_and_counts_a_dead_one_once() {
     loom::model(|| {

@@ -53,6 +53,10 @@ fn publish(topic: &Topic, count: u64) {
 /// every interleaving of two sleeping subscribers and one publisher of two
 /// messages, both subscribers see both messages (a lost wakeup would leave
 /// one asleep forever, which loom reports as a deadlock).
+///
+/// Fails if the sleeper word carries no announcement ticket: the
+/// dead-sleeper reset then drops a live sleeper that arrived as another
+/// left (an ABA on the count).
 #[test]
 fn sleeping_subscribers_never_miss_a_publish() {
     loom::model(|| {

@@ -226,7 +226,7 @@ impl<'a> Gate<'a> {
     /// Claims an entry for `me`, gated from `provisional` on. Returns its
     /// index, or `None` if every entry is held by a live (or possibly live)
     /// process. The caller must then [`announce`](Self::announce).
-    pub fn claim(
+    fn claim(
         &self,
         me: Owner,
         provisional: u64,
@@ -286,7 +286,7 @@ impl<'a> Gate<'a> {
     /// Takes `entry` for `me` if its owner word is still `from`, in two
     /// steps, so that a racing claimer of the same entry can never
     /// overwrite our cursor, and the publisher never gates on a stale one: a
-    /// claiming word is no plain token, so `min_cursor` skips it.
+    /// claiming word is no plain token, so `min_cursor_before` skips it.
     fn take(&self, entry: &SubscriberEntry, from: u64, me: Owner, provisional: u64) -> bool {
         if entry
             .owner
@@ -302,14 +302,14 @@ impl<'a> Gate<'a> {
         }
         entry.cursor.store(provisional, Ordering::Relaxed);
         // SYNC POINT: Release publishes the cursor with the owner, to the
-        // Acquire in `SubscriberEntry::owner` (`min_cursor`).
+        // Acquire in `SubscriberEntry::owner` (`min_cursor_before`).
         entry.owner.store(me.token(), Ordering::Release);
         true
     }
 
     /// Tells the publisher to rescan, then fences: after this, read `head`
     /// and pick a start position (see the module docs).
-    pub fn announce(&self) {
+    fn announce(&self) {
         self.ctrl.epoch.fetch_add(1, Ordering::Release);
         // SYNC POINT (Dekker, pairs with the publisher's fence after each
         // message in `WakeWords::notify`): see "Attaching without a race".
@@ -321,7 +321,7 @@ impl<'a> Gate<'a> {
     /// (`ctrl().space().notify()`).
     #[inline]
     pub fn advance(&self, index: usize, cursor: u64) {
-        // SYNC POINT: Release pairs with the Acquire in `min_cursor`: our
+        // SYNC POINT: Release pairs with the Acquire in `min_cursor_before`: our
         // reads of the slots below `cursor` happen before the publisher
         // overwrites them.
         self.entries[index].cursor.store(cursor, Ordering::Release);
@@ -419,19 +419,9 @@ impl<'a> Gate<'a> {
         self.entries[index].owner.load(Ordering::Relaxed) == me.token()
     }
 
-    /// The smallest cursor of the attached subscribers, or `None` if there
-    /// are none.
-    #[inline]
-    pub fn min_cursor(&self) -> Option<u64> {
-        self.entries
-            .iter()
-            .filter(|entry| entry.owner().is_some())
-            .map(SubscriberEntry::cursor)
-            .min()
-    }
-
-    /// [`min_cursor`](Self::min_cursor), with a cursor ahead of `next` (see
-    /// [`GateCache::has_space`]) counted as `next - capacity`.
+    /// The smallest cursor of the attached subscribers (`None` if there are
+    /// none), a cursor ahead of `next` (see [`GateCache::has_space`])
+    /// counted as `next - capacity`.
     #[inline]
     pub fn min_cursor_before(&self, next: u64, capacity: u64) -> Option<u64> {
         self.entries

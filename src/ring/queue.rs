@@ -364,6 +364,14 @@ const fn tomb(pos: u64) -> u64 {
     pos.wrapping_add(1) | TOMB
 }
 
+/// How far slot sequence `seq` is ahead of what a claimer of `pos` needs
+/// (`pos + ready`: 0 for a producer, 1 for a consumer), tombstone bit
+/// aside; negative when something holds the slot back.
+#[inline]
+const fn lead(seq: u64, pos: u64, ready: u64) -> i64 {
+    (seq & !TOMB).wrapping_sub(pos.wrapping_add(ready)) as i64
+}
+
 impl<'a> QueueRing<'a> {
     pub fn new(
         ctrl: &'a QueueCtrl,
@@ -484,7 +492,7 @@ impl<'a> QueueRing<'a> {
         loop {
             let seq = self.seq(pos);
             let is_tomb = ready == 1 && seq == tomb(pos);
-            let lead = (seq & !TOMB).wrapping_sub(pos.wrapping_add(ready)) as i64;
+            let lead = lead(seq, pos, ready);
             if lead == 0 && (seq & TOMB == 0 || is_tomb) {
                 entry.intent.store(pos, Ordering::Relaxed);
                 // SYNC POINT: Release publishes the intent above to whoever
@@ -543,7 +551,7 @@ impl<'a> QueueRing<'a> {
             Side::Consume => (self.ctrl.head.load(Ordering::Acquire), 1),
         };
         let seq = self.seq(pos);
-        let lead = (seq & !TOMB).wrapping_sub(pos.wrapping_add(ready)) as i64;
+        let lead = lead(seq, pos, ready);
         // Ahead: the counter moved on since we read it.
         let expected = lead >= 0
             || match ready {

@@ -233,7 +233,6 @@ impl Segment {
     /// decides (see the module docs).
     pub fn create_or_open(bus: &str, opts: &SegmentOptions) -> Result<Segment, Error> {
         validate_name("bus", bus)?;
-        refuse_non_segment(bus)?;
         for _ in 0..CREATE_ATTEMPTS {
             match Segment::open_with(bus) {
                 Err(Error::NotFound { .. }) => {}
@@ -258,7 +257,6 @@ impl Segment {
     /// Joins the bus if it exists; never creates one.
     pub fn open_existing(bus: &str) -> Result<Segment, Error> {
         validate_name("bus", bus)?;
-        refuse_non_segment(bus)?;
         Segment::open_with(bus)
     }
 
@@ -270,12 +268,20 @@ impl Segment {
                     bus: bus.to_owned(),
                 })
             }
-            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(Error::NotASegment {
+            // A symbolic link (O_NOFOLLOW), a directory, a socket: not a
+            // segment, and the error says so at once (a FIFO opens, and
+            // `join` refuses it by its type).
+            Err(err)
+                if matches!(
+                    err.raw_os_error(),
+                    Some(libc::ELOOP | libc::EISDIR | libc::ENXIO)
+                ) =>
+            {
+                return Err(refuse_non_segment(bus).err().unwrap_or(Error::Io {
                     bus: bus.to_owned(),
-                    path: path(bus),
-                    kind: "a symbolic link",
-                })
+                    action: "opening the segment",
+                    source: err,
+                }))
             }
             Err(source) => {
                 return Err(Error::Io {
@@ -541,18 +547,18 @@ impl Segment {
     /// written once, before a Release store that the caller's Acquire load
     /// observed (a header before READY, a topic config before its entry's
     /// READY). The range itself is bounds-checked here.
-    pub(crate) unsafe fn read<T: FromBytes>(&self, offset: u64) -> Result<T, String> {
+    pub(crate) unsafe fn read<T: FromBytes + IntoBytes>(&self, offset: u64) -> Result<T, String> {
         let start = self.check_range::<u8>(offset, core::mem::size_of::<T>())?;
-        let mut bytes = vec![0u8; core::mem::size_of::<T>()];
+        let mut value = T::new_zeroed();
         let from = self.base.as_ptr().wrapping_add(start);
-        for (i, byte) in bytes.iter_mut().enumerate() {
+        for (i, byte) in value.as_mut_bytes().iter_mut().enumerate() {
             // SAFETY: the range is inside the mapping (checked above); by the
             // caller's contract nothing writes it while we copy. Volatile, so
             // that even a foreign writer breaking that contract yields bytes
             // the caller checks, not assumptions the compiler made.
             *byte = unsafe { core::ptr::read_volatile(from.add(i)) };
         }
-        T::read_from_bytes(&bytes).map_err(|_| format!("cannot read at offset {offset}"))
+        Ok(value)
     }
 
     /// Copies `value` into the segment at `offset`.

@@ -211,6 +211,8 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<std::time::Instant> {
 pub(crate) struct Pacer {
     interval: Duration,
     last: Option<std::time::Instant>,
+    /// Calls of `due_polled` left before it reads the clock again.
+    skip: u32,
 }
 
 #[cfg(not(shmbus_loom))]
@@ -219,6 +221,7 @@ impl Pacer {
         Pacer {
             interval,
             last: None,
+            skip: 0,
         }
     }
 
@@ -232,6 +235,28 @@ impl Pacer {
                 true
             }
         }
+    }
+
+    /// As [`due`](Self::due), for a call on every failed poll of a loop
+    /// that may spin (a blocked push, an empty pop, a full lossless send):
+    /// reads the clock on one call in 64 only, so a spinning endpoint pays
+    /// a clock read per 64 polls, not per poll. A check made due at once
+    /// (`expire`, or the first) is taken at once, and so is the first call
+    /// after [`woke`](Self::woke).
+    pub(crate) fn due_polled(&mut self) -> bool {
+        if self.skip > 0 && self.last.is_some() {
+            self.skip -= 1;
+            return false;
+        }
+        self.skip = 63;
+        self.due()
+    }
+
+    /// The caller slept: its next `due_polled` reads the clock (a sleep
+    /// costs far more than that), so a waiter woken often but never timed
+    /// out is not held back 64 wakes before it checks.
+    pub(crate) fn woke(&mut self) {
+        self.skip = 0;
     }
 
     /// Makes the next check due at once (after a sleep timed out: the
@@ -318,5 +343,27 @@ impl Waiter {
         self.polls = 0;
         self.slept = true;
         Waited::Slept(outcome)
+    }
+}
+
+#[cfg(all(test, not(shmbus_loom)))]
+mod tests {
+    use super::*;
+
+    /// With a zero interval every clock read finds the check due, so the
+    /// answers show exactly which calls read the clock.
+    #[test]
+    fn a_polled_pacer_reads_the_clock_once_in_64_calls_unless_told() {
+        let mut pacer = Pacer::new(Duration::ZERO);
+        assert!(pacer.due_polled(), "the first call is due");
+        let due: Vec<bool> = (0..128).map(|_| pacer.due_polled()).collect();
+        assert_eq!(due.iter().filter(|&&d| d).count(), 2, "{due:?}");
+        assert!(due[63] && due[127], "every 64th call reads the clock");
+
+        pacer.woke();
+        assert!(pacer.due_polled(), "the first call after a sleep is due");
+        assert!(!pacer.due_polled());
+        pacer.expire();
+        assert!(pacer.due_polled(), "an expired pacer is due at once");
     }
 }

@@ -66,6 +66,32 @@ pub fn spawn_role_with_env(role: &str, args: &[String], env: &[(&str, &str)]) ->
     spawn_command(Command::new(exe), role, args, env)
 }
 
+/// The command that runs this test binary as a child in `role` with
+/// `args` (stdout piped, stderr inherited): for tests that drive their
+/// children themselves.
+pub fn role_command(role: &str, args: &[String]) -> Command {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = Command::new(exe);
+    add_role(&mut cmd, role, args);
+    cmd
+}
+
+fn add_role(cmd: &mut Command, role: &str, args: &[String]) {
+    cmd.args([
+        "child_role_entry",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env(ROLE_ENV, role)
+    .env(ARGS_ENV, args.join("\u{1f}"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+}
+
 /// Spawns this test binary as a child in `role`, in a PID namespace of its
 /// own with its own /proc (`unshare --pid --fork --mount-proc`), as a
 /// process in another container sharing /dev/shm would run. The returned
@@ -140,19 +166,7 @@ fn read_lines(stdout: ChildStdout) -> std::sync::mpsc::Receiver<String> {
 }
 
 fn spawn_command(mut cmd: Command, role: &str, args: &[String], env: &[(&str, &str)]) -> ChildProc {
-    cmd.args([
-        "child_role_entry",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env(ROLE_ENV, role)
-    .env(ARGS_ENV, args.join("\u{1f}"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    add_role(&mut cmd, role, args);
     for (key, value) in env {
         cmd.env(key, value);
     }
