@@ -302,3 +302,38 @@ fn attach_takes_back_entries_of_dead_subscribers_only() {
         assert_eq!(heap.entries[2].owner(), Some(live));
     });
 }
+
+/// Proves that a subscriber cloned beside another at its cursor
+/// (`Gate::attach_beside`, what `Subscriber::try_clone` does) gets every
+/// message from that cursor on, even when the original moves past it at
+/// once and the publisher rescans meanwhile: the clone takes a table entry
+/// the publisher scans before the original's (the order in which a stale
+/// scan could miss it), in a ring of 2 that the 3 messages fill.
+#[test]
+fn clone_beside_a_subscriber_gets_every_message_from_its_cursor() {
+    loom::model(|| {
+        let heap = Heap::new(2, 2);
+        let me = Owner::new(1, 1);
+        // The original holds entry 1, at message 0; entry 0 is free.
+        testing::attached(&heap.entries[1], me, 0);
+        let subscribers = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                let gate = heap.gate();
+                let clone = gate.attach_beside(me, 0, alive).expect("a free entry");
+                assert_eq!(clone.index, 0);
+                // The original moves on at once, then the clone reads all,
+                // then the original the rest.
+                let first = read_from(&heap, me, 1, 0, 1);
+                let cloned = read_from(&heap, me, clone.index, clone.cursor, 3);
+                let rest = read_from(&heap, me, 1, 1, 3);
+                (first, cloned, rest)
+            })
+        };
+        publish_gated(&heap, 3, alive);
+        let (first, cloned, rest) = subscribers.join().unwrap();
+        assert_eq!(first, End::Done(vec![0]));
+        assert_eq!(cloned, End::Done(vec![0, 1, 2]), "the clone lost nothing");
+        assert_eq!(rest, End::Done(vec![1, 2]));
+    });
+}

@@ -37,6 +37,18 @@
 //! its entry, and it may start anywhere from `head - capacity + 1` on
 //! ([`Gate::attach`] does all of it).
 //!
+//! # Attaching beside a subscriber
+//!
+//! A clone of a subscriber starts at that subscriber's cursor `c`
+//! ([`Gate::attach_beside`]): it claims an entry with cursor `c`, bumps
+//! `epoch`, and only then may the original move on. While the original
+//! holds `c`, the publisher cannot write message `c + capacity`. Once the
+//! original moves on, a publisher scan that sees its new cursor (Acquire)
+//! also sees everything before it: the clone's entry, and the new epoch.
+//! A scan that read the clone's entry before it was there, and the
+//! original's cursor after it moved, therefore reads a new epoch after
+//! the scan, and does not count: the publisher scans again.
+//!
 //! # Dead subscribers
 //!
 //! A subscriber whose process died would hold the publisher back forever.
@@ -176,6 +188,7 @@ pub struct Attached {
 }
 
 /// A view of one subscriber table.
+#[derive(Clone, Copy)]
 pub struct Gate<'a> {
     ctrl: &'a GateCtrl,
     entries: &'a [SubscriberEntry],
@@ -220,6 +233,24 @@ impl<'a> Gate<'a> {
         let head = ring.head();
         let cursor = start.cursor(head, capacity).max(oldest_gated(head));
         self.advance(index, cursor);
+        Some(Attached { index, cursor })
+    }
+
+    /// Attaches a second subscriber of `me` at `cursor`: the cursor of a
+    /// subscriber of `me` that holds its own entry and does not move until
+    /// this returns (a clone of it). That entry keeps message `cursor` from
+    /// being overwritten while the new one gets going, so the new one may
+    /// start there even in a full ring, where [`attach`](Self::attach)
+    /// starts no lower than `head - capacity + 1`. See "Attaching beside a
+    /// subscriber" in the module docs. `None` if the table is full.
+    pub fn attach_beside(
+        &self,
+        me: Owner,
+        cursor: u64,
+        liveness: impl FnMut(Owner) -> Liveness,
+    ) -> Option<Attached> {
+        let index = self.claim(me, cursor, liveness)?;
+        self.announce();
         Some(Attached { index, cursor })
     }
 
@@ -486,6 +517,10 @@ impl<'a> Gate<'a> {
     }
 }
 
+/// Scans of the subscriber table [`GateCache::has_space`] makes before it
+/// gives up on one that no attach changed under it.
+const STABLE_SCAN_TRIES: u32 = 4;
+
 /// The publisher's cached view of the gate: messages below `limit` may be
 /// written without rescanning the table, as long as no subscriber attached
 /// since (the epoch is unchanged). The limit may be stale, and then only too
@@ -517,17 +552,33 @@ impl GateCache {
     /// releasing it, until that subscriber stores its cursor again (it does
     /// at its next read, or its paced repair) or is evicted. So the cached
     /// limit is never more than a ring ahead, and gating never turns off.
+    ///
+    /// A scan counts only if the epoch is the same after it as before: a
+    /// subscriber attached beside another (`Gate::attach_beside`) may be
+    /// missed by a scan that sees the other one's cursor move past the
+    /// clone's, but then the epoch read after the scan has changed (see
+    /// "Attaching beside a subscriber"). After a few scans that each saw an
+    /// attach, it says "no room" (the caller retries).
     #[inline]
     pub fn has_space(&mut self, gate: &Gate<'_>, next: u64, capacity: u64) -> bool {
-        let epoch = gate.ctrl().epoch();
+        let mut epoch = gate.ctrl().epoch();
         if next < self.limit && epoch == self.epoch {
             return true;
         }
-        self.epoch = epoch;
-        self.limit = gate
-            .min_cursor_before(next, capacity)
-            .map_or(u64::MAX, |min| min.saturating_add(capacity));
-        next < self.limit
+        for _ in 0..STABLE_SCAN_TRIES {
+            let limit = gate
+                .min_cursor_before(next, capacity)
+                .map_or(u64::MAX, |min| min.saturating_add(capacity));
+            let after = gate.ctrl().epoch();
+            if after == epoch {
+                self.epoch = epoch;
+                self.limit = limit;
+                return next < limit;
+            }
+            epoch = after;
+        }
+        self.invalidate();
+        false
     }
 
     /// Forgets the cached limit (after an eviction, which may raise it).
