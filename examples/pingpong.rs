@@ -139,7 +139,7 @@ fn pong(bus_name: &str, strategy: WaitStrategy) -> Result<(), Box<dyn std::error
     let mut tx = bus.publisher::<u64>("pong")?;
     loop {
         match rx.recv() {
-            Ok(seq) => tx.send(&seq)?,
+            Ok(seq) => drop(tx.send(&seq)?),
             Err(shmbus::RecvError::Disconnected) => return Ok(()),
             Err(shmbus::RecvError::Lagged(_)) => continue,
             Err(e) => return Err(e.into()),

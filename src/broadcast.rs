@@ -14,10 +14,14 @@
 //! `capacity` messages behind is *lapped*: its next receive returns
 //! [`RecvError::Lagged(n)`](crate::RecvError::Lagged) with `n` the exact number of
 //! messages it lost, and the receive after that returns the oldest message
-//! the ring still holds. Over a subscriber's life, messages received plus
-//! the sum of all `Lagged(n)` equals messages published since it started.
-//! Subscribers write nothing shared, so a slow one costs the publisher and
-//! the others nothing.
+//! the ring still holds (or the newest, for a subscriber made with
+//! [`LagPolicy::Newest`], `n` then counting all it passed over). A reader
+//! that wants the latest state rather than the backlog may also jump there
+//! at any time with [`Subscriber::skip_to_newest`]. Over a subscriber's
+//! life, messages received, plus the sum of all `Lagged(n)`, plus those
+//! skipped and those corrupt ([`SubscriberStats`]) equal messages
+//! published since it started. Subscribers write nothing shared, so a slow
+//! one costs the publisher and the others nothing.
 //!
 //! # Lossless mode
 //!
@@ -25,7 +29,7 @@
 //! never overwrites a message an attached subscriber has not read: each
 //! subscriber publishes its cursor in a subscriber table in the segment, and
 //! the publisher waits for the slowest one ([`Publisher::send`] blocks,
-//! [`Publisher::try_send`] returns [`TrySendError::Full`](crate::TrySendError::Full)).
+//! [`Publisher::try_send`] returns [`TrySendError::Full`]).
 //! A subscriber whose process is known dead is evicted when the publisher
 //! finds it holding it back (within the liveness check interval), so the
 //! publisher never waits on a corpse; evictions are counted
@@ -33,9 +37,9 @@
 //! whose liveness cannot be told is waited for. A subscriber that finds its
 //! entry taken from it anyway (the entry was overwritten, or it was made
 //! before `fork()` in a parent) gets
-//! [`RecvError::Evicted`](crate::RecvError::Evicted) and never writes its
+//! [`RecvError::Evicted`] and never writes its
 //! cursor again. At most `max_subscribers` subscribers attach at once; one
-//! more gets [`Error::TooManySubscribers`](crate::Error::TooManySubscribers),
+//! more gets [`Error::TooManySubscribers`],
 //! after the entries of subscribers known dead are taken back. Because no
 //! one overwrites an unread message, a lossless subscriber may read in place
 //! with [`Subscriber::recv_ref`] (zero copy). A lossless subscriber never
@@ -49,17 +53,17 @@
 //! A topic has one publisher at a time. It holds a lease recorded in the
 //! segment as its process-table token (see the crate docs on liveness). A
 //! second publisher while the first lives gets
-//! [`Error::PublisherBusy`](crate::Error::PublisherBusy). When the holder's
+//! [`Error::PublisherBusy`]. When the holder's
 //! process is known dead (even by `kill -9`), a new publisher takes the
 //! lease over and continues the sequence where the dead one stopped. The
 //! publisher checks before every send that it still holds the lease; one
-//! that lost it gets [`SendError::LeaseLost`](crate::SendError::LeaseLost)
+//! that lost it gets [`SendError::LeaseLost`]
 //! and writes nothing more.
 //!
 //! Once the publisher is gone (dropped, or its process dead) and every
 //! message it sent has been read, receives return
-//! [`RecvError::Disconnected`](crate::RecvError::Disconnected). A dead publisher
-//! is noticed within the subscriber's `publisher_check_interval` (default
+//! [`RecvError::Disconnected`]. A dead publisher
+//! is noticed within the subscriber's `liveness_check_interval` (default
 //! 100 ms). A subscriber that starts before any publisher waits for one.
 //! If a new publisher takes over later, the subscriber receives its messages.
 //!
@@ -73,7 +77,8 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use crate::error::{
-    Error, RecvError, RecvRefError, RecvTimeoutError, SendError, TryRecvError, TrySendError,
+    Error, RecvError, RecvRefError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
 };
 use crate::handle::Handle;
 use crate::message::{Bytes, Message};
@@ -108,6 +113,7 @@ pub struct Publisher<T> {
 
 /// Why a publish could not go ahead.
 enum Blocked {
+    /// No room (lossless), and no more waiting allowed.
     Full,
     LeaseLost,
 }
@@ -128,6 +134,15 @@ impl From<Blocked> for TrySendError {
         match blocked {
             Blocked::Full => TrySendError::Full,
             Blocked::LeaseLost => TrySendError::LeaseLost,
+        }
+    }
+}
+
+impl From<Blocked> for SendTimeoutError {
+    fn from(blocked: Blocked) -> Self {
+        match blocked {
+            Blocked::Full => SendTimeoutError::Timeout,
+            Blocked::LeaseLost => SendTimeoutError::LeaseLost,
         }
     }
 }
@@ -178,6 +193,59 @@ impl<T> Publisher<T> {
     /// Lossless mode: subscribers evicted so far because their process died.
     pub fn evictions(&self) -> u64 {
         self.topic.view.gate().map_or(0, |g| g.ctrl().evictions())
+    }
+
+    /// How many subscribers are attached, as tokio's `receiver_count`:
+    /// in lossless mode, the entries of the subscriber table held by
+    /// processes not known dead (one whose liveness cannot be told counts).
+    /// `None` in overwrite mode, whose subscribers are not registered
+    /// anywhere (they write nothing shared, which is what makes them free
+    /// for the publisher), so their number is unknown.
+    ///
+    /// Costs a liveness probe (one `fcntl`) per attached subscriber.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-rc-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let tx = bus.topic("t").lossless(4).publisher::<u64>()?;
+    /// assert_eq!(tx.receiver_count(), Some(0));
+    /// let rx = bus.topic("t").subscriber::<u64>()?;
+    /// assert_eq!(tx.receiver_count(), Some(1));
+    /// drop(rx);
+    /// assert_eq!(tx.receiver_count(), Some(0));
+    /// # drop((tx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn receiver_count(&self) -> Option<usize> {
+        let gate = self.topic.view.gate()?;
+        Some(
+            gate.entries()
+                .iter()
+                .filter_map(|entry| entry.owner())
+                .filter(|&owner| !self.topic.liveness(owner).is_dead())
+                .count(),
+        )
+    }
+
+    /// Whether no subscriber can ever receive what this publisher sends:
+    /// the bus was removed (its name no longer leads to this segment, so
+    /// no process can open it and subscribe) and, in lossless mode, no
+    /// subscriber is attached. Always `false` in overwrite mode, whose
+    /// subscribers cannot be counted ([`receiver_count`](Self::receiver_count)).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-ab-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let tx = bus.topic("t").lossless(4).publisher::<u64>()?;
+    /// assert!(!tx.is_abandoned());
+    /// shmbus::Bus::remove(&name)?;
+    /// assert!(tx.is_abandoned());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_abandoned(&self) -> bool {
+        self.receiver_count() == Some(0) && self.topic.view.seg().is_removed()
     }
 
     /// Whether this publisher still holds the lease, in the process that
@@ -262,96 +330,246 @@ impl<T> Publisher<T> {
     }
 
     /// Writes message `next`, unless this publisher lost the lease (or is
-    /// a copy inherited through `fork()`): then nothing is written.
+    /// a copy inherited through `fork()`): then nothing is written. Returns
+    /// the message's sequence number.
     #[inline]
-    fn publish(&mut self, bytes: &[u8]) -> Result<(), Blocked> {
+    fn publish(&mut self, bytes: &[u8]) -> Result<u64, Blocked> {
         let ring = self.topic.view.ring();
-        if !self.topic.in_own_process() || !ring.publish_as(self.topic.me, self.next, bytes) {
+        let seq = self.next;
+        if !self.topic.in_own_process() || !ring.publish_as(self.topic.me, seq, bytes) {
             return Err(Blocked::LeaseLost);
         }
-        self.next = self.next.wrapping_add(1);
+        self.next = seq.wrapping_add(1);
         ring.ctrl().wake().notify();
-        Ok(())
+        Ok(seq)
     }
 
+    /// Publishes `bytes`: at once if there is room, else waiting until
+    /// `deadline` (`None`: for ever) if `wait`.
     #[inline]
-    fn send_raw(&mut self, bytes: &[u8], deadline: Option<Instant>) -> Result<(), Blocked> {
+    fn send_raw(
+        &mut self,
+        bytes: &[u8],
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<u64, Blocked> {
         match self.room() {
             Ok(()) => {}
-            Err(Blocked::Full) => self.wait_for_room(deadline)?,
-            Err(lost) => return Err(lost),
+            Err(Blocked::Full) if wait => self.wait_for_room(deadline)?,
+            Err(blocked) => return Err(blocked),
         }
         self.publish(bytes)
     }
 }
 
 impl<T: Message> Publisher<T> {
-    /// Publishes `msg`. In overwrite mode never blocks; in lossless mode
-    /// waits for room.
+    /// Publishes `msg` and returns its sequence number. In overwrite mode
+    /// never blocks; in lossless mode waits for room (as the topic's
+    /// [`WaitStrategy`](crate::WaitStrategy) says).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-send-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<u64>("ticks")?;
+    /// assert_eq!(tx.send(&10)?, 0);
+    /// assert_eq!(tx.send(&11)?, 1);
+    /// # drop((tx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// [`SendError::LeaseLost`] if this publisher no longer holds the
     /// topic's lease (nothing is sent).
     #[inline]
-    pub fn send(&mut self, msg: &T) -> Result<(), SendError> {
-        self.send_raw(msg.as_bytes(), None).map_err(SendError::from)
+    pub fn send(&mut self, msg: &T) -> Result<u64, SendError> {
+        Ok(self.send_raw(msg.as_bytes(), true, None)?)
     }
 
-    /// Publishes `msg` if there is room now (always, in overwrite mode).
+    /// Publishes `msg` if there is room now (always, in overwrite mode),
+    /// and returns its sequence number.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-trysend-{}", std::process::id());
+    /// use shmbus::TrySendError;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("t").capacity(2).lossless(1).publisher::<u64>()?;
+    /// let _rx = bus.topic("t").subscriber::<u64>()?;   // reads nothing
+    /// tx.try_send(&1)?;
+    /// tx.try_send(&2)?;
+    /// assert_eq!(tx.try_send(&3), Err(TrySendError::Full));
+    /// # drop((tx, _rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// [`TrySendError::Full`] when the slowest lossless subscriber holds the
     /// slot back; [`TrySendError::LeaseLost`] as for [`send`](Self::send).
-    pub fn try_send(&mut self, msg: &T) -> Result<(), TrySendError> {
-        self.room()?;
-        Ok(self.publish(msg.as_bytes())?)
+    pub fn try_send(&mut self, msg: &T) -> Result<u64, TrySendError> {
+        Ok(self.send_raw(msg.as_bytes(), false, None)?)
     }
 
-    /// Publishes `msg`, waiting at most `timeout` for room.
+    /// Publishes `msg`, waiting at most `timeout` for room, and returns its
+    /// sequence number.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-sendto-{}", std::process::id());
+    /// use shmbus::SendTimeoutError;
+    /// use std::time::Duration;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("t").capacity(1).lossless(1).publisher::<u64>()?;
+    /// let _rx = bus.topic("t").subscriber::<u64>()?;   // reads nothing
+    /// tx.send_timeout(&1, Duration::from_millis(5))?;
+    /// let full = tx.send_timeout(&2, Duration::from_millis(5));
+    /// assert_eq!(full, Err(SendTimeoutError::Timeout));
+    /// # drop((tx, _rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
-    /// As [`try_send`](Self::try_send), `Full` once the timeout passed.
-    pub fn send_timeout(&mut self, msg: &T, timeout: Duration) -> Result<(), TrySendError> {
-        self.send_raw(msg.as_bytes(), deadline_after(timeout))
-            .map_err(TrySendError::from)
+    /// [`SendTimeoutError::Timeout`] if the slowest lossless subscriber
+    /// still holds the slot back when the time runs out;
+    /// [`SendTimeoutError::LeaseLost`] as for [`send`](Self::send).
+    pub fn send_timeout(&mut self, msg: &T, timeout: Duration) -> Result<u64, SendTimeoutError> {
+        Ok(self.send_raw(msg.as_bytes(), true, deadline_after(timeout))?)
+    }
+
+    /// Publishes `msg`, waiting for room until `deadline`, and returns its
+    /// sequence number.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-senddl-{}", std::process::id());
+    /// use std::time::{Duration, Instant};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<u64>("t")?;
+    /// let seq = tx.send_deadline(&7, Instant::now() + Duration::from_millis(5))?;
+    /// assert_eq!(seq, 0);
+    /// # drop((tx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn send_deadline(&mut self, msg: &T, deadline: Instant) -> Result<u64, SendTimeoutError> {
+        Ok(self.send_raw(msg.as_bytes(), true, Some(deadline))?)
     }
 }
 
 impl Publisher<Bytes> {
-    fn check_len(&self, bytes: &[u8]) -> Result<(), (usize, usize)> {
+    fn check_len(&self, bytes: &[u8]) -> Result<(), SendError> {
         let max = self.topic.view.ring().slot_bytes();
         if bytes.len() > max {
-            return Err((bytes.len(), max));
+            return Err(SendError::TooLarge {
+                len: bytes.len(),
+                max,
+            });
         }
         Ok(())
     }
 
-    /// Publishes `bytes`, at most the topic's slot size. Waits for room in
-    /// lossless mode.
+    /// Publishes `bytes`, at most the topic's slot size, and returns its
+    /// sequence number. Waits for room in lossless mode.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-sendb-{}", std::process::id());
+    /// use shmbus::SendError;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("log").slot_size(8).publisher_bytes()?;
+    /// assert_eq!(tx.send_bytes(b"hello")?, 0);
+    /// assert_eq!(
+    ///     tx.send_bytes(b"far too long"),
+    ///     Err(SendError::TooLarge { len: 12, max: 8 })
+    /// );
+    /// # drop((tx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// [`SendError::TooLarge`] for a message over the slot size,
     /// [`SendError::LeaseLost`] as for [`Publisher::send`].
-    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), SendError> {
-        self.check_len(bytes)
-            .map_err(|(len, max)| SendError::TooLarge { len, max })?;
-        self.send_raw(bytes, None).map_err(SendError::from)
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<u64, SendError> {
+        self.check_len(bytes)?;
+        Ok(self.send_raw(bytes, true, None)?)
     }
 
     /// Publishes `bytes` if there is room now.
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-trysendb-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("log").publisher_bytes()?;
+    /// assert_eq!(tx.try_send_bytes(b"hello")?, 0);
+    /// # drop((tx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`send_bytes`](Self::send_bytes), and [`TrySendError::Full`].
-    pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<(), TrySendError> {
-        self.check_len(bytes)
-            .map_err(|(len, max)| TrySendError::TooLarge { len, max })?;
-        self.room()?;
-        Ok(self.publish(bytes)?)
+    pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<u64, TrySendError> {
+        self.check_len(bytes)?;
+        Ok(self.send_raw(bytes, false, None)?)
+    }
+
+    /// Publishes `bytes`, waiting at most `timeout` for room.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-sendbto-{}", std::process::id());
+    /// use std::time::Duration;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("log").publisher_bytes()?;
+    /// tx.send_bytes_timeout(b"hello", Duration::from_millis(5))?;
+    /// # drop((tx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send_bytes`](Self::send_bytes), and
+    /// [`SendTimeoutError::Timeout`].
+    pub fn send_bytes_timeout(
+        &mut self,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> Result<u64, SendTimeoutError> {
+        self.check_len(bytes)?;
+        Ok(self.send_raw(bytes, true, deadline_after(timeout))?)
+    }
+
+    /// Publishes `bytes`, waiting for room until `deadline`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-sendbdl-{}", std::process::id());
+    /// use std::time::{Duration, Instant};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("log").publisher_bytes()?;
+    /// tx.send_bytes_deadline(b"hello", Instant::now() + Duration::from_millis(5))?;
+    /// # drop((tx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send_bytes_timeout`](Self::send_bytes_timeout).
+    pub fn send_bytes_deadline(
+        &mut self,
+        bytes: &[u8],
+        deadline: Instant,
+    ) -> Result<u64, SendTimeoutError> {
+        self.check_len(bytes)?;
+        Ok(self.send_raw(bytes, true, Some(deadline))?)
     }
 
     /// Largest message this topic takes.
@@ -374,17 +592,41 @@ impl<T> Drop for Publisher<T> {
 
 /// Counters of one subscriber.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubscriberStats {
     /// Messages received.
     pub received: u64,
     /// Messages lost to overwriting (sum of all `Lagged(n)`).
     pub lagged: u64,
+    /// Messages passed over on purpose by
+    /// [`skip_to_newest`](Subscriber::skip_to_newest). Over a subscriber's
+    /// life, `received + lagged + skipped + corrupt` equals the messages
+    /// published since it started.
+    pub skipped: u64,
     /// Corrupt slots skipped.
     pub corrupt: u64,
     /// Times the subscriber went to sleep on the futex.
     pub sleeps: u64,
     /// Sleeps that ended by timeout rather than by a wakeup.
     pub sleep_timeouts: u64,
+}
+
+/// Where a lapped subscriber goes on after
+/// [`RecvError::Lagged`]: set per subscriber
+/// with [`TopicBuilder::lag_policy`](crate::TopicBuilder::lag_policy).
+/// Either way, `Lagged(n)` counts exactly what this subscriber will never
+/// receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LagPolicy {
+    /// Go on with the oldest message the ring still holds: lose as little
+    /// as possible. The default.
+    #[default]
+    Oldest,
+    /// Go on with the newest message: for readers that want the latest
+    /// state (a market-data screen), not the history. `n` then counts
+    /// everything passed over.
+    Newest,
 }
 
 /// What we last learnt about the publisher's process.
@@ -398,6 +640,34 @@ struct PublisherWatch {
 /// A subscriber of a broadcast topic. In overwrite mode it shares nothing
 /// that it writes; in lossless mode it publishes its cursor in its entry of
 /// the subscriber table.
+///
+/// Receive with [`recv`](Self::recv) and its `try_`, `_timeout`, `_deadline`
+/// and `_into` forms, read in place with [`recv_ref`](Self::recv_ref)
+/// (lossless), or iterate:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let name = format!("doc-sub-{}", std::process::id());
+/// use shmbus::{Bus, RecvError};
+/// let bus = Bus::open(&name)?;
+/// let mut rx = bus.subscriber::<u64>("ticks")?;
+/// let mut tx = bus.publisher::<u64>("ticks")?;
+/// for i in 0..3 {
+///     tx.send(&i)?;
+/// }
+/// drop(tx); // the iteration ends once everything sent is read
+/// let mut got = Vec::new();
+/// for tick in &mut rx {
+///     match tick {
+///         Ok(t) => got.push(t),
+///         Err(RecvError::Lagged(n)) => eprintln!("lost {n}"),
+///         Err(e) => return Err(e.into()),
+///     }
+/// }
+/// assert_eq!(got, [0, 1, 2]);
+/// # drop((rx, bus)); Bus::remove(&name)?;
+/// # Ok(()) }
+/// ```
 pub struct Subscriber<T> {
     topic: Handle<BroadcastView>,
     cursor: u64,
@@ -416,19 +686,36 @@ enum Poll {
     Failed(RecvError),
 }
 
+/// Where a new subscriber starts.
+#[derive(Clone, Copy)]
+enum Start {
+    /// As its options say.
+    At(StartAt),
+    /// At this cursor, beside a subscriber of ours that holds it.
+    Beside(u64),
+}
+
 impl<T> Subscriber<T> {
     pub(crate) fn new(topic: Handle<BroadcastView>) -> Result<Self, Error> {
-        let ring = topic.view.ring();
         let start = topic.opts.start;
-        let (cursor, gate_entry) = match topic.view.gate() {
-            None => (start.cursor(ring.head(), ring.capacity()), None),
-            Some(gate) => {
-                let attached = gate
-                    .attach(ring, topic.me, start, |o| topic.liveness(o))
-                    .ok_or_else(|| Error::TooManySubscribers {
-                        topic: topic.name.clone(),
-                        max: gate.entries().len() as u32,
-                    })?;
+        Subscriber::starting(topic, Start::At(start))
+    }
+
+    fn starting(topic: Handle<BroadcastView>, start: Start) -> Result<Self, Error> {
+        let ring = topic.view.ring();
+        let (cursor, gate_entry) = match (topic.view.gate(), start) {
+            (None, Start::At(start)) => (start.cursor(ring.head(), ring.capacity()), None),
+            (None, Start::Beside(cursor)) => (cursor, None),
+            (Some(gate), start) => {
+                let liveness = |o| topic.liveness(o);
+                let attached = match start {
+                    Start::At(start) => gate.attach(ring, topic.me, start, liveness),
+                    Start::Beside(cursor) => gate.attach_beside(topic.me, cursor, liveness),
+                }
+                .ok_or_else(|| Error::TooManySubscribers {
+                    topic: topic.name.clone(),
+                    max: gate.entries().len() as u32,
+                })?;
                 gate.ctrl().space().notify();
                 (attached.cursor, Some(attached.index))
             }
@@ -461,7 +748,7 @@ impl<T> Subscriber<T> {
         self.cursor
     }
 
-    /// Counters: received, lagged, sleeps.
+    /// Counters: received, lagged, skipped, sleeps.
     pub fn stats(&self) -> SubscriberStats {
         self.stats
     }
@@ -469,6 +756,108 @@ impl<T> Subscriber<T> {
     /// Whether the topic is in lossless mode.
     pub fn is_lossless(&self) -> bool {
         self.gate_entry.is_some()
+    }
+
+    /// A new subscriber of the same topic, with the same options, that
+    /// receives the messages published from now on (tokio's
+    /// `resubscribe`): it starts at the next message, wherever this one is.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-resub-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<u64>("t")?;
+    /// let mut rx = bus.topic("t").start_at(shmbus::StartAt::Oldest).subscriber::<u64>()?;
+    /// tx.send(&1)?;
+    /// let mut late = rx.resubscribe()?;
+    /// tx.send(&2)?;
+    /// assert_eq!(rx.recv()?, 1);
+    /// assert_eq!(late.recv()?, 2);
+    /// # drop((tx, rx, late, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManySubscribers`] when a lossless topic's subscriber
+    /// table is full; [`Error::TooManyProcesses`]
+    /// in a child made by `fork()` whose bus has no process entry left.
+    pub fn resubscribe(&self) -> Result<Self, Error> {
+        Subscriber::starting(self.topic.sibling()?, Start::At(StartAt::Next))
+    }
+
+    /// A new subscriber of the same topic, with the same options, at this
+    /// one's position: it receives the same messages from here on
+    /// (crossbeam's `Receiver::clone`, for a broadcast). In overwrite mode
+    /// it is a new cursor; in lossless mode it takes an entry in the
+    /// subscriber table, so the publisher waits for both.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-clone-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut rx = bus.topic("t").lossless(4).subscriber::<u64>()?;
+    /// let mut tx = bus.topic("t").publisher::<u64>()?;
+    /// tx.send(&1)?;
+    /// let mut twin = rx.try_clone()?;
+    /// assert_eq!(rx.recv()?, 1);
+    /// assert_eq!(twin.recv()?, 1);
+    /// # drop((tx, rx, twin, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManySubscribers`] when a lossless topic's subscriber
+    /// table is full; [`Error::Inherited`] for a lossless subscriber made
+    /// before `fork()` in the parent of this process (its position is only
+    /// safe to share while its own process holds it): make a new one.
+    pub fn try_clone(&self) -> Result<Self, Error> {
+        if self.gate_entry.is_some() && !self.topic.in_own_process() {
+            return Err(Error::Inherited {
+                topic: self.topic.name.clone(),
+                what: "lossless subscriber",
+            });
+        }
+        Subscriber::starting(self.topic.sibling()?, Start::Beside(self.cursor))
+    }
+
+    /// Jumps to the newest message published, passing over everything
+    /// older that this subscriber has not read (counted in
+    /// [`SubscriberStats::skipped`]); returns how many. For a reader that
+    /// wants the latest state rather than the backlog (to make it what
+    /// happens after every `Lagged`, see [`LagPolicy::Newest`]). In lossless
+    /// mode this releases the publisher from the skipped messages.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-skip-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut rx = bus.topic("px").start_at(shmbus::StartAt::Next).subscriber::<u64>()?;
+    /// let mut tx = bus.topic("px").publisher::<u64>()?;
+    /// for px in [100, 101, 102] {
+    ///     tx.send(&px)?;
+    /// }
+    /// assert_eq!(rx.skip_to_newest(), 2);
+    /// assert_eq!(rx.recv()?, 102);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn skip_to_newest(&mut self) -> u64 {
+        let target = self.newest();
+        let skipped = target.saturating_sub(self.cursor);
+        if skipped > 0 {
+            self.cursor = target;
+            self.stats.skipped = self.stats.skipped.wrapping_add(skipped);
+            self.publish_cursor();
+        }
+        skipped
+    }
+
+    /// The newest message published (the next one, if none is).
+    fn newest(&self) -> u64 {
+        let ring = self.topic.view.ring();
+        StartAt::Newest.cursor(ring.head(), ring.capacity())
     }
 
     /// Lossless mode: our gate and entry. `Err(Evicted)` in a child made by
@@ -547,14 +936,7 @@ impl<T> Subscriber<T> {
             }
             GatedRead::Empty => Poll::Empty,
             GatedRead::Evicted => Poll::Failed(RecvError::Evicted),
-            GatedRead::Overwritten => {
-                let target = self.topic.view.ring().lag_target(self.cursor);
-                let lost = target.wrapping_sub(self.cursor);
-                self.cursor = target;
-                self.stats.lagged = self.stats.lagged.wrapping_add(lost);
-                self.publish_cursor();
-                Poll::Failed(RecvError::Lagged(lost))
-            }
+            GatedRead::Overwritten => self.lapped(),
             GatedRead::BadLength { .. } => {
                 let seq = self.cursor;
                 self.consumed();
@@ -563,6 +945,22 @@ impl<T> Subscriber<T> {
                 Poll::Failed(RecvError::Corrupt { seq })
             }
         }
+    }
+
+    /// Lapped at `cursor`: goes on where the lag policy says, counting the
+    /// loss.
+    #[cold]
+    fn lapped(&mut self) -> Poll {
+        let oldest = self.topic.view.ring().lag_target(self.cursor);
+        let target = match self.topic.opts.lag {
+            LagPolicy::Oldest => oldest,
+            LagPolicy::Newest => oldest.max(self.newest()),
+        };
+        let lost = target.wrapping_sub(self.cursor);
+        self.cursor = target;
+        self.stats.lagged = self.stats.lagged.wrapping_add(lost);
+        self.publish_cursor();
+        Poll::Failed(RecvError::Lagged(lost))
     }
 
     /// Undoes what a corrupt word can leave an idle subscriber stuck on (it
@@ -610,38 +1008,50 @@ impl<T> Subscriber<T> {
         gone && !ring.ready(self.cursor)
     }
 
-    fn try_recv_into(&mut self, out: &mut [u8]) -> Result<usize, TryRecvError> {
-        match self.poll(out) {
+    /// Receives into `out`: one attempt if not `wait` (`Timeout` then
+    /// means empty), else waiting until `deadline` (`None`: for ever).
+    fn recv_raw(
+        &mut self,
+        out: &mut [u8],
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<usize, RecvTimeoutError> {
+        self.attempt(wait, deadline, |sub| sub.poll(out))
+    }
+
+    /// Calls `attempt` once if not `wait`, or until it finds something,
+    /// waiting between attempts as the wait strategy says (checking for a
+    /// gone publisher and the deadline now and then, and after every
+    /// sleep). With nothing found: `Disconnected` if the publisher is gone,
+    /// else `Timeout`.
+    fn attempt(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut(&mut Self) -> Poll,
+    ) -> Result<usize, RecvTimeoutError> {
+        if wait {
+            return self.wait_for(deadline, attempt);
+        }
+        match attempt(self) {
             Poll::Got(len) => Ok(len),
             Poll::Failed(err) => Err(err.into()),
-            Poll::Empty if self.disconnected() => Err(TryRecvError::Disconnected),
-            Poll::Empty => Err(TryRecvError::Empty),
+            Poll::Empty if self.disconnected() => Err(RecvTimeoutError::Disconnected),
+            Poll::Empty => Err(RecvTimeoutError::Timeout),
         }
     }
 
-    fn recv_into(
-        &mut self,
-        out: &mut [u8],
-        deadline: Option<Instant>,
-    ) -> Result<usize, RecvTimeoutError> {
-        self.wait_for(deadline, |sub| sub.poll(out))
-    }
-
     /// Calls `attempt` until it finds something, waiting between attempts
-    /// as the wait strategy says; checks for a gone publisher and the
-    /// deadline now and then, and after every sleep.
-    fn wait_for<R>(
+    /// as the wait strategy says.
+    fn wait_for(
         &mut self,
         deadline: Option<Instant>,
         mut attempt: impl FnMut(&mut Self) -> Poll,
-    ) -> Result<R, RecvTimeoutError>
-    where
-        R: From<usize>,
-    {
+    ) -> Result<usize, RecvTimeoutError> {
         let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
         loop {
             match attempt(self) {
-                Poll::Got(len) => return Ok(R::from(len)),
+                Poll::Got(len) => return Ok(len),
                 Poll::Failed(err) => return Err(err.into()),
                 Poll::Empty => {}
             }
@@ -682,9 +1092,17 @@ impl<T> Drop for Subscriber<T> {
 /// A message read in place from a lossless topic: no copy. The publisher
 /// cannot overwrite it until this guard drops, which moves the subscriber
 /// past it.
+#[must_use = "the message is read when the guard drops; use it first"]
 pub struct Borrowed<'a, T> {
     sub: &'a mut Subscriber<T>,
     value: &'a T,
+}
+
+impl<T> Borrowed<'_, T> {
+    /// The message's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.sub.cursor
+    }
 }
 
 impl<T> core::ops::Deref for Borrowed<'_, T> {
@@ -701,8 +1119,40 @@ impl<T> Drop for Borrowed<'_, T> {
     }
 }
 
+impl<T: std::fmt::Debug> std::fmt::Debug for Borrowed<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Borrowed")
+            .field("seq", &self.seq())
+            .field("value", self.value)
+            .finish()
+    }
+}
+
+/// Maps the error of a read in place with a wait to that of another form.
+fn ref_error<E>(
+    err: RecvRefError<RecvTimeoutError>,
+    form: fn(RecvTimeoutError) -> E,
+) -> RecvRefError<E> {
+    match err {
+        RecvRefError::NotLossless => RecvRefError::NotLossless,
+        RecvRefError::Recv(err) => RecvRefError::Recv(form(err)),
+    }
+}
+
 impl<T: Message> Subscriber<T> {
     /// Receives the next message, waiting as the wait strategy says.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-recv-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<u64>("t")?;
+    /// let mut rx = bus.subscriber::<u64>("t")?;
+    /// tx.send(&5)?;
+    /// assert_eq!(rx.recv()?, 5);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -712,36 +1162,254 @@ impl<T: Message> Subscriber<T> {
     /// [`RecvError::Evicted`] (lossless mode) once this subscriber no
     /// longer holds its entry.
     pub fn recv(&mut self) -> Result<T, RecvError> {
-        self.recv_typed(None)
+        self.recv_value(true, None)
             .map_err(RecvTimeoutError::without_deadline)
     }
 
     /// Receives the next message, waiting at most `timeout`.
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-recvto-{}", std::process::id());
+    /// use shmbus::RecvTimeoutError;
+    /// use std::time::Duration;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let _tx = bus.publisher::<u64>("t")?;
+    /// let mut rx = bus.subscriber::<u64>("t")?;
+    /// let nothing = rx.recv_timeout(Duration::from_millis(5));
+    /// assert_eq!(nothing, Err(RecvTimeoutError::Timeout));
+    /// # drop((_tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
-    /// As [`recv`](Self::recv), and `Timeout`.
+    /// As [`recv`](Self::recv), and [`RecvTimeoutError::Timeout`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        self.recv_typed(deadline_after(timeout))
+        self.recv_value(true, deadline_after(timeout))
+    }
+
+    /// Receives the next message, waiting until `deadline`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-recvdl-{}", std::process::id());
+    /// use std::time::{Duration, Instant};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<u64>("t")?;
+    /// let mut rx = bus.subscriber::<u64>("t")?;
+    /// tx.send(&5)?;
+    /// assert_eq!(rx.recv_deadline(Instant::now() + Duration::from_millis(5))?, 5);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_timeout`](Self::recv_timeout).
+    pub fn recv_deadline(&mut self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        self.recv_value(true, Some(deadline))
     }
 
     /// Receives the next message if there is one, without waiting.
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-tryrecv-{}", std::process::id());
+    /// use shmbus::TryRecvError;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<u64>("t")?;
+    /// let mut rx = bus.subscriber::<u64>("t")?;
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    /// tx.send(&5)?;
+    /// assert_eq!(rx.try_recv()?, 5);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
-    /// As [`recv`](Self::recv), and `Empty`.
+    /// As [`recv`](Self::recv), and [`TryRecvError::Empty`].
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        self.recv_value(false, None)
+            .map_err(RecvTimeoutError::without_wait)
+    }
+
+    /// Receives the next message into `out`, without a temporary: for
+    /// large messages. On an error, `out` holds unspecified bytes (still a
+    /// valid `T`).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-recvinto-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<[u64; 512]>("book")?;
+    /// let mut rx = bus.subscriber::<[u64; 512]>("book")?;
+    /// tx.send(&[9; 512])?;
+    /// let mut book = Box::new([0u64; 512]);
+    /// rx.recv_into(&mut book)?;
+    /// assert_eq!(book[511], 9);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn recv_into(&mut self, out: &mut T) -> Result<(), RecvError> {
+        self.recv_into_raw(out, true, None)
+            .map_err(RecvTimeoutError::without_deadline)
+    }
+
+    /// Receives the next message into `out` if there is one, without
+    /// waiting.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-tryrecvinto-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<u64>("t")?;
+    /// let mut rx = bus.subscriber::<u64>("t")?;
+    /// let mut out = 0;
+    /// assert!(rx.try_recv_into(&mut out).is_err());
+    /// tx.send(&5)?;
+    /// rx.try_recv_into(&mut out)?;
+    /// assert_eq!(out, 5);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Self::try_recv).
+    pub fn try_recv_into(&mut self, out: &mut T) -> Result<(), TryRecvError> {
+        self.recv_into_raw(out, false, None)
+            .map_err(RecvTimeoutError::without_wait)
+    }
+
+    /// Receives the next message into `out`, waiting at most `timeout`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-recvintoto-{}", std::process::id());
+    /// use std::time::Duration;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<u64>("t")?;
+    /// let mut rx = bus.subscriber::<u64>("t")?;
+    /// tx.send(&5)?;
+    /// let mut out = 0;
+    /// rx.recv_into_timeout(&mut out, Duration::from_millis(5))?;
+    /// assert_eq!(out, 5);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_timeout`](Self::recv_timeout).
+    pub fn recv_into_timeout(
+        &mut self,
+        out: &mut T,
+        timeout: Duration,
+    ) -> Result<(), RecvTimeoutError> {
+        self.recv_into_raw(out, true, deadline_after(timeout))
+    }
+
+    /// Receives the next message into `out`, waiting until `deadline`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-recvintodl-{}", std::process::id());
+    /// use std::time::{Duration, Instant};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<u64>("t")?;
+    /// let mut rx = bus.subscriber::<u64>("t")?;
+    /// tx.send(&5)?;
+    /// let mut out = 0;
+    /// rx.recv_into_deadline(&mut out, Instant::now() + Duration::from_millis(5))?;
+    /// assert_eq!(out, 5);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_timeout`](Self::recv_timeout).
+    pub fn recv_into_deadline(
+        &mut self,
+        out: &mut T,
+        deadline: Instant,
+    ) -> Result<(), RecvTimeoutError> {
+        self.recv_into_raw(out, true, Some(deadline))
+    }
+
+    /// An iterator over the messages, waiting for each (tokio's
+    /// `BroadcastStream`, as a blocking iterator): it yields `Ok(message)`,
+    /// and `Err` for [`RecvError::Lagged`] and [`RecvError::Corrupt`] (the
+    /// iteration goes on after them); it ends once the publisher is gone
+    /// and everything is read ([`RecvError::Disconnected`] is never
+    /// yielded), and after yielding [`RecvError::Evicted`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-iter-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<u64>("t")?;
+    /// let mut rx = bus.subscriber::<u64>("t")?;
+    /// tx.send(&1)?;
+    /// tx.send(&2)?;
+    /// drop(tx);
+    /// let got: Result<Vec<u64>, _> = rx.iter().collect();
+    /// assert_eq!(got?, [1, 2]);
+    /// # drop((rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn iter(&mut self) -> Iter<'_, T> {
+        Iter {
+            sub: self,
+            done: false,
+        }
+    }
+
+    /// An iterator over the messages there are now, without waiting: as
+    /// [`iter`](Self::iter), but it also ends when nothing is left to read
+    /// (a later call may find more).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-tryiter-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<u64>("t")?;
+    /// let mut rx = bus.subscriber::<u64>("t")?;
+    /// tx.send(&1)?;
+    /// tx.send(&2)?;
+    /// let ready: Vec<u64> = rx.try_iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(ready, [1, 2]);
+    /// assert_eq!(rx.try_iter().count(), 0);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn try_iter(&mut self) -> TryIter<'_, T> {
+        TryIter {
+            sub: self,
+            done: false,
+        }
+    }
+
+    fn recv_value(&mut self, wait: bool, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let mut value = T::new_zeroed();
-        let len = self.try_recv_into(value.as_mut_bytes())?;
-        self.check_len(len).map_err(TryRecvError::from)?;
+        self.recv_into_raw(&mut value, wait, deadline)?;
         Ok(value)
     }
 
-    fn recv_typed(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
-        let mut value = T::new_zeroed();
-        let len = self.recv_into(value.as_mut_bytes(), deadline)?;
-        self.check_len(len).map_err(RecvTimeoutError::from)?;
-        Ok(value)
+    fn recv_into_raw(
+        &mut self,
+        out: &mut T,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), RecvTimeoutError> {
+        let len = self.recv_raw(out.as_mut_bytes(), wait, deadline)?;
+        Ok(self.check_len(len)?)
     }
 
     /// Lossless topics: waits for the next message and lends it in place,
@@ -758,6 +1426,7 @@ impl<T: Message> Subscriber<T> {
     /// tx.send(&[7; 8])?;
     /// let msg = rx.recv_ref()?;
     /// assert_eq!(msg[3], 7);
+    /// assert_eq!(msg.seq(), 0);
     /// # drop(msg); drop((tx, rx, bus));
     /// # shmbus::Bus::remove(&name)?;
     /// # Ok(()) }
@@ -768,6 +1437,93 @@ impl<T: Message> Subscriber<T> {
     /// [`RecvRefError::NotLossless`] on an overwrite topic; otherwise as
     /// [`recv`](Self::recv).
     pub fn recv_ref(&mut self) -> Result<Borrowed<'_, T>, RecvRefError> {
+        self.recv_ref_raw(true, None)
+            .map_err(|err| ref_error(err, RecvTimeoutError::without_deadline))
+    }
+
+    /// Lossless topics: lends the next message in place if there is one,
+    /// without waiting.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-tryref-{}", std::process::id());
+    /// use shmbus::{RecvRefError, TryRecvError};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut rx = bus.topic("t").lossless(4).subscriber::<u64>()?;
+    /// let mut tx = bus.topic("t").publisher::<u64>()?;
+    /// assert!(matches!(rx.try_recv_ref(), Err(RecvRefError::Recv(TryRecvError::Empty))));
+    /// tx.send(&7)?;
+    /// assert_eq!(*rx.try_recv_ref()?, 7);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_ref`](Self::recv_ref), and [`TryRecvError::Empty`].
+    pub fn try_recv_ref(&mut self) -> Result<Borrowed<'_, T>, RecvRefError<TryRecvError>> {
+        self.recv_ref_raw(false, None)
+            .map_err(|err| ref_error(err, RecvTimeoutError::without_wait))
+    }
+
+    /// Lossless topics: lends the next message in place, waiting at most
+    /// `timeout`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-refto-{}", std::process::id());
+    /// use shmbus::{RecvRefError, RecvTimeoutError};
+    /// use std::time::Duration;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut rx = bus.topic("t").lossless(4).subscriber::<u64>()?;
+    /// let _tx = bus.topic("t").publisher::<u64>()?;
+    /// let none = rx.recv_ref_timeout(Duration::from_millis(5));
+    /// assert!(matches!(none, Err(RecvRefError::Recv(RecvTimeoutError::Timeout))));
+    /// # drop(none); drop((_tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_ref`](Self::recv_ref), and [`RecvTimeoutError::Timeout`].
+    pub fn recv_ref_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Borrowed<'_, T>, RecvRefError<RecvTimeoutError>> {
+        self.recv_ref_raw(true, deadline_after(timeout))
+    }
+
+    /// Lossless topics: lends the next message in place, waiting until
+    /// `deadline`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-refdl-{}", std::process::id());
+    /// use std::time::{Duration, Instant};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut rx = bus.topic("t").lossless(4).subscriber::<u64>()?;
+    /// let mut tx = bus.topic("t").publisher::<u64>()?;
+    /// tx.send(&7)?;
+    /// assert_eq!(*rx.recv_ref_deadline(Instant::now() + Duration::from_millis(5))?, 7);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_ref_timeout`](Self::recv_ref_timeout).
+    pub fn recv_ref_deadline(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Borrowed<'_, T>, RecvRefError<RecvTimeoutError>> {
+        self.recv_ref_raw(true, Some(deadline))
+    }
+
+    fn recv_ref_raw(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Borrowed<'_, T>, RecvRefError<RecvTimeoutError>> {
         const {
             assert!(
                 core::mem::align_of::<T>() <= 16,
@@ -777,17 +1533,17 @@ impl<T: Message> Subscriber<T> {
         if self.gate_entry.is_none() {
             return Err(RecvRefError::NotLossless);
         }
-        let ready = self.wait_for::<usize>(None, |sub| match sub.gate() {
+        self.attempt(wait, deadline, |sub| match sub.gate() {
             Err(evicted) => Poll::Failed(evicted),
             Ok(Some((gate, index))) if !gate.holds(index, sub.topic.me) => {
                 Poll::Failed(RecvError::Evicted)
             }
             _ if sub.topic.view.ring().ready(sub.cursor) => Poll::Got(0),
             _ => Poll::Empty,
-        });
-        ready.map_err(RecvTimeoutError::without_deadline)?;
+        })?;
+        let evicted = RecvRefError::Recv(RecvTimeoutError::Evicted);
         let size = core::mem::size_of::<T>();
-        let Some((gate, index)) = self.gate()? else {
+        let Some((gate, index)) = self.gate().map_err(|_| evicted)? else {
             return Err(RecvRefError::NotLossless);
         };
         // Lend only while we gate the publisher (see `Gate::lend`).
@@ -799,7 +1555,7 @@ impl<T: Message> Subscriber<T> {
                 self.cursor,
                 size,
             )
-            .map_err(|_| RecvRefError::Recv(RecvError::Evicted))?;
+            .map_err(|_| evicted)?;
         let Some(words) = lent else {
             // Complete with another length, or overwritten: read it the
             // copying way, which reports exactly what happened.
@@ -807,7 +1563,7 @@ impl<T: Message> Subscriber<T> {
             let mut scratch = core::mem::take(&mut self.scratch);
             let polled = self.poll(&mut scratch);
             self.scratch = scratch;
-            return Err(RecvRefError::Recv(match polled {
+            return Err(RecvRefError::Recv(RecvTimeoutError::from(match polled {
                 Poll::Failed(err) => err,
                 // Read whole, but not `size_of::<T>()` bytes long: corrupt
                 // for this type, and skipped.
@@ -819,7 +1575,7 @@ impl<T: Message> Subscriber<T> {
                 // Ready a moment ago and not now: its stamp changed under
                 // us, which only a corrupting write does.
                 Poll::Empty => RecvError::Corrupt { seq },
-            }));
+            })));
         };
         // SAFETY: the payload starts 16 bytes into a 64-byte-aligned slot, so
         // it is aligned for T (align <= 16, asserted above), and holds
@@ -848,51 +1604,240 @@ impl<T: Message> Subscriber<T> {
     }
 }
 
+/// What an iterator over a subscriber yields for one receive, and whether
+/// it ends there.
+fn iter_item<T, E>(
+    result: Result<T, E>,
+    end: impl Fn(&E) -> Option<bool>,
+) -> (Option<Result<T, E>>, bool) {
+    match result {
+        Ok(value) => (Some(Ok(value)), false),
+        Err(err) => match end(&err) {
+            // Ends without yielding.
+            Some(false) => (None, true),
+            // Ends after yielding.
+            Some(true) => (Some(Err(err)), true),
+            None => (Some(Err(err)), false),
+        },
+    }
+}
+
+/// A blocking iterator over a subscriber's messages: see
+/// [`Subscriber::iter`].
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+#[derive(Debug)]
+pub struct Iter<'a, T> {
+    sub: &'a mut Subscriber<T>,
+    done: bool,
+}
+
+impl<T: Message> Iterator for Iter<'_, T> {
+    type Item = Result<T, RecvError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let (item, done) = iter_item(self.sub.recv(), |err| match err {
+            RecvError::Disconnected => Some(false),
+            RecvError::Evicted => Some(true),
+            _ => None,
+        });
+        self.done = done;
+        item
+    }
+}
+
+impl<T: Message> std::iter::FusedIterator for Iter<'_, T> {}
+
+/// An iterator over the messages a subscriber has now: see
+/// [`Subscriber::try_iter`].
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+#[derive(Debug)]
+pub struct TryIter<'a, T> {
+    sub: &'a mut Subscriber<T>,
+    done: bool,
+}
+
+impl<T: Message> Iterator for TryIter<'_, T> {
+    type Item = Result<T, RecvError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let (item, done) = iter_item(self.sub.try_recv(), |err| match err {
+            TryRecvError::Empty | TryRecvError::Disconnected => Some(false),
+            TryRecvError::Evicted => Some(true),
+            _ => None,
+        });
+        self.done = done;
+        item.map(|item| item.map_err(try_to_recv))
+    }
+}
+
+/// A `TryRecvError` that a `TryIter` yields, as the `RecvError` it is.
+fn try_to_recv(err: TryRecvError) -> RecvError {
+    match err {
+        TryRecvError::Lagged(n) => RecvError::Lagged(n),
+        TryRecvError::Corrupt { seq } => RecvError::Corrupt { seq },
+        TryRecvError::Evicted => RecvError::Evicted,
+        TryRecvError::Empty | TryRecvError::Disconnected => {
+            unreachable!("a TryIter ends at Empty and Disconnected")
+        }
+    }
+}
+
+/// An owning blocking iterator over a subscriber's messages: see
+/// [`Subscriber::iter`].
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+#[derive(Debug)]
+pub struct IntoIter<T> {
+    sub: Subscriber<T>,
+    done: bool,
+}
+
+impl<T: Message> Iterator for IntoIter<T> {
+    type Item = Result<T, RecvError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut iter = Iter {
+            sub: &mut self.sub,
+            done: self.done,
+        };
+        let item = iter.next();
+        self.done = iter.done;
+        item
+    }
+}
+
+impl<T: Message> std::iter::FusedIterator for IntoIter<T> {}
+
+impl<'a, T: Message> IntoIterator for &'a mut Subscriber<T> {
+    type Item = Result<T, RecvError>;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T: Message> IntoIterator for Subscriber<T> {
+    type Item = Result<T, RecvError>;
+    type IntoIter = IntoIter<T>;
+
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter {
+            sub: self,
+            done: false,
+        }
+    }
+}
+
 impl Subscriber<Bytes> {
     /// Receives the next message, waiting as the wait strategy says. The
     /// slice borrows an internal buffer until the next receive.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-recvb-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("log").publisher_bytes()?;
+    /// let mut rx = bus.topic("log").subscriber_bytes()?;
+    /// tx.send_bytes(b"hello")?;
+    /// assert_eq!(rx.recv_bytes()?, b"hello");
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// As [`Subscriber::recv`].
     pub fn recv_bytes(&mut self) -> Result<&[u8], RecvError> {
-        let len = self
-            .recv_bytes_deadline(None)
-            .map_err(RecvTimeoutError::without_deadline)?;
-        Ok(&self.scratch[..len])
+        self.recv_bytes_raw(true, None)
+            .map_err(RecvTimeoutError::without_deadline)
     }
 
     /// Receives the next message, waiting at most `timeout`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-recvbto-{}", std::process::id());
+    /// use shmbus::RecvTimeoutError;
+    /// use std::time::Duration;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let _tx = bus.topic("log").publisher_bytes()?;
+    /// let mut rx = bus.topic("log").subscriber_bytes()?;
+    /// let none = rx.recv_bytes_timeout(Duration::from_millis(5));
+    /// assert_eq!(none, Err(RecvTimeoutError::Timeout));
+    /// # drop((_tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// As [`Subscriber::recv_timeout`].
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<&[u8], RecvTimeoutError> {
-        let len = self.recv_bytes_deadline(deadline_after(timeout))?;
-        Ok(&self.scratch[..len])
+        self.recv_bytes_raw(true, deadline_after(timeout))
+    }
+
+    /// Receives the next message, waiting until `deadline`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-recvbdl-{}", std::process::id());
+    /// use std::time::{Duration, Instant};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("log").publisher_bytes()?;
+    /// let mut rx = bus.topic("log").subscriber_bytes()?;
+    /// tx.send_bytes(b"hi")?;
+    /// let msg = rx.recv_bytes_deadline(Instant::now() + Duration::from_millis(5))?;
+    /// assert_eq!(msg, b"hi");
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::recv_timeout`].
+    pub fn recv_bytes_deadline(&mut self, deadline: Instant) -> Result<&[u8], RecvTimeoutError> {
+        self.recv_bytes_raw(true, Some(deadline))
     }
 
     /// Receives the next message if there is one, without waiting.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-tryrecvb-{}", std::process::id());
+    /// use shmbus::TryRecvError;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("log").publisher_bytes()?;
+    /// let mut rx = bus.topic("log").subscriber_bytes()?;
+    /// assert_eq!(rx.try_recv_bytes(), Err(TryRecvError::Empty));
+    /// tx.send_bytes(b"hi")?;
+    /// assert_eq!(rx.try_recv_bytes()?, b"hi");
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// As [`Subscriber::try_recv`].
     pub fn try_recv_bytes(&mut self) -> Result<&[u8], TryRecvError> {
+        self.recv_bytes_raw(false, None)
+            .map_err(RecvTimeoutError::without_wait)
+    }
+
+    fn recv_bytes_raw(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<&[u8], RecvTimeoutError> {
         let mut scratch = core::mem::take(&mut self.scratch);
-        let result = self.try_recv_into(&mut scratch);
+        let result = self.recv_raw(&mut scratch, wait, deadline);
         self.scratch = scratch;
         let len = result?;
         Ok(&self.scratch[..len])
-    }
-
-    fn recv_bytes_deadline(
-        &mut self,
-        deadline: Option<Instant>,
-    ) -> Result<usize, RecvTimeoutError> {
-        let mut scratch = core::mem::take(&mut self.scratch);
-        let result = self.recv_into(&mut scratch, deadline);
-        self.scratch = scratch;
-        result
     }
 }
 

@@ -9,7 +9,7 @@ use crate::segment::layout::{EntryConfig, KIND_QUEUE};
 use crate::segment::views::{BroadcastView, QueueView};
 use crate::segment::{self, directory, Segment, SegmentOptions};
 use crate::topic::TopicBuilder;
-use crate::{Publisher, Subscriber};
+use crate::{Consumer, Producer, Publisher, Subscriber};
 
 /// Default size of a new bus segment: 64 MiB of address space. The file is
 /// sparse; only the header, directory and each topic's ring take memory in
@@ -56,6 +56,7 @@ impl std::fmt::Debug for Bus {
 /// Options for creating a bus; see [`Bus::builder`]. They apply only when
 /// this process creates the bus: joining takes the bus as it is.
 #[derive(Debug, Clone)]
+#[must_use = "a bus builder does nothing until `open`"]
 pub struct BusBuilder {
     name: String,
     opts: SegmentOptions,
@@ -93,8 +94,8 @@ impl BusBuilder {
 
     /// Creates the bus, or joins it if it exists.
     pub fn open(self) -> Result<Bus, Error> {
-        let invalid = |why: String| Error::InvalidOptions {
-            topic: String::new(),
+        let invalid = |why: String| Error::InvalidBusOptions {
+            bus: self.name.clone(),
             why,
         };
         if self.opts.topics == 0 || self.opts.topics > segment::layout::MAX_TOPICS {
@@ -132,6 +133,7 @@ impl BusBuilder {
 
 /// What kind of topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TopicKind {
     /// Broadcast, overwrite mode.
     Broadcast,
@@ -143,8 +145,11 @@ pub enum TopicKind {
 
 /// A topic as seen by [`Bus::topics`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TopicInfo {
+    /// The topic name.
     pub name: String,
+    /// Broadcast (overwrite or lossless) or work queue.
     pub kind: TopicKind,
     /// Slots in the ring.
     pub capacity: u32,
@@ -250,6 +255,38 @@ impl Bus {
     /// default options if needed. It starts at the newest message.
     pub fn subscriber<T: Message>(&self, topic: &str) -> Result<Subscriber<T>, Error> {
         self.topic(topic).subscriber()
+    }
+
+    /// A producer of work-queue topic `topic`, creating the topic with
+    /// default options if needed.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-busprod-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// let mut worker = bus.consumer::<u64>("jobs")?;
+    /// jobs.push(7)?;
+    /// assert_eq!(worker.pop()?, 7);
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`TopicBuilder::producer`].
+    pub fn producer<T: Message>(&self, topic: &str) -> Result<Producer<T>, Error> {
+        self.topic(topic).producer()
+    }
+
+    /// A consumer of work-queue topic `topic`, creating the topic with
+    /// default options if needed. See [`Bus::producer`].
+    ///
+    /// # Errors
+    ///
+    /// As [`TopicBuilder::consumer`].
+    pub fn consumer<T: Message>(&self, topic: &str) -> Result<Consumer<T>, Error> {
+        self.topic(topic).consumer()
     }
 
     /// Every topic of the bus, validated: one result per topic entry, so a

@@ -7,122 +7,237 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A bus or topic name that is empty, too long, or has a character
+    /// outside `A-Z a-z 0-9 . _ -`.
     #[error("invalid {what} name {name:?}: {why}; use 1 to 64 characters from A-Z a-z 0-9 . _ -")]
     InvalidName {
+        /// `"bus"` or `"topic"`.
         what: &'static str,
+        /// The name as given.
         name: String,
+        /// What is wrong with it.
         why: &'static str,
     },
 
+    /// A system call on the bus's segment failed.
     #[error("bus {bus:?}: {action} failed: {source}")]
     Io {
+        /// The bus (empty for operations on every bus, such as listing).
         bus: String,
+        /// What was being done.
         action: &'static str,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
 
+    /// [`Bus::open_existing`](crate::Bus::open_existing) or
+    /// [`Bus::remove`](crate::Bus::remove) of a bus that does not exist.
     #[error("bus {bus:?} does not exist (no /dev/shm/shmbus.{bus})")]
-    NotFound { bus: String },
+    NotFound {
+        /// The bus.
+        bus: String,
+    },
 
+    /// The segment, or a topic in it, holds values no shmbus process
+    /// writes.
     #[error(
         "bus {bus:?} is corrupt or not a shmbus segment: {what}; \
          remove it with `Bus::remove({bus:?})` and recreate it"
     )]
-    Corrupt { bus: String, what: String },
+    Corrupt {
+        /// The bus.
+        bus: String,
+        /// What is corrupt, and where.
+        what: String,
+    },
 
+    /// Something that is not a shared-memory segment sits where the bus's
+    /// segment would be.
     #[error(
         "{path} is {kind}, not a shmbus segment: something else uses the name of bus {bus:?}; \
          remove it (it is not a bus, so `Bus::remove` will not) or use another bus name"
     )]
     NotASegment {
+        /// The bus.
         bus: String,
+        /// The path in the bus's place.
         path: String,
+        /// What it is (a directory, a FIFO, ...).
         kind: &'static str,
     },
 
+    /// The bus was made by a shmbus with another segment layout.
     #[error(
         "bus {bus:?} has segment layout version {found}, but this shmbus speaks version \
          {expected}: run the same shmbus version in every process, or remove the bus"
     )]
     VersionMismatch {
+        /// The bus.
         bus: String,
+        /// The version in the segment.
         found: u32,
+        /// The version this library speaks.
         expected: u32,
     },
 
+    /// The topic exists with another kind, message type, capacity, slot
+    /// size or mode than was asked for.
     #[error("topic {topic:?} exists as {existing}, but {requested} was asked for")]
     TopicMismatch {
+        /// The topic.
         topic: String,
+        /// What it is.
         existing: String,
+        /// What was asked for.
         requested: String,
     },
 
+    /// Every topic entry of the bus is taken.
     #[error(
         "bus {bus:?} has no free topic entry (all {capacity} are used): \
          create the bus with a larger `topics(..)`"
     )]
-    DirectoryFull { bus: String, capacity: u32 },
+    DirectoryFull {
+        /// The bus.
+        bus: String,
+        /// Its number of topic entries.
+        capacity: u32,
+    },
 
+    /// The bus's arena has no room for the new topic's ring.
     #[error(
         "bus {bus:?} has no room for topic {topic:?}: it needs {needed} bytes and \
          {free} of the arena are free; create the bus with a larger `size(..)`"
     )]
     ArenaFull {
+        /// The bus.
         bus: String,
+        /// The topic being created.
         topic: String,
+        /// Bytes its ring needs.
         needed: u64,
+        /// Bytes of the arena still free.
         free: u64,
     },
 
+    /// `/dev/shm` is full: the memory for the bus or a topic could not be
+    /// reserved.
     #[error(
         "/dev/shm has no room for {needed} bytes of bus {bus:?} ({source}); \
          free space there or mount it larger (Docker: --shm-size)"
     )]
     NoSpace {
+        /// The bus.
         bus: String,
+        /// Bytes that were to be reserved.
         needed: u64,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
 
+    /// The broadcast topic has a publisher in a live (or possibly live)
+    /// process.
     #[error(
         "topic {topic:?} already has a live publisher ({holder}); a broadcast topic has \
          one publisher at a time: stop that one or use another topic"
     )]
-    PublisherBusy { topic: String, holder: String },
+    PublisherBusy {
+        /// The topic.
+        topic: String,
+        /// The process holding the lease (pid, as far as it can be told).
+        holder: String,
+    },
 
+    /// Every entry of a lossless topic's subscriber table is held by a
+    /// live (or possibly live) subscriber.
     #[error(
         "topic {topic:?} already has {max} lossless subscribers attached, its maximum: \
          detach one, or create the topic with a larger `lossless(..)`"
     )]
-    TooManySubscribers { topic: String, max: u32 },
+    TooManySubscribers {
+        /// The topic.
+        topic: String,
+        /// The size of its subscriber table.
+        max: u32,
+    },
 
+    /// Every entry of a work queue's producer (or consumer) table is held
+    /// by a live (or possibly live) endpoint.
     #[error(
         "work-queue topic {topic:?} already has {max} {role}s attached, its maximum: \
          stop one, or create the topic with a larger `max_{role}s(..)`"
     )]
     TooManyWorkers {
+        /// The topic.
         topic: String,
+        /// `"producer"` or `"consumer"`.
         role: &'static str,
+        /// The size of that table.
         max: u32,
     },
 
+    /// Every entry of the bus's process table is held by a live (or
+    /// possibly live) process.
     #[error(
         "bus {bus:?} has no free process-table entry (all {max} are held by live processes): \
          close buses in processes that do not need them, or create the bus with a larger \
          `processes(..)`"
     )]
-    TooManyProcesses { bus: String, max: u32 },
+    TooManyProcesses {
+        /// The bus.
+        bus: String,
+        /// The size of its process table.
+        max: u32,
+    },
 
+    /// A topic option out of range, or one that does not apply to the kind
+    /// of topic asked for.
     #[error("invalid options for topic {topic:?}: {why}")]
-    InvalidOptions { topic: String, why: String },
+    InvalidOptions {
+        /// The topic.
+        topic: String,
+        /// Which option, and what it must be.
+        why: String,
+    },
 
+    /// A bus option out of range ([`BusBuilder`](crate::BusBuilder)).
+    #[error("invalid options for bus {bus:?}: {why}")]
+    InvalidBusOptions {
+        /// The bus.
+        bus: String,
+        /// Which option, and what it must be.
+        why: String,
+    },
+
+    /// An endpoint made before `fork()` in the parent of this process was
+    /// asked for something only its own process can do (cloning a lossless
+    /// subscriber, whose position is only safe while its own entry holds
+    /// it).
+    #[error(
+        "this {what} of topic {topic:?} was made before fork() in the parent process, \
+         so it cannot be cloned here: make a new one from the bus"
+    )]
+    Inherited {
+        /// The topic.
+        topic: String,
+        /// What kind of endpoint.
+        what: &'static str,
+    },
+
+    /// Waiting for another process (a topic being created) took too long.
     #[error("timed out after {waited:?} waiting for {what}")]
-    Timeout { what: String, waited: Duration },
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        waited: Duration,
+    },
 }
 
-/// Sending a message.
+/// Publishing with [`Publisher::send`](crate::Publisher::send), which waits
+/// for room in lossless mode and never fails for want of it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
@@ -132,34 +247,87 @@ pub enum SendError {
     /// not sent, and none will be.
     #[error("lease lost: this publisher no longer holds the topic's publisher lease (it was taken over, or the publisher was made before fork() in another process); drop it and open a new publisher")]
     LeaseLost,
+    /// A byte message longer than the topic's slots. Nothing was sent.
     #[error("message of {len} bytes does not fit the topic's {max}-byte slots; send at most {max} bytes or create the topic with a larger `slot_size`")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The topic's slot size.
+        max: usize,
+    },
 }
 
-/// Sending without waiting, or with a timeout, in lossless mode.
+/// Publishing without waiting ([`Publisher::try_send`](crate::Publisher::try_send)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrySendError {
-    /// The slowest live subscriber has not read the message this one would
-    /// overwrite. The message was not sent.
+    /// Lossless mode: the slowest live subscriber has not read the message
+    /// this one would overwrite. The message was not sent.
     #[error("full: the slowest lossless subscriber has not read the message this one would overwrite; try again later")]
     Full,
-    /// This publisher no longer holds the topic's lease: another process
-    /// took it over (the lease word changed under it), or the publisher was
-    /// made before `fork()` in the parent of this process. The message was
-    /// not sent, and none will be.
+    /// As [`SendError::LeaseLost`].
     #[error("lease lost: this publisher no longer holds the topic's publisher lease (it was taken over, or the publisher was made before fork() in another process); drop it and open a new publisher")]
     LeaseLost,
-
+    /// As [`SendError::TooLarge`].
     #[error("message of {len} bytes does not fit the topic's {max}-byte slots; send at most {max} bytes or create the topic with a larger `slot_size`")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The topic's slot size.
+        max: usize,
+    },
 }
 
-/// Receiving with [`Subscriber::recv`](crate::Subscriber::recv).
+/// Publishing with a bound on the wait
+/// ([`Publisher::send_timeout`](crate::Publisher::send_timeout),
+/// [`send_deadline`](crate::Publisher::send_deadline)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendTimeoutError {
+    /// Lossless mode: the slowest live subscriber still held the slot back
+    /// when the time ran out. The message was not sent.
+    #[error("timed out waiting for the slowest lossless subscriber to make room")]
+    Timeout,
+    /// As [`SendError::LeaseLost`].
+    #[error("lease lost: this publisher no longer holds the topic's publisher lease (it was taken over, or the publisher was made before fork() in another process); drop it and open a new publisher")]
+    LeaseLost,
+    /// As [`SendError::TooLarge`].
+    #[error("message of {len} bytes does not fit the topic's {max}-byte slots; send at most {max} bytes or create the topic with a larger `slot_size`")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The topic's slot size.
+        max: usize,
+    },
+}
+
+impl From<SendError> for TrySendError {
+    fn from(err: SendError) -> Self {
+        match err {
+            SendError::LeaseLost => TrySendError::LeaseLost,
+            SendError::TooLarge { len, max } => TrySendError::TooLarge { len, max },
+        }
+    }
+}
+
+impl From<SendError> for SendTimeoutError {
+    fn from(err: SendError) -> Self {
+        match err {
+            SendError::LeaseLost => SendTimeoutError::LeaseLost,
+            SendError::TooLarge { len, max } => SendTimeoutError::TooLarge { len, max },
+        }
+    }
+}
+
+/// Receiving with [`Subscriber::recv`](crate::Subscriber::recv) (and the
+/// items of [`Subscriber::iter`](crate::Subscriber::iter)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecvError {
     /// The subscriber was lapped: this many messages were overwritten before
-    /// it read them. The next receive returns the oldest message still held.
+    /// it read them. The next receive returns the oldest message still held
+    /// (or the newest, with [`LagPolicy::Newest`](crate::LagPolicy::Newest),
+    /// the lost count then including what was skipped).
     #[error("lagged: {0} messages were overwritten before this subscriber read them")]
     Lagged(u64),
     /// The publisher is gone (dropped, or its process died) and every
@@ -167,9 +335,12 @@ pub enum RecvError {
     #[error("disconnected: the publisher is gone and all its messages have been read")]
     Disconnected,
     /// The slot of message `seq` is corrupt (its length does not fit the
-    /// slot); it was skipped.
+    /// slot, or the type); it was skipped.
     #[error("message {seq} is corrupt in the segment and was skipped")]
-    Corrupt { seq: u64 },
+    Corrupt {
+        /// The skipped message's sequence number.
+        seq: u64,
+    },
     /// This lossless subscriber no longer holds its entry in the topic's
     /// subscriber table: it was evicted (found dead, which a live process
     /// never is unless its entry was overwritten), or it was made before
@@ -179,53 +350,68 @@ pub enum RecvError {
     Evicted,
 }
 
-/// Reading in place with [`Subscriber::recv_ref`](crate::Subscriber::recv_ref).
+/// Reading in place with [`Subscriber::recv_ref`](crate::Subscriber::recv_ref)
+/// (`E` = [`RecvError`]), [`try_recv_ref`](crate::Subscriber::try_recv_ref)
+/// ([`TryRecvError`]) and [`recv_ref_timeout`](crate::Subscriber::recv_ref_timeout)
+/// ([`RecvTimeoutError`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RecvRefError {
+#[non_exhaustive]
+pub enum RecvRefError<E = RecvError> {
     /// The topic is in overwrite mode, where the publisher may overwrite a
     /// message while it is lent out.
     #[error("reading in place (recv_ref) needs a lossless topic; use recv on overwrite topics")]
     NotLossless,
+    /// What the receive itself returned.
     #[error(transparent)]
-    Recv(#[from] RecvError),
+    Recv(#[from] E),
 }
 
-/// Receiving with [`Subscriber::try_recv`](crate::Subscriber::try_recv).
+/// Receiving without waiting ([`Subscriber::try_recv`](crate::Subscriber::try_recv)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TryRecvError {
+    /// No message yet.
     #[error("no message yet")]
     Empty,
+    /// As [`RecvError::Lagged`].
     #[error("lagged: {0} messages were overwritten before this subscriber read them")]
     Lagged(u64),
+    /// As [`RecvError::Disconnected`].
     #[error("disconnected: the publisher is gone and all its messages have been read")]
     Disconnected,
+    /// As [`RecvError::Corrupt`].
     #[error("message {seq} is corrupt in the segment and was skipped")]
-    Corrupt { seq: u64 },
-    /// This lossless subscriber no longer holds its entry in the topic's
-    /// subscriber table: it was evicted (found dead, which a live process
-    /// never is unless its entry was overwritten), or it was made before
-    /// `fork()` in the parent of this process. It receives nothing more and
-    /// never writes its cursor again.
+    Corrupt {
+        /// The skipped message's sequence number.
+        seq: u64,
+    },
+    /// As [`RecvError::Evicted`].
     #[error("evicted: this lossless subscriber no longer holds its subscriber entry (it was evicted, or made before fork() in another process); drop it and subscribe again")]
     Evicted,
 }
 
-/// Receiving with [`Subscriber::recv_timeout`](crate::Subscriber::recv_timeout).
+/// Receiving with a bound on the wait
+/// ([`Subscriber::recv_timeout`](crate::Subscriber::recv_timeout),
+/// [`recv_deadline`](crate::Subscriber::recv_deadline)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecvTimeoutError {
+    /// No message came before the time ran out.
     #[error("timed out waiting for a message")]
     Timeout,
+    /// As [`RecvError::Lagged`].
     #[error("lagged: {0} messages were overwritten before this subscriber read them")]
     Lagged(u64),
+    /// As [`RecvError::Disconnected`].
     #[error("disconnected: the publisher is gone and all its messages have been read")]
     Disconnected,
+    /// As [`RecvError::Corrupt`].
     #[error("message {seq} is corrupt in the segment and was skipped")]
-    Corrupt { seq: u64 },
-    /// This lossless subscriber no longer holds its entry in the topic's
-    /// subscriber table: it was evicted (found dead, which a live process
-    /// never is unless its entry was overwritten), or it was made before
-    /// `fork()` in the parent of this process. It receives nothing more and
-    /// never writes its cursor again.
+    Corrupt {
+        /// The skipped message's sequence number.
+        seq: u64,
+    },
+    /// As [`RecvError::Evicted`].
     #[error("evicted: this lossless subscriber no longer holds its subscriber entry (it was evicted, or made before fork() in another process); drop it and subscribe again")]
     Evicted,
 }
@@ -252,113 +438,240 @@ impl From<RecvError> for RecvTimeoutError {
     }
 }
 
-/// Pushing to a work queue, waiting while it is full.
+impl RecvTimeoutError {
+    /// The error of a wait that had no deadline, so never timed out.
+    pub(crate) fn without_deadline(self) -> RecvError {
+        match self {
+            RecvTimeoutError::Timeout => unreachable!("a wait without a deadline never times out"),
+            RecvTimeoutError::Lagged(n) => RecvError::Lagged(n),
+            RecvTimeoutError::Disconnected => RecvError::Disconnected,
+            RecvTimeoutError::Corrupt { seq } => RecvError::Corrupt { seq },
+            RecvTimeoutError::Evicted => RecvError::Evicted,
+        }
+    }
+
+    /// The error of a wait that was not to wait: `Timeout` is `Empty`.
+    pub(crate) fn without_wait(self) -> TryRecvError {
+        match self {
+            RecvTimeoutError::Timeout => TryRecvError::Empty,
+            RecvTimeoutError::Lagged(n) => TryRecvError::Lagged(n),
+            RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
+            RecvTimeoutError::Corrupt { seq } => TryRecvError::Corrupt { seq },
+            RecvTimeoutError::Evicted => TryRecvError::Evicted,
+        }
+    }
+}
+
+/// Pushing to a work queue with [`Producer::push`](crate::Producer::push),
+/// which waits while the queue is full. Every variant that can carry the
+/// value hands it back ([`into_inner`](Self::into_inner)).
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PushError<T> {
+    /// No consumer can ever take the message: the bus was removed (its
+    /// name no longer leads to this segment, so no process can open it and
+    /// attach a consumer) and no live consumer is attached. Checked when
+    /// the queue is full (at most once per liveness check interval): a
+    /// push into a queue with room succeeds, and the message waits there
+    /// for a consumer; [`Producer::is_abandoned`](crate::Producer::is_abandoned)
+    /// asks directly.
+    #[error("disconnected: the bus was removed and no consumer is attached, so no consumer can ever take this message; open the bus again")]
+    Disconnected(T),
     /// This endpoint's entry in the queue's claim table is no longer its
     /// own: it was made before `fork()` in the parent of this process, or
-    /// the entry was overwritten. Nothing was done. The value is handed back.
+    /// the entry was overwritten. Nothing was done.
     #[error("detached: this producer no longer holds its claim-table entry (it was made before fork() in another process, or the entry was overwritten); drop it and attach a new producer")]
     Detached(T),
     /// The slot at `pos` holds a sequence no protocol step writes: the
-    /// segment is corrupt. The value is handed back.
+    /// segment is corrupt.
     #[error("the queue's slot for position {pos} is corrupt in the segment; remove the bus and recreate it")]
-    Corrupt { pos: u64, value: T },
+    Corrupt {
+        /// The queue position of the corrupt slot.
+        pos: u64,
+        /// The value, handed back.
+        value: T,
+    },
+    /// A byte message longer than the queue's slots. Nothing was done.
     #[error("message of {len} bytes does not fit the queue's {max}-byte slots; push at most {max} bytes or create the queue with a larger `slot_size`")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The queue's slot size.
+        max: usize,
+    },
 }
 
-/// Pushing without waiting (or with a timeout) to a work queue.
+/// Pushing without waiting ([`Producer::try_push`](crate::Producer::try_push)).
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TryPushError<T> {
-    /// Every slot holds an unconsumed message. The value is handed back.
+    /// Every slot holds an unconsumed message.
     #[error("full: every slot holds an unconsumed message; try again later")]
     Full(T),
-    /// This endpoint's entry in the queue's claim table is no longer its
-    /// own: it was made before `fork()` in the parent of this process, or
-    /// the entry was overwritten. Nothing was done. The value is handed back.
+    /// As [`PushError::Disconnected`].
+    #[error("disconnected: the bus was removed and no consumer is attached, so no consumer can ever take this message; open the bus again")]
+    Disconnected(T),
+    /// As [`PushError::Detached`].
     #[error("detached: this producer no longer holds its claim-table entry (it was made before fork() in another process, or the entry was overwritten); drop it and attach a new producer")]
     Detached(T),
-    /// The slot at `pos` holds a sequence no protocol step writes: the
-    /// segment is corrupt. The value is handed back.
+    /// As [`PushError::Corrupt`].
     #[error("the queue's slot for position {pos} is corrupt in the segment; remove the bus and recreate it")]
-    Corrupt { pos: u64, value: T },
+    Corrupt {
+        /// The queue position of the corrupt slot.
+        pos: u64,
+        /// The value, handed back.
+        value: T,
+    },
+    /// As [`PushError::TooLarge`].
     #[error("message of {len} bytes does not fit the queue's {max}-byte slots; push at most {max} bytes or create the queue with a larger `slot_size`")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The queue's slot size.
+        max: usize,
+    },
 }
 
-impl<T> std::fmt::Debug for PushError<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PushError::Detached(_) => f.write_str("Detached(..)"),
-            PushError::Corrupt { pos, .. } => write!(f, "Corrupt {{ pos: {pos}, .. }}"),
-            PushError::TooLarge { len, max } => {
-                write!(f, "TooLarge {{ len: {len}, max: {max} }}")
+/// Pushing with a bound on the wait
+/// ([`Producer::push_timeout`](crate::Producer::push_timeout),
+/// [`push_deadline`](crate::Producer::push_deadline)).
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushTimeoutError<T> {
+    /// The queue was still full when the time ran out.
+    #[error("timed out waiting for room in the queue")]
+    Timeout(T),
+    /// As [`PushError::Disconnected`].
+    #[error("disconnected: the bus was removed and no consumer is attached, so no consumer can ever take this message; open the bus again")]
+    Disconnected(T),
+    /// As [`PushError::Detached`].
+    #[error("detached: this producer no longer holds its claim-table entry (it was made before fork() in another process, or the entry was overwritten); drop it and attach a new producer")]
+    Detached(T),
+    /// As [`PushError::Corrupt`].
+    #[error("the queue's slot for position {pos} is corrupt in the segment; remove the bus and recreate it")]
+    Corrupt {
+        /// The queue position of the corrupt slot.
+        pos: u64,
+        /// The value, handed back.
+        value: T,
+    },
+    /// As [`PushError::TooLarge`].
+    #[error("message of {len} bytes does not fit the queue's {max}-byte slots; push at most {max} bytes or create the queue with a larger `slot_size`")]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The queue's slot size.
+        max: usize,
+    },
+}
+
+/// `Debug` and `into_inner` for the push errors, which hand a value back
+/// (without asking `T: Debug`, as crossbeam's errors do not).
+macro_rules! push_error_impls {
+    ($name:ident, $($variant:ident),*) => {
+        impl<T> $name<T> {
+            /// The value handed back, if this error carries one (every
+            /// variant but `TooLarge`).
+            ///
+            /// ```
+            /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+            /// # let name = format!("doc-intoinner-{}", std::process::id());
+            /// let bus = shmbus::Bus::open(&name)?;
+            /// let mut jobs = bus.topic("jobs").capacity(2).producer::<u64>()?;
+            /// jobs.push(1)?;
+            /// jobs.push(2)?;
+            /// let err = jobs.try_push(3).unwrap_err();
+            /// assert_eq!(err.into_inner(), Some(3));
+            /// # drop((jobs, bus)); shmbus::Bus::remove(&name)?;
+            /// # Ok(()) }
+            /// ```
+            pub fn into_inner(self) -> Option<T> {
+                match self {
+                    $($name::$variant(value))|* | $name::Corrupt { value, .. } => Some(value),
+                    $name::TooLarge { .. } => None,
+                }
             }
         }
-    }
-}
 
-impl<T> std::fmt::Debug for TryPushError<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TryPushError::Full(_) => f.write_str("Full(..)"),
-            TryPushError::Detached(_) => f.write_str("Detached(..)"),
-            TryPushError::Corrupt { pos, .. } => write!(f, "Corrupt {{ pos: {pos}, .. }}"),
-            TryPushError::TooLarge { len, max } => {
-                write!(f, "TooLarge {{ len: {len}, max: {max} }}")
+        impl<T> std::fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self {
+                    $($name::$variant(_) => f.write_str(concat!(stringify!($variant), "(..)")),)*
+                    $name::Corrupt { pos, .. } => write!(f, "Corrupt {{ pos: {pos}, .. }}"),
+                    $name::TooLarge { len, max } => {
+                        write!(f, "TooLarge {{ len: {len}, max: {max} }}")
+                    }
+                }
             }
         }
-    }
+    };
 }
 
-/// Popping from a work queue.
+push_error_impls!(PushError, Disconnected, Detached);
+push_error_impls!(TryPushError, Full, Disconnected, Detached);
+push_error_impls!(PushTimeoutError, Timeout, Disconnected, Detached);
+
+/// Popping from a work queue with [`Consumer::pop`](crate::Consumer::pop)
+/// (and the items of [`Consumer::iter`](crate::Consumer::iter)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PopError {
-    /// No producer is attached any more (all dropped or dead) and the
-    /// queue is empty. A new producer may attach later.
+    /// A producer has attached, every producer that did is gone (dropped
+    /// or dead), and the queue is empty. A new producer may attach later.
     #[error("disconnected: no producer is left and the queue is empty")]
     Disconnected,
     /// The message at `pos` is corrupt in the segment and was skipped.
     #[error("message at position {pos} is corrupt in the segment and was skipped")]
-    Corrupt { pos: u64 },
+    Corrupt {
+        /// The queue position of the skipped message.
+        pos: u64,
+    },
     /// This consumer's claim-table entry is no longer its own (made before
     /// `fork()` in the parent of this process, or overwritten).
     #[error("detached: this consumer no longer holds its claim-table entry (it was made before fork() in another process, or the entry was overwritten); drop it and attach a new consumer")]
     Detached,
 }
 
-/// Popping from a work queue without waiting.
+/// Popping without waiting ([`Consumer::try_pop`](crate::Consumer::try_pop)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TryPopError {
+    /// No message to pop now.
     #[error("empty: no message to pop")]
     Empty,
+    /// As [`PopError::Disconnected`].
     #[error("disconnected: no producer is left and the queue is empty")]
     Disconnected,
+    /// As [`PopError::Corrupt`].
     #[error("message at position {pos} is corrupt in the segment and was skipped")]
-    Corrupt { pos: u64 },
-    /// This consumer's claim-table entry is no longer its own (made before
-    /// `fork()` in the parent of this process, or overwritten).
+    Corrupt {
+        /// The queue position of the skipped message.
+        pos: u64,
+    },
+    /// As [`PopError::Detached`].
     #[error("detached: this consumer no longer holds its claim-table entry (it was made before fork() in another process, or the entry was overwritten); drop it and attach a new consumer")]
     Detached,
 }
 
-/// Popping from a work queue with a timeout.
+/// Popping with a bound on the wait
+/// ([`Consumer::pop_timeout`](crate::Consumer::pop_timeout),
+/// [`pop_deadline`](crate::Consumer::pop_deadline)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PopTimeoutError {
+    /// No message came before the time ran out.
     #[error("timed out waiting for a message")]
     Timeout,
+    /// As [`PopError::Disconnected`].
     #[error("disconnected: no producer is left and the queue is empty")]
     Disconnected,
+    /// As [`PopError::Corrupt`].
     #[error("message at position {pos} is corrupt in the segment and was skipped")]
-    Corrupt { pos: u64 },
-    /// This consumer's claim-table entry is no longer its own (made before
-    /// `fork()` in the parent of this process, or overwritten).
+    Corrupt {
+        /// The queue position of the skipped message.
+        pos: u64,
+    },
+    /// As [`PopError::Detached`].
     #[error("detached: this consumer no longer holds its claim-table entry (it was made before fork() in another process, or the entry was overwritten); drop it and attach a new consumer")]
     Detached,
 }
@@ -383,20 +696,17 @@ impl From<PopError> for PopTimeoutError {
     }
 }
 
-impl RecvTimeoutError {
-    /// The error of a wait that had no deadline, so never timed out.
-    pub(crate) fn without_deadline(self) -> RecvError {
+impl PopTimeoutError {
+    /// The error of a wait that was not to wait: `Timeout` is `Empty`.
+    pub(crate) fn without_wait(self) -> TryPopError {
         match self {
-            RecvTimeoutError::Timeout => unreachable!("a wait without a deadline never times out"),
-            RecvTimeoutError::Lagged(n) => RecvError::Lagged(n),
-            RecvTimeoutError::Disconnected => RecvError::Disconnected,
-            RecvTimeoutError::Corrupt { seq } => RecvError::Corrupt { seq },
-            RecvTimeoutError::Evicted => RecvError::Evicted,
+            PopTimeoutError::Timeout => TryPopError::Empty,
+            PopTimeoutError::Disconnected => TryPopError::Disconnected,
+            PopTimeoutError::Corrupt { pos } => TryPopError::Corrupt { pos },
+            PopTimeoutError::Detached => TryPopError::Detached,
         }
     }
-}
 
-impl PopTimeoutError {
     /// The error of a wait that had no deadline, so never timed out.
     pub(crate) fn without_deadline(self) -> PopError {
         match self {

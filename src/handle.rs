@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::broadcast::LagPolicy;
 use crate::ring::broadcast::StartAt;
 use crate::ring::{Liveness, Owner};
 use crate::segment::procs::fork_epoch;
@@ -15,6 +16,8 @@ use crate::wait::WaitStrategy;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EndpointOptions {
     pub start: StartAt,
+    /// Where a lapped subscriber goes on.
+    pub lag: LagPolicy,
     pub wait: WaitStrategy,
     /// How often a waiting endpoint checks whether the processes it waits
     /// on are alive; also its longest sleep.
@@ -66,6 +69,16 @@ impl HasSegment for BroadcastView {
 impl HasSegment for QueueView {
     fn segment(&self) -> &Segment {
         self.seg()
+    }
+}
+
+impl<V: HasSegment + Clone> Handle<V> {
+    /// A handle on the same topic for a new endpoint made in this process
+    /// now (with this process's token and fork epoch, which differ from
+    /// this one's in a child made by `fork()` since).
+    pub(crate) fn sibling(&self) -> Result<Self, crate::Error> {
+        let me = self.view.segment().me()?;
+        Ok(Handle::new(self.view.clone(), &self.name, me, self.opts))
     }
 }
 

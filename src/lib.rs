@@ -3,11 +3,33 @@
 //! A lock-free, broker-free message bus in shared memory for processes on
 //! one machine.
 //!
-//! A [`Bus`] is one named shared-memory segment (`/dev/shm/shmbus.<name>`).
-//! Processes that know the name open it and publish or subscribe to its
-//! topics; there is no daemon. A broadcast topic gives every subscriber
-//! every message in order; see [`broadcast`] for the exact semantics of
-//! overwriting, lag and disconnection.
+//! # The pieces
+//!
+//! - A [`Bus`] is one named shared-memory segment
+//!   (`/dev/shm/shmbus.<name>`). Processes that know the name open it
+//!   ([`Bus::open`]); the first creates it, the others join. There is no
+//!   daemon. Options for a new bus are in [`BusBuilder`].
+//! - A *topic* is a named ring buffer in a bus, of one message type: a
+//!   plain-data [`Message`] type, or [`Bytes`] of any length up to a slot
+//!   size. Its options (capacity, lossless mode, wait strategy, where a
+//!   subscriber starts) are in [`TopicBuilder`], from [`Bus::topic`].
+//! - A *broadcast* topic has one [`Publisher`] and any number of
+//!   [`Subscriber`]s; every subscriber gets every message, in order. In
+//!   overwrite mode the publisher never waits and a lapped subscriber is
+//!   told how many messages it lost ([`RecvError::Lagged`]); in lossless
+//!   mode the publisher waits for the slowest live subscriber. See
+//!   [`broadcast`] for the exact semantics.
+//! - A *work-queue* topic has any number of [`Producer`]s and
+//!   [`Consumer`]s; each message goes to exactly one consumer. See
+//!   [`queue`].
+//!
+//! Every blocking operation has a `try_` form that never waits, a
+//! `_timeout` and a `_deadline` form, typed and bytes alike; subscribers
+//! and consumers are iterators; errors that can hand the value back do.
+//! Processes may die at any instruction: what they held is reclaimed once
+//! their death is *known* (see [`broadcast`] and [`queue`]).
+//!
+//! # Example
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,12 +50,19 @@
 //!     Err(RecvError::Lagged(n)) => eprintln!("lost {n} messages"),
 //!     Err(e) => return Err(e.into()),
 //! }
-//! # drop((tx, rx, bus));
+//!
+//! // A work queue: each job to one worker.
+//! let mut jobs = bus.producer::<u64>("jobs")?;
+//! let mut worker = bus.consumer::<u64>("jobs")?;    // usually in each worker process
+//! jobs.push(42)?;
+//! assert_eq!(worker.pop()?, 42);
+//! # drop((tx, rx, jobs, worker, bus));
 //! Bus::remove(&name)?;
 //! # Ok(()) }
 //! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // The OS-free core: what loom model-checks. Internals, not API: public only
@@ -44,6 +73,7 @@ macro_rules! internal_mod {
         $(#[$doc])*
         #[cfg(any(feature = "internals", shmbus_loom))]
         #[doc(hidden)]
+        #[allow(missing_debug_implementations)]
         pub mod $name;
         $(#[$doc])*
         #[cfg(not(any(feature = "internals", shmbus_loom)))]
@@ -78,15 +108,16 @@ internal_mod!(segment);
 mod topic;
 
 #[cfg(not(shmbus_loom))]
-pub use broadcast::{Borrowed, Publisher, StartAt, Subscriber, SubscriberStats};
+pub use broadcast::{Borrowed, LagPolicy, Publisher, StartAt, Subscriber, SubscriberStats};
 #[cfg(not(shmbus_loom))]
 pub use bus::{
     Bus, BusBuilder, TopicInfo, TopicKind, DEFAULT_BUS_SIZE, DEFAULT_PROCESSES, DEFAULT_TOPICS,
 };
 #[cfg(not(shmbus_loom))]
 pub use error::{
-    Error, PopError, PopTimeoutError, PushError, RecvError, RecvRefError, RecvTimeoutError,
-    SendError, TryPopError, TryPushError, TryRecvError, TrySendError,
+    Error, PopError, PopTimeoutError, PushError, PushTimeoutError, RecvError, RecvRefError,
+    RecvTimeoutError, SendError, SendTimeoutError, TryPopError, TryPushError, TryRecvError,
+    TrySendError,
 };
 #[cfg(not(shmbus_loom))]
 pub use message::{Bytes, Message};

@@ -10,7 +10,7 @@
 //! # Waiting
 //!
 //! `push` waits while the queue is full and `pop` while it is empty, as the
-//! topic builder's [`WaitStrategy`] says (consumers and producers sleep on
+//! topic builder's [`WaitStrategy`](crate::WaitStrategy) says (consumers and producers sleep on
 //! futexes in the segment when blocking). `try_push` hands the value back in
 //! [`TryPushError::Full`]; `try_pop` returns [`TryPopError::Empty`].
 //!
@@ -36,11 +36,21 @@
 //! A consumer's `pop` returns [`PopError::Disconnected`] once a producer
 //! has attached, every producer that attached is gone (dropped or dead) and
 //! the queue is empty.
+//!
+//! A push returns `Disconnected(value)` ([`PushError::Disconnected`]) only
+//! when no consumer can ever take the message: the bus was removed (its
+//! name no longer leads to this segment, so no process can open it and
+//! attach a consumer) and no consumer is attached. Without a broker, a
+//! consumer may attach to a live bus at any time, so a push into a queue
+//! with room succeeds and the message waits for it; a full queue checks at
+//! each liveness check ([`Producer::is_abandoned`] asks at any time).
 
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, PopError, PopTimeoutError, PushError, TryPopError, TryPushError};
+use crate::error::{
+    Error, PopError, PopTimeoutError, PushError, PushTimeoutError, TryPopError, TryPushError,
+};
 use crate::handle::Handle;
 use crate::message::{Bytes, Message};
 use crate::process;
@@ -153,12 +163,44 @@ impl Suspect {
 
 /// Why a push did not happen.
 enum PushFail {
+    /// Full, and no more waiting allowed.
     Full,
+    Disconnected,
     Detached,
-    Corrupt { pos: u64 },
+    Corrupt {
+        pos: u64,
+    },
+}
+
+/// Live (or possibly live: unknown counts) endpoints in a claim table.
+fn live_count(topic: &Handle<QueueView>, entries: &[ClaimEntry]) -> usize {
+    entries
+        .iter()
+        .filter_map(ClaimEntry::owner)
+        .filter(|&owner| !topic.liveness(owner).is_dead())
+        .count()
 }
 
 /// A producer of a work queue.
+///
+/// Push with [`push`](Self::push) and its `try_`, `_timeout` and
+/// `_deadline` forms; every error that can hands the value back.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let name = format!("doc-producer-{}", std::process::id());
+/// use shmbus::TryPushError;
+/// let bus = shmbus::Bus::open(&name)?;
+/// let mut jobs = bus.topic("jobs").capacity(2).producer::<u64>()?;
+/// jobs.push(1)?;
+/// jobs.push(2)?;
+/// match jobs.try_push(3) {
+///     Err(TryPushError::Full(job)) => assert_eq!(job, 3), // handed back
+///     other => panic!("{other:?}"),
+/// }
+/// # drop((jobs, bus)); shmbus::Bus::remove(&name)?;
+/// # Ok(()) }
+/// ```
 pub struct Producer<T> {
     topic: Handle<QueueView>,
     entry: usize,
@@ -203,10 +245,98 @@ impl<T> Producer<T> {
         stats_of(self.topic.view.ring())
     }
 
+    /// Another producer of the same queue, with the same options (a new
+    /// entry in its producer table).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-prodclone-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut a = bus.producer::<u64>("jobs")?;
+    /// let mut b = a.try_clone()?;
+    /// let handle = std::thread::spawn(move || b.push(2));
+    /// a.push(1)?;
+    /// handle.join().unwrap()?;
+    /// assert_eq!(a.queue_stats().pushed, 2);
+    /// # drop((a, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyWorkers`] when the
+    /// producer table is full.
+    pub fn try_clone(&self) -> Result<Self, Error> {
+        Producer::new(self.topic.sibling()?)
+    }
+
+    /// How many consumers are attached: the entries of the consumer table
+    /// held by processes not known dead (one whose liveness cannot be told
+    /// counts). Costs a liveness probe (one `fcntl`) per attached consumer.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-prodrc-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let jobs = bus.producer::<u64>("jobs")?;
+    /// assert_eq!(jobs.receiver_count(), 0);
+    /// let worker = bus.consumer::<u64>("jobs")?;
+    /// assert_eq!(jobs.receiver_count(), 1);
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn receiver_count(&self) -> usize {
+        live_count(&self.topic, self.topic.view.ring().consumers())
+    }
+
+    /// Whether no consumer can ever take a message pushed now: no consumer
+    /// is attached and the bus was removed (its name no longer leads to
+    /// this segment, so no process can open it and attach one). This is
+    /// when pushes return `Disconnected`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-prodab-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let jobs = bus.producer::<u64>("jobs")?;
+    /// assert!(!jobs.is_abandoned()); // a consumer may still attach
+    /// shmbus::Bus::remove(&name)?;
+    /// assert!(jobs.is_abandoned());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_abandoned(&self) -> bool {
+        self.receiver_count() == 0 && self.topic.view.seg().is_removed()
+    }
+
+    /// The paced checks of a push that found the queue full (`blocked`):
+    /// frees a slot held by a consumer known dead (`Ok(true)`: try again),
+    /// says whether the slot we need is corrupt, or whether no consumer can
+    /// ever take the message. Out of line: kept in the push loop, they cost
+    /// 1-to-1 queue throughput about 45% on 2 cores (`shmbus bench --only
+    /// queue`), though they run once per check interval.
+    #[cold]
+    #[inline(never)]
+    fn blocked_check(&mut self, blocked: PushBlocked) -> Result<bool, PushFail> {
+        if let PushBlocked::Unreleased { pos } = blocked {
+            if self.orphan.recover(&self.topic, Side::Consume, pos) == Recovery::Recovered {
+                return Ok(true);
+            }
+        }
+        let ring = self.topic.view.ring();
+        if let Err(pos) = self.suspect.check(ring, Side::Push) {
+            return Err(PushFail::Corrupt { pos });
+        }
+        if self.is_abandoned() {
+            return Err(PushFail::Disconnected);
+        }
+        Ok(false)
+    }
+
     /// Pushes `bytes`, waiting for room until `deadline` (`None`: forever)
     /// if `wait`. A producer stuck behind a consumer known dead frees its
     /// slot (paced: at most once per check interval), whether it waits or
-    /// not.
+    /// not; at the same paced checks, it gives up with `Disconnected` if
+    /// no consumer can ever take the message.
     fn push_raw(
         &mut self,
         bytes: &[u8],
@@ -217,6 +347,7 @@ impl<T> Producer<T> {
             return Err(PushFail::Detached);
         }
         let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
+        let backoff = crossbeam_utils::Backoff::new();
         loop {
             let ring = self.topic.view.ring();
             let entry = &ring.producers()[self.entry];
@@ -228,24 +359,17 @@ impl<T> Producer<T> {
                     return Ok(());
                 }
                 Err(PushBlocked::Corrupt { pos, .. }) => return Err(PushFail::Corrupt { pos }),
-                Err(blocked) if self.pacer.due() => {
-                    if let PushBlocked::Unreleased { pos } = blocked {
-                        if self.orphan.recover(&self.topic, Side::Consume, pos)
-                            == Recovery::Recovered
-                        {
-                            continue;
-                        }
-                    }
-                    let ring = self.topic.view.ring();
-                    if let Err(pos) = self.suspect.check(ring, Side::Push) {
-                        return Err(PushFail::Corrupt { pos });
-                    }
-                }
+                Err(blocked) if self.pacer.due() => match self.blocked_check(blocked) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(fail) => return Err(fail),
+                },
                 Err(_) => {}
             }
             if !wait {
                 return Err(PushFail::Full);
             }
+            backoff.spin();
             let ring = self.topic.view.ring();
             match waiter.wait_once(ring.ctrl().not_full(), || ring.can_push(), deadline) {
                 Waited::Deadline => return Err(PushFail::Full),
@@ -256,96 +380,272 @@ impl<T> Producer<T> {
     }
 }
 
+/// The outcome of a push, with the value handed back on failure, in the
+/// error type of its form.
+trait HandBack<T>: Sized {
+    fn hand_back(fail: PushFail, value: T) -> Self;
+    fn too_large(len: usize, max: usize) -> Self;
+}
+
+impl<T> HandBack<T> for PushError<T> {
+    fn hand_back(fail: PushFail, value: T) -> Self {
+        match fail {
+            PushFail::Disconnected => PushError::Disconnected(value),
+            PushFail::Detached => PushError::Detached(value),
+            PushFail::Corrupt { pos } => PushError::Corrupt { pos, value },
+            PushFail::Full => unreachable!("a push without a deadline waits for room"),
+        }
+    }
+
+    fn too_large(len: usize, max: usize) -> Self {
+        PushError::TooLarge { len, max }
+    }
+}
+
+impl<T> HandBack<T> for TryPushError<T> {
+    fn hand_back(fail: PushFail, value: T) -> Self {
+        match fail {
+            PushFail::Full => TryPushError::Full(value),
+            PushFail::Disconnected => TryPushError::Disconnected(value),
+            PushFail::Detached => TryPushError::Detached(value),
+            PushFail::Corrupt { pos } => TryPushError::Corrupt { pos, value },
+        }
+    }
+
+    fn too_large(len: usize, max: usize) -> Self {
+        TryPushError::TooLarge { len, max }
+    }
+}
+
+impl<T> HandBack<T> for PushTimeoutError<T> {
+    fn hand_back(fail: PushFail, value: T) -> Self {
+        match fail {
+            PushFail::Full => PushTimeoutError::Timeout(value),
+            PushFail::Disconnected => PushTimeoutError::Disconnected(value),
+            PushFail::Detached => PushTimeoutError::Detached(value),
+            PushFail::Corrupt { pos } => PushTimeoutError::Corrupt { pos, value },
+        }
+    }
+
+    fn too_large(len: usize, max: usize) -> Self {
+        PushTimeoutError::TooLarge { len, max }
+    }
+}
+
 impl<T: Message> Producer<T> {
+    fn push_value<E: HandBack<T>>(
+        &mut self,
+        value: T,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), E> {
+        self.push_raw(value.as_bytes(), wait, deadline)
+            .map_err(|fail| E::hand_back(fail, value))
+    }
+
     /// Pushes `value`, waiting while the queue is full.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-push-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// jobs.push(7)?;
+    /// assert_eq!(jobs.queue_stats().pushed, 1);
+    /// # drop((jobs, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`PushError::Detached`] if this producer no longer holds its
+    /// [`PushError::Disconnected`] when no consumer can ever take it (see
+    /// [`is_abandoned`](Self::is_abandoned); checked while the queue is
+    /// full); [`PushError::Detached`] if this producer no longer holds its
     /// claim-table entry (made before `fork()` in a parent);
-    /// [`PushError::Corrupt`] if the queue's slot is corrupt. Both hand the
+    /// [`PushError::Corrupt`] if the queue's slot is corrupt. All hand the
     /// value back.
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
-        let result = self.push_raw(value.as_bytes(), true, None);
-        handed_back(result, value)
+        self.push_value(value, true, None)
     }
 
     /// Pushes `value` if there is room now; hands it back if not.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-trypush-{}", std::process::id());
+    /// use shmbus::TryPushError;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.topic("jobs").capacity(2).producer::<u64>()?;
+    /// jobs.try_push(1)?;
+    /// jobs.try_push(2)?;
+    /// assert_eq!(jobs.try_push(3), Err(TryPushError::Full(3)));
+    /// # drop((jobs, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// [`TryPushError::Full`] when every slot holds a message; otherwise as
     /// [`push`](Self::push).
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
-        let result = self.push_raw(value.as_bytes(), false, None);
-        try_handed_back(result, value)
+        self.push_value(value, false, None)
     }
 
     /// Pushes `value`, waiting at most `timeout` for room.
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-pushto-{}", std::process::id());
+    /// use shmbus::PushTimeoutError;
+    /// use std::time::Duration;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.topic("jobs").capacity(2).producer::<u64>()?;
+    /// jobs.push(1)?;
+    /// jobs.push(2)?;
+    /// let full = jobs.push_timeout(3, Duration::from_millis(5));
+    /// assert_eq!(full, Err(PushTimeoutError::Timeout(3)));
+    /// # drop((jobs, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
-    /// As [`try_push`](Self::try_push), `Full` once the timeout passed.
-    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), TryPushError<T>> {
-        let result = self.push_raw(value.as_bytes(), true, deadline_after(timeout));
-        try_handed_back(result, value)
+    /// [`PushTimeoutError::Timeout`] once the timeout passed with the queue
+    /// still full; otherwise as [`push`](Self::push).
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushTimeoutError<T>> {
+        self.push_value(value, true, deadline_after(timeout))
     }
-}
 
-/// The outcome of a waiting push, with the value handed back on failure.
-fn handed_back<T>(result: Result<(), PushFail>, value: T) -> Result<(), PushError<T>> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(PushFail::Detached) => Err(PushError::Detached(value)),
-        Err(PushFail::Corrupt { pos }) => Err(PushError::Corrupt { pos, value }),
-        Err(PushFail::Full) => unreachable!("a push without a deadline waits for room"),
-    }
-}
-
-/// The outcome of a push that may not wait (long), with the value handed
-/// back on failure.
-fn try_handed_back<T>(result: Result<(), PushFail>, value: T) -> Result<(), TryPushError<T>> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(PushFail::Full) => Err(TryPushError::Full(value)),
-        Err(PushFail::Detached) => Err(TryPushError::Detached(value)),
-        Err(PushFail::Corrupt { pos }) => Err(TryPushError::Corrupt { pos, value }),
+    /// Pushes `value`, waiting for room until `deadline`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-pushdl-{}", std::process::id());
+    /// use std::time::{Duration, Instant};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// jobs.push_deadline(1, Instant::now() + Duration::from_millis(5))?;
+    /// # drop((jobs, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`push_timeout`](Self::push_timeout).
+    pub fn push_deadline(
+        &mut self,
+        value: T,
+        deadline: Instant,
+    ) -> Result<(), PushTimeoutError<T>> {
+        self.push_value(value, true, Some(deadline))
     }
 }
 
 impl Producer<Bytes> {
-    fn fits(&self, bytes: &[u8]) -> Result<(), (usize, usize)> {
+    fn push_bytes_raw<E: HandBack<()>>(
+        &mut self,
+        bytes: &[u8],
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), E> {
         let max = self.topic.view.ring().slot_bytes();
         if bytes.len() > max {
-            Err((bytes.len(), max))
-        } else {
-            Ok(())
+            return Err(E::too_large(bytes.len(), max));
         }
+        self.push_raw(bytes, wait, deadline)
+            .map_err(|fail| E::hand_back(fail, ()))
     }
 
     /// Pushes `bytes` (at most the slot size), waiting while the queue is full.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-pushb-{}", std::process::id());
+    /// use shmbus::PushError;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.topic("jobs").slot_size(8).producer_bytes()?;
+    /// jobs.push_bytes(b"job-1")?;
+    /// assert_eq!(
+    ///     jobs.push_bytes(b"far too long"),
+    ///     Err(PushError::TooLarge { len: 12, max: 8 })
+    /// );
+    /// # drop((jobs, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// [`PushError::TooLarge`] for a message over the slot size; otherwise
     /// as [`Producer::push`].
     pub fn push_bytes(&mut self, bytes: &[u8]) -> Result<(), PushError<()>> {
-        self.fits(bytes)
-            .map_err(|(len, max)| PushError::TooLarge { len, max })?;
-        let result = self.push_raw(bytes, true, None);
-        handed_back(result, ())
+        self.push_bytes_raw(bytes, true, None)
     }
 
     /// Pushes `bytes` if there is room now.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-trypushb-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.topic("jobs").producer_bytes()?;
+    /// jobs.try_push_bytes(b"job-1")?;
+    /// # drop((jobs, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// As [`Producer::try_push`], and `TooLarge`.
     pub fn try_push_bytes(&mut self, bytes: &[u8]) -> Result<(), TryPushError<()>> {
-        self.fits(bytes)
-            .map_err(|(len, max)| TryPushError::TooLarge { len, max })?;
-        let result = self.push_raw(bytes, false, None);
-        try_handed_back(result, ())
+        self.push_bytes_raw(bytes, false, None)
+    }
+
+    /// Pushes `bytes`, waiting at most `timeout` for room.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-pushbto-{}", std::process::id());
+    /// use std::time::Duration;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.topic("jobs").producer_bytes()?;
+    /// jobs.push_bytes_timeout(b"job-1", Duration::from_millis(5))?;
+    /// # drop((jobs, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::push_timeout`], and `TooLarge`.
+    pub fn push_bytes_timeout(
+        &mut self,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> Result<(), PushTimeoutError<()>> {
+        self.push_bytes_raw(bytes, true, deadline_after(timeout))
+    }
+
+    /// Pushes `bytes`, waiting for room until `deadline`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-pushbdl-{}", std::process::id());
+    /// use std::time::{Duration, Instant};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.topic("jobs").producer_bytes()?;
+    /// jobs.push_bytes_deadline(b"job-1", Instant::now() + Duration::from_millis(5))?;
+    /// # drop((jobs, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::push_timeout`], and `TooLarge`.
+    pub fn push_bytes_deadline(
+        &mut self,
+        bytes: &[u8],
+        deadline: Instant,
+    ) -> Result<(), PushTimeoutError<()>> {
+        self.push_bytes_raw(bytes, true, Some(deadline))
     }
 }
 
@@ -361,6 +661,28 @@ impl<T> Drop for Producer<T> {
 }
 
 /// A consumer of a work queue.
+///
+/// Pop with [`pop`](Self::pop) and its `try_`, `_timeout`, `_deadline` and
+/// `_into` forms, or iterate:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let name = format!("doc-consumer-{}", std::process::id());
+/// let bus = shmbus::Bus::open(&name)?;
+/// let mut jobs = bus.producer::<u64>("jobs")?;
+/// let mut worker = bus.consumer::<u64>("jobs")?;
+/// for job in 0..3 {
+///     jobs.push(job)?;
+/// }
+/// drop(jobs); // the iteration ends once the queue is drained
+/// let mut done = Vec::new();
+/// for job in &mut worker {
+///     done.push(job?);
+/// }
+/// assert_eq!(done, [0, 1, 2]);
+/// # drop((worker, bus)); shmbus::Bus::remove(&name)?;
+/// # Ok(()) }
+/// ```
 pub struct Consumer<T> {
     topic: Handle<QueueView>,
     entry: usize,
@@ -414,6 +736,33 @@ impl<T> Consumer<T> {
     /// The queue's shared counters.
     pub fn queue_stats(&self) -> QueueStats {
         stats_of(self.topic.view.ring())
+    }
+
+    /// Another consumer of the same queue, with the same options (a new
+    /// entry in its consumer table): each message goes to one of them.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-consclone-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// let mut a = bus.consumer::<u64>("jobs")?;
+    /// let mut b = a.try_clone()?;
+    /// jobs.push(1)?;
+    /// jobs.push(2)?;
+    /// let mut got = [a.pop()?, b.pop()?];
+    /// got.sort();
+    /// assert_eq!(got, [1, 2]);
+    /// # drop((jobs, a, b, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyWorkers`] when the
+    /// consumer table is full.
+    pub fn try_clone(&self) -> Result<Self, Error> {
+        Consumer::new(self.topic.sibling()?)
     }
 
     /// One pop: a message, or nothing now. Recovers a slot whose producer
@@ -470,17 +819,33 @@ impl<T> Consumer<T> {
             return false;
         }
         if self.producers_check.due() {
-            let topic = &self.topic;
-            self.gone = !ring
-                .producers()
-                .iter()
-                .filter_map(ClaimEntry::owner)
-                .any(|owner| !topic.liveness(owner).is_dead());
+            self.gone = live_count(&self.topic, ring.producers()) == 0;
         }
         self.gone && !ring.can_pop() && ctrl.pushed() == ctrl.popped()
     }
 
-    fn pop_into(
+    /// Pops into `out`: one attempt if not `wait` (`Timeout` then means
+    /// empty), else waiting until `deadline` (`None`: for ever).
+    #[inline]
+    fn pop_raw(
+        &mut self,
+        out: &mut [u8],
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<usize, PopTimeoutError> {
+        if wait {
+            return self.pop_waiting(out, deadline);
+        }
+        match self.try_once(out) {
+            Pop::Got(len) => Ok(len),
+            Pop::Failed(err) => Err(err.into()),
+            Pop::Empty if self.disconnected() => Err(PopTimeoutError::Disconnected),
+            Pop::Empty => Err(PopTimeoutError::Timeout),
+        }
+    }
+
+    /// Pops into `out`, waiting until `deadline` (`None`: for ever).
+    fn pop_waiting(
         &mut self,
         out: &mut [u8],
         deadline: Option<Instant>,
@@ -512,19 +877,22 @@ impl<T> Consumer<T> {
             }
         }
     }
-
-    fn try_pop_into(&mut self, out: &mut [u8]) -> Result<usize, TryPopError> {
-        match self.try_once(out) {
-            Pop::Got(len) => Ok(len),
-            Pop::Failed(err) => Err(err.into()),
-            Pop::Empty if self.disconnected() => Err(TryPopError::Disconnected),
-            Pop::Empty => Err(TryPopError::Empty),
-        }
-    }
 }
 
 impl<T: Message> Consumer<T> {
     /// Pops the next message, waiting while the queue is empty.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-pop-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// let mut worker = bus.consumer::<u64>("jobs")?;
+    /// jobs.push(7)?;
+    /// assert_eq!(worker.pop()?, 7);
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -532,73 +900,468 @@ impl<T: Message> Consumer<T> {
     /// is empty; [`PopError::Corrupt`] for a corrupt slot;
     /// [`PopError::Detached`] if this consumer no longer holds its entry.
     pub fn pop(&mut self) -> Result<T, PopError> {
-        self.pop_typed(None)
+        self.pop_value(true, None)
             .map_err(PopTimeoutError::without_deadline)
     }
 
     /// Pops the next message, waiting at most `timeout`.
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-popto-{}", std::process::id());
+    /// use shmbus::PopTimeoutError;
+    /// use std::time::Duration;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let _jobs = bus.producer::<u64>("jobs")?;
+    /// let mut worker = bus.consumer::<u64>("jobs")?;
+    /// let none = worker.pop_timeout(Duration::from_millis(5));
+    /// assert_eq!(none, Err(PopTimeoutError::Timeout));
+    /// # drop((_jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
-    /// As [`pop`](Self::pop), and `Timeout`.
+    /// As [`pop`](Self::pop), and [`PopTimeoutError::Timeout`].
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopTimeoutError> {
-        self.pop_typed(deadline_after(timeout))
+        self.pop_value(true, deadline_after(timeout))
+    }
+
+    /// Pops the next message, waiting until `deadline`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-popdl-{}", std::process::id());
+    /// use std::time::{Duration, Instant};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// let mut worker = bus.consumer::<u64>("jobs")?;
+    /// jobs.push(7)?;
+    /// assert_eq!(worker.pop_deadline(Instant::now() + Duration::from_millis(5))?, 7);
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`pop_timeout`](Self::pop_timeout).
+    pub fn pop_deadline(&mut self, deadline: Instant) -> Result<T, PopTimeoutError> {
+        self.pop_value(true, Some(deadline))
     }
 
     /// Pops the next message if there is one.
     ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-trypop-{}", std::process::id());
+    /// use shmbus::TryPopError;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// let mut worker = bus.consumer::<u64>("jobs")?;
+    /// assert_eq!(worker.try_pop(), Err(TryPopError::Empty));
+    /// jobs.push(7)?;
+    /// assert_eq!(worker.try_pop()?, 7);
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
-    /// As [`pop`](Self::pop), and `Empty`.
+    /// As [`pop`](Self::pop), and [`TryPopError::Empty`].
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
-        let mut value = T::new_zeroed();
-        let len = self.try_pop_into(value.as_mut_bytes())?;
-        if len != core::mem::size_of::<T>() {
-            return Err(TryPopError::Corrupt {
-                pos: self.topic.view.ring().ctrl().popped().wrapping_sub(1),
-            });
+        self.pop_value(false, None)
+            .map_err(PopTimeoutError::without_wait)
+    }
+
+    /// Pops the next message into `out`, without a temporary: for large
+    /// messages. On an error, `out` holds unspecified bytes (still a valid
+    /// `T`).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-popinto-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<[u8; 4096]>("pages")?;
+    /// let mut worker = bus.consumer::<[u8; 4096]>("pages")?;
+    /// jobs.push([1; 4096])?;
+    /// let mut page = Box::new([0u8; 4096]);
+    /// worker.pop_into(&mut page)?;
+    /// assert_eq!(page[4095], 1);
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`pop`](Self::pop).
+    pub fn pop_into(&mut self, out: &mut T) -> Result<(), PopError> {
+        self.pop_into_raw(out, true, None)
+            .map_err(PopTimeoutError::without_deadline)
+    }
+
+    /// Pops the next message into `out` if there is one.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-trypopinto-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// let mut worker = bus.consumer::<u64>("jobs")?;
+    /// jobs.push(7)?;
+    /// let mut job = 0;
+    /// worker.try_pop_into(&mut job)?;
+    /// assert_eq!(job, 7);
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`try_pop`](Self::try_pop).
+    pub fn try_pop_into(&mut self, out: &mut T) -> Result<(), TryPopError> {
+        self.pop_into_raw(out, false, None)
+            .map_err(PopTimeoutError::without_wait)
+    }
+
+    /// Pops the next message into `out`, waiting at most `timeout`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-popintoto-{}", std::process::id());
+    /// use std::time::Duration;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// let mut worker = bus.consumer::<u64>("jobs")?;
+    /// jobs.push(7)?;
+    /// let mut job = 0;
+    /// worker.pop_into_timeout(&mut job, Duration::from_millis(5))?;
+    /// assert_eq!(job, 7);
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`pop_timeout`](Self::pop_timeout).
+    pub fn pop_into_timeout(
+        &mut self,
+        out: &mut T,
+        timeout: Duration,
+    ) -> Result<(), PopTimeoutError> {
+        self.pop_into_raw(out, true, deadline_after(timeout))
+    }
+
+    /// Pops the next message into `out`, waiting until `deadline`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-popintodl-{}", std::process::id());
+    /// use std::time::{Duration, Instant};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// let mut worker = bus.consumer::<u64>("jobs")?;
+    /// jobs.push(7)?;
+    /// let mut job = 0;
+    /// worker.pop_into_deadline(&mut job, Instant::now() + Duration::from_millis(5))?;
+    /// assert_eq!(job, 7);
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`pop_timeout`](Self::pop_timeout).
+    pub fn pop_into_deadline(
+        &mut self,
+        out: &mut T,
+        deadline: Instant,
+    ) -> Result<(), PopTimeoutError> {
+        self.pop_into_raw(out, true, Some(deadline))
+    }
+
+    /// An iterator over the messages, waiting for each (crossbeam's
+    /// `Receiver::iter`): it yields `Ok(message)`, and `Err` for
+    /// [`PopError::Corrupt`] (the iteration goes on); it ends once every
+    /// producer is gone and the queue is empty ([`PopError::Disconnected`]
+    /// is never yielded), and after yielding [`PopError::Detached`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-popiter-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// let mut worker = bus.consumer::<u64>("jobs")?;
+    /// jobs.push(1)?;
+    /// jobs.push(2)?;
+    /// drop(jobs);
+    /// let done: Result<Vec<u64>, _> = worker.iter().collect();
+    /// assert_eq!(done?, [1, 2]);
+    /// # drop((worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn iter(&mut self) -> PopIter<'_, T> {
+        PopIter {
+            consumer: self,
+            done: false,
         }
+    }
+
+    /// An iterator over the messages there are now, without waiting: as
+    /// [`iter`](Self::iter), but it also ends when the queue is empty (a
+    /// later call may find more).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-trypopiter-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<u64>("jobs")?;
+    /// let mut worker = bus.consumer::<u64>("jobs")?;
+    /// jobs.push(1)?;
+    /// jobs.push(2)?;
+    /// let ready: Vec<u64> = worker.try_iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(ready, [1, 2]);
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn try_iter(&mut self) -> TryPopIter<'_, T> {
+        TryPopIter {
+            consumer: self,
+            done: false,
+        }
+    }
+
+    fn pop_value(&mut self, wait: bool, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
+        let mut value = T::new_zeroed();
+        self.pop_into_raw(&mut value, wait, deadline)?;
         Ok(value)
     }
 
-    fn pop_typed(&mut self, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
-        let mut value = T::new_zeroed();
-        let len = self.pop_into(value.as_mut_bytes(), deadline)?;
+    fn pop_into_raw(
+        &mut self,
+        out: &mut T,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), PopTimeoutError> {
+        let len = self.pop_raw(out.as_mut_bytes(), wait, deadline)?;
         if len != core::mem::size_of::<T>() {
             return Err(PopTimeoutError::Corrupt {
                 pos: self.topic.view.ring().ctrl().popped().wrapping_sub(1),
             });
         }
-        Ok(value)
+        Ok(())
+    }
+}
+
+/// A blocking iterator over a consumer's messages: see [`Consumer::iter`].
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+#[derive(Debug)]
+pub struct PopIter<'a, T> {
+    consumer: &'a mut Consumer<T>,
+    done: bool,
+}
+
+impl<T: Message> Iterator for PopIter<'_, T> {
+    type Item = Result<T, PopError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.consumer.pop() {
+            Ok(value) => Some(Ok(value)),
+            Err(PopError::Disconnected) => {
+                self.done = true;
+                None
+            }
+            Err(PopError::Detached) => {
+                self.done = true;
+                Some(Err(PopError::Detached))
+            }
+            Err(err) => Some(Err(err)),
+        }
+    }
+}
+
+impl<T: Message> std::iter::FusedIterator for PopIter<'_, T> {}
+
+/// An iterator over the messages a queue has now: see
+/// [`Consumer::try_iter`].
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+#[derive(Debug)]
+pub struct TryPopIter<'a, T> {
+    consumer: &'a mut Consumer<T>,
+    done: bool,
+}
+
+impl<T: Message> Iterator for TryPopIter<'_, T> {
+    type Item = Result<T, PopError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.consumer.try_pop() {
+            Ok(value) => Some(Ok(value)),
+            Err(TryPopError::Empty | TryPopError::Disconnected) => {
+                self.done = true;
+                None
+            }
+            Err(TryPopError::Detached) => {
+                self.done = true;
+                Some(Err(PopError::Detached))
+            }
+            Err(TryPopError::Corrupt { pos }) => Some(Err(PopError::Corrupt { pos })),
+        }
+    }
+}
+
+/// An owning blocking iterator over a consumer's messages: see
+/// [`Consumer::iter`].
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+#[derive(Debug)]
+pub struct PopIntoIter<T> {
+    consumer: Consumer<T>,
+    done: bool,
+}
+
+impl<T: Message> Iterator for PopIntoIter<T> {
+    type Item = Result<T, PopError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut iter = PopIter {
+            consumer: &mut self.consumer,
+            done: self.done,
+        };
+        let item = iter.next();
+        self.done = iter.done;
+        item
+    }
+}
+
+impl<T: Message> std::iter::FusedIterator for PopIntoIter<T> {}
+
+impl<'a, T: Message> IntoIterator for &'a mut Consumer<T> {
+    type Item = Result<T, PopError>;
+    type IntoIter = PopIter<'a, T>;
+
+    fn into_iter(self) -> PopIter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T: Message> IntoIterator for Consumer<T> {
+    type Item = Result<T, PopError>;
+    type IntoIter = PopIntoIter<T>;
+
+    fn into_iter(self) -> PopIntoIter<T> {
+        PopIntoIter {
+            consumer: self,
+            done: false,
+        }
     }
 }
 
 impl Consumer<Bytes> {
+    fn pop_bytes_raw(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<&[u8], PopTimeoutError> {
+        let mut scratch = core::mem::take(&mut self.scratch);
+        let result = self.pop_raw(&mut scratch, wait, deadline);
+        self.scratch = scratch;
+        let len = result?;
+        Ok(&self.scratch[..len])
+    }
+
     /// Pops the next message, waiting while the queue is empty. The slice
     /// borrows an internal buffer until the next pop.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-popb-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.topic("jobs").producer_bytes()?;
+    /// let mut worker = bus.topic("jobs").consumer_bytes()?;
+    /// jobs.push_bytes(b"job-1")?;
+    /// assert_eq!(worker.pop_bytes()?, b"job-1");
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// As [`Consumer::pop`].
     pub fn pop_bytes(&mut self) -> Result<&[u8], PopError> {
-        let mut scratch = core::mem::take(&mut self.scratch);
-        let result = self.pop_into(&mut scratch, None);
-        self.scratch = scratch;
-        let len = result.map_err(PopTimeoutError::without_deadline)?;
-        Ok(&self.scratch[..len])
+        self.pop_bytes_raw(true, None)
+            .map_err(PopTimeoutError::without_deadline)
     }
 
     /// Pops the next message if there is one.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-trypopb-{}", std::process::id());
+    /// use shmbus::TryPopError;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let _jobs = bus.topic("jobs").producer_bytes()?;
+    /// let mut worker = bus.topic("jobs").consumer_bytes()?;
+    /// assert_eq!(worker.try_pop_bytes(), Err(TryPopError::Empty));
+    /// # drop((_jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
     /// As [`Consumer::try_pop`].
     pub fn try_pop_bytes(&mut self) -> Result<&[u8], TryPopError> {
-        let mut scratch = core::mem::take(&mut self.scratch);
-        let result = self.try_pop_into(&mut scratch);
-        self.scratch = scratch;
-        let len = result?;
-        Ok(&self.scratch[..len])
+        self.pop_bytes_raw(false, None)
+            .map_err(PopTimeoutError::without_wait)
+    }
+
+    /// Pops the next message, waiting at most `timeout`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-popbto-{}", std::process::id());
+    /// use std::time::Duration;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.topic("jobs").producer_bytes()?;
+    /// let mut worker = bus.topic("jobs").consumer_bytes()?;
+    /// jobs.push_bytes(b"job-1")?;
+    /// assert_eq!(worker.pop_bytes_timeout(Duration::from_millis(5))?, b"job-1");
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::pop_timeout`].
+    pub fn pop_bytes_timeout(&mut self, timeout: Duration) -> Result<&[u8], PopTimeoutError> {
+        self.pop_bytes_raw(true, deadline_after(timeout))
+    }
+
+    /// Pops the next message, waiting until `deadline`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-popbdl-{}", std::process::id());
+    /// use std::time::{Duration, Instant};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.topic("jobs").producer_bytes()?;
+    /// let mut worker = bus.topic("jobs").consumer_bytes()?;
+    /// jobs.push_bytes(b"job-1")?;
+    /// let job = worker.pop_bytes_deadline(Instant::now() + Duration::from_millis(5))?;
+    /// assert_eq!(job, b"job-1");
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::pop_timeout`].
+    pub fn pop_bytes_deadline(&mut self, deadline: Instant) -> Result<&[u8], PopTimeoutError> {
+        self.pop_bytes_raw(true, Some(deadline))
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broadcast::{Publisher, Subscriber};
+use crate::broadcast::{LagPolicy, Publisher, Subscriber};
 use crate::error::Error;
 use crate::handle::{EndpointOptions, Handle};
 use crate::message::{Bytes, Message};
@@ -54,6 +54,7 @@ pub struct TopicBuilder<'b> {
     max_producers: Option<u32>,
     max_consumers: Option<u32>,
     start: StartAt,
+    lag: LagPolicy,
     wait: WaitStrategy,
     check_interval: Duration,
     create_timeout: Duration,
@@ -70,6 +71,7 @@ impl<'b> TopicBuilder<'b> {
             max_producers: None,
             max_consumers: None,
             start: StartAt::default(),
+            lag: LagPolicy::default(),
             wait: WaitStrategy::default(),
             check_interval: Duration::from_millis(100),
             create_timeout: Duration::from_secs(2),
@@ -125,18 +127,43 @@ impl<'b> TopicBuilder<'b> {
         self
     }
 
-    /// How often a waiting process checks whether the processes it waits
-    /// on are still alive (the publisher, a dead claimer, a dead lossless
-    /// subscriber). Default 100 ms.
-    pub fn publisher_check_interval(mut self, interval: Duration) -> Self {
-        self.check_interval = interval.max(Duration::from_micros(100));
+    /// Where a subscriber goes on after it was lapped
+    /// ([`RecvError::Lagged`](crate::RecvError::Lagged)): the oldest
+    /// message still held (default) or the newest. See [`LagPolicy`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-lagpolicy-{}", std::process::id());
+    /// use shmbus::{LagPolicy, RecvError, StartAt};
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut rx = bus
+    ///     .topic("px")
+    ///     .capacity(4)
+    ///     .start_at(StartAt::Next)
+    ///     .lag_policy(LagPolicy::Newest)
+    ///     .subscriber::<u64>()?;
+    /// let mut tx = bus.topic("px").publisher::<u64>()?;
+    /// for px in 0..10 {
+    ///     tx.send(&px)?;
+    /// }
+    /// assert_eq!(rx.recv(), Err(RecvError::Lagged(9)));
+    /// assert_eq!(rx.recv()?, 9);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn lag_policy(mut self, policy: LagPolicy) -> Self {
+        self.lag = policy;
         self
     }
 
-    /// Alias of [`publisher_check_interval`](Self::publisher_check_interval)
-    /// for work queues and lossless publishers.
-    pub fn liveness_check_interval(self, interval: Duration) -> Self {
-        self.publisher_check_interval(interval)
+    /// How often a waiting endpoint checks whether the processes it waits
+    /// on are still alive: a subscriber its publisher, a lossless
+    /// publisher the subscribers that hold it back, a producer or consumer
+    /// a claimer stuck on the slot it needs. It is also the longest sleep
+    /// of a blocked endpoint. Default 100 ms, at least 100 µs.
+    pub fn liveness_check_interval(mut self, interval: Duration) -> Self {
+        self.check_interval = interval.max(Duration::from_micros(100));
+        self
     }
 
     /// The publisher of this broadcast topic (typed).
@@ -182,6 +209,7 @@ impl<'b> TopicBuilder<'b> {
     fn options(&self) -> EndpointOptions {
         EndpointOptions {
             start: self.start,
+            lag: self.lag,
             wait: self.wait,
             check_interval: self.check_interval,
         }
@@ -335,6 +363,7 @@ impl std::fmt::Debug for TopicBuilder<'_> {
             .field("slot_size", &self.slot_size)
             .field("lossless", &self.lossless)
             .field("start", &self.start)
+            .field("lag", &self.lag)
             .field("wait", &self.wait)
             .finish_non_exhaustive()
     }

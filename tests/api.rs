@@ -124,6 +124,33 @@ fn invalid_topic_options_are_explained() {
 }
 
 #[test]
+fn invalid_bus_options_name_the_bus_not_a_topic() {
+    let bus = TestBus::new("bus-options");
+    for (builder, option) in [
+        (Bus::builder(&bus.name).topics(0), "topics(0)"),
+        (Bus::builder(&bus.name).processes(0), "processes(0)"),
+        (Bus::builder(&bus.name).mode(0o7777), "mode("),
+        (Bus::builder(&bus.name).size(64), "size(64)"),
+    ] {
+        let err = builder.open().unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidBusOptions { bus: b, .. } if *b == bus.name),
+            "{option}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(option), "{text}");
+        assert!(
+            !text.contains("topic \""),
+            "a bus option is not a topic's: {text}"
+        );
+    }
+    assert!(
+        !std::path::Path::new(&bus.path()).exists(),
+        "nothing created"
+    );
+}
+
+#[test]
 fn second_publisher_in_the_same_process_is_refused() {
     let bus = TestBus::new("busy");
     let b = bus.open();
@@ -216,7 +243,7 @@ fn blocking_recv_wakes_when_another_thread_publishes() {
     let mut rx = b
         .topic("t")
         .wait(WaitStrategy::Block)
-        .publisher_check_interval(Duration::from_secs(30))
+        .liveness_check_interval(Duration::from_secs(30))
         .subscriber::<u64>()
         .unwrap();
     let b2 = b.clone();

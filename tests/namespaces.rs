@@ -109,7 +109,7 @@ fn live_publisher_in_another_pid_namespace_is_never_taken_over_until_killed() {
     assert_eq!(inside, "1", "the publisher is pid 1 of its own namespace");
     let topic = || {
         b.topic("t")
-            .publisher_check_interval(INTERVAL)
+            .liveness_check_interval(INTERVAL)
             .publisher::<Tick>()
     };
     holds_for(

@@ -46,7 +46,7 @@ fn subscriber_role(args: &[String]) {
         .capacity(capacity)
         .start_at(StartAt::Oldest)
         .wait(wait)
-        .publisher_check_interval(Duration::from_millis(check_ms))
+        .liveness_check_interval(Duration::from_millis(check_ms))
         .subscriber::<Tick>()
         .unwrap();
     report("READY");
@@ -72,6 +72,7 @@ fn subscriber_role(args: &[String]) {
                 errors += 1;
                 eprintln!("corrupt message {seq}");
             }
+            Err(other) => panic!("undocumented receive error {other:?}"),
         }
     }
     let s = rx.stats();
@@ -217,7 +218,7 @@ fn killed_publisher_leaves_no_torn_message_and_subscriber_ends_disconnected() {
         .topic("ticks")
         .capacity(1024)
         .start_at(StartAt::Oldest)
-        .publisher_check_interval(Duration::from_millis(20))
+        .liveness_check_interval(Duration::from_millis(20))
         .subscriber::<Tick>()
         .unwrap();
     let mut expected = 0u64;

@@ -28,7 +28,7 @@ fn push_pop_is_fifo_and_full_hands_the_value_back() {
     }
     assert!(matches!(
         tx.push_timeout(98, Duration::from_millis(10)),
-        Err(TryPushError::Full(98))
+        Err(shmbus::PushTimeoutError::Timeout(98))
     ));
     for i in 0..4u64 {
         assert_eq!(rx.pop(), Ok(i));

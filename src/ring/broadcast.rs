@@ -163,6 +163,7 @@ pub enum Read {
 pub struct BadShape;
 
 /// A view of one broadcast ring: its control block and slot words.
+#[derive(Clone, Copy)]
 pub struct BroadcastRing<'a> {
     ctrl: &'a BroadcastCtrl,
     slots: &'a [AtomicU64],

@@ -345,6 +345,7 @@ impl RecoveryStep {
 }
 
 /// A view of one work queue: control block, claim tables, slots.
+#[derive(Clone, Copy)]
 pub struct QueueRing<'a> {
     ctrl: &'a QueueCtrl,
     producers: &'a [ClaimEntry],

@@ -302,8 +302,8 @@ impl Segment {
             source,
         };
         let Some(header) = layout::header_for(opts.size, opts.topics, opts.processes) else {
-            return Err(Error::InvalidOptions {
-                topic: String::new(),
+            return Err(Error::InvalidBusOptions {
+                bus: bus.to_owned(),
                 why: format!(
                     "a bus of {} bytes cannot hold a directory of {} topics and {} processes",
                     opts.size, opts.topics, opts.processes
@@ -473,6 +473,19 @@ impl Segment {
             Err(std::io::Error::other(
                 "the bus was removed since this process opened it; open it again",
             ))
+        }
+    }
+
+    /// Whether this bus was removed since it was opened: its name no
+    /// longer leads to this segment (unlinked, or unlinked and created
+    /// anew), so no process can open it any more. `false` when that cannot
+    /// be told (the name is there but cannot be looked at). Two system
+    /// calls: pace it.
+    pub fn is_removed(&self) -> bool {
+        match (std::fs::symlink_metadata(path(&self.bus)), self.file.metadata()) {
+            (Err(err), _) => err.kind() == std::io::ErrorKind::NotFound,
+            (Ok(named), Ok(ours)) => named.dev() != ours.dev() || named.ino() != ours.ino(),
+            (Ok(_), Err(_)) => false,
         }
     }
 

@@ -53,6 +53,7 @@ impl<'s> Region<'s> {
 }
 
 /// A broadcast topic's ring (and gate, in lossless mode).
+#[derive(Clone)]
 pub(crate) struct BroadcastView {
     // Declared before `seg` only for readability: dropping references
     // touches no memory, so the order does not matter.
@@ -120,6 +121,7 @@ impl BroadcastView {
 }
 
 /// A work queue's ring and claim tables.
+#[derive(Clone)]
 pub(crate) struct QueueView {
     ring: QueueRing<'static>,
     seg: Arc<Segment>,

@@ -206,7 +206,7 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
             ready();
             for _ in 0..count {
                 match rx.recv_bytes() {
-                    Ok(msg) => tx.send_bytes(msg)?,
+                    Ok(msg) => drop(tx.send_bytes(msg)?),
                     Err(RecvError::Lagged(_)) => continue,
                     Err(e) => return Err(e.into()),
                 }
@@ -264,7 +264,7 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
                 .topic("data")
                 .start_at(StartAt::Next)
                 .wait(wait_of(&args[1]))
-                .publisher_check_interval(Duration::from_millis(20))
+                .liveness_check_interval(Duration::from_millis(20))
                 .subscriber_bytes()?;
             ready();
             let (mut first, mut last) = (0, 0);
