@@ -703,7 +703,8 @@ impl<T> Subscriber<T> {
 
     fn starting(topic: Handle<BroadcastView>, start: Start) -> Result<Self, Error> {
         let ring = topic.view.ring();
-        let (cursor, gate_entry) = match (topic.view.gate(), start) {
+        let gate = topic.view.gate().filter(|_| !topic.opts.observe);
+        let (cursor, gate_entry) = match (gate, start) {
             (None, Start::At(start)) => (start.cursor(ring.head(), ring.capacity()), None),
             (None, Start::Beside(cursor)) => (cursor, None),
             (Some(gate), start) => {

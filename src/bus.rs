@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::message::Message;
-use crate::ring::Owner;
+use crate::ring::owner::{FLAG_CLAIMING, FLAG_EVICTED};
+use crate::ring::{Liveness, Owner};
 use crate::segment::layout::{EntryConfig, KIND_QUEUE};
 use crate::segment::views::{BroadcastView, QueueView};
 use crate::segment::{self, directory, Segment, SegmentOptions};
@@ -173,6 +174,63 @@ pub struct TopicInfo {
     pub evictions: u64,
     /// Work queue: messages lost to processes that died mid-push or mid-pop.
     pub lost: u64,
+    /// Lossless broadcast: every entry of the subscriber table that names
+    /// a process (attached, being attached, or evicted), with its cursor
+    /// and lag. Overwrite subscribers write nothing shared, so they are not
+    /// listed (nor counted anywhere).
+    pub subscribers: Vec<EndpointInfo>,
+    /// Work queue: the attached producers.
+    pub producers: Vec<EndpointInfo>,
+    /// Work queue: the attached consumers.
+    pub consumers: Vec<EndpointInfo>,
+    /// Work queue: positions claimed by pops so far.
+    pub popped: u64,
+    /// Work queue: messages pushed and not yet popped.
+    pub depth: u64,
+    /// Work queue: messages lost because their producer died mid-push.
+    pub lost_in_push: u64,
+    /// Work queue: messages lost because their consumer died mid-pop.
+    pub lost_in_consume: u64,
+    /// Work queue: producers asleep waiting for room (broadcast: a
+    /// lossless publisher asleep waiting for its slowest subscriber).
+    pub waiting_writers: u32,
+}
+
+/// Whether a process is alive, as far as can be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProcessState {
+    /// It holds its registration in the bus: it runs.
+    Alive,
+    /// It is gone (the kernel released its registration).
+    Dead,
+    /// It cannot be told (the check failed); treated as alive everywhere.
+    Unknown,
+}
+
+/// A process's entry in a topic's table, as [`Bus::topics`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointInfo {
+    /// Its entry's index in the topic's table (subscriber, producer or
+    /// consumer table): unique per table, unlike the pid.
+    pub entry: usize,
+    /// Its pid, as the process recorded it (in another PID namespace, such
+    /// as another container sharing /dev/shm, the same number may name
+    /// another process here); `None` once it has left the process table.
+    pub pid: Option<u32>,
+    /// Whether its pid is from this PID namespace.
+    pub same_namespace: bool,
+    /// Whether it runs.
+    pub process: ProcessState,
+    /// Lossless subscribers: the next message it will read.
+    pub cursor: Option<u64>,
+    /// Lossless subscribers: messages published that it has not read.
+    pub lag: Option<u64>,
+    /// Lossless subscribers: it was evicted (found dead).
+    pub evicted: bool,
+    /// Lossless subscribers: it is still setting its entry up.
+    pub attaching: bool,
 }
 
 impl Bus {
@@ -305,6 +363,25 @@ impl Bus {
             .collect())
     }
 
+    /// What the process table says of `owner`.
+    fn endpoint(&self, entry: usize, owner: Owner) -> EndpointInfo {
+        let process = self.seg.process_info(owner);
+        EndpointInfo {
+            entry,
+            pid: process.map(|p| p.pid),
+            same_namespace: process.is_some_and(|p| p.same_namespace),
+            process: match self.seg.liveness(owner) {
+                Liveness::Alive => ProcessState::Alive,
+                Liveness::Dead => ProcessState::Dead,
+                Liveness::Unknown => ProcessState::Unknown,
+            },
+            cursor: None,
+            lag: None,
+            evicted: false,
+            attaching: false,
+        }
+    }
+
     fn topic_info(&self, c: &EntryConfig) -> Result<TopicInfo, Error> {
         let name = directory::entry_name(c).unwrap_or_default();
         let mut info = TopicInfo {
@@ -319,6 +396,14 @@ impl Bus {
             attached: 0,
             evictions: 0,
             lost: 0,
+            subscribers: Vec::new(),
+            producers: Vec::new(),
+            consumers: Vec::new(),
+            popped: 0,
+            depth: 0,
+            lost_in_push: 0,
+            lost_in_consume: 0,
+            waiting_writers: 0,
         };
         // Unknown counts as attached: it may well be.
         let live =
@@ -340,6 +425,21 @@ impl Bus {
                 .filter(|e| live(e.owner()))
                 .count() as u32;
             info.lost = ctrl.lost_in_push() + ctrl.lost_in_consume();
+            info.popped = ctrl.popped();
+            info.depth = info.published.saturating_sub(info.popped);
+            info.lost_in_push = ctrl.lost_in_push();
+            info.lost_in_consume = ctrl.lost_in_consume();
+            info.sleeping = ctrl.not_empty().waiters();
+            info.waiting_writers = ctrl.not_full().waiters();
+            let workers = |entries: &[crate::ring::queue::ClaimEntry]| {
+                entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| Some(self.endpoint(i, e.owner()?)))
+                    .collect()
+            };
+            info.producers = workers(ring.producers());
+            info.consumers = workers(ring.consumers());
         } else {
             let view = BroadcastView::new(Arc::clone(&self.seg), name, c)?;
             let ctrl = view.ring().ctrl();
@@ -355,6 +455,20 @@ impl Bus {
                 info.kind = TopicKind::LosslessBroadcast;
                 info.attached = gate.entries().iter().filter(|e| live(e.owner())).count() as u32;
                 info.evictions = gate.ctrl().evictions();
+                info.waiting_writers = gate.ctrl().space().waiters();
+                for (index, entry) in gate.entries().iter().enumerate() {
+                    let Some((owner, flags)) = entry.owner_flagged() else {
+                        continue;
+                    };
+                    let cursor = entry.cursor();
+                    info.subscribers.push(EndpointInfo {
+                        cursor: Some(cursor),
+                        lag: Some(info.published.saturating_sub(cursor)),
+                        evicted: flags == FLAG_EVICTED,
+                        attaching: flags == FLAG_CLAIMING,
+                        ..self.endpoint(index, owner)
+                    });
+                }
             }
         }
         Ok(info)

@@ -93,6 +93,16 @@ pub enum Error {
         requested: String,
     },
 
+    /// The topic does not exist, and the call does not create topics
+    /// ([`TopicBuilder::observer`](crate::TopicBuilder::observer)).
+    #[error("bus {bus:?} has no topic {topic:?}; `shmbus list {bus}` shows the topics it has")]
+    TopicNotFound {
+        /// The bus.
+        bus: String,
+        /// The topic.
+        topic: String,
+    },
+
     /// Every topic entry of the bus is taken.
     #[error(
         "bus {bus:?} has no free topic entry (all {capacity} are used): \

@@ -22,6 +22,9 @@ pub(crate) struct EndpointOptions {
     /// How often a waiting endpoint checks whether the processes it waits
     /// on are alive; also its longest sleep.
     pub check_interval: Duration,
+    /// An observer: a subscriber that owns nothing in the bus (it never
+    /// registers, and never gates a lossless publisher).
+    pub observe: bool,
 }
 
 /// A view, and who uses it.
@@ -77,7 +80,11 @@ impl<V: HasSegment + Clone> Handle<V> {
     /// now (with this process's token and fork epoch, which differ from
     /// this one's in a child made by `fork()` since).
     pub(crate) fn sibling(&self) -> Result<Self, crate::Error> {
-        let me = self.view.segment().me()?;
+        let me = if self.opts.observe {
+            self.me
+        } else {
+            self.view.segment().me()?
+        };
         Ok(Handle::new(self.view.clone(), &self.name, me, self.opts))
     }
 }

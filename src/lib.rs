@@ -111,7 +111,8 @@ mod topic;
 pub use broadcast::{Borrowed, LagPolicy, Publisher, StartAt, Subscriber, SubscriberStats};
 #[cfg(not(shmbus_loom))]
 pub use bus::{
-    Bus, BusBuilder, TopicInfo, TopicKind, DEFAULT_BUS_SIZE, DEFAULT_PROCESSES, DEFAULT_TOPICS,
+    Bus, BusBuilder, EndpointInfo, ProcessState, TopicInfo, TopicKind, DEFAULT_BUS_SIZE,
+    DEFAULT_PROCESSES, DEFAULT_TOPICS,
 };
 #[cfg(not(shmbus_loom))]
 pub use error::{

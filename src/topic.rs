@@ -10,8 +10,10 @@ use crate::handle::{EndpointOptions, Handle};
 use crate::message::{Bytes, Message};
 use crate::queue::{Consumer, Producer};
 use crate::ring::broadcast::StartAt;
+use crate::ring::Owner;
 use crate::segment::directory::{self, TopicRequest, TypeFingerprint};
 use crate::segment::layout::{self, MAX_ATTACH, MAX_CAPACITY, MAX_SLOT_SIZE};
+use crate::segment::validate_name;
 use crate::segment::views::{BroadcastView, QueueView};
 use crate::segment::Segment;
 use crate::wait::WaitStrategy;
@@ -186,6 +188,71 @@ impl<'b> TopicBuilder<'b> {
         Subscriber::new(self.open_broadcast(bytes_fingerprint())?)
     }
 
+    /// An observer of this broadcast topic, for tools: a subscriber that
+    /// reads its messages as bytes (whatever the topic's type) and changes
+    /// nothing shared. It never creates the topic, never registers this
+    /// process in the bus, and never gates a lossless publisher: it reads
+    /// as an overwrite-mode subscriber does, and is told
+    /// [`RecvError::Lagged`](crate::RecvError::Lagged) (its own loss) when
+    /// the publisher laps it. Start position, lag policy and wait strategy
+    /// are this builder's; capacity, slot size and mode are the topic's.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-observer-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("t").capacity(2).lossless(1).publisher::<u64>()?;
+    /// let mut watch = bus.topic("t").start_at(shmbus::StartAt::Next).observer()?;
+    /// for i in 0..5 {
+    ///     tx.try_send(&i)?; // never held back by the observer
+    /// }
+    /// assert_eq!(watch.recv_bytes(), Err(shmbus::RecvError::Lagged(3)));
+    /// assert_eq!(watch.recv_bytes()?, 3u64.to_ne_bytes());
+    /// # drop((tx, watch, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TopicNotFound`] if the bus has no such topic;
+    /// [`Error::InvalidOptions`] for a work queue (every read there takes a
+    /// message from the consumers) or for topic options given here.
+    pub fn observer(self) -> Result<Subscriber<Bytes>, Error> {
+        if self.capacity.is_some()
+            || self.slot_size.is_some()
+            || self.lossless.is_some()
+            || self.max_producers.is_some()
+            || self.max_consumers.is_some()
+        {
+            return Err(self.invalid(
+                "an observer takes the topic as it is: give no capacity, slot size, \
+                 lossless or worker options"
+                    .into(),
+            ));
+        }
+        validate_name("topic", &self.name)?;
+        let topic = directory::list(self.seg)?
+            .into_iter()
+            .filter_map(Result::ok)
+            .find(|t| directory::entry_name(&t.config) == Some(self.name.as_str()))
+            .ok_or_else(|| Error::TopicNotFound {
+                bus: self.seg.bus().to_owned(),
+                topic: self.name.clone(),
+            })?;
+        if topic.config.kind == layout::KIND_QUEUE {
+            return Err(self.invalid(
+                "a work queue cannot be observed: every read takes a message from its consumers"
+                    .into(),
+            ));
+        }
+        let view = BroadcastView::new(Arc::clone(self.seg), &self.name, &topic.config)?;
+        let opts = EndpointOptions {
+            observe: true,
+            ..self.options()
+        };
+        Subscriber::new(Handle::new(view, &self.name, Owner::nobody(), opts))
+    }
+
     /// A producer of this work-queue topic (typed).
     pub fn producer<T: Message>(self) -> Result<Producer<T>, Error> {
         Producer::new(self.open_queue(TypeFingerprint::of::<T>())?)
@@ -212,6 +279,7 @@ impl<'b> TopicBuilder<'b> {
             lag: self.lag,
             wait: self.wait,
             check_interval: self.check_interval,
+            observe: false,
         }
     }
 

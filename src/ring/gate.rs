@@ -147,6 +147,12 @@ impl SubscriberEntry {
         Owner::from_token(self.owner.load(Ordering::Acquire))
     }
 
+    /// The owner word decoded, flags and all (`None` when free): for tools
+    /// that show every entry that names a process.
+    pub fn owner_flagged(&self) -> Option<(Owner, u64)> {
+        Owner::from_flagged(self.owner.load(Ordering::Acquire))
+    }
+
     /// Whether the entry holds an evicted subscriber.
     pub fn is_evicted(&self) -> bool {
         Owner::from_flagged(self.owner.load(Ordering::Acquire))

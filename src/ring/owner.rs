@@ -38,6 +38,13 @@ impl Owner {
         Owner(TAG | ((u64::from(gen) & GEN_MASK) << 32) | u64::from(index))
     }
 
+    /// A token that names no process-table entry (its index is past any
+    /// table): for endpoints that own nothing in the bus (observers), so
+    /// they need not register.
+    pub fn nobody() -> Self {
+        Owner::new(u32::MAX, 0)
+    }
+
     /// Decodes a word read from shared memory: `None` unless it is a token
     /// with no flags.
     #[inline]
