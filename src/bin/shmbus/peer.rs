@@ -194,7 +194,7 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
         }
         // BUS WAIT COUNT
         "echo-shmbus" => {
-            let bus = Bus::open(&args[0])?;
+            let bus = Bus::open_existing(&args[0])?;
             let wait = wait_of(&args[1]);
             let count: u64 = arg(args, 2);
             let mut rx = bus
@@ -243,7 +243,7 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
         }
         // BUS COUNT SIZE: publisher of topic "data" (mode as created).
         "produce-shmbus" => {
-            let bus = Bus::open(&args[0])?;
+            let bus = Bus::open_existing(&args[0])?;
             let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
             let mut tx = bus
                 .topic("data")
@@ -259,7 +259,7 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
         // BUS WAIT: subscriber of "data" until Disconnected.
         // Prints RESULT received lagged first_ns last_ns.
         "subscribe-shmbus" => {
-            let bus = Bus::open(&args[0])?;
+            let bus = Bus::open_existing(&args[0])?;
             let mut rx = bus
                 .topic("data")
                 .start_at(StartAt::Next)
@@ -287,7 +287,7 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
         }
         // BUS COUNT SIZE
         "queue-produce" => {
-            let bus = Bus::open(&args[0])?;
+            let bus = Bus::open_existing(&args[0])?;
             let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
             let mut tx = bus
                 .topic("jobs")
@@ -302,7 +302,7 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
         }
         // BUS: prints RESULT count first_ns last_ns
         "queue-consume" => {
-            let bus = Bus::open(&args[0])?;
+            let bus = Bus::open_existing(&args[0])?;
             let mut rx = bus
                 .topic("jobs")
                 .wait(WaitStrategy::adaptive())
