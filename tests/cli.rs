@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::TestBus;
 
@@ -205,4 +206,605 @@ fn a_peer_blocked_in_a_raw_baseline_dies_with_an_interrupted_harness() {
     // Let it get past its start-up, into the ping-pong loop.
     std::thread::sleep(std::time::Duration::from_millis(50));
     interrupt_and_expect_no_peers(child, &tag, "a raw futex peer was asleep");
+}
+
+// ---------------------------------------------------------------------
+// The operator tools: stat, tail, pub, export, top, against live buses
+// fed by another process.
+
+/// Entry point of child processes; does nothing when run as a normal test.
+#[test]
+#[ignore = "entry point of child processes; the tests that spawn them run it"]
+fn child_role_entry() {
+    let Some((role, args)) = common::child_role() else {
+        return;
+    };
+    let bus = shmbus::Bus::open(&args[0]).unwrap();
+    match role.as_str() {
+        // Known counters on three topics, then waits to be killed.
+        "feeder" => {
+            let mut quotes = bus.topic("quotes").publisher::<u64>().unwrap();
+            for i in 0..10 {
+                quotes.send(&i).unwrap();
+            }
+            let mut jobs = bus.producer::<u64>("jobs").unwrap();
+            let mut worker = bus.consumer::<u64>("jobs").unwrap();
+            for i in 0..7 {
+                jobs.push(i).unwrap();
+            }
+            for _ in 0..3 {
+                worker.pop().unwrap();
+            }
+            let mut ll = bus.topic("ll").lossless(4).publisher::<u64>().unwrap();
+            let mut reader = bus
+                .topic("ll")
+                .start_at(shmbus::StartAt::Oldest)
+                .subscriber::<u64>()
+                .unwrap();
+            for i in 0..5 {
+                ll.send(&i).unwrap();
+            }
+            reader.recv().unwrap();
+            reader.recv().unwrap();
+            let mut text = bus.topic("text").publisher_bytes().unwrap();
+            for i in 0..20 {
+                text.send_bytes(format!("msg-{i}").as_bytes()).unwrap();
+            }
+            common::report("READY");
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        // Publishes on "ticks" every millisecond until killed.
+        "ticker" => {
+            let mut tx = bus.topic("ticks").publisher::<u64>().unwrap();
+            common::report("READY");
+            for i in 0.. {
+                tx.send(&i).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Runs `shmbus ARGS` to the end; fails the test if it fails.
+fn run_ok(args: &[&str]) -> String {
+    let out = shmbus().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "shmbus {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The topic named `name` in a `stat --json` document.
+fn topic<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no topic {name} in {doc}"))
+}
+
+#[test]
+fn stat_json_parses_and_its_counters_match_what_was_published() {
+    let bus = TestBus::new("cli-stat");
+    let mut feeder = common::spawn_role("feeder", std::slice::from_ref(&bus.name));
+    feeder.expect_line("READY");
+    let pid = feeder.pid();
+    let doc: serde_json::Value =
+        serde_json::from_str(&run_ok(&["stat", &bus.name, "--json"])).unwrap();
+    assert_eq!(doc["bus"], bus.name.as_str());
+    assert_eq!(doc["corrupt"].as_array().unwrap().len(), 0);
+
+    let quotes = topic(&doc, "quotes");
+    assert_eq!(quotes["kind"], "broadcast");
+    assert_eq!(quotes["published"], 10);
+    assert_eq!(quotes["publisher_pid"], pid);
+
+    let jobs = topic(&doc, "jobs");
+    assert_eq!(jobs["kind"], "work-queue");
+    assert_eq!(
+        (&jobs["published"], &jobs["popped"], &jobs["depth"]),
+        (&7.into(), &3.into(), &4.into())
+    );
+    for role in ["producers", "consumers"] {
+        let list = jobs[role].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{role}: {jobs}");
+        assert_eq!(list[0]["pid"], pid);
+        assert_eq!(list[0]["process"], "alive");
+    }
+
+    let ll = topic(&doc, "ll");
+    assert_eq!(ll["kind"], "lossless-broadcast");
+    let subs = ll["subscribers"].as_array().unwrap();
+    assert_eq!(subs.len(), 1, "{ll}");
+    assert_eq!(
+        (&subs[0]["cursor"], &subs[0]["lag"]),
+        (&2.into(), &3.into())
+    );
+    assert_eq!(subs[0]["process"], "alive");
+
+    // The text form says the same, and a killed feeder shows as dead.
+    let text = run_ok(&["stat", &bus.name]);
+    assert!(text.contains("pushed 7, popped 3, depth 4"), "{text}");
+    feeder.kill9();
+    let doc: serde_json::Value =
+        serde_json::from_str(&run_ok(&["stat", &bus.name, "--json"])).unwrap();
+    assert_eq!(
+        topic(&doc, "quotes")["publisher_pid"],
+        serde_json::Value::Null
+    );
+    assert_eq!(topic(&doc, "ll")["subscribers"][0]["process"], "dead");
+
+    // A bus that does not exist: one line that says so, exit status 1.
+    let out = shmbus()
+        .args(["stat", "no-such-bus-here"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn tail_n_prints_exactly_the_last_messages_and_leaves_no_trace() {
+    let bus = TestBus::new("cli-tail");
+    let mut feeder = common::spawn_role("feeder", std::slice::from_ref(&bus.name));
+    feeder.expect_line("READY");
+    let out = run_ok(&["tail", &bus.name, "text", "-n", "5"]);
+    let expected: Vec<String> = (15..20).map(|i| format!("{i} msg-{i}")).collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+    let out = run_ok(&["tail", &bus.name, "quotes", "-n", "2", "--decode", "u64"]);
+    assert_eq!(out, "8 8\n9 9\n");
+    let out = run_ok(&["tail", &bus.name, "text", "-n", "1", "--hex"]);
+    assert_eq!(out, format!("19 {}\n", hex(b"msg-19")));
+    // An observer registers nothing: the lossless table still has the
+    // feeder's one subscriber, and no process entry is ours.
+    let doc: serde_json::Value =
+        serde_json::from_str(&run_ok(&["stat", &bus.name, "--json"])).unwrap();
+    assert_eq!(
+        topic(&doc, "ll")["subscribers"].as_array().unwrap().len(),
+        1
+    );
+    // A queue cannot be tailed without taking its messages: refused.
+    let out = shmbus().args(["tail", &bus.name, "jobs"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("work queue"));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether process `pid` has bus `name`'s segment mapped.
+fn maps_bus(pid: u32, name: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .is_ok_and(|maps| maps.contains(&format!("shmbus.{name}")))
+}
+
+#[test]
+fn tail_never_holds_a_lossless_publisher_back_and_reads_to_the_end() {
+    let bus = TestBus::new("cli-tail-ll");
+    let b = bus.open();
+    let mut tx = b
+        .topic("ll")
+        .capacity(4)
+        .lossless(2)
+        .publisher_bytes()
+        .unwrap();
+    let tail = shmbus()
+        .args(["tail", &bus.name, "ll"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = tail.id();
+    assert!(
+        common::eventually(Duration::from_secs(10), || maps_bus(pid, &bus.name)),
+        "tail never opened the bus"
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    for i in 0..100u32 {
+        let msg = format!("m{i}");
+        assert!(
+            tx.try_send_bytes(msg.as_bytes()).is_ok(),
+            "message {i}: a lossless publisher was held back by tail"
+        );
+    }
+    assert_eq!(
+        tx.receiver_count(),
+        Some(0),
+        "tail took no subscriber entry"
+    );
+    drop(tx);
+    let out = tail.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().last(), Some("99 m99"), "{text}");
+    // Lapped in a ring of 4: what it missed is said, exactly.
+    let printed = text.lines().count() as u64;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lost: u64 = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("shmbus tail: lost "))
+        .filter(|l| !l.contains("in all"))
+        .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    // It opened before the first message: every one is printed or lost.
+    assert_eq!(printed + lost, 100, "stdout:\n{text}\nstderr:\n{err}");
+}
+
+#[test]
+fn pub_from_a_pipe_delivers_every_line_in_order() {
+    use std::io::Write;
+    let bus = TestBus::new("cli-pub");
+    let b = bus.open();
+    let mut rx = b
+        .topic("lines")
+        .capacity(1024)
+        .start_at(shmbus::StartAt::Oldest)
+        .subscriber_bytes()
+        .unwrap();
+    let lines: Vec<String> = (0..500)
+        .map(|i| format!("line {i}: {}", "x".repeat(i % 37)))
+        .collect();
+    let mut child = shmbus()
+        .args(["pub", &bus.name, "lines"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in &lines {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in &lines {
+        assert_eq!(rx.recv_bytes().unwrap(), line.as_bytes());
+    }
+    assert_eq!(rx.recv_bytes(), Err(shmbus::RecvError::Disconnected));
+
+    // --hex: each line is the message in hex; a bad line stops with its number.
+    let mut child = shmbus()
+        .args(["pub", &bus.name, "lines", "--hex"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"00 ff\n68 69\nzz\n41\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3 is not hex"), "{err}");
+    assert_eq!(rx.recv_bytes().unwrap(), [0x00, 0xff]);
+    assert_eq!(rx.recv_bytes().unwrap(), b"hi");
+    assert_eq!(rx.recv_bytes(), Err(shmbus::RecvError::Disconnected));
+
+    // pub never creates a bus.
+    let out = shmbus()
+        .args(["pub", "no-such-bus-here", "t"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!std::path::Path::new("/dev/shm/shmbus.no-such-bus-here").exists());
+}
+
+/// A child process killed (and reaped) on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status line and the body.
+fn http_get(port: u16, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
+
+/// The value of the sample `metric{labels}` in a scrape.
+fn sample(scrape: &str, metric: &str, labels: &str) -> Option<u64> {
+    let prefix = format!("{metric}{{{labels}}} ");
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn exporter_answers_http_with_documented_metrics_that_move() {
+    let bus = TestBus::new("cli-export");
+    let b = bus.open();
+    let mut tx = b.topic("px").lossless(2).publisher::<u64>().unwrap();
+    let mut rx = b.topic("px").subscriber::<u64>().unwrap();
+    let mut jobs = b.producer::<u64>("jobs").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let _exporter = Killed(
+        shmbus()
+            .args(["export", "--listen", &listen])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut scrape = None;
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            scrape = http_get(port, "/metrics");
+            scrape.is_some()
+        }),
+        "the exporter never answered on {listen}"
+    );
+    let (status, body) = scrape.unwrap();
+    assert!(status.contains("200"), "{status}");
+    for family in [
+        "# TYPE shmbus_topic_published_total counter",
+        "# TYPE shmbus_subscriber_lag_messages gauge",
+        "# TYPE shmbus_queue_depth_messages gauge",
+        "# HELP shmbus_bus_up ",
+    ] {
+        assert!(body.contains(family), "{family} missing:\n{body}");
+    }
+    let topic = format!(
+        "bus=\"{}\",topic=\"px\",kind=\"lossless-broadcast\"",
+        bus.name
+    );
+    let queue = format!("bus=\"{}\",topic=\"jobs\",kind=\"work-queue\"", bus.name);
+    let sub = format!("{topic},entry=\"0\",pid=\"{}\"", std::process::id());
+    assert_eq!(
+        sample(&body, "shmbus_topic_published_total", &topic),
+        Some(0)
+    );
+    assert_eq!(
+        sample(&body, "shmbus_subscriber_lag_messages", &sub),
+        Some(0)
+    );
+    assert_eq!(
+        sample(&body, "shmbus_queue_depth_messages", &queue),
+        Some(0)
+    );
+
+    for i in 0..5 {
+        tx.send(&i).unwrap();
+        jobs.push(i).unwrap();
+    }
+    rx.recv().unwrap();
+    let (_, body) = http_get(port, "/metrics").unwrap();
+    assert_eq!(
+        sample(&body, "shmbus_topic_published_total", &topic),
+        Some(5)
+    );
+    assert_eq!(
+        sample(&body, "shmbus_subscriber_lag_messages", &sub),
+        Some(4)
+    );
+    assert_eq!(
+        sample(&body, "shmbus_queue_depth_messages", &queue),
+        Some(5)
+    );
+    assert_eq!(
+        sample(&body, "shmbus_bus_up", &format!("bus=\"{}\"", bus.name)),
+        Some(1)
+    );
+    let (status, _) = http_get(port, "/nothing").unwrap();
+    assert!(status.contains("404"), "{status}");
+}
+
+/// A tmux server of its own for one test, killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        self.cmd(&args);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.cmd(&["kill-server"]);
+    }
+}
+
+#[test]
+fn top_in_a_real_terminal_shows_live_rates_and_restores_the_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        common::skip("top_in_a_real_terminal", "tmux is not installed");
+        return;
+    }
+    let bus = TestBus::new("cli-top");
+    let mut ticker = common::spawn_role("ticker", std::slice::from_ref(&bus.name));
+    ticker.expect_line("READY");
+    let tmux = Tmux(format!("shmbus-test-{}", std::process::id()));
+    let started = tmux.cmd(&["new-session", "-d", "-s", "t", "-x", "80", "-y", "24", "sh"]);
+    assert!(started.status.success(), "{started:?}");
+    tmux.keys(&["echo BEFORE-TOP", "Enter"]);
+    let top = format!(
+        "{} top {} --interval-ms 200",
+        env!("CARGO_BIN_EXE_shmbus"),
+        bus.name
+    );
+    tmux.keys(&[&top, "Enter"]);
+    // The ticker publishes about 1000 msg/s: the rate shows, and moves.
+    let rate_of = |screen: &str| -> Option<f64> {
+        let line = screen.lines().find(|l| l.starts_with("ticks "))?;
+        let rate = line.split_whitespace().nth(2)?;
+        match rate.strip_suffix('k') {
+            Some(k) => k.parse::<f64>().ok().map(|k| k * 1e3),
+            None => rate.parse().ok(),
+        }
+    };
+    let mut screen = String::new();
+    assert!(
+        common::eventually(Duration::from_secs(20), || {
+            screen = tmux.screen();
+            rate_of(&screen).is_some_and(|r| r > 0.0)
+        }),
+        "no live rate for topic ticks:\n{screen}"
+    );
+    assert!(screen.contains(&format!("bus {}", bus.name)), "{screen}");
+    assert!(screen.lines().all(|l| l.chars().count() <= 80), "{screen}");
+    let published = |screen: &str| -> Option<u64> {
+        let line = screen.lines().find(|l| l.starts_with("ticks "))?;
+        line.split_whitespace().nth(4)?.parse().ok()
+    };
+    let before = published(&screen).unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(20), || {
+            published(&tmux.screen()).is_some_and(|now| now > before)
+        }),
+        "the published count never moved"
+    );
+    // A bus that disappears while top runs is shown as gone, not a crash.
+    ticker.kill9();
+    shmbus::Bus::remove(&bus.name).unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(20), || tmux
+            .screen()
+            .contains("does not exist")),
+        "{}",
+        tmux.screen()
+    );
+    tmux.keys(&["q"]);
+    tmux.keys(&[
+        "echo EXITED-$?; stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo",
+        "Enter",
+    ]);
+    assert!(
+        common::eventually(Duration::from_secs(20), || tmux
+            .screen()
+            .contains("EXITED-0")),
+        "top did not quit on q:\n{}",
+        tmux.screen()
+    );
+    // stty prints after the echo: wait for its lines.
+    let cooked =
+        |screen: &str| screen.lines().any(|l| l == "icanon") && screen.lines().any(|l| l == "echo");
+    let mut screen = String::new();
+    assert!(
+        common::eventually(Duration::from_secs(20), || {
+            screen = tmux.screen();
+            cooked(&screen)
+        }),
+        "the terminal is out of raw mode:\n{screen}"
+    );
+    assert!(
+        screen.contains("BEFORE-TOP"),
+        "the main screen is back:\n{screen}"
+    );
+}
+
+/// The files in /dev/shm, but for the buses other tests of this binary
+/// make meanwhile (theirs are named `test-*` and `bench-*`; `bus` is ours).
+fn shm_files(bus: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|f| {
+            let others = ["shmbus.test-", "shmbus.bench-", "shmbus-init."];
+            f.contains(bus) || !others.iter().any(|p| f.starts_with(p))
+        })
+        .collect()
+}
+
+#[test]
+fn interrupted_tools_leave_no_segment_no_process_and_no_claim() {
+    let bus = TestBus::new("cli-interrupt");
+    let b = bus.open();
+    let _tx = b.topic("t").lossless(2).publisher_bytes().unwrap();
+    drop(_tx);
+    let before = shm_files(&bus.name);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let tools: [&[&str]; 4] = [
+        &["tail", &bus.name, "t"],
+        &["pub", &bus.name, "t"],
+        &["export", "--listen", &listen],
+        &["top", &bus.name],
+    ];
+    for args in tools {
+        let mut child = shmbus()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Up and running (top without a terminal fails at once, which is
+        // fine here: it must leave nothing either).
+        let up = common::eventually(Duration::from_secs(10), || {
+            let serving = args[0] == "export" && http_get(port, "/metrics").is_some();
+            serving || maps_bus(pid, &bus.name) || child.try_wait().unwrap().is_some()
+        });
+        assert!(up, "shmbus {args:?} never started");
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: signalling our own child, whose pid we hold.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+        child.wait().unwrap();
+        assert_eq!(
+            shm_files(&bus.name),
+            before,
+            "shmbus {args:?} left files in /dev/shm"
+        );
+    }
+    // pub was interrupted holding the publisher lease: it is free again
+    // (its holder is known dead), and no lossless subscriber was left.
+    let doc: serde_json::Value =
+        serde_json::from_str(&run_ok(&["stat", &bus.name, "--json"])).unwrap();
+    let t = topic(&doc, "t");
+    assert_eq!(t["publisher_pid"], serde_json::Value::Null, "{t}");
+    assert_eq!(t["subscribers"].as_array().unwrap().len(), 0, "{t}");
+    assert!(b.topic("t").publisher_bytes().is_ok(), "the lease is free");
 }

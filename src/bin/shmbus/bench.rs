@@ -30,6 +30,8 @@ pub struct Opts {
     pub rounds: usize,
     pub subscribers: usize,
     pub only: Vec<String>,
+    /// No progress lines on stderr.
+    pub quiet: bool,
 }
 
 /// Ping-pong transports.
@@ -128,6 +130,9 @@ struct Harness {
     cpus: Vec<usize>,
     rows: Vec<Row>,
     bus_counter: u32,
+    /// Comparisons started, and how many this run makes.
+    step: usize,
+    steps: usize,
 }
 
 /// A bus for one measurement: unlinked as soon as the peers have it open,
@@ -169,6 +174,18 @@ impl Harness {
 
     fn wanted(&self, bench: &str) -> bool {
         self.opts.only.is_empty() || self.opts.only.iter().any(|o| bench.contains(o.as_str()))
+    }
+
+    /// Says on stderr which comparison starts and how far along the run
+    /// is (not with `--json` or `--quiet`, where stderr stays for errors).
+    fn progress(&mut self, bench: &str, what: String) {
+        self.step += 1;
+        if !self.opts.json && !self.opts.quiet {
+            eprintln!(
+                "[{}/{}] {bench}: {what}, {} rounds ...",
+                self.step, self.steps, self.opts.rounds
+            );
+        }
     }
 
     fn latency_rounds(&self, t: Lat) -> u64 {
@@ -459,6 +476,7 @@ impl Harness {
         if !self.wanted(bench) {
             return Ok(());
         }
+        self.progress(bench, format!("{ours:?} against {base:?}"));
         let before = self.probe()?;
         let (mut h_ours, mut h_base) = (
             Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?,
@@ -501,6 +519,7 @@ impl Harness {
         if !self.wanted(bench) {
             return Ok(());
         }
+        self.progress(bench, format!("{ours:?} against {base:?}"));
         let before = self.probe()?;
         let (mut a_rates, mut b_rates, mut ratios, mut lost) =
             (Vec::new(), Vec::new(), Vec::new(), 0);
@@ -553,6 +572,9 @@ impl Harness {
         if !self.wanted(bench) {
             return Ok(());
         }
+        let mode = if lossless { "lossless" } else { "overwrite" };
+        let what = format!("{mode}, {} subscribers", self.opts.subscribers);
+        self.progress(bench, what);
         let before = self.probe()?;
         let n = self.opts.subscribers;
         let count = if self.opts.quick { 400_000 } else { 2_000_000 };
@@ -609,6 +631,10 @@ impl Harness {
         if !self.wanted(bench) {
             return Ok(());
         }
+        self.progress(
+            bench,
+            format!("{producers} producers, {consumers} consumers"),
+        );
         let before = self.probe()?;
         let per_producer = if self.opts.quick { 200_000 } else { 1_000_000 };
         let size = self.opts.size;
@@ -774,7 +800,27 @@ pub fn run(opts: Opts) -> Res<()> {
         cpus,
         rows: Vec::new(),
         bus_counter: 0,
+        step: 0,
+        steps: 0,
     };
+    // The comparisons below, by benchmark name, to count those wanted.
+    let plan = [
+        "pingpong-spin",
+        "pingpong-block",
+        "pingpong-os",
+        "pingpong-os",
+        "pingpong-os",
+        "throughput-1to1",
+        "throughput-1to1",
+        "throughput-os",
+        "throughput-os",
+        "throughput-os",
+        "fanout",
+        "fanout",
+        "queue",
+        "queue",
+    ];
+    h.steps = plan.iter().filter(|bench| h.wanted(bench)).count();
     h.compare_latency("pingpong-spin", Lat::ShmbusSpin, Lat::RawCacheLine)?;
     h.compare_latency("pingpong-block", Lat::ShmbusBlock, Lat::RawFutex)?;
     for base in [Lat::Pipe, Lat::Unix, Lat::Mq] {

@@ -2,8 +2,12 @@
 
 mod bench;
 mod cleanup;
+mod export;
+mod ops;
 mod peer;
 mod raw;
+mod snapshot;
+mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -11,7 +15,11 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "shmbus",
     version,
-    about = "A lock-free, broker-free message bus in shared memory"
+    about = "A lock-free, broker-free message bus in shared memory",
+    after_help = "Exit status: 0 success; 1 the command failed (a bus that does not exist, \
+                  is corrupt or from another version, a topic that does not exist, a line \
+                  that could not be published: the message says which and what to do); \
+                  2 bad arguments."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,6 +54,87 @@ enum Command {
         /// throughput-os, fanout, queue).
         #[arg(long)]
         only: Vec<String>,
+        /// No progress lines on stderr (there are none with --json either).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Every counter of every topic of a bus (or of every bus): messages
+    /// published, subscribers with their cursor and lag, queue depth,
+    /// producers, consumers, losses, sleepers. Reads only.
+    Stat {
+        /// The bus name; without it, every bus.
+        bus: Option<String>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live view of a bus (or of every bus), refreshed every interval:
+    /// per topic msg/s, MB/s, published, capacity, publisher pid; per
+    /// lossless subscriber its lag; per queue depth, workers, losses.
+    /// q, Esc or Ctrl-C quits. Reads only.
+    Top {
+        /// The bus name; without it, every bus.
+        bus: Option<String>,
+        /// Refresh interval in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..))]
+        interval_ms: u64,
+    },
+    /// Follow a broadcast topic: one line per message, `SEQ CONTENT`, read
+    /// as an observer that changes nothing (it never holds a lossless
+    /// publisher back; what it misses is said on stderr). Follows from the
+    /// next message until the publisher is gone.
+    Tail {
+        /// The bus name.
+        bus: String,
+        /// The topic name.
+        topic: String,
+        /// Print the last N messages the topic holds, then exit (unless -f).
+        #[arg(short = 'n', long = "lines")]
+        lines: Option<u64>,
+        /// With -n: go on following after them.
+        #[arg(short, long, requires = "lines")]
+        follow: bool,
+        /// Start at the oldest message the topic holds instead of the next.
+        #[arg(long, conflicts_with = "lines")]
+        from_oldest: bool,
+        /// Print messages as hex (default: text if printable, else hex).
+        #[arg(long, conflicts_with_all = ["text", "decode"])]
+        hex: bool,
+        /// Print messages as text (invalid UTF-8 shown as U+FFFD).
+        #[arg(long, conflicts_with = "decode")]
+        text: bool,
+        /// Decode each message as a #[repr(C)] struct of these fields, e.g.
+        /// `u64,f64,u32` (u8..u64, i8..i64, f32, f64).
+        #[arg(long, value_name = "LAYOUT")]
+        decode: Option<String>,
+    },
+    /// Publish each line of stdin (without its newline) as one byte message
+    /// of a topic, in order. The bus must exist; the topic is joined, or
+    /// created as a byte topic.
+    Pub {
+        /// The bus name.
+        bus: String,
+        /// The topic name.
+        topic: String,
+        /// Each line is hex digits (whitespace ignored), not the message itself.
+        #[arg(long)]
+        hex: bool,
+        /// Slot size if the topic is created (default 256).
+        #[arg(long)]
+        slot_size: Option<u32>,
+        /// Capacity if the topic is created (default 1024).
+        #[arg(long)]
+        capacity: Option<u32>,
+        /// Say nothing on stderr when done.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Serve every bus's counters in the Prometheus text format on
+    /// http://LISTEN/metrics, read fresh at each scrape. Reads only.
+    Export {
+        /// Address to listen on (localhost by default).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: String,
     },
     /// List the buses on this machine, or the topics of one bus.
     List {
@@ -64,6 +153,11 @@ enum Command {
 }
 
 fn main() {
+    // SAFETY: restores the default action of SIGPIPE before any thread
+    // starts, so that a closed pipe (`shmbus tail md quotes | head`) ends
+    // the tool quietly, as it does other Unix tools, instead of a panic in
+    // `println!`.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench {
@@ -74,6 +168,7 @@ fn main() {
             rounds,
             subscribers,
             only,
+            quiet,
         } => {
             if !(8..=1 << 20).contains(&size) {
                 eprintln!("shmbus bench: --size must be from 8 to 1048576 bytes");
@@ -88,8 +183,48 @@ fn main() {
                 rounds: rounds.unwrap_or(if quick { 3 } else { 7 }).max(1),
                 subscribers: subscribers.max(1),
                 only,
+                quiet,
             })
         }
+        Command::Stat { bus, json } => ops::stat(bus.as_deref(), json),
+        Command::Top { bus, interval_ms } => {
+            top::run(bus, std::time::Duration::from_millis(interval_ms))
+        }
+        Command::Tail {
+            bus,
+            topic,
+            lines,
+            follow,
+            from_oldest,
+            hex,
+            text,
+            decode,
+        } => tail_format(hex, text, decode.as_deref()).and_then(|format| {
+            ops::tail(&ops::TailOpts {
+                bus,
+                topic,
+                lines,
+                follow: follow || lines.is_none(),
+                from_oldest,
+                format,
+            })
+        }),
+        Command::Pub {
+            bus,
+            topic,
+            hex,
+            slot_size,
+            capacity,
+            quiet,
+        } => ops::publish(&ops::PubOpts {
+            bus,
+            topic,
+            hex,
+            slot_size,
+            capacity,
+            quiet,
+        }),
+        Command::Export { listen } => export::serve(&listen),
         Command::List { bus: Some(bus) } => list(&bus),
         Command::List { bus: None } => list_buses(),
         Command::Gc => gc(),
@@ -125,6 +260,19 @@ fn list_buses() -> Result<(), Box<dyn std::error::Error>> {
         println!("{name:<32} {state}");
     }
     Ok(())
+}
+
+fn tail_format(
+    hex: bool,
+    text: bool,
+    decode: Option<&str>,
+) -> Result<ops::Format, Box<dyn std::error::Error>> {
+    Ok(match (hex, text, decode) {
+        (true, _, _) => ops::Format::Hex,
+        (_, true, _) => ops::Format::Text,
+        (_, _, Some(layout)) => ops::Format::Decode(ops::parse_layout(layout)?),
+        _ => ops::Format::Auto,
+    })
 }
 
 fn gc() -> Result<(), Box<dyn std::error::Error>> {

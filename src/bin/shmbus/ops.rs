@@ -1,0 +1,372 @@
+//! Tools for a live bus: `stat` (every counter, as text or JSON), `tail`
+//! (follow a topic as an observer that changes nothing) and `pub` (publish
+//! stdin's lines).
+
+use std::io::{BufRead, Write};
+
+use shmbus::{Bus, RecvError, StartAt, TopicKind, TryRecvError, WaitStrategy};
+
+use crate::snapshot::{kind_name, process_name, BusSnapshot};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// `shmbus stat [BUS] [--json]`. Fails (exit 1) if a bus named cannot be
+/// read or has corrupt topic entries, after printing everything else.
+pub fn stat(bus: Option<&str>, json: bool) -> Result<()> {
+    let snapshots = match bus {
+        Some(name) => vec![BusSnapshot::take(name)],
+        None => BusSnapshot::all()?,
+    };
+    if let Some(Err(e)) = bus.and(snapshots.first().map(|s| &s.topics)) {
+        return Err(e.clone().into());
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let doc = match bus {
+            Some(_) => snapshots[0].json(),
+            None => serde_json::json!({
+                "buses": snapshots.iter().map(BusSnapshot::json).collect::<Vec<_>>()
+            }),
+        };
+        writeln!(out, "{doc}")?;
+    } else {
+        for snapshot in &snapshots {
+            write_stat(&mut out, snapshot)?;
+        }
+    }
+    if let Some(name) = bus {
+        let snapshot = &snapshots[0];
+        if !snapshot.corrupt.is_empty() {
+            return Err(format!(
+                "bus {name:?} has {} corrupt topic entries",
+                snapshot.corrupt.len()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn write_stat(out: &mut impl Write, s: &BusSnapshot) -> std::io::Result<()> {
+    let topics = match &s.topics {
+        Ok(topics) => topics,
+        Err(e) => return writeln!(out, "bus {}: unusable: {e}", s.name),
+    };
+    writeln!(out, "bus {} ({} topics)", s.name, topics.len())?;
+    for t in topics {
+        write!(
+            out,
+            "  {} ({}): capacity {}, slot {} bytes, ",
+            t.name,
+            kind_name(t.kind),
+            t.capacity,
+            t.slot_size
+        )?;
+        if t.kind == TopicKind::WorkQueue {
+            writeln!(
+                out,
+                "pushed {}, popped {}, depth {}, lost {} in push + {} in consume, \
+                 consumers asleep {}, producers asleep {}",
+                t.published,
+                t.popped,
+                t.depth,
+                t.lost_in_push,
+                t.lost_in_consume,
+                t.sleeping,
+                t.waiting_writers
+            )?;
+        } else {
+            let publisher = t
+                .publisher_pid
+                .map_or("none".into(), |p| format!("pid {p}"));
+            writeln!(
+                out,
+                "published {}, publisher {publisher}, subscribers asleep {}, evictions {}",
+                t.published, t.sleeping, t.evictions
+            )?;
+        }
+        let roles = [
+            ("subscriber", &t.subscribers),
+            ("producer", &t.producers),
+            ("consumer", &t.consumers),
+        ];
+        for (role, list) in roles {
+            for e in list {
+                let pid = e.pid.map_or("?".into(), |p| p.to_string());
+                write!(
+                    out,
+                    "    {role} #{} pid {pid} {}",
+                    e.entry,
+                    process_name(e.process)
+                )?;
+                if let (Some(cursor), Some(lag)) = (e.cursor, e.lag) {
+                    write!(out, ", cursor {cursor}, lag {lag}")?;
+                }
+                if e.evicted {
+                    write!(out, ", evicted")?;
+                }
+                if e.attaching {
+                    write!(out, ", attaching")?;
+                }
+                writeln!(out)?;
+            }
+        }
+    }
+    for e in &s.corrupt {
+        writeln!(out, "  corrupt: {e}")?;
+    }
+    Ok(())
+}
+
+/// How `tail` prints a message.
+#[derive(Clone, Debug)]
+pub enum Format {
+    /// Text if the bytes are printable UTF-8, else hex.
+    Auto,
+    Text,
+    Hex,
+    /// Fields of a `#[repr(C)]` layout, in order.
+    Decode(Vec<Field>),
+}
+
+/// A primitive field of a decoded layout.
+#[derive(Clone, Copy, Debug)]
+pub enum Field {
+    U(usize),
+    I(usize),
+    F(usize),
+}
+
+impl Field {
+    fn size(self) -> usize {
+        match self {
+            Field::U(n) | Field::I(n) | Field::F(n) => n,
+        }
+    }
+}
+
+/// Parses a layout such as `u64,f64,u32` (C alignment: each field at a
+/// multiple of its size).
+pub fn parse_layout(text: &str) -> std::result::Result<Vec<Field>, String> {
+    text.split(',')
+        .map(|name| match name.trim() {
+            "u8" => Ok(Field::U(1)),
+            "u16" => Ok(Field::U(2)),
+            "u32" => Ok(Field::U(4)),
+            "u64" => Ok(Field::U(8)),
+            "i8" => Ok(Field::I(1)),
+            "i16" => Ok(Field::I(2)),
+            "i32" => Ok(Field::I(4)),
+            "i64" => Ok(Field::I(8)),
+            "f32" => Ok(Field::F(4)),
+            "f64" => Ok(Field::F(8)),
+            other => Err(format!(
+                "unknown field type {other:?} in --decode {text:?}: use u8..u64, i8..i64, f32, f64, comma-separated"
+            )),
+        })
+        .collect()
+}
+
+fn decode(bytes: &[u8], layout: &[Field]) -> String {
+    let mut at = 0usize;
+    let mut fields = Vec::with_capacity(layout.len());
+    for &field in layout {
+        let size = field.size();
+        at = at.next_multiple_of(size);
+        let Some(raw) = bytes.get(at..at + size) else {
+            fields.push(format!("<{} bytes: too short for the layout>", bytes.len()));
+            break;
+        };
+        let mut word = [0u8; 8];
+        word[..size].copy_from_slice(raw);
+        let unsigned = u64::from_ne_bytes(word);
+        fields.push(match field {
+            Field::U(_) => unsigned.to_string(),
+            Field::I(n) => {
+                let shift = 64 - 8 * n as u32;
+                (((unsigned << shift) as i64) >> shift).to_string()
+            }
+            Field::F(4) => f32::from_bits(unsigned as u32).to_string(),
+            Field::F(_) => f64::from_bits(unsigned).to_string(),
+        });
+        at += size;
+    }
+    fields.join(" ")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn printable(bytes: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    (!text.chars().any(|c| c.is_control() && c != '\t')).then_some(text)
+}
+
+fn render(bytes: &[u8], format: &Format) -> String {
+    match format {
+        Format::Hex => hex(bytes),
+        Format::Text => String::from_utf8_lossy(bytes).into_owned(),
+        Format::Auto => printable(bytes).map_or_else(|| hex(bytes), str::to_owned),
+        Format::Decode(layout) => decode(bytes, layout),
+    }
+}
+
+/// Options of `shmbus tail`.
+pub struct TailOpts {
+    pub bus: String,
+    pub topic: String,
+    /// The last this many messages held (then exit, unless `follow`).
+    pub lines: Option<u64>,
+    pub follow: bool,
+    pub from_oldest: bool,
+    pub format: Format,
+}
+
+/// `shmbus tail`: one line per message, `SEQ CONTENT`, as an observer (it
+/// registers nothing and never holds a lossless publisher back); the
+/// messages it lost to the publisher lapping it are said on stderr.
+/// Following ends when the publisher is gone and everything is read.
+pub fn tail(opts: &TailOpts) -> Result<()> {
+    let bus = Bus::open_existing(&opts.bus)?;
+    let start = if opts.lines.is_some() || opts.from_oldest {
+        StartAt::Oldest
+    } else {
+        StartAt::Next
+    };
+    let mut rx = bus
+        .topic(&opts.topic)
+        .start_at(start)
+        .wait(WaitStrategy::Block)
+        .observer()?;
+    // Where the last `n` messages begin, and where they end.
+    let (first, end) = match opts.lines {
+        Some(n) => {
+            let published = bus
+                .topics()?
+                .into_iter()
+                .filter_map(|t| t.ok())
+                .find(|t| t.name == opts.topic)
+                .map_or(0, |t| t.published);
+            (published.saturating_sub(n), Some(published))
+        }
+        None => (0, None),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut lost = 0u64;
+    loop {
+        if !opts.follow && end.is_some_and(|end| rx.next_seq() >= end) {
+            break;
+        }
+        // A receive that succeeds reads message `next_seq`.
+        let seq = rx.next_seq();
+        let got = if opts.follow {
+            rx.recv_bytes().map_err(Some)
+        } else {
+            rx.try_recv_bytes().map_err(|e| match e {
+                TryRecvError::Empty => None,
+                TryRecvError::Lagged(n) => Some(RecvError::Lagged(n)),
+                TryRecvError::Disconnected => Some(RecvError::Disconnected),
+                TryRecvError::Corrupt { seq } => Some(RecvError::Corrupt { seq }),
+                _ => Some(RecvError::Evicted),
+            })
+        };
+        match got {
+            Ok(bytes) => {
+                if seq >= first {
+                    writeln!(out, "{seq} {}", render(bytes, &opts.format))?;
+                    out.flush()?;
+                }
+            }
+            // Nothing yet below `end`: a message being written right now.
+            Err(None) => std::thread::yield_now(),
+            Err(Some(RecvError::Lagged(n))) => {
+                lost += n;
+                eprintln!(
+                    "shmbus tail: lost {n} messages (overwritten before this observer read them)"
+                );
+            }
+            Err(Some(RecvError::Disconnected)) => break,
+            Err(Some(RecvError::Corrupt { seq })) => {
+                eprintln!("shmbus tail: message {seq} is corrupt in the segment; skipped");
+            }
+            Err(Some(e)) => return Err(e.into()),
+        }
+    }
+    if lost > 0 {
+        eprintln!("shmbus tail: lost {lost} messages in all");
+    }
+    Ok(())
+}
+
+/// Options of `shmbus pub`.
+pub struct PubOpts {
+    pub bus: String,
+    pub topic: String,
+    pub hex: bool,
+    pub slot_size: Option<u32>,
+    pub capacity: Option<u32>,
+    pub quiet: bool,
+}
+
+/// Parses a line of hex digits (whitespace between them ignored).
+fn parse_hex(line: &[u8], number: usize) -> std::result::Result<Vec<u8>, String> {
+    let digits: Vec<u8> = line
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let bad = || format!("line {number} is not hex: write pairs of 0-9 a-f digits, or drop --hex");
+    if digits.len() % 2 != 0 {
+        return Err(bad());
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).map_err(|_| bad())?;
+            u8::from_str_radix(text, 16).map_err(|_| bad())
+        })
+        .collect()
+}
+
+/// `shmbus pub`: publishes each line of stdin (without its newline) as one
+/// byte message, in order, on a bus that exists (it never creates one);
+/// the topic is joined, or created as a byte topic. Stops at the first line
+/// that cannot be sent, saying which.
+pub fn publish(opts: &PubOpts) -> Result<()> {
+    let bus = Bus::open_existing(&opts.bus)?;
+    let mut topic = bus.topic(&opts.topic);
+    if let Some(slot) = opts.slot_size {
+        topic = topic.slot_size(slot);
+    }
+    if let Some(capacity) = opts.capacity {
+        topic = topic.capacity(capacity);
+    }
+    let mut tx = topic.publisher_bytes()?;
+    let (mut first, mut count) = (None, 0u64);
+    for (index, line) in std::io::stdin().lock().split(b'\n').enumerate() {
+        let line = line?;
+        let message = if opts.hex {
+            parse_hex(&line, index + 1)?
+        } else {
+            line
+        };
+        let seq = tx
+            .send_bytes(&message)
+            .map_err(|e| format!("line {}: {e}", index + 1))?;
+        first.get_or_insert(seq);
+        count += 1;
+    }
+    if !opts.quiet {
+        match first {
+            Some(first) => eprintln!(
+                "shmbus pub: published {count} messages on {}/{} (seq {first} to {})",
+                opts.bus,
+                opts.topic,
+                first + count - 1
+            ),
+            None => eprintln!("shmbus pub: stdin was empty; nothing published"),
+        }
+    }
+    Ok(())
+}
