@@ -584,18 +584,15 @@ fn exporter_answers_http_with_documented_metrics_that_move() {
     );
     let queue = format!("bus=\"{}\",topic=\"jobs\",kind=\"work-queue\"", bus.name);
     let sub = format!("{topic},entry=\"0\",pid=\"{}\"", std::process::id());
-    assert_eq!(
-        sample(&body, "shmbus_topic_published_total", &topic),
-        Some(0)
-    );
-    assert_eq!(
-        sample(&body, "shmbus_subscriber_lag_messages", &sub),
-        Some(0)
-    );
-    assert_eq!(
-        sample(&body, "shmbus_queue_depth_messages", &queue),
-        Some(0)
-    );
+    // Published, the subscriber's lag, the queue's depth.
+    let values = |body: &str| {
+        [
+            sample(body, "shmbus_topic_published_total", &topic),
+            sample(body, "shmbus_subscriber_lag_messages", &sub),
+            sample(body, "shmbus_queue_depth_messages", &queue),
+        ]
+    };
+    assert_eq!(values(&body), [Some(0); 3], "{body}");
 
     for i in 0..5 {
         tx.send(&i).unwrap();
@@ -603,18 +600,7 @@ fn exporter_answers_http_with_documented_metrics_that_move() {
     }
     rx.recv().unwrap();
     let (_, body) = http_get(port, "/metrics").unwrap();
-    assert_eq!(
-        sample(&body, "shmbus_topic_published_total", &topic),
-        Some(5)
-    );
-    assert_eq!(
-        sample(&body, "shmbus_subscriber_lag_messages", &sub),
-        Some(4)
-    );
-    assert_eq!(
-        sample(&body, "shmbus_queue_depth_messages", &queue),
-        Some(5)
-    );
+    assert_eq!(values(&body), [Some(5), Some(4), Some(5)], "{body}");
     assert_eq!(
         sample(&body, "shmbus_bus_up", &format!("bus=\"{}\"", bus.name)),
         Some(1)

@@ -83,52 +83,11 @@ enum Command {
     /// as an observer that changes nothing (it never holds a lossless
     /// publisher back; what it misses is said on stderr). Follows from the
     /// next message until the publisher is gone.
-    Tail {
-        /// The bus name.
-        bus: String,
-        /// The topic name.
-        topic: String,
-        /// Print the last N messages the topic holds, then exit (unless -f).
-        #[arg(short = 'n', long = "lines")]
-        lines: Option<u64>,
-        /// With -n: go on following after them.
-        #[arg(short, long, requires = "lines")]
-        follow: bool,
-        /// Start at the oldest message the topic holds instead of the next.
-        #[arg(long, conflicts_with = "lines")]
-        from_oldest: bool,
-        /// Print messages as hex (default: text if printable, else hex).
-        #[arg(long, conflicts_with_all = ["text", "decode"])]
-        hex: bool,
-        /// Print messages as text (invalid UTF-8 shown as U+FFFD).
-        #[arg(long, conflicts_with = "decode")]
-        text: bool,
-        /// Decode each message as a #[repr(C)] struct of these fields, e.g.
-        /// `u64,f64,u32` (u8..u64, i8..i64, f32, f64).
-        #[arg(long, value_name = "LAYOUT")]
-        decode: Option<String>,
-    },
+    Tail(ops::TailArgs),
     /// Publish each line of stdin (without its newline) as one byte message
     /// of a topic, in order. The bus must exist; the topic is joined, or
     /// created as a byte topic.
-    Pub {
-        /// The bus name.
-        bus: String,
-        /// The topic name.
-        topic: String,
-        /// Each line is hex digits (whitespace ignored), not the message itself.
-        #[arg(long)]
-        hex: bool,
-        /// Slot size if the topic is created (default 256).
-        #[arg(long)]
-        slot_size: Option<u32>,
-        /// Capacity if the topic is created (default 1024).
-        #[arg(long)]
-        capacity: Option<u32>,
-        /// Say nothing on stderr when done.
-        #[arg(long)]
-        quiet: bool,
-    },
+    Pub(ops::PubArgs),
     /// Serve every bus's counters in the Prometheus text format on
     /// http://LISTEN/metrics, read fresh at each scrape. Reads only.
     Export {
@@ -190,40 +149,8 @@ fn main() {
         Command::Top { bus, interval_ms } => {
             top::run(bus, std::time::Duration::from_millis(interval_ms))
         }
-        Command::Tail {
-            bus,
-            topic,
-            lines,
-            follow,
-            from_oldest,
-            hex,
-            text,
-            decode,
-        } => tail_format(hex, text, decode.as_deref()).and_then(|format| {
-            ops::tail(&ops::TailOpts {
-                bus,
-                topic,
-                lines,
-                follow: follow || lines.is_none(),
-                from_oldest,
-                format,
-            })
-        }),
-        Command::Pub {
-            bus,
-            topic,
-            hex,
-            slot_size,
-            capacity,
-            quiet,
-        } => ops::publish(&ops::PubOpts {
-            bus,
-            topic,
-            hex,
-            slot_size,
-            capacity,
-            quiet,
-        }),
+        Command::Tail(args) => ops::tail(&args),
+        Command::Pub(args) => ops::publish(&args),
         Command::Export { listen } => export::serve(&listen),
         Command::List { bus: Some(bus) } => list(&bus),
         Command::List { bus: None } => list_buses(),
@@ -260,19 +187,6 @@ fn list_buses() -> Result<(), Box<dyn std::error::Error>> {
         println!("{name:<32} {state}");
     }
     Ok(())
-}
-
-fn tail_format(
-    hex: bool,
-    text: bool,
-    decode: Option<&str>,
-) -> Result<ops::Format, Box<dyn std::error::Error>> {
-    Ok(match (hex, text, decode) {
-        (true, _, _) => ops::Format::Hex,
-        (_, true, _) => ops::Format::Text,
-        (_, _, Some(layout)) => ops::Format::Decode(ops::parse_layout(layout)?),
-        _ => ops::Format::Auto,
-    })
 }
 
 fn gc() -> Result<(), Box<dyn std::error::Error>> {

@@ -212,22 +212,53 @@ fn render(bytes: &[u8], format: &Format) -> String {
     }
 }
 
-/// Options of `shmbus tail`.
-pub struct TailOpts {
-    pub bus: String,
-    pub topic: String,
-    /// The last this many messages held (then exit, unless `follow`).
-    pub lines: Option<u64>,
-    pub follow: bool,
-    pub from_oldest: bool,
-    pub format: Format,
+/// `shmbus tail`'s arguments.
+#[derive(clap::Args)]
+pub struct TailArgs {
+    /// The bus name.
+    bus: String,
+    /// The topic name.
+    topic: String,
+    /// Print the last N messages the topic holds, then exit (unless -f).
+    #[arg(short = 'n', long = "lines")]
+    lines: Option<u64>,
+    /// With -n: go on following after them.
+    #[arg(short, long, requires = "lines")]
+    follow: bool,
+    /// Start at the oldest message the topic holds instead of the next.
+    #[arg(long, conflicts_with = "lines")]
+    from_oldest: bool,
+    /// Print messages as hex (default: text if printable, else hex).
+    #[arg(long, conflicts_with_all = ["text", "decode"])]
+    hex: bool,
+    /// Print messages as text (invalid UTF-8 shown as U+FFFD).
+    #[arg(long, conflicts_with = "decode")]
+    text: bool,
+    /// Decode each message as a #[repr(C)] struct of these fields, e.g.
+    /// `u64,f64,u32` (u8..u64, i8..i64, f32, f64).
+    #[arg(long, value_name = "LAYOUT")]
+    decode: Option<String>,
+}
+
+impl TailArgs {
+    fn format(&self) -> std::result::Result<Format, String> {
+        Ok(match (self.hex, self.text, &self.decode) {
+            (true, _, _) => Format::Hex,
+            (_, true, _) => Format::Text,
+            (_, _, Some(layout)) => Format::Decode(parse_layout(layout)?),
+            _ => Format::Auto,
+        })
+    }
 }
 
 /// `shmbus tail`: one line per message, `SEQ CONTENT`, as an observer (it
 /// registers nothing and never holds a lossless publisher back); the
 /// messages it lost to the publisher lapping it are said on stderr.
 /// Following ends when the publisher is gone and everything is read.
-pub fn tail(opts: &TailOpts) -> Result<()> {
+pub fn tail(opts: &TailArgs) -> Result<()> {
+    let format = opts.format()?;
+    // Without -n, always follow.
+    let follow = opts.follow || opts.lines.is_none();
     let bus = Bus::open_existing(&opts.bus)?;
     let start = if opts.lines.is_some() || opts.from_oldest {
         StartAt::Oldest
@@ -255,12 +286,12 @@ pub fn tail(opts: &TailOpts) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut lost = 0u64;
     loop {
-        if !opts.follow && end.is_some_and(|end| rx.next_seq() >= end) {
+        if !follow && end.is_some_and(|end| rx.next_seq() >= end) {
             break;
         }
         // A receive that succeeds reads message `next_seq`.
         let seq = rx.next_seq();
-        let got = if opts.follow {
+        let got = if follow {
             rx.recv_bytes().map_err(Some)
         } else {
             rx.try_recv_bytes().map_err(|e| match e {
@@ -274,7 +305,7 @@ pub fn tail(opts: &TailOpts) -> Result<()> {
         match got {
             Ok(bytes) => {
                 if seq >= first {
-                    writeln!(out, "{seq} {}", render(bytes, &opts.format))?;
+                    writeln!(out, "{seq} {}", render(bytes, &format))?;
                     out.flush()?;
                 }
             }
@@ -299,14 +330,25 @@ pub fn tail(opts: &TailOpts) -> Result<()> {
     Ok(())
 }
 
-/// Options of `shmbus pub`.
-pub struct PubOpts {
-    pub bus: String,
-    pub topic: String,
-    pub hex: bool,
-    pub slot_size: Option<u32>,
-    pub capacity: Option<u32>,
-    pub quiet: bool,
+/// `shmbus pub`'s arguments.
+#[derive(clap::Args)]
+pub struct PubArgs {
+    /// The bus name.
+    bus: String,
+    /// The topic name.
+    topic: String,
+    /// Each line is hex digits (whitespace ignored), not the message itself.
+    #[arg(long)]
+    hex: bool,
+    /// Slot size if the topic is created (default 256).
+    #[arg(long)]
+    slot_size: Option<u32>,
+    /// Capacity if the topic is created (default 1024).
+    #[arg(long)]
+    capacity: Option<u32>,
+    /// Say nothing on stderr when done.
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// Parses a line of hex digits (whitespace between them ignored).
@@ -333,7 +375,7 @@ fn parse_hex(line: &[u8], number: usize) -> std::result::Result<Vec<u8>, String>
 /// byte message, in order, on a bus that exists (it never creates one);
 /// the topic is joined, or created as a byte topic. Stops at the first line
 /// that cannot be sent, saying which.
-pub fn publish(opts: &PubOpts) -> Result<()> {
+pub fn publish(opts: &PubArgs) -> Result<()> {
     let bus = Bus::open_existing(&opts.bus)?;
     let mut topic = bus.topic(&opts.topic);
     if let Some(slot) = opts.slot_size {
