@@ -21,10 +21,20 @@ fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
             "--json",
             "--rounds",
             "1",
+            "--size",
+            "16,64",
+            "--subscribers",
+            "1",
+            "--rate",
+            "100000",
             "--only",
             "pingpong-spin",
             "--only",
             "queue",
+            "--only",
+            "fanout",
+            "--only",
+            "openloop",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -38,29 +48,56 @@ fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines.len(),
-        4,
-        "two latency rows and two queue rows:\n{text}"
-    );
-    for line in &lines {
-        assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
-        for field in ["\"bench\":", "\"transport\":", "\"msg_bytes\":64"] {
-            assert!(line.contains(field), "{field} missing in {line}");
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    // Per size: 2 latency rows, 2 x 2 fanout rows (overwrite and lossless,
+    // each with its raw baseline), 2 x 2 queue rows, 2 open-loop rows.
+    assert_eq!(rows.len(), 2 * 12, "{text}");
+    let find = |transport: &str, size: u64| {
+        rows.iter()
+            .find(|r| r["transport"] == transport && r["msg_bytes"] == size)
+            .unwrap_or_else(|| panic!("no {transport} row of {size} bytes:\n{text}"))
+    };
+    for size in [16, 64] {
+        for row in rows.iter().filter(|r| r["msg_bytes"] == size) {
+            for field in ["bench", "transport", "probe_before_ns", "probe_after_ns"] {
+                assert!(row.get(field).is_some(), "{field} missing in {row}");
+            }
         }
+        let latency = find("shmbus-spin", size);
+        for field in ["p50_ns", "p99_ns", "p999_ns", "max_ns", "ratio"] {
+            assert!(latency.get(field).is_some(), "{field} missing in {latency}");
+        }
+        assert_eq!(latency["baseline"], "raw-cacheline");
+        for mode in ["overwrite", "lossless"] {
+            let fan = find(&format!("shmbus-{mode}-1to1"), size);
+            assert_eq!(fan["baseline"], "raw-spmc-1to1", "{fan}");
+            assert_eq!(fan["subscribers"], 1, "{fan}");
+            for field in ["msgs_per_s", "publisher_msgs_per_s", "ratio"] {
+                assert!(fan.get(field).is_some(), "{field} missing in {fan}");
+            }
+        }
+        let raw = find("raw-spmc-1to1", size);
+        assert!(raw.get("publisher_msgs_per_s").is_some(), "{raw}");
+        for pc in ["1to1", "2to2"] {
+            let queue = find(&format!("shmbus-queue-{pc}"), size);
+            assert_eq!(queue["baseline"], format!("raw-mpmc-{pc}"), "{queue}");
+            assert!(find(&format!("raw-mpmc-{pc}"), size)
+                .get("msgs_per_s")
+                .is_some());
+        }
+        let open = find("shmbus-overwrite-100000", size);
+        assert_eq!(open["baseline"], "raw-spmc-100000", "{open}");
+        assert!(open.get("p99_ns").is_some(), "{open}");
     }
-    let latency = lines[0];
-    for field in [
-        "\"p50_ns\":",
-        "\"p99_ns\":",
-        "\"p999_ns\":",
-        "\"ratio\":",
-        "\"probe_before_ns\":",
-    ] {
-        assert!(latency.contains(field), "{field} missing in {latency}");
-    }
-    assert!(lines[2].contains("\"msgs_per_s\":"), "{}", lines[2]);
+    // --json keeps stderr for errors: no progress lines.
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         leftovers(pid).is_empty(),
         "bench left segments: {:?}",

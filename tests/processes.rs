@@ -151,12 +151,25 @@ fn result_of(child: &mut ChildProc) -> SubResult {
     }
 }
 
-#[test]
-fn one_publisher_fans_out_a_million_messages_to_three_subscriber_processes() {
-    const SENT: u64 = 1_000_000;
-    let bus = TestBus::new("fanout");
-    let cap = 1u32 << 16;
-    let mut subs: Vec<ChildProc> = (0..3)
+/// One publisher process to `subscribers` subscriber processes: every
+/// subscriber checks every message's sequence number and checksum words
+/// (`Tick::is_whole`), and accounts for every message published. Lossless:
+/// every one received.
+fn fan_out(tag: &str, sent: u64, subscribers: usize, lossless: bool) {
+    let bus = TestBus::new(tag);
+    // A ring small enough that an overwrite subscriber would be lapped.
+    let cap = if lossless { 64 } else { 1u32 << 16 };
+    if lossless {
+        let b = bus.open();
+        let topic = b.topic("ticks").capacity(cap);
+        drop(
+            topic
+                .lossless(subscribers as u32)
+                .subscriber::<Tick>()
+                .unwrap(),
+        );
+    }
+    let mut subs: Vec<ChildProc> = (0..subscribers)
         .map(|_| {
             spawn_role(
                 "subscriber",
@@ -169,7 +182,7 @@ fn one_publisher_fans_out_a_million_messages_to_three_subscriber_processes() {
     }
     let mut publisher = spawn_role(
         "publisher",
-        &args(&[&bus.name, &"ticks", &cap, &SENT, &4096, &200, &"exit"]),
+        &args(&[&bus.name, &"ticks", &cap, &sent, &4096, &200, &"exit"]),
     );
     publisher.wait_success(Duration::from_secs(120));
     for sub in &mut subs {
@@ -178,12 +191,25 @@ fn one_publisher_fans_out_a_million_messages_to_three_subscriber_processes() {
         assert_eq!(r.errors, 0, "torn, reordered or corrupt messages");
         assert_eq!(
             r.received + r.lagged,
-            SENT,
+            sent,
             "every message received or counted lost"
         );
+        if lossless {
+            assert_eq!(r.received, sent, "a lossless subscriber loses nothing");
+        }
         assert!(r.received > 0);
         sub.wait_success(Duration::from_secs(30));
     }
+}
+
+#[test]
+fn one_publisher_fans_out_a_million_messages_to_four_subscriber_processes() {
+    fan_out("fanout", 1_000_000, 4, false);
+}
+
+#[test]
+fn a_lossless_publisher_fans_out_to_four_subscriber_processes_who_lose_nothing() {
+    fan_out("fanout-ll", 100_000, 4, true);
 }
 
 #[test]

@@ -15,8 +15,9 @@ use hdrhistogram::Histogram;
 use shmbus::{Bus, StartAt, WaitStrategy};
 
 use crate::cleanup;
-use crate::peer::{cpus, pin_to, Peer};
+use crate::peer::{self, cpus, pin_to, Peer};
 use crate::raw::{self, Mq, SharedMem};
+use crate::rings;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -26,9 +27,15 @@ pub struct Opts {
     pub quick: bool,
     pub json: bool,
     pub pin: bool,
+    /// Message size of the comparisons running now (one of `sizes`).
     pub size: usize,
+    /// Message sizes to sweep.
+    pub sizes: Vec<usize>,
     pub rounds: usize,
-    pub subscribers: usize,
+    /// Subscriber counts the fanout benchmark sweeps.
+    pub subscribers: Vec<usize>,
+    /// Send rate of the open-loop latency benchmark, messages per second.
+    pub rate: u64,
     pub only: Vec<String>,
     /// No progress lines on stderr.
     pub quiet: bool,
@@ -88,10 +95,15 @@ impl Thr {
 struct Row {
     bench: &'static str,
     transport: String,
-    baseline: Option<&'static str>,
+    baseline: Option<String>,
     msg_bytes: usize,
     latency: Option<[u64; 4]>,
+    /// Throughput; for fanout, the slowest subscriber's.
     msgs_per_s: Option<f64>,
+    /// Fanout: the publisher's rate.
+    publisher_msgs_per_s: Option<f64>,
+    /// Fanout: how many subscriber processes.
+    subscribers: Option<usize>,
     lagged: Option<u64>,
     ratio: Option<f64>,
     probe: (u64, u64),
@@ -106,6 +118,8 @@ impl Row {
             msg_bytes,
             latency: None,
             msgs_per_s: None,
+            publisher_msgs_per_s: None,
+            subscribers: None,
             lagged: None,
             ratio: None,
             probe,
@@ -123,6 +137,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// One fanout round: the slowest subscriber's rate, the publisher's, and
+/// what the subscribers lost (lapped) or found wrong.
+struct FanRound {
+    slowest: f64,
+    publisher: f64,
+    lost: u64,
+    bad: u64,
 }
 
 struct Harness {
@@ -560,72 +583,217 @@ impl Harness {
     ) {
         for (transport, is_ours) in [(ours, true), (base, false)] {
             let mut row = Row::new(bench, transport.into(), self.opts.size, probe);
-            row.baseline = is_ours.then_some(base);
+            row.baseline = is_ours.then(|| base.to_owned());
             fill(&mut row, is_ours);
             self.push_row(row);
         }
     }
 
-    /// 1 publisher (this process) to N subscriber processes: the median and
-    /// the slowest subscriber's messages per second.
-    fn fanout(&mut self, bench: &'static str, lossless: bool) -> Res<()> {
+    /// 1 publisher (this process) to `n` subscriber processes, shmbus
+    /// interleaved with the raw SPMC ring: rows for the slowest
+    /// subscriber's rate (median over rounds) and the publisher's.
+    fn fanout(&mut self, bench: &'static str, lossless: bool, n: usize) -> Res<()> {
         if !self.wanted(bench) {
             return Ok(());
         }
         let mode = if lossless { "lossless" } else { "overwrite" };
-        let what = format!("{mode}, {} subscribers", self.opts.subscribers);
-        self.progress(bench, what);
+        self.progress(bench, format!("{mode}, {n} subscribers, against raw-spmc"));
         let before = self.probe()?;
-        let n = self.opts.subscribers;
         let count = if self.opts.quick { 400_000 } else { 2_000_000 };
-        let size = self.opts.size;
-        let (mut rates, mut lost) = (Vec::new(), 0u64);
+        let (mut ours, mut base, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..self.opts.rounds {
-            let temp = self.temp_bus()?;
-            let bus = temp.bus.as_ref().expect("open");
-            let mut topic = bus.topic("data").capacity(4096).slot_size(size as u32);
-            if lossless {
-                topic = topic.lossless(n as u32);
-            }
-            drop(topic.clone().subscriber_bytes()?);
-            let mut peers = Vec::new();
-            for i in 0..n {
-                let cpu = self.cpu(1 + i);
-                peers.push(Peer::spawn(
-                    "subscribe-shmbus",
-                    &[temp.name.clone(), "spin".into()],
-                    cpu,
-                )?);
-            }
-            temp.unlink();
-            let mut tx = topic.wait(WaitStrategy::Spin).publisher_bytes()?;
-            let msg = vec![0x5au8; size];
-            for _ in 0..count {
-                tx.send_bytes(&msg)?;
-            }
-            drop(tx);
-            for mut peer in peers {
-                let v = peer.result::<4>()?;
-                rates.push(v[0] as f64 * 1e9 / (v[3].saturating_sub(v[2])).max(1) as f64);
-                lost += v[1];
-                peer.finish()?;
-            }
+            let a = self.fanout_shmbus(lossless, n, count)?;
+            let b = self.fanout_raw(n, count)?;
+            ratios.push(a.slowest / b.slowest);
+            ours.push(a);
+            base.push(b);
+        }
+        let bad: u64 = ours.iter().chain(&base).map(|r| r.bad).sum();
+        if bad > 0 {
+            return Err(
+                format!("fanout: {bad} messages failed their sequence or checksum check").into(),
+            );
         }
         let after = self.probe()?;
-        let mode = if lossless { "lossless" } else { "overwrite" };
-        let mut row = Row::new(
-            bench,
-            format!("shmbus-{mode}-1to{n}"),
-            size,
-            (before, after),
-        );
-        row.msgs_per_s = Some(median(rates));
-        row.lagged = (!lossless).then_some(lost);
-        self.push_row(row);
+        let base_name = format!("raw-spmc-1to{n}");
+        for (transport, rounds, is_ours) in [
+            (format!("shmbus-{mode}-1to{n}"), &ours, true),
+            (base_name.clone(), &base, false),
+        ] {
+            let mut row = Row::new(bench, transport, self.opts.size, (before, after));
+            row.msgs_per_s = Some(median(rounds.iter().map(|r| r.slowest).collect()));
+            row.publisher_msgs_per_s = Some(median(rounds.iter().map(|r| r.publisher).collect()));
+            row.subscribers = Some(n);
+            row.lagged = (!lossless || !is_ours).then(|| rounds.iter().map(|r| r.lost).sum());
+            if is_ours {
+                row.baseline = Some(base_name.clone());
+                row.ratio = Some(median(ratios.clone()));
+            }
+            self.push_row(row);
+        }
         Ok(())
     }
 
-    /// N producer processes to M consumer processes through a work queue.
+    /// The results of `n` subscriber peers that printed `Received` lines.
+    fn fan_results(peers: Vec<Peer>, sent: u64, publish_ns: u64) -> Res<FanRound> {
+        let mut round = FanRound {
+            slowest: f64::INFINITY,
+            publisher: sent as f64 * 1e9 / publish_ns.max(1) as f64,
+            lost: 0,
+            bad: 0,
+        };
+        for mut peer in peers {
+            let [received, lagged, bad, first, last] = peer.result::<5>()?;
+            let rate = received as f64 * 1e9 / last.saturating_sub(first).max(1) as f64;
+            round.slowest = round.slowest.min(rate);
+            round.lost += lagged;
+            round.bad += bad;
+            peer.finish()?;
+        }
+        Ok(round)
+    }
+
+    fn fanout_shmbus(&mut self, lossless: bool, n: usize, count: u64) -> Res<FanRound> {
+        let size = self.opts.size;
+        let temp = self.temp_bus()?;
+        let bus = temp.bus.as_ref().expect("open");
+        let mut topic = bus.topic("data").capacity(4096).slot_size(size as u32);
+        if lossless {
+            topic = topic.lossless(n as u32);
+        }
+        drop(topic.clone().subscriber_bytes()?);
+        let mut peers = Vec::new();
+        for i in 0..n {
+            let args = [temp.name.clone(), "spin".into(), count.to_string()];
+            peers.push(Peer::spawn("subscribe-shmbus", &args, self.cpu(1 + i))?);
+        }
+        temp.unlink();
+        let mut tx = topic.wait(WaitStrategy::Spin).publisher_bytes()?;
+        let mut msg = vec![0u8; size];
+        let start = Instant::now();
+        for seq in 0..count {
+            rings::fill(&mut msg, seq);
+            tx.send_bytes(&msg)?;
+        }
+        let publish_ns = start.elapsed().as_nanos() as u64;
+        drop(tx);
+        Self::fan_results(peers, count, publish_ns)
+    }
+
+    fn fanout_raw(&mut self, n: usize, count: u64) -> Res<FanRound> {
+        let size = self.opts.size;
+        let mem = SharedMem::create(rings::spmc_len(size))?;
+        let mut peers = Vec::new();
+        for i in 0..n {
+            let args = [
+                mem.fd_for_child()?.to_string(),
+                count.to_string(),
+                size.to_string(),
+            ];
+            peers.push(Peer::spawn("subscribe-spmc", &args, self.cpu(1 + i))?);
+        }
+        let publish_ns = rings::spmc_publish(&mem, count, size, |seq| seq);
+        Self::fan_results(peers, count, publish_ns)
+    }
+
+    /// Open-loop latency: the publisher sends at a fixed rate, and each
+    /// message carries the time it was due; the subscriber records the
+    /// time from then to its arrival, so a stall of the publisher or the
+    /// transport counts for every message it delays (no coordinated
+    /// omission, as Aeron's load-test rig measures). shmbus (overwrite,
+    /// one spinning subscriber) interleaved with the raw SPMC ring.
+    fn open_loop(&mut self) -> Res<()> {
+        let bench = "openloop";
+        if !self.wanted(bench) {
+            return Ok(());
+        }
+        let rate = self.opts.rate;
+        self.progress(bench, format!("{rate} msg/s, against raw-spmc"));
+        let before = self.probe()?;
+        let count = if self.opts.quick { rate / 5 } else { rate }.max(1000);
+        let (mut ours, mut base, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..self.opts.rounds {
+            let a = self.open_loop_shmbus(count)?;
+            let b = self.open_loop_raw(count)?;
+            ratios.push(a[0] as f64 / b[0].max(1) as f64);
+            ours.push(a);
+            base.push(b);
+        }
+        let bad: u64 = ours.iter().chain(&base).map(|r| r[5]).sum();
+        if bad > 0 {
+            return Err(format!("openloop: {bad} messages failed their checksum").into());
+        }
+        let after = self.probe()?;
+        let base_name = format!("raw-spmc-{rate}");
+        for (transport, rounds, is_ours) in [
+            (format!("shmbus-overwrite-{rate}"), &ours, true),
+            (base_name.clone(), &base, false),
+        ] {
+            let pct = |i: usize| median(rounds.iter().map(|r| r[i] as f64).collect()) as u64;
+            let mut row = Row::new(bench, transport, self.opts.size, (before, after));
+            row.latency = Some([pct(0), pct(1), pct(2), pct(3)]);
+            row.lagged = Some(rounds.iter().map(|r| r[4]).sum());
+            if is_ours {
+                row.baseline = Some(base_name.clone());
+                row.ratio = Some(median(ratios.clone()));
+            }
+            self.push_row(row);
+        }
+        Ok(())
+    }
+
+    /// The tag of message `i` of an open-loop run that starts at `start`:
+    /// the time it is due, once that time has come.
+    fn paced(start: u64, interval_ns: f64) -> impl FnMut(u64) -> u64 {
+        move |i| {
+            let due = start + (i as f64 * interval_ns) as u64;
+            while peer::now_ns() < due {
+                core::hint::spin_loop();
+            }
+            due
+        }
+    }
+
+    fn open_loop_shmbus(&mut self, count: u64) -> Res<[u64; 6]> {
+        let size = self.opts.size;
+        let temp = self.temp_bus()?;
+        let bus = temp.bus.as_ref().expect("open");
+        let topic = bus.topic("data").capacity(4096).slot_size(size as u32);
+        drop(topic.clone().subscriber_bytes()?);
+        let args = [temp.name.clone(), count.to_string()];
+        let mut peer = Peer::spawn("openloop-shmbus", &args, self.cpu(1))?;
+        temp.unlink();
+        let mut tx = topic.wait(WaitStrategy::Spin).publisher_bytes()?;
+        let mut msg = vec![0u8; size];
+        let mut due = Self::paced(peer::now_ns() + 1_000_000, 1e9 / self.opts.rate as f64);
+        for i in 0..count {
+            rings::fill(&mut msg, due(i));
+            tx.send_bytes(&msg)?;
+        }
+        drop(tx);
+        let result = peer.result::<6>()?;
+        peer.finish()?;
+        Ok(result)
+    }
+
+    fn open_loop_raw(&mut self, count: u64) -> Res<[u64; 6]> {
+        let size = self.opts.size;
+        let mem = SharedMem::create(rings::spmc_len(size))?;
+        let args = [
+            mem.fd_for_child()?.to_string(),
+            count.to_string(),
+            size.to_string(),
+        ];
+        let mut peer = Peer::spawn("openloop-spmc", &args, self.cpu(1))?;
+        let due = Self::paced(peer::now_ns() + 1_000_000, 1e9 / self.opts.rate as f64);
+        rings::spmc_publish(&mem, count, size, due);
+        let result = peer.result::<6>()?;
+        peer.finish()?;
+        Ok(result)
+    }
+
+    /// `producers` to `consumers` processes through a work queue, shmbus
+    /// interleaved with the raw Vyukov MPMC queue.
     fn queue(&mut self, producers: usize, consumers: usize) -> Res<()> {
         let bench = "queue";
         if !self.wanted(bench) {
@@ -633,76 +801,120 @@ impl Harness {
         }
         self.progress(
             bench,
-            format!("{producers} producers, {consumers} consumers"),
+            format!("{producers} producers, {consumers} consumers, against raw-mpmc"),
         );
         let before = self.probe()?;
         let per_producer = if self.opts.quick { 200_000 } else { 1_000_000 };
-        let size = self.opts.size;
-        let mut rates = Vec::new();
+        let (mut ours, mut base, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..self.opts.rounds {
-            let temp = self.temp_bus()?;
-            let bus = temp.bus.as_ref().expect("open");
-            drop(
-                bus.topic("jobs")
-                    .capacity(4096)
-                    .slot_size(size as u32)
-                    .consumer_bytes()?,
-            );
-            let mut cons = Vec::new();
-            for i in 0..consumers {
-                cons.push(Peer::spawn(
-                    "queue-consume",
-                    std::slice::from_ref(&temp.name),
-                    self.cpu(i),
-                )?);
-            }
-            let mut prods = Vec::new();
-            for i in 0..producers {
-                let args = [
-                    temp.name.clone(),
-                    per_producer.to_string(),
-                    size.to_string(),
-                ];
-                prods.push(Peer::spawn(
-                    "queue-produce",
-                    &args,
-                    self.cpu(consumers + i),
-                )?);
-            }
-            temp.unlink();
-            for p in &mut prods {
-                p.go()?;
-            }
-            for p in prods {
-                p.finish()?;
-            }
-            let (mut total, mut first, mut last) = (0u64, u64::MAX, 0u64);
-            for mut c in cons {
-                let v = c.result::<3>()?;
-                total += v[0];
-                first = first.min(v[1]);
-                last = last.max(v[2]);
-                c.finish()?;
-            }
-            if total != per_producer * producers as u64 {
-                return Err(format!(
-                    "queue bench lost messages: {total} of {}",
-                    per_producer * producers as u64
-                )
-                .into());
-            }
-            rates.push(total as f64 * 1e9 / last.saturating_sub(first).max(1) as f64);
+            let a = self.queue_shmbus(producers, consumers, per_producer)?;
+            let b = self.queue_raw(producers, consumers, per_producer)?;
+            ratios.push(a / b);
+            ours.push(a);
+            base.push(b);
         }
         let after = self.probe()?;
-        let mut row = Row::new(
-            bench,
-            format!("shmbus-queue-{producers}to{consumers}"),
-            size,
-            (before, after),
-        );
-        row.msgs_per_s = Some(median(rates));
-        self.push_row(row);
+        let base_name = format!("raw-mpmc-{producers}to{consumers}");
+        for (transport, rates, is_ours) in [
+            (format!("shmbus-queue-{producers}to{consumers}"), ours, true),
+            (base_name.clone(), base, false),
+        ] {
+            let mut row = Row::new(bench, transport, self.opts.size, (before, after));
+            row.msgs_per_s = Some(median(rates));
+            if is_ours {
+                row.baseline = Some(base_name.clone());
+                row.ratio = Some(median(ratios.clone()));
+            }
+            self.push_row(row);
+        }
         Ok(())
+    }
+
+    /// Messages per second from the consumers' first message to their
+    /// last, checking that each was taken once and whole.
+    fn queue_results(consumers: Vec<Peer>, expected: u64) -> Res<f64> {
+        let (mut total, mut bad, mut first, mut last) = (0u64, 0u64, u64::MAX, 0u64);
+        for mut c in consumers {
+            let [count, _, c_bad, c_first, c_last] = c.result::<5>()?;
+            total += count;
+            bad += c_bad;
+            if count > 0 {
+                first = first.min(c_first);
+                last = last.max(c_last);
+            }
+            c.finish()?;
+        }
+        if total != expected || bad > 0 {
+            return Err(format!(
+                "queue bench: {total} of {expected} messages taken, {bad} failed their checksum"
+            )
+            .into());
+        }
+        Ok(total as f64 * 1e9 / last.saturating_sub(first).max(1) as f64)
+    }
+
+    fn queue_shmbus(&mut self, producers: usize, consumers: usize, per: u64) -> Res<f64> {
+        let size = self.opts.size;
+        let temp = self.temp_bus()?;
+        let bus = temp.bus.as_ref().expect("open");
+        drop(
+            bus.topic("jobs")
+                .capacity(4096)
+                .slot_size(size as u32)
+                .consumer_bytes()?,
+        );
+        let mut cons = Vec::new();
+        for i in 0..consumers {
+            let args = std::slice::from_ref(&temp.name);
+            cons.push(Peer::spawn("queue-consume", args, self.cpu(i))?);
+        }
+        let mut prods = Vec::new();
+        for i in 0..producers {
+            let args = [
+                temp.name.clone(),
+                per.to_string(),
+                size.to_string(),
+                i.to_string(),
+            ];
+            prods.push(Peer::spawn(
+                "queue-produce",
+                &args,
+                self.cpu(consumers + i),
+            )?);
+        }
+        temp.unlink();
+        for p in &mut prods {
+            p.go()?;
+        }
+        for p in prods {
+            p.finish()?;
+        }
+        Self::queue_results(cons, per * producers as u64)
+    }
+
+    fn queue_raw(&mut self, producers: usize, consumers: usize, per: u64) -> Res<f64> {
+        let size = self.opts.size;
+        let total = per * producers as u64;
+        let mem = SharedMem::create(rings::mpmc_len(size))?;
+        rings::mpmc_init(&mem, size);
+        let fd = mem.fd_for_child()?.to_string();
+        let mut cons = Vec::new();
+        for i in 0..consumers {
+            let args = [fd.clone(), total.to_string(), size.to_string()];
+            cons.push(Peer::spawn("mpmc-consume", &args, self.cpu(i))?);
+        }
+        let mut prods = Vec::new();
+        for i in 0..producers {
+            let args = [fd.clone(), per.to_string(), size.to_string(), i.to_string()];
+            prods.push(Peer::spawn("mpmc-produce", &args, self.cpu(consumers + i))?);
+        }
+        for p in &mut prods {
+            p.go()?;
+        }
+        for p in prods {
+            p.finish()?;
+        }
+        Self::queue_results(cons, total)
     }
 
     fn push_row(&mut self, row: Row) {
@@ -721,8 +933,11 @@ fn json(r: &Row) -> String {
         format!("\"transport\":\"{}\"", r.transport),
         format!("\"msg_bytes\":{}", r.msg_bytes),
     ];
-    if let Some(base) = r.baseline {
+    if let Some(base) = &r.baseline {
         fields.push(format!("\"baseline\":\"{base}\""));
+    }
+    if let Some(n) = r.subscribers {
+        fields.push(format!("\"subscribers\":{n}"));
     }
     if let Some([p50, p99, p999, max]) = r.latency {
         fields.push(format!(
@@ -734,6 +949,9 @@ fn json(r: &Row) -> String {
             "\"msgs_per_s\":{rate:.0},\"gb_per_s\":{:.3}",
             rate * r.msg_bytes as f64 / 1e9
         ));
+    }
+    if let Some(rate) = r.publisher_msgs_per_s {
+        fields.push(format!("\"publisher_msgs_per_s\":{rate:.0}"));
     }
     if let Some(lagged) = r.lagged {
         fields.push(format!("\"lagged\":{lagged}"));
@@ -754,14 +972,18 @@ fn text(r: &Row) -> String {
             format!("p50 {p50:>7} ns  p99 {p99:>7} ns  p99.9 {p999:>8} ns  max {max:>9} ns")
         }
         (_, Some(rate)) => format!(
-            "{:>8.2} M msg/s  {:>6.2} GB/s{}",
+            "{:>8.2} M msg/s  {:>6.2} GB/s{}{}",
             rate / 1e6,
             rate * r.msg_bytes as f64 / 1e9,
+            r.publisher_msgs_per_s.map_or(String::new(), |p| format!(
+                "  publisher {:.2} M msg/s",
+                p / 1e6
+            )),
             r.lagged.map_or(String::new(), |l| format!("  lagged {l}"))
         ),
         _ => String::new(),
     };
-    let ratio = match (r.ratio, r.baseline) {
+    let ratio = match (r.ratio, r.baseline.as_deref()) {
         (Some(ratio), Some(base)) if ratio < 0.1 => {
             format!("  {ratio:.4}x {base} ({:.0}x faster)", 1.0 / ratio)
         }
@@ -781,9 +1003,10 @@ pub fn run(opts: Opts) -> Res<()> {
         pin_to(cpus[0]);
     }
     if !opts.json {
+        let sizes: Vec<String> = opts.sizes.iter().map(|s| s.to_string()).collect();
         println!(
             "shmbus bench: {}-byte messages, {} interleaved rounds per comparison, {} CPUs{}{}",
-            opts.size,
+            sizes.join("/"),
             opts.rounds,
             cpus.len(),
             if opts.pin {
@@ -804,36 +1027,42 @@ pub fn run(opts: Opts) -> Res<()> {
         steps: 0,
     };
     // The comparisons below, by benchmark name, to count those wanted.
+    let fanouts = 2 * h.opts.subscribers.len();
     let plan = [
-        "pingpong-spin",
-        "pingpong-block",
-        "pingpong-os",
-        "pingpong-os",
-        "pingpong-os",
-        "throughput-1to1",
-        "throughput-1to1",
-        "throughput-os",
-        "throughput-os",
-        "throughput-os",
-        "fanout",
-        "fanout",
-        "queue",
-        "queue",
+        ("pingpong-spin", 1),
+        ("pingpong-block", 1),
+        ("pingpong-os", 3),
+        ("throughput-1to1", 2),
+        ("throughput-os", 3),
+        ("fanout", fanouts),
+        ("queue", 2),
+        ("openloop", 1),
     ];
-    h.steps = plan.iter().filter(|bench| h.wanted(bench)).count();
-    h.compare_latency("pingpong-spin", Lat::ShmbusSpin, Lat::RawCacheLine)?;
-    h.compare_latency("pingpong-block", Lat::ShmbusBlock, Lat::RawFutex)?;
-    for base in [Lat::Pipe, Lat::Unix, Lat::Mq] {
-        h.compare_latency("pingpong-os", Lat::ShmbusSpin, base)?;
+    h.steps = h.opts.sizes.len()
+        * plan
+            .iter()
+            .filter(|(bench, _)| h.wanted(bench))
+            .map(|(_, n)| n)
+            .sum::<usize>();
+    for size in h.opts.sizes.clone() {
+        h.opts.size = size;
+        h.compare_latency("pingpong-spin", Lat::ShmbusSpin, Lat::RawCacheLine)?;
+        h.compare_latency("pingpong-block", Lat::ShmbusBlock, Lat::RawFutex)?;
+        for base in [Lat::Pipe, Lat::Unix, Lat::Mq] {
+            h.compare_latency("pingpong-os", Lat::ShmbusSpin, base)?;
+        }
+        h.compare_stream("throughput-1to1", Thr::ShmbusLossless, Thr::RawSpsc)?;
+        h.compare_stream("throughput-1to1", Thr::ShmbusOverwrite, Thr::RawSpsc)?;
+        for base in [Thr::Pipe, Thr::Unix, Thr::Mq] {
+            h.compare_stream("throughput-os", Thr::ShmbusLossless, base)?;
+        }
+        for n in h.opts.subscribers.clone() {
+            h.fanout("fanout", false, n)?;
+            h.fanout("fanout", true, n)?;
+        }
+        h.queue(1, 1)?;
+        h.queue(2, 2)?;
+        h.open_loop()?;
     }
-    h.compare_stream("throughput-1to1", Thr::ShmbusLossless, Thr::RawSpsc)?;
-    h.compare_stream("throughput-1to1", Thr::ShmbusOverwrite, Thr::RawSpsc)?;
-    for base in [Thr::Pipe, Thr::Unix, Thr::Mq] {
-        h.compare_stream("throughput-os", Thr::ShmbusLossless, base)?;
-    }
-    h.fanout("fanout", false)?;
-    h.fanout("fanout", true)?;
-    h.queue(1, 1)?;
-    h.queue(2, 2)?;
     Ok(())
 }

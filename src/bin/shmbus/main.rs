@@ -6,6 +6,7 @@ mod export;
 mod ops;
 mod peer;
 mod raw;
+mod rings;
 mod snapshot;
 mod top;
 
@@ -28,8 +29,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure shmbus against raw baselines between real processes:
-    /// ping-pong latency, throughput, fanout, work queues.
+    /// Measure shmbus against raw baselines between real processes, each
+    /// comparison interleaved in one run (A B A B ...): ping-pong latency
+    /// (raw shared cache line, raw futex, pipe, Unix socket, POSIX mq),
+    /// 1-to-1 throughput (raw SPSC ring, pipe, socket, mq), fanout from one
+    /// publisher to N subscriber processes (raw SPMC broadcast ring: one
+    /// writer, sequence word and payload per slot, no lease, no gating;
+    /// rows give the slowest subscriber and the publisher's rate), and
+    /// work queues (raw Vyukov MPMC queue). Every message carries its
+    /// sequence and a checksum that the readers verify. Progress goes to
+    /// stderr.
     Bench {
         /// Short runs (under a minute).
         #[arg(long)]
@@ -40,18 +49,26 @@ enum Command {
         /// Pin each process to its own CPU.
         #[arg(long)]
         pin: bool,
-        /// Message size in bytes.
-        #[arg(long, default_value_t = 64)]
-        size: usize,
+        /// Message sizes in bytes, each a sweep of every comparison, e.g.
+        /// `--size 8,64,256,4096`.
+        #[arg(long, value_delimiter = ',', default_value = "64")]
+        size: Vec<usize>,
         /// Interleaved rounds per comparison (default 3 with --quick, else 7).
         #[arg(long)]
         rounds: Option<usize>,
-        /// Subscriber processes in the fanout benchmark.
-        #[arg(long, default_value_t = 2)]
-        subscribers: usize,
+        /// Subscriber processes of the fanout benchmark, a sweep, e.g.
+        /// `--subscribers 1,2,4,8,14` (one process per CPU needs as many
+        /// CPUs plus one for the publisher).
+        #[arg(long, value_delimiter = ',', default_value = "2")]
+        subscribers: Vec<usize>,
+        /// Send rate of the open-loop latency benchmark (`openloop`), in
+        /// messages per second: latency is measured from the time each
+        /// message was due, so a stall counts for every message it delays.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        rate: u64,
         /// Run only benchmarks whose name contains one of these
         /// (pingpong-spin, pingpong-block, pingpong-os, throughput-1to1,
-        /// throughput-os, fanout, queue).
+        /// throughput-os, fanout, queue, openloop).
         #[arg(long)]
         only: Vec<String>,
         /// No progress lines on stderr (there are none with --json either).
@@ -126,11 +143,16 @@ fn main() {
             size,
             rounds,
             subscribers,
+            rate,
             only,
             quiet,
         } => {
-            if !(8..=1 << 20).contains(&size) {
-                eprintln!("shmbus bench: --size must be from 8 to 1048576 bytes");
+            if let Some(bad) = size.iter().find(|s| !(8..=1 << 20).contains(*s)) {
+                eprintln!("shmbus bench: --size {bad}: sizes must be from 8 to 1048576 bytes");
+                std::process::exit(2);
+            }
+            if subscribers.contains(&0) {
+                eprintln!("shmbus bench: --subscribers must be at least 1");
                 std::process::exit(2);
             }
             cleanup::install();
@@ -138,9 +160,11 @@ fn main() {
                 quick,
                 json,
                 pin,
-                size,
+                size: size[0],
+                sizes: size,
                 rounds: rounds.unwrap_or(if quick { 3 } else { 7 }).max(1),
-                subscribers: subscribers.max(1),
+                subscribers,
+                rate,
                 only,
                 quiet,
             })

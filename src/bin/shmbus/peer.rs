@@ -6,9 +6,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use shmbus::{Bus, PopError, RecvError, StartAt, WaitStrategy};
+use shmbus::{Bus, PopError, RecvError, StartAt, TryPopError, WaitStrategy};
 
 use crate::raw::{self, Mq, SharedMem};
+use crate::rings;
 
 /// CLOCK_MONOTONIC in nanoseconds, the same clock in every process.
 pub fn now_ns() -> u64 {
@@ -113,6 +114,45 @@ impl Drop for Peer {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+}
+
+/// Open-loop latency, as a reader sees it: from the time each message was
+/// due to be sent (its tag) to the time it is read.
+struct Latency {
+    hist: hdrhistogram::Histogram<u64>,
+    bad: u64,
+}
+
+impl Latency {
+    fn new() -> Self {
+        Latency {
+            hist: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                .expect("valid bounds"),
+            bad: 0,
+        }
+    }
+
+    /// One message, tagged with its due time (`None`: not whole).
+    fn record(&mut self, due: Option<u64>) {
+        match due {
+            Some(due) => self
+                .hist
+                .saturating_record(now_ns().saturating_sub(due).max(1)),
+            None => self.bad += 1,
+        }
+    }
+
+    fn result_line(&self, lost: u64) -> String {
+        let h = &self.hist;
+        format!(
+            "RESULT {} {} {} {} {lost} {}",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+            self.bad
+        )
     }
 }
 
@@ -249,17 +289,21 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
                 .topic("data")
                 .wait(WaitStrategy::Spin)
                 .publisher_bytes()?;
-            let buf = vec![0x5au8; size];
+            let mut buf = vec![0u8; size];
             ready();
             wait_go();
-            for _ in 0..count {
+            for seq in 0..count {
+                rings::fill(&mut buf, seq);
                 tx.send_bytes(&buf)?;
             }
         }
-        // BUS WAIT: subscriber of "data" until Disconnected.
-        // Prints RESULT received lagged first_ns last_ns.
+        // BUS WAIT COUNT: subscriber of "data" until it has seen (received
+        // or lost) COUNT messages, verifying each. Reads the clock at the
+        // first message and after the last only. Prints RESULT received
+        // lagged bad first_ns last_ns.
         "subscribe-shmbus" => {
             let bus = Bus::open_existing(&args[0])?;
+            let count: u64 = arg(args, 2);
             let mut rx = bus
                 .topic("data")
                 .start_at(StartAt::Next)
@@ -267,40 +311,100 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
                 .liveness_check_interval(Duration::from_millis(20))
                 .subscriber_bytes()?;
             ready();
-            let (mut first, mut last) = (0, 0);
+            let (mut bad, mut first) = (0u64, 0);
             loop {
+                let seq = rx.next_seq();
                 match rx.recv_bytes() {
                     Ok(msg) => {
-                        std::hint::black_box(msg);
-                        last = now_ns();
+                        if rings::check(msg) != Some(seq) {
+                            bad += 1;
+                        }
                         if first == 0 {
-                            first = last;
+                            first = now_ns();
                         }
                     }
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Disconnected) => break,
                     Err(e) => return Err(e.into()),
                 }
+                let s = rx.stats();
+                if s.received + s.lagged >= count {
+                    break;
+                }
             }
+            let last = now_ns();
             let s = rx.stats();
-            println!("RESULT {} {} {first} {last}", s.received, s.lagged);
+            println!("RESULT {} {} {bad} {first} {last}", s.received, s.lagged);
         }
-        // BUS COUNT SIZE
+        // FD COUNT SIZE: a reader of the raw SPMC ring.
+        "subscribe-spmc" => {
+            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+            let mem = SharedMem::inherit(arg(args, 0), rings::spmc_len(size))?;
+            ready();
+            let got = rings::spmc_subscribe(&mem, count, size, |seq, tag| tag == seq);
+            println!("{}", got.result_line());
+        }
+        // BUS COUNT: open-loop latency, a subscriber of "data" (spinning)
+        // until it has seen COUNT messages, each tagged with the time it
+        // was due to be sent. Prints RESULT p50 p99 p99.9 max lost bad (ns).
+        "openloop-shmbus" => {
+            let bus = Bus::open_existing(&args[0])?;
+            let count: u64 = arg(args, 1);
+            let mut rx = bus
+                .topic("data")
+                .start_at(StartAt::Next)
+                .wait(WaitStrategy::Spin)
+                .liveness_check_interval(Duration::from_millis(20))
+                .subscriber_bytes()?;
+            let mut latency = Latency::new();
+            ready();
+            loop {
+                match rx.recv_bytes() {
+                    Ok(msg) => latency.record(rings::check(msg)),
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Disconnected) => break,
+                    Err(e) => return Err(e.into()),
+                }
+                let s = rx.stats();
+                if s.received + s.lagged >= count {
+                    break;
+                }
+            }
+            println!("{}", latency.result_line(rx.stats().lagged));
+        }
+        // FD COUNT SIZE: open-loop latency, a reader of the raw SPMC ring.
+        "openloop-spmc" => {
+            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+            let mem = SharedMem::inherit(arg(args, 0), rings::spmc_len(size))?;
+            let mut latency = Latency::new();
+            ready();
+            let got = rings::spmc_subscribe(&mem, count, size, |_, tag| {
+                latency.record(Some(tag));
+                true
+            });
+            latency.bad += got.bad;
+            println!("{}", latency.result_line(got.lagged));
+        }
+        // BUS COUNT SIZE ID: pushes COUNT messages tagged ID << 40 | n.
         "queue-produce" => {
             let bus = Bus::open_existing(&args[0])?;
-            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+            let (count, size, id): (u64, usize, u64) = (arg(args, 1), arg(args, 2), arg(args, 3));
             let mut tx = bus
                 .topic("jobs")
                 .wait(WaitStrategy::adaptive())
                 .producer_bytes()?;
-            let buf = vec![0x5au8; size];
+            let mut buf = vec![0u8; size];
             ready();
             wait_go();
-            for _ in 0..count {
+            for n in 0..count {
+                rings::fill(&mut buf, id << 40 | n);
                 tx.push_bytes(&buf)?;
             }
         }
-        // BUS: prints RESULT count first_ns last_ns
+        // BUS: pops until every producer is gone, verifying each message.
+        // Reads the clock at its first message and whenever it finds the
+        // queue empty after taking some (so after its last one), not per
+        // message. Prints RESULT count 0 bad first_ns last_ns.
         "queue-consume" => {
             let bus = Bus::open_existing(&args[0])?;
             let mut rx = bus
@@ -309,22 +413,51 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
                 .liveness_check_interval(Duration::from_millis(20))
                 .consumer_bytes()?;
             ready();
-            let (mut count, mut first, mut last) = (0u64, 0, 0);
+            let mut r = rings::Received::default();
+            let took = |msg: &[u8], r: &mut rings::Received| {
+                if rings::check(msg).is_none() {
+                    r.bad += 1;
+                }
+                if r.received == 0 {
+                    r.first_ns = now_ns();
+                }
+                r.received += 1;
+            };
+            let mut fresh = false;
             loop {
-                match rx.pop_bytes() {
-                    Ok(msg) => {
-                        std::hint::black_box(msg);
-                        count += 1;
-                        last = now_ns();
-                        if first == 0 {
-                            first = last;
+                match rx.try_pop_bytes() {
+                    Ok(msg) => took(msg, &mut r),
+                    Err(TryPopError::Empty) => {
+                        if fresh {
+                            r.last_ns = now_ns();
+                        }
+                        match rx.pop_bytes() {
+                            Ok(msg) => took(msg, &mut r),
+                            Err(PopError::Disconnected) => break,
+                            Err(e) => return Err(e.into()),
                         }
                     }
-                    Err(PopError::Disconnected) => break,
+                    Err(TryPopError::Disconnected) => break,
                     Err(e) => return Err(e.into()),
                 }
+                fresh = true;
             }
-            println!("RESULT {count} {first} {last}");
+            println!("{}", r.result_line());
+        }
+        // FD COUNT SIZE ID: a producer of the raw MPMC queue.
+        "mpmc-produce" => {
+            let (count, size, id): (u64, usize, u64) = (arg(args, 1), arg(args, 2), arg(args, 3));
+            let mem = SharedMem::inherit(arg(args, 0), rings::mpmc_len(size))?;
+            ready();
+            wait_go();
+            rings::mpmc_produce(&mem, count, size, id);
+        }
+        // FD TOTAL SIZE: a consumer of the raw MPMC queue.
+        "mpmc-consume" => {
+            let (total, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+            let mem = SharedMem::inherit(arg(args, 0), rings::mpmc_len(size))?;
+            ready();
+            println!("{}", rings::mpmc_consume(&mem, total, size).result_line());
         }
         other => return Err(format!("unknown peer role {other}").into()),
     }

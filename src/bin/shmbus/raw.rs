@@ -70,6 +70,13 @@ impl SharedMem {
         unsafe { &*self.ptr.add(offset).cast::<AtomicU64>() }
     }
 
+    /// The `count` atomic u64s from `offset` (8-aligned, inside the region).
+    pub fn u64_slice(&self, offset: usize, count: usize) -> &[AtomicU64] {
+        assert!(offset % 8 == 0 && offset + count * 8 <= self.len);
+        // SAFETY: as in `u64_at`, for the whole (asserted) range.
+        unsafe { core::slice::from_raw_parts(self.ptr.add(offset).cast::<AtomicU64>(), count) }
+    }
+
     /// The atomic u32 at `offset` (4-aligned, inside the region).
     pub fn u32_at(&self, offset: usize) -> &AtomicU32 {
         assert!(offset % 4 == 0 && offset + 4 <= self.len);
