@@ -1,0 +1,211 @@
+//! Streaming (1-to-1 throughput) transports: a producer peer sends a count
+//! of messages, this process receives them, one small type each.
+
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use shmbus::{StartAt, WaitStrategy};
+
+use super::{Harness, Res};
+use crate::cleanup;
+use crate::peer::Peer;
+use crate::raw::{self, Mq, SharedMem};
+
+/// What one run of a stream measured.
+pub struct Streamed {
+    /// Messages received per second, from the first to the last.
+    pub rate: f64,
+    /// Messages lost to overwriting.
+    pub lagged: u64,
+}
+
+/// One streaming transport.
+pub trait Stream {
+    fn name(&self) -> &'static str;
+
+    /// Messages per measurement (`quick` takes a fifth).
+    fn count(&self) -> u64 {
+        2_000_000
+    }
+
+    /// Whether it can lose messages (its row then says how many it lost).
+    fn lossy(&self) -> bool {
+        false
+    }
+
+    fn run(&self, h: &mut Harness, count: u64) -> Res<Streamed>;
+}
+
+fn received(count: u64, start: Option<Instant>) -> Streamed {
+    let ns = start.map_or(0, |s| s.elapsed().as_nanos() as u64);
+    Streamed {
+        rate: count as f64 * 1e9 / ns.max(1) as f64,
+        lagged: 0,
+    }
+}
+
+/// A single-producer single-consumer ring in shared memory: the limit.
+pub struct RawSpsc;
+
+impl Stream for RawSpsc {
+    fn name(&self) -> &'static str {
+        "raw-spsc-ring"
+    }
+
+    fn run(&self, h: &mut Harness, count: u64) -> Res<Streamed> {
+        let size = h.opts.size;
+        let mem = SharedMem::create(raw::spsc_len(size))?;
+        let args = [
+            mem.fd_for_child()?.to_string(),
+            count.to_string(),
+            size.to_string(),
+        ];
+        let mut peer = Peer::spawn("produce-spsc", &args, h.cpu(1))?;
+        peer.go()?;
+        let ns = raw::spsc_consume(&mem, count, size);
+        peer.finish()?;
+        Ok(Streamed {
+            rate: count as f64 * 1e9 / ns.max(1) as f64,
+            lagged: 0,
+        })
+    }
+}
+
+/// A pipe, or a Unix socket.
+pub struct FdStream {
+    pub socket: bool,
+}
+
+impl Stream for FdStream {
+    fn name(&self) -> &'static str {
+        if self.socket {
+            "unix-socket"
+        } else {
+            "pipe"
+        }
+    }
+
+    fn count(&self) -> u64 {
+        200_000
+    }
+
+    fn run(&self, h: &mut Harness, count: u64) -> Res<Streamed> {
+        let size = h.opts.size;
+        let (ours, theirs) = if self.socket {
+            raw::socketpair()?
+        } else {
+            raw::pipe()?
+        };
+        raw::inheritable(&theirs)?;
+        let args = [
+            theirs.as_raw_fd().to_string(),
+            count.to_string(),
+            size.to_string(),
+        ];
+        let mut peer = Peer::spawn("produce-fd", &args, h.cpu(1))?;
+        drop(theirs);
+        peer.go()?;
+        let mut buf = vec![0u8; size];
+        let mut start = None;
+        for _ in 0..count {
+            raw::read_exact(ours.as_raw_fd(), &mut buf)?;
+            start.get_or_insert_with(Instant::now);
+        }
+        peer.finish()?;
+        Ok(received(count, start))
+    }
+}
+
+/// A POSIX message queue.
+pub struct MqStream;
+
+impl Stream for MqStream {
+    fn name(&self) -> &'static str {
+        "posix-mq"
+    }
+
+    fn count(&self) -> u64 {
+        200_000
+    }
+
+    fn run(&self, h: &mut Harness, count: u64) -> Res<Streamed> {
+        let size = h.opts.size;
+        let name = format!("/shmbus-bench-{}-s", std::process::id());
+        cleanup::named_queue(0, &name);
+        let q = Mq::open(&name, true, size)?;
+        let args = [name.clone(), count.to_string(), size.to_string()];
+        let peer = Peer::spawn("produce-mq", &args, h.cpu(1));
+        Mq::unlink(&name);
+        cleanup::unnamed_queues();
+        let mut peer = peer?;
+        peer.go()?;
+        let mut buf = vec![0u8; size];
+        let mut start = None;
+        for _ in 0..count {
+            q.recv(&mut buf)?;
+            start.get_or_insert_with(Instant::now);
+        }
+        peer.finish()?;
+        Ok(received(count, start))
+    }
+}
+
+/// A shmbus broadcast topic, lossless or overwrite, read by this process.
+pub struct ShmbusStream {
+    pub lossless: bool,
+}
+
+impl Stream for ShmbusStream {
+    fn name(&self) -> &'static str {
+        if self.lossless {
+            "shmbus-lossless"
+        } else {
+            "shmbus-overwrite"
+        }
+    }
+
+    fn lossy(&self) -> bool {
+        !self.lossless
+    }
+
+    fn run(&self, h: &mut Harness, count: u64) -> Res<Streamed> {
+        let size = h.opts.size;
+        let temp = h.temp_bus()?;
+        let bus = temp.bus.as_ref().expect("open");
+        let mut topic = bus.topic("data").capacity(4096).slot_size(size as u32);
+        if self.lossless {
+            topic = topic.lossless(4);
+        }
+        let mut rx = topic
+            .start_at(StartAt::Next)
+            .wait(WaitStrategy::Spin)
+            .subscriber_bytes()?;
+        let args = [temp.name.clone(), count.to_string(), size.to_string()];
+        let mut peer = Peer::spawn("produce-shmbus", &args, h.cpu(1))?;
+        temp.unlink();
+        peer.go()?;
+        let mut start = None;
+        loop {
+            match rx.recv_bytes() {
+                Ok(msg) => {
+                    std::hint::black_box(msg);
+                    start.get_or_insert_with(Instant::now);
+                }
+                Err(shmbus::RecvError::Lagged(_)) => {}
+                Err(shmbus::RecvError::Disconnected) => break,
+                Err(e) => return Err(e.into()),
+            }
+            let s = rx.stats();
+            if s.received + s.lagged >= count {
+                break;
+            }
+        }
+        let elapsed = start.map_or(0, |s| s.elapsed().as_nanos() as u64);
+        peer.finish()?;
+        let s = rx.stats();
+        Ok(Streamed {
+            rate: s.received as f64 * 1e9 / elapsed.max(1) as f64,
+            lagged: s.lagged,
+        })
+    }
+}
