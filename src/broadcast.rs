@@ -88,7 +88,8 @@ use crate::ring::gate::{Gate, GateCache, GatedRead};
 use crate::ring::lease::LeaseError;
 use crate::ring::Owner;
 use crate::segment::views::BroadcastView;
-use crate::wait::{deadline_after, Pacer, Waited, Waiter, Wake};
+use crate::sync::{heavy_fence, register_light};
+use crate::wait::{deadline_after, LightWaker, Pacer, Waited, Waiter, Wake};
 
 pub use crate::ring::broadcast::StartAt;
 
@@ -108,6 +109,9 @@ pub struct Publisher<T> {
     gate_cache: GateCache,
     /// Lossless: paces the liveness checks of subscribers that hold us back.
     pacer: Pacer,
+    /// Whether the wakeup check after each message fences (see "Light
+    /// writers" in `crate::wait`).
+    waker: LightWaker,
     _marker: PhantomData<fn(&T)>,
 }
 
@@ -160,11 +164,16 @@ impl<T> Publisher<T> {
         ring.ctrl().mark_published();
         let next = ring.resume_seq();
         let pacer = Pacer::new(topic.opts.check_interval);
+        let mut waker = LightWaker::new(register_light());
+        // A light publisher that died leaves `LIGHT` set: we hold the lease
+        // now, so we are the only writer, and we start heavy.
+        ring.ctrl().wake().go_heavy(&mut waker);
         Ok(Publisher {
             topic,
             next,
             gate_cache: GateCache::default(),
             pacer,
+            waker,
             _marker: PhantomData,
         })
     }
@@ -340,7 +349,7 @@ impl<T> Publisher<T> {
             return Err(Blocked::LeaseLost);
         }
         self.next = seq.wrapping_add(1);
-        ring.ctrl().wake().notify();
+        ring.ctrl().wake().notify_as(&mut self.waker);
         Ok(seq)
     }
 
@@ -584,7 +593,13 @@ impl<T> Drop for Publisher<T> {
             return; // a copy inherited through fork(): the lease is the parent's
         }
         let ctrl = self.topic.view.ring().ctrl();
-        ctrl.lease().release(self.topic.me);
+        // Heavy before the lease goes: the next holder clears `LIGHT` as a
+        // dead writer's, and must not do so while we still skip fences. A
+        // publisher that lost the lease leaves the bit to the new holder.
+        if ctrl.lease().held_by(self.topic.me) {
+            ctrl.wake().go_heavy(&mut self.waker);
+            ctrl.lease().release(self.topic.me);
+        }
         // Sleepers check for a released lease when woken.
         ctrl.wake().notify();
     }
@@ -676,7 +691,28 @@ pub struct Subscriber<T> {
     scratch: Vec<u8>,
     /// Lossless mode: our entry in the subscriber table.
     gate_entry: Option<usize>,
+    /// Lossless mode: the cursor is stored in the entry when it is a
+    /// multiple of `flush_mask + 1` (see [`flush_mask`]), when the
+    /// publisher sleeps for room, and before this subscriber waits.
+    flush_mask: u64,
+    /// Lossless mode: the cursor as last stored in the entry.
+    stored: u64,
     _marker: PhantomData<fn() -> T>,
+}
+
+/// Largest batch of reads a lossless subscriber makes before it stores its
+/// cursor: a store per read would move the cursor's line to the publisher
+/// and back for every message.
+const MAX_CURSOR_BATCH: u64 = 64;
+
+/// The cursor batch of a lossless subscriber of a ring of `capacity`, as a
+/// mask: a power of two, at most an eighth of the ring (so the cursor the
+/// publisher sees lags the true one by less than an eighth of its room),
+/// and 1 (a store per read) for rings of fewer than 16 slots.
+fn flush_mask(capacity: u64) -> u64 {
+    let batch = (capacity / 8).clamp(1, MAX_CURSOR_BATCH);
+    // Round down to a power of two.
+    (1u64 << (63 - batch.leading_zeros())) - 1
 }
 
 /// One look at the ring.
@@ -695,6 +731,43 @@ enum Start {
     Beside(u64),
 }
 
+/// How long a process that cannot call `membarrier` waits for a light
+/// publisher to turn heavy before it can attach to a lossless topic.
+const HEAVY_PUBLISHER_WAIT: Duration = Duration::from_secs(5);
+
+/// Before attaching to a lossless topic (see "Light writers" in
+/// `crate::wait`): if the publisher may be light and this process cannot
+/// issue the heavy fence that attaching then needs, asks for a heavy
+/// publisher and waits until it has turned (at its next message).
+fn heavy_publisher_if_needed(topic: &Handle<BroadcastView>) -> Result<(), Error> {
+    let wake = topic.view.ring().ctrl().wake();
+    if !wake.has_light_writer() || heavy_fence() {
+        return Ok(());
+    }
+    wake.request_heavy_writers();
+    let started = Instant::now();
+    let backoff = crossbeam_utils::Backoff::new();
+    while wake.has_light_writer() {
+        if started.elapsed() >= HEAVY_PUBLISHER_WAIT {
+            return Err(Error::Timeout {
+                what: format!(
+                    "the publisher of topic {:?} to stop skipping fences: this process may not \
+                     call membarrier(2), which lossless subscribers of a fast publisher need; \
+                     allow it (seccomp), or run the publisher with SHMBUS_MEMBARRIER=0",
+                    topic.name
+                ),
+                waited: started.elapsed(),
+            });
+        }
+        if backoff.is_completed() {
+            std::thread::sleep(Duration::from_micros(100));
+        } else {
+            backoff.snooze();
+        }
+    }
+    Ok(())
+}
+
 impl<T> Subscriber<T> {
     pub(crate) fn new(topic: Handle<BroadcastView>) -> Result<Self, Error> {
         let start = topic.opts.start;
@@ -708,6 +781,9 @@ impl<T> Subscriber<T> {
             (None, Start::At(start)) => (start.cursor(ring.head(), ring.capacity()), None),
             (None, Start::Beside(cursor)) => (cursor, None),
             (Some(gate), start) => {
+                if matches!(start, Start::At(_)) {
+                    heavy_publisher_if_needed(&topic)?;
+                }
                 let liveness = |o| topic.liveness(o);
                 let attached = match start {
                     Start::At(start) => gate.attach(ring, topic.me, start, liveness),
@@ -722,6 +798,7 @@ impl<T> Subscriber<T> {
             }
         };
         let scratch = vec![0; ring.slot_bytes()];
+        let mask = flush_mask(ring.capacity());
         let pacer = Pacer::new(topic.opts.check_interval);
         Ok(Subscriber {
             topic,
@@ -734,6 +811,8 @@ impl<T> Subscriber<T> {
             stats: SubscriberStats::default(),
             scratch,
             gate_entry,
+            flush_mask: mask,
+            stored: cursor,
             _marker: PhantomData,
         })
     }
@@ -876,22 +955,50 @@ impl<T> Subscriber<T> {
         }
     }
 
-    /// Moves past message `cursor`, telling the publisher in lossless mode.
+    /// Moves past message `cursor`, telling the publisher in lossless mode
+    /// once a batch is read, or at once if it sleeps for room
+    /// ([`Gate::should_store`] says why that never strands it).
     #[inline(always)]
     fn consumed(&mut self) {
         self.cursor = self.cursor.wrapping_add(1);
         self.stats.received += 1;
-        if self.gate_entry.is_some() {
+        if self.gate_entry.is_some() && self.store_due() {
             self.publish_cursor();
         }
     }
 
+    /// Lossless mode: whether the cursor is to be stored now.
+    #[inline(always)]
+    fn store_due(&self) -> bool {
+        self.topic
+            .view
+            .gate()
+            .is_some_and(|gate| gate.should_store(self.cursor, self.flush_mask))
+    }
+
+    /// Lossless mode: stores the cursor in our entry (if it is still ours)
+    /// and wakes a publisher that sleeps for room.
     #[inline]
-    fn publish_cursor(&self) {
-        if let Ok(Some((gate, index))) = self.gate() {
-            if gate.advance_held(index, self.topic.me, self.cursor) {
+    fn publish_cursor(&mut self) {
+        let stored = match self.gate() {
+            Ok(Some((gate, index))) if gate.advance_held(index, self.topic.me, self.cursor) => {
                 gate.ctrl().space().notify();
+                true
             }
+            _ => false,
+        };
+        if stored {
+            self.stored = self.cursor;
+        }
+    }
+
+    /// Lossless mode: stores a cursor that moved since it was last stored,
+    /// before we wait, so that the table (what tools and `receiver_count`
+    /// show, and the publisher's room) is exact while we are idle.
+    #[inline]
+    fn publish_unstored(&mut self) {
+        if self.gate_entry.is_some() && self.stored != self.cursor {
+            self.publish_cursor();
         }
     }
 
@@ -1037,8 +1144,14 @@ impl<T> Subscriber<T> {
         match attempt(self) {
             Poll::Got(len) => Ok(len),
             Poll::Failed(err) => Err(err.into()),
-            Poll::Empty if self.disconnected() => Err(RecvTimeoutError::Disconnected),
-            Poll::Empty => Err(RecvTimeoutError::Timeout),
+            Poll::Empty => {
+                self.publish_unstored();
+                if self.disconnected() {
+                    Err(RecvTimeoutError::Disconnected)
+                } else {
+                    Err(RecvTimeoutError::Timeout)
+                }
+            }
         }
     }
 
@@ -1056,6 +1169,7 @@ impl<T> Subscriber<T> {
                 Poll::Failed(err) => return Err(err.into()),
                 Poll::Empty => {}
             }
+            self.publish_unstored();
             if waiter.checks_due() && self.disconnected() {
                 return Err(RecvTimeoutError::Disconnected);
             }
@@ -1578,7 +1692,8 @@ impl<T: Message> Subscriber<T> {
                 Poll::Empty => RecvError::Corrupt { seq },
             })));
         };
-        // SAFETY: the payload starts 16 bytes into a 64-byte-aligned slot, so
+        // SAFETY: the payload starts 16 bytes into a slot whose offset is a
+        // multiple of 16 in a 64-byte-aligned array (`packed_stride_words`), so
         // it is aligned for T (align <= 16, asserted above), and holds
         // `size_of::<T>()` bytes (the slot is at least that large: the topic's
         // slot size is T's size). Any bytes are a valid T (FromBytes). No one

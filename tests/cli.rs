@@ -272,7 +272,15 @@ fn child_role_entry() {
             for _ in 0..3 {
                 worker.pop().unwrap();
             }
-            let mut ll = bus.topic("ll").lossless(4).publisher::<u64>().unwrap();
+            // Capacity 8: a lossless subscriber of a ring that small stores
+            // its cursor at every read (larger rings batch the stores), so
+            // the lag the tools show is exact here.
+            let mut ll = bus
+                .topic("ll")
+                .capacity(8)
+                .lossless(4)
+                .publisher::<u64>()
+                .unwrap();
             let mut reader = bus
                 .topic("ll")
                 .start_at(shmbus::StartAt::Oldest)
@@ -581,7 +589,13 @@ fn sample(scrape: &str, metric: &str, labels: &str) -> Option<u64> {
 fn exporter_answers_http_with_documented_metrics_that_move() {
     let bus = TestBus::new("cli-export");
     let b = bus.open();
-    let mut tx = b.topic("px").lossless(2).publisher::<u64>().unwrap();
+    // Capacity 8: the subscriber stores its cursor at every read.
+    let mut tx = b
+        .topic("px")
+        .capacity(8)
+        .lossless(2)
+        .publisher::<u64>()
+        .unwrap();
     let mut rx = b.topic("px").subscriber::<u64>().unwrap();
     let mut jobs = b.producer::<u64>("jobs").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -11,9 +11,9 @@ use shmbus::segment::layout::{entry_config_offset, entry_state_offset, CTRL_OFFS
 use shmbus::{Bus, Error, StartAt, TryRecvError};
 
 const CAPACITY: u32 = 16;
-/// Slot stride of a 64-byte message: 16 bytes of stamp and length, rounded
-/// up to whole cache lines.
-const STRIDE: u64 = 128;
+/// Slot stride of a 64-byte message: 16 bytes of stamp and length, the
+/// whole rounded up to 16 bytes (`ring::packed_stride_words`).
+const STRIDE: u64 = 80;
 const RING_CTRL: u64 = 192;
 
 /// A bus with topic "t" holding messages 0..5, all handles dropped.

@@ -10,6 +10,7 @@ use shmbus::ring::broadcast::{slots_words, BroadcastCtrl, BroadcastRing, StartAt
 use shmbus::ring::gate::{testing, Gate, GateCache, GateCtrl, GatedRead, SubscriberEntry};
 use shmbus::ring::{Liveness, Owner};
 use shmbus::sync::AtomicU64;
+use shmbus::wait::LightWaker;
 
 const SLOT_BYTES: usize = 8;
 
@@ -51,15 +52,19 @@ fn alive(_: Owner) -> Liveness {
 /// (here, yield while there is none; `check` gives the liveness oracle the
 /// publisher's paced check would use), publish, then the wakeup check whose
 /// SeqCst fence the attach protocol relies on.
+///
+/// The publisher turns light after its first message (see "Light writers"
+/// in `shmbus::wait`), so attaching subscribers take the heavy-fence path.
 fn publish_gated(heap: &Heap, count: u64, mut check: impl FnMut(Owner) -> Liveness) {
     let (ring, gate) = (heap.ring(), heap.gate());
     let mut cache = GateCache::default();
+    let mut waker = LightWaker::with_quiet(true, 1);
     for seq in 0..count {
         while !gate.make_room(&mut cache, seq, ring.capacity(), Some(&mut check)) {
             thread::yield_now();
         }
         ring.publish(seq, &seq.to_ne_bytes());
-        ring.ctrl().wake().notify();
+        ring.ctrl().wake().notify_as(&mut waker);
     }
 }
 
@@ -335,5 +340,74 @@ fn clone_beside_a_subscriber_gets_every_message_from_its_cursor() {
         assert_eq!(first, End::Done(vec![0]));
         assert_eq!(cloned, End::Done(vec![0, 1, 2]), "the clone lost nothing");
         assert_eq!(rest, End::Done(vec![1, 2]));
+    });
+}
+
+/// Proves that a subscriber storing its cursor in batches (here every
+/// second read, in a ring of 2, as `Subscriber::consumed` does with
+/// `Gate::should_store`, and storing what it has not before it waits)
+/// never strands a publisher that sleeps for room on the gate's wake
+/// words: in every interleaving, 4 messages get through in order and both
+/// sides finish (a lost wakeup would leave the publisher asleep, which loom
+/// reports).
+///
+/// Fails if the store before waiting is dropped and the batch is the
+/// whole ring (`MASK = 3`): the subscriber then waits for a message with
+/// its cursor unstored while the publisher sleeps for room.
+#[test]
+fn batched_cursor_stores_never_strand_a_sleeping_publisher() {
+    const MASK: u64 = 1;
+    const COUNT: u64 = 4;
+    loom::model(|| {
+        let heap = Heap::new(2, 1);
+        let me = Owner::new(1, 1);
+        testing::attached(&heap.entries[0], me, 0);
+        let subscriber = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                let (ring, gate) = (heap.ring(), heap.gate());
+                let (mut cursor, mut stored) = (0u64, 0u64);
+                let store = |cursor: u64, stored: &mut u64| {
+                    if gate.advance_held(0, me, cursor) {
+                        gate.ctrl().space().notify();
+                    }
+                    *stored = cursor;
+                };
+                while cursor < COUNT {
+                    let mut out = [0u8; SLOT_BYTES];
+                    match gate.read(&ring, 0, me, cursor, &mut out) {
+                        GatedRead::Message { .. } => {
+                            assert_eq!(u64::from_ne_bytes(out), cursor, "torn or misplaced");
+                            cursor += 1;
+                            if gate.should_store(cursor, MASK) {
+                                store(cursor, &mut stored);
+                            }
+                        }
+                        GatedRead::Empty => {
+                            if stored != cursor {
+                                store(cursor, &mut stored);
+                            }
+                            thread::yield_now();
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+            })
+        };
+        let (ring, gate) = (heap.ring(), heap.gate());
+        let capacity = ring.capacity();
+        let mut cache = GateCache::default();
+        for seq in 0..COUNT {
+            while !gate.make_room(&mut cache, seq, capacity, None) {
+                let room = || {
+                    gate.min_cursor_before(seq, capacity)
+                        .is_none_or(|min| seq < min.saturating_add(capacity))
+                };
+                gate.ctrl().space().sleep_unless(room, None);
+            }
+            ring.publish(seq, &seq.to_ne_bytes());
+            ring.ctrl().wake().notify();
+        }
+        subscriber.join().unwrap();
     });
 }

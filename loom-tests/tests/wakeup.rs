@@ -7,7 +7,7 @@ use loom::sync::Arc;
 use loom::thread;
 use shmbus::ring::waiting::{Step, WaitStrategy};
 use shmbus::sync::{spin_hint, AtomicU64, Ordering};
-use shmbus::wait::{Wake, WakeWords};
+use shmbus::wait::{LightWaker, Wake, WakeWords};
 
 struct Topic {
     published: AtomicU64,
@@ -150,5 +150,98 @@ fn a_sleeper_killed_while_counted_is_forgotten_and_no_wakeup_is_lost() {
             wakes,
             "no wake call without sleepers"
         );
+    });
+}
+
+/// Publishes as a broadcast publisher does: the store, then the wakeup
+/// check of a writer that may be light.
+fn publish_as(topic: &Topic, count: u64, waker: &mut LightWaker) {
+    topic.published.store(count, Ordering::Release);
+    topic.wake.notify_as(waker);
+}
+
+/// Proves that a publisher turning light and heavy again (here after one
+/// quiet message, not 256) never makes a sleeping subscriber miss a
+/// publish, and leaves no `LIGHT` bit behind once it turned heavy: in
+/// every interleaving of a subscriber that sleeps for each of three
+/// messages and a publisher that turns light after the first, heavy at the
+/// wake it makes, and light again, the subscriber sees all three.
+///
+/// Under loom the light fence is a full fence (loom has no `membarrier`),
+/// so this checks the bookkeeping of the two modes (the `LIGHT` bit in the
+/// sleeper word, the count masks, the dead-sleeper reset keeping the bit),
+/// not the asymmetric fence itself, whose argument is in `shmbus::wait`.
+/// Fails if the count mask takes in `LIGHT` (a light publisher then sees a
+/// sleeper that is not there, and makes wake calls for nobody), or if
+/// `go_light` does not set the bit.
+#[test]
+fn a_publisher_turning_light_and_heavy_never_loses_a_sleeper() {
+    loom::model(|| {
+        let topic = Arc::new(Topic {
+            published: AtomicU64::new(0),
+            wake: WakeWords::new(),
+        });
+        let subscriber = {
+            let topic = topic.clone();
+            thread::spawn(move || {
+                for count in 1..=3 {
+                    wait_for(&topic, count);
+                }
+            })
+        };
+        let mut waker = LightWaker::with_quiet(true, 1);
+        for count in 1..=3 {
+            publish_as(&topic, count, &mut waker);
+        }
+        subscriber.join().unwrap();
+        assert_eq!(topic.wake.waiters(), 0, "every sleeper left the count");
+        // Nobody sleeps now: quiet messages turn the publisher light (if it
+        // is not yet), make no wake call, and the bit says what it is.
+        let wakes = topic.wake.wake_count();
+        for count in 4..=5 {
+            publish_as(&topic, count, &mut waker);
+            assert_eq!(waker.is_light(), topic.wake.has_light_writer());
+        }
+        assert!(waker.is_light(), "quiet messages turn it light");
+        assert_eq!(
+            topic.wake.wake_count(),
+            wakes,
+            "no wake call without sleepers"
+        );
+        topic.wake.go_heavy(&mut waker);
+        assert!(
+            !topic.wake.has_light_writer(),
+            "a heavy writer leaves no LIGHT bit"
+        );
+    });
+}
+
+/// Proves that a reader's request for heavy writers (what a process that
+/// may not call `membarrier` makes) turns a light publisher heavy at its
+/// next message and keeps it heavy: afterwards `LIGHT` is clear and stays
+/// clear however many quiet messages follow.
+///
+/// Fails if `notify_as` ignores `REQUEST`, or if `go_light` does not look
+/// for it.
+#[test]
+fn a_request_for_heavy_writers_turns_the_publisher_heavy_for_good() {
+    loom::model(|| {
+        let topic = Arc::new(Topic {
+            published: AtomicU64::new(0),
+            wake: WakeWords::new(),
+        });
+        let mut waker = LightWaker::with_quiet(true, 1);
+        publish_as(&topic, 1, &mut waker);
+        let requester = {
+            let topic = topic.clone();
+            thread::spawn(move || topic.wake.request_heavy_writers())
+        };
+        publish_as(&topic, 2, &mut waker);
+        requester.join().unwrap();
+        for count in 3..6 {
+            publish_as(&topic, count, &mut waker);
+        }
+        assert!(!waker.is_light(), "a requested writer stays heavy");
+        assert!(!topic.wake.has_light_writer());
     });
 }

@@ -28,7 +28,7 @@
 use core::cmp::{max, Ordering as CmpOrdering};
 
 use crate::ring::{load_bytes, store_bytes, Lease, SLOT_HEADER_WORDS};
-pub use crate::ring::{slots_words, stride_words};
+pub use crate::ring::{packed_slots_words as slots_words, packed_stride_words as stride_words};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::WakeWords;
 

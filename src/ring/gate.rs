@@ -35,7 +35,11 @@
 //! `head` read sees a message, or the publisher's `epoch` read sees the
 //! attach: so every message after the `head` the subscriber read is gated on
 //! its entry, and it may start anywhere from `head - capacity + 1` on
-//! ([`Gate::attach`] does all of it).
+//! ([`Gate::attach`] does all of it). A *light* publisher (see "Light
+//! writers" in `crate::wait`) skips its fence; the subscriber then issues
+//! the heavy half of the asymmetric fence after its own, which stands in
+//! for the publisher's. (A process that cannot must first make the
+//! publisher heavy: `WakeWords::request_heavy_writers`.)
 //!
 //! # Attaching beside a subscriber
 //!
@@ -223,6 +227,11 @@ impl<'a> Gate<'a> {
     ///
     /// The cursor moved forward: the caller wakes a publisher that sleeps
     /// for space (`ctrl().space().notify()`).
+    ///
+    /// If the publisher may be light (`ring.ctrl().wake().has_light_writer()`),
+    /// this process must be able to issue the heavy fence
+    /// ([`heavy_fence`](crate::sync::heavy_fence)); one that cannot asks
+    /// for a heavy publisher first and waits until there is one.
     pub fn attach(
         &self,
         ring: &BroadcastRing<'_>,
@@ -236,6 +245,11 @@ impl<'a> Gate<'a> {
         let oldest_gated = |head: u64| head.saturating_sub(capacity - 1);
         let index = self.claim(me, oldest_gated(ring.head()), liveness)?;
         self.announce();
+        if ring.ctrl().wake().has_light_writer() {
+            // The publisher's fence, issued for it (see the module docs).
+            // The caller made sure we can: see `attach`'s docs.
+            crate::sync::heavy_fence();
+        }
         let head = ring.head();
         let cursor = start.cursor(head, capacity).max(oldest_gated(head));
         self.advance(index, cursor);
@@ -304,12 +318,10 @@ impl<'a> Gate<'a> {
             return Some(current);
         }
         let evicted = current | FLAG_EVICTED;
-        match entry.owner.compare_exchange(
-            current,
-            evicted,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        ) {
+        match entry
+            .owner
+            .compare_exchange(current, evicted, Ordering::AcqRel, Ordering::Relaxed)
+        {
             Ok(_) => {
                 self.ctrl.evictions.fetch_add(1, Ordering::Relaxed);
                 Some(evicted)
@@ -426,6 +438,24 @@ impl<'a> Gate<'a> {
         }
         self.advance(index, cursor);
         true
+    }
+
+    /// Whether a lossless subscriber that has read everything below
+    /// `cursor` stores its cursor now, batching the stores `mask + 1` at a
+    /// time (`mask + 1` a power of two, at most a fraction of the ring):
+    /// at the end of each batch, or at once while the publisher sleeps for
+    /// room. A subscriber with reads it has not stored stores them before
+    /// it waits for a message (the endpoint's `publish_unstored`).
+    ///
+    /// Why this never strands the publisher: one blocked on us has us more
+    /// than `capacity - mask - 1` messages behind, so we store within a
+    /// batch while we read, and as soon as we see it asleep; it counts
+    /// itself asleep with a read-modify-write, which our next load of the
+    /// count sees, and the store after that is followed by the fenced
+    /// wakeup check as ever.
+    #[inline(always)]
+    pub fn should_store(&self, cursor: u64, mask: u64) -> bool {
+        cursor & mask == 0 || self.ctrl.space.waiters() != 0
     }
 
     /// The payload words of message `cursor` for reading in place, if it is
@@ -610,8 +640,9 @@ pub mod testing {
     /// Leaves `entry` half-claimed by `owner`, as a subscriber killed in
     /// the middle of claiming it would.
     pub fn claiming(entry: &SubscriberEntry, owner: Owner) {
-        entry
-            .owner
-            .store(owner.flagged(crate::ring::owner::FLAG_CLAIMING), Ordering::Release);
+        entry.owner.store(
+            owner.flagged(crate::ring::owner::FLAG_CLAIMING),
+            Ordering::Release,
+        );
     }
 }

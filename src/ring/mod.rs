@@ -41,6 +41,31 @@ pub fn slots_words(capacity: usize, slot_bytes: usize) -> Option<usize> {
     capacity.checked_mul(stride_words(slot_bytes))
 }
 
+/// Words per slot of a broadcast ring: stamp, length and payload in one
+/// cache line if they fit, else rounded up to 16 bytes only, so a 64-byte
+/// message takes 80 bytes (1.25 lines) instead of 128 (2 lines): the
+/// publisher's stores and every subscriber's loads of a message move
+/// whole lines between cores, and with many subscribers those transfers
+/// are the cost of a message. Neighbouring slots may then share a line;
+/// each keeps its own stamp, so that costs a transfer, never a torn read.
+/// A work queue keeps [`stride_words`]: there, neighbouring slots are
+/// claimed by different processes at once.
+#[inline]
+pub const fn packed_stride_words(slot_bytes: usize) -> usize {
+    let words = SLOT_HEADER_WORDS + slot_bytes.div_ceil(WORD);
+    if words <= CACHE_LINE / WORD {
+        CACHE_LINE / WORD
+    } else {
+        words.next_multiple_of(2)
+    }
+}
+
+/// Words of broadcast slot storage for `capacity` slots, or `None` on
+/// overflow.
+pub fn packed_slots_words(capacity: usize, slot_bytes: usize) -> Option<usize> {
+    capacity.checked_mul(packed_stride_words(slot_bytes))
+}
+
 /// Stores `bytes` into `words` with relaxed atomic stores, eight bytes at a
 /// time, zero-padding the last word. Atomic, so that a reader racing the
 /// write (a seqlock reader) copies garbage it will discard, not a data race.

@@ -822,10 +822,10 @@ impl<'a> QueueRing<'a> {
             return Recovery::Stopped;
         }
         // SYNC POINT: Release pairs with the next holder's Acquire CAS.
-        let _ = self
-            .ctrl
-            .journal
-            .compare_exchange(me.token(), 0, Ordering::Release, Ordering::Relaxed);
+        let _ =
+            self.ctrl
+                .journal
+                .compare_exchange(me.token(), 0, Ordering::Release, Ordering::Relaxed);
         outcome
     }
 
@@ -952,9 +952,7 @@ pub mod table {
                 None if current == 0 => true,
                 // Not a token: no process holds it (corruption); take it.
                 None => settled(entry.intent()),
-                Some(owner) => {
-                    owner != me && liveness(owner).is_dead() && settled(entry.intent())
-                }
+                Some(owner) => owner != me && liveness(owner).is_dead() && settled(entry.intent()),
             };
             // SYNC POINT: Acquire pairs with the Release in `detach`.
             if free
@@ -1042,11 +1040,17 @@ mod tests {
             let q = ring(&h, 4);
             h.slots[0].store(garbage, Ordering::Relaxed);
             assert!(
-                matches!(q.claim_push(&h.producers[0]), Err(PushBlocked::Corrupt { pos: 0, .. })),
+                matches!(
+                    q.claim_push(&h.producers[0]),
+                    Err(PushBlocked::Corrupt { pos: 0, .. })
+                ),
                 "{garbage:#x}"
             );
             assert!(
-                matches!(q.claim_pop(&h.consumers[0]), Err(PopBlocked::Corrupt { pos: 0, .. })),
+                matches!(
+                    q.claim_pop(&h.consumers[0]),
+                    Err(PopBlocked::Corrupt { pos: 0, .. })
+                ),
                 "{garbage:#x}"
             );
         }

@@ -30,8 +30,10 @@ use crate::sync::{AtomicU32, AtomicU64};
 
 /// First bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
-/// Bumped whenever any layout in this file changes.
-pub const LAYOUT_VERSION: u32 = 3;
+/// Bumped whenever any layout in this file changes, or that of a ring
+/// (4: broadcast slots packed to 16 bytes, `LIGHT`/`REQUEST` bits in the
+/// sleeper word).
+pub const LAYOUT_VERSION: u32 = 4;
 
 pub const HEADER_SIZE: usize = 128;
 pub const CTRL_OFFSET: usize = 64;

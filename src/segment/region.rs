@@ -5,7 +5,7 @@
 use crate::ring::broadcast::BroadcastCtrl;
 use crate::ring::gate::{GateCtrl, SubscriberEntry};
 use crate::ring::queue::{ClaimEntry, QueueCtrl};
-use crate::ring::slots_words;
+use crate::ring::{packed_slots_words, slots_words};
 use crate::segment::layout::{EntryConfig, FLAG_LOSSLESS, KIND_BROADCAST, KIND_QUEUE};
 
 /// Byte offsets within a topic region.
@@ -77,7 +77,11 @@ impl Shape {
             }
             _ => return None,
         };
-        let slot_words = slots_words(self.capacity as usize, self.slot_size as usize)?;
+        let (capacity, slot_size) = (self.capacity as usize, self.slot_size as usize);
+        let slot_words = match self.kind {
+            KIND_BROADCAST => packed_slots_words(capacity, slot_size)?,
+            _ => slots_words(capacity, slot_size)?,
+        };
         let len = slots.checked_add(u64::try_from(slot_words).ok()?.checked_mul(8)?)?;
         Some(RegionLayout {
             table_a,

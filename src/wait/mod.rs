@@ -43,12 +43,55 @@
 //!
 //! Sleeps take a timeout so that a reader can notice that the writer died
 //! (it will never wake anyone again) and say so.
+//!
+//! # Light writers
+//!
+//! The writer's `fence(SeqCst)` is the one cost the protocol puts on every
+//! message, and not a small one: on x86 it waits until every store before
+//! it has left the store buffer, and the stores of a message go to slot
+//! lines that readers hold, so each takes a cache-line transfer. With the
+//! fence, a publisher pays one transfer per message in turn; without it,
+//! the transfers of consecutive messages overlap. So a broadcast publisher
+//! (the topic's one writer of its [`WakeWords`]) may instead be a *light
+//! writer* ([`LightWaker`]): it replaces the fence with a compiler fence,
+//! and the reader about to sleep makes up for it with
+//! `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`
+//! ([`heavy_fence`](crate::sync::heavy_fence)) after step 3, which returns
+//! only once every running thread of every registered process has passed
+//! a full barrier. That barrier lands somewhere in the writer's program:
+//! before its load of the count (the load then sees the reader's count),
+//! or after its publish (the reader's re-check, after `membarrier`
+//! returns, sees the message); since the publish comes before the load,
+//! one of the two always holds, which is what the writer's own fence
+//! guaranteed. The same argument covers a subscriber attaching to a
+//! lossless topic (`Gate::attach`), which relies on the publisher's fence
+//! after every message in the same way.
+//!
+//! A reader sleeps this way only if a light writer may exist: the writer
+//! sets the `LIGHT` bit of the sleeper word (a read-modify-write, then a
+//! fence) before its first light message and clears it (a fence, then a
+//! read-modify-write) before its first heavy one, and the reader's count-in
+//! (step 2) is a read-modify-write of the same word, so either the reader
+//! sees the bit, or the writer's read-modify-write, and every load of the
+//! count after it, sees the reader. A reader that cannot call `membarrier`
+//! (a seccomp filter) sets the sticky `REQUEST` bit, after which no writer
+//! goes light on this word again, and sleeps at most [`FALLBACK_SLEEP`] at
+//! a time until the bit `LIGHT` is clear.
+//!
+//! The trade: `membarrier` costs the sleeping reader about half a
+//! microsecond and interrupts the CPUs running shmbus processes. So a
+//! writer is light only while nobody sleeps: the first wake call it makes
+//! turns it heavy (it pays a system call then anyway), and it turns light
+//! again after [`QUIET_NOTIFIES`] messages that found nobody asleep. A
+//! busy publisher with spinning subscribers fences never; a slow one whose
+//! subscribers sleep between messages fences on every message and its
+//! subscribers never call `membarrier`.
 
 mod futex;
 
 use std::time::Duration;
 
-use crate::sync::{fence, AtomicU64, Ordering};
+use crate::sync::{fence, heavy_fence, light_fence, AtomicU64, Ordering};
 
 pub use crate::ring::waiting::{Step, WaitStrategy};
 pub use futex::FutexWord;
@@ -65,8 +108,13 @@ pub enum Wake {
 }
 
 /// The sleeper word: announcement tickets (bits 44..64, wrapping), the
-/// reset epoch (bits 24..44, wrapping), and the count (bits 0..24).
-const COUNT: u64 = (1 << 24) - 1;
+/// reset epoch (bits 24..44, wrapping), `REQUEST` (bit 23), `LIGHT` (bit
+/// 22) and the count (bits 0..22).
+const COUNT: u64 = (1 << 22) - 1;
+/// A light writer may be at work (see "Light writers").
+const LIGHT: u64 = 1 << 22;
+/// A reader that cannot call `membarrier` asked writers not to be light.
+const REQUEST: u64 = 1 << 23;
 const EPOCH: u64 = 1 << 24;
 const EPOCHS: u64 = ((1 << 20) - 1) << 24;
 const TICKET: u64 = 1 << 44;
@@ -143,10 +191,19 @@ impl WakeWords {
     /// after announcing ourselves as a sleeper) says there is work already.
     pub fn sleep_unless(&self, ready: impl FnOnce() -> bool, timeout: Option<Duration>) -> Wake {
         let seen = self.word.load();
-        let epoch = self.sleepers.fetch_add(TICKET + 1, Ordering::Relaxed) & EPOCHS;
+        // SYNC POINT: SeqCst (an Acquire read-modify-write) so that a
+        // light writer's clearing of `LIGHT` (Release), if we read it,
+        // makes every message it published light visible to the re-check.
+        let counted = self.sleepers.fetch_add(TICKET + 1, Ordering::SeqCst);
+        let epoch = counted & EPOCHS;
         // SYNC POINT (Dekker, pairs with the fence in `notify`): orders our
         // count before the re-check of the ring.
         fence(Ordering::SeqCst);
+        let timeout = if counted & LIGHT != 0 {
+            self.fence_light_writers(timeout)
+        } else {
+            timeout
+        };
         let outcome = if ready() {
             Wake::Ready
         } else {
@@ -154,6 +211,108 @@ impl WakeWords {
         };
         self.leave(epoch);
         outcome
+    }
+
+    /// A light writer may be at work: stands in for its fence (see "Light
+    /// writers"), or, where this process may not call `membarrier`, asks
+    /// writers to stop being light and shortens the sleep to
+    /// [`FALLBACK_SLEEP`], so that a message the writer published unfenced
+    /// as we counted ourselves in is seen by the next look.
+    #[cold]
+    fn fence_light_writers(&self, timeout: Option<Duration>) -> Option<Duration> {
+        if heavy_fence() {
+            return timeout;
+        }
+        self.sleepers.fetch_or(REQUEST, Ordering::Relaxed);
+        Some(timeout.map_or(FALLBACK_SLEEP, |t| t.min(FALLBACK_SLEEP)))
+    }
+
+    /// Whether a light writer may be at work on these words. Read after a
+    /// `fence(SeqCst)` that follows a store the writer must see (as
+    /// `Gate::attach` does): `false` then means that the writer fences
+    /// (or will see the store) from here on.
+    #[inline]
+    pub fn has_light_writer(&self) -> bool {
+        // SYNC POINT: Acquire pairs with the Release of `go_heavy`: seeing
+        // the bit clear, we see what the writer published while light.
+        self.sleepers.load(Ordering::Acquire) & LIGHT != 0
+    }
+
+    /// Asks writers of these words never to be light again (sticky): for a
+    /// process that cannot call `membarrier` and must attach to a lossless
+    /// topic; it then waits until [`has_light_writer`](Self::has_light_writer)
+    /// is `false`.
+    pub fn request_heavy_writers(&self) {
+        self.sleepers.fetch_or(REQUEST, Ordering::SeqCst);
+    }
+
+    /// Called by a writer that may be light (see "Light writers") after it
+    /// made something visible to readers, in place of
+    /// [`notify`](Self::notify): a compiler fence instead of `fence(SeqCst)`
+    /// while `waker` is light. Makes a system call only when a reader
+    /// sleeps, or is about to.
+    #[inline(always)]
+    pub fn notify_as(&self, waker: &mut LightWaker) {
+        if waker.light {
+            light_fence();
+        } else {
+            // SYNC POINT (Dekker, pairs with the fence in `sleep_unless`).
+            fence(Ordering::SeqCst);
+        }
+        let seen = self.sleepers.load(Ordering::Relaxed);
+        if seen & COUNT != 0 || (seen & REQUEST != 0 && waker.capable) {
+            self.notify_slow(waker, seen);
+        } else if !waker.light && waker.capable {
+            waker.quiet += 1;
+            if waker.quiet >= waker.limit {
+                self.go_light(waker);
+            }
+        }
+    }
+
+    /// `notify_as` found sleepers (or a request not to be light): turns
+    /// heavy, then wakes.
+    #[cold]
+    #[inline(never)]
+    fn notify_slow(&self, waker: &mut LightWaker, seen: u64) {
+        waker.quiet = 0;
+        if seen & REQUEST != 0 {
+            waker.capable = false;
+        }
+        let seen = if waker.light {
+            self.go_heavy(waker)
+        } else {
+            seen
+        };
+        if seen & COUNT != 0 {
+            self.wake(seen);
+        }
+    }
+
+    /// Makes `waker` light: sets `LIGHT`, then fences, so that a reader
+    /// that counts itself in after the fence sees the bit, and one that
+    /// counted itself in before is seen by every later load of the count.
+    fn go_light(&self, waker: &mut LightWaker) {
+        let before = self.sleepers.fetch_or(LIGHT, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if before & REQUEST != 0 {
+            // A reader asked for heavy writers since our last look.
+            self.go_heavy(waker);
+            waker.capable = false;
+            return;
+        }
+        waker.light = true;
+    }
+
+    /// Makes `waker` heavy (or clears a `LIGHT` bit left by a dead light
+    /// writer whose role `waker` took over): fences, then clears `LIGHT`
+    /// with Release, so that a reader that reads the bit clear sees every
+    /// message published before. Returns the sleeper word as it was.
+    pub fn go_heavy(&self, waker: &mut LightWaker) -> u64 {
+        fence(Ordering::SeqCst);
+        waker.light = false;
+        waker.quiet = 0;
+        self.sleepers.fetch_and(!LIGHT, Ordering::SeqCst) & !LIGHT
     }
 
     /// Step 6: counts us out, unless a writer reset the count since we
@@ -179,6 +338,57 @@ impl WakeWords {
     pub fn count_in_and_die(&self) {
         let _ = self.word.load();
         self.sleepers.fetch_add(TICKET + 1, Ordering::Relaxed);
+    }
+}
+
+/// Messages a heavy writer publishes with nobody asleep before it turns
+/// light (see "Light writers"): enough that a reader that sleeps between
+/// messages keeps its writer heavy (and so never pays for `membarrier`),
+/// few enough that a busy writer turns light within microseconds.
+pub const QUIET_NOTIFIES: u32 = 256;
+
+/// Longest sleep of a reader that cannot call `membarrier` while a light
+/// writer may be at work (see "Light writers").
+pub const FALLBACK_SLEEP: Duration = Duration::from_millis(1);
+
+/// The state of one writer that may be light (see "Light writers"): a
+/// broadcast publisher, the one writer of its topic's [`WakeWords`].
+#[derive(Debug, Clone)]
+pub struct LightWaker {
+    /// Whether it skips the fence now.
+    light: bool,
+    /// Whether it may ever be light: its process is registered for
+    /// `membarrier`, and no reader asked for heavy writers.
+    capable: bool,
+    /// Messages since it last found a reader asleep.
+    quiet: u32,
+    /// Quiet messages before it turns light ([`QUIET_NOTIFIES`]).
+    limit: u32,
+}
+
+impl LightWaker {
+    /// A writer that starts heavy, and turns light after
+    /// [`QUIET_NOTIFIES`] quiet messages if `capable` (its process is
+    /// registered: [`register_light`](crate::sync::register_light)).
+    pub fn new(capable: bool) -> Self {
+        LightWaker::with_quiet(capable, QUIET_NOTIFIES)
+    }
+
+    /// As [`new`](Self::new), turning light after `quiet` quiet messages:
+    /// for model checks, which cannot run [`QUIET_NOTIFIES`] of them.
+    #[doc(hidden)]
+    pub fn with_quiet(capable: bool, quiet: u32) -> Self {
+        LightWaker {
+            light: false,
+            capable,
+            quiet: 0,
+            limit: quiet,
+        }
+    }
+
+    /// Whether it skips the fence now.
+    pub fn is_light(&self) -> bool {
+        self.light
     }
 }
 
