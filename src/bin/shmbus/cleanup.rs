@@ -10,8 +10,12 @@ use std::ffi::CString;
 
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-/// The shm_open name of the bus segment that exists right now, if any.
-static SEGMENT: AtomicPtr<libc::c_char> = AtomicPtr::new(core::ptr::null_mut());
+/// The shm_open names of the segments that exist right now, if any: a
+/// bus's, or a peer's rings (two for a ping-pong).
+static SEGMENTS: [AtomicPtr<libc::c_char>; 2] = [
+    AtomicPtr::new(core::ptr::null_mut()),
+    AtomicPtr::new(core::ptr::null_mut()),
+];
 /// The names of message queues that exist right now, if any.
 static QUEUES: [AtomicPtr<libc::c_char>; 2] = [
     AtomicPtr::new(core::ptr::null_mut()),
@@ -19,11 +23,13 @@ static QUEUES: [AtomicPtr<libc::c_char>; 2] = [
 ];
 
 extern "C" fn on_signal(signal: libc::c_int) {
-    let segment = SEGMENT.load(Ordering::Acquire);
-    if !segment.is_null() {
-        // SAFETY: a NUL-terminated name leaked by `named_segment`, never
-        // freed; shm_unlink is async-signal-safe.
-        unsafe { libc::shm_unlink(segment) };
+    for segment in &SEGMENTS {
+        let name = segment.load(Ordering::Acquire);
+        if !name.is_null() {
+            // SAFETY: a NUL-terminated name leaked by `named_shm`, never
+            // freed; shm_unlink is async-signal-safe.
+            unsafe { libc::shm_unlink(name) };
+        }
     }
     for queue in &QUEUES {
         let name = queue.load(Ordering::Acquire);
@@ -56,11 +62,19 @@ fn leak(name: &str) -> *mut libc::c_char {
 
 /// Records that the segment of bus `bus` exists (until `unnamed_segment`).
 pub fn named_segment(bus: &str) {
-    SEGMENT.store(leak(&format!("/shmbus.{bus}")), Ordering::Release);
+    named_shm(0, &format!("/shmbus.{bus}"));
+}
+
+/// Records that the shared-memory object `name` (shm_open's name, with
+/// its leading slash; slot 0 or 1) exists, until `unnamed_segment`.
+pub fn named_shm(slot: usize, name: &str) {
+    SEGMENTS[slot].store(leak(name), Ordering::Release);
 }
 
 pub fn unnamed_segment() {
-    SEGMENT.store(core::ptr::null_mut(), Ordering::Release);
+    for segment in &SEGMENTS {
+        segment.store(core::ptr::null_mut(), Ordering::Release);
+    }
 }
 
 /// Records that message queue `name` (slot 0 or 1) exists.

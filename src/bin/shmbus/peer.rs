@@ -156,7 +156,7 @@ impl Latency {
     }
 }
 
-fn ready() {
+pub fn ready() {
     println!("READY");
     std::io::stdout().flush().unwrap();
 }
@@ -183,8 +183,35 @@ fn wait_of(name: &str) -> WaitStrategy {
     }
 }
 
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+/// A peer role: what `shmbus __peer ROLE ARGS...` runs.
+pub type Role = fn(&[String]) -> Res;
+
+/// The roles of shmbus and the raw baselines, by name; the peers'
+/// (`--features peers`) are in `bench::peers::ROLES`.
+const ROLES: &[(&str, Role)] = &[
+    ("echo-cacheline", echo_cacheline),
+    ("echo-futex", echo_futex),
+    ("echo-fd", echo_fd),
+    ("echo-mq", echo_mq),
+    ("echo-shmbus", echo_shmbus),
+    ("produce-spsc", produce_spsc),
+    ("produce-fd", produce_fd),
+    ("produce-mq", produce_mq),
+    ("produce-shmbus", produce_shmbus),
+    ("subscribe-shmbus", subscribe_shmbus),
+    ("subscribe-spmc", subscribe_spmc),
+    ("openloop-shmbus", openloop_shmbus),
+    ("openloop-spmc", openloop_spmc),
+    ("queue-produce", queue_produce),
+    ("queue-consume", queue_consume),
+    ("mpmc-produce", mpmc_produce),
+    ("mpmc-consume", mpmc_consume),
+];
+
 /// Runs a peer role; called by `main` for `shmbus __peer`.
-pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(role: &str, args: &[String]) -> Res {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     if let Some(cpu) = std::env::var("SHMBUS_BENCH_CPU")
         .ok()
@@ -192,274 +219,312 @@ pub fn run(role: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>
     {
         pin_to(cpu);
     }
-    match role {
-        // FD COUNT
-        "echo-cacheline" => {
-            let mem = SharedMem::inherit(arg(args, 0), raw::PINGPONG_LEN)?;
-            ready();
-            raw::cacheline_echo(&mem, arg(args, 1));
-        }
-        // FD COUNT
-        "echo-futex" => {
-            let mem = SharedMem::inherit(arg(args, 0), raw::PINGPONG_LEN)?;
-            ready();
-            raw::futex_echo(&mem, arg(args, 1));
-        }
-        // RFD WFD SIZE COUNT
-        "echo-fd" => {
-            let (rfd, wfd, size, count): (i32, i32, usize, u64) =
-                (arg(args, 0), arg(args, 1), arg(args, 2), arg(args, 3));
-            let mut buf = vec![0u8; size];
-            ready();
-            for _ in 0..count {
-                if !raw::read_exact(rfd, &mut buf)? {
-                    break;
-                }
-                raw::write_all(wfd, &buf)?;
-            }
-        }
-        // IN OUT SIZE COUNT
-        "echo-mq" => {
-            let (size, count): (usize, u64) = (arg(args, 2), arg(args, 3));
-            let (inq, outq) = (
-                Mq::open(&args[0], false, size)?,
-                Mq::open(&args[1], false, size)?,
-            );
-            let mut buf = vec![0u8; size];
-            ready();
-            for _ in 0..count {
-                let n = inq.recv(&mut buf)?;
-                outq.send(&buf[..n])?;
-            }
-        }
-        // BUS WAIT COUNT
-        "echo-shmbus" => {
-            let bus = Bus::open_existing(&args[0])?;
-            let wait = wait_of(&args[1]);
-            let count: u64 = arg(args, 2);
-            let mut rx = bus
-                .topic("ping")
-                .start_at(StartAt::Next)
-                .wait(wait)
-                .subscriber_bytes()?;
-            let mut tx = bus.topic("pong").wait(wait).publisher_bytes()?;
-            ready();
-            for _ in 0..count {
-                match rx.recv_bytes() {
-                    Ok(msg) => drop(tx.send_bytes(msg)?),
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        // FD COUNT SIZE
-        "produce-spsc" => {
-            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
-            let mem = SharedMem::inherit(arg(args, 0), raw::spsc_len(size))?;
-            ready();
-            wait_go();
-            raw::spsc_produce(&mem, count, size);
-        }
-        // WFD COUNT SIZE
-        "produce-fd" => {
-            let (wfd, count, size): (i32, u64, usize) = (arg(args, 0), arg(args, 1), arg(args, 2));
-            let buf = vec![0x5au8; size];
-            ready();
-            wait_go();
-            for _ in 0..count {
-                raw::write_all(wfd, &buf)?;
-            }
-        }
-        // NAME COUNT SIZE
-        "produce-mq" => {
-            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
-            let q = Mq::open(&args[0], false, size)?;
-            let buf = vec![0x5au8; size];
-            ready();
-            wait_go();
-            for _ in 0..count {
-                q.send(&buf)?;
-            }
-        }
-        // BUS COUNT SIZE: publisher of topic "data" (mode as created).
-        "produce-shmbus" => {
-            let bus = Bus::open_existing(&args[0])?;
-            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
-            let mut tx = bus
-                .topic("data")
-                .wait(WaitStrategy::Spin)
-                .publisher_bytes()?;
-            let mut buf = vec![0u8; size];
-            ready();
-            wait_go();
-            for seq in 0..count {
-                rings::fill(&mut buf, seq);
-                tx.send_bytes(&buf)?;
-            }
-        }
-        // BUS WAIT COUNT: subscriber of "data" until it has seen (received
-        // or lost) COUNT messages, verifying each. Reads the clock at the
-        // first message and after the last only. Prints RESULT received
-        // lagged bad first_ns last_ns.
-        "subscribe-shmbus" => {
-            let bus = Bus::open_existing(&args[0])?;
-            let count: u64 = arg(args, 2);
-            let mut rx = bus
-                .topic("data")
-                .start_at(StartAt::Next)
-                .wait(wait_of(&args[1]))
-                .liveness_check_interval(Duration::from_millis(20))
-                .subscriber_bytes()?;
-            ready();
-            let (mut bad, mut first) = (0u64, 0);
-            loop {
-                let seq = rx.next_seq();
-                match rx.recv_bytes() {
-                    Ok(msg) => {
-                        if rings::check(msg) != Some(seq) {
-                            bad += 1;
-                        }
-                        if first == 0 {
-                            first = now_ns();
-                        }
-                    }
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Disconnected) => break,
-                    Err(e) => return Err(e.into()),
-                }
-                let s = rx.stats();
-                if s.received + s.lagged >= count {
-                    break;
-                }
-            }
-            let last = now_ns();
-            let s = rx.stats();
-            println!("RESULT {} {} {bad} {first} {last}", s.received, s.lagged);
-        }
-        // FD COUNT SIZE: a reader of the raw SPMC ring.
-        "subscribe-spmc" => {
-            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
-            let mem = SharedMem::inherit(arg(args, 0), rings::spmc_len(size))?;
-            ready();
-            let got = rings::spmc_subscribe(&mem, count, size, |seq, tag| tag == seq);
-            println!("{}", got.result_line());
-        }
-        // BUS COUNT: open-loop latency, a subscriber of "data" (spinning)
-        // until it has seen COUNT messages, each tagged with the time it
-        // was due to be sent. Prints RESULT p50 p99 p99.9 max lost bad (ns).
-        "openloop-shmbus" => {
-            let bus = Bus::open_existing(&args[0])?;
-            let count: u64 = arg(args, 1);
-            let mut rx = bus
-                .topic("data")
-                .start_at(StartAt::Next)
-                .wait(WaitStrategy::Spin)
-                .liveness_check_interval(Duration::from_millis(20))
-                .subscriber_bytes()?;
-            let mut latency = Latency::new();
-            ready();
-            loop {
-                match rx.recv_bytes() {
-                    Ok(msg) => latency.record(rings::check(msg)),
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Disconnected) => break,
-                    Err(e) => return Err(e.into()),
-                }
-                let s = rx.stats();
-                if s.received + s.lagged >= count {
-                    break;
-                }
-            }
-            println!("{}", latency.result_line(rx.stats().lagged));
-        }
-        // FD COUNT SIZE: open-loop latency, a reader of the raw SPMC ring.
-        "openloop-spmc" => {
-            let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
-            let mem = SharedMem::inherit(arg(args, 0), rings::spmc_len(size))?;
-            let mut latency = Latency::new();
-            ready();
-            let got = rings::spmc_subscribe(&mem, count, size, |_, tag| {
-                latency.record(Some(tag));
-                true
-            });
-            latency.bad += got.bad;
-            println!("{}", latency.result_line(got.lagged));
-        }
-        // BUS COUNT SIZE ID: pushes COUNT messages tagged ID << 40 | n.
-        "queue-produce" => {
-            let bus = Bus::open_existing(&args[0])?;
-            let (count, size, id): (u64, usize, u64) = (arg(args, 1), arg(args, 2), arg(args, 3));
-            let mut tx = bus
-                .topic("jobs")
-                .wait(WaitStrategy::adaptive())
-                .producer_bytes()?;
-            let mut buf = vec![0u8; size];
-            ready();
-            wait_go();
-            for n in 0..count {
-                rings::fill(&mut buf, id << 40 | n);
-                tx.push_bytes(&buf)?;
-            }
-        }
-        // BUS: pops until every producer is gone, verifying each message.
-        // Reads the clock at its first message and whenever it finds the
-        // queue empty after taking some (so after its last one), not per
-        // message. Prints RESULT count 0 bad first_ns last_ns.
-        "queue-consume" => {
-            let bus = Bus::open_existing(&args[0])?;
-            let mut rx = bus
-                .topic("jobs")
-                .wait(WaitStrategy::adaptive())
-                .liveness_check_interval(Duration::from_millis(20))
-                .consumer_bytes()?;
-            ready();
-            let mut r = rings::Received::default();
-            let took = |msg: &[u8], r: &mut rings::Received| {
-                if rings::check(msg).is_none() {
-                    r.bad += 1;
-                }
-                if r.received == 0 {
-                    r.first_ns = now_ns();
-                }
-                r.received += 1;
-            };
-            let mut fresh = false;
-            loop {
-                match rx.try_pop_bytes() {
-                    Ok(msg) => took(msg, &mut r),
-                    Err(TryPopError::Empty) => {
-                        if fresh {
-                            r.last_ns = now_ns();
-                        }
-                        match rx.pop_bytes() {
-                            Ok(msg) => took(msg, &mut r),
-                            Err(PopError::Disconnected) => break,
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    Err(TryPopError::Disconnected) => break,
-                    Err(e) => return Err(e.into()),
-                }
-                fresh = true;
-            }
-            println!("{}", r.result_line());
-        }
-        // FD COUNT SIZE ID: a producer of the raw MPMC queue.
-        "mpmc-produce" => {
-            let (count, size, id): (u64, usize, u64) = (arg(args, 1), arg(args, 2), arg(args, 3));
-            let mem = SharedMem::inherit(arg(args, 0), rings::mpmc_len(size))?;
-            ready();
-            wait_go();
-            rings::mpmc_produce(&mem, count, size, id);
-        }
-        // FD TOTAL SIZE: a consumer of the raw MPMC queue.
-        "mpmc-consume" => {
-            let (total, size): (u64, usize) = (arg(args, 1), arg(args, 2));
-            let mem = SharedMem::inherit(arg(args, 0), rings::mpmc_len(size))?;
-            ready();
-            println!("{}", rings::mpmc_consume(&mem, total, size).result_line());
-        }
-        other => return Err(format!("unknown peer role {other}").into()),
+    let found = ROLES
+        .iter()
+        .chain(crate::bench::PEER_ROLES)
+        .find(|(name, _)| *name == role);
+    match found {
+        Some((_, run)) => run(args),
+        None => Err(format!("unknown peer role {role}").into()),
     }
+}
+
+/// FD COUNT
+fn echo_cacheline(args: &[String]) -> Res {
+    let mem = SharedMem::inherit(arg(args, 0), raw::PINGPONG_LEN)?;
+    ready();
+    raw::cacheline_echo(&mem, arg(args, 1));
+    Ok(())
+}
+
+/// FD COUNT
+fn echo_futex(args: &[String]) -> Res {
+    let mem = SharedMem::inherit(arg(args, 0), raw::PINGPONG_LEN)?;
+    ready();
+    raw::futex_echo(&mem, arg(args, 1));
+    Ok(())
+}
+
+/// RFD WFD SIZE COUNT
+fn echo_fd(args: &[String]) -> Res {
+    let (rfd, wfd, size, count): (i32, i32, usize, u64) =
+        (arg(args, 0), arg(args, 1), arg(args, 2), arg(args, 3));
+    let mut buf = vec![0u8; size];
+    ready();
+    for _ in 0..count {
+        if !raw::read_exact(rfd, &mut buf)? {
+            break;
+        }
+        raw::write_all(wfd, &buf)?;
+    }
+    Ok(())
+}
+
+/// IN OUT SIZE COUNT
+fn echo_mq(args: &[String]) -> Res {
+    let (size, count): (usize, u64) = (arg(args, 2), arg(args, 3));
+    let (inq, outq) = (
+        Mq::open(&args[0], false, size)?,
+        Mq::open(&args[1], false, size)?,
+    );
+    let mut buf = vec![0u8; size];
+    ready();
+    for _ in 0..count {
+        let n = inq.recv(&mut buf)?;
+        outq.send(&buf[..n])?;
+    }
+    Ok(())
+}
+
+/// BUS WAIT COUNT
+fn echo_shmbus(args: &[String]) -> Res {
+    let bus = Bus::open_existing(&args[0])?;
+    let wait = wait_of(&args[1]);
+    let count: u64 = arg(args, 2);
+    let mut rx = bus
+        .topic("ping")
+        .start_at(StartAt::Next)
+        .wait(wait)
+        .subscriber_bytes()?;
+    let mut tx = bus.topic("pong").wait(wait).publisher_bytes()?;
+    ready();
+    for _ in 0..count {
+        match rx.recv_bytes() {
+            Ok(msg) => drop(tx.send_bytes(msg)?),
+            Err(RecvError::Lagged(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// FD COUNT SIZE
+fn produce_spsc(args: &[String]) -> Res {
+    let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+    let mem = SharedMem::inherit(arg(args, 0), raw::spsc_len(size))?;
+    ready();
+    wait_go();
+    raw::spsc_produce(&mem, count, size);
+    Ok(())
+}
+
+/// WFD COUNT SIZE
+fn produce_fd(args: &[String]) -> Res {
+    let (wfd, count, size): (i32, u64, usize) = (arg(args, 0), arg(args, 1), arg(args, 2));
+    let buf = vec![0x5au8; size];
+    ready();
+    wait_go();
+    for _ in 0..count {
+        raw::write_all(wfd, &buf)?;
+    }
+    Ok(())
+}
+
+/// NAME COUNT SIZE
+fn produce_mq(args: &[String]) -> Res {
+    let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+    let q = Mq::open(&args[0], false, size)?;
+    let buf = vec![0x5au8; size];
+    ready();
+    wait_go();
+    for _ in 0..count {
+        q.send(&buf)?;
+    }
+    Ok(())
+}
+
+/// BUS COUNT SIZE: publisher of topic "data" (mode as created).
+fn produce_shmbus(args: &[String]) -> Res {
+    let bus = Bus::open_existing(&args[0])?;
+    let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+    let mut tx = bus
+        .topic("data")
+        .wait(WaitStrategy::Spin)
+        .publisher_bytes()?;
+    let mut buf = vec![0u8; size];
+    ready();
+    wait_go();
+    for seq in 0..count {
+        rings::fill(&mut buf, seq);
+        tx.send_bytes(&buf)?;
+    }
+    Ok(())
+}
+
+/// BUS WAIT COUNT: subscriber of "data" until it has seen (received
+/// or lost) COUNT messages, verifying each. Reads the clock at the
+/// first message and after the last only. Prints RESULT received
+/// lagged bad first_ns last_ns.
+fn subscribe_shmbus(args: &[String]) -> Res {
+    let bus = Bus::open_existing(&args[0])?;
+    let count: u64 = arg(args, 2);
+    let mut rx = bus
+        .topic("data")
+        .start_at(StartAt::Next)
+        .wait(wait_of(&args[1]))
+        .liveness_check_interval(Duration::from_millis(20))
+        .subscriber_bytes()?;
+    ready();
+    let (mut bad, mut first) = (0u64, 0);
+    loop {
+        let seq = rx.next_seq();
+        match rx.recv_bytes() {
+            Ok(msg) => {
+                if rings::check(msg) != Some(seq) {
+                    bad += 1;
+                }
+                if first == 0 {
+                    first = now_ns();
+                }
+            }
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Disconnected) => break,
+            Err(e) => return Err(e.into()),
+        }
+        let s = rx.stats();
+        if s.received + s.lagged >= count {
+            break;
+        }
+    }
+    let last = now_ns();
+    let s = rx.stats();
+    println!("RESULT {} {} {bad} {first} {last}", s.received, s.lagged);
+    Ok(())
+}
+
+/// FD COUNT SIZE: a reader of the raw SPMC ring.
+fn subscribe_spmc(args: &[String]) -> Res {
+    let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+    let mem = SharedMem::inherit(arg(args, 0), rings::spmc_len(size))?;
+    ready();
+    let got = rings::spmc_subscribe(&mem, count, size, |seq, tag| tag == seq);
+    println!("{}", got.result_line());
+    Ok(())
+}
+
+/// BUS COUNT: open-loop latency, a subscriber of "data" (spinning)
+/// until it has seen COUNT messages, each tagged with the time it
+/// was due to be sent. Prints RESULT p50 p99 p99.9 max lost bad (ns).
+fn openloop_shmbus(args: &[String]) -> Res {
+    let bus = Bus::open_existing(&args[0])?;
+    let count: u64 = arg(args, 1);
+    let mut rx = bus
+        .topic("data")
+        .start_at(StartAt::Next)
+        .wait(WaitStrategy::Spin)
+        .liveness_check_interval(Duration::from_millis(20))
+        .subscriber_bytes()?;
+    let mut latency = Latency::new();
+    ready();
+    loop {
+        match rx.recv_bytes() {
+            Ok(msg) => latency.record(rings::check(msg)),
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Disconnected) => break,
+            Err(e) => return Err(e.into()),
+        }
+        let s = rx.stats();
+        if s.received + s.lagged >= count {
+            break;
+        }
+    }
+    println!("{}", latency.result_line(rx.stats().lagged));
+    Ok(())
+}
+
+/// FD COUNT SIZE: open-loop latency, a reader of the raw SPMC ring.
+fn openloop_spmc(args: &[String]) -> Res {
+    let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+    let mem = SharedMem::inherit(arg(args, 0), rings::spmc_len(size))?;
+    let mut latency = Latency::new();
+    ready();
+    let got = rings::spmc_subscribe(&mem, count, size, |_, tag| {
+        latency.record(Some(tag));
+        true
+    });
+    latency.bad += got.bad;
+    println!("{}", latency.result_line(got.lagged));
+    Ok(())
+}
+
+/// BUS COUNT SIZE ID: pushes COUNT messages tagged ID << 40 | n.
+fn queue_produce(args: &[String]) -> Res {
+    let bus = Bus::open_existing(&args[0])?;
+    let (count, size, id): (u64, usize, u64) = (arg(args, 1), arg(args, 2), arg(args, 3));
+    let mut tx = bus
+        .topic("jobs")
+        .wait(WaitStrategy::adaptive())
+        .producer_bytes()?;
+    let mut buf = vec![0u8; size];
+    ready();
+    wait_go();
+    for n in 0..count {
+        rings::fill(&mut buf, id << 40 | n);
+        tx.push_bytes(&buf)?;
+    }
+    Ok(())
+}
+
+/// BUS: pops until every producer is gone, verifying each message.
+/// Reads the clock at its first message and whenever it finds the
+/// queue empty after taking some (so after its last one), not per
+/// message. Prints RESULT count 0 bad first_ns last_ns.
+fn queue_consume(args: &[String]) -> Res {
+    let bus = Bus::open_existing(&args[0])?;
+    let mut rx = bus
+        .topic("jobs")
+        .wait(WaitStrategy::adaptive())
+        .liveness_check_interval(Duration::from_millis(20))
+        .consumer_bytes()?;
+    ready();
+    let mut r = rings::Received::default();
+    let took = |msg: &[u8], r: &mut rings::Received| {
+        if rings::check(msg).is_none() {
+            r.bad += 1;
+        }
+        if r.received == 0 {
+            r.first_ns = now_ns();
+        }
+        r.received += 1;
+    };
+    let mut fresh = false;
+    loop {
+        match rx.try_pop_bytes() {
+            Ok(msg) => took(msg, &mut r),
+            Err(TryPopError::Empty) => {
+                if fresh {
+                    r.last_ns = now_ns();
+                }
+                match rx.pop_bytes() {
+                    Ok(msg) => took(msg, &mut r),
+                    Err(PopError::Disconnected) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(TryPopError::Disconnected) => break,
+            Err(e) => return Err(e.into()),
+        }
+        fresh = true;
+    }
+    println!("{}", r.result_line());
+    Ok(())
+}
+
+/// FD COUNT SIZE ID: a producer of the raw MPMC queue.
+fn mpmc_produce(args: &[String]) -> Res {
+    let (count, size, id): (u64, usize, u64) = (arg(args, 1), arg(args, 2), arg(args, 3));
+    let mem = SharedMem::inherit(arg(args, 0), rings::mpmc_len(size))?;
+    ready();
+    wait_go();
+    rings::mpmc_produce(&mem, count, size, id);
+    Ok(())
+}
+
+/// FD TOTAL SIZE: a consumer of the raw MPMC queue.
+fn mpmc_consume(args: &[String]) -> Res {
+    let (total, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+    let mem = SharedMem::inherit(arg(args, 0), rings::mpmc_len(size))?;
+    ready();
+    println!("{}", rings::mpmc_consume(&mem, total, size).result_line());
     Ok(())
 }

@@ -28,6 +28,9 @@ use stream::{FdStream, MqStream, RawSpsc, ShmbusStream, Stream};
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// Peer roles of the peers built in (none without `--features peers`).
+pub use peers::ROLES as PEER_ROLES;
+
 /// Options of `shmbus bench`.
 #[derive(Debug, Clone)]
 pub struct Opts {
@@ -302,11 +305,14 @@ impl Harness {
             let (a, b) = (&rounds[0], &rounds[1]);
             ratios.push(a[a.len() - 1].slowest / b[b.len() - 1].slowest);
         }
-        let bad: u64 = rounds.iter().flatten().map(|r| r.bad).sum();
-        if bad > 0 {
-            return Err(
-                format!("fanout: {bad} messages failed their sequence or checksum check").into(),
-            );
+        for (name, results) in names.iter().zip(&rounds) {
+            let bad: u64 = results.iter().map(|r| r.bad).sum();
+            if bad > 0 {
+                return Err(format!(
+                    "fanout: {bad} messages of {name} failed their sequence or checksum check"
+                )
+                .into());
+            }
         }
         let after = self.probe()?;
         for (i, (t, results)) in all.iter().zip(&rounds).enumerate() {
