@@ -268,7 +268,7 @@ impl<T> Publisher<T> {
     /// gate has room (evicting subscribers known dead when a liveness check
     /// is due). The lease is checked where it matters, right before the
     /// write (`publish`), and by a publisher that waits.
-    #[inline]
+    #[inline(always)]
     fn room(&mut self) -> Result<(), Blocked> {
         let Some(gate) = self.topic.view.gate() else {
             return Ok(());
@@ -341,7 +341,7 @@ impl<T> Publisher<T> {
     /// Writes message `next`, unless this publisher lost the lease (or is
     /// a copy inherited through `fork()`): then nothing is written. Returns
     /// the message's sequence number.
-    #[inline]
+    #[inline(always)]
     fn publish(&mut self, bytes: &[u8]) -> Result<u64, Blocked> {
         let ring = self.topic.view.ring();
         let seq = self.next;
@@ -355,7 +355,7 @@ impl<T> Publisher<T> {
 
     /// Publishes `bytes`: at once if there is room, else waiting until
     /// `deadline` (`None`: for ever) if `wait`.
-    #[inline]
+    #[inline(always)]
     fn send_raw(
         &mut self,
         bytes: &[u8],
@@ -417,6 +417,7 @@ impl<T: Message> Publisher<T> {
     ///
     /// [`TrySendError::Full`] when the slowest lossless subscriber holds the
     /// slot back; [`TrySendError::LeaseLost`] as for [`send`](Self::send).
+    #[inline]
     pub fn try_send(&mut self, msg: &T) -> Result<u64, TrySendError> {
         Ok(self.send_raw(msg.as_bytes(), false, None)?)
     }
@@ -472,6 +473,7 @@ impl<T: Message> Publisher<T> {
 }
 
 impl Publisher<Bytes> {
+    #[inline(always)]
     fn check_len(&self, bytes: &[u8]) -> Result<(), SendError> {
         let max = self.topic.view.ring().slot_bytes();
         if bytes.len() > max {
@@ -505,6 +507,7 @@ impl Publisher<Bytes> {
     ///
     /// [`SendError::TooLarge`] for a message over the slot size,
     /// [`SendError::LeaseLost`] as for [`Publisher::send`].
+    #[inline]
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<u64, SendError> {
         self.check_len(bytes)?;
         Ok(self.send_raw(bytes, true, None)?)
@@ -525,6 +528,7 @@ impl Publisher<Bytes> {
     /// # Errors
     ///
     /// As [`send_bytes`](Self::send_bytes), and [`TrySendError::Full`].
+    #[inline]
     pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<u64, TrySendError> {
         self.check_len(bytes)?;
         Ok(self.send_raw(bytes, false, None)?)
@@ -1118,7 +1122,57 @@ impl<T> Subscriber<T> {
 
     /// Receives into `out`: one attempt if not `wait` (`Timeout` then
     /// means empty), else waiting until `deadline` (`None`: for ever).
+    #[inline(always)]
     fn recv_raw(
+        &mut self,
+        out: &mut [u8],
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<usize, RecvTimeoutError> {
+        if let Some(len) = Self::look(&self.topic, self.gate_entry, self.cursor, out) {
+            self.consumed();
+            return Ok(len);
+        }
+        self.recv_slow(out, wait, deadline)
+    }
+
+    /// The fast path of every receive: one look at message `cursor`, taken
+    /// if it is there whole (and, in lossless mode, our entry is still
+    /// ours). Anything else (empty, lapped, evicted, corrupt, a forked
+    /// child) is `None`, and the slow path looks again and acts on it.
+    /// The caller then moves past the message (`consumed`). An associated
+    /// function, so that it can read into the subscriber's own scratch.
+    #[inline(always)]
+    fn look(
+        topic: &Handle<BroadcastView>,
+        gate_entry: Option<usize>,
+        cursor: u64,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let ring = topic.view.ring();
+        match gate_entry {
+            None => match ring.read(cursor, out) {
+                Read::Message { len } => Some(len),
+                _ => None,
+            },
+            Some(index) => {
+                let gate = topic.view.gate()?;
+                if !topic.in_own_process() {
+                    return None;
+                }
+                match gate.read(ring, index, topic.me, cursor, out) {
+                    GatedRead::Message { len } => {
+                        process::stall_if_hooked("stall-in-lossless-read");
+                        Some(len)
+                    }
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn recv_slow(
         &mut self,
         out: &mut [u8],
         wait: bool,
@@ -1276,6 +1330,7 @@ impl<T: Message> Subscriber<T> {
     /// read; [`RecvError::Corrupt`] for a corrupt slot (skipped);
     /// [`RecvError::Evicted`] (lossless mode) once this subscriber no
     /// longer holds its entry.
+    #[inline]
     pub fn recv(&mut self) -> Result<T, RecvError> {
         self.recv_value(true, None)
             .map_err(RecvTimeoutError::without_deadline)
@@ -1345,6 +1400,7 @@ impl<T: Message> Subscriber<T> {
     /// # Errors
     ///
     /// As [`recv`](Self::recv), and [`TryRecvError::Empty`].
+    #[inline]
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         self.recv_value(false, None)
             .map_err(RecvTimeoutError::without_wait)
@@ -1511,12 +1567,14 @@ impl<T: Message> Subscriber<T> {
         }
     }
 
+    #[inline(always)]
     fn recv_value(&mut self, wait: bool, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let mut value = T::new_zeroed();
         self.recv_into_raw(&mut value, wait, deadline)?;
         Ok(value)
     }
 
+    #[inline(always)]
     fn recv_into_raw(
         &mut self,
         out: &mut T,
@@ -1869,6 +1927,7 @@ impl Subscriber<Bytes> {
     /// # Errors
     ///
     /// As [`Subscriber::recv`].
+    #[inline]
     pub fn recv_bytes(&mut self) -> Result<&[u8], RecvError> {
         self.recv_bytes_raw(true, None)
             .map_err(RecvTimeoutError::without_deadline)
@@ -1939,16 +1998,23 @@ impl Subscriber<Bytes> {
     /// # Errors
     ///
     /// As [`Subscriber::try_recv`].
+    #[inline]
     pub fn try_recv_bytes(&mut self) -> Result<&[u8], TryRecvError> {
         self.recv_bytes_raw(false, None)
             .map_err(RecvTimeoutError::without_wait)
     }
 
+    #[inline(always)]
     fn recv_bytes_raw(
         &mut self,
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<&[u8], RecvTimeoutError> {
+        if let Some(len) = Self::look(&self.topic, self.gate_entry, self.cursor, &mut self.scratch)
+        {
+            self.consumed();
+            return Ok(&self.scratch[..len]);
+        }
         let mut scratch = core::mem::take(&mut self.scratch);
         let result = self.recv_raw(&mut scratch, wait, deadline);
         self.scratch = scratch;

@@ -401,7 +401,7 @@ impl<'a> Gate<'a> {
     /// still ours, copy the message; if it was overwritten, reload its
     /// stamp with Acquire (so the eviction that came before the overwrite is
     /// visible) and say `Evicted` if it was.
-    #[inline]
+    #[inline(always)]
     pub fn read(
         &self,
         ring: &BroadcastRing<'_>,
@@ -595,12 +595,20 @@ impl GateCache {
     /// clone's, but then the epoch read after the scan has changed (see
     /// "Attaching beside a subscriber"). After a few scans that each saw an
     /// attach, it says "no room" (the caller retries).
-    #[inline]
+    #[inline(always)]
     pub fn has_space(&mut self, gate: &Gate<'_>, next: u64, capacity: u64) -> bool {
-        let mut epoch = gate.ctrl().epoch();
+        let epoch = gate.ctrl().epoch();
         if next < self.limit && epoch == self.epoch {
             return true;
         }
+        self.rescan(gate, next, capacity, epoch)
+    }
+
+    /// `has_space` past the cached limit, or after an attach: scans the
+    /// table again.
+    #[cold]
+    #[inline(never)]
+    fn rescan(&mut self, gate: &Gate<'_>, next: u64, capacity: u64, mut epoch: u64) -> bool {
         for _ in 0..STABLE_SCAN_TRIES {
             let limit = gate
                 .min_cursor_before(next, capacity)
