@@ -365,30 +365,32 @@ fn subscribe_shmbus(args: &[String]) -> Res {
         .liveness_check_interval(Duration::from_millis(20))
         .subscriber_bytes()?;
     ready();
-    let (mut bad, mut first) = (0u64, 0);
-    loop {
-        let seq = rx.next_seq();
+    // Counted here, as the other transports' readers count, rather than
+    // from `stats()` after every message.
+    let mut got = rings::Received::default();
+    let mut seq = rx.next_seq();
+    while got.received + got.lagged < count {
         match rx.recv_bytes() {
             Ok(msg) => {
                 if rings::check(msg) != Some(seq) {
-                    bad += 1;
+                    got.bad += 1;
                 }
-                if first == 0 {
-                    first = now_ns();
+                if got.received == 0 {
+                    got.first_ns = now_ns();
                 }
+                got.received += 1;
+                seq += 1;
             }
-            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Lagged(n)) => {
+                got.lagged += n;
+                seq += n;
+            }
             Err(RecvError::Disconnected) => break,
             Err(e) => return Err(e.into()),
         }
-        let s = rx.stats();
-        if s.received + s.lagged >= count {
-            break;
-        }
     }
-    let last = now_ns();
-    let s = rx.stats();
-    println!("RESULT {} {} {bad} {first} {last}", s.received, s.lagged);
+    got.last_ns = now_ns();
+    println!("{}", got.result_line());
     Ok(())
 }
 
