@@ -76,6 +76,7 @@
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
+use crate::doorbell::{Doorbell, Words};
 use crate::error::{
     Error, RecvError, RecvRefError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
     TrySendError,
@@ -701,6 +702,8 @@ pub struct Subscriber<T> {
     flush_mask: u64,
     /// Lossless mode: the cursor as last stored in the entry.
     stored: u64,
+    /// The pollable fd, once asked for ([`event_fd`](Self::event_fd)).
+    bell: Option<Doorbell>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -817,6 +820,7 @@ impl<T> Subscriber<T> {
             gate_entry,
             flush_mask: mask,
             stored: cursor,
+            bell: None,
             _marker: PhantomData,
         })
     }
@@ -1201,12 +1205,78 @@ impl<T> Subscriber<T> {
             Poll::Empty => {
                 self.publish_unstored();
                 if self.disconnected() {
+                    if let Some(bell) = &self.bell {
+                        bell.ring();
+                    }
                     Err(RecvTimeoutError::Disconnected)
                 } else {
+                    self.arm_bell();
                     Err(RecvTimeoutError::Timeout)
                 }
             }
         }
+    }
+
+    /// With a pollable fd: arms it (see `crate::doorbell`), after a `try_`
+    /// receive found nothing.
+    fn arm_bell(&self) {
+        if let Some(bell) = &self.bell {
+            use crate::select::sealed::Source;
+            bell.arm(|| self.ready_now(), self.topic.opts.check_interval);
+        }
+    }
+
+    /// A file descriptor that is readable when this subscriber has
+    /// something to receive (a message, a loss, an eviction) or its
+    /// publisher is gone: for `epoll`, `poll`, mio, libuv or Python's
+    /// `selectors`, beside sockets. When it is readable, call the `try_`
+    /// receives until one says `Empty` (that re-arms it); it stays readable
+    /// until then.
+    ///
+    /// The first call starts a helper thread (see "Waiting on many things"
+    /// in the README for what it costs): it sleeps on the topic's futex in
+    /// the subscriber's place and writes the fd (an `eventfd`) when woken,
+    /// and also about once per liveness check interval while nothing
+    /// arrives, so that the `try_` receive can check on the publisher.
+    /// The fd is closed with the subscriber.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-eventfd-{}", std::process::id());
+    /// use std::os::fd::AsRawFd;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut rx = bus.subscriber::<u64>("ticks")?;
+    /// let fd = rx.event_fd()?.as_raw_fd();
+    /// let mut tx = bus.publisher::<u64>("ticks")?;
+    /// tx.send(&5)?;
+    /// let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    /// // SAFETY: one valid pollfd.
+    /// assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1);
+    /// assert_eq!(rx.try_recv()?, 5);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the eventfd or the thread cannot be made.
+    pub fn event_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+        Ok(self.doorbell()?.fd())
+    }
+
+    /// The doorbell behind [`event_fd`](Self::event_fd), made if need be,
+    /// and armed.
+    pub(crate) fn doorbell(&mut self) -> Result<&Doorbell, Error> {
+        use crate::select::sealed::Source;
+        let bell = match self.bell.take() {
+            Some(bell) => bell,
+            None => {
+                let words = Words::Messages(self.topic.view.clone());
+                Doorbell::new(self.topic.view.seg().bus(), words)?
+            }
+        };
+        bell.arm(|| self.ready_now(), self.topic.opts.check_interval);
+        Ok(self.bell.insert(bell))
     }
 
     /// Calls `attempt` until it finds something, waiting between attempts
@@ -2043,3 +2113,40 @@ impl<T> std::fmt::Debug for Subscriber<T> {
             .finish()
     }
 }
+
+impl<T> crate::select::sealed::Source for Subscriber<T> {
+    fn words(&self) -> &crate::wait::WakeWords {
+        self.topic.view.ring().ctrl().wake()
+    }
+
+    #[inline]
+    fn ready_now(&self) -> bool {
+        let ring = self.topic.view.ring();
+        let ctrl = ring.ctrl();
+        ring.ready(self.cursor)
+            || (ctrl.lease().holder().is_none() && ctrl.had_publisher())
+            || (self.gate_entry.is_some() && !self.topic.in_own_process())
+    }
+
+    fn ready_slow(&mut self) -> bool {
+        if self.gate_entry.is_some() {
+            match self.gate() {
+                Err(_) => return true,
+                Ok(Some((gate, index))) if !gate.holds(index, self.topic.me) => return true,
+                _ => {}
+            }
+        }
+        self.publish_unstored();
+        self.disconnected()
+    }
+
+    fn wait_options(&self) -> (crate::wait::WaitStrategy, Duration) {
+        (self.topic.opts.wait, self.topic.opts.check_interval)
+    }
+
+    fn timed_out(&mut self) {
+        self.watch.pacer.expire();
+    }
+}
+
+impl<T> crate::select::Selectable for Subscriber<T> {}

@@ -88,10 +88,14 @@ internal_mod!(wait);
 
 // The OS layer and the user API. Not built under loom, whose atomics have
 // another in-memory form than the segment's.
+#[cfg(all(feature = "tokio", not(shmbus_loom)))]
+pub mod asyncio;
 #[cfg(not(shmbus_loom))]
 pub mod broadcast;
 #[cfg(not(shmbus_loom))]
 mod bus;
+#[cfg(not(shmbus_loom))]
+mod doorbell;
 #[cfg(not(shmbus_loom))]
 mod error;
 #[cfg(not(shmbus_loom))]
@@ -104,6 +108,8 @@ mod process;
 pub mod queue;
 #[cfg(not(shmbus_loom))]
 internal_mod!(segment);
+#[cfg(not(shmbus_loom))]
+pub mod select;
 #[cfg(not(shmbus_loom))]
 mod topic;
 
@@ -124,6 +130,8 @@ pub use error::{
 pub use message::{Bytes, Message};
 #[cfg(not(shmbus_loom))]
 pub use queue::{Consumer, Producer, QueueStats};
+#[cfg(not(shmbus_loom))]
+pub use select::{Select, SelectError, Selectable};
 #[cfg(not(shmbus_loom))]
 pub use topic::{TopicBuilder, DEFAULT_BYTES_SLOT_SIZE, DEFAULT_CAPACITY, DEFAULT_MAX_WORKERS};
 pub use wait::WaitStrategy;

@@ -48,6 +48,7 @@
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
+use crate::doorbell::{Doorbell, Words};
 use crate::error::{
     Error, PopError, PopTimeoutError, PushError, PushTimeoutError, TryPopError, TryPushError,
 };
@@ -696,6 +697,8 @@ pub struct Consumer<T> {
     gone: bool,
     suspect: Suspect,
     scratch: Vec<u8>,
+    /// The pollable fd, once asked for ([`event_fd`](Self::event_fd)).
+    bell: Option<Doorbell>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -720,12 +723,43 @@ impl<T> Consumer<T> {
             pacer,
             suspect: Suspect::default(),
             scratch,
+            bell: None,
             _marker: PhantomData,
         })
     }
 
     fn entry(&self) -> &ClaimEntry {
         &self.topic.view.ring().consumers()[self.entry]
+    }
+
+    /// A file descriptor that is readable when this consumer may have
+    /// something to pop (a message, or its producers are gone, or it was
+    /// detached): for `epoll`, `poll`, mio, libuv or Python's `selectors`.
+    /// When it is readable, call the `try_` pops until one says `Empty`
+    /// (that re-arms it). With several consumers, another may take the
+    /// message first: then the `try_` pop says `Empty`, and that is all.
+    /// Costs and workings as [`Subscriber::event_fd`](crate::Subscriber::event_fd).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the eventfd or the helper thread cannot be made.
+    pub fn event_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+        Ok(self.doorbell()?.fd())
+    }
+
+    /// The doorbell behind [`event_fd`](Self::event_fd), made if need be,
+    /// and armed.
+    pub(crate) fn doorbell(&mut self) -> Result<&Doorbell, Error> {
+        let bell = match self.bell.take() {
+            Some(bell) => bell,
+            None => {
+                let words = Words::NotEmpty(self.topic.view.clone());
+                Doorbell::new(self.topic.view.seg().bus(), words)?
+            }
+        };
+        let ring = self.topic.view.ring();
+        bell.arm(|| ring.can_pop(), self.topic.opts.check_interval);
+        Ok(self.bell.insert(bell))
     }
 
     /// The topic name.
@@ -839,8 +873,19 @@ impl<T> Consumer<T> {
         match self.try_once(out) {
             Pop::Got(len) => Ok(len),
             Pop::Failed(err) => Err(err.into()),
-            Pop::Empty if self.disconnected() => Err(PopTimeoutError::Disconnected),
-            Pop::Empty => Err(PopTimeoutError::Timeout),
+            Pop::Empty if self.disconnected() => {
+                if let Some(bell) = &self.bell {
+                    bell.ring();
+                }
+                Err(PopTimeoutError::Disconnected)
+            }
+            Pop::Empty => {
+                if let Some(bell) = &self.bell {
+                    let ring = self.topic.view.ring();
+                    bell.arm(|| ring.can_pop(), self.topic.opts.check_interval);
+                }
+                Err(PopTimeoutError::Timeout)
+            }
         }
     }
 
@@ -1391,3 +1436,34 @@ impl<T> std::fmt::Debug for Consumer<T> {
             .finish()
     }
 }
+
+impl<T> crate::select::sealed::Source for Consumer<T> {
+    fn words(&self) -> &crate::wait::WakeWords {
+        self.topic.view.ring().ctrl().not_empty()
+    }
+
+    #[inline]
+    fn ready_now(&self) -> bool {
+        self.topic.view.ring().can_pop()
+    }
+
+    fn ready_slow(&mut self) -> bool {
+        if !self.topic.in_own_process() || !self.entry().held_by(self.topic.me) {
+            return true; // try_pop says Detached
+        }
+        // A claimed slot that does not become poppable may be a dead
+        // producer's: `try_pop` recovers it when its paced check is due.
+        (self.topic.view.ring().has_claims() && self.pacer.is_due()) || self.disconnected()
+    }
+
+    fn wait_options(&self) -> (crate::wait::WaitStrategy, Duration) {
+        (self.topic.opts.wait, self.topic.opts.check_interval)
+    }
+
+    fn timed_out(&mut self) {
+        self.pacer.expire();
+        self.producers_check.expire();
+    }
+}
+
+impl<T> crate::select::Selectable for Consumer<T> {}

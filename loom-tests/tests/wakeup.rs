@@ -7,7 +7,7 @@ use loom::sync::Arc;
 use loom::thread;
 use shmbus::ring::waiting::{Step, WaitStrategy};
 use shmbus::sync::{spin_hint, AtomicU64, Ordering};
-use shmbus::wait::{LightWaker, Wake, WakeWords};
+use shmbus::wait::{self, LightWaker, Wake, WakeWords};
 
 struct Topic {
     published: AtomicU64,
@@ -243,5 +243,113 @@ fn a_request_for_heavy_writers_turns_the_publisher_heavy_for_good() {
         }
         assert!(!waker.is_light(), "a requested writer stays heavy");
         assert!(!topic.wake.has_light_writer());
+    });
+}
+
+/// Two topics a select waits on (`shmbus::Select`): each with its own
+/// count and wake words.
+struct TwoTopics {
+    a: Topic,
+    b: Topic,
+}
+
+/// Proves that a select sleeping on the wake words of two topics at once
+/// (`wait::sleep_on_any`, `futex_waitv` in a real build) never misses a
+/// publish on either: in every interleaving of the selector and one
+/// publisher per topic, the selector sees both messages. Under loom the
+/// many-word sleep polls the words; a wakeup that never comes leaves it
+/// polling for ever, which loom reports (its branch bound).
+///
+/// Fails if the selector announces itself on only one of the words (the
+/// other's publisher then skips its wake).
+#[test]
+fn a_select_on_two_topics_never_misses_a_publish_on_either() {
+    loom::model(|| {
+        let topics = Arc::new(TwoTopics {
+            a: Topic {
+                published: AtomicU64::new(0),
+                wake: WakeWords::new(),
+            },
+            b: Topic {
+                published: AtomicU64::new(0),
+                wake: WakeWords::new(),
+            },
+        });
+        let publishers: Vec<_> = [0, 1]
+            .into_iter()
+            .map(|which| {
+                let topics = topics.clone();
+                thread::spawn(move || {
+                    let topic = if which == 0 { &topics.a } else { &topics.b };
+                    publish(topic, 1);
+                })
+            })
+            .collect();
+        // The selector: until it has seen both, sleep on both.
+        let seen = |t: &Topic| t.published.load(Ordering::Acquire) >= 1;
+        while !(seen(&topics.a) && seen(&topics.b)) {
+            let words = [&topics.a.wake, &topics.b.wake];
+            let outcome = wait::sleep_on_any(&words, || seen(&topics.a) && seen(&topics.b), None);
+            assert_ne!(outcome, Wake::TimedOut, "loom futex has no timeout");
+        }
+        for p in publishers {
+            p.join().unwrap();
+        }
+        assert_eq!(topics.a.wake.waiters(), 0, "the select left both counts");
+        assert_eq!(topics.b.wake.waiters(), 0, "the select left both counts");
+    });
+}
+
+/// Proves the doorbell protocol behind `event_fd` and async receive
+/// (`shmbus::doorbell`): the owner announces a sleep and looks once more;
+/// if it found nothing it hands the sleep to a helper thread, which sleeps
+/// on the futex and rings when woken. In every interleaving with a
+/// publisher, the doorbell rings (a lost wakeup leaves the helper asleep,
+/// a deadlock) and, once it has, the owner sees the message; afterwards
+/// the count is empty, so a later publish makes no wake call for the
+/// waiter that has left.
+#[test]
+fn a_doorbell_armed_as_a_message_is_published_always_rings() {
+    loom::model(|| {
+        let topic = Arc::new(Topic {
+            published: AtomicU64::new(0),
+            wake: WakeWords::new(),
+        });
+        let rung = Arc::new(AtomicU64::new(0));
+        let publisher = {
+            let topic = topic.clone();
+            thread::spawn(move || publish(&topic, 1))
+        };
+        // The owner's try_recv found nothing: arm.
+        let ready = || topic.published.load(Ordering::Acquire) >= 1;
+        let ticket = topic.wake.announce();
+        let _ = wait::announced(&[&topic.wake], &[ticket], None);
+        let helper = if ready() {
+            topic.wake.retire(ticket);
+            rung.store(1, Ordering::Release);
+            None
+        } else {
+            let (topic, rung) = (topic.clone(), rung.clone());
+            Some(thread::spawn(move || {
+                let outcome = wait::sleep_announced(&[&topic.wake], &[ticket], None);
+                assert_ne!(outcome, Wake::TimedOut, "loom futex has no timeout");
+                topic.wake.retire(ticket);
+                rung.store(1, Ordering::Release);
+            }))
+        };
+        if let Some(helper) = helper {
+            helper.join().unwrap();
+        }
+        publisher.join().unwrap();
+        assert_eq!(rung.load(Ordering::Acquire), 1, "the doorbell rang");
+        assert!(ready(), "a rung doorbell finds the message");
+        assert_eq!(topic.wake.waiters(), 0, "the helper left the count");
+        let wakes = topic.wake.wake_count();
+        publish(&topic, 2);
+        assert_eq!(
+            topic.wake.wake_count(),
+            wakes,
+            "no wake call for a waiter that has left"
+        );
     });
 }

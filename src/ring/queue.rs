@@ -467,6 +467,14 @@ impl<'a> QueueRing<'a> {
         self.seq(pos) == pos
     }
 
+    /// Whether producers have claimed positions that consumers have not
+    /// (one load each of `tail` and `head`): messages pushed or being
+    /// pushed, or a slot a dead producer holds back until it is recovered.
+    #[inline]
+    pub fn has_claims(&self) -> bool {
+        self.ctrl.tail.load(Ordering::Acquire) != self.ctrl.head.load(Ordering::Acquire)
+    }
+
     /// Whether a pop would find a message (or a tombstone) now.
     #[inline]
     pub fn can_pop(&self) -> bool {

@@ -119,6 +119,104 @@ const EPOCH: u64 = 1 << 24;
 const EPOCHS: u64 = ((1 << 20) - 1) << 24;
 const TICKET: u64 = 1 << 44;
 
+/// What [`WakeWords::announce`] counted: the futex word's value to sleep
+/// on, the epoch to count out of, and whether a light writer may be at
+/// work.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an announced sleeper must be retired, or it is counted for ever"]
+pub struct Announced {
+    seen: u32,
+    epoch: u64,
+    light: bool,
+}
+
+impl Announced {
+    /// The futex word's value when we counted ourselves in.
+    pub fn seen(&self) -> u32 {
+        self.seen
+    }
+}
+
+/// Step 3 of the protocol for readers that [`announce`](WakeWords::announce)d
+/// themselves on every word in `words`, in order: one `fence(SeqCst)`, and,
+/// if a light writer may be at work on any of them, the heavy fence that
+/// stands in for its own (see "Light writers"). Returns the longest the
+/// caller may then sleep: `timeout`, or [`FALLBACK_SLEEP`] where this
+/// process may not call `membarrier` (it has asked the writers to turn
+/// heavy).
+pub fn announced(
+    words: &[&WakeWords],
+    tickets: &[Announced],
+    timeout: Option<Duration>,
+) -> Option<Duration> {
+    // SYNC POINT (Dekker, pairs with the fence in `notify`): orders our
+    // count before the re-check of the ring.
+    fence(Ordering::SeqCst);
+    if !tickets.iter().any(|t| t.light) {
+        return timeout;
+    }
+    fence_light_writers(words, timeout)
+}
+
+/// A light writer may be at work: stands in for its fence (see "Light
+/// writers"), or, where this process may not call `membarrier`, asks
+/// writers to stop being light and shortens the sleep to
+/// [`FALLBACK_SLEEP`], so that a message the writer published unfenced
+/// as we counted ourselves in is seen by the next look.
+#[cold]
+fn fence_light_writers(words: &[&WakeWords], timeout: Option<Duration>) -> Option<Duration> {
+    if heavy_fence() {
+        return timeout;
+    }
+    for words in words {
+        words.sleepers.fetch_or(REQUEST, Ordering::Relaxed);
+    }
+    Some(timeout.map_or(FALLBACK_SLEEP, |t| t.min(FALLBACK_SLEEP)))
+}
+
+/// Sleeps until a writer of any of `words` wakes us or `timeout` passes,
+/// unless `ready()` (checked after announcing ourselves on every one of
+/// them) says there is work already: the protocol above, on several words
+/// at once (`futex_waitv`, see [`FutexWord::wait_any`]). This is how a
+/// [`Select`](crate::Select) sleeps.
+pub fn sleep_on_any(
+    words: &[&WakeWords],
+    ready: impl FnOnce() -> bool,
+    timeout: Option<Duration>,
+) -> Wake {
+    let tickets: Vec<Announced> = words.iter().map(|w| w.announce()).collect();
+    let timeout = announced(words, &tickets, timeout);
+    let outcome = if ready() {
+        Wake::Ready
+    } else {
+        sleep_announced(words, &tickets, timeout)
+    };
+    for (w, t) in words.iter().zip(tickets.iter()) {
+        w.retire(*t);
+    }
+    outcome
+}
+
+/// Step 5 for readers announced on every word in `words` (`tickets`, in
+/// the same order): sleeps until any word moves from the value it had when
+/// we counted ourselves in, or `timeout` passes. The caller retires the
+/// tickets afterwards.
+pub fn sleep_announced(
+    words: &[&WakeWords],
+    tickets: &[Announced],
+    timeout: Option<Duration>,
+) -> Wake {
+    if let ([w], [t]) = (words, tickets) {
+        return w.word.wait(t.seen, timeout);
+    }
+    let futexes: Vec<(&FutexWord, u32)> = words
+        .iter()
+        .zip(tickets)
+        .map(|(w, t)| (&w.word, t.seen))
+        .collect();
+    FutexWord::wait_any(&futexes, timeout)
+}
+
 /// The wakeup words of one topic. All-zero bytes are the initial state.
 #[repr(C)]
 #[derive(Default)]
@@ -137,6 +235,15 @@ const _: () = {
     assert!(core::mem::offset_of!(WakeWords, sleepers) == 8);
 };
 
+impl core::fmt::Debug for WakeWords {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WakeWords")
+            .field("wakes", &self.wake_count())
+            .field("waiters", &self.waiters())
+            .finish()
+    }
+}
+
 impl WakeWords {
     pub fn new() -> Self {
         WakeWords {
@@ -144,6 +251,13 @@ impl WakeWords {
             _pad: 0,
             sleepers: AtomicU64::new(0),
         }
+    }
+
+    /// Wakes whoever sleeps on the futex word without bumping it: they look
+    /// again and, finding nothing, sleep again. For a process that must get
+    /// its own sleeper (a doorbell thread) out of the kernel.
+    pub fn nudge(&self) {
+        let _ = self.word.wake_all();
     }
 
     /// Called by a writer after it made something visible to readers.
@@ -190,41 +304,38 @@ impl WakeWords {
     /// Sleeps until woken or `timeout` passes, unless `ready()` (checked
     /// after announcing ourselves as a sleeper) says there is work already.
     pub fn sleep_unless(&self, ready: impl FnOnce() -> bool, timeout: Option<Duration>) -> Wake {
+        let ticket = self.announce();
+        let timeout = announced(&[self], &[ticket], timeout);
+        let outcome = if ready() {
+            Wake::Ready
+        } else {
+            self.word.wait(ticket.seen, timeout)
+        };
+        self.retire(ticket);
+        outcome
+    }
+
+    /// Steps 1 and 2 of the protocol: reads the futex word and counts us
+    /// in. The caller then makes the fence of step 3 ([`announced`]) before
+    /// it re-checks, sleeps on the word (expecting [`Announced::seen`]) and
+    /// finally [`retire`](Self::retire)s, exactly once.
+    pub fn announce(&self) -> Announced {
         let seen = self.word.load();
         // SYNC POINT: SeqCst (an Acquire read-modify-write) so that a
         // light writer's clearing of `LIGHT` (Release), if we read it,
         // makes every message it published light visible to the re-check.
         let counted = self.sleepers.fetch_add(TICKET + 1, Ordering::SeqCst);
-        let epoch = counted & EPOCHS;
-        // SYNC POINT (Dekker, pairs with the fence in `notify`): orders our
-        // count before the re-check of the ring.
-        fence(Ordering::SeqCst);
-        let timeout = if counted & LIGHT != 0 {
-            self.fence_light_writers(timeout)
-        } else {
-            timeout
-        };
-        let outcome = if ready() {
-            Wake::Ready
-        } else {
-            self.word.wait(seen, timeout)
-        };
-        self.leave(epoch);
-        outcome
+        Announced {
+            seen,
+            epoch: counted & EPOCHS,
+            light: counted & LIGHT != 0,
+        }
     }
 
-    /// A light writer may be at work: stands in for its fence (see "Light
-    /// writers"), or, where this process may not call `membarrier`, asks
-    /// writers to stop being light and shortens the sleep to
-    /// [`FALLBACK_SLEEP`], so that a message the writer published unfenced
-    /// as we counted ourselves in is seen by the next look.
-    #[cold]
-    fn fence_light_writers(&self, timeout: Option<Duration>) -> Option<Duration> {
-        if heavy_fence() {
-            return timeout;
-        }
-        self.sleepers.fetch_or(REQUEST, Ordering::Relaxed);
-        Some(timeout.map_or(FALLBACK_SLEEP, |t| t.min(FALLBACK_SLEEP)))
+    /// Step 6: counts out the reader that [`announce`](Self::announce)
+    /// counted in.
+    pub fn retire(&self, announced: Announced) {
+        self.leave(announced.epoch);
     }
 
     /// Whether a light writer may be at work on these words. Read after a
@@ -462,6 +573,13 @@ impl Pacer {
         self.due()
     }
 
+    /// Whether a check would be due now ([`due`](Self::due)), without
+    /// counting it as done.
+    pub(crate) fn is_due(&self) -> bool {
+        self.last
+            .is_none_or(|last| last.elapsed() >= self.interval)
+    }
+
     /// The caller slept: its next `due_polled` reads the clock (a sleep
     /// costs far more than that), so a waiter woken often but never timed
     /// out is not held back 64 wakes before it checks.
@@ -521,6 +639,17 @@ impl Waiter {
         ready: impl FnOnce() -> bool,
         deadline: Option<std::time::Instant>,
     ) -> Waited {
+        self.wait_once_with(|timeout| words.sleep_unless(ready, timeout), deadline)
+    }
+
+    /// As [`wait_once`](Self::wait_once), sleeping with `sleep` (given the
+    /// longest sleep allowed): for waits on several words at once.
+    #[inline]
+    pub(crate) fn wait_once_with(
+        &mut self,
+        sleep: impl FnOnce(Option<Duration>) -> Wake,
+        deadline: Option<std::time::Instant>,
+    ) -> Waited {
         if let Some(deadline) = deadline {
             if (self.slept || self.polls % 64 == 0) && std::time::Instant::now() >= deadline {
                 return Waited::Deadline;
@@ -531,7 +660,7 @@ impl Waiter {
         match self.wait.step(self.polls) {
             Step::Spin => crate::sync::spin_hint(),
             Step::Snooze => self.backoff.snooze(),
-            Step::Sleep => return self.sleep(words, ready, deadline),
+            Step::Sleep => return self.sleep(sleep, deadline),
         }
         Waited::Polled
     }
@@ -541,15 +670,14 @@ impl Waiter {
     #[inline(never)]
     fn sleep(
         &mut self,
-        words: &WakeWords,
-        ready: impl FnOnce() -> bool,
+        sleep: impl FnOnce(Option<Duration>) -> Wake,
         deadline: Option<std::time::Instant>,
     ) -> Waited {
         let mut timeout = self.check_interval;
         if let Some(deadline) = deadline {
             timeout = timeout.min(deadline.saturating_duration_since(std::time::Instant::now()));
         }
-        let outcome = words.sleep_unless(ready, Some(timeout));
+        let outcome = sleep(Some(timeout));
         self.polls = 0;
         self.slept = true;
         Waited::Slept(outcome)

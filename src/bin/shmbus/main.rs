@@ -37,8 +37,13 @@ enum Command {
     /// writer, sequence word and payload per slot, no lease, no gating;
     /// rows give the slowest subscriber and the publisher's rate), and
     /// work queues (raw Vyukov MPMC queue). Every message carries its
-    /// sequence and a checksum that the readers verify. Progress goes to
-    /// stderr.
+    /// sequence and a checksum that the readers verify. `openloop` sends
+    /// at a fixed rate (`--rate`) and measures latency from each message's
+    /// due time, so a stall is not hidden by coordinated omission. Built
+    /// with `--features peers` (`cargo run --release --features peers --
+    /// bench --pin`), ping-pong, 1-to-1 and fanout also run ringfire
+    /// (lossy and lossless) and iceoryx2 (overflow and backpressure)
+    /// interleaved in the same rounds. Progress goes to stderr.
     Bench {
         /// Short runs (under a minute).
         #[arg(long)]

@@ -1,0 +1,315 @@
+//! Async receive for tokio (feature `tokio`): subscribers and consumers
+//! whose waits are futures, built on their pollable fd
+//! ([`Subscriber::event_fd`]) registered with tokio's reactor. Nothing
+//! busy-polls and nothing blocks an executor thread.
+//!
+//! Every future here is cancel-safe: a message is taken from the ring only
+//! in the poll that returns it, so a future dropped before it completes
+//! (a lost `select!` branch, a `timeout`) has consumed nothing.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let name = format!("doc-async-{}", std::process::id());
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! rt.block_on(async {
+//!     let bus = shmbus::Bus::open(&name)?;
+//!     let mut rx = bus.subscriber::<u64>("ticks")?.into_async()?;
+//!     let mut tx = bus.publisher::<u64>("ticks")?;
+//!     tx.send(&9)?;
+//!     assert_eq!(rx.recv().await?, 9);
+//!     # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! # }
+//! ```
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::doorbell::KeptFd;
+use crate::error::Error;
+use crate::{Bytes, Consumer, Message, PopError, RecvError, Subscriber, TryPopError, TryRecvError};
+
+/// Registers a handle's doorbell with the current tokio runtime.
+fn register(topic: &str, fd: KeptFd) -> Result<AsyncFd<KeptFd>, Error> {
+    let bus = fd.bus().to_owned();
+    let io = |source| Error::Io {
+        bus: bus.clone(),
+        action: "registering a pollable handle with the tokio runtime",
+        source: std::io::Error::other(format!("topic {topic:?}: {source}")),
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io(std::io::Error::other(
+            "no tokio runtime: call into_async() inside one (with its I/O driver enabled)",
+        )));
+    }
+    // tokio panics (rather than erring) in a runtime built without its I/O
+    // driver; that is a setup mistake we can name.
+    let registered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: `KeptFd` holds the doorbell's `OwnedFd` open, and always
+        // answers the same number, for as long as the registration lives.
+        unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+    }));
+    match registered {
+        Ok(Ok(fd)) => Ok(fd),
+        Ok(Err(e)) => Err(io(e.into_parts().1)),
+        Err(_) => Err(io(std::io::Error::other(
+            "the tokio runtime has no I/O driver: build it with enable_io() or enable_all()",
+        ))),
+    }
+}
+
+/// A broadcast [`Subscriber`] whose receive is a future
+/// ([`Subscriber::into_async`]); also a `futures` `Stream` of messages,
+/// losses and errors that ends when the publisher is gone.
+pub struct AsyncSubscriber<T> {
+    fd: AsyncFd<KeptFd>,
+    inner: Subscriber<T>,
+}
+
+/// A work-queue [`Consumer`] whose pop is a future
+/// ([`Consumer::into_async`]); also a `futures` `Stream` that ends when
+/// every producer is gone and the queue is empty.
+pub struct AsyncConsumer<T> {
+    fd: AsyncFd<KeptFd>,
+    inner: Consumer<T>,
+}
+
+impl<T> Subscriber<T> {
+    /// This subscriber, with futures for receiving on the current tokio
+    /// runtime (feature `tokio`). Starts its doorbell thread (see
+    /// [`event_fd`](Self::event_fd)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] outside a tokio runtime with I/O enabled, or if the
+    /// eventfd or its thread cannot be made.
+    pub fn into_async(mut self) -> Result<AsyncSubscriber<T>, Error> {
+        let kept = self.doorbell()?.keep_open();
+        let fd = register(self.topic(), kept)?;
+        Ok(AsyncSubscriber { fd, inner: self })
+    }
+}
+
+impl<T> Consumer<T> {
+    /// This consumer, with futures for popping on the current tokio
+    /// runtime (feature `tokio`). Starts its doorbell thread (see
+    /// [`event_fd`](Self::event_fd)).
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::into_async`].
+    pub fn into_async(mut self) -> Result<AsyncConsumer<T>, Error> {
+        let kept = self.doorbell()?.keep_open();
+        let fd = register(self.topic(), kept)?;
+        Ok(AsyncConsumer { fd, inner: self })
+    }
+}
+
+/// Waits for the doorbell after a `try_` call found nothing (which armed
+/// it): `Ready` once the fd is readable (its readiness then cleared, so
+/// that the next ring wakes us again), `Pending` with `cx` registered.
+fn poll_bell(fd: &AsyncFd<KeptFd>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    match fd.poll_read_ready(cx) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(mut guard)) => {
+            guard.clear_ready();
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+    }
+}
+
+impl<T> AsyncSubscriber<T> {
+    /// The subscriber, for its other calls (`stats`, `next_seq`); for
+    /// its blocking and `try_` receives, [`into_inner`](Self::into_inner).
+    pub fn get_ref(&self) -> &Subscriber<T> {
+        &self.inner
+    }
+
+    /// The subscriber back, without its tokio registration (its doorbell
+    /// thread stays until it drops; `into_async` again reuses it).
+    pub fn into_inner(self) -> Subscriber<T> {
+        self.inner
+    }
+
+    /// Polls `attempt` (a `try_` receive) until it says something other
+    /// than `Empty`, waiting on the doorbell in between.
+    fn poll_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut(&mut Subscriber<T>) -> Result<R, TryRecvError>,
+    ) -> Poll<Result<R, RecvError>> {
+        loop {
+            match attempt(&mut self.inner) {
+                Ok(value) => return Poll::Ready(Ok(value)),
+                Err(TryRecvError::Empty) => {}
+                Err(other) => return Poll::Ready(Err(recv_error(other))),
+            }
+            // An error of the reactor (it cannot happen for a registered
+            // eventfd): fall back to a wake at the next tick, so the
+            // receive still completes.
+            match poll_bell(&self.fd, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// A `try_` receive's error as the blocking receive's (`Empty` is never
+/// passed here).
+fn recv_error(e: TryRecvError) -> RecvError {
+    match e {
+        TryRecvError::Lagged(n) => RecvError::Lagged(n),
+        TryRecvError::Corrupt { seq } => RecvError::Corrupt { seq },
+        TryRecvError::Evicted => RecvError::Evicted,
+        TryRecvError::Disconnected | TryRecvError::Empty => RecvError::Disconnected,
+    }
+}
+
+fn pop_error(e: TryPopError) -> PopError {
+    match e {
+        TryPopError::Corrupt { pos } => PopError::Corrupt { pos },
+        TryPopError::Detached => PopError::Detached,
+        TryPopError::Disconnected | TryPopError::Empty => PopError::Disconnected,
+    }
+}
+
+impl<T: Message> AsyncSubscriber<T> {
+    /// Receives the next message, waiting without blocking the thread.
+    /// Cancel-safe: dropped before it completes, it has taken nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::recv`].
+    pub async fn recv(&mut self) -> Result<T, RecvError> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The poll behind [`recv`](Self::recv), for hand-written futures.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, RecvError>> {
+        self.poll_with(cx, Subscriber::try_recv)
+    }
+}
+
+impl AsyncSubscriber<Bytes> {
+    /// Receives the next message of a byte topic, as an owned copy.
+    /// Cancel-safe.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::recv_bytes`].
+    pub async fn recv_bytes(&mut self) -> Result<Vec<u8>, RecvError> {
+        std::future::poll_fn(|cx| self.poll_with(cx, |rx| rx.try_recv_bytes().map(<[u8]>::to_vec)))
+            .await
+    }
+}
+
+impl<T: Message> futures_core::Stream for AsyncSubscriber<T> {
+    /// A message, or why there is none (`Lagged(n)`: `n` messages lost;
+    /// the stream goes on after it).
+    type Item = Result<T, RecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut().poll_recv(cx) {
+            Poll::Ready(Err(RecvError::Disconnected)) => Poll::Ready(None),
+            Poll::Ready(other) => Poll::Ready(Some(other)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> AsyncConsumer<T> {
+    /// The consumer, for its other calls (`queue_stats`).
+    pub fn get_ref(&self) -> &Consumer<T> {
+        &self.inner
+    }
+
+    /// The consumer back, without its tokio registration.
+    pub fn into_inner(self) -> Consumer<T> {
+        self.inner
+    }
+
+    fn poll_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut(&mut Consumer<T>) -> Result<R, TryPopError>,
+    ) -> Poll<Result<R, PopError>> {
+        loop {
+            match attempt(&mut self.inner) {
+                Ok(value) => return Poll::Ready(Ok(value)),
+                Err(TryPopError::Empty) => {}
+                Err(other) => return Poll::Ready(Err(pop_error(other))),
+            }
+            match poll_bell(&self.fd, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl<T: Message> AsyncConsumer<T> {
+    /// Pops the next message, waiting without blocking the thread.
+    /// Cancel-safe: dropped before it completes, it has taken nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::pop`].
+    pub async fn pop(&mut self) -> Result<T, PopError> {
+        std::future::poll_fn(|cx| self.poll_pop(cx)).await
+    }
+
+    /// The poll behind [`pop`](Self::pop).
+    pub fn poll_pop(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, PopError>> {
+        self.poll_with(cx, Consumer::try_pop)
+    }
+}
+
+impl AsyncConsumer<Bytes> {
+    /// Pops the next message of a byte queue, as an owned copy.
+    /// Cancel-safe.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::pop_bytes`].
+    pub async fn pop_bytes(&mut self) -> Result<Vec<u8>, PopError> {
+        std::future::poll_fn(|cx| self.poll_with(cx, |c| c.try_pop_bytes().map(<[u8]>::to_vec)))
+            .await
+    }
+}
+
+impl<T: Message> futures_core::Stream for AsyncConsumer<T> {
+    type Item = Result<T, PopError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut().poll_pop(cx) {
+            Poll::Ready(Err(PopError::Disconnected)) => Poll::Ready(None),
+            Poll::Ready(other) => Poll::Ready(Some(other)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncSubscriber<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AsyncSubscriber").field(&self.inner).finish()
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncConsumer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AsyncConsumer").field(&self.inner).finish()
+    }
+}

@@ -1,0 +1,231 @@
+//! A pollable file descriptor for a subscriber or consumer: an `eventfd`
+//! that a helper thread makes readable when the handle's topic has
+//! something for it.
+//!
+//! A futex cannot be polled, so the fd is one wake hop away from the
+//! topic: the handle's owner *arms* the doorbell when a `try_` receive
+//! finds nothing (it announces itself a sleeper on the topic's wake words
+//! and looks once more, exactly as a blocking receive does, see
+//! `crate::wait`), and a helper thread then sleeps on the futex in its
+//! place and writes the eventfd when woken. So the publisher still makes
+//! no system call unless someone sleeps, and no message published while
+//! the doorbell is armed is missed: either the owner's last look sees it
+//! (and rings at once), or the publisher sees the count and wakes the
+//! helper.
+//!
+//! The helper also rings when its sleep times out (once per liveness
+//! check interval, while nothing arrives), so that the owner's next `try_`
+//! receive makes its paced checks (a dead publisher, a dead producer's
+//! slot) and can say `Disconnected`.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustix::event::{eventfd, EventfdFlags};
+
+use crate::error::Error;
+use crate::segment::views::{BroadcastView, QueueView};
+use crate::wait::{self, Announced, WakeWords};
+
+/// Which wake words of which topic a doorbell sleeps on.
+#[derive(Clone)]
+pub(crate) enum Words {
+    /// A broadcast topic's: bumped for every message.
+    Messages(BroadcastView),
+    /// A work queue's "not empty" words.
+    NotEmpty(QueueView),
+}
+
+impl Words {
+    fn get(&self) -> &WakeWords {
+        match self {
+            Words::Messages(view) => view.ring().ctrl().wake(),
+            Words::NotEmpty(view) => view.ring().ctrl().not_empty(),
+        }
+    }
+}
+
+/// The helper thread's state.
+enum State {
+    /// Not armed: the fd is readable if it rang since it was last armed.
+    Idle,
+    /// Armed by the owner: the helper is to sleep with this ticket.
+    Armed(Announced, Option<Duration>),
+    /// The helper sleeps on the futex.
+    Sleeping,
+    /// The handle is gone: the helper exits.
+    Stop,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Shared with the helper so that it never writes to a closed (and
+    /// perhaps reused) descriptor number.
+    fd: OwnedFd,
+    words: Words,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere while holding it;
+        // the state is a plain enum and always valid.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the fd readable.
+    fn ring(&self) {
+        // Fails only if the counter would overflow (it is then readable
+        // anyway).
+        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
+    }
+
+    /// Makes the fd unreadable (reads the counter to zero).
+    fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&self.fd, &mut buf);
+    }
+}
+
+/// A doorbell's eventfd, open for as long as this lives.
+#[cfg(feature = "tokio")]
+pub(crate) struct KeptFd(Arc<Shared>);
+
+#[cfg(feature = "tokio")]
+impl KeptFd {
+    /// The bus of the handle it belongs to.
+    pub(crate) fn bus(&self) -> &str {
+        match &self.0.words {
+            Words::Messages(view) => view.seg().bus(),
+            Words::NotEmpty(view) => view.seg().bus(),
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl std::os::fd::AsRawFd for KeptFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0.fd)
+    }
+}
+
+/// A handle's doorbell: the eventfd and its helper thread.
+pub(crate) struct Doorbell {
+    shared: Arc<Shared>,
+}
+
+impl Doorbell {
+    /// Makes the eventfd and starts the helper thread.
+    pub(crate) fn new(bus: &str, words: Words) -> Result<Self, Error> {
+        let io = |action| {
+            move |source: std::io::Error| Error::Io {
+                bus: bus.to_owned(),
+                action,
+                source,
+            }
+        };
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|e| io("eventfd for a pollable handle")(e.into()))?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::Idle),
+            changed: Condvar::new(),
+            fd,
+            words,
+        });
+        let helper = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("shmbus-doorbell".into())
+            .spawn(move || run(&helper))
+            .map_err(io("starting the doorbell thread of a pollable handle"))?;
+        Ok(Doorbell { shared })
+    }
+
+    /// The eventfd.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.shared.fd.as_fd()
+    }
+
+    /// The eventfd, kept open for as long as the result lives (for a
+    /// reactor registration that may outlive the handle's use of it).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn keep_open(&self) -> KeptFd {
+        KeptFd(Arc::clone(&self.shared))
+    }
+
+    /// The owner's `try_` receive found nothing: unless armed already,
+    /// clears the fd, announces a sleeper on the words, and looks once more
+    /// with `ready` (rings at once if it finds something); else hands the
+    /// sleep to the helper, at most `timeout`.
+    pub(crate) fn arm(&self, ready: impl FnOnce() -> bool, timeout: Duration) {
+        let mut state = self.shared.lock();
+        if !matches!(*state, State::Idle) {
+            return;
+        }
+        self.shared.drain();
+        let words = self.shared.words.get();
+        let ticket = words.announce();
+        let timeout = wait::announced(&[words], &[ticket], Some(timeout));
+        if ready() {
+            words.retire(ticket);
+            self.shared.ring();
+            return;
+        }
+        *state = State::Armed(ticket, timeout);
+        self.shared.changed.notify_one();
+    }
+
+    /// The handle has something to say without a message (disconnected,
+    /// evicted): makes the fd readable, so that a poller calls it.
+    pub(crate) fn ring(&self) {
+        self.shared.ring();
+    }
+}
+
+impl Drop for Doorbell {
+    /// Stops the helper: at once if it waits for the owner; if it sleeps on
+    /// the futex, a wake without a bump gets it out (or, if it is just
+    /// going in, its timeout does, within one check interval). Not joined:
+    /// it holds what it needs.
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        match std::mem::replace(&mut *state, State::Stop) {
+            State::Armed(ticket, _) => self.shared.words.get().retire(ticket),
+            State::Sleeping => self.shared.words.get().nudge(),
+            State::Idle | State::Stop => {}
+        }
+        drop(state);
+        self.shared.changed.notify_one();
+    }
+}
+
+/// The helper thread: sleeps for the owner whenever armed, then rings.
+fn run(shared: &Shared) {
+    loop {
+        let (ticket, timeout) = {
+            let mut state = shared.lock();
+            loop {
+                match std::mem::replace(&mut *state, State::Sleeping) {
+                    State::Armed(ticket, timeout) => break (ticket, timeout),
+                    State::Stop => return,
+                    other => {
+                        *state = other;
+                        state = shared
+                            .changed
+                            .wait(state)
+                            .unwrap_or_else(|e| e.into_inner());
+                    }
+                }
+            }
+        };
+        let words = shared.words.get();
+        let _ = wait::sleep_announced(&[words], &[ticket], timeout);
+        words.retire(ticket);
+        let mut state = shared.lock();
+        if matches!(*state, State::Stop) {
+            return;
+        }
+        *state = State::Idle;
+        shared.ring();
+    }
+}
