@@ -28,9 +28,12 @@ use std::task::{Context, Poll};
 
 use tokio::io::unix::AsyncFd;
 
-use crate::doorbell::KeptFd;
+use crate::doorbell::{Doorbell, KeptFd};
 use crate::error::Error;
-use crate::{Bytes, Consumer, Message, PopError, RecvError, Subscriber, TryPopError, TryRecvError};
+use crate::{
+    Bytes, Consumer, Message, PopError, Producer, Publisher, PushError, RecvError, SendError,
+    Subscriber, TryPopError, TryPushError, TryRecvError, TrySendError,
+};
 
 /// Registers a handle's doorbell with the current tokio runtime.
 fn register(topic: &str, fd: KeptFd) -> Result<AsyncFd<KeptFd>, Error> {
@@ -311,5 +314,220 @@ impl<T> std::fmt::Debug for AsyncSubscriber<T> {
 impl<T> std::fmt::Debug for AsyncConsumer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("AsyncConsumer").field(&self.inner).finish()
+    }
+}
+
+/// A [`Publisher`] whose send is a future ([`Publisher::into_async`]): in
+/// lossless mode it waits for room without blocking the thread; in
+/// overwrite mode a send never waits.
+pub struct AsyncPublisher<T> {
+    fd: AsyncFd<KeptFd>,
+    bell: Doorbell,
+    inner: Publisher<T>,
+}
+
+/// A work-queue [`Producer`] whose push is a future
+/// ([`Producer::into_async`]): it waits for room without blocking the
+/// thread.
+pub struct AsyncProducer<T> {
+    fd: AsyncFd<KeptFd>,
+    bell: Doorbell,
+    inner: Producer<T>,
+}
+
+impl<T> Publisher<T> {
+    /// This publisher, with futures for sending on the current tokio
+    /// runtime (feature `tokio`). Starts a doorbell thread that waits for
+    /// room in its place (see [`Subscriber::event_fd`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::into_async`].
+    pub fn into_async(self) -> Result<AsyncPublisher<T>, Error> {
+        let bell = self.room_doorbell()?;
+        let fd = register(self.topic(), bell.keep_open())?;
+        Ok(AsyncPublisher {
+            fd,
+            bell,
+            inner: self,
+        })
+    }
+}
+
+impl<T> Producer<T> {
+    /// This producer, with futures for pushing on the current tokio
+    /// runtime (feature `tokio`). Starts a doorbell thread that waits for
+    /// room in its place.
+    ///
+    /// # Errors
+    ///
+    /// As [`Subscriber::into_async`].
+    pub fn into_async(self) -> Result<AsyncProducer<T>, Error> {
+        let bell = self.room_doorbell()?;
+        let fd = register(self.topic(), bell.keep_open())?;
+        Ok(AsyncProducer {
+            fd,
+            bell,
+            inner: self,
+        })
+    }
+}
+
+/// Waits for a doorbell armed for room; an error of the reactor (it cannot
+/// happen for a registered eventfd) becomes a wake at the next tick.
+fn poll_room(fd: &AsyncFd<KeptFd>, cx: &mut Context<'_>) -> Poll<()> {
+    match poll_bell(fd, cx) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(())) => Poll::Ready(()),
+        Poll::Ready(Err(_)) => {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+impl<T> AsyncPublisher<T> {
+    /// The publisher, for its other calls (`next_seq`, `receiver_count`).
+    pub fn get_ref(&self) -> &Publisher<T> {
+        &self.inner
+    }
+
+    /// The publisher back, without its doorbell.
+    pub fn into_inner(self) -> Publisher<T> {
+        self.inner
+    }
+
+    fn poll_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut(&mut Publisher<T>) -> Result<u64, TrySendError>,
+    ) -> Poll<Result<u64, SendError>> {
+        loop {
+            match attempt(&mut self.inner) {
+                Ok(seq) => return Poll::Ready(Ok(seq)),
+                Err(TrySendError::Full) => {}
+                Err(TrySendError::LeaseLost) => return Poll::Ready(Err(SendError::LeaseLost)),
+                Err(TrySendError::TooLarge { len, max }) => {
+                    return Poll::Ready(Err(SendError::TooLarge { len, max }))
+                }
+            }
+            self.inner.arm_for_room(&self.bell);
+            match poll_room(&self.fd, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => {}
+            }
+        }
+    }
+}
+
+impl<T: Message> AsyncPublisher<T> {
+    /// Publishes `msg`, waiting (lossless mode) for room without blocking
+    /// the thread; returns its sequence number. Cancel-safe: dropped before
+    /// it completes, it has published nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::send`].
+    pub async fn send(&mut self, msg: &T) -> Result<u64, SendError> {
+        std::future::poll_fn(|cx| self.poll_with(cx, |tx| tx.try_send(msg))).await
+    }
+}
+
+impl AsyncPublisher<Bytes> {
+    /// Publishes `bytes` on a byte topic, waiting (lossless mode) for room.
+    /// Cancel-safe.
+    ///
+    /// # Errors
+    ///
+    /// As [`Publisher::send_bytes`].
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<u64, SendError> {
+        std::future::poll_fn(|cx| self.poll_with(cx, |tx| tx.try_send_bytes(bytes))).await
+    }
+}
+
+impl<T> AsyncProducer<T> {
+    /// The producer, for its other calls (`queue_stats`,
+    /// `receiver_count`).
+    pub fn get_ref(&self) -> &Producer<T> {
+        &self.inner
+    }
+
+    /// The producer back, without its doorbell.
+    pub fn into_inner(self) -> Producer<T> {
+        self.inner
+    }
+}
+
+/// A `try_` push's failure as the blocking push's, or the value back if
+/// the queue was full.
+fn push_error<T>(e: TryPushError<T>) -> Result<PushError<T>, T> {
+    match e {
+        TryPushError::Full(value) => Err(value),
+        TryPushError::Disconnected(value) => Ok(PushError::Disconnected(value)),
+        TryPushError::Detached(value) => Ok(PushError::Detached(value)),
+        TryPushError::Corrupt { pos, value } => Ok(PushError::Corrupt { pos, value }),
+        TryPushError::TooLarge { len, max } => Ok(PushError::TooLarge { len, max }),
+    }
+}
+
+impl<T: Message> AsyncProducer<T> {
+    /// Pushes `value`, waiting for room without blocking the thread.
+    /// Cancel-safe: dropped before it completes, it has pushed nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::push`], with the value handed back.
+    pub async fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        let mut value = Some(value);
+        std::future::poll_fn(|cx| loop {
+            let Some(v) = value.take() else {
+                // Polled after it completed: nothing left to push.
+                return Poll::Ready(Ok(()));
+            };
+            match self.inner.try_push(v).map_err(push_error) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(Ok(fail)) => return Poll::Ready(Err(fail)),
+                Err(Err(back)) => value = Some(back),
+            }
+            self.inner.arm_for_room(&self.bell);
+            if poll_room(&self.fd, cx).is_pending() {
+                return Poll::Pending;
+            }
+        })
+        .await
+    }
+}
+
+impl AsyncProducer<Bytes> {
+    /// Pushes `bytes` on a byte queue, waiting for room. Cancel-safe.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::push_bytes`].
+    pub async fn push_bytes(&mut self, bytes: &[u8]) -> Result<(), PushError<()>> {
+        std::future::poll_fn(|cx| loop {
+            match self.inner.try_push_bytes(bytes).map_err(push_error) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(Ok(fail)) => return Poll::Ready(Err(fail)),
+                Err(Err(())) => {}
+            }
+            self.inner.arm_for_room(&self.bell);
+            if poll_room(&self.fd, cx).is_pending() {
+                return Poll::Pending;
+            }
+        })
+        .await
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncPublisher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AsyncPublisher").field(&self.inner).finish()
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncProducer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AsyncProducer").field(&self.inner).finish()
     }
 }

@@ -339,6 +339,31 @@ impl<T> Publisher<T> {
         }
     }
 
+    /// A doorbell that rings when a lossless topic may have room (for
+    /// async sends).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn room_doorbell(&self) -> Result<Doorbell, Error> {
+        let words = Words::Space(self.topic.view.clone());
+        Doorbell::new(self.topic.view.seg().bus(), words)
+    }
+
+    /// After a `try_` send found no room: arms `bell` to ring once the
+    /// slowest subscriber has moved on (or at the liveness check interval,
+    /// so that the next `try_` send looks for dead subscribers).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn arm_for_room(&self, bell: &Doorbell) {
+        let Some(gate) = self.topic.view.gate() else {
+            bell.ring(); // an overwrite publisher always has room
+            return;
+        };
+        let (next, capacity) = (self.next, self.topic.view.ring().capacity());
+        let space = || {
+            gate.min_cursor_before(next, capacity)
+                .is_none_or(|min| next < min.saturating_add(capacity))
+        };
+        bell.arm(space, self.topic.opts.check_interval);
+    }
+
     /// Writes message `next`, unless this publisher lost the lease (or is
     /// a copy inherited through `fork()`): then nothing is written. Returns
     /// the message's sequence number.

@@ -35,6 +35,12 @@ pub(crate) enum Words {
     Messages(BroadcastView),
     /// A work queue's "not empty" words.
     NotEmpty(QueueView),
+    /// A lossless topic's "space" words: bumped when subscribers move on.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    Space(BroadcastView),
+    /// A work queue's "not full" words.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    NotFull(QueueView),
 }
 
 impl Words {
@@ -42,6 +48,13 @@ impl Words {
         match self {
             Words::Messages(view) => view.ring().ctrl().wake(),
             Words::NotEmpty(view) => view.ring().ctrl().not_empty(),
+            // An overwrite topic has no gate: its publisher never waits,
+            // and sleeps (never) on its message words.
+            Words::Space(view) => match view.gate() {
+                Some(gate) => gate.ctrl().space(),
+                None => view.ring().ctrl().wake(),
+            },
+            Words::NotFull(view) => view.ring().ctrl().not_full(),
         }
     }
 }
@@ -97,8 +110,8 @@ impl KeptFd {
     /// The bus of the handle it belongs to.
     pub(crate) fn bus(&self) -> &str {
         match &self.0.words {
-            Words::Messages(view) => view.seg().bus(),
-            Words::NotEmpty(view) => view.seg().bus(),
+            Words::Messages(view) | Words::Space(view) => view.seg().bus(),
+            Words::NotEmpty(view) | Words::NotFull(view) => view.seg().bus(),
         }
     }
 }

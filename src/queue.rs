@@ -231,6 +231,23 @@ impl<T> Producer<T> {
         &self.topic.view.ring().producers()[self.entry]
     }
 
+    /// A doorbell that rings when the queue may have room (for async
+    /// pushes).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn room_doorbell(&self) -> Result<Doorbell, Error> {
+        let words = Words::NotFull(self.topic.view.clone());
+        Doorbell::new(self.topic.view.seg().bus(), words)
+    }
+
+    /// After a `try_` push found the queue full: arms `bell` to ring once
+    /// a consumer frees a slot (or at the liveness check interval, so that
+    /// the next `try_` push looks for dead consumers).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn arm_for_room(&self, bell: &Doorbell) {
+        let ring = self.topic.view.ring();
+        bell.arm(|| ring.can_push(), self.topic.opts.check_interval);
+    }
+
     /// The topic name.
     pub fn topic(&self) -> &str {
         &self.topic.name
@@ -356,7 +373,9 @@ impl<T> Producer<T> {
                 process::stall_if_hooked("stall-after-push-claim")
             }) {
                 Ok(_) => {
-                    ring.ctrl().not_empty().notify();
+                    // One message, one consumer: wake one (see "Waking
+                    // one" in `crate::wait`).
+                    ring.ctrl().not_empty().notify_one();
                     return Ok(());
                 }
                 Err(PushBlocked::Corrupt { pos, .. }) => return Err(PushFail::Corrupt { pos }),

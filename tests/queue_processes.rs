@@ -150,6 +150,49 @@ fn child_role_entry() {
             report(format!("RESULT {} {} {errors}", s.received, s.lagged));
             assert_eq!(rx.recv(), Err(RecvError::Disconnected));
         }
+        // args: bus topic threads. Consumers that sleep at once when the
+        // queue is empty, one per thread, popping until the producers are
+        // gone; then the sum of their voluntary context switches (one per
+        // futex sleep that ended) and the jobs popped.
+        "sleepy-consumers" => {
+            let threads: usize = args[2].parse().unwrap();
+            let consumers: Vec<_> = (0..threads)
+                .map(|_| {
+                    bus.topic(&args[1])
+                        .wait(WaitStrategy::Block)
+                        // Longer than the test's pushes: no sleep times out.
+                        .liveness_check_interval(Duration::from_secs(1))
+                        .consumer::<Job>()
+                        .unwrap()
+                })
+                .collect();
+            report("READY");
+            let handles: Vec<_> = consumers
+                .into_iter()
+                .map(|mut rx| {
+                    std::thread::spawn(move || {
+                        let mut popped = 0u64;
+                        while rx.pop().is_ok() {
+                            popped += 1;
+                        }
+                        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+                        let switches: u64 = status
+                            .lines()
+                            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                            .and_then(|n| n.trim().parse().ok())
+                            .unwrap();
+                        (switches, popped)
+                    })
+                })
+                .collect();
+            let (mut switches, mut popped) = (0, 0);
+            for h in handles {
+                let (s, p) = h.join().unwrap();
+                switches += s;
+                popped += p;
+            }
+            report(format!("RESULT {switches} {popped}"));
+        }
         other => panic!("unknown child role {other}"),
     }
 }
@@ -424,4 +467,37 @@ fn lossless_subscribers_of_different_speeds_lose_nothing_and_a_killed_one_is_evi
         .find(|t| t.name == "ticks")
         .unwrap();
     assert_eq!(info.evictions, 1, "the killed subscriber was evicted");
+}
+
+/// A push wakes one sleeping consumer, not all of them (the work queue's
+/// semaphore-style wake): with 8 consumers asleep before every push, the
+/// consumers' futex wakeups per push stay near 1 (waking them all made it
+/// about 8). Counted from their voluntary context switches, which include
+/// a few that are not wakes, so the bound is loose; it is a count, not a
+/// time.
+#[test]
+fn a_push_wakes_one_of_eight_sleeping_consumers() {
+    const PUSHES: u64 = 200;
+    let bus = TestBus::new("q-wake-one");
+    let b = bus.open();
+    let mut tx = b.topic("jobs").producer::<Job>().unwrap();
+    let mut child = spawn_role("sleepy-consumers", &args(&[&bus.name, &"jobs", &8]));
+    child.expect_line("READY");
+    for seq in 0..PUSHES {
+        // Long enough for every consumer to be asleep again.
+        std::thread::sleep(Duration::from_millis(2));
+        tx.push(Job::new(0, seq)).unwrap();
+    }
+    drop(tx); // the consumers' pops now say Disconnected
+    let result = child.expect_line("RESULT");
+    child.wait_success(Duration::from_secs(30));
+    let (switches, popped) = result.split_once(' ').unwrap();
+    let (switches, popped): (u64, u64) = (switches.parse().unwrap(), popped.parse().unwrap());
+    assert_eq!(popped, PUSHES, "every job popped once");
+    let per_push = switches as f64 / PUSHES as f64;
+    eprintln!("wake-one: {switches} consumer wakeups for {PUSHES} pushes ({per_push:.2} per push)");
+    assert!(
+        per_push < 3.0,
+        "{per_push:.2} wakeups per push with 8 sleeping consumers: pushes wake more than one"
+    );
 }

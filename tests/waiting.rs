@@ -78,6 +78,37 @@ fn child_role_entry() {
             }
             report("DONE");
         }
+        // args: bus topic count. Receives `count` ticks (pausing 5 ms every
+        // 100, so the publisher meets a full ring and waits), checks each.
+        "subscribe" => {
+            let count: u64 = args[2].parse().unwrap();
+            let mut rx = ticks(&bus, &args[1]).subscriber::<Tick>().unwrap();
+            report("READY");
+            let mut errors = 0u64;
+            for expected in 0..count {
+                let tick = rx.recv().unwrap();
+                errors += u64::from(!tick.is_whole() || tick.seq != expected);
+                if expected % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            report(format!("RESULT {errors}"));
+        }
+        // args: bus count. Pops `count` jobs (pausing likewise), checks
+        // their order.
+        "consume" => {
+            let count: u64 = args[1].parse().unwrap();
+            let mut rx = jobs(&bus).consumer::<u64>().unwrap();
+            report("READY");
+            let mut errors = 0u64;
+            for expected in 0..count {
+                errors += u64::from(rx.pop().unwrap() != job(0, expected));
+                if expected % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            report(format!("RESULT {errors}"));
+        }
         // args: bus topic. Holds the publisher lease until killed.
         "hold-publisher" => {
             let mut tx = ticks(&bus, &args[1]).publisher::<Tick>().unwrap();
@@ -499,6 +530,67 @@ fn async_receives_dropped_half_way_by_a_timeout_lose_nothing() {
         "no future was dropped half-way: the test tested nothing"
     );
     eprintln!("async: {received} received, {dropped} futures dropped half-way");
+}
+
+#[test]
+fn async_sends_into_full_rings_dropped_half_way_publish_each_message_once() {
+    const COUNT: u64 = 2_000;
+    let bus = TestBus::new("async-send");
+    let b = bus.open();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dropped = rt.block_on(async {
+        let mut children = [
+            spawn_role("subscribe", &args(&[&bus.name, &"t", &COUNT])),
+            spawn_role("consume", &args(&[&bus.name, &COUNT])),
+        ];
+        for child in &mut children {
+            child.expect_line("READY");
+        }
+        let mut tx = ticks(&b, "t")
+            .publisher::<Tick>()
+            .unwrap()
+            .into_async()
+            .unwrap();
+        let mut jobs_tx = jobs(&b).producer::<u64>().unwrap().into_async().unwrap();
+        let (mut next, mut next_job, mut dropped) = (0u64, 0u64, 0u64);
+        let short = Duration::from_millis(1);
+        while next < COUNT || next_job < COUNT {
+            if next < COUNT {
+                match tokio::time::timeout(short, tx.send(&Tick::new(next))).await {
+                    Ok(Ok(seq)) => {
+                        assert_eq!(seq, next);
+                        next += 1;
+                    }
+                    Ok(Err(e)) => panic!("send: {e}"),
+                    Err(_) => dropped += 1,
+                }
+            }
+            if next_job < COUNT {
+                match tokio::time::timeout(short, jobs_tx.push(job(0, next_job))).await {
+                    Ok(Ok(())) => next_job += 1,
+                    Ok(Err(e)) => panic!("push: {e}"),
+                    Err(_) => dropped += 1,
+                }
+            }
+        }
+        for child in &mut children {
+            assert_eq!(
+                child.expect_line("RESULT"),
+                "0",
+                "every message once, in order"
+            );
+            child.wait_success(Duration::from_secs(30));
+        }
+        dropped
+    });
+    assert!(
+        dropped > 0,
+        "no send was dropped half-way: the test tested nothing"
+    );
+    eprintln!("async send: {dropped} futures dropped half-way");
 }
 
 #[test]

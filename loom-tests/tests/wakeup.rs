@@ -353,3 +353,63 @@ fn a_doorbell_armed_as_a_message_is_published_always_rings() {
         );
     });
 }
+
+/// A work queue reduced to its message count, for the wake-one model.
+struct Jobs {
+    items: AtomicU64,
+    wake: WakeWords,
+}
+
+/// Pops one job, sleeping at once whenever there is none (the `Block`
+/// strategy).
+fn pop_one(jobs: &Jobs) {
+    loop {
+        let n = jobs.items.load(Ordering::Acquire);
+        if n > 0 {
+            if jobs
+                .items
+                .compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+            continue;
+        }
+        let outcome = jobs
+            .wake
+            .sleep_unless(|| jobs.items.load(Ordering::Acquire) > 0, None);
+        assert_ne!(outcome, Wake::TimedOut, "loom futex has no timeout");
+    }
+}
+
+/// Proves that waking one consumer per push (`WakeWords::notify_one`, the
+/// work queue's semaphore-style wake) never strands a message: two
+/// consumers that each pop one job and sleep whenever the queue is empty,
+/// one producer that pushes two jobs, each with a wake-one; in every
+/// interleaving both consumers get a job (a push that woke nobody while a
+/// consumer slept would leave it asleep for ever, which loom reports as a
+/// deadlock), and the sleeper count ends empty.
+#[test]
+fn waking_one_consumer_per_push_never_strands_a_message() {
+    loom::model(|| {
+        let jobs = Arc::new(Jobs {
+            items: AtomicU64::new(0),
+            wake: WakeWords::new(),
+        });
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let jobs = jobs.clone();
+                thread::spawn(move || pop_one(&jobs))
+            })
+            .collect();
+        for _ in 0..2 {
+            jobs.items.fetch_add(1, Ordering::Release);
+            jobs.wake.notify_one();
+        }
+        for c in consumers {
+            c.join().unwrap();
+        }
+        assert_eq!(jobs.items.load(Ordering::Acquire), 0);
+        assert_eq!(jobs.wake.waiters(), 0, "every sleeper left the count");
+    });
+}

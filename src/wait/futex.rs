@@ -48,6 +48,13 @@ impl FutexWord {
         .unwrap_or(1)
     }
 
+    /// Wakes one sleeper (the kernel picks it); returns how many woke (0 or
+    /// 1). An error reads as "woke someone", as in `wake_all`.
+    pub fn wake_one(&self) -> usize {
+        rustix::thread::futex::wake(&self.0, rustix::thread::futex::Flags::empty(), 1)
+            .unwrap_or(1)
+    }
+
     /// Sleeps while every word of `words` equals the value beside it, at
     /// most `timeout`: `futex_waitv(2)` (Linux 5.16 and later). Where the
     /// kernel lacks it, sleeps on the first word for at most
@@ -196,6 +203,16 @@ impl FutexWord {
         let woken = core::mem::take(&mut *asleep);
         self.sleepers.notify_all();
         woken
+    }
+
+    pub fn wake_one(&self) -> usize {
+        let mut asleep = self.lock.lock().unwrap();
+        if *asleep == 0 {
+            return 0;
+        }
+        *asleep -= 1;
+        self.sleepers.notify_one();
+        1
     }
 
     /// Several words at once: polls them, yielding to the model's other

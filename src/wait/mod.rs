@@ -44,6 +44,20 @@
 //! Sleeps take a timeout so that a reader can notice that the writer died
 //! (it will never wake anyone again) and say so.
 //!
+//! # Waking one
+//!
+//! A work-queue push is for one consumer, so it wakes one
+//! ([`WakeWords::notify_one`]): it bumps the word as `notify` does (so
+//! every reader between steps 1 and 5 does not sleep) and asks the kernel
+//! to wake one of those asleep, which it takes off the futex's queue. So
+//! k pushes wake k distinct sleepers (or every sleeper, if fewer sleep),
+//! and each woken consumer looks at the queue before it sleeps again: a
+//! message is never left with every consumer asleep, unless the one woken
+//! for it dies before it looks (then the others' sleeps time out within
+//! the liveness check interval and find it). A sleeper that waits on the
+//! queue through a [`Select`](crate::Select) or a pollable fd is woken the
+//! same way, and its owner pops when it next looks.
+//!
 //! # Light writers
 //!
 //! The writer's `fence(SeqCst)` is the one cost the protocol puts on every
@@ -273,12 +287,36 @@ impl WakeWords {
         }
     }
 
+    /// As [`notify`](Self::notify), waking one sleeper rather than all:
+    /// for work queues, where one message is for one consumer (a counting
+    /// semaphore's post, in the futex). See "Waking one" above.
+    #[inline]
+    pub fn notify_one(&self) {
+        // SYNC POINT (Dekker, pairs with the fence in `sleep_unless`).
+        fence(Ordering::SeqCst);
+        let seen = self.sleepers.load(Ordering::Relaxed);
+        if seen & COUNT != 0 {
+            self.wake_n(seen, false);
+        }
+    }
+
     /// The slow half of `notify`: bump, wake, and forget dead sleepers.
     #[cold]
     #[inline(never)]
     fn wake(&self, seen: u64) {
+        self.wake_n(seen, true);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_n(&self, seen: u64, all: bool) {
         self.word.bump();
-        if self.word.wake_all() == 0 {
+        let woken = if all {
+            self.word.wake_all()
+        } else {
+            self.word.wake_one()
+        };
+        if woken == 0 {
             // See "Sleepers that die": nobody slept, so the count holds no
             // one who could miss a later wake. Fails (harmlessly) if a reader
             // came or went since `seen`.

@@ -72,7 +72,7 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
         rate: u64,
         /// Run only benchmarks whose name contains one of these
-        /// (pingpong-spin, pingpong-block, pingpong-os, throughput-1to1,
+        /// (pingpong-spin, pingpong-block, pingpong-wait, pingpong-os, throughput-1to1,
         /// throughput-os, fanout, queue, openloop).
         #[arg(long)]
         only: Vec<String>,

@@ -278,21 +278,27 @@ fn echo_mq(args: &[String]) -> Res {
 
 /// BUS WAIT COUNT
 fn echo_shmbus(args: &[String]) -> Res {
+    use crate::bench::latency::{recv_via, runtime_for, Via};
     let bus = Bus::open_existing(&args[0])?;
-    let wait = wait_of(&args[1]);
+    let via = Via::of(&args[1]);
     let count: u64 = arg(args, 2);
     let mut rx = bus
         .topic("ping")
         .start_at(StartAt::Next)
-        .wait(wait)
+        .wait(via.wait())
         .subscriber_bytes()?;
-    let mut tx = bus.topic("pong").wait(wait).publisher_bytes()?;
+    let mut idle = bus.topic("idle").wait(via.wait()).subscriber_bytes()?;
+    let mut tx = bus.topic("pong").wait(via.wait()).publisher_bytes()?;
+    let rt = runtime_for(via)?;
+    let mut buf = Vec::new();
     ready();
     for _ in 0..count {
-        match rx.recv_bytes() {
-            Ok(msg) => drop(tx.send_bytes(msg)?),
-            Err(RecvError::Lagged(_)) => continue,
-            Err(e) => return Err(e.into()),
+        match recv_via(via, &mut rx, &mut idle, rt.as_ref(), &mut buf) {
+            Ok(n) => drop(tx.send_bytes(&buf[..n])?),
+            Err(e) => match e.downcast_ref::<RecvError>() {
+                Some(RecvError::Lagged(_)) => continue,
+                _ => return Err(e),
+            },
         }
     }
     Ok(())

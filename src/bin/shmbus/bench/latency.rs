@@ -4,7 +4,7 @@
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use shmbus::{StartAt, WaitStrategy};
+use shmbus::{Bytes, Select, StartAt, Subscriber, TryRecvError, WaitStrategy};
 
 use super::{Harness, Res};
 use crate::cleanup;
@@ -170,35 +170,170 @@ impl PingPong for MqEcho {
     }
 }
 
-/// Two shmbus topics ("ping" and "pong"), the peer echoing each message.
+/// How each side of a shmbus ping-pong waits for the other's message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `recv` busy-polling (`WaitStrategy::Spin`).
+    Spin,
+    /// `recv` sleeping on the futex at once (`WaitStrategy::Block`).
+    Block,
+    /// A `Select` over the subscriber and a second, idle topic's
+    /// subscriber, then `try_recv` (handles that sleep at once).
+    Select,
+    /// `poll(2)` on the subscriber's `event_fd`, then `try_recv`.
+    Fd,
+    /// `recv().await` on a current-thread tokio runtime.
+    #[cfg(feature = "tokio")]
+    Async,
+}
+
+impl Via {
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Spin => "spin",
+            Via::Block => "block",
+            Via::Select => "select",
+            Via::Fd => "fd",
+            #[cfg(feature = "tokio")]
+            Via::Async => "async",
+        }
+    }
+
+    pub fn of(name: &str) -> Via {
+        match name {
+            "block" => Via::Block,
+            "select" => Via::Select,
+            "fd" => Via::Fd,
+            #[cfg(feature = "tokio")]
+            "async" => Via::Async,
+            _ => Via::Spin,
+        }
+    }
+
+    /// The wait strategy of the handles.
+    pub fn wait(self) -> WaitStrategy {
+        match self {
+            Via::Spin => WaitStrategy::Spin,
+            _ => WaitStrategy::Block,
+        }
+    }
+}
+
+/// Receives one message on `rx` as `via` says, into `buf` (its length
+/// returned). `idle` is the second subscriber a `Select` waits on.
+pub fn recv_via(
+    via: Via,
+    rx: &mut Subscriber<Bytes>,
+    idle: &mut Subscriber<Bytes>,
+    rt: Option<&RuntimeBox>,
+    buf: &mut Vec<u8>,
+) -> Res<usize> {
+    loop {
+        match via {
+            Via::Spin | Via::Block => return copy(rx.recv_bytes()?, buf),
+            Via::Select => {
+                Select::new().select(&mut [&mut *rx, &mut *idle])?;
+            }
+            Via::Fd => {
+                let fd = rx.event_fd()?.as_raw_fd();
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, for the duration of the call.
+                if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+                    return Err(std::io::Error::last_os_error().into());
+                }
+            }
+            #[cfg(feature = "tokio")]
+            Via::Async => return rt.expect("a runtime for async").recv(rx, buf),
+        }
+        let _ = rt;
+        match rx.try_recv_bytes() {
+            Ok(msg) => return copy(msg, buf),
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Lagged(n)) => return Err(shmbus::RecvError::Lagged(n).into()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn copy(msg: &[u8], buf: &mut Vec<u8>) -> Res<usize> {
+    buf.clear();
+    buf.extend_from_slice(msg);
+    Ok(msg.len())
+}
+
+/// The async side of the bench: a current-thread runtime and the
+/// subscriber moved into it for the run (`Via::Async`).
+#[cfg(feature = "tokio")]
+pub struct RuntimeBox {
+    rt: tokio::runtime::Runtime,
+    rx: std::cell::RefCell<Option<shmbus::asyncio::AsyncSubscriber<Bytes>>>,
+}
+
+#[cfg(not(feature = "tokio"))]
+pub struct RuntimeBox;
+
+#[cfg(feature = "tokio")]
+impl RuntimeBox {
+    pub fn new() -> Res<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(RuntimeBox {
+            rt,
+            rx: std::cell::RefCell::new(None),
+        })
+    }
+
+    /// Receives on `rx` through its async form (made on first use and
+    /// kept; `rx` itself is then left unused).
+    fn recv(&self, rx: &mut Subscriber<Bytes>, buf: &mut Vec<u8>) -> Res<usize> {
+        let mut slot = self.rx.borrow_mut();
+        if slot.is_none() {
+            let _guard = self.rt.enter();
+            let sub = std::mem::replace(rx, rx.resubscribe()?);
+            *slot = Some(sub.into_async()?);
+        }
+        let Some(arx) = slot.as_mut() else {
+            return Err("no async subscriber".into());
+        };
+        let msg = self.rt.block_on(arx.recv_bytes())?;
+        copy(&msg, buf)
+    }
+}
+
+/// Two shmbus topics ("ping" and "pong"), the peer echoing each message,
+/// both sides waiting as `via` says.
 pub struct ShmbusEcho {
-    pub block: bool,
+    pub via: Via,
 }
 
 impl PingPong for ShmbusEcho {
     fn name(&self) -> &'static str {
-        if self.block {
-            "shmbus-block"
-        } else {
-            "shmbus-spin"
+        match self.via {
+            Via::Spin => "shmbus-spin",
+            Via::Block => "shmbus-block",
+            Via::Select => "shmbus-select",
+            Via::Fd => "shmbus-fd",
+            #[cfg(feature = "tokio")]
+            Via::Async => "shmbus-async",
         }
     }
 
     fn rounds(&self) -> u64 {
-        if self.block {
-            10_000
-        } else {
+        if self.via == Via::Spin {
             100_000
+        } else {
+            10_000
         }
     }
 
     fn run(&self, h: &mut Harness, total: u64, record: &mut dyn FnMut(Instant, u64)) -> Res<()> {
         let size = h.opts.size;
-        let (wait, wait_name) = if self.block {
-            (WaitStrategy::Block, "block")
-        } else {
-            (WaitStrategy::Spin, "spin")
-        };
+        let wait = self.via.wait();
         let temp = h.temp_bus()?;
         let bus = temp.bus.as_ref().expect("open");
         let slot = size as u32;
@@ -209,18 +344,31 @@ impl PingPong for ShmbusEcho {
             .start_at(StartAt::Next)
             .wait(wait)
             .subscriber_bytes()?;
-        let args = [temp.name.clone(), wait_name.into(), total.to_string()];
+        let mut idle = bus.topic("idle").wait(wait).subscriber_bytes()?;
+        let args = [temp.name.clone(), self.via.name().into(), total.to_string()];
         let peer = Peer::spawn("echo-shmbus", &args, h.cpu(1))?;
         temp.unlink();
+        let rt = runtime_for(self.via)?;
         let mut buf = vec![0u8; size.max(8)];
+        let mut back = Vec::with_capacity(size);
         for i in 0..total {
             buf[..8].copy_from_slice(&i.to_ne_bytes());
             let start = Instant::now();
             tx.send_bytes(&buf[..size])?;
-            rx.recv_bytes()?;
+            recv_via(self.via, &mut rx, &mut idle, rt.as_ref(), &mut back)?;
             record(start, i);
         }
         peer.finish()?;
         Ok(())
     }
+}
+
+/// A runtime if `via` needs one.
+pub fn runtime_for(via: Via) -> Res<Option<RuntimeBox>> {
+    #[cfg(feature = "tokio")]
+    if via == Via::Async {
+        return Ok(Some(RuntimeBox::new()?));
+    }
+    let _ = via;
+    Ok(None)
 }

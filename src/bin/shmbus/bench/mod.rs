@@ -9,7 +9,7 @@
 //! and after each comparison and printed with it.
 
 mod fanout;
-mod latency;
+pub(crate) mod latency;
 mod peers;
 mod queue;
 mod stream;
@@ -22,7 +22,7 @@ use shmbus::Bus;
 use crate::cleanup;
 use crate::peer::{cpus, pin_to};
 use fanout::{Fan, FanRound, OpenLoop, RawOpenLoop, RawSpmcFan, ShmbusFan, ShmbusOpenLoop};
-use latency::{FdEcho, MqEcho, PingPong, RawCacheLine, RawFutex, ShmbusEcho};
+use latency::{FdEcho, MqEcho, PingPong, RawCacheLine, RawFutex, ShmbusEcho, Via};
 use queue::{RawMpmc, ShmbusQueue, WorkQueue};
 use stream::{FdStream, MqStream, RawSpsc, ShmbusStream, Stream};
 
@@ -527,9 +527,18 @@ pub fn run(opts: Opts) -> Res<()> {
     };
     // The comparisons below, by benchmark name, to count those wanted.
     let fanouts = 2 * h.opts.subscribers.len();
+    /// The ways of waiting on many things, each against the plain
+    /// blocking receive and the raw futex.
+    const WAIT_VIAS: &[Via] = &[
+        Via::Select,
+        Via::Fd,
+        #[cfg(feature = "tokio")]
+        Via::Async,
+    ];
     let plan = [
         ("pingpong-spin", 1),
         ("pingpong-block", 1),
+        ("pingpong-wait", WAIT_VIAS.len()),
         ("pingpong-os", 3),
         ("throughput-1to1", 2),
         ("throughput-os", 3),
@@ -545,12 +554,23 @@ pub fn run(opts: Opts) -> Res<()> {
             .sum::<usize>();
     for size in h.opts.sizes.clone() {
         h.opts.size = size;
-        let spin = ShmbusEcho { block: false };
+        let spin = ShmbusEcho { via: Via::Spin };
         let mut spin_others: Vec<&dyn PingPong> = vec![&RawCacheLine];
         let peer_pings = peers::ping_pongs(size);
         spin_others.extend(peer_pings.iter().map(|p| p.as_ref()));
         h.compare_latency("pingpong-spin", &spin, &spin_others)?;
-        h.compare_latency("pingpong-block", &ShmbusEcho { block: true }, &[&RawFutex])?;
+        let block = ShmbusEcho { via: Via::Block };
+        h.compare_latency("pingpong-block", &block, &[&RawFutex])?;
+        // The ratio is to the first: Select's target is the plain blocking
+        // receive, the fd's and async's the raw futex (an extra wake hop).
+        for &via in WAIT_VIAS {
+            let others: [&dyn PingPong; 2] = if via == Via::Select {
+                [&block, &RawFutex]
+            } else {
+                [&RawFutex, &block]
+            };
+            h.compare_latency("pingpong-wait", &ShmbusEcho { via }, &others)?;
+        }
         let os: [&dyn PingPong; 3] = [&FdEcho { socket: false }, &FdEcho { socket: true }, &MqEcho];
         for base in os {
             h.compare_latency("pingpong-os", &spin, &[base])?;
