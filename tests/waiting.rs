@@ -109,6 +109,35 @@ fn child_role_entry() {
             }
             report(format!("RESULT {errors}"));
         }
+        // args: bus. Makes 10 pollable subscribers and consumers, arms and
+        // drops them; reports its doorbell threads before and after.
+        "doorbell-threads" => {
+            let doorbells = || {
+                std::fs::read_dir("/proc/self/task")
+                    .unwrap()
+                    .filter(|t| {
+                        let comm = t.as_ref().unwrap().path().join("comm");
+                        std::fs::read_to_string(comm).unwrap_or_default().trim()
+                            == "shmbus-doorbell"
+                    })
+                    .count()
+            };
+            let mut subs: Vec<_> = (0..5)
+                .map(|_| bus.subscriber::<u64>("t").unwrap())
+                .collect();
+            let mut cons: Vec<_> = (0..5).map(|_| bus.consumer::<u64>("q").unwrap()).collect();
+            for s in &mut subs {
+                s.event_fd().unwrap();
+            }
+            for c in &mut cons {
+                c.event_fd().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let armed = doorbells();
+            drop((subs, cons));
+            let gone = common::eventually(Duration::from_secs(5), || doorbells() == 0);
+            report(format!("RESULT {armed} {gone}"));
+        }
         // args: bus topic. Holds the publisher lease until killed.
         "hold-publisher" => {
             let mut tx = ticks(&bus, &args[1]).publisher::<Tick>().unwrap();
@@ -600,4 +629,83 @@ fn into_async_outside_a_runtime_is_an_error_that_says_so() {
     let rx = ticks(&b, "t").subscriber::<Tick>().unwrap();
     let err = rx.into_async().unwrap_err().to_string();
     assert!(err.contains("no tokio runtime"), "{err}");
+}
+
+#[test]
+fn a_select_spans_buses_and_is_fair_to_handles_that_stay_ready() {
+    let (bus_a, bus_b) = (TestBus::new("select-bus-a"), TestBus::new("select-bus-b"));
+    let (a, b) = (bus_a.open(), bus_b.open());
+    let mut rx_a = a.subscriber::<u64>("t").unwrap();
+    let mut rx_b = b.subscriber::<u64>("t").unwrap();
+    let mut tx_a = a.publisher::<u64>("t").unwrap();
+    let mut tx_b = b.publisher::<u64>("t").unwrap();
+    for i in 0..10 {
+        tx_a.send(&i).unwrap();
+        tx_b.send(&(100 + i)).unwrap();
+    }
+    // Both stay ready throughout: the picks alternate rather than drain
+    // one first.
+    let mut sel = Select::new();
+    let mut order = Vec::new();
+    for _ in 0..20 {
+        let i = sel
+            .select_timeout(&mut [&mut rx_a, &mut rx_b], Duration::from_secs(5))
+            .unwrap();
+        let got = if i == 0 {
+            rx_a.try_recv()
+        } else {
+            rx_b.try_recv()
+        };
+        order.push((i, got.unwrap()));
+    }
+    let firsts: Vec<usize> = order.iter().map(|&(i, _)| i).collect();
+    assert_eq!(firsts, [0, 1].repeat(10), "{order:?}");
+    let from_a: Vec<u64> = order.iter().filter(|o| o.0 == 0).map(|o| o.1).collect();
+    assert_eq!(from_a, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_async_subscriber_is_a_stream_that_ends_when_the_publisher_is_gone() {
+    use futures_core::Stream;
+    let bus = TestBus::new("async-stream");
+    let b = bus.open();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let mut rx = b.subscriber::<u64>("t").unwrap().into_async().unwrap();
+        let mut tx = b.publisher::<u64>("t").unwrap();
+        let sender = async {
+            for i in 0..5 {
+                tx.send(&i).unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            drop(tx);
+        };
+        let reader = async {
+            let mut got = Vec::new();
+            while let Some(item) =
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut rx).poll_next(cx)).await
+            {
+                got.push(item.unwrap());
+            }
+            got
+        };
+        tokio::join!(sender, reader).1
+    });
+    assert_eq!(got, [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn doorbell_threads_end_with_their_handles() {
+    let bus = TestBus::new("doorbells");
+    let _b = bus.open();
+    let mut child = spawn_role("doorbell-threads", &args(&[&bus.name]));
+    assert_eq!(
+        child.expect_line("RESULT"),
+        "10 true",
+        "10 armed, then none"
+    );
+    child.wait_success(Duration::from_secs(30));
 }
