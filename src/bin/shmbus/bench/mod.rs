@@ -560,7 +560,10 @@ pub fn run(opts: Opts) -> Res<()> {
         spin_others.extend(peer_pings.iter().map(|p| p.as_ref()));
         h.compare_latency("pingpong-spin", &spin, &spin_others)?;
         let block = ShmbusEcho { via: Via::Block };
-        h.compare_latency("pingpong-block", &block, &[&RawFutex])?;
+        let mut block_others: Vec<&dyn PingPong> = vec![&RawFutex];
+        let peer_blocking = peers::blocking_ping_pongs();
+        block_others.extend(peer_blocking.iter().map(|p| p.as_ref()));
+        h.compare_latency("pingpong-block", &block, &block_others)?;
         // The ratio is to the first: Select's target is the plain blocking
         // receive, the fd's and async's the raw futex (an extra wake hop).
         for &via in WAIT_VIAS {

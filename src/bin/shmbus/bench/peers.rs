@@ -48,6 +48,18 @@ pub fn ping_pongs(size: usize) -> Vec<Box<dyn PingPong>> {
     }
 }
 
+/// The peers' ping-pong transports whose sides sleep until told.
+pub fn blocking_ping_pongs() -> Vec<Box<dyn PingPong>> {
+    #[cfg(feature = "peers")]
+    {
+        vec![Box::new(iceoryx2::BlockingEcho) as Box<dyn PingPong>]
+    }
+    #[cfg(not(feature = "peers"))]
+    {
+        Vec::new()
+    }
+}
+
 /// The peers' roles, by name.
 #[cfg(feature = "peers")]
 pub const ROLES: &[(&str, Role)] = &[
@@ -55,6 +67,7 @@ pub const ROLES: &[(&str, Role)] = &[
     ("echo-ringfire", ringfire::echo_role),
     ("subscribe-iceoryx2", iceoryx2::subscribe_role),
     ("echo-iceoryx2", iceoryx2::echo_role),
+    ("echo-iceoryx2-listener", iceoryx2::echo_listener_role),
 ];
 
 /// The peers' roles: none without the feature.

@@ -223,3 +223,126 @@ pub fn echo_role(args: &[String]) -> Res<()> {
     }
     Ok(())
 }
+
+/// Ping-pong where each side sleeps until told: a publish-subscribe
+/// service and an event service per direction (`Notifier::notify` after
+/// each sample, `Listener::blocking_wait` while nothing is there), the way
+/// iceoryx2 documents waiting for samples.
+pub struct BlockingEcho;
+
+/// The services of one direction of a blocking ping-pong.
+struct Direction {
+    samples:
+        iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>,
+    events: iceoryx2::service::port_factory::event::PortFactory<ipc::Service>,
+}
+
+fn direction(node: &Node<ipc::Service>, name: &str, create: bool) -> Res<Direction> {
+    let samples = node
+        .service_builder(&ServiceName::new(&format!("{name}-samples"))?)
+        .publish_subscribe::<[u8]>();
+    let events = node
+        .service_builder(&ServiceName::new(&format!("{name}-events"))?)
+        .event();
+    Ok(if create {
+        Direction {
+            samples: samples
+                .max_publishers(1)
+                .max_subscribers(1)
+                .history_size(0)
+                .subscriber_max_buffer_size(2)
+                .enable_safe_overflow(true)
+                .create()?,
+            events: events.create()?,
+        }
+    } else {
+        Direction {
+            samples: samples.open()?,
+            events: events.open()?,
+        }
+    })
+}
+
+/// Receives one sample on `rx`, sleeping on `listener` while there is none.
+fn receive_blocking(
+    rx: &iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>,
+    listener: &iceoryx2::port::listener::Listener<ipc::Service>,
+) -> Res<iceoryx2::sample::Sample<ipc::Service, [u8], ()>> {
+    loop {
+        if let Some(sample) = rx.receive()? {
+            return Ok(sample);
+        }
+        listener.blocking_wait(|_| {})?;
+    }
+}
+
+impl PingPong for BlockingEcho {
+    fn name(&self) -> &'static str {
+        "iceoryx2-listener"
+    }
+
+    fn run(&self, h: &mut Harness, total: u64, record: &mut dyn FnMut(Instant, u64)) -> Res<()> {
+        let size = h.opts.size;
+        let (ping, pong) = (
+            super::unique_name("iceoryx2"),
+            super::unique_name("iceoryx2"),
+        );
+        let node = node()?;
+        let (out, back) = (
+            direction(&node, &ping, true)?,
+            direction(&node, &pong, true)?,
+        );
+        let tx = out
+            .samples
+            .publisher_builder()
+            .initial_max_slice_len(size)
+            .create()?;
+        let notifier = out.events.notifier_builder().create()?;
+        let rx = back.samples.subscriber_builder().create()?;
+        let listener = back.events.listener_builder().create()?;
+        let args = [ping, pong, size.to_string(), total.to_string()];
+        let peer = Peer::spawn("echo-iceoryx2-listener", &args, h.cpu(1))?;
+        let mut msg = vec![0u8; size];
+        for i in 0..total {
+            rings::fill(&mut msg, i);
+            let start = Instant::now();
+            tx.loan_slice_uninit(size)?.write_from_slice(&msg).send()?;
+            notifier.notify()?;
+            let echoed = receive_blocking(&rx, &listener)?;
+            record(start, i);
+            if rings::check(echoed.payload()) != Some(i) {
+                return Err(format!("iceoryx2 echoed message {i} wrong").into());
+            }
+        }
+        peer.finish()?;
+        Ok(())
+    }
+}
+
+/// PING PONG SIZE COUNT: as `echo_role`, sleeping on the ping direction's
+/// listener and notifying the pong direction's.
+pub fn echo_listener_role(args: &[String]) -> Res<()> {
+    let (size, count): (usize, u64) = (args[2].parse()?, args[3].parse()?);
+    let node = node()?;
+    let (inbound, outbound) = (
+        direction(&node, &args[0], false)?,
+        direction(&node, &args[1], false)?,
+    );
+    let rx = inbound.samples.subscriber_builder().create()?;
+    let listener = inbound.events.listener_builder().create()?;
+    let tx = outbound
+        .samples
+        .publisher_builder()
+        .initial_max_slice_len(size)
+        .create()?;
+    let notifier = outbound.events.notifier_builder().create()?;
+    peer::ready();
+    for _ in 0..count {
+        let sample = receive_blocking(&rx, &listener)?;
+        tx.loan_slice_uninit(size)?
+            .write_from_slice(sample.payload())
+            .send()?;
+        notifier.notify()?;
+    }
+    Ok(())
+}
