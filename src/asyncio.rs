@@ -125,6 +125,33 @@ fn poll_bell(fd: &AsyncFd<KeptFd>, cx: &mut Context<'_>) -> Poll<std::io::Result
     }
 }
 
+/// Polls `attempt` (a `try_` call that arms the doorbell when it must
+/// wait) until it says something other than "empty" or "full" (`again`),
+/// waiting on the doorbell in between. An error of the reactor (it cannot
+/// happen for a registered eventfd) becomes a wake at the next tick, so
+/// the call still completes.
+fn poll_attempts<R, E>(
+    fd: &AsyncFd<KeptFd>,
+    cx: &mut Context<'_>,
+    mut attempt: impl FnMut() -> Result<R, E>,
+    again: impl Fn(&E) -> bool,
+) -> Poll<Result<R, E>> {
+    loop {
+        match attempt() {
+            Err(e) if again(&e) => {}
+            done => return Poll::Ready(done),
+        }
+        match poll_bell(fd, cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
 impl<T> AsyncSubscriber<T> {
     /// The subscriber, for its other calls (`stats`, `next_seq`); for
     /// its blocking and `try_` receives, [`into_inner`](Self::into_inner).
@@ -138,31 +165,21 @@ impl<T> AsyncSubscriber<T> {
         self.inner
     }
 
-    /// Polls `attempt` (a `try_` receive) until it says something other
-    /// than `Empty`, waiting on the doorbell in between.
+    /// Polls `attempt` (a `try_` receive, which arms the doorbell when it
+    /// finds nothing) until it says something other than `Empty`.
     fn poll_with<R>(
         &mut self,
         cx: &mut Context<'_>,
         mut attempt: impl FnMut(&mut Subscriber<T>) -> Result<R, TryRecvError>,
     ) -> Poll<Result<R, RecvError>> {
-        loop {
-            match attempt(&mut self.inner) {
-                Ok(value) => return Poll::Ready(Ok(value)),
-                Err(TryRecvError::Empty) => {}
-                Err(other) => return Poll::Ready(Err(recv_error(other))),
-            }
-            // An error of the reactor (it cannot happen for a registered
-            // eventfd): fall back to a wake at the next tick, so the
-            // receive still completes.
-            match poll_bell(&self.fd, cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-            }
-        }
+        let inner = &mut self.inner;
+        poll_attempts(
+            &self.fd,
+            cx,
+            || attempt(inner),
+            |e| matches!(e, TryRecvError::Empty),
+        )
+        .map(|r| r.map_err(recv_error))
     }
 }
 
@@ -245,21 +262,14 @@ impl<T> AsyncConsumer<T> {
         cx: &mut Context<'_>,
         mut attempt: impl FnMut(&mut Consumer<T>) -> Result<R, TryPopError>,
     ) -> Poll<Result<R, PopError>> {
-        loop {
-            match attempt(&mut self.inner) {
-                Ok(value) => return Poll::Ready(Ok(value)),
-                Err(TryPopError::Empty) => {}
-                Err(other) => return Poll::Ready(Err(pop_error(other))),
-            }
-            match poll_bell(&self.fd, cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-            }
-        }
+        let inner = &mut self.inner;
+        poll_attempts(
+            &self.fd,
+            cx,
+            || attempt(inner),
+            |e| matches!(e, TryPopError::Empty),
+        )
+        .map(|r| r.map_err(pop_error))
     }
 }
 
@@ -402,21 +412,21 @@ impl<T> AsyncPublisher<T> {
         cx: &mut Context<'_>,
         mut attempt: impl FnMut(&mut Publisher<T>) -> Result<u64, TrySendError>,
     ) -> Poll<Result<u64, SendError>> {
-        loop {
-            match attempt(&mut self.inner) {
-                Ok(seq) => return Poll::Ready(Ok(seq)),
-                Err(TrySendError::Full) => {}
-                Err(TrySendError::LeaseLost) => return Poll::Ready(Err(SendError::LeaseLost)),
-                Err(TrySendError::TooLarge { len, max }) => {
-                    return Poll::Ready(Err(SendError::TooLarge { len, max }))
-                }
+        let (inner, bell) = (&mut self.inner, &self.bell);
+        let attempt = || {
+            let sent = attempt(inner);
+            if matches!(sent, Err(TrySendError::Full)) {
+                inner.arm_for_room(bell);
             }
-            self.inner.arm_for_room(&self.bell);
-            match poll_room(&self.fd, cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) => {}
-            }
-        }
+            sent
+        };
+        poll_attempts(&self.fd, cx, attempt, |e| matches!(e, TrySendError::Full)).map(|r| {
+            r.map_err(|e| match e {
+                // `Full` is waited out above and never gets here.
+                TrySendError::LeaseLost | TrySendError::Full => SendError::LeaseLost,
+                TrySendError::TooLarge { len, max } => SendError::TooLarge { len, max },
+            })
+        })
     }
 }
 

@@ -343,8 +343,7 @@ impl<T> Publisher<T> {
     /// async sends).
     #[cfg(feature = "tokio")]
     pub(crate) fn room_doorbell(&self) -> Result<Doorbell, Error> {
-        let words = Words::Space(self.topic.view.clone());
-        Doorbell::new(self.topic.view.seg().bus(), words)
+        Doorbell::take_or_make(&mut None, || Words::Space(self.topic.view.clone()))
     }
 
     /// After a `try_` send found no room: arms `bell` to ring once the
@@ -1293,13 +1292,8 @@ impl<T> Subscriber<T> {
     /// and armed.
     pub(crate) fn doorbell(&mut self) -> Result<&Doorbell, Error> {
         use crate::select::sealed::Source;
-        let bell = match self.bell.take() {
-            Some(bell) => bell,
-            None => {
-                let words = Words::Messages(self.topic.view.clone());
-                Doorbell::new(self.topic.view.seg().bus(), words)?
-            }
-        };
+        let view = &self.topic.view;
+        let bell = Doorbell::take_or_make(&mut self.bell, || Words::Messages(view.clone()))?;
         bell.arm(|| self.ready_now(), self.topic.opts.check_interval);
         Ok(self.bell.insert(bell))
     }

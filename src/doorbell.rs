@@ -44,6 +44,14 @@ pub(crate) enum Words {
 }
 
 impl Words {
+    /// The bus of the topic.
+    fn bus(&self) -> &str {
+        match self {
+            Words::Messages(view) | Words::Space(view) => view.seg().bus(),
+            Words::NotEmpty(view) | Words::NotFull(view) => view.seg().bus(),
+        }
+    }
+
     fn get(&self) -> &WakeWords {
         match self {
             Words::Messages(view) => view.ring().ctrl().wake(),
@@ -109,10 +117,7 @@ pub(crate) struct KeptFd(Arc<Shared>);
 impl KeptFd {
     /// The bus of the handle it belongs to.
     pub(crate) fn bus(&self) -> &str {
-        match &self.0.words {
-            Words::Messages(view) | Words::Space(view) => view.seg().bus(),
-            Words::NotEmpty(view) | Words::NotFull(view) => view.seg().bus(),
-        }
+        self.0.words.bus()
     }
 }
 
@@ -129,6 +134,22 @@ pub(crate) struct Doorbell {
 }
 
 impl Doorbell {
+    /// The handle's doorbell taken out of `slot` (for the caller to arm
+    /// and put back), or a new one on `words()`.
+    pub(crate) fn take_or_make(
+        slot: &mut Option<Doorbell>,
+        words: impl FnOnce() -> Words,
+    ) -> Result<Self, Error> {
+        match slot.take() {
+            Some(bell) => Ok(bell),
+            None => {
+                let words = words();
+                let bus = words.bus().to_owned();
+                Doorbell::new(&bus, words)
+            }
+        }
+    }
+
     /// Makes the eventfd and starts the helper thread.
     pub(crate) fn new(bus: &str, words: Words) -> Result<Self, Error> {
         let io = |action| {

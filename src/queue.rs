@@ -235,8 +235,7 @@ impl<T> Producer<T> {
     /// pushes).
     #[cfg(feature = "tokio")]
     pub(crate) fn room_doorbell(&self) -> Result<Doorbell, Error> {
-        let words = Words::NotFull(self.topic.view.clone());
-        Doorbell::new(self.topic.view.seg().bus(), words)
+        Doorbell::take_or_make(&mut None, || Words::NotFull(self.topic.view.clone()))
     }
 
     /// After a `try_` push found the queue full: arms `bell` to ring once
@@ -769,13 +768,8 @@ impl<T> Consumer<T> {
     /// The doorbell behind [`event_fd`](Self::event_fd), made if need be,
     /// and armed.
     pub(crate) fn doorbell(&mut self) -> Result<&Doorbell, Error> {
-        let bell = match self.bell.take() {
-            Some(bell) => bell,
-            None => {
-                let words = Words::NotEmpty(self.topic.view.clone());
-                Doorbell::new(self.topic.view.seg().bus(), words)?
-            }
-        };
+        let view = &self.topic.view;
+        let bell = Doorbell::take_or_make(&mut self.bell, || Words::NotEmpty(view.clone()))?;
         let ring = self.topic.view.ring();
         bell.arm(|| ring.can_pop(), self.topic.opts.check_interval);
         Ok(self.bell.insert(bell))
