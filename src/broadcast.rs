@@ -78,8 +78,8 @@ use std::time::{Duration, Instant};
 
 use crate::doorbell::{Doorbell, Words};
 use crate::error::{
-    Error, RecvError, RecvRefError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError,
+    Error, LoanRangeError, RecvError, RecvRefError, RecvTimeoutError, SendError, SendTimeoutError,
+    TryRecvError, TrySendError,
 };
 use crate::handle::Handle;
 use crate::message::{Bytes, Message};
@@ -87,8 +87,10 @@ use crate::process;
 use crate::ring::broadcast::Read;
 use crate::ring::gate::{Gate, GateCache, GatedRead};
 use crate::ring::lease::LeaseError;
+use crate::ring::store_bytes_at;
 use crate::ring::Owner;
 use crate::segment::views::BroadcastView;
+use crate::sync::AtomicU64;
 use crate::sync::{heavy_fence, register_light};
 use crate::wait::{deadline_after, LightWaker, Pacer, Waited, Waiter, Wake};
 
@@ -613,6 +615,221 @@ impl Publisher<Bytes> {
     /// Largest message this topic takes.
     pub fn max_message_len(&self) -> usize {
         self.topic.view.ring().slot_bytes()
+    }
+
+    /// Loans the next message's slot, `len` bytes, to be written in place
+    /// (no buffer of the caller's, no copy at send) and published with
+    /// [`LoanBytes::commit`]. Waits for room in lossless mode, as
+    /// [`send_bytes`](Self::send_bytes) does. Nothing is visible to
+    /// subscribers until the commit; a loan dropped without one publishes
+    /// nothing (the next message takes its sequence number).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-loan-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("frames").slot_size(4096).publisher_bytes()?;
+    /// let mut rx = bus.topic("frames").start_at(shmbus::StartAt::Next).subscriber_bytes()?;
+    /// let mut frame = tx.loan_bytes(12)?;
+    /// frame.write_at(0, b"head")?;
+    /// frame.write_at(4, &7u64.to_le_bytes())?;
+    /// assert_eq!(frame.commit()?, 0);
+    /// assert_eq!(rx.recv_bytes()?, b"head\x07\0\0\0\0\0\0\0");
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send_bytes`](Self::send_bytes).
+    pub fn loan_bytes(&mut self, len: usize) -> Result<LoanBytes<'_>, SendError> {
+        self.loan_raw(len, true, None).map_err(|e| match e {
+            LoanFail::TooLarge { len, max } => SendError::TooLarge { len, max },
+            LoanFail::Blocked(blocked) => blocked.into(),
+        })
+    }
+
+    /// As [`loan_bytes`](Self::loan_bytes), if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send_bytes`](Self::try_send_bytes).
+    pub fn try_loan_bytes(&mut self, len: usize) -> Result<LoanBytes<'_>, TrySendError> {
+        self.loan_raw(len, false, None).map_err(|e| match e {
+            LoanFail::TooLarge { len, max } => TrySendError::TooLarge { len, max },
+            LoanFail::Blocked(blocked) => blocked.into(),
+        })
+    }
+
+    /// As [`loan_bytes`](Self::loan_bytes), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_bytes_timeout`](Self::send_bytes_timeout).
+    pub fn loan_bytes_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<LoanBytes<'_>, SendTimeoutError> {
+        self.loan_raw(len, true, deadline_after(timeout))
+            .map_err(|e| match e {
+                LoanFail::TooLarge { len, max } => SendTimeoutError::TooLarge { len, max },
+                LoanFail::Blocked(blocked) => blocked.into(),
+            })
+    }
+
+    fn loan_raw(
+        &mut self,
+        len: usize,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<LoanBytes<'_>, LoanFail> {
+        let max = self.max_message_len();
+        if len > max {
+            return Err(LoanFail::TooLarge { len, max });
+        }
+        match self.room() {
+            Ok(()) => {}
+            Err(Blocked::Full) if wait => {
+                self.wait_for_room(deadline).map_err(LoanFail::Blocked)?
+            }
+            Err(blocked) => return Err(LoanFail::Blocked(blocked)),
+        }
+        if !self.holds_lease() {
+            return Err(LoanFail::Blocked(Blocked::LeaseLost));
+        }
+        Ok(LoanBytes {
+            seq: self.next,
+            len,
+            begun: false,
+            tx: self,
+        })
+    }
+}
+
+/// Why a loan could not be made.
+enum LoanFail {
+    TooLarge { len: usize, max: usize },
+    Blocked(Blocked),
+}
+
+/// The next message of a byte topic, being written in place in its slot
+/// ([`Publisher::loan_bytes`]). Write it with [`write_at`](Self::write_at)
+/// (any offsets, any order, several times), then [`commit`](Self::commit)
+/// to publish it; dropped without a commit, it publishes nothing.
+///
+/// Writes go straight into shared memory through relaxed atomic word
+/// stores, never through a `&mut [u8]`: subscribers that are not gated
+/// (every subscriber in overwrite mode, observers in lossless mode) may be
+/// copying the slot's previous message while the loan writes, and atomic
+/// stores make that a torn copy they detect and discard (the slot is
+/// marked "being written" at the first write), not a data race. Bytes of
+/// the loan that are not written before the commit hold whatever the slot
+/// held before (an older message of this topic); write every byte, or
+/// [`fill`](Self::fill) first.
+///
+/// A publisher killed while it holds a loan publishes nothing of it: the
+/// slot stays "being written" until the next publisher (which takes the
+/// lease over) writes that sequence number again, and readers never see a
+/// part of it. In overwrite mode the slot's previous message is gone once
+/// the first write lands: a reader that lagged that far is told so
+/// (`Lagged`), as for any overwritten message.
+pub struct LoanBytes<'a> {
+    tx: &'a mut Publisher<Bytes>,
+    seq: u64,
+    len: usize,
+    /// Whether the first write has marked the slot "being written".
+    begun: bool,
+}
+
+impl LoanBytes<'_> {
+    /// The message's length: the `len` it was loaned with.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the message is empty (a zero-length loan).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The sequence number the message will have.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The slot's payload words, the slot marked "being written" on first
+    /// use.
+    fn payload(&mut self) -> &[AtomicU64] {
+        let ring = self.tx.topic.view.ring();
+        if self.begun {
+            ring.payload(self.seq)
+        } else {
+            self.begun = true;
+            ring.begin(self.seq)
+        }
+    }
+
+    /// Writes `bytes` at `offset` into the message.
+    ///
+    /// # Errors
+    ///
+    /// [`LoanRangeError`] if they would run past the loan's length; nothing
+    /// is written then.
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Result<(), LoanRangeError> {
+        if offset
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(LoanRangeError {
+                offset,
+                len: bytes.len(),
+                loan_len: self.len,
+            });
+        }
+        store_bytes_at(self.payload(), offset, bytes);
+        process::stall_if_hooked("stall-in-loan");
+        Ok(())
+    }
+
+    /// Sets every byte of the message to `byte`.
+    pub fn fill(&mut self, byte: u8) {
+        let chunk = [byte; 256];
+        let mut at = 0;
+        while at < self.len {
+            let n = (self.len - at).min(chunk.len());
+            store_bytes_at(self.payload(), at, &chunk[..n]);
+            at += n;
+        }
+    }
+
+    /// Publishes the message and returns its sequence number.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::LeaseLost`] if the publisher lost its lease meanwhile:
+    /// nothing is published.
+    pub fn commit(mut self) -> Result<u64, SendError> {
+        let _ = self.payload(); // a message never written is begun here
+        let tx = &mut *self.tx;
+        if !tx.holds_lease() {
+            return Err(SendError::LeaseLost);
+        }
+        let ring = tx.topic.view.ring();
+        ring.commit(self.seq, self.len);
+        tx.next = self.seq.wrapping_add(1);
+        ring.ctrl().wake().notify_as(&mut tx.waker);
+        Ok(self.seq)
+    }
+}
+
+impl std::fmt::Debug for LoanBytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoanBytes")
+            .field("topic", &self.tx.topic.name)
+            .field("seq", &self.seq)
+            .field("len", &self.len)
+            .finish()
     }
 }
 

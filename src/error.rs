@@ -267,6 +267,19 @@ pub enum SendError {
     },
 }
 
+/// A write into a loan ([`LoanBytes::write_at`](crate::LoanBytes::write_at))
+/// that does not fit in it. Nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("write of {len} bytes at offset {offset} runs past the end of the {loan_len}-byte loan; write within bytes 0..{loan_len}, or loan more")]
+pub struct LoanRangeError {
+    /// Where the write started.
+    pub offset: usize,
+    /// Its length.
+    pub len: usize,
+    /// The loan's length.
+    pub loan_len: usize,
+}
+
 /// Publishing without waiting ([`Publisher::try_send`](crate::Publisher::try_send)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

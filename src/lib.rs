@@ -114,7 +114,9 @@ pub mod select;
 mod topic;
 
 #[cfg(not(shmbus_loom))]
-pub use broadcast::{Borrowed, LagPolicy, Publisher, StartAt, Subscriber, SubscriberStats};
+pub use broadcast::{
+    Borrowed, LagPolicy, LoanBytes, Publisher, StartAt, Subscriber, SubscriberStats,
+};
 #[cfg(not(shmbus_loom))]
 pub use bus::{
     Bus, BusBuilder, EndpointInfo, ProcessState, TopicInfo, TopicKind, DEFAULT_BUS_SIZE,

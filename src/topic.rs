@@ -60,6 +60,8 @@ pub struct TopicBuilder<'b> {
     wait: WaitStrategy,
     check_interval: Duration,
     create_timeout: Duration,
+    /// The message type's name, if the caller gave one.
+    type_name: Option<String>,
 }
 
 impl<'b> TopicBuilder<'b> {
@@ -77,6 +79,63 @@ impl<'b> TopicBuilder<'b> {
             wait: WaitStrategy::default(),
             check_interval: Duration::from_millis(100),
             create_timeout: Duration::from_secs(2),
+            type_name: None,
+        }
+    }
+
+    /// Names the message type of a typed topic, for programs built
+    /// separately (or from different source) that share it: by default a
+    /// topic records `std::any::type_name::<T>()`, which names the crate
+    /// and module the type is defined in, so two binaries that each define
+    /// their own `Quote` are told they mismatch. Every program that opens
+    /// the topic must give the same name (a version in it, such as
+    /// `"md.Quote/v1"`, makes incompatible changes refuse to mix); the
+    /// size and alignment check stays. 1 to 64 printable ASCII characters.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-typename-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// mod feed { #[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable)]
+    ///     #[repr(C)] pub struct Quote { pub bid: f64, pub ask: f64 } }
+    /// mod screen { #[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable)]
+    ///     #[repr(C)] pub struct Quote { pub bid: f64, pub ask: f64 } }
+    /// let _tx = bus.topic("quotes").type_name("md.Quote/v1").publisher::<feed::Quote>()?;
+    /// let _rx = bus.topic("quotes").type_name("md.Quote/v1").subscriber::<screen::Quote>()?;
+    /// // Without the shared name, the two types' names differ:
+    /// assert!(bus.topic("quotes").subscriber::<screen::Quote>().is_err());
+    /// # drop((_tx, _rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn type_name(mut self, name: &str) -> Self {
+        self.type_name = Some(name.to_owned());
+        self
+    }
+
+    /// The fingerprint of a typed endpoint's `T`: under the name given to
+    /// [`type_name`](Self::type_name), if any (checked here).
+    fn typed<T>(&self) -> Result<TypeFingerprint, Error> {
+        let Some(name) = &self.type_name else {
+            return Ok(TypeFingerprint::of::<T>());
+        };
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        {
+            return Err(self.invalid(format!(
+                "type_name({name:?}) must be 1 to 64 printable ASCII characters"
+            )));
+        }
+        Ok(TypeFingerprint::named::<T>(name))
+    }
+
+    /// Byte endpoints have no type to name.
+    fn bytes(&self) -> Result<TypeFingerprint, Error> {
+        match &self.type_name {
+            Some(name) => Err(self.invalid(format!(
+                "type_name({name:?}) names a typed topic's message type; byte topics have none (drop the call, or make a typed endpoint)"
+            ))),
+            None => Ok(bytes_fingerprint()),
         }
     }
 
@@ -170,22 +229,22 @@ impl<'b> TopicBuilder<'b> {
 
     /// The publisher of this broadcast topic (typed).
     pub fn publisher<T: Message>(self) -> Result<Publisher<T>, Error> {
-        Publisher::new(self.open_broadcast(TypeFingerprint::of::<T>())?)
+        Publisher::new(self.open_broadcast(self.typed::<T>()?)?)
     }
 
     /// A subscriber of this broadcast topic (typed).
     pub fn subscriber<T: Message>(self) -> Result<Subscriber<T>, Error> {
-        Subscriber::new(self.open_broadcast(TypeFingerprint::of::<T>())?)
+        Subscriber::new(self.open_broadcast(self.typed::<T>()?)?)
     }
 
     /// The publisher of this broadcast topic of byte messages.
     pub fn publisher_bytes(self) -> Result<Publisher<Bytes>, Error> {
-        Publisher::new(self.open_broadcast(bytes_fingerprint())?)
+        Publisher::new(self.open_broadcast(self.bytes()?)?)
     }
 
     /// A subscriber of this broadcast topic of byte messages.
     pub fn subscriber_bytes(self) -> Result<Subscriber<Bytes>, Error> {
-        Subscriber::new(self.open_broadcast(bytes_fingerprint())?)
+        Subscriber::new(self.open_broadcast(self.bytes()?)?)
     }
 
     /// An observer of this broadcast topic, for tools: a subscriber that
@@ -255,22 +314,22 @@ impl<'b> TopicBuilder<'b> {
 
     /// A producer of this work-queue topic (typed).
     pub fn producer<T: Message>(self) -> Result<Producer<T>, Error> {
-        Producer::new(self.open_queue(TypeFingerprint::of::<T>())?)
+        Producer::new(self.open_queue(self.typed::<T>()?)?)
     }
 
     /// A consumer of this work-queue topic (typed).
     pub fn consumer<T: Message>(self) -> Result<Consumer<T>, Error> {
-        Consumer::new(self.open_queue(TypeFingerprint::of::<T>())?)
+        Consumer::new(self.open_queue(self.typed::<T>()?)?)
     }
 
     /// A producer of this work-queue topic of byte messages.
     pub fn producer_bytes(self) -> Result<Producer<Bytes>, Error> {
-        Producer::new(self.open_queue(bytes_fingerprint())?)
+        Producer::new(self.open_queue(self.bytes()?)?)
     }
 
     /// A consumer of this work-queue topic of byte messages.
     pub fn consumer_bytes(self) -> Result<Consumer<Bytes>, Error> {
-        Consumer::new(self.open_queue(bytes_fingerprint())?)
+        Consumer::new(self.open_queue(self.bytes()?)?)
     }
 
     fn options(&self) -> EndpointOptions {
@@ -418,7 +477,7 @@ pub(crate) fn bytes_fingerprint() -> TypeFingerprint {
         size: 0,
         align: 1,
         hash: crate::ring::directory::name_hash(b"shmbus::Bytes"),
-        name: "bytes",
+        name: "bytes".into(),
     }
 }
 

@@ -88,6 +88,85 @@ fn joining_with_another_type_names_both_types() {
     assert!(text.contains("Tick") && text.contains("u64"), "{text}");
 }
 
+/// Two message types of the same layout from different modules (as two
+/// separately built programs have) share a typed topic under one explicit
+/// name; another name, no name, a layout that differs, or a bad name are
+/// refused with errors that say why.
+#[test]
+fn an_explicit_type_name_lets_types_of_the_same_layout_share_a_topic() {
+    mod feed {
+        #[derive(
+            zerocopy::FromBytes,
+            zerocopy::IntoBytes,
+            zerocopy::KnownLayout,
+            zerocopy::Immutable,
+            Clone,
+            Copy,
+            Debug,
+            PartialEq,
+        )]
+        #[repr(C)]
+        pub struct Quote {
+            pub bid: f64,
+            pub ask: f64,
+        }
+    }
+    mod screen {
+        #[derive(
+            zerocopy::FromBytes,
+            zerocopy::IntoBytes,
+            zerocopy::KnownLayout,
+            zerocopy::Immutable,
+            Clone,
+            Copy,
+            Debug,
+            PartialEq,
+        )]
+        #[repr(C)]
+        pub struct Quote {
+            pub bid: f64,
+            pub ask: f64,
+        }
+    }
+    let bus = TestBus::new("typename");
+    let b = bus.open();
+    let named = |name| {
+        b.topic("quotes")
+            .type_name(name)
+            .start_at(shmbus::StartAt::Oldest)
+    };
+    let mut tx = named("md.Quote/v1").publisher::<feed::Quote>().unwrap();
+    let mut rx = named("md.Quote/v1").subscriber::<screen::Quote>().unwrap();
+    tx.send(&feed::Quote { bid: 1.5, ask: 2.5 }).unwrap();
+    assert_eq!(rx.recv().unwrap(), screen::Quote { bid: 1.5, ask: 2.5 });
+
+    for err in [
+        named("md.Quote/v2")
+            .subscriber::<screen::Quote>()
+            .unwrap_err(),
+        b.topic("quotes").subscriber::<screen::Quote>().unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(matches!(err, shmbus::Error::TopicMismatch { .. }), "{text}");
+        assert!(
+            text.contains("md.Quote/v1"),
+            "names the topic's type: {text}"
+        );
+    }
+    let err = named("md.Quote/v1").subscriber::<[u64; 3]>().unwrap_err();
+    assert!(matches!(err, shmbus::Error::TopicMismatch { .. }), "{err}");
+    for bad in ["", "tab\there", &"x".repeat(65)] {
+        let err = b
+            .topic("other")
+            .type_name(bad)
+            .subscriber::<u64>()
+            .unwrap_err();
+        assert!(err.to_string().contains("printable ASCII"), "{err}");
+    }
+    let err = named("md.Quote/v1").subscriber_bytes().unwrap_err();
+    assert!(err.to_string().contains("byte topics have none"), "{err}");
+}
+
 #[test]
 fn joining_with_another_capacity_fails_but_unspecified_capacity_joins() {
     let bus = TestBus::new("mismatch-cap");

@@ -84,6 +84,40 @@ pub(crate) fn store_bytes(words: &[AtomicU64], bytes: &[u8]) {
     }
 }
 
+/// Stores `bytes` into `words` at byte `offset`, with relaxed atomic
+/// stores, keeping the other bytes of the words it shares with them (a
+/// load, a merge and a store: only for words that no one else writes).
+/// The caller keeps `offset + bytes.len()` within `words`.
+pub fn store_bytes_at(words: &[AtomicU64], offset: usize, bytes: &[u8]) {
+    /// Merges `part` into the word at byte `skip` of word `index`.
+    fn merge(words: &[AtomicU64], index: usize, skip: usize, part: &[u8]) {
+        let mut merged = words[index].load(Ordering::Relaxed).to_ne_bytes();
+        merged[skip..skip + part.len()].copy_from_slice(part);
+        words[index].store(u64::from_ne_bytes(merged), Ordering::Relaxed);
+    }
+    let mut rest = bytes;
+    let mut index = offset / WORD;
+    let skip = offset % WORD;
+    if skip != 0 {
+        let take = (WORD - skip).min(rest.len());
+        merge(words, index, skip, &rest[..take]);
+        rest = &rest[take..];
+        index += 1;
+    }
+    // Whole words, as `store_bytes` stores them.
+    let mut chunks = rest.chunks_exact(WORD);
+    for (word, chunk) in words[index..].iter().zip(&mut chunks) {
+        word.store(
+            u64::from_ne_bytes(chunk.try_into().expect("chunk of 8")),
+            Ordering::Relaxed,
+        );
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        merge(words, index + rest.len() / WORD, 0, tail);
+    }
+}
+
 /// Loads `out.len()` bytes from `words` with relaxed atomic loads.
 #[inline]
 pub(crate) fn load_bytes(words: &[AtomicU64], out: &mut [u8]) {
@@ -97,3 +131,31 @@ pub(crate) fn load_bytes(words: &[AtomicU64], out: &mut [u8]) {
         tail.copy_from_slice(&last[..tail.len()]);
     }
 }
+
+#[cfg(all(test, not(shmbus_loom)))]
+mod tests {
+    use super::*;
+
+    /// Writes at every offset and length keep the bytes around them.
+    #[test]
+    fn stores_at_any_offset_keep_their_neighbours() {
+        for offset in 0..20 {
+            for len in 0..20 {
+                let words: Vec<AtomicU64> = (0..6).map(|_| AtomicU64::new(u64::MAX)).collect();
+                let bytes: Vec<u8> = (0..len as u8).collect();
+                store_bytes_at(&words, offset, &bytes);
+                let mut out = [0u8; 48];
+                load_bytes(&words, &mut out);
+                for (i, b) in out.iter().enumerate() {
+                    let want = if (offset..offset + len).contains(&i) {
+                        (i - offset) as u8
+                    } else {
+                        0xff
+                    };
+                    assert_eq!(*b, want, "offset {offset} len {len} byte {i}");
+                }
+            }
+        }
+    }
+}
+

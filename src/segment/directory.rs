@@ -22,17 +22,28 @@ use crate::sync::Ordering;
 
 /// What a topic's messages are, so that a subscriber of the wrong type is
 /// refused: size, alignment and a hash of the type's name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypeFingerprint {
     pub size: u32,
     pub align: u32,
     pub hash: u64,
-    pub name: &'static str,
+    pub name: std::borrow::Cow<'static, str>,
 }
 
 impl TypeFingerprint {
+    /// `T`, named by `std::any::type_name` (which differs between builds
+    /// of different source: see [`named`](Self::named)).
     pub fn of<T>() -> Self {
-        let name = core::any::type_name::<T>();
+        Self::with_name::<T>(core::any::type_name::<T>().into())
+    }
+
+    /// `T` under a name its programs agree on (`TopicBuilder::type_name`),
+    /// so that binaries built separately can share a typed topic.
+    pub fn named<T>(name: &str) -> Self {
+        Self::with_name::<T>(name.to_owned().into())
+    }
+
+    fn with_name<T>(name: std::borrow::Cow<'static, str>) -> Self {
         TypeFingerprint {
             size: core::mem::size_of::<T>() as u32,
             align: core::mem::align_of::<T>() as u32,

@@ -1,0 +1,218 @@
+//! Loans across real processes: a publisher that writes messages in place
+//! with random lengths, commits some, abandons others half-written, and a
+//! publisher killed with `kill -9` while it holds a loan.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{args, child_role, report, spawn_role, spawn_role_with_env, TestBus};
+use shmbus::{Bus, RecvError, StartAt, WaitStrategy};
+
+const SLOT: u32 = 1024;
+
+/// Byte `j` of committed message `seq`.
+fn byte(seq: u64, j: usize) -> u8 {
+    (seq.wrapping_mul(31) as usize).wrapping_add(j * 7) as u8 ^ 0x5a
+}
+
+/// What an abandoned loan writes: never a byte of a committed message's
+/// pattern at that place, as far as the check is concerned (the check
+/// compares every byte against `byte`).
+const ABANDONED: u8 = 0xee;
+
+/// A small seeded generator (xorshift), the same in both processes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn topic<'a>(bus: &'a Bus, lossless: bool) -> shmbus::TopicBuilder<'a> {
+    let t = bus.topic("frames").slot_size(SLOT).capacity(64);
+    if lossless {
+        t.lossless(2)
+    } else {
+        t
+    }
+}
+
+/// Entry point of child processes; does nothing when run as a normal test.
+#[test]
+#[ignore = "entry point of child processes; the tests that spawn them run it"]
+fn child_role_entry() {
+    let Some((role, args)) = child_role() else {
+        return;
+    };
+    let bus = Bus::open(&args[0]).unwrap();
+    match role.as_str() {
+        // args: bus lossless ops seed. Random loans: commit, abandon
+        // half-written, or abandon untouched; reports how many it committed.
+        "loans" => {
+            let lossless = args[1] == "1";
+            let ops: u64 = args[2].parse().unwrap();
+            let mut rng = Rng(args[3].parse().unwrap());
+            let mut tx = topic(&bus, lossless).publisher_bytes().unwrap();
+            report("READY");
+            let mut committed = 0u64;
+            for _ in 0..ops {
+                let len = (rng.next() % (u64::from(SLOT) + 1)) as usize;
+                let mut loan = tx.loan_bytes(len).unwrap();
+                let seq = loan.seq();
+                assert_eq!(seq, committed, "abandoned loans take no sequence number");
+                match rng.next() % 4 {
+                    0 => {
+                        // Half-written, then dropped.
+                        loan.write_at(0, &vec![ABANDONED; len / 2]).unwrap();
+                    }
+                    // Dropped untouched.
+                    1 => {}
+                    _ => {
+                        // Written back to front in uneven pieces.
+                        let msg: Vec<u8> = (0..len).map(|j| byte(seq, j)).collect();
+                        let mut end = len;
+                        while end > 0 {
+                            let start = end.saturating_sub(1 + (rng.next() % 97) as usize);
+                            loan.write_at(start, &msg[start..end]).unwrap();
+                            end = start;
+                        }
+                        assert_eq!(loan.commit().unwrap(), seq);
+                        committed += 1;
+                    }
+                }
+            }
+            report(format!("COMMITTED {committed}"));
+        }
+        // args: bus. Publishes 10 messages, then loans an 11th, writes half
+        // of it, and stalls there (test hook) until killed.
+        "loan-and-stall" => {
+            let mut tx = topic(&bus, true).publisher_bytes().unwrap();
+            for seq in 0..10u64 {
+                let msg: Vec<u8> = (0..100).map(|j| byte(seq, j)).collect();
+                tx.send_bytes(&msg).unwrap();
+            }
+            let mut loan = tx.loan_bytes(100).unwrap();
+            report("LOANED");
+            loan.write_at(0, &[ABANDONED; 50]).unwrap();
+            panic!("the hook should have stopped this process");
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+/// Every committed message arrives whole, once, in order (lossless), or
+/// is counted as lost (overwrite, with a subscriber slow on purpose):
+/// received + lagged == committed, and nothing of an abandoned loan is
+/// ever seen.
+fn random_loans(lossless: bool, seed: u64) {
+    const OPS: u64 = 4_000;
+    let bus = TestBus::new(if lossless { "loans-ll" } else { "loans-ow" });
+    let b = bus.open();
+    let mut rx = topic(&b, lossless)
+        .start_at(StartAt::Next)
+        .wait(WaitStrategy::Block)
+        .subscriber_bytes()
+        .unwrap();
+    let mut child = spawn_role(
+        "loans",
+        &args(&[&bus.name, &u8::from(lossless), &OPS, &seed]),
+    );
+    child.expect_line("READY");
+    let (mut received, mut lagged, mut bad) = (0u64, 0u64, Vec::new());
+    loop {
+        let seq = rx.next_seq();
+        match rx.recv_bytes() {
+            Ok(msg) => {
+                if let Some(j) = (0..msg.len()).find(|&j| msg[j] != byte(seq, j)) {
+                    bad.push(format!(
+                        "message {seq} ({} bytes): byte {j} is {:#x}",
+                        msg.len(),
+                        msg[j]
+                    ));
+                }
+                received += 1;
+                if !lossless && received % 64 == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            Err(RecvError::Lagged(n)) => lagged += n,
+            Err(RecvError::Disconnected) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let committed: u64 = child.expect_line("COMMITTED").parse().unwrap();
+    child.wait_success(Duration::from_secs(30));
+    assert!(bad.is_empty(), "{:#?}", &bad[..bad.len().min(10)]);
+    assert!(
+        committed > OPS / 3,
+        "the mix commits about half: {committed}"
+    );
+    if lossless {
+        assert_eq!(
+            (received, lagged),
+            (committed, 0),
+            "every committed message, once"
+        );
+    } else {
+        assert_eq!(
+            received + lagged,
+            committed,
+            "received + lagged == committed"
+        );
+    }
+    eprintln!(
+        "loans (lossless {lossless}): {committed} committed, {received} received, {lagged} lagged"
+    );
+}
+
+#[test]
+fn random_loans_in_a_lossless_topic_arrive_whole_once_in_order() {
+    random_loans(true, 0x9e37_79b9_7f4a_7c15);
+}
+
+#[test]
+fn random_loans_in_an_overwrite_topic_are_received_or_counted_lost() {
+    random_loans(false, 0x2545_f491_4f6c_dd1d);
+}
+
+/// A publisher killed with a loan half-written publishes nothing of it:
+/// a new publisher takes the lease over, gives the next message the
+/// loan's sequence number, and the subscriber gets every message whole.
+#[test]
+fn a_publisher_killed_holding_a_loan_publishes_nothing_of_it() {
+    for trial in 0..10 {
+        let bus = TestBus::new("loan-kill");
+        let b = bus.open();
+        let mut rx = topic(&b, true)
+            .start_at(StartAt::Next)
+            .wait(WaitStrategy::Block)
+            .subscriber_bytes()
+            .unwrap();
+        let mut child = spawn_role_with_env(
+            "loan-and-stall",
+            &args(&[&bus.name]),
+            &[("SHMBUS_TEST_HOOK", "stall-in-loan")],
+        );
+        child.expect_line("LOANED");
+        child.expect_line("SHMBUS-HOOK stall-in-loan");
+        child.kill9();
+        let mut tx = topic(&b, true).publisher_bytes().unwrap();
+        assert_eq!(tx.next_seq(), 10, "trial {trial}: the loan took no number");
+        let msg: Vec<u8> = (0..100).map(|j| byte(10, j)).collect();
+        tx.send_bytes(&msg).unwrap();
+        for seq in 0..=10u64 {
+            let got = rx.recv_bytes_timeout(Duration::from_secs(10));
+            let got = match &got {
+                Ok(m) => m.to_vec(),
+                Err(e) => panic!("trial {trial}: message {seq}: {e}"),
+            };
+            let want: Vec<u8> = (0..100).map(|j| byte(seq, j)).collect();
+            assert_eq!(got, want, "trial {trial}: message {seq} whole");
+        }
+    }
+}
