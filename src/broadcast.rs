@@ -1552,6 +1552,25 @@ impl<T> Subscriber<T> {
     }
 }
 
+impl<T> Subscriber<T> {
+    /// The info of the message just received (the cursor has moved past it).
+    fn last_info(&self) -> MessageInfo {
+        MessageInfo {
+            seq: self.cursor.wrapping_sub(1),
+        }
+    }
+}
+
+/// Which message a receive returned
+/// ([`Subscriber::recv_with_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessageInfo {
+    /// Its sequence number: messages the topic's publishers had sent
+    /// before it.
+    pub seq: u64,
+}
+
 impl<T> Drop for Subscriber<T> {
     fn drop(&mut self) {
         if !self.topic.in_own_process() {
@@ -1710,6 +1729,44 @@ impl<T: Message> Subscriber<T> {
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         self.recv_value(false, None)
             .map_err(RecvTimeoutError::without_wait)
+    }
+
+    /// As [`recv`](Self::recv), with which message it was: its sequence
+    /// number (the publisher's count, the same for every subscriber), at
+    /// no extra cost.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-recvinfo-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut rx = bus.topic("ticks").start_at(shmbus::StartAt::Next).subscriber::<u64>()?;
+    /// let mut tx = bus.publisher::<u64>("ticks")?;
+    /// tx.send(&10)?;
+    /// tx.send(&11)?;
+    /// let (info, tick) = rx.recv_with_info()?;
+    /// assert_eq!((info.seq, tick), (0, 10));
+    /// assert_eq!(rx.try_recv_with_info()?.0.seq, 1);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn recv_with_info(&mut self) -> Result<(MessageInfo, T), RecvError> {
+        let value = self.recv()?;
+        Ok((self.last_info(), value))
+    }
+
+    /// As [`try_recv`](Self::try_recv), with the message's
+    /// [`MessageInfo`].
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Self::try_recv).
+    pub fn try_recv_with_info(&mut self) -> Result<(MessageInfo, T), TryRecvError> {
+        let value = self.try_recv()?;
+        Ok((self.last_info(), value))
     }
 
     /// Receives the next message into `out`, without a temporary: for
@@ -2237,6 +2294,21 @@ impl Subscriber<Bytes> {
     pub fn recv_bytes(&mut self) -> Result<&[u8], RecvError> {
         self.recv_bytes_raw(true, None)
             .map_err(RecvTimeoutError::without_deadline)
+    }
+
+    /// As [`recv_bytes`](Self::recv_bytes), with the message's
+    /// [`MessageInfo`].
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_bytes`](Self::recv_bytes).
+    pub fn recv_bytes_with_info(&mut self) -> Result<(MessageInfo, &[u8]), RecvError> {
+        let len = self
+            .recv_bytes_raw(true, None)
+            .map_err(RecvTimeoutError::without_deadline)?
+            .len();
+        let info = self.last_info();
+        Ok((info, &self.scratch[..len]))
     }
 
     /// Receives the next message, waiting at most `timeout`.

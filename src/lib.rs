@@ -115,7 +115,7 @@ mod topic;
 
 #[cfg(not(shmbus_loom))]
 pub use broadcast::{
-    Borrowed, LagPolicy, LoanBytes, Publisher, StartAt, Subscriber, SubscriberStats,
+    Borrowed, LagPolicy, LoanBytes, MessageInfo, Publisher, StartAt, Subscriber, SubscriberStats,
 };
 #[cfg(not(shmbus_loom))]
 pub use bus::{

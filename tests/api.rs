@@ -527,3 +527,31 @@ fn a_removed_bus_keeps_working_for_those_who_had_it_open_even_once_its_name_is_r
     tx.send(&2).expect("still holds its lease");
     assert_eq!(rx.try_recv(), Ok(2));
 }
+
+/// The info of a received message is its sequence number, also after a
+/// lag skipped some, and for byte topics.
+#[test]
+fn received_messages_say_which_they_were_also_after_a_lag() {
+    let bus = TestBus::new("recv-info");
+    let b = bus.open();
+    let mut rx = b
+        .topic("t")
+        .capacity(4)
+        .slot_size(8)
+        .start_at(shmbus::StartAt::Next)
+        .subscriber_bytes()
+        .unwrap();
+    let mut tx = b.topic("t").publisher_bytes().unwrap();
+    tx.send_bytes(b"zero").unwrap();
+    let (info, msg) = rx.recv_bytes_with_info().unwrap();
+    assert_eq!((info.seq, msg), (0, &b"zero"[..]));
+    for i in 1..=9u64 {
+        tx.send_bytes(&i.to_le_bytes()).unwrap();
+    }
+    assert_eq!(
+        rx.recv_bytes_with_info().map(|_| ()),
+        Err(shmbus::RecvError::Lagged(5))
+    );
+    let (info, msg) = rx.recv_bytes_with_info().unwrap();
+    assert_eq!((info.seq, msg), (6, &6u64.to_le_bytes()[..]));
+}
