@@ -124,9 +124,9 @@ pub use bus::{
 };
 #[cfg(not(shmbus_loom))]
 pub use error::{
-    Error, PopError, PopTimeoutError, PushError, PushTimeoutError, RecvError, RecvRefError,
-    RecvTimeoutError, SendError, SendTimeoutError, TryPopError, TryPushError, TryRecvError,
-    TrySendError,
+    Error, LoanRangeError, PopError, PopTimeoutError, PushError, PushTimeoutError, RecvError,
+    RecvRefError, RecvTimeoutError, SendError, SendTimeoutError, TryPopError, TryPushError,
+    TryRecvError, TrySendError,
 };
 #[cfg(not(shmbus_loom))]
 pub use message::{Bytes, Message};

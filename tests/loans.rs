@@ -216,3 +216,52 @@ fn a_publisher_killed_holding_a_loan_publishes_nothing_of_it() {
         }
     }
 }
+
+/// A write past the loan's end is refused with the numbers, and writes
+/// nothing; a loan longer than the slot, or one that finds no room, is
+/// refused as a send would be.
+#[test]
+fn loans_refuse_what_does_not_fit() {
+    let bus = TestBus::new("loan-range");
+    let b = bus.open();
+    let mut tx = topic(&b, true).publisher_bytes().unwrap();
+    let mut rx = topic(&b, true)
+        .start_at(StartAt::Next)
+        .subscriber_bytes()
+        .unwrap();
+    let mut loan = tx.loan_bytes(8).unwrap();
+    loan.fill(1);
+    let err = loan.write_at(6, b"abc").unwrap_err();
+    assert_eq!(
+        err,
+        shmbus::LoanRangeError {
+            offset: 6,
+            len: 3,
+            loan_len: 8
+        }
+    );
+    assert!(
+        err.to_string().contains("past the end of the 8-byte loan"),
+        "{err}"
+    );
+    assert_eq!(
+        loan.write_at(usize::MAX, b"x").map_err(|e| e.loan_len),
+        Err(8)
+    );
+    assert_eq!(loan.commit().unwrap(), 0);
+    assert_eq!(rx.recv_bytes().unwrap(), [1u8; 8]);
+    assert!(matches!(
+        tx.loan_bytes(SLOT as usize + 1),
+        Err(shmbus::SendError::TooLarge { max, .. }) if max == SLOT as usize
+    ));
+    // Fill the ring without reading: the next loan has no room.
+    let mut sent = 0;
+    while tx.try_send_bytes(b"x").is_ok() {
+        sent += 1;
+        assert!(sent <= 64, "a lossless ring of 64 takes at most 64 unread");
+    }
+    assert!(matches!(
+        tx.try_loan_bytes(1),
+        Err(shmbus::TrySendError::Full)
+    ));
+}
