@@ -111,43 +111,43 @@ impl<T> Consumer<T> {
     }
 }
 
-/// Waits for the doorbell after a `try_` call found nothing (which armed
-/// it): `Ready` once the fd is readable (its readiness then cleared, so
-/// that the next ring wakes us again), `Pending` with `cx` registered.
-fn poll_bell(fd: &AsyncFd<KeptFd>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+/// Waits for the doorbell after a `try_` call found nothing and armed
+/// it: `Ready` once the fd is readable (its readiness then cleared, so
+/// that the next ring wakes us again), `Pending` with `cx` registered. An
+/// error of the reactor (it cannot happen for a registered eventfd)
+/// becomes a wake at the next tick, so the call still completes.
+fn poll_wait(fd: &AsyncFd<KeptFd>, cx: &mut Context<'_>) -> Poll<()> {
     match fd.poll_read_ready(cx) {
-        Poll::Pending => Poll::Pending,
         Poll::Ready(Ok(mut guard)) => {
             guard.clear_ready();
-            Poll::Ready(Ok(()))
+            Poll::Ready(())
         }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Ready(Err(_)) => {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Pending,
     }
 }
 
 /// Polls `attempt` (a `try_` call that arms the doorbell when it must
-/// wait) until it says something other than "empty" or "full" (`again`),
-/// waiting on the doorbell in between. An error of the reactor (it cannot
-/// happen for a registered eventfd) becomes a wake at the next tick, so
-/// the call still completes.
-fn poll_attempts<R, E>(
+/// wait) until it says something other than "empty" or "full": `or_wait`
+/// turns its error into the blocking call's, or `None` to wait on the
+/// doorbell and try again.
+fn poll_attempts<R, E, F>(
     fd: &AsyncFd<KeptFd>,
     cx: &mut Context<'_>,
     mut attempt: impl FnMut() -> Result<R, E>,
-    again: impl Fn(&E) -> bool,
-) -> Poll<Result<R, E>> {
+    or_wait: impl Fn(E) -> Option<F>,
+) -> Poll<Result<R, F>> {
     loop {
-        match attempt() {
-            Err(e) if again(&e) => {}
-            done => return Poll::Ready(done),
+        match attempt().map_err(&or_wait) {
+            Ok(value) => return Poll::Ready(Ok(value)),
+            Err(Some(fail)) => return Poll::Ready(Err(fail)),
+            Err(None) => {}
         }
-        match poll_bell(fd, cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(_)) => {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
+        if poll_wait(fd, cx).is_pending() {
+            return Poll::Pending;
         }
     }
 }
@@ -173,32 +173,7 @@ impl<T> AsyncSubscriber<T> {
         mut attempt: impl FnMut(&mut Subscriber<T>) -> Result<R, TryRecvError>,
     ) -> Poll<Result<R, RecvError>> {
         let inner = &mut self.inner;
-        poll_attempts(
-            &self.fd,
-            cx,
-            || attempt(inner),
-            |e| matches!(e, TryRecvError::Empty),
-        )
-        .map(|r| r.map_err(recv_error))
-    }
-}
-
-/// A `try_` receive's error as the blocking receive's (`Empty` is never
-/// passed here).
-fn recv_error(e: TryRecvError) -> RecvError {
-    match e {
-        TryRecvError::Lagged(n) => RecvError::Lagged(n),
-        TryRecvError::Corrupt { seq } => RecvError::Corrupt { seq },
-        TryRecvError::Evicted => RecvError::Evicted,
-        TryRecvError::Disconnected | TryRecvError::Empty => RecvError::Disconnected,
-    }
-}
-
-fn pop_error(e: TryPopError) -> PopError {
-    match e {
-        TryPopError::Corrupt { pos } => PopError::Corrupt { pos },
-        TryPopError::Detached => PopError::Detached,
-        TryPopError::Disconnected | TryPopError::Empty => PopError::Disconnected,
+        poll_attempts(&self.fd, cx, || attempt(inner), TryRecvError::or_wait)
     }
 }
 
@@ -263,13 +238,7 @@ impl<T> AsyncConsumer<T> {
         mut attempt: impl FnMut(&mut Consumer<T>) -> Result<R, TryPopError>,
     ) -> Poll<Result<R, PopError>> {
         let inner = &mut self.inner;
-        poll_attempts(
-            &self.fd,
-            cx,
-            || attempt(inner),
-            |e| matches!(e, TryPopError::Empty),
-        )
-        .map(|r| r.map_err(pop_error))
+        poll_attempts(&self.fd, cx, || attempt(inner), TryPopError::or_wait)
     }
 }
 
@@ -383,19 +352,6 @@ impl<T> Producer<T> {
     }
 }
 
-/// Waits for a doorbell armed for room; an error of the reactor (it cannot
-/// happen for a registered eventfd) becomes a wake at the next tick.
-fn poll_room(fd: &AsyncFd<KeptFd>, cx: &mut Context<'_>) -> Poll<()> {
-    match poll_bell(fd, cx) {
-        Poll::Pending => Poll::Pending,
-        Poll::Ready(Ok(())) => Poll::Ready(()),
-        Poll::Ready(Err(_)) => {
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
-}
-
 impl<T> AsyncPublisher<T> {
     /// The publisher, for its other calls (`next_seq`, `receiver_count`).
     pub fn get_ref(&self) -> &Publisher<T> {
@@ -420,13 +376,7 @@ impl<T> AsyncPublisher<T> {
             }
             sent
         };
-        poll_attempts(&self.fd, cx, attempt, |e| matches!(e, TrySendError::Full)).map(|r| {
-            r.map_err(|e| match e {
-                // `Full` is waited out above and never gets here.
-                TrySendError::LeaseLost | TrySendError::Full => SendError::LeaseLost,
-                TrySendError::TooLarge { len, max } => SendError::TooLarge { len, max },
-            })
-        })
+        poll_attempts(&self.fd, cx, attempt, TrySendError::or_wait)
     }
 }
 
@@ -468,18 +418,6 @@ impl<T> AsyncProducer<T> {
     }
 }
 
-/// A `try_` push's failure as the blocking push's, or the value back if
-/// the queue was full.
-fn push_error<T>(e: TryPushError<T>) -> Result<PushError<T>, T> {
-    match e {
-        TryPushError::Full(value) => Err(value),
-        TryPushError::Disconnected(value) => Ok(PushError::Disconnected(value)),
-        TryPushError::Detached(value) => Ok(PushError::Detached(value)),
-        TryPushError::Corrupt { pos, value } => Ok(PushError::Corrupt { pos, value }),
-        TryPushError::TooLarge { len, max } => Ok(PushError::TooLarge { len, max }),
-    }
-}
-
 impl<T: Message> AsyncProducer<T> {
     /// Pushes `value`, waiting for room without blocking the thread.
     /// Cancel-safe: dropped before it completes, it has pushed nothing.
@@ -494,13 +432,13 @@ impl<T: Message> AsyncProducer<T> {
                 // Polled after it completed: nothing left to push.
                 return Poll::Ready(Ok(()));
             };
-            match self.inner.try_push(v).map_err(push_error) {
+            match self.inner.try_push(v).map_err(TryPushError::or_wait) {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(Ok(fail)) => return Poll::Ready(Err(fail)),
                 Err(Err(back)) => value = Some(back),
             }
             self.inner.arm_for_room(&self.bell);
-            if poll_room(&self.fd, cx).is_pending() {
+            if poll_wait(&self.fd, cx).is_pending() {
                 return Poll::Pending;
             }
         })
@@ -516,13 +454,17 @@ impl AsyncProducer<Bytes> {
     /// As [`Producer::push_bytes`].
     pub async fn push_bytes(&mut self, bytes: &[u8]) -> Result<(), PushError<()>> {
         std::future::poll_fn(|cx| loop {
-            match self.inner.try_push_bytes(bytes).map_err(push_error) {
+            match self
+                .inner
+                .try_push_bytes(bytes)
+                .map_err(TryPushError::or_wait)
+            {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(Ok(fail)) => return Poll::Ready(Err(fail)),
                 Err(Err(())) => {}
             }
             self.inner.arm_for_room(&self.bell);
-            if poll_room(&self.fd, cx).is_pending() {
+            if poll_wait(&self.fd, cx).is_pending() {
                 return Poll::Pending;
             }
         })

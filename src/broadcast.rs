@@ -154,6 +154,14 @@ impl From<Blocked> for SendTimeoutError {
     }
 }
 
+/// Whether message `next` of a lossless ring of `capacity` would overwrite
+/// no attached subscriber's unread message, by a fresh scan of the
+/// subscriber table (the test made after announcing a sleep for room).
+fn has_room(gate: &Gate<'_>, next: u64, capacity: u64) -> bool {
+    gate.min_cursor_before(next, capacity)
+        .is_none_or(|min| next < min.saturating_add(capacity))
+}
+
 impl<T> Publisher<T> {
     pub(crate) fn new(topic: Handle<BroadcastView>) -> Result<Self, Error> {
         let ring = topic.view.ring();
@@ -328,10 +336,7 @@ impl<T> Publisher<T> {
             let (next, ring) = (self.next, self.topic.view.ring());
             let gate = self.topic.view.gate().expect("only lossless topics wait");
             let capacity = ring.capacity();
-            let space = || {
-                gate.min_cursor_before(next, capacity)
-                    .is_none_or(|min| next < min.saturating_add(capacity))
-            };
+            let space = || has_room(gate, next, capacity);
             match waiter.wait_once(gate.ctrl().space(), space, deadline) {
                 Waited::Deadline => return Err(Blocked::Full),
                 Waited::Slept(Wake::TimedOut) => self.pacer.expire(),
@@ -345,7 +350,7 @@ impl<T> Publisher<T> {
     /// async sends).
     #[cfg(feature = "tokio")]
     pub(crate) fn room_doorbell(&self) -> Result<Doorbell, Error> {
-        Doorbell::take_or_make(&mut None, || Words::Space(self.topic.view.clone()))
+        Doorbell::new(Words::Space(self.topic.view.clone()))
     }
 
     /// After a `try_` send found no room: arms `bell` to ring once the
@@ -358,11 +363,10 @@ impl<T> Publisher<T> {
             return;
         };
         let (next, capacity) = (self.next, self.topic.view.ring().capacity());
-        let space = || {
-            gate.min_cursor_before(next, capacity)
-                .is_none_or(|min| next < min.saturating_add(capacity))
-        };
-        bell.arm(space, self.topic.opts.check_interval);
+        bell.arm(
+            || has_room(gate, next, capacity),
+            self.topic.opts.check_interval,
+        );
     }
 
     /// Writes message `next`, unless this publisher lost the lease (or is
@@ -1533,11 +1537,9 @@ impl<T> Subscriber<T> {
             if waiter.checks_due() && self.disconnected() {
                 return Err(RecvTimeoutError::Disconnected);
             }
-            let ring = self.topic.view.ring();
-            let (ctrl, cursor) = (ring.ctrl(), self.cursor);
-            let ready =
-                || ring.ready(cursor) || (ctrl.lease().holder().is_none() && ctrl.had_publisher());
-            match waiter.wait_once(ctrl.wake(), ready, deadline) {
+            use crate::select::sealed::Source;
+            let ready = || self.ready_now();
+            match waiter.wait_once(self.words(), ready, deadline) {
                 Waited::Deadline => return Err(RecvTimeoutError::Timeout),
                 Waited::Slept(Wake::Woken) => self.stats.sleeps += 1,
                 Waited::Slept(Wake::TimedOut) => {

@@ -142,19 +142,17 @@ impl Doorbell {
     ) -> Result<Self, Error> {
         match slot.take() {
             Some(bell) => Ok(bell),
-            None => {
-                let words = words();
-                let bus = words.bus().to_owned();
-                Doorbell::new(&bus, words)
-            }
+            None => Doorbell::new(words()),
         }
     }
 
-    /// Makes the eventfd and starts the helper thread.
-    pub(crate) fn new(bus: &str, words: Words) -> Result<Self, Error> {
+    /// Makes the eventfd and starts the helper thread, for `words`.
+    pub(crate) fn new(words: Words) -> Result<Self, Error> {
+        let bus = words.bus().to_owned();
         let io = |action| {
+            let bus = bus.clone();
             move |source: std::io::Error| Error::Io {
-                bus: bus.to_owned(),
+                bus,
                 action,
                 source,
             }

@@ -740,3 +740,59 @@ impl PopTimeoutError {
         }
     }
 }
+
+/// `try_` errors as the errors of the waiting calls, for the async forms,
+/// which wait where the `try_` call says "empty" or "full".
+#[cfg(feature = "tokio")]
+mod or_wait {
+    use super::*;
+
+    impl TryRecvError {
+        /// The blocking receive's error, or `None` for `Empty` (wait).
+        pub(crate) fn or_wait(self) -> Option<RecvError> {
+            match self {
+                TryRecvError::Empty => None,
+                TryRecvError::Lagged(n) => Some(RecvError::Lagged(n)),
+                TryRecvError::Disconnected => Some(RecvError::Disconnected),
+                TryRecvError::Corrupt { seq } => Some(RecvError::Corrupt { seq }),
+                TryRecvError::Evicted => Some(RecvError::Evicted),
+            }
+        }
+    }
+
+    impl TryPopError {
+        /// The blocking pop's error, or `None` for `Empty` (wait).
+        pub(crate) fn or_wait(self) -> Option<PopError> {
+            match self {
+                TryPopError::Empty => None,
+                TryPopError::Disconnected => Some(PopError::Disconnected),
+                TryPopError::Corrupt { pos } => Some(PopError::Corrupt { pos }),
+                TryPopError::Detached => Some(PopError::Detached),
+            }
+        }
+    }
+
+    impl TrySendError {
+        /// The blocking send's error, or `None` for `Full` (wait).
+        pub(crate) fn or_wait(self) -> Option<SendError> {
+            match self {
+                TrySendError::Full => None,
+                TrySendError::LeaseLost => Some(SendError::LeaseLost),
+                TrySendError::TooLarge { len, max } => Some(SendError::TooLarge { len, max }),
+            }
+        }
+    }
+
+    impl<T> TryPushError<T> {
+        /// The blocking push's error, or the value back for `Full` (wait).
+        pub(crate) fn or_wait(self) -> Result<PushError<T>, T> {
+            match self {
+                TryPushError::Full(value) => Err(value),
+                TryPushError::Disconnected(value) => Ok(PushError::Disconnected(value)),
+                TryPushError::Detached(value) => Ok(PushError::Detached(value)),
+                TryPushError::Corrupt { pos, value } => Ok(PushError::Corrupt { pos, value }),
+                TryPushError::TooLarge { len, max } => Ok(PushError::TooLarge { len, max }),
+            }
+        }
+    }
+}

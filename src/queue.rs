@@ -60,6 +60,7 @@ use crate::ring::queue::{
     NO_INTENT,
 };
 use crate::segment::views::QueueView;
+use crate::select::sealed::Source;
 use crate::wait::{deadline_after, Pacer, Waited, Waiter, Wake};
 
 /// Counters of a work queue, shared by all its producers and consumers.
@@ -235,7 +236,7 @@ impl<T> Producer<T> {
     /// pushes).
     #[cfg(feature = "tokio")]
     pub(crate) fn room_doorbell(&self) -> Result<Doorbell, Error> {
-        Doorbell::take_or_make(&mut None, || Words::NotFull(self.topic.view.clone()))
+        Doorbell::new(Words::NotFull(self.topic.view.clone()))
     }
 
     /// After a `try_` push found the queue full: arms `bell` to ring once
@@ -770,9 +771,16 @@ impl<T> Consumer<T> {
     pub(crate) fn doorbell(&mut self) -> Result<&Doorbell, Error> {
         let view = &self.topic.view;
         let bell = Doorbell::take_or_make(&mut self.bell, || Words::NotEmpty(view.clone()))?;
-        let ring = self.topic.view.ring();
-        bell.arm(|| ring.can_pop(), self.topic.opts.check_interval);
+        bell.arm(|| self.ready_now(), self.topic.opts.check_interval);
         Ok(self.bell.insert(bell))
+    }
+
+    /// With a pollable fd: arms it (see `crate::doorbell`), after a `try_`
+    /// pop found nothing.
+    fn arm_bell(&self) {
+        if let Some(bell) = &self.bell {
+            bell.arm(|| self.ready_now(), self.topic.opts.check_interval);
+        }
     }
 
     /// The topic name.
@@ -893,10 +901,7 @@ impl<T> Consumer<T> {
                 Err(PopTimeoutError::Disconnected)
             }
             Pop::Empty => {
-                if let Some(bell) = &self.bell {
-                    let ring = self.topic.view.ring();
-                    bell.arm(|| ring.can_pop(), self.topic.opts.check_interval);
-                }
+                self.arm_bell();
                 Err(PopTimeoutError::Timeout)
             }
         }
@@ -923,8 +928,7 @@ impl<T> Consumer<T> {
             if waiter.checks_due() && self.disconnected() {
                 return Err(PopTimeoutError::Disconnected);
             }
-            let ring = self.topic.view.ring();
-            match waiter.wait_once(ring.ctrl().not_empty(), || ring.can_pop(), deadline) {
+            match waiter.wait_once(self.words(), || self.ready_now(), deadline) {
                 Waited::Deadline => return Err(PopTimeoutError::Timeout),
                 Waited::Slept(Wake::TimedOut) => {
                     // A producer may have died: look at once.

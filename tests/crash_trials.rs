@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use common::{args, child_role, report, spawn_role_with_env, TestBus};
@@ -158,21 +157,6 @@ fn recoverer_killed_at_each_step_never_wedges_the_queue_and_each_loss_counts_onc
     }
 }
 
-/// Offset of the futex word consumers sleep on in topic `name`'s region:
-/// `QueueCtrl::not_empty` is its third cache line.
-fn not_empty_word(bus: &TestBus, name: &str) -> u64 {
-    common::topic_region_offset(&bus.path(), name) + 128
-}
-
-fn peek_u32(bus: &TestBus, offset: u64) -> u32 {
-    let mut word = [0u8; 4];
-    std::fs::File::open(bus.path())
-        .unwrap()
-        .read_exact_at(&mut word, offset)
-        .unwrap();
-    u32::from_ne_bytes(word)
-}
-
 #[test]
 fn consumers_killed_while_asleep_cost_one_wake_call_once() {
     let bus = TestBus::new("kill-sleeper");
@@ -195,11 +179,11 @@ fn consumers_killed_while_asleep_cost_one_wake_call_once() {
         trials as u32,
         "every killed sleeper left its count"
     );
-    let word = not_empty_word(&bus, "jobs");
-    let before = peek_u32(&bus, word);
+    let word = common::not_empty_word(&bus, "jobs");
+    let before = common::peek_u32(&bus, word);
     tx.push(1).unwrap();
     assert_eq!(
-        peek_u32(&bus, word),
+        common::peek_u32(&bus, word),
         before.wrapping_add(1),
         "one wake call for the dead sleepers"
     );
@@ -210,7 +194,7 @@ fn consumers_killed_while_asleep_cost_one_wake_call_once() {
         assert_eq!(rx.try_pop(), Ok(value), "the queue keeps flowing");
     }
     assert_eq!(
-        peek_u32(&bus, word),
+        common::peek_u32(&bus, word),
         before.wrapping_add(1),
         "and no more wake calls with nobody asleep"
     );

@@ -138,6 +138,16 @@ fn child_role_entry() {
             let gone = common::eventually(Duration::from_secs(5), || doorbells() == 0);
             report(format!("RESULT {armed} {gone}"));
         }
+        // args: bus. A consumer of "jobs" with its event fd armed, until
+        // killed.
+        "armed-fd" => {
+            let mut rx = jobs(&bus).consumer::<u64>().unwrap();
+            rx.event_fd().unwrap();
+            report("READY");
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
         // args: bus topic. Holds the publisher lease until killed.
         "hold-publisher" => {
             let mut tx = ticks(&bus, &args[1]).publisher::<Tick>().unwrap();
@@ -708,4 +718,44 @@ fn doorbell_threads_end_with_their_handles() {
         "10 armed, then none"
     );
     child.wait_success(Duration::from_secs(30));
+}
+
+/// A process killed while its pollable consumer is armed leaves the
+/// sleeper its doorbell thread counted; the next push's wake finds nobody
+/// and forgets it: one wake call, once, as for any sleeper killed asleep.
+#[test]
+fn a_process_killed_with_an_armed_event_fd_costs_one_wake_call_once() {
+    let bus = TestBus::new("fd-kill");
+    let b = bus.open();
+    let mut tx = jobs(&b).producer::<u64>().unwrap();
+    let sleeping = || common::topic_infos(&b)[0].sleeping;
+    let mut child = spawn_role("armed-fd", &args(&[&bus.name]));
+    child.expect_line("READY");
+    assert!(
+        common::eventually(Duration::from_secs(10), || sleeping() == 1),
+        "the armed fd's helper is counted as a sleeper"
+    );
+    child.kill9();
+    assert_eq!(sleeping(), 1, "the dead process left its count");
+    let word = common::not_empty_word(&bus, "jobs");
+    let before = common::peek_u32(&bus, word);
+    tx.push(1).unwrap();
+    assert_eq!(
+        common::peek_u32(&bus, word),
+        before.wrapping_add(1),
+        "one wake call"
+    );
+    assert_eq!(
+        sleeping(),
+        0,
+        "...after which the dead sleeper is forgotten"
+    );
+    for value in 2..50 {
+        tx.push(value).unwrap();
+    }
+    assert_eq!(
+        common::peek_u32(&bus, word),
+        before.wrapping_add(1),
+        "and no more wake calls with nobody asleep"
+    );
 }

@@ -28,13 +28,13 @@
 use core::cmp::{max, Ordering as CmpOrdering};
 
 use crate::ring::{load_bytes, store_bytes, store_bytes_at, Lease, SLOT_HEADER_WORDS};
+pub use crate::ring::{packed_slots_words as slots_words, packed_stride_words as stride_words};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::wait::WakeWords;
 
 /// Messages longer than this are copied into their slot by the loop of
 /// `store_bytes_at` (see `publish`).
 const LARGE_COPY: usize = 256;
-pub use crate::ring::{packed_slots_words as slots_words, packed_stride_words as stride_words};
-use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
-use crate::wait::WakeWords;
 
 /// Shared control block of a broadcast topic, three cache lines: the hot
 /// publisher line, the lease, and the wakeup words, each on its own line so a

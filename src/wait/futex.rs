@@ -66,10 +66,6 @@ impl FutexWord {
         use rustix::thread::futex::{self, Wait, WaitFlags, WaitPtr, WaitvFlags};
         use std::sync::atomic::AtomicBool;
         static NO_WAITV: AtomicBool = AtomicBool::new(false);
-        if words.is_empty() {
-            std::thread::sleep(timeout.unwrap_or(WAITV_FALLBACK_SLICE));
-            return Wake::TimedOut;
-        }
         if words.len() > 1 && !NO_WAITV.load(std::sync::atomic::Ordering::Relaxed) {
             let waiters: Vec<Wait> = words
                 .iter()

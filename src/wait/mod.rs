@@ -144,13 +144,6 @@ pub struct Announced {
     light: bool,
 }
 
-impl Announced {
-    /// The futex word's value when we counted ourselves in.
-    pub fn seen(&self) -> u32 {
-        self.seen
-    }
-}
-
 /// Step 3 of the protocol for readers that [`announce`](WakeWords::announce)d
 /// themselves on every word in `words`, in order: one `fence(SeqCst)`, and,
 /// if a light writer may be at work on any of them, the heavy fence that
@@ -355,7 +348,7 @@ impl WakeWords {
 
     /// Steps 1 and 2 of the protocol: reads the futex word and counts us
     /// in. The caller then makes the fence of step 3 ([`announced`]) before
-    /// it re-checks, sleeps on the word (expecting [`Announced::seen`]) and
+    /// it re-checks, sleeps on the word (expecting the value it read) and
     /// finally [`retire`](Self::retire)s, exactly once.
     pub fn announce(&self) -> Announced {
         let seen = self.word.load();

@@ -366,3 +366,20 @@ pub fn trials() -> u64 {
         .and_then(|t| t.parse().ok())
         .unwrap_or(200)
 }
+
+/// Offset of the futex word consumers sleep on in work-queue topic
+/// `name`'s region: `QueueCtrl::not_empty` is its third cache line.
+pub fn not_empty_word(bus: &TestBus, name: &str) -> u64 {
+    topic_region_offset(&bus.path(), name) + 128
+}
+
+/// The 32-bit word at `offset` of `bus`'s segment file.
+pub fn peek_u32(bus: &TestBus, offset: u64) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let mut word = [0u8; 4];
+    std::fs::File::open(bus.path())
+        .unwrap()
+        .read_exact_at(&mut word, offset)
+        .unwrap();
+    u32::from_ne_bytes(word)
+}
