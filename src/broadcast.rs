@@ -400,6 +400,30 @@ impl<T> Publisher<T> {
         }
         self.publish(bytes)
     }
+
+    /// Loans message `self.next`'s slot for `len` bytes (at most the slot
+    /// size: the callers check), after waiting for room as `send` does.
+    fn loan_raw(
+        &mut self,
+        len: usize,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Loan<'_, T>, Blocked> {
+        match self.room() {
+            Ok(()) => {}
+            Err(Blocked::Full) if wait => self.wait_for_room(deadline)?,
+            Err(blocked) => return Err(blocked),
+        }
+        if !self.holds_lease() {
+            return Err(Blocked::LeaseLost);
+        }
+        Ok(Loan {
+            seq: self.next,
+            len,
+            begun: false,
+            tx: self,
+        })
+    }
 }
 
 impl<T: Message> Publisher<T> {
@@ -500,6 +524,39 @@ impl<T: Message> Publisher<T> {
     /// As [`send_timeout`](Self::send_timeout).
     pub fn send_deadline(&mut self, msg: &T, deadline: Instant) -> Result<u64, SendTimeoutError> {
         Ok(self.send_raw(msg.as_bytes(), true, Some(deadline))?)
+    }
+
+    /// Loans the next message's slot, to be written in place with
+    /// [`Loan::write`] or field by field with [`Loan::write_at`], and
+    /// published with [`Loan::commit`]: no message built on the stack and
+    /// copied (for large `T`). Waits for room in lossless mode, as
+    /// [`send`](Self::send) does. Nothing is visible to subscribers until
+    /// the commit; a loan dropped without one publishes nothing (the next
+    /// message takes its sequence number).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn loan(&mut self) -> Result<Loan<'_, T>, SendError> {
+        Ok(self.loan_raw(core::mem::size_of::<T>(), true, None)?)
+    }
+
+    /// As [`loan`](Self::loan), if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send).
+    pub fn try_loan(&mut self) -> Result<Loan<'_, T>, TrySendError> {
+        Ok(self.loan_raw(core::mem::size_of::<T>(), false, None)?)
+    }
+
+    /// As [`loan`](Self::loan), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn loan_timeout(&mut self, timeout: Duration) -> Result<Loan<'_, T>, SendTimeoutError> {
+        Ok(self.loan_raw(core::mem::size_of::<T>(), true, deadline_after(timeout))?)
     }
 }
 
@@ -647,10 +704,8 @@ impl Publisher<Bytes> {
     ///
     /// As [`send_bytes`](Self::send_bytes).
     pub fn loan_bytes(&mut self, len: usize) -> Result<LoanBytes<'_>, SendError> {
-        self.loan_raw(len, true, None).map_err(|e| match e {
-            LoanFail::TooLarge { len, max } => SendError::TooLarge { len, max },
-            LoanFail::Blocked(blocked) => blocked.into(),
-        })
+        self.check_loan_len(len)?;
+        Ok(self.loan_raw(len, true, None)?)
     }
 
     /// As [`loan_bytes`](Self::loan_bytes), if there is room now.
@@ -659,10 +714,8 @@ impl Publisher<Bytes> {
     ///
     /// As [`try_send_bytes`](Self::try_send_bytes).
     pub fn try_loan_bytes(&mut self, len: usize) -> Result<LoanBytes<'_>, TrySendError> {
-        self.loan_raw(len, false, None).map_err(|e| match e {
-            LoanFail::TooLarge { len, max } => TrySendError::TooLarge { len, max },
-            LoanFail::Blocked(blocked) => blocked.into(),
-        })
+        self.check_loan_len(len)?;
+        Ok(self.loan_raw(len, false, None)?)
     }
 
     /// As [`loan_bytes`](Self::loan_bytes), waiting at most `timeout`.
@@ -675,62 +728,38 @@ impl Publisher<Bytes> {
         len: usize,
         timeout: Duration,
     ) -> Result<LoanBytes<'_>, SendTimeoutError> {
-        self.loan_raw(len, true, deadline_after(timeout))
-            .map_err(|e| match e {
-                LoanFail::TooLarge { len, max } => SendTimeoutError::TooLarge { len, max },
-                LoanFail::Blocked(blocked) => blocked.into(),
-            })
+        self.check_loan_len(len)?;
+        Ok(self.loan_raw(len, true, deadline_after(timeout))?)
     }
 
-    fn loan_raw(
-        &mut self,
-        len: usize,
-        wait: bool,
-        deadline: Option<Instant>,
-    ) -> Result<LoanBytes<'_>, LoanFail> {
+    fn check_loan_len(&self, len: usize) -> Result<(), SendError> {
         let max = self.max_message_len();
         if len > max {
-            return Err(LoanFail::TooLarge { len, max });
+            return Err(SendError::TooLarge { len, max });
         }
-        match self.room() {
-            Ok(()) => {}
-            Err(Blocked::Full) if wait => {
-                self.wait_for_room(deadline).map_err(LoanFail::Blocked)?
-            }
-            Err(blocked) => return Err(LoanFail::Blocked(blocked)),
-        }
-        if !self.holds_lease() {
-            return Err(LoanFail::Blocked(Blocked::LeaseLost));
-        }
-        Ok(LoanBytes {
-            seq: self.next,
-            len,
-            begun: false,
-            tx: self,
-        })
+        Ok(())
     }
 }
 
-/// Why a loan could not be made.
-enum LoanFail {
-    TooLarge { len: usize, max: usize },
-    Blocked(Blocked),
-}
-
-/// The next message of a byte topic, being written in place in its slot
-/// ([`Publisher::loan_bytes`]). Write it with [`write_at`](Self::write_at)
-/// (any offsets, any order, several times), then [`commit`](Self::commit)
-/// to publish it; dropped without a commit, it publishes nothing.
+/// The next message of a topic, being written in place in its slot
+/// ([`Publisher::loan`], [`Publisher::loan_bytes`]). Write it with
+/// [`write`](Self::write) (typed topics) or [`write_at`](Self::write_at)
+/// (any offsets, any order, several times: a typed message field by field
+/// with [`core::mem::offset_of!`]), then [`commit`](Self::commit) to publish
+/// it; dropped without a commit, it publishes nothing.
 ///
 /// Writes go straight into shared memory through relaxed atomic word
-/// stores, never through a `&mut [u8]`: subscribers that are not gated
-/// (every subscriber in overwrite mode, observers in lossless mode) may be
-/// copying the slot's previous message while the loan writes, and atomic
-/// stores make that a torn copy they detect and discard (the slot is
-/// marked "being written" at the first write), not a data race. Bytes of
-/// the loan that are not written before the commit hold whatever the slot
-/// held before (an older message of this topic); write every byte, or
-/// [`fill`](Self::fill) first.
+/// stores, never through a `&mut`: subscribers that are not gated (every
+/// subscriber in overwrite mode, observers in lossless mode) may be copying
+/// the slot's previous message while the loan writes, and atomic stores
+/// make that a torn copy they detect and discard (the slot is marked "being
+/// written" at the first write), not a data race. So a broadcast loan is
+/// sound in both modes, and saves the caller's own buffer and its copy;
+/// what it cannot give is a `&mut T` into the slot. (Work-queue loans,
+/// [`Producer::loan`](crate::Producer::loan), can: there no reader can
+/// see a claimed slot.) Bytes of the loan that are not written before the
+/// commit hold whatever the slot held before (an older message of this
+/// topic); write every byte, or [`fill`](Self::fill) first.
 ///
 /// A publisher killed while it holds a loan publishes nothing of it: the
 /// slot stays "being written" until the next publisher (which takes the
@@ -738,16 +767,20 @@ enum LoanFail {
 /// part of it. In overwrite mode the slot's previous message is gone once
 /// the first write lands: a reader that lagged that far is told so
 /// (`Lagged`), as for any overwritten message.
-pub struct LoanBytes<'a> {
-    tx: &'a mut Publisher<Bytes>,
+pub struct Loan<'a, T> {
+    tx: &'a mut Publisher<T>,
     seq: u64,
     len: usize,
     /// Whether the first write has marked the slot "being written".
     begun: bool,
 }
 
-impl LoanBytes<'_> {
-    /// The message's length: the `len` it was loaned with.
+/// A loan of a byte topic's slot ([`Publisher::loan_bytes`]).
+pub type LoanBytes<'a> = Loan<'a, Bytes>;
+
+impl<T> Loan<'_, T> {
+    /// The message's length in bytes: the `len` it was loaned with, or the
+    /// size of `T`.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -774,7 +807,7 @@ impl LoanBytes<'_> {
         }
     }
 
-    /// Writes `bytes` at `offset` into the message.
+    /// Writes `bytes` at byte `offset` into the message.
     ///
     /// # Errors
     ///
@@ -827,9 +860,38 @@ impl LoanBytes<'_> {
     }
 }
 
-impl std::fmt::Debug for LoanBytes<'_> {
+impl<T: Message> Loan<'_, T> {
+    /// Writes the whole message.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-loan-typed-{}", std::process::id());
+    /// use zerocopy::IntoBytes;
+    /// #[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout,
+    ///          zerocopy::Immutable, Clone, Copy, Debug, PartialEq)]
+    /// #[repr(C)]
+    /// struct Quote { px: f64, qty: u64 }
+    ///
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.publisher::<Quote>("quotes")?;
+    /// let mut rx = bus.topic("quotes").start_at(shmbus::StartAt::Next).subscriber::<Quote>()?;
+    /// let mut q = tx.loan()?;
+    /// q.write(&Quote { px: 1.5, qty: 0 });
+    /// q.write_at(core::mem::offset_of!(Quote, qty), 7u64.as_bytes())?; // one field
+    /// q.commit()?;
+    /// assert_eq!(rx.recv()?, Quote { px: 1.5, qty: 7 });
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn write(&mut self, value: &T) {
+        store_bytes_at(self.payload(), 0, value.as_bytes());
+        process::stall_if_hooked("stall-in-loan");
+    }
+}
+
+impl<T> std::fmt::Debug for Loan<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoanBytes")
+        f.debug_struct("Loan")
             .field("topic", &self.tx.topic.name)
             .field("seq", &self.seq)
             .field("len", &self.len)

@@ -115,7 +115,8 @@ mod topic;
 
 #[cfg(not(shmbus_loom))]
 pub use broadcast::{
-    Borrowed, LagPolicy, LoanBytes, MessageInfo, Publisher, StartAt, Subscriber, SubscriberStats,
+    Borrowed, LagPolicy, Loan, LoanBytes, MessageInfo, Publisher, StartAt, Subscriber,
+    SubscriberStats,
 };
 #[cfg(not(shmbus_loom))]
 pub use bus::{
@@ -131,7 +132,7 @@ pub use error::{
 #[cfg(not(shmbus_loom))]
 pub use message::{Bytes, Message};
 #[cfg(not(shmbus_loom))]
-pub use queue::{Consumer, Producer, QueueStats};
+pub use queue::{Consumer, Producer, QueueLoan, QueueStats};
 #[cfg(not(shmbus_loom))]
 pub use select::{Select, SelectError, Selectable};
 #[cfg(not(shmbus_loom))]

@@ -56,8 +56,8 @@ use crate::handle::Handle;
 use crate::message::{Bytes, Message};
 use crate::process;
 use crate::ring::queue::{
-    table, ClaimEntry, PopBlocked, Popped, PushBlocked, QueueRing, Recovery, RecoveryStep, Side,
-    NO_INTENT,
+    table, Claim, ClaimEntry, PopBlocked, Popped, PushBlocked, QueueRing, Recovery, RecoveryStep,
+    Side, NO_INTENT,
 };
 use crate::segment::views::QueueView;
 use crate::select::sealed::Source;
@@ -351,16 +351,33 @@ impl<T> Producer<T> {
     }
 
     /// Pushes `bytes`, waiting for room until `deadline` (`None`: forever)
-    /// if `wait`. A producer stuck behind a consumer known dead frees its
-    /// slot (paced: at most once per check interval), whether it waits or
-    /// not; at the same paced checks, it gives up with `Disconnected` if
-    /// no consumer can ever take the message.
+    /// if `wait` (see [`claim_raw`](Self::claim_raw)).
+    #[inline]
     fn push_raw(
         &mut self,
         bytes: &[u8],
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<(), PushFail> {
+        let claim = self.claim_raw(wait, deadline)?;
+        let ring = self.topic.view.ring();
+        let entry = &ring.producers()[self.entry];
+        ring.write(claim, bytes);
+        process::stall_if_hooked("stall-after-push-claim");
+        ring.publish(claim, entry);
+        // One message, one consumer: wake one (see "Waking one" in
+        // `crate::wait`).
+        ring.ctrl().not_empty().notify_one();
+        Ok(())
+    }
+
+    /// Claims the next slot to push, waiting for room until `deadline`
+    /// (`None`: forever) if `wait`. A producer stuck behind a consumer
+    /// known dead frees its slot (paced: at most once per check interval),
+    /// whether it waits or not; at the same paced checks, it gives up with
+    /// `Disconnected` if no consumer can ever take the message.
+    #[inline]
+    fn claim_raw(&mut self, wait: bool, deadline: Option<Instant>) -> Result<Claim, PushFail> {
         if !self.topic.in_own_process() || !self.entry().held_by(self.topic.me) {
             return Err(PushFail::Detached);
         }
@@ -368,16 +385,8 @@ impl<T> Producer<T> {
         let backoff = crossbeam_utils::Backoff::new();
         loop {
             let ring = self.topic.view.ring();
-            let entry = &ring.producers()[self.entry];
-            match ring.push(entry, bytes, || {
-                process::stall_if_hooked("stall-after-push-claim")
-            }) {
-                Ok(_) => {
-                    // One message, one consumer: wake one (see "Waking
-                    // one" in `crate::wait`).
-                    ring.ctrl().not_empty().notify_one();
-                    return Ok(());
-                }
+            match ring.claim_push(&ring.producers()[self.entry]) {
+                Ok(claim) => return Ok(claim),
                 Err(PushBlocked::Corrupt { pos, .. }) => return Err(PushFail::Corrupt { pos }),
                 Err(blocked) if self.pacer.due() => match self.blocked_check(blocked) {
                     Ok(true) => continue,
@@ -397,6 +406,137 @@ impl<T> Producer<T> {
                 _ => {}
             }
         }
+    }
+
+    /// Loans the next slot for `len` bytes (the callers check the length).
+    fn loan_raw<E: HandBack<()>>(
+        &mut self,
+        len: usize,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<QueueLoan<'_, T>, E> {
+        let claim = self
+            .claim_raw(wait, deadline)
+            .map_err(|fail| E::hand_back(fail, ()))?;
+        Ok(QueueLoan {
+            tx: self,
+            claim,
+            len,
+        })
+    }
+}
+
+/// The next message of a work queue, being written in place in its slot
+/// ([`Producer::loan`], [`Producer::loan_bytes`]): a `&mut T` (typed
+/// queues) or a `&mut [u8]` of the loaned length (byte queues) straight
+/// into shared memory, through `Deref`/`DerefMut`. Publish it with
+/// [`commit`](Self::commit); dropped without one, it pushes nothing (its
+/// slot becomes a tombstone that consumers skip).
+///
+/// Sound as a plain `&mut`: a claimed slot is the producer's alone, since
+/// no consumer reads a slot before the producer publishes it, and no
+/// survivor touches it while the producer lives. The slot holds an older
+/// message's bytes when it is loaned (any bytes are a valid `T`): write
+/// every field.
+///
+/// Consumers take messages in slot order, so a loan held open holds back
+/// every message pushed after it (by any producer) until it is committed or
+/// dropped: keep loans short. A producer killed while it holds one leaves a
+/// slot that survivors recover as for a push that never returned
+/// ([`QueueStats::lost_in_push`] counts it), and consumers never see its
+/// bytes.
+pub struct QueueLoan<'a, T> {
+    tx: &'a mut Producer<T>,
+    claim: Claim,
+    len: usize,
+}
+
+impl<T> QueueLoan<'_, T> {
+    /// The message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the message is empty (a zero-length loan).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The slot's payload, `len` bytes.
+    fn bytes(&self) -> *mut u8 {
+        self.tx.topic.view.ring().payload(self.claim).as_ptr() as *mut u8
+    }
+
+    /// Publishes the message: one consumer will take it.
+    pub fn commit(self) {
+        let this = core::mem::ManuallyDrop::new(self);
+        let ring = this.tx.topic.view.ring();
+        ring.commit(this.claim, this.len, &ring.producers()[this.tx.entry]);
+        ring.ctrl().not_empty().notify_one();
+    }
+}
+
+impl<T> Drop for QueueLoan<'_, T> {
+    fn drop(&mut self) {
+        let ring = self.tx.topic.view.ring();
+        ring.abandon(self.claim, &ring.producers()[self.tx.entry]);
+        // A consumer asleep at this slot must skip the tombstone.
+        ring.ctrl().not_empty().notify_one();
+    }
+}
+
+impl<T: Message> core::ops::Deref for QueueLoan<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        const {
+            assert!(
+                core::mem::align_of::<T>() <= 16,
+                "a queue loan needs an alignment of at most 16"
+            )
+        };
+        // SAFETY: the claimed slot's payload is at least `size_of::<T>()`
+        // bytes (a typed queue's slot size), 16-aligned (a 16-byte header
+        // at the start of a 64-byte-aligned stride), and ours alone until
+        // we publish or abandon it (see the type's docs); its bytes are
+        // initialized (a segment is zero-filled) and any bytes are a `T`
+        // (`FromBytes`).
+        unsafe { &*(self.bytes() as *const T) }
+    }
+}
+
+impl<T: Message> core::ops::DerefMut for QueueLoan<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { &mut *(self.bytes() as *mut T) }
+    }
+}
+
+impl core::ops::Deref for QueueLoan<'_, Bytes> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the claimed slot's payload holds at least `len` bytes
+        // (`len <= slot_bytes`, checked at the loan), initialized, and is
+        // ours alone until we publish or abandon it (see the type's docs).
+        unsafe { core::slice::from_raw_parts(self.bytes(), self.len) }
+    }
+}
+
+impl core::ops::DerefMut for QueueLoan<'_, Bytes> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { core::slice::from_raw_parts_mut(self.bytes(), self.len) }
+    }
+}
+
+impl<T> std::fmt::Debug for QueueLoan<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueLoan")
+            .field("topic", &self.tx.topic.name)
+            .field("pos", &self.claim.pos())
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -559,6 +699,56 @@ impl<T: Message> Producer<T> {
     ) -> Result<(), PushTimeoutError<T>> {
         self.push_value(value, true, Some(deadline))
     }
+
+    /// Loans the next slot to write the message in place, as a `&mut T`
+    /// (see [`QueueLoan`]), and push it with [`QueueLoan::commit`]; waits
+    /// while the queue is full, as [`push`](Self::push) does. Dropped
+    /// without a commit, the loan pushes nothing.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-qloan-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<[u64; 4]>("jobs")?;
+    /// let mut worker = bus.consumer::<[u64; 4]>("jobs")?;
+    /// let mut job = jobs.loan()?;
+    /// job[0] = 7; // written in the slot itself
+    /// job[1..].fill(0);
+    /// job.commit();
+    /// drop(jobs.loan()?); // abandoned: nothing pushed
+    /// assert_eq!(worker.pop()?, [7, 0, 0, 0]);
+    /// assert!(worker.try_pop().is_err());
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Self::push), with nothing to hand back.
+    pub fn loan(&mut self) -> Result<QueueLoan<'_, T>, PushError<()>> {
+        self.loan_raw(core::mem::size_of::<T>(), true, None)
+    }
+
+    /// As [`loan`](Self::loan), if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_push`](Self::try_push), with nothing to hand back.
+    pub fn try_loan(&mut self) -> Result<QueueLoan<'_, T>, TryPushError<()>> {
+        self.loan_raw(core::mem::size_of::<T>(), false, None)
+    }
+
+    /// As [`loan`](Self::loan), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`push_timeout`](Self::push_timeout), with nothing to hand back.
+    pub fn loan_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<QueueLoan<'_, T>, PushTimeoutError<()>> {
+        self.loan_raw(core::mem::size_of::<T>(), true, deadline_after(timeout))
+    }
 }
 
 impl Producer<Bytes> {
@@ -666,6 +856,65 @@ impl Producer<Bytes> {
         deadline: Instant,
     ) -> Result<(), PushTimeoutError<()>> {
         self.push_bytes_raw(bytes, true, Some(deadline))
+    }
+
+    /// Loans the next slot for a message of `len` bytes (at most the slot
+    /// size), as a `&mut [u8]` into shared memory (see [`QueueLoan`]), to
+    /// push with [`QueueLoan::commit`]; waits while the queue is full.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-qloanb-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.topic("jobs").slot_size(64).producer_bytes()?;
+    /// let mut worker = bus.topic("jobs").consumer_bytes()?;
+    /// let mut job = jobs.loan_bytes(5)?;
+    /// job.copy_from_slice(b"job-1");
+    /// job.commit();
+    /// assert_eq!(worker.pop_bytes()?, b"job-1");
+    /// # drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::TooLarge`] for a length over the slot size; otherwise
+    /// as [`Producer::push`].
+    pub fn loan_bytes(&mut self, len: usize) -> Result<QueueLoan<'_, Bytes>, PushError<()>> {
+        self.check_loan_len(len)?;
+        self.loan_raw(len, true, None)
+    }
+
+    /// As [`loan_bytes`](Self::loan_bytes), if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_push_bytes`](Self::try_push_bytes).
+    pub fn try_loan_bytes(&mut self, len: usize) -> Result<QueueLoan<'_, Bytes>, TryPushError<()>> {
+        self.check_loan_len(len)?;
+        self.loan_raw(len, false, None)
+    }
+
+    /// As [`loan_bytes`](Self::loan_bytes), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`push_bytes_timeout`](Self::push_bytes_timeout).
+    pub fn loan_bytes_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<QueueLoan<'_, Bytes>, PushTimeoutError<()>> {
+        self.check_loan_len(len)?;
+        self.loan_raw(len, true, deadline_after(timeout))
+    }
+
+    fn check_loan_len<E: HandBack<()>>(&self, len: usize) -> Result<(), E> {
+        let max = self.topic.view.ring().slot_bytes();
+        if len > max {
+            return Err(E::too_large(len, max));
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Loans across real processes: a publisher that writes messages in place
 //! with random lengths, commits some, abandons others half-written, and a
-//! publisher killed with `kill -9` while it holds a loan.
+//! publisher killed with `kill -9` while it holds a loan; the same for
+//! work-queue producers.
 
 mod common;
 
@@ -31,6 +32,24 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
+}
+
+/// The work queue of the queue-loan tests.
+fn queue(bus: &Bus) -> shmbus::TopicBuilder<'_> {
+    bus.topic("jobs")
+        .slot_size(SLOT)
+        .capacity(64)
+        .wait(WaitStrategy::Block)
+        .liveness_check_interval(Duration::from_millis(20))
+}
+
+/// A queue message of producer `producer`, its `k`-th commit, `len` bytes
+/// (at least 16): the two numbers, then the pattern of `byte`.
+fn job(producer: u64, k: u64, len: usize) -> Vec<u8> {
+    let mut msg: Vec<u8> = (0..len).map(|j| byte(producer << 32 | k, j)).collect();
+    msg[..8].copy_from_slice(&producer.to_le_bytes());
+    msg[8..16].copy_from_slice(&k.to_le_bytes());
+    msg
 }
 
 fn topic<'a>(bus: &'a Bus, lossless: bool) -> shmbus::TopicBuilder<'a> {
@@ -100,6 +119,44 @@ fn child_role_entry() {
             report("LOANED");
             loan.write_at(0, &[ABANDONED; 50]).unwrap();
             panic!("the hook should have stopped this process");
+        }
+        // args: bus producer ops seed. Random queue loans: commit, abandon
+        // half-written, or abandon untouched; reports how many it committed.
+        "queue-loans" => {
+            let producer: u64 = args[1].parse().unwrap();
+            let ops: u64 = args[2].parse().unwrap();
+            let mut rng = Rng(args[3].parse().unwrap());
+            let mut tx = queue(&bus).producer_bytes().unwrap();
+            report("READY");
+            let mut committed = 0u64;
+            for _ in 0..ops {
+                let len = 16 + (rng.next() % (u64::from(SLOT) - 15)) as usize;
+                let mut loan = tx.loan_bytes(len).unwrap();
+                match rng.next() % 4 {
+                    0 => loan[..len / 2].fill(ABANDONED), // half-written, dropped
+                    1 => {}                               // dropped untouched
+                    _ => {
+                        loan.copy_from_slice(&job(producer, committed, len));
+                        loan.commit();
+                        committed += 1;
+                    }
+                }
+            }
+            report(format!("COMMITTED {committed}"));
+        }
+        // args: bus. Pushes 10 jobs, then loans an 11th, writes half of it,
+        // and waits to be killed.
+        "queue-loan-and-stall" => {
+            let mut tx = queue(&bus).producer_bytes().unwrap();
+            for k in 0..10u64 {
+                tx.push_bytes(&job(0, k, 100)).unwrap();
+            }
+            let mut loan = tx.loan_bytes(100).unwrap();
+            loan[..50].fill(ABANDONED);
+            report("LOANED");
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
         }
         other => panic!("unknown child role {other}"),
     }
@@ -264,4 +321,154 @@ fn loans_refuse_what_does_not_fit() {
         tx.try_loan_bytes(1),
         Err(shmbus::TrySendError::Full)
     ));
+}
+
+/// Checks a popped queue message against `job`; returns its producer and
+/// commit number.
+fn check_job(msg: &[u8]) -> (u64, u64) {
+    assert!(msg.len() >= 16, "a job of {} bytes", msg.len());
+    let producer = u64::from_le_bytes(msg[..8].try_into().unwrap());
+    let k = u64::from_le_bytes(msg[8..16].try_into().unwrap());
+    assert_eq!(msg, job(producer, k, msg.len()), "job {producer}/{k} whole");
+    (producer, k)
+}
+
+/// Two producer processes loan, commit and abandon at random: every
+/// committed job is popped once, whole, in each producer's order, and
+/// nothing of an abandoned loan is ever popped.
+#[test]
+fn random_queue_loans_from_two_producers_are_each_popped_once_in_order() {
+    const OPS: u64 = 3_000;
+    let bus = TestBus::new("qloans");
+    let b = bus.open();
+    let mut rx = queue(&b).consumer_bytes().unwrap();
+    let mut children: Vec<_> = [0x243f_6a88_85a3_08d3u64, 0x1319_8a2e_0370_7344]
+        .iter()
+        .enumerate()
+        .map(|(p, seed)| {
+            let mut child = spawn_role("queue-loans", &args(&[&bus.name, &p, &OPS, seed]));
+            child.expect_line("READY");
+            child
+        })
+        .collect();
+    let mut next = [0u64; 2];
+    loop {
+        match rx.pop_bytes_timeout(Duration::from_secs(20)) {
+            Ok(msg) => {
+                let (p, k) = check_job(msg);
+                assert_eq!(k, next[p as usize], "producer {p}: FIFO, each once");
+                next[p as usize] += 1;
+            }
+            Err(shmbus::PopTimeoutError::Disconnected) => break,
+            Err(e) => panic!("after {next:?}: {e}"),
+        }
+    }
+    for (p, child) in children.iter_mut().enumerate() {
+        let committed: u64 = child.expect_line("COMMITTED").parse().unwrap();
+        child.wait_success(Duration::from_secs(30));
+        assert_eq!(next[p], committed, "producer {p}: every committed job");
+        assert!(
+            committed > OPS / 3,
+            "the mix commits about half: {committed}"
+        );
+    }
+    let stats = rx.queue_stats();
+    assert_eq!((stats.lost_in_push, stats.lost_in_consume), (0, 0));
+    eprintln!("queue loans: {next:?} committed and popped");
+}
+
+/// A producer killed holding a half-written queue loan loses that slot
+/// only: consumers pop everything before it, survivors recover the slot
+/// (counted in `lost_in_push`), and the queue keeps flowing.
+#[test]
+fn a_producer_killed_holding_a_queue_loan_loses_only_that_slot() {
+    for trial in 0..5 {
+        let bus = TestBus::new("qloan-kill");
+        let b = bus.open();
+        let mut rx = queue(&b).consumer_bytes().unwrap();
+        let mut child = spawn_role("queue-loan-and-stall", &args(&[&bus.name]));
+        child.expect_line("LOANED");
+        child.kill9();
+        let mut tx = queue(&b).producer_bytes().unwrap();
+        tx.push_bytes(&job(1, 0, 100)).unwrap();
+        for k in 0..10u64 {
+            let msg = rx.pop_bytes_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(check_job(msg), (0, k), "trial {trial}");
+        }
+        let msg = rx.pop_bytes_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(check_job(msg), (1, 0), "trial {trial}: past the dead loan");
+        let stats = rx.queue_stats();
+        assert_eq!(
+            stats.lost_in_push, 1,
+            "trial {trial}: the loan's slot, counted"
+        );
+    }
+}
+
+/// A typed queue loan is the slot itself; an abandoned one is skipped, and
+/// a loan refused for lack of room pushes nothing.
+#[test]
+fn typed_queue_loans_write_in_place_and_abandoned_ones_are_skipped() {
+    let bus = TestBus::new("qloan-typed");
+    let b = bus.open();
+    let mut tx = b.topic("q").capacity(4).producer::<[u32; 8]>().unwrap();
+    let mut rx = b.topic("q").consumer::<[u32; 8]>().unwrap();
+    for i in 0..4u32 {
+        let mut loan = tx.loan().unwrap();
+        assert_eq!(loan.len(), 32);
+        *loan = [i; 8];
+        loan[7] = 100 + i;
+        if i == 1 {
+            drop(loan);
+        } else {
+            loan.commit();
+        }
+    }
+    assert!(matches!(tx.try_loan(), Err(shmbus::TryPushError::Full(()))));
+    for i in [0u32, 2, 3] {
+        let mut want = [i; 8];
+        want[7] = 100 + i;
+        assert_eq!(rx.pop().unwrap(), want);
+    }
+    assert!(matches!(rx.try_pop(), Err(shmbus::TryPopError::Empty)));
+    assert!(matches!(
+        b.topic("qb")
+            .slot_size(8)
+            .producer_bytes()
+            .unwrap()
+            .loan_bytes(9),
+        Err(shmbus::PushError::TooLarge { len: 9, max: 8 })
+    ));
+}
+
+/// A typed broadcast loan, whole or field by field; an abandoned one takes
+/// no sequence number.
+#[test]
+fn typed_broadcast_loans_write_whole_or_by_field() {
+    use zerocopy::IntoBytes;
+    let bus = TestBus::new("loan-typed");
+    let b = bus.open();
+    let mut tx = b.publisher::<[u64; 4]>("t").unwrap();
+    let mut rx = b
+        .topic("t")
+        .start_at(StartAt::Next)
+        .subscriber::<[u64; 4]>()
+        .unwrap();
+    let mut loan = tx.loan().unwrap();
+    assert_eq!((loan.seq(), loan.len()), (0, 32));
+    loan.write(&[1, 2, 3, 4]);
+    loan.write_at(16, 30u64.as_bytes()).unwrap();
+    assert!(loan.write_at(32, &[0]).is_err());
+    assert_eq!(loan.commit().unwrap(), 0);
+    {
+        let mut abandoned = tx.loan().unwrap();
+        abandoned.write(&[9; 4]);
+    }
+    let mut loan = tx.try_loan().unwrap();
+    assert_eq!(loan.seq(), 1, "the abandoned loan took no number");
+    loan.write(&[5; 4]);
+    loan.commit().unwrap();
+    assert_eq!(rx.recv().unwrap(), [1, 2, 30, 4]);
+    assert_eq!(rx.recv().unwrap(), [5; 4]);
+    assert!(rx.try_recv().is_err());
 }

@@ -629,6 +629,33 @@ impl<'a> QueueRing<'a> {
         entry.intent.store(NO_INTENT, Ordering::Release);
     }
 
+    /// The payload words of a push claim, for a producer that writes the
+    /// message in place (a loan) before [`commit`](Self::commit).
+    #[inline]
+    pub fn payload(&self, claim: Claim) -> &'a [AtomicU64] {
+        &self.slot(claim.pos)[SLOT_HEADER_WORDS..][..self.slot_bytes.div_ceil(8)]
+    }
+
+    /// Publishes a push claim whose payload was written in place, as `len`
+    /// bytes (at most `slot_bytes`).
+    #[inline]
+    pub fn commit(&self, claim: Claim, len: usize, entry: &ClaimEntry) {
+        debug_assert!(len <= self.slot_bytes);
+        self.slot(claim.pos)[1].store(len as u64, Ordering::Relaxed);
+        self.publish(claim, entry);
+    }
+
+    /// Gives up a push claim without a message: the slot becomes a
+    /// tombstone, which the consumer that claims it skips (nothing was
+    /// pushed, so nothing is counted lost).
+    #[inline]
+    pub fn abandon(&self, claim: Claim, entry: &ClaimEntry) {
+        // SYNC POINT: pairs with the Acquire load in `seq` by the consumer
+        // that claims the tombstone, as in `publish`.
+        self.store_seq(claim.pos, tomb(claim.pos));
+        entry.intent.store(NO_INTENT, Ordering::Release);
+    }
+
     /// Claims the next message (or tombstone) to pop.
     #[inline]
     pub fn claim_pop(&self, entry: &ClaimEntry) -> Result<Claim, PopBlocked> {
