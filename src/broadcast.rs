@@ -84,7 +84,7 @@ use crate::error::{
 use crate::handle::Handle;
 use crate::message::{Bytes, Message};
 use crate::process;
-use crate::ring::broadcast::Read;
+use crate::ring::broadcast::{PublisherState, Read};
 use crate::ring::gate::{Gate, GateCache, GatedRead};
 use crate::ring::lease::LeaseError;
 use crate::ring::store_bytes_at;
@@ -1405,7 +1405,11 @@ impl<T> Subscriber<T> {
     /// Whether the publisher is gone and nothing is left to read. Checks
     /// the publisher's liveness at most once per check interval.
     fn disconnected(&mut self) -> bool {
-        let holder = self.topic.view.ring().ctrl().lease().holder();
+        let state = self.topic.view.ring().ctrl().publisher();
+        let holder = match state {
+            PublisherState::Held(owner) => Some(owner),
+            _ => None,
+        };
         if holder.is_some() && self.watch.owner != holder {
             self.watch.owner = holder;
             self.watch.pacer.expire();
@@ -1416,10 +1420,10 @@ impl<T> Subscriber<T> {
             self.repair();
         }
         let ring = self.topic.view.ring();
-        let ctrl = ring.ctrl();
-        let gone = match holder {
-            None => ctrl.had_publisher(),
-            Some(owner) => {
+        let gone = match state {
+            PublisherState::NotYet => false,
+            PublisherState::Left => true,
+            PublisherState::Held(owner) => {
                 if due {
                     self.watch.dead = self.topic.liveness(owner).is_dead();
                 }
@@ -2496,7 +2500,7 @@ impl<T> crate::select::sealed::Source for Subscriber<T> {
         let ring = self.topic.view.ring();
         let ctrl = ring.ctrl();
         ring.ready(self.cursor)
-            || (ctrl.lease().holder().is_none() && ctrl.had_publisher())
+            || ctrl.publisher() == PublisherState::Left
             || (self.gate_entry.is_some() && !self.topic.in_own_process())
     }
 

@@ -555,3 +555,37 @@ fn received_messages_say_which_they_were_also_after_a_lag() {
     let (info, msg) = rx.recv_bytes_with_info().unwrap();
     assert_eq!((info.seq, msg), (6, &6u64.to_le_bytes()[..]));
 }
+
+/// A subscriber polling while a publisher arrives never reports it as
+/// gone: `Disconnected` means a publisher left (a read-order race once
+/// reported a publisher that was being created, in about one poll in six
+/// of this loop).
+#[test]
+fn a_publisher_arriving_is_never_reported_as_disconnected() {
+    const TRIALS: usize = 300;
+    let bus = TestBus::new("arrive");
+    let b = Bus::builder(&bus.name)
+        .topics(TRIALS as u32)
+        .open()
+        .unwrap();
+    for trial in 0..TRIALS {
+        // Each trial needs a topic no publisher has held yet.
+        let topic = format!("t{trial}");
+        let mut rx = b.topic(&topic).capacity(2).subscriber::<u64>().unwrap();
+        std::thread::scope(|s| {
+            let publisher = s.spawn(|| {
+                let mut tx = b.publisher::<u64>(&topic).unwrap();
+                tx.send(&1).unwrap();
+                tx // kept until the subscriber has read
+            });
+            loop {
+                match rx.try_recv() {
+                    Ok(v) => break assert_eq!(v, 1),
+                    Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                    Err(e) => panic!("trial {trial}: {e} while the publisher arrives"),
+                }
+            }
+            drop(publisher.join().unwrap());
+        });
+    }
+}

@@ -3,7 +3,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use shmbus::ring::broadcast::{slots_words, BroadcastCtrl, BroadcastRing, Read};
+use shmbus::ring::broadcast::{slots_words, BroadcastCtrl, BroadcastRing, PublisherState, Read};
 use shmbus::ring::{Liveness, Owner};
 use shmbus::sync::{AtomicU64, Ordering};
 
@@ -239,5 +239,29 @@ fn an_abandoned_loan_is_never_seen_and_its_number_is_reused() {
         let mut seen = subscriber.join().unwrap();
         read_available(&heap, &mut seen);
         assert_eq!((seen.cursor, seen.received + seen.lagged), (2, 2));
+    });
+}
+
+/// Proves that a subscriber asking who publishes while a publisher arrives
+/// (lease taken, then the topic marked as published) never reads "left",
+/// the Disconnected a subscriber reports: only a publisher that released
+/// the lease reads so.
+#[test]
+fn a_publisher_arriving_is_never_read_as_one_that_left() {
+    loom::model(|| {
+        let heap = Heap::new(2);
+        let me = Owner::new(1, 1);
+        let publisher = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                heap.ctrl.lease().acquire(me, |_| Liveness::Alive).unwrap();
+                heap.ctrl.mark_published();
+            })
+        };
+        assert_ne!(heap.ctrl.publisher(), PublisherState::Left);
+        publisher.join().unwrap();
+        assert_eq!(heap.ctrl.publisher(), PublisherState::Held(me));
+        assert!(heap.ctrl.lease().release(me));
+        assert_eq!(heap.ctrl.publisher(), PublisherState::Left);
     });
 }

@@ -103,10 +103,40 @@ impl BroadcastCtrl {
         self.had_publisher.load(Ordering::Acquire) != 0
     }
 
-    /// Records that a publisher took the lease.
+    /// Records that a publisher took the lease. A publisher calls this
+    /// after taking the lease (see [`publisher`](Self::publisher)).
     pub fn mark_published(&self) {
+        // SYNC POINT: Release pairs with the Acquire load in `had_publisher`:
+        // whoever sees the mark sees the lease taken.
         self.had_publisher.store(1, Ordering::Release);
     }
+
+    /// Who publishes: a holder of the lease, nobody yet, or nobody any
+    /// more. `had_publisher` is read first: it is set after the lease is
+    /// taken, so once it reads set, the lease load after it sees the
+    /// holder's token or something later, and an empty lease word is a
+    /// publisher that left. (Read the other way round, a subscriber could
+    /// see the lease empty before a publisher arrives and the mark set
+    /// after, and report a publisher that never left as gone.)
+    pub fn publisher(&self) -> PublisherState {
+        let had = self.had_publisher();
+        match self.lease.holder() {
+            Some(owner) => PublisherState::Held(owner),
+            None if had => PublisherState::Left,
+            None => PublisherState::NotYet,
+        }
+    }
+}
+
+/// Who publishes on a topic ([`BroadcastCtrl::publisher`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublisherState {
+    /// No publisher has held the topic yet.
+    NotYet,
+    /// The lease holder (alive, or dead and not yet replaced).
+    Held(crate::ring::Owner),
+    /// A publisher held the topic and released it.
+    Left,
 }
 
 impl Default for BroadcastCtrl {
