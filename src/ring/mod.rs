@@ -12,6 +12,7 @@ pub mod gate;
 pub mod lease;
 pub mod owner;
 pub mod queue;
+pub mod varlen;
 pub mod waiting;
 
 pub use lease::{Lease, LeaseError};
