@@ -86,6 +86,10 @@ const LEN: usize = 2;
 /// `store_bytes_at`, as `BroadcastRing::publish` does (measured there).
 const LARGE_COPY: usize = 256;
 
+/// Scans of the subscriber table [`VarlenRing::room_in`] makes before it
+/// gives up on one that no attach changed under it.
+const STABLE_SCAN_TRIES: u32 = 4;
+
 /// Words of shared memory after the control block for `capacity`
 /// descriptors and an arena of `arena_bytes`: the descriptors, then the
 /// arena. `None` if `capacity` or `arena_bytes` is not a power of two,
@@ -658,13 +662,27 @@ impl<'a> VarlenRing<'a> {
     }
 
     /// [`has_room`](Self::has_room) for the slowest attached subscriber of
-    /// `gate`, by a fresh scan of its table.
+    /// `gate`, by a fresh scan of its table. As in
+    /// [`crate::ring::gate::GateCache::has_space`], a scan counts only if
+    /// the gate's epoch is the same after it as before (a subscriber
+    /// attached beside another may be missed by a scan that saw the other
+    /// move on); after a few scans that each saw an attach, no room.
     ///
     /// # Errors
     ///
     /// `TooLarge` if `len` is more than half the arena.
     pub fn room_in(&self, gate: &Gate<'_>, next: u64, len: usize) -> Result<bool, TooLarge> {
-        self.has_room(next, len, gate.min_cursor_before(next, self.capacity()))
+        self.words_for(len)?;
+        let mut epoch = gate.ctrl().epoch();
+        for _ in 0..STABLE_SCAN_TRIES {
+            let slowest = gate.min_cursor_before(next, self.capacity());
+            let after = gate.ctrl().epoch();
+            if after == epoch {
+                return self.has_room(next, len, slowest);
+            }
+            epoch = after;
+        }
+        Ok(false)
     }
 }
 
@@ -914,6 +932,30 @@ mod tests {
         assert_eq!(read_vec(&ring, 3), Ok(message(3, 32)));
         // A cursor ahead of `next` is corruption: no room.
         assert_eq!(ring.has_room(4, 8, Some(9)), Ok(false));
+    }
+
+    #[test]
+    fn room_in_a_gate_is_room_for_its_slowest_subscriber() {
+        use crate::ring::gate::{testing as gate_testing, GateCtrl, SubscriberEntry};
+        use crate::ring::Owner;
+        let heap = Heap::new(4, 64);
+        let ring = heap.ring();
+        ring.publish(0, &message(0, 24)).unwrap(); // words 0..3
+        ring.publish(1, &message(1, 20)).unwrap(); // words 3..6
+        let ctrl = GateCtrl::new();
+        let entries: Vec<_> = (0..2).map(|_| SubscriberEntry::new()).collect();
+        let gate = Gate::new(&ctrl, &entries);
+        assert_eq!(ring.room_in(&gate, 2, 17), Ok(true), "no subscriber");
+        gate_testing::attached(&entries[0], Owner::new(1, 1), 1);
+        // Message 2 goes to words 8..11, over message 0's bytes only.
+        assert_eq!(ring.room_in(&gate, 2, 17), Ok(true));
+        gate_testing::attached(&entries[1], Owner::new(2, 1), 0);
+        assert_eq!(ring.room_in(&gate, 2, 17), Ok(false), "the slowest has not read 0");
+        assert_eq!(ring.room_in(&gate, 2, 8), Ok(true), "one word still fits at 6");
+        assert_eq!(
+            ring.room_in(&gate, 2, 33),
+            Err(TooLarge { len: 33, max: 32 })
+        );
     }
 
     #[test]
