@@ -81,6 +81,24 @@ fn read_available(heap: &Heap, seen: &mut Seen, len: impl Fn(u64) -> usize) {
     }
 }
 
+/// A subscriber from message 0 on another thread, reading what is there
+/// (see [`read_available`]).
+fn spawn_subscriber(
+    heap: &Arc<Heap>,
+    len: impl Fn(u64) -> usize + Send + 'static,
+) -> thread::JoinHandle<Seen> {
+    let heap = heap.clone();
+    thread::spawn(move || {
+        let mut seen = Seen {
+            cursor: 0,
+            received: 0,
+            lagged: 0,
+        };
+        read_available(&heap, &mut seen, len);
+        seen
+    })
+}
+
 /// Lengths of the models: 24, 20 and 17 bytes, 3 words each. In an arena
 /// of 8 words, messages 0 and 1 take words 0..3 and 3..6; message 2 would
 /// cross the end at 6, so it starts over at word 0 (position 8), wasting
@@ -108,18 +126,7 @@ fn overwrite_by_the_arena_delivers_whole_messages_and_accounts_for_every_one() {
     const SENT: u64 = 3;
     loom::model(|| {
         let heap = Heap::new(4, 64);
-        let subscriber = {
-            let heap = heap.clone();
-            thread::spawn(move || {
-                let mut seen = Seen {
-                    cursor: 0,
-                    received: 0,
-                    lagged: 0,
-                };
-                read_available(&heap, &mut seen, model_len);
-                seen
-            })
-        };
+        let subscriber = spawn_subscriber(&heap, model_len);
         let ring = heap.ring();
         for seq in 0..SENT {
             ring.publish(seq, &message(seq, model_len(seq))).unwrap();
@@ -204,18 +211,7 @@ fn an_abandoned_message_is_never_seen_and_the_next_holder_resumes() {
     let len = |seq: u64| [8, 16][seq as usize];
     loom::model(move || {
         let heap = Heap::new(1, 64);
-        let subscriber = {
-            let heap = heap.clone();
-            thread::spawn(move || {
-                let mut seen = Seen {
-                    cursor: 0,
-                    received: 0,
-                    lagged: 0,
-                };
-                read_available(&heap, &mut seen, len);
-                seen
-            })
-        };
+        let subscriber = spawn_subscriber(&heap, len);
         let ring = heap.ring();
         ring.publish(0, &message(0, len(0))).unwrap();
         let abandoned = ring.begin(1, 16).unwrap();
