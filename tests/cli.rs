@@ -173,6 +173,52 @@ fn tagged_processes(tag: &str) -> Vec<String> {
         .collect()
 }
 
+/// The 1-to-1 throughput rows at 1 MiB, where the rings shrink to fit the
+/// bench's bus and the counts to a few GB: copy-send and loan-send, each
+/// mode, each beside the raw SPSC ring, with a GB/s figure.
+#[test]
+fn bench_throughput_has_loan_rows_and_runs_at_a_mebibyte() {
+    let out = shmbus()
+        .args([
+            "bench",
+            "--quick",
+            "--json",
+            "--rounds",
+            "1",
+            "--size",
+            "1048576",
+            "--only",
+            "throughput-1to1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert_eq!(rows.len(), 8, "{text}");
+    for transport in [
+        "shmbus-lossless",
+        "shmbus-lossless-loan",
+        "shmbus-overwrite",
+        "shmbus-overwrite-loan",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r["transport"] == transport)
+            .unwrap_or_else(|| panic!("no {transport} row:\n{text}"));
+        assert_eq!(row["baseline"], "raw-spsc-ring", "{row}");
+        assert_eq!(row["msg_bytes"], 1048576, "{row}");
+        assert!(row["gb_per_s"].as_f64().is_some_and(|g| g > 0.0), "{row}");
+    }
+}
+
 /// Starts `shmbus bench ARGS` with an environment tag its peers inherit.
 fn tagged_bench(args: &[&str], tag: &str) -> std::process::Child {
     shmbus()

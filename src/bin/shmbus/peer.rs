@@ -339,10 +339,12 @@ fn produce_mq(args: &[String]) -> Res {
     Ok(())
 }
 
-/// BUS COUNT SIZE: publisher of topic "data" (mode as created).
+/// BUS COUNT SIZE [copy|loan]: publisher of topic "data" (mode as
+/// created), by `send_bytes` or by a loan written whole and committed.
 fn produce_shmbus(args: &[String]) -> Res {
     let bus = Bus::open_existing(&args[0])?;
     let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+    let loan = args.get(3).is_some_and(|how| how == "loan");
     let mut tx = bus
         .topic("data")
         .wait(WaitStrategy::Spin)
@@ -352,7 +354,13 @@ fn produce_shmbus(args: &[String]) -> Res {
     wait_go();
     for seq in 0..count {
         rings::fill(&mut buf, seq);
-        tx.send_bytes(&buf)?;
+        if loan {
+            let mut msg = tx.loan_bytes(size)?;
+            msg.write_at(0, &buf)?;
+            msg.commit()?;
+        } else {
+            tx.send_bytes(&buf)?;
+        }
     }
     Ok(())
 }

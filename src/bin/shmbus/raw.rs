@@ -154,28 +154,38 @@ pub fn futex_echo(mem: &SharedMem, count: u64) {
     }
 }
 
-/// Raw SPSC ring: head and tail on their own lines, `SPSC_SLOTS` slots.
-pub const SPSC_SLOTS: usize = 4096;
+/// Raw SPSC ring: head and tail on their own lines, [`ring_slots`] slots.
 const SPSC_HEAD: usize = 0;
 const SPSC_TAIL: usize = 64;
 const SPSC_DATA: usize = 128;
 
+/// Slots of the rings the stream benchmarks make for messages of `size`
+/// bytes (the raw SPSC ring and the shmbus topic alike): 4096, or fewer
+/// for large messages, so that a ring stays within 32 MiB (it must fit the
+/// bench's bus: a 1 MiB message gets 32 slots, not a 4 GiB segment); a
+/// power of two, at least 16.
+pub fn ring_slots(size: usize) -> usize {
+    const RING_BYTES: usize = 32 << 20;
+    let fit = (RING_BYTES / size.next_multiple_of(8).max(8)).clamp(16, 4096);
+    1 << (usize::BITS - 1 - fit.leading_zeros())
+}
+
 pub fn spsc_len(size: usize) -> usize {
-    SPSC_DATA + SPSC_SLOTS * size.next_multiple_of(8)
+    SPSC_DATA + ring_slots(size) * size.next_multiple_of(8)
 }
 
 /// Producer side: pushes `count` messages of `size` bytes.
 pub fn spsc_produce(mem: &SharedMem, count: u64, size: usize) {
-    let stride = size.next_multiple_of(8);
+    let (stride, slots) = (size.next_multiple_of(8), ring_slots(size));
     let msg = vec![0x5au8; size];
     let (head, tail) = (mem.u64_at(SPSC_HEAD), mem.u64_at(SPSC_TAIL));
     let mut cached_head = 0u64;
     for pos in 0..count {
-        while pos - cached_head >= SPSC_SLOTS as u64 {
+        while pos - cached_head >= slots as u64 {
             cached_head = head.load(Ordering::Acquire);
             core::hint::spin_loop();
         }
-        let offset = SPSC_DATA + (pos as usize % SPSC_SLOTS) * stride;
+        let offset = SPSC_DATA + (pos as usize % slots) * stride;
         // SAFETY: the slot is inside the region and, by the head/tail
         // protocol, not read by the consumer until `tail` passes it.
         unsafe { core::ptr::copy_nonoverlapping(msg.as_ptr(), mem.ptr.add(offset), size) };
@@ -186,7 +196,7 @@ pub fn spsc_produce(mem: &SharedMem, count: u64, size: usize) {
 /// Consumer side: pops `count` messages; returns the nanoseconds from the
 /// first message to the last.
 pub fn spsc_consume(mem: &SharedMem, count: u64, size: usize) -> u64 {
-    let stride = size.next_multiple_of(8);
+    let (stride, slots) = (size.next_multiple_of(8), ring_slots(size));
     let mut buf = vec![0u8; size];
     let (head, tail) = (mem.u64_at(SPSC_HEAD), mem.u64_at(SPSC_TAIL));
     let mut cached_tail = 0u64;
@@ -197,7 +207,7 @@ pub fn spsc_consume(mem: &SharedMem, count: u64, size: usize) -> u64 {
             core::hint::spin_loop();
         }
         start.get_or_insert_with(std::time::Instant::now);
-        let offset = SPSC_DATA + (pos as usize % SPSC_SLOTS) * stride;
+        let offset = SPSC_DATA + (pos as usize % slots) * stride;
         // SAFETY: the producer finished this slot (tail passed it) and will
         // not write it again until `head` passes it.
         unsafe { core::ptr::copy_nonoverlapping(mem.ptr.add(offset), buf.as_mut_ptr(), size) };

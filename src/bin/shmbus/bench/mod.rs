@@ -175,7 +175,14 @@ impl Harness {
         Ok(hist)
     }
 
+    /// `n` messages or rounds, but no more than move 4 GB of messages of
+    /// the current size (at least 2000): the counts are set for small
+    /// messages, where 2 million take well under a second, and 2 million
+    /// of 1 MiB would take minutes. A fifth of that with `--quick`.
     fn quick(&self, n: u64) -> u64 {
+        const BYTES_PER_RUN: u64 = 4_000_000_000;
+        let cap = (BYTES_PER_RUN / self.opts.size.max(1) as u64).max(2000);
+        let n = n.min(cap);
         if self.opts.quick {
             n / 5
         } else {
@@ -540,7 +547,7 @@ pub fn run(opts: Opts) -> Res<()> {
         ("pingpong-block", 1),
         ("pingpong-wait", WAIT_VIAS.len()),
         ("pingpong-os", 3),
-        ("throughput-1to1", 2),
+        ("throughput-1to1", 4),
         ("throughput-os", 3),
         ("fanout", fanouts),
         ("queue", 2),
@@ -579,7 +586,13 @@ pub fn run(opts: Opts) -> Res<()> {
             h.compare_latency("pingpong-os", &spin, &[base])?;
         }
         for lossless in [true, false] {
-            h.compare_stream("throughput-1to1", &ShmbusStream { lossless }, &RawSpsc)?;
+            for loan in [false, true] {
+                h.compare_stream(
+                    "throughput-1to1",
+                    &ShmbusStream { lossless, loan },
+                    &RawSpsc,
+                )?;
+            }
         }
         let os: [&dyn Stream; 3] = [
             &FdStream { socket: false },
@@ -587,7 +600,14 @@ pub fn run(opts: Opts) -> Res<()> {
             &MqStream,
         ];
         for base in os {
-            h.compare_stream("throughput-os", &ShmbusStream { lossless: true }, base)?;
+            h.compare_stream(
+                "throughput-os",
+                &ShmbusStream {
+                    lossless: true,
+                    loan: false,
+                },
+                base,
+            )?;
         }
         for n in h.opts.subscribers.clone() {
             h.fanout("fanout", false, n)?;

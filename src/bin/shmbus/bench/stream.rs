@@ -150,17 +150,22 @@ impl Stream for MqStream {
     }
 }
 
-/// A shmbus broadcast topic, lossless or overwrite, read by this process.
+/// A shmbus broadcast topic, lossless or overwrite, read by this process;
+/// published with `send_bytes` (a copy from the publisher's buffer) or,
+/// with `loan`, through `loan_bytes` + one `write_at` of the whole
+/// message + `commit` (the same bytes, stored by the loan's word stores).
 pub struct ShmbusStream {
     pub lossless: bool,
+    pub loan: bool,
 }
 
 impl Stream for ShmbusStream {
     fn name(&self) -> &'static str {
-        if self.lossless {
-            "shmbus-lossless"
-        } else {
-            "shmbus-overwrite"
+        match (self.lossless, self.loan) {
+            (true, false) => "shmbus-lossless",
+            (false, false) => "shmbus-overwrite",
+            (true, true) => "shmbus-lossless-loan",
+            (false, true) => "shmbus-overwrite-loan",
         }
     }
 
@@ -172,7 +177,10 @@ impl Stream for ShmbusStream {
         let size = h.opts.size;
         let temp = h.temp_bus()?;
         let bus = temp.bus.as_ref().expect("open");
-        let mut topic = bus.topic("data").capacity(4096).slot_size(size as u32);
+        let mut topic = bus
+            .topic("data")
+            .capacity(raw::ring_slots(size) as u32)
+            .slot_size(size as u32);
         if self.lossless {
             topic = topic.lossless(4);
         }
@@ -180,7 +188,13 @@ impl Stream for ShmbusStream {
             .start_at(StartAt::Next)
             .wait(WaitStrategy::Spin)
             .subscriber_bytes()?;
-        let args = [temp.name.clone(), count.to_string(), size.to_string()];
+        let how = if self.loan { "loan" } else { "copy" };
+        let args = [
+            temp.name.clone(),
+            count.to_string(),
+            size.to_string(),
+            how.into(),
+        ];
         let mut peer = Peer::spawn("produce-shmbus", &args, h.cpu(1))?;
         temp.unlink();
         peer.go()?;
