@@ -12,6 +12,21 @@ fn shmbus() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shmbus"))
 }
 
+/// The JSON rows a successful `bench --json` printed, and its text.
+fn bench_rows(out: &std::process::Output) -> (Vec<serde_json::Value>, String) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let rows = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    (rows, text)
+}
+
 #[test]
 fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
     let out = shmbus()
@@ -42,16 +57,7 @@ fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
         .unwrap();
     let pid = out.id();
     let out = out.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let rows: Vec<serde_json::Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect();
+    let (rows, text) = bench_rows(&out);
     // Per size: 2 latency rows, 2 x 2 fanout rows (overwrite and lossless,
     // each with its raw baseline), 2 x 2 queue rows, 2 open-loop rows.
     assert_eq!(rows.len(), 2 * 12, "{text}");
@@ -192,16 +198,7 @@ fn bench_throughput_has_loan_rows_and_runs_at_a_mebibyte() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let rows: Vec<serde_json::Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect();
+    let (rows, text) = bench_rows(&out);
     assert_eq!(rows.len(), 8, "{text}");
     for transport in [
         "shmbus-lossless",
