@@ -100,8 +100,9 @@ fn queue(c: &mut Criterion) {
 /// Publishing a 64 KiB frame: copied from the caller's buffer
 /// (`send_bytes`), written in place through a loan (`loan_bytes`,
 /// filled from the same buffer: the copy happens once, into the slot),
-/// and a plain `memcpy` between two heap buffers for reference. No
-/// subscriber: this is the writer's cost.
+/// and a plain `memcpy` between two heap buffers for reference: the
+/// writer's cost. One row adds a subscriber in the same thread that copies
+/// each frame out (`recv_bytes`): the writer's and the reader's copy.
 fn loans(c: &mut Criterion) {
     const LEN: usize = 64 << 10;
     let bus = TempBus::new("loan");
@@ -125,6 +126,19 @@ fn loans(c: &mut Criterion) {
             loan.commit().unwrap()
         })
     });
+    let mut rx = bus
+        .1
+        .topic("frames")
+        .start_at(StartAt::Next)
+        .subscriber_bytes()
+        .unwrap();
+    group.bench_function("send_bytes + recv_bytes", |b| {
+        b.iter(|| {
+            tx.send_bytes(black_box(&frame)).unwrap();
+            black_box(rx.recv_bytes().unwrap().len())
+        })
+    });
+    drop(rx);
     let mut dst = vec![0u8; LEN];
     group.bench_function("memcpy (reference)", |b| {
         b.iter(|| dst.copy_from_slice(black_box(&frame)))

@@ -27,14 +27,10 @@
 
 use core::cmp::{max, Ordering as CmpOrdering};
 
-use crate::ring::{load_bytes, store_bytes, store_bytes_at, Lease, SLOT_HEADER_WORDS};
+use crate::ring::{load_bytes, store_bytes, Lease, SLOT_HEADER_WORDS};
 pub use crate::ring::{packed_slots_words as slots_words, packed_stride_words as stride_words};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::WakeWords;
-
-/// Messages longer than this are copied into their slot by the loop of
-/// `store_bytes_at` (see `publish`).
-const LARGE_COPY: usize = 256;
 
 /// Shared control block of a broadcast topic, three cache lines: the hot
 /// publisher line, the lease, and the wakeup words, each on its own line so a
@@ -145,11 +141,14 @@ impl Default for BroadcastCtrl {
     }
 }
 
-const fn writing(seq: u64) -> u64 {
+/// The stamp of a slot (or descriptor, in [`crate::ring::varlen`]) while
+/// message `seq` is being written into it.
+pub(crate) const fn writing(seq: u64) -> u64 {
     seq.wrapping_mul(2).wrapping_add(1)
 }
 
-const fn complete(seq: u64) -> u64 {
+/// The stamp of a slot (or descriptor) once message `seq` is complete.
+pub(crate) const fn complete(seq: u64) -> u64 {
     seq.wrapping_mul(2).wrapping_add(2)
 }
 
@@ -284,15 +283,7 @@ impl<'a> BroadcastRing<'a> {
     pub fn publish(&self, seq: u64, bytes: &[u8]) {
         debug_assert!(bytes.len() <= self.slot_bytes);
         let payload = self.begin(seq);
-        // Two copy loops, by measurement (criterion, `cargo bench --bench
-        // inprocess`): `store_bytes` for small messages (7.6 ns a 64-byte
-        // publish, against 11.8), the loop of `store_bytes_at` for large
-        // ones (3.1 us a 64 KiB publish, against 7.8).
-        if bytes.len() <= LARGE_COPY {
-            store_bytes(payload, bytes);
-        } else {
-            store_bytes_at(payload, 0, bytes);
-        }
+        store_bytes(payload, bytes);
         self.commit(seq, bytes.len());
     }
 

@@ -67,12 +67,11 @@
 use core::cmp::Ordering as CmpOrdering;
 use core::fmt;
 
-use crate::ring::broadcast::{BadShape, BroadcastCtrl, StartAt};
+use crate::ring::broadcast::{complete, writing, BadShape, BroadcastCtrl, StartAt};
 use crate::ring::gate::Gate;
-use crate::ring::{load_bytes, store_bytes, store_bytes_at};
+use crate::ring::{load_bytes, store_bytes, WORD};
 use crate::sync::{fence, AtomicU64, Ordering};
 
-const WORD: usize = 8;
 
 /// Words per descriptor: stamp, position, length, and one spare (zero)
 /// that keeps descriptors two to a cache line and leaves room for
@@ -81,10 +80,6 @@ pub const DESC_WORDS: usize = 4;
 const STAMP: usize = 0;
 const POS: usize = 1;
 const LEN: usize = 2;
-
-/// Messages longer than this are copied into the arena by the loop of
-/// `store_bytes_at`, as `BroadcastRing::publish` does (measured there).
-const LARGE_COPY: usize = 256;
 
 /// Scans of the subscriber table [`VarlenRing::room_in`] makes before it
 /// gives up on one that no attach changed under it.
@@ -148,14 +143,6 @@ impl Default for VarlenCtrl {
     fn default() -> Self {
         Self::new()
     }
-}
-
-const fn writing(seq: u64) -> u64 {
-    seq.wrapping_mul(2).wrapping_add(1)
-}
-
-const fn complete(seq: u64) -> u64 {
-    seq.wrapping_mul(2).wrapping_add(2)
 }
 
 /// A message longer than half the arena: refused, it would not fit.
@@ -416,11 +403,7 @@ impl<'a> VarlenRing<'a> {
     #[inline(always)]
     pub fn publish(&self, seq: u64, bytes: &[u8]) -> Result<(), TooLarge> {
         let reservation = self.begin(seq, bytes.len())?;
-        if bytes.len() <= LARGE_COPY {
-            store_bytes(reservation.payload, bytes);
-        } else {
-            store_bytes_at(reservation.payload, 0, bytes);
-        }
+        store_bytes(reservation.payload, bytes);
         self.commit(reservation);
         Ok(())
     }
@@ -695,7 +678,7 @@ pub mod testing {
 
     /// Sets `head` as a publisher that died before advancing it would leave it.
     pub fn set_head(ring: &VarlenRing<'_>, head: u64) {
-        ring.ctrl.broadcast.head.store(head, Ordering::Release);
+        crate::ring::broadcast::testing::set_head(&ring.ctrl.broadcast, head);
     }
 
     /// Overwrites the position and length of message `seq`'s descriptor.
