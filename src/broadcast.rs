@@ -115,6 +115,9 @@ pub struct Publisher<T> {
     /// Whether the wakeup check after each message fences (see "Light
     /// writers" in `crate::wait`).
     waker: LightWaker,
+    /// Lossless: the length of the message last refused for want of room
+    /// (an async send waits for room for it).
+    wanted: usize,
     _marker: PhantomData<fn(&T)>,
 }
 
@@ -185,6 +188,7 @@ impl<T> Publisher<T> {
             gate_cache: GateCache::default(),
             pacer,
             waker,
+            wanted: 0,
             _marker: PhantomData,
         })
     }
@@ -275,20 +279,37 @@ impl<T> Publisher<T> {
         self.topic.in_own_process() && self.topic.view.ring().ctrl().lease().held_by(self.topic.me)
     }
 
-    /// Whether message `next` may be written now: in lossless mode, the
-    /// gate has room (evicting subscribers known dead when a liveness check
-    /// is due). The lease is checked where it matters, right before the
+    /// Whether message `next`, of `len` bytes, may be written now: in
+    /// lossless mode, the gate has room (evicting subscribers known dead
+    /// when a liveness check is due), and in a variable-size topic the
+    /// arena too. The lease is checked where it matters, right before the
     /// write (`publish`), and by a publisher that waits.
     #[inline(always)]
-    fn room(&mut self) -> Result<(), Blocked> {
+    fn room(&mut self, len: usize) -> Result<(), Blocked> {
         let Some(gate) = self.topic.view.gate() else {
             return Ok(());
         };
-        let capacity = self.topic.view.ring().capacity();
-        if self.gate_cache.has_space(gate, self.next, capacity) {
+        let ring = self.topic.view.ring();
+        let capacity = ring.capacity();
+        if self.gate_cache.has_space(gate, self.next, capacity)
+            && (ring.var().is_none() || self.arena_room(len))
+        {
             return Ok(());
         }
-        self.room_slow()
+        self.room_slow(len)
+    }
+
+    /// Variable-size, lossless, with a free descriptor (the gate cache
+    /// holds the slowest cursor it just checked): whether message `next`
+    /// leaves the slowest subscriber's unread bytes alone. First against
+    /// the cached slowest cursor (stale means lower, the cautious side),
+    /// then by a fresh scan of the table.
+    #[inline]
+    fn arena_room(&self, len: usize) -> bool {
+        let (ring, gate) = (self.topic.view.ring(), self.topic.view.gate());
+        let Some(gate) = gate else { return true };
+        let slowest = self.gate_cache.slowest(ring.capacity());
+        ring.arena_room(self.next, len, slowest) || ring.arena_room_in(gate, self.next, len)
     }
 
     /// `room` found no room (it has just rescanned the subscriber table):
@@ -296,7 +317,8 @@ impl<T> Publisher<T> {
     /// back is dead (`Pacer::due_polled`: a blocked publisher spinning here
     /// reads the clock once in 64 calls).
     #[cold]
-    fn room_slow(&mut self) -> Result<(), Blocked> {
+    fn room_slow(&mut self, len: usize) -> Result<(), Blocked> {
+        self.wanted = len;
         if !self.holds_lease() {
             return Err(Blocked::LeaseLost);
         }
@@ -305,23 +327,36 @@ impl<T> Publisher<T> {
         }
         let topic = &self.topic;
         let gate = topic.view.gate().expect("only lossless topics are gated");
-        let capacity = topic.view.ring().capacity();
+        let ring = topic.view.ring();
+        let capacity = ring.capacity();
         let mut liveness = |owner| topic.liveness(owner);
-        if gate.make_room(
-            &mut self.gate_cache,
-            self.next,
-            capacity,
-            Some(&mut liveness),
-        ) {
+        let room = if ring.var().is_none() {
+            gate.make_room(
+                &mut self.gate_cache,
+                self.next,
+                capacity,
+                Some(&mut liveness),
+            )
+        } else {
+            // The arena may be what is full, with descriptors to spare:
+            // evict the dead whichever holds us back.
+            if gate.evict_dead(&mut liveness) > 0 {
+                self.gate_cache.invalidate();
+            }
+            self.gate_cache.has_space(gate, self.next, capacity)
+                && ring.arena_room_in(gate, self.next, len)
+        };
+        if room {
             Ok(())
         } else {
             Err(Blocked::Full)
         }
     }
 
-    /// Waits until `room`, evicting dead subscribers that hold us back.
-    /// Returns `Full` if `deadline` passed first.
-    fn wait_for_room(&mut self, deadline: Option<Instant>) -> Result<(), Blocked> {
+    /// Waits until `room` for a message of `len` bytes, evicting dead
+    /// subscribers that hold us back. Returns `Full` if `deadline` passed
+    /// first.
+    fn wait_for_room(&mut self, deadline: Option<Instant>, len: usize) -> Result<(), Blocked> {
         let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
         // Each look at the gate reads the subscribers' cursor lines, which
         // they write at every read: a publisher that looks too often slows
@@ -329,14 +364,14 @@ impl<T> Publisher<T> {
         // (exponentially, a few dozen spins at most).
         let backoff = crossbeam_utils::Backoff::new();
         loop {
-            match self.room() {
+            match self.room(len) {
                 Err(Blocked::Full) => backoff.spin(),
                 done => return done,
             }
             let (next, ring) = (self.next, self.topic.view.ring());
             let gate = self.topic.view.gate().expect("only lossless topics wait");
             let capacity = ring.capacity();
-            let space = || has_room(gate, next, capacity);
+            let space = || has_room(gate, next, capacity) && ring.arena_room_in(gate, next, len);
             match waiter.wait_once(gate.ctrl().space(), space, deadline) {
                 Waited::Deadline => return Err(Blocked::Full),
                 Waited::Slept(Wake::TimedOut) => self.pacer.expire(),
@@ -362,9 +397,10 @@ impl<T> Publisher<T> {
             bell.ring(); // an overwrite publisher always has room
             return;
         };
-        let (next, capacity) = (self.next, self.topic.view.ring().capacity());
+        let (next, ring, len) = (self.next, self.topic.view.ring(), self.wanted);
+        let capacity = ring.capacity();
         bell.arm(
-            || has_room(gate, next, capacity),
+            || has_room(gate, next, capacity) && ring.arena_room_in(gate, next, len),
             self.topic.opts.check_interval,
         );
     }
@@ -393,9 +429,9 @@ impl<T> Publisher<T> {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<u64, Blocked> {
-        match self.room() {
+        match self.room(bytes.len()) {
             Ok(()) => {}
-            Err(Blocked::Full) if wait => self.wait_for_room(deadline)?,
+            Err(Blocked::Full) if wait => self.wait_for_room(deadline, bytes.len())?,
             Err(blocked) => return Err(blocked),
         }
         self.publish(bytes)
@@ -409,9 +445,9 @@ impl<T> Publisher<T> {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<Loan<'_, T>, Blocked> {
-        match self.room() {
+        match self.room(len) {
             Ok(()) => {}
-            Err(Blocked::Full) if wait => self.wait_for_room(deadline)?,
+            Err(Blocked::Full) if wait => self.wait_for_room(deadline, len)?,
             Err(blocked) => return Err(blocked),
         }
         if !self.holds_lease() {
@@ -421,6 +457,7 @@ impl<T> Publisher<T> {
             seq: self.next,
             len,
             begun: false,
+            pos: 0,
             tx: self,
         })
     }
@@ -563,7 +600,7 @@ impl<T: Message> Publisher<T> {
 impl Publisher<Bytes> {
     #[inline(always)]
     fn check_len(&self, bytes: &[u8]) -> Result<(), SendError> {
-        let max = self.topic.view.ring().slot_bytes();
+        let max = self.topic.view.ring().max_message();
         if bytes.len() > max {
             return Err(SendError::TooLarge {
                 len: bytes.len(),
@@ -675,7 +712,7 @@ impl Publisher<Bytes> {
 
     /// Largest message this topic takes.
     pub fn max_message_len(&self) -> usize {
-        self.topic.view.ring().slot_bytes()
+        self.topic.view.ring().max_message()
     }
 
     /// Loans the next message's slot, `len` bytes, to be written in place
@@ -773,6 +810,8 @@ pub struct Loan<'a, T> {
     len: usize,
     /// Whether the first write has marked the slot "being written".
     begun: bool,
+    /// Variable-size topics: the arena position the first write reserved.
+    pos: u64,
 }
 
 /// A loan of a byte topic's slot ([`Publisher::loan_bytes`]).
@@ -800,10 +839,12 @@ impl<T> Loan<'_, T> {
     fn payload(&mut self) -> &[AtomicU64] {
         let ring = self.tx.topic.view.ring();
         if self.begun {
-            ring.payload(self.seq)
+            ring.payload(self.seq, self.pos, self.len)
         } else {
             self.begun = true;
-            ring.begin(self.seq)
+            let (payload, pos) = ring.begin(self.seq, self.len);
+            self.pos = pos;
+            payload
         }
     }
 
@@ -853,7 +894,7 @@ impl<T> Loan<'_, T> {
             return Err(SendError::LeaseLost);
         }
         let ring = tx.topic.view.ring();
-        ring.commit(self.seq, self.len);
+        ring.commit(self.seq, self.pos, self.len);
         tx.next = self.seq.wrapping_add(1);
         ring.ctrl().wake().notify_as(&mut tx.waker);
         Ok(self.seq)
@@ -1092,7 +1133,7 @@ impl<T> Subscriber<T> {
         let ring = topic.view.ring();
         let gate = topic.view.gate().filter(|_| !topic.opts.observe);
         let (cursor, gate_entry) = match (gate, start) {
-            (None, Start::At(start)) => (start.cursor(ring.head(), ring.capacity()), None),
+            (None, Start::At(start)) => (ring.start(start), None),
             (None, Start::Beside(cursor)) => (cursor, None),
             (Some(gate), start) => {
                 if matches!(start, Start::At(_)) {
@@ -1111,8 +1152,14 @@ impl<T> Subscriber<T> {
                 (attached.cursor, Some(attached.index))
             }
         };
-        let scratch = vec![0; ring.slot_bytes()];
-        let mask = flush_mask(ring.capacity());
+        let scratch = vec![0; ring.max_message()];
+        // A variable-size topic's room is in bytes as much as in
+        // messages: a batch of unstored reads could hold a whole arena, so
+        // there the cursor is stored at every read.
+        let mask = match ring.var() {
+            None => flush_mask(ring.capacity()),
+            Some(_) => 0,
+        };
         let pacer = Pacer::new(topic.opts.check_interval);
         Ok(Subscriber {
             topic,

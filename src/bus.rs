@@ -156,6 +156,9 @@ pub struct TopicInfo {
     pub capacity: u32,
     /// Largest message in bytes.
     pub slot_size: u32,
+    /// Variable-size broadcast topics: the arena's size in bytes (twice
+    /// the largest message); `None` for fixed slots.
+    pub arena_bytes: Option<u64>,
     /// Size of the message type (0 for byte topics).
     pub type_size: u32,
     /// Messages published (broadcast) or pushed (work queue) so far.
@@ -389,6 +392,10 @@ impl Bus {
             kind: TopicKind::Broadcast,
             capacity: c.capacity,
             slot_size: c.slot_size,
+            arena_bytes: {
+                let shape = crate::segment::region::Shape::of(c);
+                shape.variable().then(|| shape.arena_bytes())
+            },
             type_size: c.type_size,
             published: 0,
             publisher_pid: None,

@@ -12,7 +12,7 @@ use crate::queue::{Consumer, Producer};
 use crate::ring::broadcast::StartAt;
 use crate::ring::Owner;
 use crate::segment::directory::{self, TopicRequest, TypeFingerprint};
-use crate::segment::layout::{self, MAX_ATTACH, MAX_CAPACITY, MAX_SLOT_SIZE};
+use crate::segment::layout::{self, MAX_ARENA, MAX_ATTACH, MAX_CAPACITY, MAX_SLOT_SIZE, MIN_ARENA};
 use crate::segment::validate_name;
 use crate::segment::views::{BroadcastView, QueueView};
 use crate::segment::Segment;
@@ -53,6 +53,8 @@ pub struct TopicBuilder<'b> {
     capacity: Option<u32>,
     slot_size: Option<u32>,
     lossless: Option<u32>,
+    /// Variable-size messages in an arena of this many bytes.
+    arena: Option<u64>,
     max_producers: Option<u32>,
     max_consumers: Option<u32>,
     start: StartAt,
@@ -72,6 +74,7 @@ impl<'b> TopicBuilder<'b> {
             capacity: None,
             slot_size: None,
             lossless: None,
+            arena: None,
             max_producers: None,
             max_consumers: None,
             start: StartAt::default(),
@@ -151,6 +154,37 @@ impl<'b> TopicBuilder<'b> {
     /// the type). Unset: 256 on creation, whatever it is on join.
     pub fn slot_size(mut self, bytes: u32) -> Self {
         self.slot_size = Some(bytes);
+        self
+    }
+
+    /// Variable-size messages (byte broadcast topics): each message takes
+    /// its own length, rounded up to 8 bytes, in an arena of `arena_bytes`
+    /// (a power of two from 4 KiB to 1 GiB) instead of a slot of the
+    /// largest size; messages of up to half the arena are taken (larger
+    /// ones are refused with [`SendError::TooLarge`](crate::SendError::TooLarge)).
+    /// The capacity is then the most messages held at once (default 1024).
+    /// Both modes: overwrite, where a subscriber lapped by the arena or by
+    /// the descriptors is told exactly how many messages it lost, and
+    /// lossless. Unset: join the topic whatever its kind; create it with
+    /// fixed slots.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-variable-{}", std::process::id());
+    /// use shmbus::StartAt;
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut tx = bus.topic("books").variable(1 << 20).publisher_bytes()?;
+    /// let mut rx = bus.topic("books").start_at(StartAt::Next).subscriber_bytes()?;
+    /// tx.send_bytes(b"a small quote")?;
+    /// tx.send_bytes(&vec![7u8; 300_000])?; // one book of 300 KB
+    /// assert_eq!(rx.recv_bytes()?, b"a small quote");
+    /// assert_eq!(rx.recv_bytes()?.len(), 300_000);
+    /// assert_eq!(tx.max_message_len(), 512 << 10);
+    /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn variable(mut self, arena_bytes: u64) -> Self {
+        self.arena = Some(arena_bytes);
         self
     }
 
@@ -280,12 +314,13 @@ impl<'b> TopicBuilder<'b> {
         if self.capacity.is_some()
             || self.slot_size.is_some()
             || self.lossless.is_some()
+            || self.arena.is_some()
             || self.max_producers.is_some()
             || self.max_consumers.is_some()
         {
             return Err(self.invalid(
                 "an observer takes the topic as it is: give no capacity, slot size, \
-                 lossless or worker options"
+                 variable, lossless or worker options"
                     .into(),
             ));
         }
@@ -376,6 +411,13 @@ impl<'b> TopicBuilder<'b> {
         if self.capacity.is_some_and(|c| c < 2) {
             return Err(self.invalid("a work queue needs a capacity of at least 2".into()));
         }
+        if self.arena.is_some() {
+            return Err(self.invalid(
+                "variable(..) is for broadcast topics: variable-size work queues are not built \
+                 yet; give the queue a slot_size of its largest message"
+                    .into(),
+            ));
+        }
         let request = self.request(layout::KIND_QUEUE, fingerprint)?;
         let entry = directory::find_or_create(self.seg, &request, self.create_timeout)?;
         self.reserve(&entry.config)?;
@@ -431,6 +473,32 @@ impl<'b> TopicBuilder<'b> {
                 fingerprint.name, fingerprint.size
             )));
         }
+        let variable_slot = match self.arena {
+            None => None,
+            Some(_) if typed => {
+                return Err(self.invalid(format!(
+                    "variable(..) is for byte topics; `{}` has a fixed size (make a byte \
+                     endpoint: publisher_bytes, subscriber_bytes)",
+                    fingerprint.name
+                )))
+            }
+            Some(_) if self.slot_size.is_some() => {
+                return Err(self.invalid(
+                    "give variable(arena_bytes) or slot_size(..), not both: a variable-size \
+                     topic takes messages of up to half its arena"
+                        .into(),
+                ))
+            }
+            Some(arena)
+                if !arena.is_power_of_two() || !(MIN_ARENA..=MAX_ARENA).contains(&arena) =>
+            {
+                return Err(self.invalid(format!(
+                    "variable({arena}) must be a power of two from {MIN_ARENA} to {MAX_ARENA} \
+                     bytes (the arena; messages of up to half of it are taken)"
+                )))
+            }
+            Some(arena) => Some((arena / 2) as u32),
+        };
         for (what, value) in [
             ("lossless", self.lossless),
             ("max_producers", self.max_producers),
@@ -450,7 +518,12 @@ impl<'b> TopicBuilder<'b> {
             slot_size: if typed {
                 Some(fingerprint.size)
             } else {
-                self.slot_size
+                variable_slot.or(self.slot_size)
+            },
+            variable: if queue || typed {
+                Some(false)
+            } else {
+                variable_slot.map(|_| true)
             },
             lossless: if queue {
                 Some(false)
@@ -489,6 +562,7 @@ impl std::fmt::Debug for TopicBuilder<'_> {
             .field("capacity", &self.capacity)
             .field("slot_size", &self.slot_size)
             .field("lossless", &self.lossless)
+            .field("variable", &self.arena)
             .field("start", &self.start)
             .field("lag", &self.lag)
             .field("wait", &self.wait)

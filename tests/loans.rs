@@ -1,7 +1,8 @@
 //! Loans across real processes: a publisher that writes messages in place
-//! with random lengths, commits some, abandons others half-written, and a
-//! publisher killed with `kill -9` while it holds a loan; the same for
-//! work-queue producers.
+//! with random lengths, commits some, abandons others half-written, sends
+//! others by copy, and a publisher killed with `kill -9` while it holds a
+//! loan; in fixed-slot and variable-size topics, overwrite and lossless;
+//! the same for work-queue producers.
 
 mod common;
 
@@ -52,14 +53,57 @@ fn job(producer: u64, k: u64, len: usize) -> Vec<u8> {
     msg
 }
 
-fn topic<'a>(bus: &'a Bus, lossless: bool) -> shmbus::TopicBuilder<'a> {
-    let t = bus.topic("frames").slot_size(SLOT).capacity(64);
-    if lossless {
+/// Arena of the variable-size topics: 16 KiB, so messages of up to 8 KiB
+/// with random lengths lap it every few messages.
+const ARENA: u64 = 16 << 10;
+
+/// A broadcast topic's kind, as the tests and their children agree on it.
+#[derive(Debug, Clone, Copy)]
+struct Kind {
+    lossless: bool,
+    variable: bool,
+}
+
+impl Kind {
+    fn arg(self) -> String {
+        format!("{}{}", u8::from(self.lossless), u8::from(self.variable))
+    }
+
+    fn parse(arg: &str) -> Kind {
+        Kind {
+            lossless: arg.as_bytes()[0] == b'1',
+            variable: arg.as_bytes()[1] == b'1',
+        }
+    }
+
+    /// Longest message: the slot, or half the arena.
+    fn max_len(self) -> usize {
+        if self.variable {
+            ARENA as usize / 2
+        } else {
+            SLOT as usize
+        }
+    }
+}
+
+fn topic(bus: &Bus, kind: Kind) -> shmbus::TopicBuilder<'_> {
+    let t = bus.topic("frames").capacity(64);
+    let t = if kind.variable {
+        t.variable(ARENA)
+    } else {
+        t.slot_size(SLOT)
+    };
+    if kind.lossless {
         t.lossless(2)
     } else {
         t
     }
 }
+
+const LOSSLESS: Kind = Kind {
+    lossless: true,
+    variable: false,
+};
 
 /// Entry point of child processes; does nothing when run as a normal test.
 #[test]
@@ -70,21 +114,29 @@ fn child_role_entry() {
     };
     let bus = Bus::open(&args[0]).unwrap();
     match role.as_str() {
-        // args: bus lossless ops seed. Random loans: commit, abandon
-        // half-written, or abandon untouched; reports how many it committed.
+        // args: bus kind ops seed. Random loans: commit, abandon
+        // half-written, or abandon untouched, and copying sends; reports how
+        // many it published.
         "loans" => {
-            let lossless = args[1] == "1";
+            let kind = Kind::parse(&args[1]);
             let ops: u64 = args[2].parse().unwrap();
             let mut rng = Rng(args[3].parse().unwrap());
-            let mut tx = topic(&bus, lossless).publisher_bytes().unwrap();
+            let mut tx = topic(&bus, kind).publisher_bytes().unwrap();
             report("READY");
             let mut committed = 0u64;
             for _ in 0..ops {
-                let len = (rng.next() % (u64::from(SLOT) + 1)) as usize;
+                let len = (rng.next() % (kind.max_len() as u64 + 1)) as usize;
+                let op = rng.next() % 5;
+                if op == 4 {
+                    let msg: Vec<u8> = (0..len).map(|j| byte(committed, j)).collect();
+                    assert_eq!(tx.send_bytes(&msg).unwrap(), committed);
+                    committed += 1;
+                    continue;
+                }
                 let mut loan = tx.loan_bytes(len).unwrap();
                 let seq = loan.seq();
                 assert_eq!(seq, committed, "abandoned loans take no sequence number");
-                match rng.next() % 4 {
+                match op {
                     0 => {
                         // Half-written, then dropped.
                         loan.write_at(0, &vec![ABANDONED; len / 2]).unwrap();
@@ -107,10 +159,11 @@ fn child_role_entry() {
             }
             report(format!("COMMITTED {committed}"));
         }
-        // args: bus. Publishes 10 messages, then loans an 11th, writes half
-        // of it, and stalls there (test hook) until killed.
+        // args: bus kind. Publishes 10 messages, then loans an 11th, writes
+        // half of it, and stalls there (test hook) until killed.
         "loan-and-stall" => {
-            let mut tx = topic(&bus, true).publisher_bytes().unwrap();
+            let kind = Kind::parse(&args[1]);
+            let mut tx = topic(&bus, kind).publisher_bytes().unwrap();
             for seq in 0..10u64 {
                 let msg: Vec<u8> = (0..100).map(|j| byte(seq, j)).collect();
                 tx.send_bytes(&msg).unwrap();
@@ -166,21 +219,19 @@ fn child_role_entry() {
 /// is counted as lost (overwrite, with a subscriber slow on purpose):
 /// received + lagged == committed, and nothing of an abandoned loan is
 /// ever seen.
-fn random_loans(lossless: bool, seed: u64) {
+fn random_loans(kind: Kind, seed: u64) {
     const OPS: u64 = 4_000;
-    let bus = TestBus::new(if lossless { "loans-ll" } else { "loans-ow" });
+    let bus = TestBus::new(&format!("loans-{}", kind.arg()));
     let b = bus.open();
-    let mut rx = topic(&b, lossless)
+    let mut rx = topic(&b, kind)
         .start_at(StartAt::Next)
         .wait(WaitStrategy::Block)
         .subscriber_bytes()
         .unwrap();
-    let mut child = spawn_role(
-        "loans",
-        &args(&[&bus.name, &u8::from(lossless), &OPS, &seed]),
-    );
+    let mut child = spawn_role("loans", &args(&[&bus.name, &kind.arg(), &OPS, &seed]));
     child.expect_line("READY");
     let (mut received, mut lagged, mut bad) = (0u64, 0u64, Vec::new());
+    let mut longest = 0;
     loop {
         let seq = rx.next_seq();
         match rx.recv_bytes() {
@@ -192,8 +243,9 @@ fn random_loans(lossless: bool, seed: u64) {
                         msg[j]
                     ));
                 }
+                longest = longest.max(msg.len());
                 received += 1;
-                if !lossless && received % 64 == 0 {
+                if !kind.lossless && received % 64 == 0 {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }
@@ -209,11 +261,15 @@ fn random_loans(lossless: bool, seed: u64) {
         committed > OPS / 3,
         "the mix commits about half: {committed}"
     );
-    if lossless {
+    if kind.lossless {
         assert_eq!(
             (received, lagged),
             (committed, 0),
             "every committed message, once"
+        );
+        assert!(
+            longest > kind.max_len() * 9 / 10,
+            "lengths reach the limit: {longest}"
         );
     } else {
         assert_eq!(
@@ -223,42 +279,67 @@ fn random_loans(lossless: bool, seed: u64) {
         );
     }
     eprintln!(
-        "loans (lossless {lossless}): {committed} committed, {received} received, {lagged} lagged"
+        "loans ({kind:?}): {committed} committed, {received} received, {lagged} lagged, longest {longest}"
     );
 }
 
 #[test]
 fn random_loans_in_a_lossless_topic_arrive_whole_once_in_order() {
-    random_loans(true, 0x9e37_79b9_7f4a_7c15);
+    random_loans(LOSSLESS, 0x9e37_79b9_7f4a_7c15);
 }
 
 #[test]
 fn random_loans_in_an_overwrite_topic_are_received_or_counted_lost() {
-    random_loans(false, 0x2545_f491_4f6c_dd1d);
+    let kind = Kind {
+        lossless: false,
+        variable: false,
+    };
+    random_loans(kind, 0x2545_f491_4f6c_dd1d);
+}
+
+/// Variable-size lossless: the arena, not only the descriptors, holds the
+/// publisher back (a few messages of up to half the arena fill it).
+#[test]
+fn random_loans_in_a_lossless_variable_topic_arrive_whole_once_in_order() {
+    let kind = Kind {
+        lossless: true,
+        variable: true,
+    };
+    random_loans(kind, 0x1234_5678_9abc_def1);
+}
+
+/// Variable-size overwrite: lapped by the arena every few messages, the
+/// subscriber is told exactly how many it lost.
+#[test]
+fn random_loans_in_an_overwrite_variable_topic_are_received_or_counted_lost() {
+    let kind = Kind {
+        lossless: false,
+        variable: true,
+    };
+    random_loans(kind, 0x0fed_cba9_8765_4321);
 }
 
 /// A publisher killed with a loan half-written publishes nothing of it:
 /// a new publisher takes the lease over, gives the next message the
 /// loan's sequence number, and the subscriber gets every message whole.
-#[test]
-fn a_publisher_killed_holding_a_loan_publishes_nothing_of_it() {
+fn killed_holding_a_loan(kind: Kind) {
     for trial in 0..10 {
         let bus = TestBus::new("loan-kill");
         let b = bus.open();
-        let mut rx = topic(&b, true)
+        let mut rx = topic(&b, kind)
             .start_at(StartAt::Next)
             .wait(WaitStrategy::Block)
             .subscriber_bytes()
             .unwrap();
         let mut child = spawn_role_with_env(
             "loan-and-stall",
-            &args(&[&bus.name]),
+            &args(&[&bus.name, &kind.arg()]),
             &[("SHMBUS_TEST_HOOK", "stall-in-loan")],
         );
         child.expect_line("LOANED");
         child.expect_line("SHMBUS-HOOK stall-in-loan");
         child.kill9();
-        let mut tx = topic(&b, true).publisher_bytes().unwrap();
+        let mut tx = topic(&b, kind).publisher_bytes().unwrap();
         assert_eq!(tx.next_seq(), 10, "trial {trial}: the loan took no number");
         let msg: Vec<u8> = (0..100).map(|j| byte(10, j)).collect();
         tx.send_bytes(&msg).unwrap();
@@ -274,6 +355,21 @@ fn a_publisher_killed_holding_a_loan_publishes_nothing_of_it() {
     }
 }
 
+#[test]
+fn a_publisher_killed_holding_a_loan_publishes_nothing_of_it() {
+    killed_holding_a_loan(LOSSLESS);
+}
+
+#[test]
+fn a_variable_topic_publisher_killed_holding_a_loan_publishes_nothing_of_it() {
+    for lossless in [true, false] {
+        killed_holding_a_loan(Kind {
+            lossless,
+            variable: true,
+        });
+    }
+}
+
 /// A write past the loan's end is refused with the numbers, and writes
 /// nothing; a loan longer than the slot, or one that finds no room, is
 /// refused as a send would be.
@@ -281,8 +377,8 @@ fn a_publisher_killed_holding_a_loan_publishes_nothing_of_it() {
 fn loans_refuse_what_does_not_fit() {
     let bus = TestBus::new("loan-range");
     let b = bus.open();
-    let mut tx = topic(&b, true).publisher_bytes().unwrap();
-    let mut rx = topic(&b, true)
+    let mut tx = topic(&b, LOSSLESS).publisher_bytes().unwrap();
+    let mut rx = topic(&b, LOSSLESS)
         .start_at(StartAt::Next)
         .subscriber_bytes()
         .unwrap();

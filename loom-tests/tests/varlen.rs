@@ -4,14 +4,20 @@
 
 use loom::sync::Arc;
 use loom::thread;
+use shmbus::ring::broadcast::StartAt;
+use shmbus::ring::gate::{Gate, GateCache, GateCtrl, GatedRead, SubscriberEntry};
 use shmbus::ring::varlen::{layout_words, Read, VarlenCtrl, VarlenRing};
+use shmbus::ring::{Liveness, Owner};
 use shmbus::sync::{AtomicU64, Ordering};
+use shmbus::wait::LightWaker;
 
 struct Heap {
     ctrl: VarlenCtrl,
     words: Vec<AtomicU64>,
     capacity: usize,
     arena_bytes: usize,
+    gate: GateCtrl,
+    entries: Vec<SubscriberEntry>,
 }
 
 impl Heap {
@@ -22,11 +28,17 @@ impl Heap {
             words: (0..words).map(|_| AtomicU64::new(0)).collect(),
             capacity,
             arena_bytes,
+            gate: GateCtrl::new(),
+            entries: vec![SubscriberEntry::new()],
         })
     }
 
     fn ring(&self) -> VarlenRing<'_> {
         VarlenRing::new(&self.ctrl, &self.words, self.capacity, self.arena_bytes).unwrap()
+    }
+
+    fn gate(&self) -> Gate<'_> {
+        Gate::new(&self.gate, &self.entries)
     }
 }
 
@@ -226,5 +238,104 @@ fn an_abandoned_message_is_never_seen_and_the_next_holder_resumes() {
         let mut seen = subscriber.join().unwrap();
         read_available(&heap, &mut seen, len);
         assert_eq!((seen.cursor, seen.received + seen.lagged), (2, 2));
+    });
+}
+
+/// Lengths of the attach model: 3 words each, so in an arena of 8 words
+/// message 2 reuses message 0's bytes (as in [`model_len`]) and message 3,
+/// at position 11, message 1's.
+fn attach_len(seq: u64) -> usize {
+    [24, 20, 17, 24][seq as usize]
+}
+
+/// Proves, for a lossless subscriber attaching with `StartAt::Oldest`
+/// (the endpoint's composition: `Gate::attach`, `Gate::read`,
+/// `Gate::advance_held`) while the publisher, after messages 0 and 1,
+/// publishes messages 2 and 3 as the endpoint does (the gate cache's
+/// descriptor rule, then `has_room` against the cached slowest cursor, then
+/// a fresh `room_in`, publish, the wakeup check's SeqCst fence):
+/// - every message received is whole, its own length, in order;
+/// - received + lagged == sent - start: what the subscriber misses is
+///   counted exactly;
+/// - it misses only messages whose bytes a message at or below the head it
+///   read once attached reused: the message being written as it attached
+///   may not have seen it, but from then on the arena rule holds the
+///   publisher back (with head 2 read, message 3 waits until message 1 is
+///   read).
+///
+/// Fails if the publisher checks only the descriptors (message 3 then
+/// overwrites message 1 unread, with head 2 read after attaching). (Ordering
+/// of attach itself is the fixed ring's models' to check: `lossless.rs`.)
+#[test]
+fn a_lossless_subscriber_attaching_to_a_full_arena_misses_only_what_it_is_told() {
+    const SENT: u64 = 4;
+    loom::model(|| {
+        let heap = Heap::new(4, 64);
+        let ring = heap.ring();
+        for seq in 0..2 {
+            ring.publish(seq, &message(seq, attach_len(seq))).unwrap();
+        }
+        let subscriber = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                let (ring, gate, me) = (heap.ring(), heap.gate(), Owner::new(1, 1));
+                let attached = gate
+                    .attach(&ring, me, StartAt::Oldest, |_| Liveness::Alive)
+                    .unwrap();
+                let head = ring.head();
+                let (start, mut cursor) = (attached.cursor, attached.cursor);
+                let (mut received, mut lagged) = (0, 0);
+                while cursor < SENT {
+                    let mut out = [0u8; 64];
+                    match gate.read(&ring, attached.index, me, cursor, &mut out) {
+                        GatedRead::Message { len } => {
+                            assert_eq!(len, attach_len(cursor), "length of {cursor}");
+                            assert_eq!(out[..len], message(cursor, len)[..], "torn {cursor}");
+                            cursor += 1;
+                            received += 1;
+                            gate.advance_held(attached.index, me, cursor);
+                        }
+                        GatedRead::Empty => thread::yield_now(),
+                        GatedRead::Overwritten => {
+                            // Message m's bytes are reused by message
+                            // m + 2: only a message at or below the head
+                            // read after attaching may have missed us.
+                            assert!(
+                                cursor + 2 <= head,
+                                "message {cursor} was overwritten unread by message {}, \
+                                 above the head {head} read after attaching",
+                                cursor + 2
+                            );
+                            let target = ring.lag_target(cursor);
+                            lagged += target - cursor;
+                            cursor = target;
+                            gate.advance_held(attached.index, me, cursor);
+                        }
+                        other => panic!("{other:?} at {cursor}"),
+                    }
+                }
+                (start, received, lagged)
+            })
+        };
+        let gate = heap.gate();
+        let mut cache = GateCache::default();
+        let mut waker = LightWaker::with_quiet(false, 1);
+        for seq in 2..SENT {
+            let len = attach_len(seq);
+            let capacity = ring.capacity();
+            loop {
+                let room = cache.has_space(&gate, seq, capacity)
+                    && (ring.has_room(seq, len, cache.slowest(capacity)).unwrap()
+                        || ring.room_in(&gate, seq, len).unwrap());
+                if room {
+                    break;
+                }
+                thread::yield_now();
+            }
+            ring.publish(seq, &message(seq, len)).unwrap();
+            ring.ctrl().broadcast().wake().notify_as(&mut waker);
+        }
+        let (start, received, lagged) = subscriber.join().unwrap();
+        assert_eq!(received + lagged, SENT - start, "received + lagged == sent");
     });
 }

@@ -61,7 +61,9 @@
 //! new subscriber that finds the table full does the same before giving up.
 //! Each eviction is counted once.
 
-use crate::ring::broadcast::{BroadcastRing, Read, StartAt};
+use crate::ring::any::AnyRing;
+use crate::ring::broadcast::{BroadcastCtrl, BroadcastRing, Read, StartAt};
+use crate::ring::varlen::{self, VarlenRing};
 use crate::ring::owner::{FLAG_CLAIMING, FLAG_EVICTED};
 use crate::ring::{Liveness, Owner};
 use crate::sync::{AtomicU64, Ordering};
@@ -183,8 +185,10 @@ pub enum GatedRead {
     Empty,
     /// The entry is not ours any more: stop, and never write it again.
     Evicted,
-    /// Overwritten although we hold our entry: only corruption does that
-    /// (the caller treats it as a lag).
+    /// Overwritten although we hold our entry: the caller treats it as a
+    /// lag. Only corruption does that to a fixed-slot ring; a variable-size
+    /// one does it to a message below the head a subscriber attached at
+    /// (see [`GatedRing::attach_cursor`]).
     Overwritten,
     /// The slot claims a length that does not fit: corrupt.
     BadLength { len: u64 },
@@ -195,6 +199,100 @@ pub enum GatedRead {
 pub struct Attached {
     pub index: usize,
     pub cursor: u64,
+}
+
+/// What the gate needs of the ring it guards: both broadcast rings, fixed
+/// slots ([`BroadcastRing`]) and variable-size ([`VarlenRing`]), share the
+/// control block, the stamps and the read outcome.
+pub trait GatedRing {
+    /// Messages the ring holds at most.
+    fn capacity(&self) -> u64;
+    /// Sequence number of the next message to be published.
+    fn head(&self) -> u64;
+    /// Head, lease and wakeup words.
+    fn broadcast_ctrl(&self) -> &BroadcastCtrl;
+    /// Copies message `cursor` into `out` if it is there and whole.
+    fn read(&self, cursor: u64, out: &mut [u8]) -> Read;
+    /// Message `cursor`'s stamp, loaded with Acquire.
+    fn stamp(&self, cursor: u64) -> u64;
+    /// Where a subscriber attaching at `start` begins, `head` being the
+    /// head it read after announcing itself: no lower than `head -
+    /// capacity + 1`, the oldest message sure to be gated on it (see
+    /// "Attaching without a race").
+    #[inline]
+    fn attach_cursor(&self, start: StartAt, head: u64) -> u64 {
+        let capacity = self.capacity();
+        start
+            .cursor(head, capacity)
+            .max(head.saturating_sub(capacity - 1))
+    }
+}
+
+impl GatedRing for BroadcastRing<'_> {
+    #[inline]
+    fn capacity(&self) -> u64 {
+        BroadcastRing::capacity(self)
+    }
+    #[inline]
+    fn head(&self) -> u64 {
+        BroadcastRing::head(self)
+    }
+    #[inline]
+    fn broadcast_ctrl(&self) -> &BroadcastCtrl {
+        self.ctrl()
+    }
+    #[inline(always)]
+    fn read(&self, cursor: u64, out: &mut [u8]) -> Read {
+        BroadcastRing::read(self, cursor, out)
+    }
+    #[inline]
+    fn stamp(&self, cursor: u64) -> u64 {
+        BroadcastRing::stamp(self, cursor)
+    }
+}
+
+impl GatedRing for VarlenRing<'_> {
+    #[inline]
+    fn capacity(&self) -> u64 {
+        VarlenRing::capacity(self)
+    }
+    #[inline]
+    fn head(&self) -> u64 {
+        VarlenRing::head(self)
+    }
+    #[inline]
+    fn broadcast_ctrl(&self) -> &BroadcastCtrl {
+        self.ctrl().broadcast()
+    }
+    #[inline(always)]
+    fn read(&self, cursor: u64, out: &mut [u8]) -> Read {
+        match VarlenRing::read(self, cursor, out) {
+            varlen::Read::Message { len } => Read::Message { len },
+            varlen::Read::Empty => Read::Empty,
+            varlen::Read::Overwritten => Read::Overwritten,
+            varlen::Read::BadDescriptor { len, .. } => Read::BadLength { len },
+        }
+    }
+    #[inline]
+    fn stamp(&self, cursor: u64) -> u64 {
+        VarlenRing::stamp(self, cursor)
+    }
+    /// As for fixed slots, and no lower than the oldest message still
+    /// whole. The message being written when the subscriber announced
+    /// itself (`head`) may not have been gated on it, and unlike a slot it
+    /// may reuse the bytes of many older messages: a subscriber that starts
+    /// below `head` may find some of those overwritten before it reads
+    /// them, and is told so (`Lagged`, counted exactly), as an overwrite
+    /// subscriber would be. From `head` on, every message is gated on it.
+    #[inline]
+    fn attach_cursor(&self, start: StartAt, head: u64) -> u64 {
+        let capacity = VarlenRing::capacity(self);
+        let floor = head.saturating_sub(capacity - 1);
+        match start {
+            StartAt::Oldest => self.oldest_held().max(floor),
+            other => other.cursor(head, capacity).max(floor),
+        }
+    }
 }
 
 /// A view of one subscriber table.
@@ -234,7 +332,7 @@ impl<'a> Gate<'a> {
     /// for a heavy publisher first and waits until there is one.
     pub fn attach(
         &self,
-        ring: &BroadcastRing<'_>,
+        ring: &impl GatedRing,
         me: Owner,
         start: StartAt,
         liveness: impl FnMut(Owner) -> Liveness,
@@ -242,16 +340,14 @@ impl<'a> Gate<'a> {
         let capacity = ring.capacity();
         // Only messages from head - capacity + 1 on are sure to be gated on
         // us once we are announced.
-        let oldest_gated = |head: u64| head.saturating_sub(capacity - 1);
-        let index = self.claim(me, oldest_gated(ring.head()), liveness)?;
+        let index = self.claim(me, ring.head().saturating_sub(capacity - 1), liveness)?;
         self.announce();
-        if ring.ctrl().wake().has_light_writer() {
+        if ring.broadcast_ctrl().wake().has_light_writer() {
             // The publisher's fence, issued for it (see the module docs).
             // The caller made sure we can: see `attach`'s docs.
             crate::sync::heavy_fence();
         }
-        let head = ring.head();
-        let cursor = start.cursor(head, capacity).max(oldest_gated(head));
+        let cursor = ring.attach_cursor(start, ring.head());
         self.advance(index, cursor);
         Some(Attached { index, cursor })
     }
@@ -404,7 +500,7 @@ impl<'a> Gate<'a> {
     #[inline(always)]
     pub fn read(
         &self,
-        ring: &BroadcastRing<'_>,
+        ring: &impl GatedRing,
         index: usize,
         me: Owner,
         cursor: u64,
@@ -466,7 +562,7 @@ impl<'a> Gate<'a> {
     #[inline]
     pub fn lend<'r>(
         &self,
-        ring: &BroadcastRing<'r>,
+        ring: &AnyRing<'r>,
         index: usize,
         me: Owner,
         cursor: u64,
@@ -623,6 +719,16 @@ impl GateCache {
         }
         self.invalidate();
         false
+    }
+
+    /// The slowest subscriber's cursor as of the last scan that counted
+    /// (`None`: there was none), for a caller that [`has_space`](Self::has_space)
+    /// just said yes to. Stale means lower than the true one, since cursors
+    /// only grow; and it is above `next - capacity`, so its message's
+    /// descriptor or slot is not overwritten yet.
+    #[inline]
+    pub fn slowest(&self, capacity: u64) -> Option<u64> {
+        (self.limit != u64::MAX).then(|| self.limit.saturating_sub(capacity))
     }
 
     /// Forgets the cached limit (after an eviction, which may raise it).

@@ -6,6 +6,7 @@
 //! model checker. Questions only the OS can answer (is this process alive?)
 //! come in as closures.
 
+pub mod any;
 pub mod broadcast;
 pub mod directory;
 pub mod gate;

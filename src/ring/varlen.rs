@@ -454,6 +454,23 @@ impl<'a> VarlenRing<'a> {
     #[inline(always)]
     pub fn commit(&self, reservation: Reservation<'_>) {
         let Reservation { seq, pos, len, .. } = reservation;
+        self.commit_at(seq, pos, len);
+    }
+
+    /// The payload words of a message begun at arena position `pos` with
+    /// `len` bytes (a [`Reservation`]'s `pos` and `len`), for a writer that
+    /// keeps those instead of the reservation (a loan).
+    #[inline]
+    pub fn payload_at(&self, pos: u64, len: usize) -> &'a [AtomicU64] {
+        let start = (pos & self.arena_mask) as usize;
+        let end = (start + len.div_ceil(WORD)).min(self.arena.len());
+        &self.arena[start..end]
+    }
+
+    /// [`commit`](Self::commit) of the reservation with these `seq`, `pos`
+    /// and `len`.
+    #[inline(always)]
+    pub fn commit_at(&self, seq: u64, pos: u64, len: usize) {
         let desc = self.desc(seq);
         desc[POS].store(pos, Ordering::Relaxed);
         desc[LEN].store(len as u64, Ordering::Relaxed);

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use zerocopy::IntoBytes;
 
 use super::layout::{
-    self, entry_config_offset, entry_state_offset, EntryConfig, FLAG_LOSSLESS, MAX_ATTACH,
+    self, entry_config_offset, entry_state_offset, EntryConfig, FLAG_LOSSLESS, FLAG_VARIABLE,
+    MAX_ARENA, MAX_ATTACH, MIN_ARENA,
     MAX_CAPACITY, MAX_SLOT_SIZE,
 };
 use super::region::Shape;
@@ -62,6 +63,8 @@ pub struct TopicRequest<'a> {
     pub capacity: Option<u32>,
     pub slot_size: Option<u32>,
     pub lossless: Option<bool>,
+    /// Variable-size messages (`slot_size` is then half the arena).
+    pub variable: Option<bool>,
     pub max_writers: Option<u32>,
     pub max_readers: Option<u32>,
     pub default_capacity: u32,
@@ -78,6 +81,10 @@ impl TopicRequest<'_> {
             kind: self.kind,
             flags: if self.lossless == Some(true) {
                 FLAG_LOSSLESS
+            } else {
+                0
+            } | if self.variable == Some(true) {
+                FLAG_VARIABLE
             } else {
                 0
             },
@@ -214,7 +221,9 @@ fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
     if c.kind != layout::KIND_BROADCAST && c.kind != layout::KIND_QUEUE {
         return Err(format!("unknown topic kind {}", c.kind));
     }
-    if c.flags & !FLAG_LOSSLESS != 0 || (c.flags != 0 && c.kind != layout::KIND_BROADCAST) {
+    if c.flags & !(FLAG_LOSSLESS | FLAG_VARIABLE) != 0
+        || (c.flags != 0 && c.kind != layout::KIND_BROADCAST)
+    {
         return Err(format!(
             "unknown flags {:#x} for topic kind {}",
             c.flags, c.kind
@@ -229,10 +238,17 @@ fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
     if c.kind == layout::KIND_QUEUE && c.capacity < 2 {
         return Err(format!("work-queue capacity {} is under 2", c.capacity));
     }
-    if c.slot_size > MAX_SLOT_SIZE {
+    let shape = Shape::of(c);
+    if shape.variable() {
+        let arena = shape.arena_bytes();
+        if !arena.is_power_of_two() || !(MIN_ARENA..=MAX_ARENA).contains(&arena) {
+            return Err(format!(
+                "arena of {arena} bytes is not a power of two from {MIN_ARENA} to {MAX_ARENA}"
+            ));
+        }
+    } else if c.slot_size > MAX_SLOT_SIZE {
         return Err(format!("slot size {} is over {MAX_SLOT_SIZE}", c.slot_size));
     }
-    let shape = Shape::of(c);
     let tables_needed = match c.kind {
         layout::KIND_QUEUE => (1, 1),
         _ if shape.lossless() => (0, 1),
@@ -276,11 +292,26 @@ pub fn entry_name(c: &EntryConfig) -> Option<&str> {
     core::str::from_utf8(bytes).ok()
 }
 
-fn kind_name(kind: u32, lossless: bool) -> &'static str {
-    match (kind, lossless) {
-        (layout::KIND_QUEUE, _) => "work-queue topic",
-        (_, true) => "lossless broadcast topic",
+fn kind_name(kind: u32, lossless: bool, variable: bool) -> &'static str {
+    match (kind, lossless, variable) {
+        (layout::KIND_QUEUE, _, _) => "work-queue topic",
+        (_, true, true) => "lossless variable-size broadcast topic",
+        (_, false, true) => "variable-size broadcast topic",
+        (_, true, false) => "lossless broadcast topic",
         _ => "broadcast topic",
+    }
+}
+
+/// The size of a topic's messages, in words: slots, or an arena.
+fn describe_size(slot_size: Option<u32>, variable: bool) -> String {
+    match (slot_size, variable) {
+        (Some(slot), true) => format!(
+            "a {}-byte arena (messages up to {slot} bytes)",
+            u64::from(slot) * 2
+        ),
+        (None, true) => "an arena of any size".to_owned(),
+        (Some(slot), false) => format!("{slot}-byte slots"),
+        (None, false) => "any slot size".to_owned(),
     }
 }
 
@@ -294,11 +325,11 @@ pub fn describe(c: &EntryConfig) -> String {
     let type_name = String::from_utf8_lossy(&c.type_name[..len]);
     let shape = Shape::of(c);
     format!(
-        "a {} of `{type_name}` (size {}, align {}) with {}-byte slots, capacity {}{}",
-        kind_name(c.kind, shape.lossless()),
+        "a {} of `{type_name}` (size {}, align {}) with {}, capacity {}{}",
+        kind_name(c.kind, shape.lossless(), shape.variable()),
         c.type_size,
         c.type_align,
-        c.slot_size,
+        describe_size(Some(c.slot_size), shape.variable()),
         c.capacity,
         describe_tables(
             c.kind,
@@ -329,16 +360,20 @@ fn describe_tables(
 
 fn describe_request(req: &TopicRequest<'_>) -> String {
     let shape = |v: Option<u32>| v.map_or("any".to_owned(), |v| v.to_string());
+    let variable = req.variable == Some(true);
     let kind = match (req.kind, req.lossless) {
+        (layout::KIND_BROADCAST, None) if variable => {
+            "variable-size broadcast topic (lossless or not)"
+        }
         (layout::KIND_BROADCAST, None) => "broadcast topic (lossless or not)",
-        (kind, lossless) => kind_name(kind, lossless == Some(true)),
+        (kind, lossless) => kind_name(kind, lossless == Some(true), variable),
     };
     format!(
-        "a {kind} of `{}` (size {}, align {}) with {} slot size, capacity {}{}",
+        "a {kind} of `{}` (size {}, align {}) with {}, capacity {}{}",
         req.fingerprint.name,
         req.fingerprint.size,
         req.fingerprint.align,
-        shape(req.slot_size),
+        describe_size(req.slot_size, variable),
         shape(req.capacity),
         describe_tables(
             req.kind,
@@ -368,6 +403,7 @@ impl SegmentDirectory<'_, '_> {
             && req.capacity.is_none_or(|cap| cap == c.capacity)
             && req.slot_size.is_none_or(|slot| slot == c.slot_size)
             && req.lossless.is_none_or(|l| l == Shape::of(c).lossless())
+            && req.variable.is_none_or(|v| v == Shape::of(c).variable())
             && req.max_writers.is_none_or(|n| n == c.max_writers)
             && req.max_readers.is_none_or(|n| n == c.max_readers)
     }

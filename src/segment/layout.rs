@@ -32,8 +32,8 @@ use crate::sync::{AtomicU32, AtomicU64};
 pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
 /// Bumped whenever any layout in this file changes, or that of a ring
 /// (4: broadcast slots packed to 16 bytes, `LIGHT`/`REQUEST` bits in the
-/// sleeper word).
-pub const LAYOUT_VERSION: u32 = 4;
+/// sleeper word; 5: variable-size broadcast topics, [`FLAG_VARIABLE`]).
+pub const LAYOUT_VERSION: u32 = 5;
 
 pub const HEADER_SIZE: usize = 128;
 pub const CTRL_OFFSET: usize = 64;
@@ -123,6 +123,13 @@ pub const KIND_BROADCAST: u32 = 1;
 pub const KIND_QUEUE: u32 = 2;
 /// Topic flag: broadcast in lossless mode (publisher gated on subscribers).
 pub const FLAG_LOSSLESS: u32 = 1;
+/// Topic flag: broadcast of variable-size byte messages (a descriptor ring
+/// and an arena, [`crate::ring::varlen`]); `slot_size` is then the largest
+/// message, half the arena.
+pub const FLAG_VARIABLE: u32 = 2;
+/// Smallest and largest arena of a variable-size topic.
+pub const MIN_ARENA: u64 = 4096;
+pub const MAX_ARENA: u64 = 1 << 30;
 /// Most entries in a topic's producer, consumer or subscriber table.
 pub const MAX_ATTACH: u32 = 4096;
 
@@ -142,7 +149,7 @@ pub struct EntryConfig {
     /// Offset of the ring region from the start of the segment.
     pub region_offset: u64,
     pub region_len: u64,
-    /// [`FLAG_LOSSLESS`] or 0.
+    /// [`FLAG_LOSSLESS`], [`FLAG_VARIABLE`], both or 0.
     pub flags: u32,
     /// Producer table size (work queues).
     pub max_writers: u32,

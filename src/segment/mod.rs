@@ -175,6 +175,8 @@ unsafe impl SharedView for EntryState {}
 unsafe impl SharedView for ProcEntry {}
 // SAFETY: as above.
 unsafe impl SharedView for BroadcastCtrl {}
+// SAFETY: as above.
+unsafe impl SharedView for crate::ring::varlen::VarlenCtrl {}
 // SAFETY: an atomic integer.
 unsafe impl SharedView for AtomicU64 {}
 // SAFETY: atomics and padding.

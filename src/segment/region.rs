@@ -5,8 +5,11 @@
 use crate::ring::broadcast::BroadcastCtrl;
 use crate::ring::gate::{GateCtrl, SubscriberEntry};
 use crate::ring::queue::{ClaimEntry, QueueCtrl};
+use crate::ring::varlen::{self, VarlenCtrl};
 use crate::ring::{packed_slots_words, slots_words};
-use crate::segment::layout::{EntryConfig, FLAG_LOSSLESS, KIND_BROADCAST, KIND_QUEUE};
+use crate::segment::layout::{
+    EntryConfig, FLAG_LOSSLESS, FLAG_VARIABLE, KIND_BROADCAST, KIND_QUEUE,
+};
 
 /// Byte offsets within a topic region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +20,7 @@ pub struct RegionLayout {
     /// Broadcast: the subscriber table (lossless only). Queue: the consumer
     /// table.
     pub table_b: u64,
+    /// Slots, or (variable-size) descriptors then arena.
     pub slots: u64,
     pub slot_words: usize,
     pub len: u64,
@@ -49,13 +53,27 @@ impl Shape {
         self.flags & FLAG_LOSSLESS != 0
     }
 
+    /// Variable-size messages (broadcast only).
+    pub fn variable(&self) -> bool {
+        self.flags & FLAG_VARIABLE != 0
+    }
+
+    /// A variable-size topic's arena: twice its largest message.
+    pub fn arena_bytes(&self) -> u64 {
+        u64::from(self.slot_size) * 2
+    }
+
     /// The region layout, or `None` for an unknown kind or on overflow.
     pub fn layout(&self) -> Option<RegionLayout> {
         let size = |bytes: usize| bytes as u64;
         let table = |entries: u32, entry: usize| u64::from(entries).checked_mul(entry as u64);
         let (table_a, table_b, slots) = match self.kind {
             KIND_BROADCAST => {
-                let ctrl = size(core::mem::size_of::<BroadcastCtrl>());
+                let ctrl = size(if self.variable() {
+                    core::mem::size_of::<VarlenCtrl>()
+                } else {
+                    core::mem::size_of::<BroadcastCtrl>()
+                });
                 if self.lossless() {
                     let entries = ctrl + size(core::mem::size_of::<GateCtrl>());
                     let end = entries.checked_add(table(
@@ -79,6 +97,9 @@ impl Shape {
         };
         let (capacity, slot_size) = (self.capacity as usize, self.slot_size as usize);
         let slot_words = match self.kind {
+            KIND_BROADCAST if self.variable() => {
+                varlen::layout_words(capacity, usize::try_from(self.arena_bytes()).ok()?)?
+            }
             KIND_BROADCAST => packed_slots_words(capacity, slot_size)?,
             _ => slots_words(capacity, slot_size)?,
         };

@@ -13,7 +13,9 @@ use super::layout::EntryConfig;
 use super::region::Shape;
 use super::{Segment, SharedView};
 use crate::error::Error;
+use crate::ring::any::AnyRing;
 use crate::ring::broadcast::{BroadcastCtrl, BroadcastRing};
+use crate::ring::varlen::{VarlenCtrl, VarlenRing};
 use crate::ring::gate::{Gate, GateCtrl, SubscriberEntry};
 use crate::ring::queue::{ClaimEntry, QueueCtrl, QueueRing};
 use crate::sync::AtomicU64;
@@ -57,7 +59,7 @@ impl<'s> Region<'s> {
 pub(crate) struct BroadcastView {
     // Declared before `seg` only for readability: dropping references
     // touches no memory, so the order does not matter.
-    ring: BroadcastRing<'static>,
+    ring: AnyRing<'static>,
     gate: Option<Gate<'static>>,
     seg: Arc<Segment>,
 }
@@ -73,17 +75,31 @@ impl BroadcastView {
         let layout = shape
             .layout()
             .ok_or_else(|| region.corrupt("unknown topic kind".into()))?;
-        let ctrl: &BroadcastCtrl = region.one(0)?;
         let slots = region.many::<AtomicU64>(layout.slots, layout.slot_words)?;
-        let ring = BroadcastRing::new(
-            ctrl,
-            slots,
-            config.capacity as usize,
-            config.slot_size as usize,
-        )
-        .map_err(|_| {
-            region.corrupt("ring region does not match its capacity and slot size".into())
-        })?;
+        let ring = if shape.variable() {
+            let ctrl: &VarlenCtrl = region.one(0)?;
+            usize::try_from(shape.arena_bytes())
+                .ok()
+                .and_then(|arena| {
+                    VarlenRing::new(ctrl, slots, config.capacity as usize, arena).ok()
+                })
+                .map(AnyRing::Var)
+                .ok_or_else(|| {
+                    region.corrupt("ring region does not match its capacity and arena".into())
+                })?
+        } else {
+            let ctrl: &BroadcastCtrl = region.one(0)?;
+            let ring = BroadcastRing::new(
+                ctrl,
+                slots,
+                config.capacity as usize,
+                config.slot_size as usize,
+            )
+            .map_err(|_| {
+                region.corrupt("ring region does not match its capacity and slot size".into())
+            })?;
+            AnyRing::Fixed(ring)
+        };
         let gate = if shape.lossless() {
             let gate_ctrl: &GateCtrl = region.one(layout.table_a)?;
             let entries =
@@ -98,7 +114,7 @@ impl BroadcastView {
         // `&self` (see the accessors). Only the lifetime changes.
         let (ring, gate) = unsafe {
             (
-                core::mem::transmute::<BroadcastRing<'_>, BroadcastRing<'static>>(ring),
+                core::mem::transmute::<AnyRing<'_>, AnyRing<'static>>(ring),
                 gate.map(|g| core::mem::transmute::<Gate<'_>, Gate<'static>>(g)),
             )
         };
@@ -106,7 +122,7 @@ impl BroadcastView {
     }
 
     #[inline]
-    pub(crate) fn ring(&self) -> &BroadcastRing<'_> {
+    pub(crate) fn ring(&self) -> &AnyRing<'_> {
         &self.ring
     }
 

@@ -54,14 +54,24 @@ fn write_stat(out: &mut impl Write, s: &BusSnapshot) -> std::io::Result<()> {
     };
     writeln!(out, "bus {} ({} topics)", s.name, topics.len())?;
     for t in topics {
-        write!(
-            out,
-            "  {} ({}): capacity {}, slot {} bytes, ",
-            t.name,
-            kind_name(t.kind),
-            t.capacity,
-            t.slot_size
-        )?;
+        match t.arena_bytes {
+            Some(arena) => write!(
+                out,
+                "  {} ({}, variable-size): capacity {}, arena {arena} bytes (messages up to {}), ",
+                t.name,
+                kind_name(t.kind),
+                t.capacity,
+                t.slot_size
+            )?,
+            None => write!(
+                out,
+                "  {} ({}): capacity {}, slot {} bytes, ",
+                t.name,
+                kind_name(t.kind),
+                t.capacity,
+                t.slot_size
+            )?,
+        }
         if t.kind == TopicKind::WorkQueue {
             writeln!(
                 out,

@@ -100,6 +100,7 @@ pub fn topic_json(t: &TopicInfo) -> Value {
         "kind": kind_name(t.kind),
         "capacity": t.capacity,
         "slot_size": t.slot_size,
+        "arena_bytes": t.arena_bytes,
         "type_size": t.type_size,
         "published": t.published,
         "sleeping": t.sleeping,
