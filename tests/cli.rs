@@ -307,6 +307,12 @@ fn child_role_entry() {
             for i in 0..10 {
                 quotes.send(&i).unwrap();
             }
+            let mut books = bus
+                .topic("books")
+                .variable(1 << 16)
+                .publisher_bytes()
+                .unwrap();
+            books.send_bytes(&[7; 5000]).unwrap();
             let mut jobs = bus.producer::<u64>("jobs").unwrap();
             let mut worker = bus.consumer::<u64>("jobs").unwrap();
             for i in 0..7 {
@@ -391,6 +397,14 @@ fn stat_json_parses_and_its_counters_match_what_was_published() {
     assert_eq!(quotes["published"], 10);
     assert_eq!(quotes["publisher_pid"], pid);
 
+    assert_eq!(quotes["arena_bytes"], serde_json::Value::Null);
+    let books = topic(&doc, "books");
+    assert_eq!(
+        (&books["kind"], &books["arena_bytes"], &books["slot_size"]),
+        (&"broadcast".into(), &65536.into(), &32768.into())
+    );
+    assert_eq!(books["published"], 1);
+
     let jobs = topic(&doc, "jobs");
     assert_eq!(jobs["kind"], "work-queue");
     assert_eq!(
@@ -417,6 +431,10 @@ fn stat_json_parses_and_its_counters_match_what_was_published() {
     // The text form says the same, and a killed feeder shows as dead.
     let text = run_ok(&["stat", &bus.name]);
     assert!(text.contains("pushed 7, popped 3, depth 4"), "{text}");
+    assert!(
+        text.contains("books (broadcast, variable-size): capacity 1024, arena 65536 bytes"),
+        "{text}"
+    );
     feeder.kill9();
     let doc: serde_json::Value =
         serde_json::from_str(&run_ok(&["stat", &bus.name, "--json"])).unwrap();
