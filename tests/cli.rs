@@ -183,7 +183,7 @@ fn tagged_processes(tag: &str) -> Vec<String> {
 /// bench's bus and the counts to a few GB: copy-send and loan-send, each
 /// mode, each beside the raw SPSC ring, with a GB/s figure.
 #[test]
-fn bench_throughput_has_loan_rows_and_runs_at_a_mebibyte() {
+fn bench_throughput_has_loan_and_variable_rows_and_runs_at_a_mebibyte() {
     let out = shmbus()
         .args([
             "bench",
@@ -199,12 +199,14 @@ fn bench_throughput_has_loan_rows_and_runs_at_a_mebibyte() {
         .output()
         .unwrap();
     let (rows, text) = bench_rows(&out);
-    assert_eq!(rows.len(), 8, "{text}");
+    assert_eq!(rows.len(), 12, "{text}");
     for transport in [
         "shmbus-lossless",
         "shmbus-lossless-loan",
+        "shmbus-lossless-var",
         "shmbus-overwrite",
         "shmbus-overwrite-loan",
+        "shmbus-overwrite-var",
     ] {
         let row = rows
             .iter()

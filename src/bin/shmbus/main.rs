@@ -32,7 +32,8 @@ enum Command {
     /// Measure shmbus against raw baselines between real processes, each
     /// comparison interleaved in one run (A B A B ...): ping-pong latency
     /// (raw shared cache line, raw futex, pipe, Unix socket, POSIX mq),
-    /// 1-to-1 throughput (raw SPSC ring, pipe, socket, mq), fanout from one
+    /// 1-to-1 throughput (raw SPSC ring, pipe, socket, mq; shmbus by
+    /// copying send, by loan, and on a variable-size topic), fanout from one
     /// publisher to N subscriber processes (raw SPMC broadcast ring: one
     /// writer, sequence word and payload per slot, no lease, no gating;
     /// rows give the slowest subscriber and the publisher's rate), and

@@ -586,12 +586,13 @@ pub fn run(opts: Opts) -> Res<()> {
             h.compare_latency("pingpong-os", &spin, &[base])?;
         }
         for lossless in [true, false] {
-            for loan in [false, true] {
-                h.compare_stream(
-                    "throughput-1to1",
-                    &ShmbusStream { lossless, loan },
-                    &RawSpsc,
-                )?;
+            for (loan, variable) in [(false, false), (true, false), (false, true)] {
+                let stream = ShmbusStream {
+                    lossless,
+                    loan,
+                    variable,
+                };
+                h.compare_stream("throughput-1to1", &stream, &RawSpsc)?;
             }
         }
         let os: [&dyn Stream; 3] = [
@@ -600,14 +601,7 @@ pub fn run(opts: Opts) -> Res<()> {
             &MqStream,
         ];
         for base in os {
-            h.compare_stream(
-                "throughput-os",
-                &ShmbusStream {
-                    lossless: true,
-                    loan: false,
-                },
-                base,
-            )?;
+            h.compare_stream("throughput-os", &ShmbusStream::copying(true), base)?;
         }
         for n in h.opts.subscribers.clone() {
             h.fanout("fanout", false, n)?;

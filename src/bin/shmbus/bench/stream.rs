@@ -154,18 +154,44 @@ impl Stream for MqStream {
 /// published with `send_bytes` (a copy from the publisher's buffer) or,
 /// with `loan`, through `loan_bytes` + one `write_at` of the whole
 /// message + `commit` (the same bytes, stored by the loan's word stores).
+/// With `variable`, a variable-size topic (`TopicBuilder::variable`) whose
+/// arena holds as many messages of this size as the fixed ring's slots.
 pub struct ShmbusStream {
     pub lossless: bool,
     pub loan: bool,
+    pub variable: bool,
+}
+
+impl ShmbusStream {
+    pub const fn copying(lossless: bool) -> Self {
+        ShmbusStream {
+            lossless,
+            loan: false,
+            variable: false,
+        }
+    }
+}
+
+/// The arena of a variable-size stream topic: the fixed ring's slots'
+/// worth of messages of `size` bytes, a power of two within the limits.
+fn stream_arena(size: usize) -> u64 {
+    let bytes = (raw::ring_slots(size) * size.next_multiple_of(8)) as u64;
+    bytes
+        .next_power_of_two()
+        .clamp(4096.max((size as u64 * 2).next_power_of_two()), 1 << 30)
 }
 
 impl Stream for ShmbusStream {
     fn name(&self) -> &'static str {
-        match (self.lossless, self.loan) {
-            (true, false) => "shmbus-lossless",
-            (false, false) => "shmbus-overwrite",
-            (true, true) => "shmbus-lossless-loan",
-            (false, true) => "shmbus-overwrite-loan",
+        match (self.lossless, self.loan, self.variable) {
+            (true, false, false) => "shmbus-lossless",
+            (false, false, false) => "shmbus-overwrite",
+            (true, true, false) => "shmbus-lossless-loan",
+            (false, true, false) => "shmbus-overwrite-loan",
+            (true, false, true) => "shmbus-lossless-var",
+            (false, false, true) => "shmbus-overwrite-var",
+            (true, true, true) => "shmbus-lossless-var-loan",
+            (false, true, true) => "shmbus-overwrite-var-loan",
         }
     }
 
@@ -177,10 +203,12 @@ impl Stream for ShmbusStream {
         let size = h.opts.size;
         let temp = h.temp_bus()?;
         let bus = temp.bus.as_ref().expect("open");
-        let mut topic = bus
-            .topic("data")
-            .capacity(raw::ring_slots(size) as u32)
-            .slot_size(size as u32);
+        let topic = bus.topic("data").capacity(raw::ring_slots(size) as u32);
+        let mut topic = if self.variable {
+            topic.variable(stream_arena(size))
+        } else {
+            topic.slot_size(size as u32)
+        };
         if self.lossless {
             topic = topic.lossless(4);
         }
