@@ -76,6 +76,7 @@
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
 use crate::doorbell::{Doorbell, Words};
 use crate::error::{
     Error, LoanRangeError, RecvError, RecvRefError, RecvTimeoutError, SendError, SendTimeoutError,
@@ -87,8 +88,8 @@ use crate::process;
 use crate::ring::broadcast::{PublisherState, Read};
 use crate::ring::gate::{Gate, GateCache, GatedRead};
 use crate::ring::lease::LeaseError;
-use crate::ring::store_bytes_at;
 use crate::ring::Owner;
+use crate::ring::{store_bytes, store_bytes_at};
 use crate::segment::views::BroadcastView;
 use crate::sync::AtomicU64;
 use crate::sync::{heavy_fence, register_light};
@@ -412,12 +413,34 @@ impl<T> Publisher<T> {
     fn publish(&mut self, bytes: &[u8]) -> Result<u64, Blocked> {
         let ring = self.topic.view.ring();
         let seq = self.next;
-        if !self.topic.in_own_process() || !ring.publish_as(self.topic.me, seq, bytes) {
+        // A copy inherited through fork() never writes: the lease is the
+        // parent's.
+        let published = self.topic.in_own_process()
+            && match self.topic.view.clock() {
+                None => ring.publish_as(self.topic.me, seq, bytes),
+                Some(clock) => self.publish_stamped(clock, seq, bytes),
+            };
+        if !published {
             return Err(Blocked::LeaseLost);
         }
         self.next = seq.wrapping_add(1);
         ring.ctrl().wake().notify_as(&mut self.waker);
         Ok(seq)
+    }
+
+    /// `publish_as` with a timestamp from `clock`, stored between the
+    /// message's begin and its commit.
+    #[inline(never)]
+    fn publish_stamped(&self, clock: Clock, seq: u64, bytes: &[u8]) -> bool {
+        let (ring, view) = (self.topic.view.ring(), &self.topic.view);
+        if !ring.ctrl().lease().held_by(self.topic.me) {
+            return false;
+        }
+        let (payload, pos) = ring.begin(seq, bytes.len());
+        store_bytes(payload, bytes);
+        view.store_time(seq, clock.now_ns());
+        ring.commit(seq, pos, bytes.len());
+        true
     }
 
     /// Publishes `bytes`: at once if there is room, else waiting until
@@ -894,6 +917,9 @@ impl<T> Loan<'_, T> {
             return Err(SendError::LeaseLost);
         }
         let ring = tx.topic.view.ring();
+        if let Some(clock) = tx.topic.view.clock() {
+            tx.topic.view.store_time(self.seq, clock.now_ns());
+        }
         ring.commit(self.seq, self.pos, self.len);
         tx.next = self.seq.wrapping_add(1);
         ring.ctrl().wake().notify_as(&mut tx.waker);
@@ -1670,8 +1696,10 @@ impl<T> Subscriber<T> {
 impl<T> Subscriber<T> {
     /// The info of the message just received (the cursor has moved past it).
     fn last_info(&self) -> MessageInfo {
+        let seq = self.cursor.wrapping_sub(1);
         MessageInfo {
-            seq: self.cursor.wrapping_sub(1),
+            seq,
+            timestamp_ns: self.topic.view.time_of(seq),
         }
     }
 }
@@ -1684,6 +1712,12 @@ pub struct MessageInfo {
     /// Its sequence number: messages the topic's publishers had sent
     /// before it.
     pub seq: u64,
+    /// When it was published, in nanoseconds on the topic's clock
+    /// ([`TopicBuilder::timestamps`](crate::TopicBuilder::timestamps)):
+    /// `None` if the topic has no timestamps, or if the message's slot was
+    /// overwritten between the receive and this look at its timestamp (an
+    /// overwrite subscriber lapped at that very moment).
+    pub timestamp_ns: Option<u64>,
 }
 
 impl<T> Drop for Subscriber<T> {

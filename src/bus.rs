@@ -159,6 +159,8 @@ pub struct TopicInfo {
     /// Variable-size broadcast topics: the arena's size in bytes (twice
     /// the largest message); `None` for fixed slots.
     pub arena_bytes: Option<u64>,
+    /// The clock that stamps each message, for a timestamped topic.
+    pub timestamps: Option<crate::Clock>,
     /// Size of the message type (0 for byte topics).
     pub type_size: u32,
     /// Messages published (broadcast) or pushed (work queue) so far.
@@ -396,6 +398,7 @@ impl Bus {
                 let shape = crate::segment::region::Shape::of(c);
                 shape.variable().then(|| shape.arena_bytes())
             },
+            timestamps: crate::segment::region::Shape::of(c).clock(),
             type_size: c.type_size,
             published: 0,
             publisher_pid: None,

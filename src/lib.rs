@@ -95,6 +95,8 @@ pub mod broadcast;
 #[cfg(not(shmbus_loom))]
 mod bus;
 #[cfg(not(shmbus_loom))]
+mod clock;
+#[cfg(not(shmbus_loom))]
 mod doorbell;
 #[cfg(not(shmbus_loom))]
 mod error;
@@ -124,12 +126,13 @@ pub use bus::{
     DEFAULT_PROCESSES, DEFAULT_TOPICS,
 };
 #[cfg(not(shmbus_loom))]
+pub use clock::Clock;
+#[cfg(not(shmbus_loom))]
 pub use error::{
     Error, LoanRangeError, PopError, PopTimeoutError, PushError, PushTimeoutError, RecvError,
     RecvRefError, RecvTimeoutError, SendError, SendTimeoutError, TryPopError, TryPushError,
     TryRecvError, TrySendError,
 };
-#[cfg(not(shmbus_loom))]
 pub use message::{Bytes, Message};
 #[cfg(not(shmbus_loom))]
 pub use queue::{Consumer, Producer, QueueLoan, QueueStats};

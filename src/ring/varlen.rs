@@ -80,6 +80,7 @@ pub const DESC_WORDS: usize = 4;
 const STAMP: usize = 0;
 const POS: usize = 1;
 const LEN: usize = 2;
+const SPARE: usize = 3;
 
 /// Scans of the subscriber table [`VarlenRing::room_in`] makes before it
 /// gives up on one that no attach changed under it.
@@ -455,6 +456,16 @@ impl<'a> VarlenRing<'a> {
     pub fn commit(&self, reservation: Reservation<'_>) {
         let Reservation { seq, pos, len, .. } = reservation;
         self.commit_at(seq, pos, len);
+    }
+
+    /// The spare word of message `seq`'s descriptor (a topic's publish
+    /// timestamp): written by the lease holder between
+    /// [`begin`](Self::begin) and commit, so a reader that loads it after
+    /// seeing the message complete, and then finds the stamp unchanged, has
+    /// that message's word.
+    #[inline]
+    pub fn spare_word(&self, seq: u64) -> &'a AtomicU64 {
+        &self.desc(seq)[SPARE]
     }
 
     /// The payload words of a message begun at arena position `pos` with

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use zerocopy::IntoBytes;
 
 use super::layout::{
-    self, entry_config_offset, entry_state_offset, EntryConfig, FLAG_LOSSLESS, FLAG_VARIABLE,
-    MAX_ARENA, MAX_ATTACH, MIN_ARENA,
+    self, entry_config_offset, entry_state_offset, EntryConfig, FLAG_LOSSLESS, FLAG_TIME_MONOTONIC,
+    FLAG_TIME_REALTIME, FLAG_VARIABLE, MAX_ARENA, MAX_ATTACH, MIN_ARENA,
     MAX_CAPACITY, MAX_SLOT_SIZE,
 };
 use super::region::Shape;
@@ -65,6 +65,9 @@ pub struct TopicRequest<'a> {
     pub lossless: Option<bool>,
     /// Variable-size messages (`slot_size` is then half the arena).
     pub variable: Option<bool>,
+    /// Publish timestamps: `Some(None)` none, `Some(Some(clock))` that
+    /// clock, `None` whatever the topic has (none on creation).
+    pub clock: Option<Option<crate::clock::Clock>>,
     pub max_writers: Option<u32>,
     pub max_readers: Option<u32>,
     pub default_capacity: u32,
@@ -87,7 +90,7 @@ impl TopicRequest<'_> {
                 FLAG_VARIABLE
             } else {
                 0
-            },
+            } | self.clock.flatten().map_or(0, crate::clock::Clock::flag),
             capacity: self.capacity.unwrap_or(self.default_capacity),
             slot_size: self.slot_size.unwrap_or(self.default_slot_size),
             max_writers: self.max_writers.unwrap_or(self.default_max_writers),
@@ -221,8 +224,10 @@ fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
     if c.kind != layout::KIND_BROADCAST && c.kind != layout::KIND_QUEUE {
         return Err(format!("unknown topic kind {}", c.kind));
     }
-    if c.flags & !(FLAG_LOSSLESS | FLAG_VARIABLE) != 0
+    let clocks = FLAG_TIME_REALTIME | FLAG_TIME_MONOTONIC;
+    if c.flags & !(FLAG_LOSSLESS | FLAG_VARIABLE | clocks) != 0
         || (c.flags != 0 && c.kind != layout::KIND_BROADCAST)
+        || c.flags & clocks == clocks
     {
         return Err(format!(
             "unknown flags {:#x} for topic kind {}",
@@ -302,6 +307,14 @@ fn kind_name(kind: u32, lossless: bool, variable: bool) -> &'static str {
     }
 }
 
+/// Whether a topic's messages carry timestamps, and from which clock.
+fn describe_clock(clock: Option<Option<crate::clock::Clock>>) -> String {
+    match clock {
+        None | Some(None) => String::new(),
+        Some(Some(clock)) => format!(", timestamped ({clock:?})"),
+    }
+}
+
 /// The size of a topic's messages, in words: slots, or an arena.
 fn describe_size(slot_size: Option<u32>, variable: bool) -> String {
     match (slot_size, variable) {
@@ -325,11 +338,12 @@ pub fn describe(c: &EntryConfig) -> String {
     let type_name = String::from_utf8_lossy(&c.type_name[..len]);
     let shape = Shape::of(c);
     format!(
-        "a {} of `{type_name}` (size {}, align {}) with {}, capacity {}{}",
+        "a {} of `{type_name}` (size {}, align {}) with {}{}, capacity {}{}",
         kind_name(c.kind, shape.lossless(), shape.variable()),
         c.type_size,
         c.type_align,
         describe_size(Some(c.slot_size), shape.variable()),
+        describe_clock(Some(shape.clock())),
         c.capacity,
         describe_tables(
             c.kind,
@@ -369,11 +383,12 @@ fn describe_request(req: &TopicRequest<'_>) -> String {
         (kind, lossless) => kind_name(kind, lossless == Some(true), variable),
     };
     format!(
-        "a {kind} of `{}` (size {}, align {}) with {}, capacity {}{}",
+        "a {kind} of `{}` (size {}, align {}) with {}{}, capacity {}{}",
         req.fingerprint.name,
         req.fingerprint.size,
         req.fingerprint.align,
         describe_size(req.slot_size, variable),
+        describe_clock(req.clock),
         shape(req.capacity),
         describe_tables(
             req.kind,
@@ -404,6 +419,7 @@ impl SegmentDirectory<'_, '_> {
             && req.slot_size.is_none_or(|slot| slot == c.slot_size)
             && req.lossless.is_none_or(|l| l == Shape::of(c).lossless())
             && req.variable.is_none_or(|v| v == Shape::of(c).variable())
+            && req.clock.is_none_or(|clock| clock == Shape::of(c).clock())
             && req.max_writers.is_none_or(|n| n == c.max_writers)
             && req.max_readers.is_none_or(|n| n == c.max_readers)
     }

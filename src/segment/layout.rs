@@ -32,7 +32,8 @@ use crate::sync::{AtomicU32, AtomicU64};
 pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
 /// Bumped whenever any layout in this file changes, or that of a ring
 /// (4: broadcast slots packed to 16 bytes, `LIGHT`/`REQUEST` bits in the
-/// sleeper word; 5: variable-size broadcast topics, [`FLAG_VARIABLE`]).
+/// sleeper word; 5: variable-size broadcast topics, [`FLAG_VARIABLE`], and
+/// publish timestamps, `FLAG_TIME_*`).
 pub const LAYOUT_VERSION: u32 = 5;
 
 pub const HEADER_SIZE: usize = 128;
@@ -127,6 +128,10 @@ pub const FLAG_LOSSLESS: u32 = 1;
 /// and an arena, [`crate::ring::varlen`]); `slot_size` is then the largest
 /// message, half the arena.
 pub const FLAG_VARIABLE: u32 = 2;
+/// Topic flags: broadcast messages carry their publish time, read from
+/// CLOCK_REALTIME or CLOCK_MONOTONIC (at most one of the two).
+pub const FLAG_TIME_REALTIME: u32 = 4;
+pub const FLAG_TIME_MONOTONIC: u32 = 8;
 /// Smallest and largest arena of a variable-size topic.
 pub const MIN_ARENA: u64 = 4096;
 pub const MAX_ARENA: u64 = 1 << 30;
@@ -149,7 +154,8 @@ pub struct EntryConfig {
     /// Offset of the ring region from the start of the segment.
     pub region_offset: u64,
     pub region_len: u64,
-    /// [`FLAG_LOSSLESS`], [`FLAG_VARIABLE`], both or 0.
+    /// [`FLAG_LOSSLESS`], [`FLAG_VARIABLE`], at most one `FLAG_TIME_*`,
+    /// or 0.
     pub flags: u32,
     /// Producer table size (work queues).
     pub max_writers: u32,

@@ -23,6 +23,10 @@ pub struct RegionLayout {
     /// Slots, or (variable-size) descriptors then arena.
     pub slots: u64,
     pub slot_words: usize,
+    /// Fixed-slot broadcast topics with timestamps: a word per slot, after
+    /// the slots (variable-size ones keep it in the descriptor).
+    pub times: u64,
+    pub time_words: usize,
     pub len: u64,
 }
 
@@ -56,6 +60,11 @@ impl Shape {
     /// Variable-size messages (broadcast only).
     pub fn variable(&self) -> bool {
         self.flags & FLAG_VARIABLE != 0
+    }
+
+    /// The clock that stamps the messages, if any.
+    pub fn clock(&self) -> Option<crate::clock::Clock> {
+        crate::clock::Clock::of_flags(self.flags)
     }
 
     /// A variable-size topic's arena: twice its largest message.
@@ -103,12 +112,19 @@ impl Shape {
             KIND_BROADCAST => packed_slots_words(capacity, slot_size)?,
             _ => slots_words(capacity, slot_size)?,
         };
-        let len = slots.checked_add(u64::try_from(slot_words).ok()?.checked_mul(8)?)?;
+        let times = slots.checked_add(u64::try_from(slot_words).ok()?.checked_mul(8)?)?;
+        let time_words = match self.kind {
+            KIND_BROADCAST if self.clock().is_some() && !self.variable() => capacity,
+            _ => 0,
+        };
+        let len = times.checked_add(u64::try_from(time_words).ok()?.checked_mul(8)?)?;
         Some(RegionLayout {
             table_a,
             table_b,
             slots,
             slot_words,
+            times,
+            time_words,
             len,
         })
     }

@@ -13,12 +13,14 @@ use super::layout::EntryConfig;
 use super::region::Shape;
 use super::{Segment, SharedView};
 use crate::error::Error;
+use crate::clock::Clock;
 use crate::ring::any::AnyRing;
-use crate::ring::broadcast::{BroadcastCtrl, BroadcastRing};
+use crate::ring::gate::GatedRing;
+use crate::ring::broadcast::{complete, BroadcastCtrl, BroadcastRing};
 use crate::ring::varlen::{VarlenCtrl, VarlenRing};
 use crate::ring::gate::{Gate, GateCtrl, SubscriberEntry};
 use crate::ring::queue::{ClaimEntry, QueueCtrl, QueueRing};
-use crate::sync::AtomicU64;
+use crate::sync::{fence, AtomicU64, Ordering};
 
 /// Views of a topic region's parts, with errors naming the topic.
 struct Region<'s> {
@@ -61,6 +63,10 @@ pub(crate) struct BroadcastView {
     // touches no memory, so the order does not matter.
     ring: AnyRing<'static>,
     gate: Option<Gate<'static>>,
+    /// The clock that stamps the messages, if any, and (fixed slots) the
+    /// word per slot that holds the stamps.
+    clock: Option<Clock>,
+    times: &'static [AtomicU64],
     seg: Arc<Segment>,
 }
 
@@ -100,6 +106,7 @@ impl BroadcastView {
             })?;
             AnyRing::Fixed(ring)
         };
+        let times = region.many::<AtomicU64>(layout.times, layout.time_words)?;
         let gate = if shape.lossless() {
             let gate_ctrl: &GateCtrl = region.one(layout.table_a)?;
             let entries =
@@ -112,13 +119,20 @@ impl BroadcastView {
         // (it never moves while mapped); `seg` is stored beside them, and
         // they leave this struct only re-borrowed for the lifetime of
         // `&self` (see the accessors). Only the lifetime changes.
-        let (ring, gate) = unsafe {
+        let (ring, gate, times) = unsafe {
             (
                 core::mem::transmute::<AnyRing<'_>, AnyRing<'static>>(ring),
                 gate.map(|g| core::mem::transmute::<Gate<'_>, Gate<'static>>(g)),
+                core::mem::transmute::<&[AtomicU64], &'static [AtomicU64]>(times),
             )
         };
-        Ok(BroadcastView { ring, gate, seg })
+        Ok(BroadcastView {
+            ring,
+            gate,
+            clock: shape.clock(),
+            times,
+            seg,
+        })
     }
 
     #[inline]
@@ -129,6 +143,53 @@ impl BroadcastView {
     #[inline]
     pub(crate) fn gate(&self) -> Option<&Gate<'_>> {
         self.gate.as_ref()
+    }
+
+    /// The clock that stamps this topic's messages, if any.
+    #[inline]
+    pub(crate) fn clock(&self) -> Option<Clock> {
+        self.clock
+    }
+
+    /// The word that holds message `seq`'s timestamp, if the topic has one.
+    fn time_word(&self, seq: u64) -> Option<&AtomicU64> {
+        self.clock?;
+        match &self.ring {
+            AnyRing::Var(ring) => Some(ring.spare_word(seq)),
+            // `times` has `capacity` words, a power of two (checked with
+            // the region): the mask keeps the index in bounds.
+            AnyRing::Fixed(ring) => self.times.get((seq & (ring.capacity() - 1)) as usize),
+        }
+    }
+
+    /// Stores message `seq`'s timestamp. The lease holder calls it after
+    /// beginning the message and before committing it: inside the
+    /// seqlock's window, like the payload.
+    #[inline]
+    pub(crate) fn store_time(&self, seq: u64, ns: u64) {
+        if let Some(word) = self.time_word(seq) {
+            word.store(ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Message `seq`'s timestamp, if the topic has them and the message
+    /// is still there: the word is loaded, then (after an Acquire fence)
+    /// the message's stamp must still say "`seq` complete", or a later
+    /// message has begun in its place and the word may be its (`None`).
+    pub(crate) fn time_of(&self, seq: u64) -> Option<u64> {
+        let word = self.time_word(seq)?;
+        let ring = &self.ring;
+        // SYNC POINT: Acquire pairs with the complete stamp's Release: the
+        // word was stored before it.
+        if ring.stamp(seq) != complete(seq) {
+            return None;
+        }
+        let ns = word.load(Ordering::Relaxed);
+        // SYNC POINT: pairs with the Release fence after a later message's
+        // "being written" stamp (`begin`): if the load above saw that
+        // message's word, the stamp below sees its stamp.
+        fence(Ordering::Acquire);
+        (ring.stamp(seq) == complete(seq)).then_some(ns)
     }
 
     pub(crate) fn seg(&self) -> &Arc<Segment> {

@@ -101,6 +101,10 @@ pub fn topic_json(t: &TopicInfo) -> Value {
         "capacity": t.capacity,
         "slot_size": t.slot_size,
         "arena_bytes": t.arena_bytes,
+        "timestamps": t.timestamps.map(|clock| match clock {
+            shmbus::Clock::Realtime => "realtime",
+            shmbus::Clock::Monotonic => "monotonic",
+        }),
         "type_size": t.type_size,
         "published": t.published,
         "sleeping": t.sleeping,
