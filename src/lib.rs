@@ -133,6 +133,7 @@ pub use error::{
     RecvRefError, RecvTimeoutError, SendError, SendTimeoutError, TryPopError, TryPushError,
     TryRecvError, TrySendError,
 };
+#[cfg(not(shmbus_loom))]
 pub use message::{Bytes, Message};
 #[cfg(not(shmbus_loom))]
 pub use queue::{Consumer, Producer, QueueLoan, QueueStats};
