@@ -183,7 +183,7 @@ fn tagged_processes(tag: &str) -> Vec<String> {
 /// bench's bus and the counts to a few GB: copy-send and loan-send, each
 /// mode, each beside the raw SPSC ring, with a GB/s figure.
 #[test]
-fn bench_throughput_has_loan_and_variable_rows_and_runs_at_a_mebibyte() {
+fn bench_throughput_and_fanout_have_loan_and_variable_rows_and_run_at_a_mebibyte() {
     let out = shmbus()
         .args([
             "bench",
@@ -195,11 +195,24 @@ fn bench_throughput_has_loan_and_variable_rows_and_runs_at_a_mebibyte() {
             "1048576",
             "--only",
             "throughput-1to1",
+            "--only",
+            "fanout",
+            "--subscribers",
+            "1",
         ])
         .output()
         .unwrap();
     let (rows, text) = bench_rows(&out);
-    assert_eq!(rows.len(), 12, "{text}");
+    // 6 throughput comparisons and 4 fanout ones (copy and loan, both
+    // modes: loans have fanout rows from 1 KiB up), each with its baseline.
+    assert_eq!(rows.len(), 20, "{text}");
+    for transport in ["shmbus-overwrite-loan-1to1", "shmbus-lossless-loan-1to1"] {
+        let row = rows
+            .iter()
+            .find(|r| r["transport"] == transport)
+            .unwrap_or_else(|| panic!("no {transport} row:\n{text}"));
+        assert_eq!(row["baseline"], "raw-spmc-1to1", "{row}");
+    }
     for transport in [
         "shmbus-lossless",
         "shmbus-lossless-loan",

@@ -36,7 +36,8 @@ enum Command {
     /// copying send, by loan, and on a variable-size topic), fanout from one
     /// publisher to N subscriber processes (raw SPMC broadcast ring: one
     /// writer, sequence word and payload per slot, no lease, no gating;
-    /// rows give the slowest subscriber and the publisher's rate), and
+    /// rows give the slowest subscriber and the publisher's rate; from 1 KiB
+    /// messages up also by loan), and
     /// work queues (raw Vyukov MPMC queue). Every message carries its
     /// sequence and a checksum that the readers verify. `openloop` sends
     /// at a fixed rate (`--rate`) and measures latency from each message's

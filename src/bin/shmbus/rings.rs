@@ -11,8 +11,12 @@ use std::sync::atomic::{fence, Ordering};
 use crate::peer::now_ns;
 use crate::raw::SharedMem;
 
-/// Slots of both rings (shmbus's bench topics have as many).
-pub const SLOTS: usize = 4096;
+/// Slots of both rings for `size`-byte messages (shmbus's bench topics
+/// have as many): 4096, fewer for large messages, so that a ring stays
+/// near 32 MiB ([`crate::raw::ring_slots`]).
+pub fn slots(size: usize) -> usize {
+    crate::raw::ring_slots(size)
+}
 
 /// The check word of message `tag`.
 pub fn checksum(tag: u64) -> u64 {
@@ -73,7 +77,8 @@ fn words_of(size: usize) -> usize {
 
 /// Bytes of an SPMC ring for `size`-byte messages.
 pub fn spmc_len(size: usize) -> usize {
-    SLOTS * (1 + words_of(size)) * 8
+    let cap = slots(size);
+    cap * (1 + words_of(size)) * 8
 }
 
 /// A slot is being written: readers wait.
@@ -89,13 +94,14 @@ pub fn spmc_publish(
     size: usize,
     mut tag_of: impl FnMut(u64) -> u64,
 ) -> u64 {
+    let cap = slots(size);
     let words = words_of(size);
     let stride = 1 + words;
-    let slots = mem.u64_slice(0, SLOTS * stride);
+    let slots = mem.u64_slice(0, cap * stride);
     let start = now_ns();
     for seq in 0..count {
         let tag = tag_of(seq);
-        let slot = &slots[(seq as usize % SLOTS) * stride..][..stride];
+        let slot = &slots[(seq as usize % cap) * stride..][..stride];
         slot[0].store(BUSY, Ordering::Relaxed);
         fence(Ordering::Release);
         for (w, cell) in slot[1..].iter().enumerate() {
@@ -116,14 +122,15 @@ pub fn spmc_subscribe(
     size: usize,
     mut on_message: impl FnMut(u64, u64) -> bool,
 ) -> Received {
+    let cap = slots(size);
     let words = words_of(size);
     let stride = 1 + words;
-    let slots = mem.u64_slice(0, SLOTS * stride);
+    let slots = mem.u64_slice(0, cap * stride);
     let mut out = vec![0u64; words];
     let mut r = Received::default();
     let mut seq = 0u64;
     while seq < count {
-        let slot = &slots[(seq as usize % SLOTS) * stride..][..stride];
+        let slot = &slots[(seq as usize % cap) * stride..][..stride];
         let stamp = slot[0].load(Ordering::Acquire);
         if stamp == seq + 1 {
             for (o, cell) in out.iter_mut().zip(&slot[1..]) {
@@ -183,30 +190,33 @@ const MPMC_CELLS: usize = 128;
 
 /// Bytes of an MPMC queue for `size`-byte messages.
 pub fn mpmc_len(size: usize) -> usize {
-    MPMC_CELLS + SLOTS * (1 + words_of(size)) * 8
+    let cap = slots(size);
+    MPMC_CELLS + cap * (1 + words_of(size)) * 8
 }
 
 /// Sets every cell's sequence to its index (Vyukov's initial state).
 pub fn mpmc_init(mem: &SharedMem, size: usize) {
+    let cap = slots(size);
     let stride = 1 + words_of(size);
-    let cells = mem.u64_slice(MPMC_CELLS, SLOTS * stride);
-    for i in 0..SLOTS {
+    let cells = mem.u64_slice(MPMC_CELLS, cap * stride);
+    for i in 0..cap {
         cells[i * stride].store(i as u64, Ordering::Relaxed);
     }
 }
 
 /// A producer: pushes `count` messages tagged `id << 40 | n`.
 pub fn mpmc_produce(mem: &SharedMem, count: u64, size: usize, id: u64) {
+    let cap = slots(size);
     let words = words_of(size);
     let stride = 1 + words;
-    let cells = mem.u64_slice(MPMC_CELLS, SLOTS * stride);
+    let cells = mem.u64_slice(MPMC_CELLS, cap * stride);
     let enqueue = mem.u64_at(MPMC_ENQUEUE);
     for n in 0..count {
         let tag = id << 40 | n;
         let mut idle = Idle::default();
         loop {
             let pos = enqueue.load(Ordering::Relaxed);
-            let cell = &cells[(pos as usize % SLOTS) * stride..][..stride];
+            let cell = &cells[(pos as usize % cap) * stride..][..stride];
             let seq = cell[0].load(Ordering::Acquire);
             let diff = seq as i64 - pos as i64;
             if diff == 0 {
@@ -230,9 +240,10 @@ pub fn mpmc_produce(mem: &SharedMem, count: u64, size: usize, id: u64) {
 /// A consumer: pops until all `total` messages are taken (by it or the
 /// others). Reads the clock at its first message and when it stops.
 pub fn mpmc_consume(mem: &SharedMem, total: u64, size: usize) -> Received {
+    let cap = slots(size);
     let words = words_of(size);
     let stride = 1 + words;
-    let cells = mem.u64_slice(MPMC_CELLS, SLOTS * stride);
+    let cells = mem.u64_slice(MPMC_CELLS, cap * stride);
     let dequeue = mem.u64_at(MPMC_DEQUEUE);
     let mut out = vec![0u64; words];
     let mut r = Received::default();
@@ -242,7 +253,7 @@ pub fn mpmc_consume(mem: &SharedMem, total: u64, size: usize) -> Received {
         if pos >= total {
             break;
         }
-        let cell = &cells[(pos as usize % SLOTS) * stride..][..stride];
+        let cell = &cells[(pos as usize % cap) * stride..][..stride];
         let seq = cell[0].load(Ordering::Acquire);
         let diff = seq as i64 - (pos + 1) as i64;
         if diff == 0 {
@@ -253,7 +264,7 @@ pub fn mpmc_consume(mem: &SharedMem, total: u64, size: usize) -> Received {
                 for (o, c) in out.iter_mut().zip(&cell[1..]) {
                     *o = c.load(Ordering::Relaxed);
                 }
-                cell[0].store(pos + SLOTS as u64, Ordering::Release);
+                cell[0].store(pos + cap as u64, Ordering::Release);
                 idle = Idle::default();
                 if words > 1 && out[words - 1] != checksum(out[0]) {
                     r.bad += 1;

@@ -55,9 +55,11 @@ pub trait Fan {
     fn round(&self, h: &mut Harness, n: usize, count: u64) -> Res<FanRound>;
 }
 
-/// A shmbus broadcast topic, overwrite or lossless.
+/// A shmbus broadcast topic, overwrite or lossless, published by copying
+/// sends or (`loan`) by loans written whole with one `write_at`.
 pub struct ShmbusFan {
     pub lossless: bool,
+    pub loan: bool,
 }
 
 impl Fan for ShmbusFan {
@@ -67,7 +69,8 @@ impl Fan for ShmbusFan {
         } else {
             "overwrite"
         };
-        format!("shmbus-{mode}-1to{n}")
+        let how = if self.loan { "-loan" } else { "" };
+        format!("shmbus-{mode}{how}-1to{n}")
     }
 
     fn lossy(&self) -> bool {
@@ -78,7 +81,10 @@ impl Fan for ShmbusFan {
         let size = h.opts.size;
         let temp = h.temp_bus()?;
         let bus = temp.bus.as_ref().expect("open");
-        let mut topic = bus.topic("data").capacity(4096).slot_size(size as u32);
+        let mut topic = bus
+            .topic("data")
+            .capacity(rings::slots(size) as u32)
+            .slot_size(size as u32);
         if self.lossless {
             topic = topic.lossless(n as u32);
         }
@@ -94,7 +100,13 @@ impl Fan for ShmbusFan {
         let start = Instant::now();
         for seq in 0..count {
             rings::fill(&mut msg, seq);
-            tx.send_bytes(&msg)?;
+            if self.loan {
+                let mut loan = tx.loan_bytes(size)?;
+                loan.write_at(0, &msg)?;
+                loan.commit()?;
+            } else {
+                tx.send_bytes(&msg)?;
+            }
         }
         let publish_ns = start.elapsed().as_nanos() as u64;
         drop(tx);
@@ -165,7 +177,10 @@ impl OpenLoop for ShmbusOpenLoop {
         let size = h.opts.size;
         let temp = h.temp_bus()?;
         let bus = temp.bus.as_ref().expect("open");
-        let topic = bus.topic("data").capacity(4096).slot_size(size as u32);
+        let topic = bus
+            .topic("data")
+            .capacity(rings::slots(size) as u32)
+            .slot_size(size as u32);
         drop(topic.clone().subscriber_bytes()?);
         let args = [temp.name.clone(), count.to_string()];
         let mut peer = Peer::spawn("openloop-shmbus", &args, h.cpu(1))?;

@@ -28,6 +28,9 @@ use stream::{FdStream, MqStream, RawSpsc, ShmbusStream, Stream};
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// Message size from which fanout also has loan rows.
+const LOAN_ROWS_FROM: usize = 1024;
+
 /// Peer roles of the peers built in (none without `--features peers`).
 pub use peers::ROLES as PEER_ROLES;
 
@@ -289,20 +292,22 @@ impl Harness {
     /// interleaved round by round with the raw SPMC ring (its baseline) and
     /// the peers, if built in: rows for the slowest subscriber's rate
     /// (median over rounds) and the publisher's.
-    fn fanout(&mut self, bench: &'static str, lossless: bool, n: usize) -> Res<()> {
+    fn fanout(&mut self, bench: &'static str, lossless: bool, loan: bool, n: usize) -> Res<()> {
         if !self.wanted(bench) {
             return Ok(());
         }
-        let ours = ShmbusFan { lossless };
+        let ours = ShmbusFan { lossless, loan };
         let mut all: Vec<Box<dyn Fan>> = vec![Box::new(ours), Box::new(RawSpmcFan)];
-        all.extend(peers::fans(lossless, self.opts.size));
+        if !loan {
+            all.extend(peers::fans(lossless, self.opts.size));
+        }
         let names: Vec<String> = all.iter().map(|t| t.name(n)).collect();
         self.progress(
             bench,
             format!("{} against {}", names[0], names[1..].join(", ")),
         );
         let before = self.probe()?;
-        let count = if self.opts.quick { 400_000 } else { 2_000_000 };
+        let count = self.quick(2_000_000);
         let mut rounds: Vec<Vec<FanRound>> = all.iter().map(|_| Vec::new()).collect();
         let mut ratios = Vec::new();
         for _ in 0..self.opts.rounds {
@@ -604,8 +609,13 @@ pub fn run(opts: Opts) -> Res<()> {
             h.compare_stream("throughput-os", &ShmbusStream::copying(true), base)?;
         }
         for n in h.opts.subscribers.clone() {
-            h.fanout("fanout", false, n)?;
-            h.fanout("fanout", true, n)?;
+            h.fanout("fanout", false, false, n)?;
+            h.fanout("fanout", true, false, n)?;
+            // Loans matter for large messages: their rows from 1 KiB up.
+            if h.opts.size >= LOAN_ROWS_FROM {
+                h.fanout("fanout", false, true, n)?;
+                h.fanout("fanout", true, true, n)?;
+            }
         }
         h.queue(1, 1)?;
         h.queue(2, 2)?;

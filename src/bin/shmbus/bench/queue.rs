@@ -65,7 +65,7 @@ impl WorkQueue for ShmbusQueue {
         let bus = temp.bus.as_ref().expect("open");
         drop(
             bus.topic("jobs")
-                .capacity(4096)
+                .capacity(rings::slots(size) as u32)
                 .slot_size(size as u32)
                 .consumer_bytes()?,
         );

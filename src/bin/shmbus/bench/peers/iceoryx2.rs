@@ -29,7 +29,7 @@ fn node() -> Res<Node<ipc::Service>> {
 /// slots, within 32 MiB of samples for all subscribers together (iceoryx2
 /// gives every subscriber a queue of its own, in the publisher's pool).
 fn queue_len(size: usize, subscribers: usize) -> usize {
-    ((32usize << 20) / (size.max(1) * subscribers.max(1))).clamp(16, rings::SLOTS)
+    ((32usize << 20) / (size.max(1) * subscribers.max(1))).clamp(16, rings::slots(size))
 }
 
 /// Fanout through one publish-subscribe service.

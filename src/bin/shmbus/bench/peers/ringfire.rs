@@ -16,9 +16,6 @@ use crate::cleanup;
 use crate::peer::{self, Peer};
 use crate::rings;
 
-/// Slots per ring, as shmbus's bench topics and the raw rings have.
-const SLOTS: u64 = rings::SLOTS as u64;
-
 /// Runs `$body` with `N` bound to `$size` as a constant (`Some`), or
 /// gives `None` for a size ringfire's `[u8; N]` rows do not cover.
 macro_rules! sized {
@@ -114,7 +111,8 @@ fn producer<const N: usize>(
     lossless: bool,
     readers: usize,
 ) -> Res<ringfire::RingProducer<[u8; N]>> {
-    let mut builder = RingProducerBuilder::new(SLOTS).cleanup_mode(CleanupMode::Persistent);
+    let mut builder =
+        RingProducerBuilder::new(rings::slots(N) as u64).cleanup_mode(CleanupMode::Persistent);
     if lossless {
         builder = builder
             .flow_control(FlowControl::LosslessBackpressure)
@@ -272,7 +270,7 @@ fn echo<const N: usize>(ping: &str, pong: &str, count: u64) -> Res<()> {
     let mut rx = RingConsumer::<[u8; N]>::builder()
         .start_from_head()
         .attach(ping)?;
-    let mut tx = RingProducerBuilder::new(SLOTS)
+    let mut tx = RingProducerBuilder::new(rings::slots(N) as u64)
         .cleanup_mode(CleanupMode::Persistent)
         .build::<[u8; N], _>(pong)?;
     peer::ready();
