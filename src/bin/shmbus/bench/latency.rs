@@ -337,10 +337,19 @@ impl PingPong for ShmbusEcho {
         let temp = h.temp_bus()?;
         let bus = temp.bus.as_ref().expect("open");
         let slot = size as u32;
-        let mut tx = bus.topic("ping").slot_size(slot).publisher_bytes()?;
+        // One message in flight: a quarter of a stream ring's slots (1024
+        // for small messages, the default; 16 of 1 MiB), so that both
+        // topics of large messages fit the bus.
+        let capacity = (crate::raw::ring_slots(size) / 4).max(16) as u32;
+        let mut tx = bus
+            .topic("ping")
+            .slot_size(slot)
+            .capacity(capacity)
+            .publisher_bytes()?;
         let mut rx = bus
             .topic("pong")
             .slot_size(slot)
+            .capacity(capacity)
             .start_at(StartAt::Next)
             .wait(wait)
             .subscriber_bytes()?;
