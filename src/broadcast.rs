@@ -1078,6 +1078,8 @@ pub struct Subscriber<T> {
     stored: u64,
     /// The pollable fd, once asked for ([`event_fd`](Self::event_fd)).
     bell: Option<Doorbell>,
+    /// Timestamped topics: the timestamp of the message last received.
+    last_time: Option<u64>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -1201,6 +1203,7 @@ impl<T> Subscriber<T> {
             flush_mask: mask,
             stored: cursor,
             bell: None,
+            last_time: None,
             _marker: PhantomData,
         })
     }
@@ -1348,11 +1351,22 @@ impl<T> Subscriber<T> {
     /// ([`Gate::should_store`] says why that never strands it).
     #[inline(always)]
     fn consumed(&mut self) {
+        if self.topic.view.clock().is_some() {
+            self.took_time();
+        }
         self.cursor = self.cursor.wrapping_add(1);
         self.stats.received += 1;
         if self.gate_entry.is_some() && self.store_due() {
             self.publish_cursor();
         }
+    }
+
+    /// Timestamped topics: keeps message `cursor`'s timestamp, read while
+    /// the cursor still holds a lossless publisher back from its slot (so
+    /// only an overwrite subscriber lapped at this instant misses it).
+    #[inline(never)]
+    fn took_time(&mut self) {
+        self.last_time = self.topic.view.time_of(self.cursor);
     }
 
     /// Lossless mode: whether the cursor is to be stored now.
@@ -1696,10 +1710,9 @@ impl<T> Subscriber<T> {
 impl<T> Subscriber<T> {
     /// The info of the message just received (the cursor has moved past it).
     fn last_info(&self) -> MessageInfo {
-        let seq = self.cursor.wrapping_sub(1);
         MessageInfo {
-            seq,
-            timestamp_ns: self.topic.view.time_of(seq),
+            seq: self.cursor.wrapping_sub(1),
+            timestamp_ns: self.last_time,
         }
     }
 }
@@ -1715,8 +1728,9 @@ pub struct MessageInfo {
     /// When it was published, in nanoseconds on the topic's clock
     /// ([`TopicBuilder::timestamps`](crate::TopicBuilder::timestamps)):
     /// `None` if the topic has no timestamps, or if the message's slot was
-    /// overwritten between the receive and this look at its timestamp (an
-    /// overwrite subscriber lapped at that very moment).
+    /// overwritten between its copy and the look at its timestamp (an
+    /// overwrite subscriber lapped at that very moment; a lossless
+    /// subscriber's cursor still holds the publisher back then).
     pub timestamp_ns: Option<u64>,
 }
 

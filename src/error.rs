@@ -257,12 +257,13 @@ pub enum SendError {
     /// not sent, and none will be.
     #[error("lease lost: this publisher no longer holds the topic's publisher lease (it was taken over, or the publisher was made before fork() in another process); drop it and open a new publisher")]
     LeaseLost,
-    /// A byte message longer than the topic's slots. Nothing was sent.
-    #[error("message of {len} bytes does not fit the topic's {max}-byte slots; send at most {max} bytes or create the topic with a larger `slot_size`")]
+    /// A byte message longer than the topic's slots (or, variable-size,
+    /// than half its arena). Nothing was sent.
+    #[error("message of {len} bytes is over the topic's limit of {max} bytes; send at most {max} bytes, or create the topic with a larger `slot_size` (a variable-size topic: an arena of at least twice the message)")]
     TooLarge {
         /// The message's length.
         len: usize,
-        /// The topic's slot size.
+        /// The topic's largest message: its slot size, or half its arena.
         max: usize,
     },
 }
@@ -292,11 +293,11 @@ pub enum TrySendError {
     #[error("lease lost: this publisher no longer holds the topic's publisher lease (it was taken over, or the publisher was made before fork() in another process); drop it and open a new publisher")]
     LeaseLost,
     /// As [`SendError::TooLarge`].
-    #[error("message of {len} bytes does not fit the topic's {max}-byte slots; send at most {max} bytes or create the topic with a larger `slot_size`")]
+    #[error("message of {len} bytes is over the topic's limit of {max} bytes; send at most {max} bytes, or create the topic with a larger `slot_size` (a variable-size topic: an arena of at least twice the message)")]
     TooLarge {
         /// The message's length.
         len: usize,
-        /// The topic's slot size.
+        /// The topic's largest message: its slot size, or half its arena.
         max: usize,
     },
 }
@@ -315,11 +316,11 @@ pub enum SendTimeoutError {
     #[error("lease lost: this publisher no longer holds the topic's publisher lease (it was taken over, or the publisher was made before fork() in another process); drop it and open a new publisher")]
     LeaseLost,
     /// As [`SendError::TooLarge`].
-    #[error("message of {len} bytes does not fit the topic's {max}-byte slots; send at most {max} bytes or create the topic with a larger `slot_size`")]
+    #[error("message of {len} bytes is over the topic's limit of {max} bytes; send at most {max} bytes, or create the topic with a larger `slot_size` (a variable-size topic: an arena of at least twice the message)")]
     TooLarge {
         /// The message's length.
         len: usize,
-        /// The topic's slot size.
+        /// The topic's largest message: its slot size, or half its arena.
         max: usize,
     },
 }

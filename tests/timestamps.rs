@@ -33,6 +33,7 @@ fn child_role_entry() {
             let mut tx = bus
                 .topic("ticks")
                 .timestamps(Clock::Monotonic)
+                .capacity(2)
                 .lossless(1)
                 .publisher::<u64>()
                 .unwrap();
@@ -179,7 +180,9 @@ fn timestamps_are_chosen_at_creation_and_checked_on_join() {
 /// Across processes: the publisher's timestamp and the time it put in the
 /// payload just before sending are on the same system-wide clock, so each
 /// timestamp is at or after the payload's time and at or before the
-/// receive; they never go back.
+/// receive; they never go back. A ring of 2 keeps the publisher waiting on
+/// the subscriber's every read: a lossless subscriber still gets every
+/// timestamp (it reads it before its cursor lets the slot go).
 #[test]
 fn monotonic_timestamps_measure_latency_across_processes() {
     const COUNT: u64 = 10_000;
@@ -188,6 +191,7 @@ fn monotonic_timestamps_measure_latency_across_processes() {
     let mut rx = b
         .topic("ticks")
         .timestamps(Clock::Monotonic)
+        .capacity(2)
         .lossless(1)
         .start_at(StartAt::Next)
         .wait(WaitStrategy::Block)

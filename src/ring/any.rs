@@ -101,9 +101,9 @@ impl<'a> AnyRing<'a> {
             AnyRing::Fixed(ring) => (ring.begin(seq), 0),
             AnyRing::Var(ring) => match ring.begin(seq, len) {
                 Ok(reservation) => (reservation.payload(), reservation.pos()),
-                // Cannot happen: the caller checked the length against
-                // `max_message`, the limit `TooLarge` enforces.
-                Err(_) => (&[], 0),
+                Err(too_large) => {
+                    unreachable!("loan lengths are checked against max_message: {too_large}")
+                }
             },
         }
     }
@@ -204,9 +204,9 @@ fn read_var(ring: &VarlenRing<'_>, cursor: u64, out: &mut [u8]) -> Read {
 
 #[inline(never)]
 fn publish_var(ring: &VarlenRing<'_>, seq: u64, bytes: &[u8]) {
-    // The caller checked the length: `TooLarge` cannot happen.
-    let published = ring.publish(seq, bytes);
-    debug_assert!(published.is_ok(), "length checked by the caller");
+    if let Err(too_large) = ring.publish(seq, bytes) {
+        unreachable!("send lengths are checked against max_message: {too_large}");
+    }
 }
 
 impl GatedRing for AnyRing<'_> {
@@ -234,6 +234,13 @@ impl GatedRing for AnyRing<'_> {
         match self {
             AnyRing::Fixed(ring) => ring.stamp(cursor),
             AnyRing::Var(ring) => ring.stamp(cursor),
+        }
+    }
+    #[inline]
+    fn sync_overwritten(&self, cursor: u64) {
+        match self {
+            AnyRing::Fixed(ring) => ring.sync_overwritten(cursor),
+            AnyRing::Var(ring) => ring.sync_overwritten(cursor),
         }
     }
     #[inline]

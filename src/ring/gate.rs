@@ -215,6 +215,13 @@ pub trait GatedRing {
     fn read(&self, cursor: u64, out: &mut [u8]) -> Read;
     /// Message `cursor`'s stamp, loaded with Acquire.
     fn stamp(&self, cursor: u64) -> u64;
+    /// After a read found message `cursor` overwritten: Acquire loads of
+    /// whatever told it so, so that everything the publisher did before
+    /// (evicting us, if it did) is visible.
+    #[inline]
+    fn sync_overwritten(&self, cursor: u64) {
+        self.stamp(cursor);
+    }
     /// Where a subscriber attaching at `start` begins, `head` being the
     /// head it read after announcing itself: no lower than `head -
     /// capacity + 1`, the oldest message sure to be gated on it (see
@@ -276,6 +283,13 @@ impl GatedRing for VarlenRing<'_> {
     #[inline]
     fn stamp(&self, cursor: u64) -> u64 {
         VarlenRing::stamp(self, cursor)
+    }
+    /// The descriptor's stamp, or `reserved`: a message is overwritten
+    /// when either moved on (`reserved` when only its bytes were reused).
+    #[inline]
+    fn sync_overwritten(&self, cursor: u64) {
+        VarlenRing::stamp(self, cursor);
+        self.reserved_acquire();
     }
     /// As for fixed slots, and no lower than the oldest message still
     /// whole. The message being written when the subscriber announced
@@ -513,7 +527,7 @@ impl<'a> Gate<'a> {
             Read::Message { len } => GatedRead::Message { len },
             Read::Empty => GatedRead::Empty,
             Read::Overwritten => {
-                ring.stamp(cursor);
+                ring.sync_overwritten(cursor);
                 if self.holds(index, me) {
                     GatedRead::Overwritten
                 } else {

@@ -343,6 +343,15 @@ impl<'a> VarlenRing<'a> {
         self.ctrl.reserved.load(Ordering::Relaxed)
     }
 
+    /// `reserved` loaded with Acquire: for a reader that found a message
+    /// overwritten by its bytes' reuse, everything the publisher did before
+    /// that reuse (such as evicting a lossless subscriber) is then visible.
+    #[inline]
+    pub fn reserved_acquire(&self) -> u64 {
+        // SYNC POINT: pairs with the Release store in `begin`.
+        self.ctrl.reserved.load(Ordering::Acquire)
+    }
+
     /// Sequence number of the next message to be published.
     #[inline]
     pub fn head(&self) -> u64 {
@@ -427,8 +436,9 @@ impl<'a> VarlenRing<'a> {
         // payload store, and pairs with the reader's Acquire fence in `read`:
         // a reader whose copy saw a word of this message also sees this
         // `reserved` in its re-check, and discards a copy of an older
-        // message whose bytes these are. Release itself pairs with nothing
-        // (the fence does the work); it keeps the word in order for tools.
+        // message whose bytes these are. Release pairs with the Acquire
+        // load in `reserved_acquire` (a lossless reader that found its
+        // message's bytes reused then sees an eviction made before).
         self.ctrl
             .reserved
             .store(pos.wrapping_add(words), Ordering::Release);
