@@ -476,13 +476,22 @@ impl<T> Publisher<T> {
         if !self.holds_lease() {
             return Err(Blocked::LeaseLost);
         }
-        Ok(Loan {
+        let mut loan = Loan {
             seq: self.next,
             len,
             begun: false,
             pos: 0,
             tx: self,
-        })
+        };
+        if loan.tx.topic.view.ring().var().is_some() {
+            // A variable-size message reserves its arena words (moves
+            // `reserved`, which no stamp guards) right after the lease
+            // check, as a send does, not at the first write: a publisher
+            // that lost its lease meanwhile must not move the new holder's
+            // `reserved` back.
+            let _ = loan.payload();
+        }
+        Ok(loan)
     }
 }
 
@@ -813,7 +822,8 @@ impl Publisher<Bytes> {
 /// subscriber in overwrite mode, observers in lossless mode) may be copying
 /// the slot's previous message while the loan writes, and atomic stores
 /// make that a torn copy they detect and discard (the slot is marked "being
-/// written" at the first write), not a data race. So a broadcast loan is
+/// written" at the first write; in a variable-size topic, when the loan is
+/// made, which also reserves its arena words), not a data race. So a broadcast loan is
 /// sound in both modes, and saves the caller's own buffer and its copy;
 /// what it cannot give is a `&mut T` into the slot. (Work-queue loans,
 /// [`Producer::loan`](crate::Producer::loan), can: there no reader can
