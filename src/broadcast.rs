@@ -1093,6 +1093,9 @@ pub struct Subscriber<T> {
     _marker: PhantomData<fn() -> T>,
 }
 
+/// First receive buffer of a variable-size topic's subscriber.
+const VAR_SCRATCH: usize = 4096;
+
 /// Largest batch of reads a lossless subscriber makes before it stores its
 /// cursor: a store per read would move the cursor's line to the publisher
 /// and back for every message.
@@ -1190,7 +1193,15 @@ impl<T> Subscriber<T> {
                 (attached.cursor, Some(attached.index))
             }
         };
-        let scratch = vec![0; ring.max_message()];
+        // A variable-size topic's buffer starts small and grows to the
+        // longest message received (half its arena at most).
+        let scratch = vec![
+            0;
+            ring.max_message().min(match ring.var() {
+                None => usize::MAX,
+                Some(_) => VAR_SCRATCH,
+            })
+        ];
         // A variable-size topic's room is in bytes as much as in
         // messages: a batch of unstored reads could hold a whole arena, so
         // there the cursor is stored at every read.
@@ -1427,7 +1438,7 @@ impl<T> Subscriber<T> {
             Read::Overwritten => GatedRead::Overwritten,
             Read::BadLength { len } => GatedRead::BadLength { len },
         };
-        self.took(read)
+        self.took(read, out.len())
     }
 
     #[inline]
@@ -1443,13 +1454,16 @@ impl<T> Subscriber<T> {
         if matches!(read, GatedRead::Message { .. }) {
             process::stall_if_hooked("stall-in-lossless-read");
         }
-        self.took(read)
+        self.took(read, out.len())
     }
 
     /// Acts on what one look at the ring found.
     #[inline(always)]
-    fn took(&mut self, read: GatedRead) -> Poll {
+    fn took(&mut self, read: GatedRead, out_len: usize) -> Poll {
         match read {
+            // A variable-size message longer than the buffer was copied in
+            // part: not taken; the caller grows its buffer and reads again.
+            GatedRead::Message { len } if len > out_len => Poll::Got(len),
             GatedRead::Message { len } => {
                 self.consumed();
                 Poll::Got(len)
@@ -1542,7 +1556,10 @@ impl<T> Subscriber<T> {
         deadline: Option<Instant>,
     ) -> Result<usize, RecvTimeoutError> {
         if let Some(len) = Self::look(&self.topic, self.gate_entry, self.cursor, out) {
-            self.consumed();
+            // Longer than `out` (variable-size only): not taken, see `took`.
+            if len <= out.len() {
+                self.consumed();
+            }
             return Ok(len);
         }
         self.recv_slow(out, wait, deadline)
@@ -2563,14 +2580,34 @@ impl Subscriber<Bytes> {
     ) -> Result<&[u8], RecvTimeoutError> {
         if let Some(len) = Self::look(&self.topic, self.gate_entry, self.cursor, &mut self.scratch)
         {
-            self.consumed();
-            return Ok(&self.scratch[..len]);
+            if len <= self.scratch.len() {
+                self.consumed();
+                return Ok(&self.scratch[..len]);
+            }
         }
-        let mut scratch = core::mem::take(&mut self.scratch);
-        let result = self.recv_raw(&mut scratch, wait, deadline);
-        self.scratch = scratch;
-        let len = result?;
-        Ok(&self.scratch[..len])
+        self.recv_bytes_slow(wait, deadline)
+    }
+
+    /// `recv_bytes_raw` past the fast path: receives into the scratch
+    /// buffer, growing it when a variable-size message is longer (the
+    /// message is left in the ring then, and read again whole).
+    #[inline(never)]
+    fn recv_bytes_slow(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<&[u8], RecvTimeoutError> {
+        loop {
+            let mut scratch = core::mem::take(&mut self.scratch);
+            let result = self.recv_raw(&mut scratch, wait, deadline);
+            self.scratch = scratch;
+            let len = result?;
+            if len <= self.scratch.len() {
+                return Ok(&self.scratch[..len]);
+            }
+            // At most the topic's largest message: `read` checks lengths.
+            self.scratch.resize(len, 0);
+        }
     }
 }
 
