@@ -563,7 +563,9 @@ impl<'b> TopicBuilder<'b> {
             } else {
                 variable_slot.or(self.slot_size)
             },
-            variable: if queue || typed {
+            // A slot size asks for slots: it never joins a variable-size
+            // topic whose largest message happens to be that size.
+            variable: if queue || typed || self.slot_size.is_some() {
                 Some(false)
             } else {
                 variable_slot.map(|_| true)

@@ -358,6 +358,11 @@ fn variable_topics_refuse_what_they_cannot_be() {
         }
         other => panic!("{other:?}"),
     }
+    // A slot size the size of its largest message is still a slot size.
+    assert!(matches!(
+        b.topic("var").slot_size(4096).subscriber_bytes(),
+        Err(Error::TopicMismatch { .. })
+    ));
     // Joining without saying: whatever the topic is.
     let rx = b.topic("var").subscriber_bytes().unwrap();
     drop(rx);
