@@ -905,7 +905,20 @@ fn interrupted_tools_leave_no_segment_no_process_and_no_claim() {
         std::thread::sleep(Duration::from_millis(100));
         // SAFETY: signalling our own child, whose pid we hold.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
-        child.wait().unwrap();
+        // Bounded: a tool that ignores SIGINT (it inherits SIG_IGN when
+        // started from a background job without job control) is killed and
+        // the test fails saying so, instead of waiting for ever.
+        let exited = common::eventually(Duration::from_secs(10), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(
+            exited,
+            "shmbus {args:?} did not exit within 10 s of SIGINT (is SIGINT ignored in this shell?)"
+        );
         assert_eq!(
             shm_files(&bus.name),
             before,
