@@ -146,5 +146,41 @@ fn loans(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, broadcast, queue, loans);
+/// A variable-size topic (`TopicBuilder::variable`) beside fixed slots:
+/// a 64-byte and a 64 KiB message published and received in one thread,
+/// overwrite mode.
+fn variable(c: &mut Criterion) {
+    let bus = TempBus::new("var");
+    let mut group = c.benchmark_group("variable");
+    for (name, len) in [("64B", 64usize), ("64KiB", 64 << 10)] {
+        group.throughput(Throughput::Bytes(len as u64));
+        let msg = vec![0x5au8; len];
+        for variable in [false, true] {
+            let topic = format!("{name}-{variable}");
+            let t = bus.1.topic(&topic).capacity(64);
+            let t = if variable {
+                t.variable(1 << 22)
+            } else {
+                t.slot_size(len as u32)
+            };
+            let mut tx = t.publisher_bytes().unwrap();
+            let mut rx = bus
+                .1
+                .topic(&topic)
+                .start_at(StartAt::Next)
+                .subscriber_bytes()
+                .unwrap();
+            let kind = if variable { "variable" } else { "fixed slots" };
+            group.bench_function(format!("{name} send_bytes + recv_bytes, {kind}"), |b| {
+                b.iter(|| {
+                    tx.send_bytes(black_box(&msg)).unwrap();
+                    black_box(rx.recv_bytes().unwrap().len())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, broadcast, queue, loans, variable);
 criterion_main!(benches);

@@ -286,8 +286,10 @@ pub struct LoanRangeError {
 #[non_exhaustive]
 pub enum TrySendError {
     /// Lossless mode: the slowest live subscriber has not read the message
-    /// this one would overwrite. The message was not sent.
-    #[error("full: the slowest lossless subscriber has not read the message this one would overwrite; try again later")]
+    /// this one would overwrite (in a variable-size topic: the message
+    /// whose descriptor, or whose arena bytes, this one needs). The message
+    /// was not sent.
+    #[error("full: the slowest lossless subscriber has not read the message this one would overwrite (its slot, or in a variable-size topic its descriptor or arena bytes); try again later")]
     Full,
     /// As [`SendError::LeaseLost`].
     #[error("lease lost: this publisher no longer holds the topic's publisher lease (it was taken over, or the publisher was made before fork() in another process); drop it and open a new publisher")]
