@@ -293,7 +293,7 @@ impl<T> Publisher<T> {
         let ring = self.topic.view.ring();
         let capacity = ring.capacity();
         if self.gate_cache.has_space(gate, self.next, capacity)
-            && (ring.var().is_none() || self.arena_room(len))
+            && (ring.var().is_none() || self.arena_room(gate, len))
         {
             return Ok(());
         }
@@ -306,9 +306,8 @@ impl<T> Publisher<T> {
     /// the cached slowest cursor (stale means lower, the cautious side),
     /// then by a fresh scan of the table.
     #[inline]
-    fn arena_room(&self, len: usize) -> bool {
-        let (ring, gate) = (self.topic.view.ring(), self.topic.view.gate());
-        let Some(gate) = gate else { return true };
+    fn arena_room(&self, gate: &Gate<'_>, len: usize) -> bool {
+        let ring = self.topic.view.ring();
         let slowest = self.gate_cache.slowest(ring.capacity());
         ring.arena_room(self.next, len, slowest) || ring.arena_room_in(gate, self.next, len)
     }

@@ -322,9 +322,9 @@ fn describe_size(slot_size: Option<u32>, variable: bool) -> String {
             "a {}-byte arena (messages up to {slot} bytes)",
             u64::from(slot) * 2
         ),
-        (None, true) => "an arena of any size".to_owned(),
         (Some(slot), false) => format!("{slot}-byte slots"),
-        (None, false) => "any slot size".to_owned(),
+        // A variable-size request always names its arena.
+        (None, _) => "any slot size".to_owned(),
     }
 }
 

@@ -13,8 +13,7 @@ use crate::rings;
 
 /// CLOCK_MONOTONIC in nanoseconds, the same clock in every process.
 pub fn now_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    shmbus::Clock::Monotonic.now_ns()
 }
 
 pub fn pin_to(cpu: usize) {

@@ -176,9 +176,8 @@ impl ShmbusStream {
 /// worth of messages of `size` bytes, a power of two within the limits.
 fn stream_arena(size: usize) -> u64 {
     let bytes = (raw::ring_slots(size) * size.next_multiple_of(8)) as u64;
-    bytes
-        .next_power_of_two()
-        .clamp(4096.max((size as u64 * 2).next_power_of_two()), 1 << 30)
+    // At least 16 messages (`ring_slots`): always more than twice one.
+    bytes.next_power_of_two().clamp(4096, 1 << 30)
 }
 
 impl Stream for ShmbusStream {
