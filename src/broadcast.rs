@@ -1085,6 +1085,10 @@ pub struct Subscriber<T> {
     flush_mask: u64,
     /// Lossless mode: the cursor as last stored in the entry.
     stored: u64,
+    /// Lossless mode: the head read as we attached, from which on every
+    /// message is gated on our entry (older ones may be lent only once it
+    /// is published: see [`VarlenRing::lend`](crate::ring::varlen::VarlenRing::lend)).
+    gated_from: u64,
     /// The pollable fd, once asked for ([`event_fd`](Self::event_fd)).
     bell: Option<Doorbell>,
     /// Timestamped topics: the timestamp of the message last received.
@@ -1122,8 +1126,9 @@ enum Poll {
 enum Start {
     /// As its options say.
     At(StartAt),
-    /// At this cursor, beside a subscriber of ours that holds it.
-    Beside(u64),
+    /// At this cursor, beside a subscriber of ours that holds it (and
+    /// whose messages are gated from `gated_from` on).
+    Beside { cursor: u64, gated_from: u64 },
 }
 
 /// How long a process that cannot call `membarrier` waits for a light
@@ -1172,9 +1177,9 @@ impl<T> Subscriber<T> {
     fn starting(topic: Handle<BroadcastView>, start: Start) -> Result<Self, Error> {
         let ring = topic.view.ring();
         let gate = topic.view.gate().filter(|_| !topic.opts.observe);
-        let (cursor, gate_entry) = match (gate, start) {
-            (None, Start::At(start)) => (ring.start(start), None),
-            (None, Start::Beside(cursor)) => (cursor, None),
+        let (cursor, gate_entry, gated_from) = match (gate, start) {
+            (None, Start::At(start)) => (ring.start(start), None, 0),
+            (None, Start::Beside { cursor, .. }) => (cursor, None, 0),
             (Some(gate), start) => {
                 if matches!(start, Start::At(_)) {
                     heavy_publisher_if_needed(&topic)?;
@@ -1182,14 +1187,18 @@ impl<T> Subscriber<T> {
                 let liveness = |o| topic.liveness(o);
                 let attached = match start {
                     Start::At(start) => gate.attach(ring, topic.me, start, liveness),
-                    Start::Beside(cursor) => gate.attach_beside(topic.me, cursor, liveness),
+                    Start::Beside { cursor, .. } => gate.attach_beside(topic.me, cursor, liveness),
                 }
                 .ok_or_else(|| Error::TooManySubscribers {
                     topic: topic.name.clone(),
                     max: gate.entries().len() as u32,
                 })?;
                 gate.ctrl().space().notify();
-                (attached.cursor, Some(attached.index))
+                let gated_from = match start {
+                    Start::At(_) => attached.head,
+                    Start::Beside { gated_from, .. } => gated_from,
+                };
+                (attached.cursor, Some(attached.index), gated_from)
             }
         };
         // A variable-size topic's buffer starts small and grows to the
@@ -1222,6 +1231,7 @@ impl<T> Subscriber<T> {
             gate_entry,
             flush_mask: mask,
             stored: cursor,
+            gated_from,
             bell: None,
             last_time: None,
             _marker: PhantomData,
@@ -1310,7 +1320,11 @@ impl<T> Subscriber<T> {
                 what: "lossless subscriber",
             });
         }
-        Subscriber::starting(self.topic.sibling()?, Start::Beside(self.cursor))
+        let start = Start::Beside {
+            cursor: self.cursor,
+            gated_from: self.gated_from,
+        };
+        Subscriber::starting(self.topic.sibling()?, start)
     }
 
     /// Jumps to the newest message published, passing over everything
@@ -1733,6 +1747,95 @@ impl<T> Subscriber<T> {
     }
 }
 
+/// What [`Subscriber::lend_next`] found.
+enum Lent {
+    /// Message `cursor` in place: its first payload byte and its length.
+    InPlace(core::ptr::NonNull<u8>, usize),
+    /// Message `cursor - 1`, read the copying way into the scratch buffer
+    /// (the cursor moved past it): its length.
+    Copied(usize),
+}
+
+impl<T> Subscriber<T> {
+    /// Lossless topics: waits for the next message and finds it in place,
+    /// `want` bytes long if `Some` (a typed topic's size). The payload
+    /// stays unwritten until the cursor moves past it: in lossless mode the
+    /// publisher may not write message `cursor + capacity` into its slot
+    /// (or, variable-size, reuse its bytes) until our cursor, published in
+    /// the subscriber table (which we hold, checked after the message was
+    /// found), passes `cursor`. The Acquire load of the complete stamp in
+    /// the ring's `lend` orders the publisher's payload stores before our
+    /// reads. A message that cannot be lent (complete with another length,
+    /// overwritten, or one a variable-size subscriber that just attached is
+    /// not yet sure of) is read the copying way, which reports exactly what
+    /// happened: a byte topic's whole message is then `Copied`, and for a
+    /// typed one it is an error.
+    fn lend_next(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+        want: Option<usize>,
+    ) -> Result<Lent, RecvRefError<RecvTimeoutError>> {
+        if self.gate_entry.is_none() {
+            return Err(RecvRefError::NotLossless);
+        }
+        self.attempt(wait, deadline, |sub| match sub.gate() {
+            Err(evicted) => Poll::Failed(evicted),
+            Ok(Some((gate, index))) if !gate.holds(index, sub.topic.me) => {
+                Poll::Failed(RecvError::Evicted)
+            }
+            _ if sub.topic.view.ring().ready(sub.cursor) => Poll::Got(0),
+            _ => Poll::Empty,
+        })?;
+        let evicted = RecvRefError::Recv(RecvTimeoutError::Evicted);
+        let Some((gate, index)) = self.gate().map_err(|_| evicted)? else {
+            return Err(RecvRefError::NotLossless);
+        };
+        // Lend only while we gate the publisher (see `Gate::lend`).
+        let ring = self.topic.view.ring();
+        let lent = gate
+            .lend(ring, index, self.topic.me, self.cursor, self.gated_from)
+            .map_err(|_| evicted)?;
+        match lent {
+            Some((words, len)) if want.is_none_or(|want| want == len) => {
+                Ok(Lent::InPlace(core::ptr::NonNull::from(words).cast(), len))
+            }
+            _ => self.copy_instead(want).map_err(RecvRefError::Recv),
+        }
+    }
+
+    /// `lend_next` on a message it cannot lend: reads it the copying way
+    /// (growing the scratch buffer for a long variable-size message).
+    #[cold]
+    fn copy_instead(&mut self, want: Option<usize>) -> Result<Lent, RecvTimeoutError> {
+        let seq = self.cursor;
+        loop {
+            let mut scratch = core::mem::take(&mut self.scratch);
+            let polled = self.poll(&mut scratch);
+            self.scratch = scratch;
+            return Err(RecvTimeoutError::from(match polled {
+                Poll::Failed(err) => err,
+                Poll::Got(len) if want.is_none() && len > self.scratch.len() => {
+                    // Not taken (see `took`): read it again whole.
+                    self.scratch.resize(len, 0);
+                    continue;
+                }
+                Poll::Got(len) if want.is_none() => return Ok(Lent::Copied(len)),
+                // Read whole, but not `want` bytes long: corrupt for this
+                // type, and skipped.
+                Poll::Got(_) => {
+                    self.stats.received -= 1;
+                    self.stats.corrupt += 1;
+                    RecvError::Corrupt { seq }
+                }
+                // Ready a moment ago and not now: its stamp changed under
+                // us, which only a corrupting write does.
+                Poll::Empty => RecvError::Corrupt { seq },
+            }));
+        }
+    }
+}
+
 impl<T> Subscriber<T> {
     /// The info of the message just received (the cursor has moved past it).
     fn last_info(&self) -> MessageInfo {
@@ -1807,6 +1910,96 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Borrowed<'_, T> {
         f.debug_struct("Borrowed")
             .field("seq", &self.seq())
             .field("value", self.value)
+            .finish()
+    }
+}
+
+/// A byte topic's message read in place from a lossless topic
+/// ([`Subscriber::recv_bytes_ref`]): no copy. The publisher cannot
+/// overwrite it until this guard drops, which moves the subscriber past it.
+///
+/// One exception, variable-size topics only: a subscriber that has just
+/// attached below the head (`StartAt::Newest` or `Oldest`) cannot lend
+/// the messages older than the head it attached at until the message
+/// being published at that moment is complete (that one may reuse their
+/// bytes: see "Variable-size messages" in the README). Such a message is
+/// copied into the subscriber's buffer instead, checked after the copy;
+/// [`is_in_place`](Self::is_in_place) says which happened.
+#[must_use = "the message is read when the guard drops; use it first"]
+pub struct BorrowedBytes<'a> {
+    sub: &'a mut Subscriber<Bytes>,
+    lent: LentBytes<'a>,
+}
+
+enum LentBytes<'a> {
+    InPlace(&'a [u8]),
+    /// The subscriber's buffer, holding the message in its first `len`
+    /// bytes, taken until the guard drops.
+    Copied(Vec<u8>, usize),
+}
+
+impl BorrowedBytes<'_> {
+    /// The message's sequence number.
+    pub fn seq(&self) -> u64 {
+        match self.lent {
+            LentBytes::InPlace(_) => self.sub.cursor,
+            LentBytes::Copied(..) => self.sub.cursor.wrapping_sub(1),
+        }
+    }
+
+    /// The message's [`MessageInfo`] (its sequence number, and its
+    /// timestamp on a timestamped topic).
+    pub fn info(&self) -> MessageInfo {
+        match self.lent {
+            LentBytes::InPlace(_) => MessageInfo {
+                seq: self.sub.cursor,
+                // Still gated on us: the word is this message's.
+                timestamp_ns: self.sub.topic.view.time_of(self.sub.cursor),
+            },
+            LentBytes::Copied(..) => self.sub.last_info(),
+        }
+    }
+
+    /// Whether the bytes are the message's own in shared memory (`false`
+    /// only for the copied exception described on the type).
+    pub fn is_in_place(&self) -> bool {
+        matches!(self.lent, LentBytes::InPlace(_))
+    }
+}
+
+impl core::ops::Deref for BorrowedBytes<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.lent {
+            LentBytes::InPlace(bytes) => bytes,
+            LentBytes::Copied(buf, len) => &buf[..*len],
+        }
+    }
+}
+
+impl AsRef<[u8]> for BorrowedBytes<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for BorrowedBytes<'_> {
+    fn drop(&mut self) {
+        match &mut self.lent {
+            LentBytes::InPlace(_) => self.sub.consumed(),
+            // Read (and moved past) already: the buffer goes back.
+            LentBytes::Copied(buf, _) => self.sub.scratch = core::mem::take(buf),
+        }
+    }
+}
+
+impl std::fmt::Debug for BorrowedBytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BorrowedBytes")
+            .field("seq", &self.seq())
+            .field("len", &self.len())
+            .field("in_place", &self.is_in_place())
             .finish()
     }
 }
@@ -2255,65 +2448,17 @@ impl<T: Message> Subscriber<T> {
                 "recv_ref needs an alignment of at most 16"
             )
         };
-        if self.gate_entry.is_none() {
-            return Err(RecvRefError::NotLossless);
-        }
-        self.attempt(wait, deadline, |sub| match sub.gate() {
-            Err(evicted) => Poll::Failed(evicted),
-            Ok(Some((gate, index))) if !gate.holds(index, sub.topic.me) => {
-                Poll::Failed(RecvError::Evicted)
-            }
-            _ if sub.topic.view.ring().ready(sub.cursor) => Poll::Got(0),
-            _ => Poll::Empty,
-        })?;
-        let evicted = RecvRefError::Recv(RecvTimeoutError::Evicted);
         let size = core::mem::size_of::<T>();
-        let Some((gate, index)) = self.gate().map_err(|_| evicted)? else {
-            return Err(RecvRefError::NotLossless);
-        };
-        // Lend only while we gate the publisher (see `Gate::lend`).
-        let lent = gate
-            .lend(
-                self.topic.view.ring(),
-                index,
-                self.topic.me,
-                self.cursor,
-                size,
-            )
-            .map_err(|_| evicted)?;
-        let Some(words) = lent else {
-            // Complete with another length, or overwritten: read it the
-            // copying way, which reports exactly what happened.
-            let seq = self.cursor;
-            let mut scratch = core::mem::take(&mut self.scratch);
-            let polled = self.poll(&mut scratch);
-            self.scratch = scratch;
-            return Err(RecvRefError::Recv(RecvTimeoutError::from(match polled {
-                Poll::Failed(err) => err,
-                // Read whole, but not `size_of::<T>()` bytes long: corrupt
-                // for this type, and skipped.
-                Poll::Got(_) => {
-                    self.stats.received -= 1;
-                    self.stats.corrupt += 1;
-                    RecvError::Corrupt { seq }
-                }
-                // Ready a moment ago and not now: its stamp changed under
-                // us, which only a corrupting write does.
-                Poll::Empty => RecvError::Corrupt { seq },
-            })));
+        let Lent::InPlace(payload, _) = self.lend_next(wait, deadline, Some(size))? else {
+            unreachable!("a typed topic's message is lent or refused, never copied")
         };
         // SAFETY: the payload starts 16 bytes into a slot whose offset is a
         // multiple of 16 in a 64-byte-aligned array (`packed_stride_words`), so
         // it is aligned for T (align <= 16, asserted above), and holds
-        // `size_of::<T>()` bytes (the slot is at least that large: the topic's
-        // slot size is T's size). Any bytes are a valid T (FromBytes). No one
-        // writes them while the guard lives: in lossless mode the publisher
-        // may not write message `cursor + capacity` into this slot until our
-        // cursor, published in the subscriber table (which we hold, checked
-        // above), passes `cursor`, which happens only when the guard drops.
-        // The Acquire load of the complete stamp in `payload_if_complete`
-        // orders the publisher's payload stores before our reads.
-        let value = unsafe { &*words.as_ptr().cast::<T>() };
+        // `size_of::<T>()` bytes (`lend_next` checked the message's length).
+        // Any bytes are a valid T (FromBytes). No one writes them while the
+        // guard lives: see `lend_next`.
+        let value = unsafe { payload.cast::<T>().as_ref() };
         Ok(Borrowed { sub: self, value })
     }
 
@@ -2569,6 +2714,94 @@ impl Subscriber<Bytes> {
     pub fn try_recv_bytes(&mut self) -> Result<&[u8], TryRecvError> {
         self.recv_bytes_raw(false, None)
             .map_err(RecvTimeoutError::without_wait)
+    }
+
+    /// Lossless topics: waits for the next message and lends it in place,
+    /// without copying (see [`BorrowedBytes`]). The publisher cannot
+    /// overwrite it until the guard drops; dropping it moves this
+    /// subscriber past the message. For large messages this saves the copy
+    /// out that [`recv_bytes`](Self::recv_bytes) makes. On an overwrite-mode
+    /// topic, returns [`RecvRefError::NotLossless`] (a lapped slot may be
+    /// rewritten under a reader there: use `recv_bytes`).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-refb-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut rx = bus.topic("frames").variable(1 << 20).lossless(4).subscriber_bytes()?;
+    /// let mut tx = bus.topic("frames").variable(1 << 20).publisher_bytes()?;
+    /// tx.send_bytes(&[7; 300_000])?;
+    /// let frame = rx.recv_bytes_ref()?;
+    /// assert_eq!(frame.len(), 300_000);
+    /// assert!(frame.iter().all(|&b| b == 7));
+    /// assert_eq!(frame.seq(), 0);
+    /// # drop(frame); drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RecvRefError::NotLossless`] on an overwrite topic; otherwise as
+    /// [`recv_bytes`](Self::recv_bytes).
+    pub fn recv_bytes_ref(&mut self) -> Result<BorrowedBytes<'_>, RecvRefError> {
+        self.recv_bytes_ref_raw(true, None)
+            .map_err(|err| ref_error(err, RecvTimeoutError::without_deadline))
+    }
+
+    /// Lossless topics: lends the next message in place if there is one,
+    /// without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_bytes_ref`](Self::recv_bytes_ref), and
+    /// [`TryRecvError::Empty`].
+    pub fn try_recv_bytes_ref(&mut self) -> Result<BorrowedBytes<'_>, RecvRefError<TryRecvError>> {
+        self.recv_bytes_ref_raw(false, None)
+            .map_err(|err| ref_error(err, RecvTimeoutError::without_wait))
+    }
+
+    /// Lossless topics: lends the next message in place, waiting at most
+    /// `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_bytes_ref`](Self::recv_bytes_ref), and
+    /// [`RecvTimeoutError::Timeout`].
+    pub fn recv_bytes_ref_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<BorrowedBytes<'_>, RecvRefError<RecvTimeoutError>> {
+        self.recv_bytes_ref_raw(true, deadline_after(timeout))
+    }
+
+    /// Lossless topics: lends the next message in place, waiting until
+    /// `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_bytes_ref_timeout`](Self::recv_bytes_ref_timeout).
+    pub fn recv_bytes_ref_deadline(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<BorrowedBytes<'_>, RecvRefError<RecvTimeoutError>> {
+        self.recv_bytes_ref_raw(true, Some(deadline))
+    }
+
+    fn recv_bytes_ref_raw(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<BorrowedBytes<'_>, RecvRefError<RecvTimeoutError>> {
+        let lent = match self.lend_next(wait, deadline, None)? {
+            // SAFETY: `len` bytes of payload words that `lend_next` found
+            // whole (any bytes are valid u8s), unwritten until the guard
+            // drops and moves our cursor past them: see `lend_next`.
+            Lent::InPlace(payload, len) => LentBytes::InPlace(unsafe {
+                core::slice::from_raw_parts(payload.as_ptr().cast_const(), len)
+            }),
+            Lent::Copied(len) => LentBytes::Copied(core::mem::take(&mut self.scratch), len),
+        };
+        Ok(BorrowedBytes { sub: self, lent })
     }
 
     #[inline(always)]

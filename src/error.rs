@@ -377,15 +377,18 @@ pub enum RecvError {
 }
 
 /// Reading in place with [`Subscriber::recv_ref`](crate::Subscriber::recv_ref)
-/// (`E` = [`RecvError`]), [`try_recv_ref`](crate::Subscriber::try_recv_ref)
-/// ([`TryRecvError`]) and [`recv_ref_timeout`](crate::Subscriber::recv_ref_timeout)
+/// or [`recv_bytes_ref`](crate::Subscriber::recv_bytes_ref) (`E` =
+/// [`RecvError`]), [`try_recv_ref`](crate::Subscriber::try_recv_ref) or
+/// [`try_recv_bytes_ref`](crate::Subscriber::try_recv_bytes_ref)
+/// ([`TryRecvError`]), and [`recv_ref_timeout`](crate::Subscriber::recv_ref_timeout)
+/// or [`recv_bytes_ref_timeout`](crate::Subscriber::recv_bytes_ref_timeout)
 /// ([`RecvTimeoutError`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecvRefError<E = RecvError> {
     /// The topic is in overwrite mode, where the publisher may overwrite a
     /// message while it is lent out.
-    #[error("reading in place (recv_ref) needs a lossless topic; use recv on overwrite topics")]
+    #[error("reading in place (recv_ref, recv_bytes_ref) needs a lossless topic; use recv or recv_bytes on overwrite topics")]
     NotLossless,
     /// What the receive itself returned.
     #[error(transparent)]

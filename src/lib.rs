@@ -117,8 +117,8 @@ mod topic;
 
 #[cfg(not(shmbus_loom))]
 pub use broadcast::{
-    Borrowed, LagPolicy, Loan, LoanBytes, MessageInfo, Publisher, StartAt, Subscriber,
-    SubscriberStats,
+    Borrowed, BorrowedBytes, LagPolicy, Loan, LoanBytes, MessageInfo, Publisher, StartAt,
+    Subscriber, SubscriberStats,
 };
 #[cfg(not(shmbus_loom))]
 pub use bus::{

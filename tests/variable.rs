@@ -7,33 +7,19 @@ mod common;
 
 use std::time::Duration;
 
-use common::{args, child_role, report, spawn_role, topic_infos, TestBus};
+use common::{
+    args, child_role, pattern_message, report, seeded_length, spawn_role, topic_infos, TestBus,
+};
 use shmbus::{Bus, Error, RecvError, SendError, StartAt, TrySendError, WaitStrategy};
 
 const ARENA: u64 = 64 << 10;
 
-/// Message `seq` of `len` bytes: its number, then a pattern of both.
 fn message(seq: u64, len: usize) -> Vec<u8> {
-    let mut msg: Vec<u8> = (0..len)
-        .map(|j| (seq.wrapping_mul(131) as usize ^ j.wrapping_mul(29)) as u8)
-        .collect();
-    let head = 8.min(len);
-    msg[..head].copy_from_slice(&seq.to_le_bytes()[..head]);
-    msg
+    pattern_message(seq, len)
 }
 
-/// Length of message `seq` of a run seeded with `seed`: 0 to half the
-/// arena, skewed small (most market data is small, books are not).
 fn length(seed: u64, seq: u64) -> usize {
-    let mut x = seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^= x >> 31;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 29;
-    let max = ARENA / 2;
-    (match x % 4 {
-        0 => x % (max + 1),
-        _ => x % 257,
-    }) as usize
+    seeded_length(seed, seq, ARENA / 2)
 }
 
 fn topic(bus: &Bus, lossless: bool) -> shmbus::TopicBuilder<'_> {

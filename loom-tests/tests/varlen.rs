@@ -268,8 +268,36 @@ fn attach_len(seq: u64) -> usize {
 /// of attach itself is the fixed ring's models' to check: `lossless.rs`.)
 #[test]
 fn a_lossless_subscriber_attaching_to_a_full_arena_misses_only_what_it_is_told() {
+    attach_to_a_full_arena(false);
+}
+
+/// The same race, the subscriber reading in place as
+/// `Subscriber::recv_bytes_ref` does (`VarlenRing::lend` with the head it
+/// read as it attached, the copying read when that lends nothing): proves
+/// that no byte of a lent message changes while it is lent (each lent
+/// message's bytes are loaded after the lend, any of those loads
+/// interleaving with the publisher, and must be that message's), besides
+/// the invariants above.
+///
+/// Fails if `lend` ignores the attach head (message 0 is then lent while
+/// message 2, which had not seen the subscriber, reuses its bytes).
+#[test]
+fn a_message_lent_in_place_is_never_written_while_lent() {
+    attach_to_a_full_arena(true);
+}
+
+/// The bytes of a lent message, loaded word by word.
+fn lent_bytes(words: &[AtomicU64], len: usize) -> Vec<u8> {
+    words
+        .iter()
+        .flat_map(|word| word.load(Ordering::Relaxed).to_ne_bytes())
+        .take(len)
+        .collect()
+}
+
+fn attach_to_a_full_arena(lend: bool) {
     const SENT: u64 = 4;
-    loom::model(|| {
+    loom::model(move || {
         let heap = Heap::new(4, 64);
         let ring = heap.ring();
         for seq in 0..2 {
@@ -286,6 +314,18 @@ fn a_lossless_subscriber_attaching_to_a_full_arena_misses_only_what_it_is_told()
                 let (start, mut cursor) = (attached.cursor, attached.cursor);
                 let (mut received, mut lagged) = (0, 0);
                 while cursor < SENT {
+                    if let Some((words, len)) =
+                        lend.then(|| ring.lend(cursor, attached.head)).flatten()
+                    {
+                        // Every load below may interleave with the
+                        // publisher: a write to the lent bytes shows here.
+                        let lent = lent_bytes(words, len);
+                        assert_eq!(lent, message(cursor, attach_len(cursor)), "{cursor} lent");
+                        cursor += 1;
+                        received += 1;
+                        gate.advance_held(attached.index, me, cursor);
+                        continue;
+                    }
                     let mut out = [0u8; 64];
                     match gate.read(&ring, attached.index, me, cursor, &mut out) {
                         GatedRead::Message { len } => {

@@ -160,13 +160,14 @@ impl<'a> AnyRing<'a> {
         }
     }
 
-    /// Message `cursor`'s payload words for reading in place (fixed slots
-    /// only: `None` for a variable-size ring).
+    /// Message `cursor`'s payload words and length for reading in place,
+    /// if it is complete and whole (see [`BroadcastRing::lend`] and
+    /// [`VarlenRing::lend`], whose rule `gated_from` is for).
     #[inline]
-    pub fn payload_if_complete(&self, cursor: u64, len: usize) -> Option<&'a [AtomicU64]> {
+    pub fn lend(&self, cursor: u64, gated_from: u64) -> Option<(&'a [AtomicU64], usize)> {
         match self {
-            AnyRing::Fixed(ring) => ring.payload_if_complete(cursor, len),
-            AnyRing::Var(_) => None,
+            AnyRing::Fixed(ring) => ring.lend(cursor),
+            AnyRing::Var(ring) => lend_var(ring, cursor, gated_from),
         }
     }
 
@@ -196,6 +197,15 @@ impl<'a> AnyRing<'a> {
 // ones, they made the fixed-slot receive loop twice as slow (criterion,
 // `broadcast-64B/publish+receive`, 14 ns against 31), by how the callers
 // were then inlined, not by what runs.
+
+#[inline(never)]
+fn lend_var<'a>(
+    ring: &VarlenRing<'a>,
+    cursor: u64,
+    gated_from: u64,
+) -> Option<(&'a [AtomicU64], usize)> {
+    ring.lend(cursor, gated_from)
+}
 
 #[inline(never)]
 fn read_var(ring: &VarlenRing<'_>, cursor: u64, out: &mut [u8]) -> Read {

@@ -391,20 +391,19 @@ impl<'a> BroadcastRing<'a> {
         }
     }
 
-    /// The payload words of message `cursor`, if it is complete and `len`
-    /// bytes long: for reading in place. Reading them non-atomically is only
-    /// sound while the publisher is kept from overwriting the slot (lossless
-    /// gating).
+    /// The payload words and length of message `cursor`, if it is complete
+    /// and of a length the slot holds: for reading in place. Reading them
+    /// non-atomically is only sound while the publisher is kept from
+    /// overwriting the slot (lossless gating).
     #[inline]
-    pub fn payload_if_complete(&self, cursor: u64, len: usize) -> Option<&'a [AtomicU64]> {
+    pub fn lend(&self, cursor: u64) -> Option<(&'a [AtomicU64], usize)> {
         let slot = self.slot(cursor);
         // SYNC POINT: pairs with the Release store of the complete stamp.
-        if slot[0].load(Ordering::Acquire) != complete(cursor)
-            || slot[1].load(Ordering::Relaxed) != len as u64
-        {
+        if slot[0].load(Ordering::Acquire) != complete(cursor) {
             return None;
         }
-        (len <= self.slot_bytes).then(|| &slot[SLOT_HEADER_WORDS..])
+        let len = usize::try_from(slot[1].load(Ordering::Relaxed)).ok()?;
+        (len <= self.slot_bytes).then(|| (&slot[SLOT_HEADER_WORDS..], len))
     }
 
     /// Where a reader lapped at `cursor` continues: the oldest message the

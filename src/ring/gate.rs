@@ -199,6 +199,9 @@ pub enum GatedRead {
 pub struct Attached {
     pub index: usize,
     pub cursor: u64,
+    /// The head read after announcing: every message from it on is gated
+    /// on the entry ([`Gate::attach_beside`]: the cursor it was given).
+    pub head: u64,
 }
 
 /// What the gate needs of the ring it guards: both broadcast rings, fixed
@@ -361,9 +364,14 @@ impl<'a> Gate<'a> {
             // The caller made sure we can: see `attach`'s docs.
             crate::sync::heavy_fence();
         }
-        let cursor = ring.attach_cursor(start, ring.head());
+        let head = ring.head();
+        let cursor = ring.attach_cursor(start, head);
         self.advance(index, cursor);
-        Some(Attached { index, cursor })
+        Some(Attached {
+            index,
+            cursor,
+            head,
+        })
     }
 
     /// Attaches a second subscriber of `me` at `cursor`: the cursor of a
@@ -381,7 +389,11 @@ impl<'a> Gate<'a> {
     ) -> Option<Attached> {
         let index = self.claim(me, cursor, liveness)?;
         self.announce();
-        Some(Attached { index, cursor })
+        Some(Attached {
+            index,
+            cursor,
+            head: cursor,
+        })
     }
 
     /// Claims an entry for `me`, gated from `provisional` on. Returns its
@@ -568,11 +580,13 @@ impl<'a> Gate<'a> {
         cursor & mask == 0 || self.ctrl.space.waiters() != 0
     }
 
-    /// The payload words of message `cursor` for reading in place, if it is
-    /// complete and `len` bytes long, and only while `me` holds entry
-    /// `index` (checked after the message is there: only a dead process is
-    /// evicted, so from then on the publisher is gated on our cursor, which
-    /// stays below `cursor` until the lender moves it). `Err` once evicted.
+    /// The payload words and length of message `cursor` for reading in
+    /// place, if it is complete and whole (see [`AnyRing::lend`]), and only
+    /// while `me` holds entry `index` (checked after the message is there:
+    /// only a dead process is evicted, so from then on the publisher is
+    /// gated on our cursor, which stays below `cursor` until the lender
+    /// moves it). `gated_from` is the head the subscriber read as it
+    /// attached. `Err` once evicted.
     #[inline]
     pub fn lend<'r>(
         &self,
@@ -580,13 +594,13 @@ impl<'a> Gate<'a> {
         index: usize,
         me: Owner,
         cursor: u64,
-        len: usize,
-    ) -> Result<Option<&'r [AtomicU64]>, GatedRead> {
-        let words = ring.payload_if_complete(cursor, len);
+        gated_from: u64,
+    ) -> Result<Option<(&'r [AtomicU64], usize)>, GatedRead> {
+        let lent = ring.lend(cursor, gated_from);
         if !self.holds(index, me) {
             return Err(GatedRead::Evicted);
         }
-        Ok(words)
+        Ok(lent)
     }
 
     /// Whether entry `index` is still held by `me` (not evicted, not taken

@@ -581,6 +581,39 @@ impl<'a> VarlenRing<'a> {
         Read::Message { len }
     }
 
+    /// The payload words and length of message `cursor` for reading in
+    /// place, if it is complete and its bytes not handed out again. Reading
+    /// them non-atomically is only sound while a lossless subscriber's
+    /// cursor keeps the publisher off them, which it does from `gated_from`
+    /// on: the head it read as it attached (see "Attaching without a race"
+    /// in the gate). Message `gated_from` itself may have been begun before
+    /// the publisher saw the subscriber, and may reuse the bytes of older
+    /// messages; so an older message is lent only once that one is complete
+    /// (`head` past it), when the `reserved` loaded after `head` counts its
+    /// bytes, and every message after it is gated. Until then, `None`: the
+    /// caller copies instead, which checks after the copy.
+    #[inline]
+    pub fn lend(&self, cursor: u64, gated_from: u64) -> Option<(&'a [AtomicU64], usize)> {
+        // SYNC POINT: `head` is loaded with Acquire, pairing with its
+        // Release store in `commit`: the ungated message's reservation
+        // happened before the load of `reserved` below.
+        if cursor < gated_from && self.head() <= gated_from {
+            return None;
+        }
+        let desc = self.desc(cursor);
+        // SYNC POINT: pairs with the Release store of the complete stamp in
+        // `commit`.
+        if desc[STAMP].load(Ordering::Acquire) != complete(cursor) {
+            return None;
+        }
+        let pos = desc[POS].load(Ordering::Relaxed);
+        let (words, len) = self.span(pos, desc[LEN].load(Ordering::Relaxed))?;
+        // As in `read`: handed out, and not handed out again since.
+        let handed_out = self.reserved().checked_sub(pos)?;
+        (handed_out >= words.len() as u64 && handed_out <= self.arena_words())
+            .then_some((words, len))
+    }
+
     /// Whether message `seq` is complete and its bytes not handed out
     /// again. Once false, false for good. May say true of a message that is
     /// being overwritten (a reader then finds it `Overwritten`, and lags

@@ -306,6 +306,30 @@ impl Tick {
     }
 }
 
+/// Byte message `seq` of `len` bytes: its number, then a pattern of both,
+/// so a message of the wrong number, length or a torn copy compares unequal.
+pub fn pattern_message(seq: u64, len: usize) -> Vec<u8> {
+    let mut msg: Vec<u8> = (0..len)
+        .map(|j| (seq.wrapping_mul(131) as usize ^ j.wrapping_mul(29)) as u8)
+        .collect();
+    let head = 8.min(len);
+    msg[..head].copy_from_slice(&seq.to_le_bytes()[..head]);
+    msg
+}
+
+/// Length of message `seq` of a run seeded with `seed`: 0 to `max`,
+/// skewed small (most market data is small, books are not).
+pub fn seeded_length(seed: u64, seq: u64, max: u64) -> usize {
+    let mut x = seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 29;
+    (match x % 4 {
+        0 => x % (max + 1),
+        _ => x % 257,
+    }) as usize
+}
+
 /// Polls `cond` until it holds or `limit` passes; returns whether it held.
 pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;

@@ -275,7 +275,8 @@ fn echo_mq(args: &[String]) -> Res {
     Ok(())
 }
 
-/// BUS WAIT COUNT
+/// BUS WAIT COUNT MODE (`copy`, or `inplace`: the topics are lossless and
+/// each message is sent back straight from where `recv_bytes_ref` lends it).
 fn echo_shmbus(args: &[String]) -> Res {
     use crate::bench::latency::{recv_via, runtime_for, Via};
     let bus = Bus::open_existing(&args[0])?;
@@ -288,6 +289,14 @@ fn echo_shmbus(args: &[String]) -> Res {
         .subscriber_bytes()?;
     let mut idle = bus.topic("idle").wait(via.wait()).subscriber_bytes()?;
     let mut tx = bus.topic("pong").wait(via.wait()).publisher_bytes()?;
+    if args[3] == "inplace" {
+        ready();
+        for _ in 0..count {
+            let msg = rx.recv_bytes_ref()?;
+            tx.send_bytes(&msg)?;
+        }
+        return Ok(());
+    }
     let rt = runtime_for(via)?;
     let mut buf = Vec::new();
     ready();

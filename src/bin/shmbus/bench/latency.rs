@@ -306,13 +306,20 @@ impl RuntimeBox {
 }
 
 /// Two shmbus topics ("ping" and "pong"), the peer echoing each message,
-/// both sides waiting as `via` says.
+/// both sides waiting as `via` says. `in_place`: both topics lossless,
+/// each side reading with `recv_bytes_ref` and the echo sending straight
+/// from the lent message (one copy a hop, into the slot), as a zero-copy
+/// peer's echo does; otherwise overwrite topics and copying receives.
 pub struct ShmbusEcho {
     pub via: Via,
+    pub in_place: bool,
 }
 
 impl PingPong for ShmbusEcho {
     fn name(&self) -> &'static str {
+        if self.in_place {
+            return "shmbus-spin-inplace";
+        }
         match self.via {
             Via::Spin => "shmbus-spin",
             Via::Block => "shmbus-block",
@@ -341,20 +348,27 @@ impl PingPong for ShmbusEcho {
         // for small messages, the default; 16 of 1 MiB), so that both
         // topics of large messages fit the bus.
         let capacity = (crate::raw::ring_slots(size) / 4).max(16) as u32;
-        let mut tx = bus
-            .topic("ping")
-            .slot_size(slot)
-            .capacity(capacity)
-            .publisher_bytes()?;
-        let mut rx = bus
-            .topic("pong")
-            .slot_size(slot)
-            .capacity(capacity)
+        let topic = |name| {
+            let topic = bus.topic(name).slot_size(slot).capacity(capacity);
+            if self.in_place {
+                topic.lossless(1)
+            } else {
+                topic
+            }
+        };
+        let mut tx = topic("ping").publisher_bytes()?;
+        let mut rx = topic("pong")
             .start_at(StartAt::Next)
             .wait(wait)
             .subscriber_bytes()?;
         let mut idle = bus.topic("idle").wait(wait).subscriber_bytes()?;
-        let args = [temp.name.clone(), self.via.name().into(), total.to_string()];
+        let mode = if self.in_place { "inplace" } else { "copy" };
+        let args = [
+            temp.name.clone(),
+            self.via.name().into(),
+            total.to_string(),
+            mode.into(),
+        ];
         let peer = Peer::spawn("echo-shmbus", &args, h.cpu(1))?;
         temp.unlink();
         let rt = runtime_for(self.via)?;
@@ -364,12 +378,27 @@ impl PingPong for ShmbusEcho {
             buf[..8].copy_from_slice(&i.to_ne_bytes());
             let start = Instant::now();
             tx.send_bytes(&buf[..size])?;
-            recv_via(self.via, &mut rx, &mut idle, rt.as_ref(), &mut back)?;
-            record(start, i);
+            if self.in_place {
+                let echoed = rx.recv_bytes_ref()?;
+                record(start, i);
+                check_echo(&echoed, i)?;
+            } else {
+                recv_via(self.via, &mut rx, &mut idle, rt.as_ref(), &mut back)?;
+                record(start, i);
+            }
         }
         peer.finish()?;
         Ok(())
     }
+}
+
+/// Whether message `i` came back: its first 8 bytes are its number.
+fn check_echo(echoed: &[u8], i: u64) -> Res<()> {
+    let tag = echoed.get(..8).and_then(|b| b.try_into().ok());
+    if echoed.len() >= 8 && tag.map(u64::from_ne_bytes) != Some(i) {
+        return Err(format!("shmbus echoed message {i} wrong").into());
+    }
+    Ok(())
 }
 
 /// A runtime if `via` needs one.

@@ -566,12 +566,27 @@ pub fn run(opts: Opts) -> Res<()> {
             .sum::<usize>();
     for size in h.opts.sizes.clone() {
         h.opts.size = size;
-        let spin = ShmbusEcho { via: Via::Spin };
+        let spin = ShmbusEcho {
+            via: Via::Spin,
+            in_place: false,
+        };
         let mut spin_others: Vec<&dyn PingPong> = vec![&RawCacheLine];
+        // Reading in place pays from a few KiB up, where the copy out of
+        // the slot costs more than the lossless cursor.
+        let in_place = ShmbusEcho {
+            via: Via::Spin,
+            in_place: true,
+        };
+        if size >= 4096 {
+            spin_others.push(&in_place);
+        }
         let peer_pings = peers::ping_pongs(size);
         spin_others.extend(peer_pings.iter().map(|p| p.as_ref()));
         h.compare_latency("pingpong-spin", &spin, &spin_others)?;
-        let block = ShmbusEcho { via: Via::Block };
+        let block = ShmbusEcho {
+            via: Via::Block,
+            in_place: false,
+        };
         let mut block_others: Vec<&dyn PingPong> = vec![&RawFutex];
         let peer_blocking = peers::blocking_ping_pongs();
         block_others.extend(peer_blocking.iter().map(|p| p.as_ref()));
@@ -584,7 +599,11 @@ pub fn run(opts: Opts) -> Res<()> {
             } else {
                 [&RawFutex, &block]
             };
-            h.compare_latency("pingpong-wait", &ShmbusEcho { via }, &others)?;
+            let echo = ShmbusEcho {
+                via,
+                in_place: false,
+            };
+            h.compare_latency("pingpong-wait", &echo, &others)?;
         }
         let os: [&dyn PingPong; 3] = [&FdEcho { socket: false }, &FdEcho { socket: true }, &MqEcho];
         for base in os {
