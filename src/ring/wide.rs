@@ -1,0 +1,122 @@
+//! Copying payload words sixteen bytes at a time, on x86_64 processors
+//! where a 16-byte aligned SSE access is atomic.
+//!
+//! A reader may copy a slot while its publisher overwrites it (a lapped
+//! subscriber, an observer): every access to payload words must then be
+//! atomic, or the race is undefined behaviour. Relaxed `AtomicU64` loads
+//! and stores are, but the compiler cannot turn them into vector moves,
+//! so they copy at about half of `memcpy`'s rate. Processors that
+//! enumerate AVX guarantee that a 16-byte memory access by `MOVDQA` (and
+//! the other aligned 16-byte moves) to a 16-byte aligned address is
+//! carried out atomically (Intel SDM vol. 3A, 10.1.1 "Guaranteed Atomic
+//! Operations"; AMD APM vol. 2, 7.3.2 "Access Atomicity"). The loops
+//! below make only such accesses to shared words, each one atomic and
+//! covering two whole words, so to the Rust memory model they are relaxed
+//! atomic accesses to those words, as the `AtomicU64` loops are: a racing
+//! reader sees each word old or new, never a torn word, and the seqlock
+//! stamps around the copy tell it whether to keep it. The private side
+//! (the caller's buffer) is moved with unaligned `MOVDQU`.
+//!
+//! `asm!` blocks without `nomem` are opaque memory operations to the
+//! compiler: it keeps them between the stamp accesses and fences around
+//! them, as it keeps atomic accesses; on x86_64 the stores become visible
+//! in program order (no non-temporal stores are used).
+//!
+//! Not built under loom (the model checks the word loops in `mod.rs`).
+
+use crate::sync::AtomicU64;
+
+/// Bytes per iteration: a cache line.
+const LINE: usize = 64;
+
+/// Whether aligned 16-byte accesses are atomic here (the processor
+/// enumerates AVX). Cached by the standard library after the first call.
+#[inline]
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx")
+}
+
+/// Stores `lines * 64` bytes from `src` into the words at `dst`.
+///
+/// # Safety
+///
+/// [`available`] returned true; `dst` is 16-byte aligned and the start of
+/// `lines * 8` words that live for the call; `src` is valid for reads of
+/// `lines * 64` bytes and does not overlap them; `lines > 0`.
+#[inline]
+pub unsafe fn store_lines(dst: &[AtomicU64], src: *const u8, lines: usize) {
+    debug_assert!(lines > 0 && dst.len() >= lines * LINE / 8);
+    debug_assert_eq!(dst.as_ptr() as usize % 16, 0);
+    // SAFETY: the caller's contract: every store is an aligned 16-byte
+    // MOVDQA inside `dst` (atomic, see the module docs: the words are
+    // atomics, written through their shared reference as `AtomicU64::store`
+    // would), every load a MOVDQU inside `src`. The loop runs `lines > 0`
+    // times; it touches no stack and restores no flags.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "movdqu {a}, xmmword ptr [{src}]",
+            "movdqu {b}, xmmword ptr [{src} + 16]",
+            "movdqu {c}, xmmword ptr [{src} + 32]",
+            "movdqu {d}, xmmword ptr [{src} + 48]",
+            "movdqa xmmword ptr [{dst}], {a}",
+            "movdqa xmmword ptr [{dst} + 16], {b}",
+            "movdqa xmmword ptr [{dst} + 32], {c}",
+            "movdqa xmmword ptr [{dst} + 48], {d}",
+            "add {src}, 64",
+            "add {dst}, 64",
+            "dec {n}",
+            "jnz 2b",
+            src = inout(reg) src => _,
+            dst = inout(reg) dst.as_ptr() => _,
+            n = inout(reg) lines => _,
+            a = out(xmm_reg) _,
+            b = out(xmm_reg) _,
+            c = out(xmm_reg) _,
+            d = out(xmm_reg) _,
+            options(nostack),
+        );
+    }
+}
+
+/// Loads `lines * 64` bytes from the words at `src` into `dst`.
+///
+/// # Safety
+///
+/// [`available`] returned true; `src` is 16-byte aligned and the start of
+/// `lines * 8` words that live for the call; `dst` is valid for writes of
+/// `lines * 64` bytes and does not overlap them; `lines > 0`.
+#[inline]
+pub unsafe fn load_lines(src: &[AtomicU64], dst: *mut u8, lines: usize) {
+    debug_assert!(lines > 0 && src.len() >= lines * LINE / 8);
+    debug_assert_eq!(src.as_ptr() as usize % 16, 0);
+    // SAFETY: the caller's contract: every load of shared words is an
+    // aligned 16-byte MOVDQA (atomic: see the module docs), every store a
+    // MOVDQU inside `dst`, which nothing else references. The loop runs
+    // `lines > 0` times; it touches no stack.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "movdqa {a}, xmmword ptr [{src}]",
+            "movdqa {b}, xmmword ptr [{src} + 16]",
+            "movdqa {c}, xmmword ptr [{src} + 32]",
+            "movdqa {d}, xmmword ptr [{src} + 48]",
+            "movdqu xmmword ptr [{dst}], {a}",
+            "movdqu xmmword ptr [{dst} + 16], {b}",
+            "movdqu xmmword ptr [{dst} + 32], {c}",
+            "movdqu xmmword ptr [{dst} + 48], {d}",
+            "add {src}, 64",
+            "add {dst}, 64",
+            "dec {n}",
+            "jnz 2b",
+            src = inout(reg) src.as_ptr() => _,
+            dst = inout(reg) dst => _,
+            n = inout(reg) lines => _,
+            a = out(xmm_reg) _,
+            b = out(xmm_reg) _,
+            c = out(xmm_reg) _,
+            d = out(xmm_reg) _,
+            options(nostack),
+        );
+    }
+}
