@@ -136,7 +136,7 @@ pub use error::{
 #[cfg(not(shmbus_loom))]
 pub use message::{Bytes, Message};
 #[cfg(not(shmbus_loom))]
-pub use queue::{Consumer, Producer, QueueLoan, QueueStats};
+pub use queue::{Consumer, PoppedBytes, PoppedRef, Producer, QueueLoan, QueueStats};
 #[cfg(not(shmbus_loom))]
 pub use select::{Select, SelectError, Selectable};
 #[cfg(not(shmbus_loom))]

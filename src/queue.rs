@@ -972,9 +972,35 @@ pub struct Consumer<T> {
 
 /// One pop attempt.
 enum Pop {
-    Got(usize),
+    Got(Taken),
     Empty,
     Failed(PopError),
+}
+
+/// What a pop does with the message it claims.
+enum Take<'o> {
+    /// Copies it into the buffer and releases the slot.
+    Copy(&'o mut [u8]),
+    /// Keeps the slot claimed, for reading in place.
+    Hold,
+}
+
+/// A message popped.
+enum Taken {
+    /// Copied out: its length.
+    Copied(usize),
+    /// Still claimed: the claim, the message's first byte in the slot,
+    /// and its length.
+    Held(Claim, core::ptr::NonNull<u8>, usize),
+}
+
+impl Taken {
+    /// The length of a copied message (`Take::Copy` never holds).
+    fn copied(self) -> usize {
+        match self {
+            Taken::Copied(len) | Taken::Held(_, _, len) => len,
+        }
+    }
 }
 
 impl<T> Consumer<T> {
@@ -1071,23 +1097,50 @@ impl<T> Consumer<T> {
 
     /// One pop: a message, or nothing now. Recovers a slot whose producer
     /// is known dead when a liveness check is due (paced per consumer).
-    fn try_once(&mut self, out: &mut [u8]) -> Pop {
+    fn try_once(&mut self, take: &mut Take<'_>) -> Pop {
         if !self.topic.in_own_process() || !self.entry().held_by(self.topic.me) {
             return Pop::Failed(PopError::Detached);
         }
         loop {
             let ring = self.topic.view.ring();
             let entry = &ring.consumers()[self.entry];
-            match ring.pop(entry, out, || {
-                process::stall_if_hooked("stall-after-pop-claim")
-            }) {
-                Ok((pos, popped)) => {
+            // A message taken (copied, or held claimed), or the position
+            // and what else was there (its slot released).
+            let claimed = match take {
+                Take::Copy(out) => ring
+                    .pop(entry, out, || {
+                        process::stall_if_hooked("stall-after-pop-claim")
+                    })
+                    .map(|(pos, popped)| match popped {
+                        Popped::Message { len } => Ok(Taken::Copied(len)),
+                        other => Err((pos, other)),
+                    }),
+                Take::Hold => ring.claim_pop(entry).map(|claim| match ring.lend(claim) {
+                    Ok((words, len)) => Ok(Taken::Held(
+                        claim,
+                        core::ptr::NonNull::from(words).cast(),
+                        len,
+                    )),
+                    Err(popped) => {
+                        ring.release(claim, entry);
+                        Err((claim.pos(), popped))
+                    }
+                }),
+            };
+            match claimed {
+                Ok(Ok(taken)) => {
+                    // A held slot wakes producers when it is released.
+                    if let Taken::Copied(_) = taken {
+                        ring.ctrl().not_full().notify();
+                    }
+                    return Pop::Got(taken);
+                }
+                Ok(Err((pos, popped))) => {
                     ring.ctrl().not_full().notify();
                     match popped {
-                        Popped::Message { len } => return Pop::Got(len),
-                        // Its loss was counted by whoever left it.
-                        Popped::Tombstone => continue,
                         Popped::BadLength { .. } => return Pop::Failed(PopError::Corrupt { pos }),
+                        // A tombstone: its loss was counted by whoever left it.
+                        _ => continue,
                     }
                 }
                 Err(PopBlocked::Corrupt { pos, .. }) => {
@@ -1137,11 +1190,24 @@ impl<T> Consumer<T> {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<usize, PopTimeoutError> {
+        self.take(Take::Copy(out), wait, deadline)
+            .map(Taken::copied)
+    }
+
+    /// Pops as `take` says: one attempt if not `wait`, else waiting until
+    /// `deadline`.
+    #[inline]
+    fn take(
+        &mut self,
+        mut take: Take<'_>,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Taken, PopTimeoutError> {
         if wait {
-            return self.pop_waiting(out, deadline);
+            return self.pop_waiting(&mut take, deadline);
         }
-        match self.try_once(out) {
-            Pop::Got(len) => Ok(len),
+        match self.try_once(&mut take) {
+            Pop::Got(taken) => Ok(taken),
             Pop::Failed(err) => Err(err.into()),
             Pop::Empty if self.disconnected() => {
                 if let Some(bell) = &self.bell {
@@ -1156,12 +1222,12 @@ impl<T> Consumer<T> {
         }
     }
 
-    /// Pops into `out`, waiting until `deadline` (`None`: for ever).
+    /// Pops as `take` says, waiting until `deadline` (`None`: for ever).
     fn pop_waiting(
         &mut self,
-        out: &mut [u8],
+        take: &mut Take<'_>,
         deadline: Option<Instant>,
-    ) -> Result<usize, PopTimeoutError> {
+    ) -> Result<Taken, PopTimeoutError> {
         let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
         // `try_once` reads the clock (`Pacer::due`) on every empty poll. It
         // also paces the spin on the queue's contended lines: the cheaper
@@ -1169,8 +1235,8 @@ impl<T> Consumer<T> {
         // cores (`shmbus bench --only queue`). A deliberate backoff would
         // be the better way to pace, measured the same way.
         loop {
-            match self.try_once(out) {
-                Pop::Got(len) => return Ok(len),
+            match self.try_once(take) {
+                Pop::Got(taken) => return Ok(taken),
                 Pop::Failed(err) => return Err(err.into()),
                 Pop::Empty => {}
             }
@@ -1673,6 +1739,292 @@ impl Consumer<Bytes> {
     /// As [`Consumer::pop_timeout`].
     pub fn pop_bytes_deadline(&mut self, deadline: Instant) -> Result<&[u8], PopTimeoutError> {
         self.pop_bytes_raw(true, Some(deadline))
+    }
+}
+
+impl<T> Consumer<T> {
+    /// Pops the next message and keeps its slot claimed, for reading in
+    /// place: the claim, the message's first byte and its length.
+    fn hold(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Held<'_, T>, PopTimeoutError> {
+        match self.take(Take::Hold, wait, deadline)? {
+            Taken::Held(claim, payload, len) => Ok(Held {
+                consumer: self,
+                claim,
+                payload,
+                len,
+            }),
+            Taken::Copied(_) => unreachable!("Take::Hold never copies"),
+        }
+    }
+}
+
+/// A claimed message read in place; releases its slot when dropped.
+struct Held<'a, T> {
+    consumer: &'a mut Consumer<T>,
+    claim: Claim,
+    payload: core::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl<T> Held<'_, T> {
+    /// The message's bytes, in its slot.
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` bytes of the claimed slot's payload words (`lend`
+        // checked `len` against the slot size), which live as long as the
+        // consumer's mapping, and so as `self`. Nothing writes them while
+        // the claim is held: the next lap's producer waits for the release
+        // in `drop`, no other consumer claims this position, and survivors
+        // finish a claim only once its holder is known dead (see
+        // `QueueRing::lend`). Any bytes are valid `u8`s.
+        unsafe { core::slice::from_raw_parts(self.payload.as_ptr().cast_const(), self.len) }
+    }
+
+    fn pos(&self) -> u64 {
+        self.claim.pos()
+    }
+}
+
+impl<T> Drop for Held<'_, T> {
+    fn drop(&mut self) {
+        let topic = &self.consumer.topic;
+        if !topic.in_own_process() {
+            return; // inherited through fork(): the claim is the parent's
+        }
+        let ring = topic.view.ring();
+        ring.release(self.claim, &ring.consumers()[self.consumer.entry]);
+        ring.ctrl().not_full().notify();
+    }
+}
+
+/// A work-queue message read in place ([`Consumer::pop_bytes_ref`]): no
+/// copy. Its slot stays claimed by this consumer until the guard drops;
+/// producers coming round to that slot wait for it, so keep it short.
+#[must_use = "the message is taken when the guard drops; use it first"]
+pub struct PoppedBytes<'a> {
+    held: Held<'a, Bytes>,
+}
+
+impl PoppedBytes<'_> {
+    /// The message's position in the queue (positions count every push).
+    pub fn pos(&self) -> u64 {
+        self.held.pos()
+    }
+}
+
+impl core::ops::Deref for PoppedBytes<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.held.bytes()
+    }
+}
+
+impl AsRef<[u8]> for PoppedBytes<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for PoppedBytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoppedBytes")
+            .field("pos", &self.pos())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// A typed work-queue message read in place ([`Consumer::pop_ref`]): a
+/// `&T` into its slot, no copy. Its slot stays claimed by this consumer
+/// until the guard drops.
+#[must_use = "the message is taken when the guard drops; use it first"]
+pub struct PoppedRef<'a, T> {
+    held: Held<'a, T>,
+}
+
+impl<T> PoppedRef<'_, T> {
+    /// The message's position in the queue.
+    pub fn pos(&self) -> u64 {
+        self.held.pos()
+    }
+}
+
+impl<T: Message> core::ops::Deref for PoppedRef<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the payload is aligned for T and holds `size_of::<T>()`
+        // bytes (`pop_ref_raw` checked both; it starts 16 bytes into a
+        // slot whose offset is a multiple of 64, so with align <= 16 it
+        // always is).
+        // Any bytes are a valid T (FromBytes). Unwritten while held: see
+        // `Held::bytes`.
+        unsafe { &*self.held.payload.as_ptr().cast::<T>() }
+    }
+}
+
+impl<T: Message + std::fmt::Debug> std::fmt::Debug for PoppedRef<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoppedRef")
+            .field("pos", &self.pos())
+            .field("value", &**self)
+            .finish()
+    }
+}
+
+impl<T: Message> Consumer<T> {
+    /// Pops the next message and lends it in place, waiting while the queue
+    /// is empty: a [`PoppedRef`] that derefs to the `T` in its slot, no
+    /// copy. The slot is released when the guard drops (producers that
+    /// come round to it meanwhile wait). For a large `T` this saves the
+    /// copy that [`pop`](Self::pop) makes. A consumer killed while it
+    /// holds one loses that message, counted as for a pop
+    /// ([`QueueStats::lost_in_consume`]).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-popref-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.producer::<[u64; 512]>("frames")?;
+    /// let mut worker = bus.consumer::<[u64; 512]>("frames")?;
+    /// jobs.push([7; 512])?;
+    /// let frame = worker.pop_ref()?;
+    /// assert!(frame.iter().all(|&w| w == 7));
+    /// # drop(frame); drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::pop`].
+    pub fn pop_ref(&mut self) -> Result<PoppedRef<'_, T>, PopError> {
+        self.pop_ref_raw(true, None)
+            .map_err(PopTimeoutError::without_deadline)
+    }
+
+    /// Lends the next message in place if there is one, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::try_pop`].
+    pub fn try_pop_ref(&mut self) -> Result<PoppedRef<'_, T>, TryPopError> {
+        self.pop_ref_raw(false, None)
+            .map_err(PopTimeoutError::without_wait)
+    }
+
+    /// Lends the next message in place, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::pop_timeout`].
+    pub fn pop_ref_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<PoppedRef<'_, T>, PopTimeoutError> {
+        self.pop_ref_raw(true, deadline_after(timeout))
+    }
+
+    /// Lends the next message in place, waiting until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::pop_timeout`].
+    pub fn pop_ref_deadline(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<PoppedRef<'_, T>, PopTimeoutError> {
+        self.pop_ref_raw(true, Some(deadline))
+    }
+
+    fn pop_ref_raw(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<PoppedRef<'_, T>, PopTimeoutError> {
+        const {
+            assert!(
+                core::mem::align_of::<T>() <= 16,
+                "pop_ref needs an alignment of at most 16"
+            )
+        };
+        let held = self.hold(wait, deadline)?;
+        let aligned = held.payload.as_ptr() as usize % core::mem::align_of::<T>() == 0;
+        if held.len != core::mem::size_of::<T>() || !aligned {
+            // Not a T: released (as a pop would) and reported.
+            let pos = held.pos();
+            drop(held);
+            return Err(PopTimeoutError::Corrupt { pos });
+        }
+        Ok(PoppedRef { held })
+    }
+}
+
+impl Consumer<Bytes> {
+    /// Pops the next message and lends it in place, waiting while the queue
+    /// is empty: a [`PoppedBytes`] that derefs to the message's bytes in
+    /// its slot, no copy (as [`Consumer::pop_ref`] for typed queues).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let name = format!("doc-popbref-{}", std::process::id());
+    /// let bus = shmbus::Bus::open(&name)?;
+    /// let mut jobs = bus.topic("blobs").slot_size(65536).capacity(64).producer_bytes()?;
+    /// let mut worker = bus.topic("blobs").consumer_bytes()?;
+    /// jobs.push_bytes(&[9; 40_000])?;
+    /// let blob = worker.pop_bytes_ref()?;
+    /// assert_eq!(blob.len(), 40_000);
+    /// # drop(blob); drop((jobs, worker, bus)); shmbus::Bus::remove(&name)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::pop`].
+    pub fn pop_bytes_ref(&mut self) -> Result<PoppedBytes<'_>, PopError> {
+        self.hold(true, None)
+            .map(|held| PoppedBytes { held })
+            .map_err(PopTimeoutError::without_deadline)
+    }
+
+    /// Lends the next message in place if there is one, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::try_pop`].
+    pub fn try_pop_bytes_ref(&mut self) -> Result<PoppedBytes<'_>, TryPopError> {
+        self.hold(false, None)
+            .map(|held| PoppedBytes { held })
+            .map_err(PopTimeoutError::without_wait)
+    }
+
+    /// Lends the next message in place, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::pop_timeout`].
+    pub fn pop_bytes_ref_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<PoppedBytes<'_>, PopTimeoutError> {
+        self.hold(true, deadline_after(timeout))
+            .map(|held| PoppedBytes { held })
+    }
+
+    /// Lends the next message in place, waiting until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::pop_timeout`].
+    pub fn pop_bytes_ref_deadline(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<PoppedBytes<'_>, PopTimeoutError> {
+        self.hold(true, Some(deadline))
+            .map(|held| PoppedBytes { held })
     }
 }
 

@@ -531,3 +531,54 @@ fn a_live_producer_that_lost_a_race_to_a_dead_one_never_blocks_its_recovery() {
         }
     });
 }
+
+/// Proves that a message popped in place (`Consumer::pop_ref`: the claim
+/// held, `QueueRing::lend`, its words read while held, then `release`) is
+/// never written while it is held, with a producer pushing into the same
+/// slot's next lap as soon as it can (capacity 2: message 2 goes where
+/// message 0 was), and that every message is still taken exactly once, in
+/// order.
+///
+/// Fails if the lend releases the slot before its words are read (message 2
+/// then overwrites message 0 under the reader).
+#[test]
+fn a_message_popped_in_place_is_never_written_while_held() {
+    loom::model(|| {
+        let heap = Heap::new(2, 1, 1);
+        let producer = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                for seq in 0..3 {
+                    while !push(&heap, 0, msg(1, seq)) {
+                        thread::yield_now();
+                    }
+                }
+            })
+        };
+        let ring = heap.ring();
+        let entry = &ring.consumers()[0];
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let claim = match ring.claim_pop(entry) {
+                Ok(claim) => claim,
+                Err(PopBlocked::Corrupt { pos, seq }) => panic!("corrupt slot {pos}: {seq:#x}"),
+                Err(_) => {
+                    thread::yield_now();
+                    continue;
+                }
+            };
+            let (words, len) = ring.lend(claim).expect("a message");
+            assert_eq!(len, SLOT_BYTES);
+            // Each load may interleave with the producer: a write to the
+            // held slot shows as a changed value.
+            let first = words[0].load(Ordering::Relaxed);
+            thread::yield_now();
+            let again = words[0].load(Ordering::Relaxed);
+            assert_eq!(first, again, "message {} changed while held", claim.pos());
+            got.push(first);
+            ring.release(claim, entry);
+        }
+        producer.join().unwrap();
+        assert_eq!(got, [msg(1, 0), msg(1, 1), msg(1, 2)]);
+    });
+}

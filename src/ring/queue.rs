@@ -696,6 +696,28 @@ impl<'a> QueueRing<'a> {
         }
     }
 
+    /// The payload words and length of a pop claim's message, for reading
+    /// in place until [`release`](Self::release): a claimed slot is its
+    /// claimer's alone (no producer writes it before it is released, since
+    /// the next lap's producer waits for the released sequence; no other
+    /// consumer claims its position; a survivor finishes it only once the
+    /// claimer is known dead). The words are the slot's whole payload area;
+    /// the message is their first `len` bytes. `Err` with what
+    /// [`read`](Self::read) would report instead: a tombstone, or a length
+    /// the slot cannot hold.
+    #[inline]
+    pub fn lend(&self, claim: Claim) -> Result<(&'a [AtomicU64], usize), Popped> {
+        if claim.tomb {
+            return Err(Popped::Tombstone);
+        }
+        let slot = self.slot(claim.pos);
+        let len = slot[1].load(Ordering::Relaxed);
+        match usize::try_from(len) {
+            Ok(len) if len <= self.slot_bytes => Ok((&slot[SLOT_HEADER_WORDS..], len)),
+            _ => Err(Popped::BadLength { len }),
+        }
+    }
+
     /// Releases a pop claim: the slot is free for the next lap.
     #[inline]
     pub fn release(&self, claim: Claim, entry: &ClaimEntry) {
