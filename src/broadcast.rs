@@ -1085,9 +1085,11 @@ pub struct Subscriber<T> {
     flush_mask: u64,
     /// Lossless mode: the cursor as last stored in the entry.
     stored: u64,
-    /// Lossless mode: the head read as we attached, from which on every
-    /// message is gated on our entry (older ones may be lent only once it
-    /// is published: see [`VarlenRing::lend`](crate::ring::varlen::VarlenRing::lend)).
+    /// Lossless mode: the head read as we attached. Every message after it
+    /// is gated on our entry; message `gated_from` itself may have been
+    /// begun before the publisher saw us, so older ones may be lent only
+    /// once it is published (see
+    /// [`VarlenRing::lend`](crate::ring::varlen::VarlenRing::lend)).
     gated_from: u64,
     /// The pollable fd, once asked for ([`event_fd`](Self::event_fd)).
     bell: Option<Doorbell>,
@@ -1797,7 +1799,11 @@ impl<T> Subscriber<T> {
             .lend(ring, index, self.topic.me, self.cursor, self.gated_from)
             .map_err(|_| evicted)?;
         match lent {
-            Some((words, len)) if want.is_none_or(|want| want == len) => {
+            // A typed read needs its length and an alignment of 16 (fixed
+            // slots always have it; an arena's words are 8-byte aligned).
+            Some((words, len))
+                if want.is_none_or(|want| want == len && words.as_ptr() as usize % 16 == 0) =>
+            {
                 Ok(Lent::InPlace(core::ptr::NonNull::from(words).cast(), len))
             }
             _ => self.copy_instead(want).map_err(RecvRefError::Recv),
@@ -1881,8 +1887,19 @@ impl<T> Drop for Subscriber<T> {
 #[must_use = "the message is read when the guard drops; use it first"]
 pub struct Borrowed<'a, T> {
     sub: &'a mut Subscriber<T>,
-    value: &'a T,
+    /// A pointer, not a `&'a T`: the guard's drop lets the publisher write
+    /// the slot, and a reference field would claim it unwritten for as long
+    /// as the guard is alive anywhere (as `RefCell`'s `Ref` learnt).
+    value: core::ptr::NonNull<T>,
+    _lent: PhantomData<&'a T>,
 }
+
+// SAFETY: a `Borrowed` is a `&mut Subscriber<T>` and a `&T` into the
+// segment (read-only while it lives); it may cross threads as those two
+// may.
+unsafe impl<T: Sync> Send for Borrowed<'_, T> where Subscriber<T>: Send {}
+// SAFETY: as above: shared, it gives out only `&T` and the sequence number.
+unsafe impl<T: Sync> Sync for Borrowed<'_, T> where Subscriber<T>: Sync {}
 
 impl<T> Borrowed<'_, T> {
     /// The message's sequence number.
@@ -1895,7 +1912,10 @@ impl<T> core::ops::Deref for Borrowed<'_, T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        self.value
+        // SAFETY: `recv_ref_raw` made `value` from a payload aligned for T
+        // and holding a whole T, unwritten until this guard drops (see
+        // `lend_next`); any bytes are a valid T (FromBytes).
+        unsafe { self.value.as_ref() }
     }
 }
 
@@ -1909,7 +1929,7 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Borrowed<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Borrowed")
             .field("seq", &self.seq())
-            .field("value", self.value)
+            .field("value", &**self)
             .finish()
     }
 }
@@ -1928,11 +1948,20 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Borrowed<'_, T> {
 #[must_use = "the message is read when the guard drops; use it first"]
 pub struct BorrowedBytes<'a> {
     sub: &'a mut Subscriber<Bytes>,
-    lent: LentBytes<'a>,
+    lent: LentBytes,
 }
 
-enum LentBytes<'a> {
-    InPlace(&'a [u8]),
+// SAFETY: a `BorrowedBytes` is a `&mut Subscriber<Bytes>` and a `&[u8]`
+// (into the segment, read-only while it lives, or into a buffer it owns);
+// it may cross threads as those may.
+unsafe impl Send for BorrowedBytes<'_> where Subscriber<Bytes>: Send {}
+// SAFETY: as above: shared, it gives out only `&[u8]` and numbers.
+unsafe impl Sync for BorrowedBytes<'_> where Subscriber<Bytes>: Sync {}
+
+enum LentBytes {
+    /// The message's bytes in the segment: a pointer, not a `&[u8]`, for
+    /// the reason given on [`Borrowed`]'s field.
+    InPlace(core::ptr::NonNull<[u8]>),
     /// The subscriber's buffer, holding the message in its first `len`
     /// bytes, taken until the guard drops.
     Copied(Vec<u8>, usize),
@@ -1972,7 +2001,10 @@ impl core::ops::Deref for BorrowedBytes<'_> {
 
     fn deref(&self) -> &[u8] {
         match &self.lent {
-            LentBytes::InPlace(bytes) => bytes,
+            // SAFETY: `len` bytes of payload words that `lend_next` found
+            // whole (any bytes are valid u8s), unwritten until this guard
+            // drops and moves the cursor past them: see `lend_next`.
+            LentBytes::InPlace(bytes) => unsafe { bytes.as_ref() },
             LentBytes::Copied(buf, len) => &buf[..*len],
         }
     }
@@ -2452,14 +2484,15 @@ impl<T: Message> Subscriber<T> {
         let Lent::InPlace(payload, _) = self.lend_next(wait, deadline, Some(size))? else {
             unreachable!("a typed topic's message is lent or refused, never copied")
         };
-        // SAFETY: the payload starts 16 bytes into a slot whose offset is a
-        // multiple of 16 in a 64-byte-aligned array (`packed_stride_words`), so
-        // it is aligned for T (align <= 16, asserted above), and holds
-        // `size_of::<T>()` bytes (`lend_next` checked the message's length).
-        // Any bytes are a valid T (FromBytes). No one writes them while the
-        // guard lives: see `lend_next`.
-        let value = unsafe { payload.cast::<T>().as_ref() };
-        Ok(Borrowed { sub: self, value })
+        // The payload is 16-byte aligned (`lend_next` lends no other to a
+        // typed read), so aligned for T (align <= 16, asserted above), and
+        // holds `size_of::<T>()` bytes (`lend_next` checked the length):
+        // `Deref` reads it as a T.
+        Ok(Borrowed {
+            sub: self,
+            value: payload.cast::<T>(),
+            _lent: PhantomData,
+        })
     }
 
     fn check_len(&mut self, len: usize) -> Result<(), RecvError> {
@@ -2793,12 +2826,9 @@ impl Subscriber<Bytes> {
         deadline: Option<Instant>,
     ) -> Result<BorrowedBytes<'_>, RecvRefError<RecvTimeoutError>> {
         let lent = match self.lend_next(wait, deadline, None)? {
-            // SAFETY: `len` bytes of payload words that `lend_next` found
-            // whole (any bytes are valid u8s), unwritten until the guard
-            // drops and moves our cursor past them: see `lend_next`.
-            Lent::InPlace(payload, len) => LentBytes::InPlace(unsafe {
-                core::slice::from_raw_parts(payload.as_ptr().cast_const(), len)
-            }),
+            Lent::InPlace(payload, len) => {
+                LentBytes::InPlace(core::ptr::NonNull::slice_from_raw_parts(payload, len))
+            }
             Lent::Copied(len) => LentBytes::Copied(core::mem::take(&mut self.scratch), len),
         };
         Ok(BorrowedBytes { sub: self, lent })

@@ -1770,6 +1770,13 @@ struct Held<'a, T> {
     len: usize,
 }
 
+// SAFETY: a `Held` is a `&mut Consumer<T>` and a read-only view of the
+// claimed slot (as a `&T` or `&[u8]`, which no one writes while it is
+// held): it may cross threads as those may.
+unsafe impl<T: Sync> Send for Held<'_, T> where Consumer<T>: Send {}
+// SAFETY: as above: shared, it gives out only `&T` / `&[u8]` and numbers.
+unsafe impl<T: Sync> Sync for Held<'_, T> where Consumer<T>: Sync {}
+
 impl<T> Held<'_, T> {
     /// The message's bytes, in its slot.
     fn bytes(&self) -> &[u8] {

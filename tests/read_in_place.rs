@@ -104,7 +104,8 @@ fn child_role_entry() {
                 .unwrap();
             report("READY");
             let (mut received, mut lagged, mut bad, mut copied) = (0u64, 0u64, 0u64, 0u64);
-            let mut expect = 0;
+            let first = rx.next_seq();
+            let mut expect = first;
             loop {
                 match rx.recv_bytes_ref() {
                     Ok(msg) => {
@@ -127,7 +128,7 @@ fn child_role_entry() {
                     Err(e) => panic!("{e}"),
                 }
             }
-            report(format!("RESULT {received} {lagged} {bad} {copied}"));
+            report(format!("RESULT {received} {lagged} {bad} {copied} {first}"));
         }
         // args: bus shape. Takes the first message in place, says so, and
         // holds it until killed.
@@ -151,7 +152,10 @@ fn child_role_entry() {
 
 /// One publisher process, two subscriber processes reading in place:
 /// nothing lost, every message whole and in order, and unchanged after it
-/// was held while the publisher waited for room.
+/// was held while the publisher waited for room. A third subscriber joins
+/// while the publisher is at work, at the oldest message held: it reads
+/// every message from where it started, whole (a variable-size one copies
+/// the messages of its attach window, and may lose some of them, counted).
 fn fanout(shape: Shape, seed: u64) {
     const COUNT: u64 = 20_000;
     let bus = TestBus::new(&format!("inplace-{}", shape.name()));
@@ -165,21 +169,39 @@ fn fanout(shape: Shape, seed: u64) {
         .collect();
     let mut publisher = spawn_role("publish", &args(&[&bus.name, &shape.name(), &COUNT, &seed]));
     publisher.expect_line("READY");
+    let mut late = spawn_role("read", &args(&[&bus.name, &shape.name(), &seed]));
+    late.expect_line("READY");
     publisher.expect_line("DONE");
     publisher.wait_success(Duration::from_secs(60));
-    for reader in &mut readers {
+    let result = |reader: &mut common::ChildProc| {
         let result = reader.expect_line("RESULT");
-        let numbers: Vec<u64> = result.split(' ').map(|n| n.parse().unwrap()).collect();
-        let (received, lagged, bad, copied) = (numbers[0], numbers[1], numbers[2], numbers[3]);
         reader.wait_success(Duration::from_secs(30));
-        eprintln!("{shape:?}: received {received}, lagged {lagged}, bad {bad}, copied {copied}");
+        let numbers: Vec<u64> = result.split(' ').map(|n| n.parse().unwrap()).collect();
+        eprintln!(
+            "{shape:?}: received {}, lagged {}, bad {}, copied {}, first {}",
+            numbers[0], numbers[1], numbers[2], numbers[3], numbers[4]
+        );
         assert_eq!(
-            bad, 0,
+            numbers[2], 0,
             "every message whole, in order, unchanged while lent"
         );
-        assert_eq!((received, lagged), (COUNT, 0), "lossless loses nothing");
+        numbers
+    };
+    for reader in &mut readers {
+        let numbers = result(reader);
+        assert_eq!(
+            (numbers[0], numbers[1]),
+            (COUNT, 0),
+            "lossless loses nothing"
+        );
         // Attached before the first message: nothing to copy.
-        assert_eq!(copied, 0, "every message lent in place");
+        assert_eq!(numbers[3], 0, "every message lent in place");
+    }
+    let numbers = result(&mut late);
+    let (received, lagged, first) = (numbers[0], numbers[1], numbers[4]);
+    assert_eq!(received + lagged, COUNT - first, "from where it started");
+    if let Shape::Fixed = shape {
+        assert_eq!(lagged, 0, "fixed slots have no attach window");
     }
     assert_eq!(b.topics().unwrap()[0].as_ref().unwrap().published, COUNT);
 }
@@ -386,4 +408,15 @@ fn a_variable_size_subscriber_attaching_below_the_head_copies_until_it_is_sure()
     let msg = frx.recv_bytes_ref().unwrap();
     assert!(msg.is_in_place());
     assert_eq!(&*msg, &*pattern_message(0, len));
+}
+
+/// The guards of reads in place may cross threads, as the `&mut` to their
+/// subscriber and the `&` to their message may (a compile-time check).
+#[test]
+fn guards_of_reads_in_place_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<shmbus::BorrowedBytes<'static>>();
+    send_sync::<shmbus::Borrowed<'static, u64>>();
+    send_sync::<shmbus::PoppedBytes<'static>>();
+    send_sync::<shmbus::PoppedRef<'static, u64>>();
 }

@@ -199,8 +199,10 @@ pub enum GatedRead {
 pub struct Attached {
     pub index: usize,
     pub cursor: u64,
-    /// The head read after announcing: every message from it on is gated
-    /// on the entry ([`Gate::attach_beside`]: the cursor it was given).
+    /// The head read after announcing: every message after it is gated on
+    /// the entry (message `head` itself may have been begun before the
+    /// publisher saw the entry; [`Gate::attach_beside`]: the cursor it was
+    /// given, which the sibling's entry already protects).
     pub head: u64,
 }
 

@@ -9,13 +9,17 @@
 //! enumerate AVX guarantee that a 16-byte memory access by `MOVDQA` (and
 //! the other aligned 16-byte moves) to a 16-byte aligned address is
 //! carried out atomically (Intel SDM vol. 3A, 10.1.1 "Guaranteed Atomic
-//! Operations"; AMD APM vol. 2, 7.3.2 "Access Atomicity"). The loops
-//! below make only such accesses to shared words, each one atomic and
+//! Operations", which lists `VMOVDQA` with a VEX.128 encoding beside
+//! `MOVDQA`; AMD APM vol. 2, 7.3.2 "Access Atomicity"). The VEX forms are
+//! used (AVX is required anyway): legacy SSE moves after AVX code that left
+//! the upper halves of the YMM registers dirty pay a transition penalty
+//! on Intel processors. The loops below make only such accesses to shared
+//! words, each one atomic and
 //! covering two whole words, so to the Rust memory model they are relaxed
 //! atomic accesses to those words, as the `AtomicU64` loops are: a racing
 //! reader sees each word old or new, never a torn word, and the seqlock
 //! stamps around the copy tell it whether to keep it. The private side
-//! (the caller's buffer) is moved with unaligned `MOVDQU`.
+//! (the caller's buffer) is moved with unaligned `VMOVDQU`.
 //!
 //! `asm!` blocks without `nomem` are opaque memory operations to the
 //! compiler: it keeps them between the stamp accesses and fences around
@@ -48,21 +52,21 @@ pub unsafe fn store_lines(dst: &[AtomicU64], src: *const u8, lines: usize) {
     debug_assert!(lines > 0 && dst.len() >= lines * LINE / 8);
     debug_assert_eq!(dst.as_ptr() as usize % 16, 0);
     // SAFETY: the caller's contract: every store is an aligned 16-byte
-    // MOVDQA inside `dst` (atomic, see the module docs: the words are
+    // VMOVDQA inside `dst` (atomic, see the module docs: the words are
     // atomics, written through their shared reference as `AtomicU64::store`
-    // would), every load a MOVDQU inside `src`. The loop runs `lines > 0`
+    // would), every load a VMOVDQU inside `src`. The loop runs `lines > 0`
     // times; it touches no stack and restores no flags.
     unsafe {
         core::arch::asm!(
             "2:",
-            "movdqu {a}, xmmword ptr [{src}]",
-            "movdqu {b}, xmmword ptr [{src} + 16]",
-            "movdqu {c}, xmmword ptr [{src} + 32]",
-            "movdqu {d}, xmmword ptr [{src} + 48]",
-            "movdqa xmmword ptr [{dst}], {a}",
-            "movdqa xmmword ptr [{dst} + 16], {b}",
-            "movdqa xmmword ptr [{dst} + 32], {c}",
-            "movdqa xmmword ptr [{dst} + 48], {d}",
+            "vmovdqu {a}, xmmword ptr [{src}]",
+            "vmovdqu {b}, xmmword ptr [{src} + 16]",
+            "vmovdqu {c}, xmmword ptr [{src} + 32]",
+            "vmovdqu {d}, xmmword ptr [{src} + 48]",
+            "vmovdqa xmmword ptr [{dst}], {a}",
+            "vmovdqa xmmword ptr [{dst} + 16], {b}",
+            "vmovdqa xmmword ptr [{dst} + 32], {c}",
+            "vmovdqa xmmword ptr [{dst} + 48], {d}",
             "add {src}, 64",
             "add {dst}, 64",
             "dec {n}",
@@ -91,20 +95,20 @@ pub unsafe fn load_lines(src: &[AtomicU64], dst: *mut u8, lines: usize) {
     debug_assert!(lines > 0 && src.len() >= lines * LINE / 8);
     debug_assert_eq!(src.as_ptr() as usize % 16, 0);
     // SAFETY: the caller's contract: every load of shared words is an
-    // aligned 16-byte MOVDQA (atomic: see the module docs), every store a
-    // MOVDQU inside `dst`, which nothing else references. The loop runs
+    // aligned 16-byte VMOVDQA (atomic: see the module docs), every store a
+    // VMOVDQU inside `dst`, which nothing else references. The loop runs
     // `lines > 0` times; it touches no stack.
     unsafe {
         core::arch::asm!(
             "2:",
-            "movdqa {a}, xmmword ptr [{src}]",
-            "movdqa {b}, xmmword ptr [{src} + 16]",
-            "movdqa {c}, xmmword ptr [{src} + 32]",
-            "movdqa {d}, xmmword ptr [{src} + 48]",
-            "movdqu xmmword ptr [{dst}], {a}",
-            "movdqu xmmword ptr [{dst} + 16], {b}",
-            "movdqu xmmword ptr [{dst} + 32], {c}",
-            "movdqu xmmword ptr [{dst} + 48], {d}",
+            "vmovdqa {a}, xmmword ptr [{src}]",
+            "vmovdqa {b}, xmmword ptr [{src} + 16]",
+            "vmovdqa {c}, xmmword ptr [{src} + 32]",
+            "vmovdqa {d}, xmmword ptr [{src} + 48]",
+            "vmovdqu xmmword ptr [{dst}], {a}",
+            "vmovdqu xmmword ptr [{dst} + 16], {b}",
+            "vmovdqu xmmword ptr [{dst} + 32], {c}",
+            "vmovdqu xmmword ptr [{dst} + 48], {d}",
             "add {src}, 64",
             "add {dst}, 64",
             "dec {n}",
