@@ -12,8 +12,8 @@ use shmbus::{Bus, Error, StartAt, TryRecvError};
 
 const CAPACITY: u32 = 16;
 /// Slot stride of a 64-byte message: 16 bytes of stamp and length, the
-/// whole rounded up to 16 bytes (`ring::packed_stride_words`).
-const STRIDE: u64 = 80;
+/// whole rounded up to cache lines (`ring::packed_stride_words`).
+const STRIDE: u64 = 128;
 const RING_CTRL: u64 = 192;
 
 /// A bus with topic "t" holding messages 0..5, all handles dropped.

@@ -33,8 +33,9 @@ pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
 /// Bumped whenever any layout in this file changes, or that of a ring
 /// (4: broadcast slots packed to 16 bytes, `LIGHT`/`REQUEST` bits in the
 /// sleeper word; 5: variable-size broadcast topics, [`FLAG_VARIABLE`], and
-/// publish timestamps, `FLAG_TIME_*`).
-pub const LAYOUT_VERSION: u32 = 5;
+/// publish timestamps, `FLAG_TIME_*`; 6: broadcast slots of up to 128
+/// bytes take whole cache lines again, `ring::packed_stride_words`).
+pub const LAYOUT_VERSION: u32 = 6;
 
 pub const HEADER_SIZE: usize = 128;
 pub const CTRL_OFFSET: usize = 64;
