@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shmbus::{Bus, StartAt};
+use shmbus::{Bus, Clock, StartAt};
 
 /// A bus unique to this run, removed when dropped.
 struct TempBus(String, Bus);
@@ -71,6 +71,26 @@ fn broadcast(c: &mut Criterion) {
             black_box(rx.recv_ref().unwrap()[0])
         })
     });
+    drop((tx, rx));
+    // What a publish timestamp costs: a clock read per message, and the
+    // word written and read beside it.
+    let stamped = || {
+        bus.1
+            .topic("ts")
+            .capacity(4096)
+            .timestamps(Clock::Monotonic)
+    };
+    let mut tx = stamped().publisher::<Msg>().unwrap();
+    let mut rx = stamped()
+        .start_at(StartAt::Next)
+        .subscriber::<Msg>()
+        .unwrap();
+    group.bench_function("publish+receive, timestamped", |b| {
+        b.iter(|| {
+            tx.send(black_box(&msg)).unwrap();
+            black_box(rx.try_recv_with_info().unwrap().0.timestamp_ns)
+        })
+    });
     group.finish();
 }
 
@@ -85,6 +105,12 @@ fn queue(c: &mut Criterion) {
         b.iter(|| {
             tx.push(black_box(msg)).unwrap();
             black_box(rx.try_pop().unwrap())
+        })
+    });
+    group.bench_function("shmbus push+pop in place", |b| {
+        b.iter(|| {
+            tx.push(black_box(msg)).unwrap();
+            black_box(rx.try_pop_ref().unwrap()[0])
         })
     });
     let reference = crossbeam_queue::ArrayQueue::<Msg>::new(4096);
@@ -139,6 +165,28 @@ fn loans(c: &mut Criterion) {
         })
     });
     drop(rx);
+    // The receive itself, in place: no copy out (the row reads two bytes of
+    // the message; the copy rows read all of it).
+    let lossless = || {
+        bus.1
+            .topic("lframes")
+            .slot_size(LEN as u32)
+            .capacity(64)
+            .lossless(1)
+    };
+    let mut ltx = lossless().publisher_bytes().unwrap();
+    let mut lrx = lossless()
+        .start_at(StartAt::Next)
+        .subscriber_bytes()
+        .unwrap();
+    group.bench_function("send_bytes + recv_bytes_ref (lossless)", |b| {
+        b.iter(|| {
+            ltx.send_bytes(black_box(&frame)).unwrap();
+            let msg = lrx.recv_bytes_ref().unwrap();
+            black_box((msg[0], msg[LEN - 1]))
+        })
+    });
+    drop((ltx, lrx));
     let mut dst = vec![0u8; LEN];
     group.bench_function("memcpy (reference)", |b| {
         b.iter(|| dst.copy_from_slice(black_box(&frame)))
