@@ -33,7 +33,8 @@ enum Command {
     /// comparison interleaved in one run (A B A B ...): ping-pong latency
     /// (raw shared cache line, raw futex, pipe, Unix socket, POSIX mq),
     /// 1-to-1 throughput (raw SPSC ring, pipe, socket, mq; shmbus by
-    /// copying send, by loan, and on a variable-size topic), fanout from one
+    /// copying send, by loan, and on a variable-size topic; from 4 KiB
+    /// messages up also read in place, as a ping-pong row does), fanout from one
     /// publisher to N subscriber processes (raw SPMC broadcast ring: one
     /// writer, sequence word and payload per slot, no lease, no gating;
     /// rows give the slowest subscriber and the publisher's rate; from 1 KiB

@@ -30,6 +30,10 @@ pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Message size from which fanout also has loan rows.
 const LOAN_ROWS_FROM: usize = 1024;
+/// Message size from which the rows that read in place are measured
+/// (`shmbus-spin-inplace`, `shmbus-lossless-inplace`): below it the copy
+/// out costs less than the lossless cursor they need.
+const IN_PLACE_FROM: usize = 4096;
 
 /// Peer roles of the peers built in (none without `--features peers`).
 pub use peers::ROLES as PEER_ROLES;
@@ -552,7 +556,7 @@ pub fn run(opts: Opts) -> Res<()> {
         ("pingpong-block", 1),
         ("pingpong-wait", WAIT_VIAS.len()),
         ("pingpong-os", 3),
-        ("throughput-1to1", 4),
+        ("throughput-1to1", 6),
         ("throughput-os", 3),
         ("fanout", fanouts),
         ("queue", 2),
@@ -564,6 +568,9 @@ pub fn run(opts: Opts) -> Res<()> {
             .filter(|(bench, _)| h.wanted(bench))
             .map(|(_, n)| n)
             .sum::<usize>();
+    if h.wanted("throughput-1to1") {
+        h.steps += h.opts.sizes.iter().filter(|&&s| s >= IN_PLACE_FROM).count();
+    }
     for size in h.opts.sizes.clone() {
         h.opts.size = size;
         let spin = ShmbusEcho {
@@ -577,7 +584,7 @@ pub fn run(opts: Opts) -> Res<()> {
             via: Via::Spin,
             in_place: true,
         };
-        if size >= 4096 {
+        if size >= IN_PLACE_FROM {
             spin_others.push(&in_place);
         }
         let peer_pings = peers::ping_pongs(size);
@@ -615,9 +622,18 @@ pub fn run(opts: Opts) -> Res<()> {
                     lossless,
                     loan,
                     variable,
+                    in_place: false,
                 };
                 h.compare_stream("throughput-1to1", &stream, &RawSpsc)?;
             }
+        }
+        // Reading in place pays from a few KiB up (as in pingpong-spin).
+        if size >= IN_PLACE_FROM {
+            let stream = ShmbusStream {
+                in_place: true,
+                ..ShmbusStream::copying(true)
+            };
+            h.compare_stream("throughput-1to1", &stream, &RawSpsc)?;
         }
         let os: [&dyn Stream; 3] = [
             &FdStream { socket: false },
