@@ -181,7 +181,8 @@ fn tagged_processes(tag: &str) -> Vec<String> {
 
 /// The 1-to-1 throughput rows at 1 MiB, where the rings shrink to fit the
 /// bench's bus and the counts to a few GB: copy-send and loan-send, each
-/// mode, each beside the raw SPSC ring, with a GB/s figure.
+/// mode, and a lossless subscriber reading in place, each beside the raw
+/// SPSC ring, with a GB/s figure.
 #[test]
 fn bench_throughput_and_fanout_have_loan_and_variable_rows_and_run_at_a_mebibyte() {
     let out = shmbus()
@@ -203,9 +204,10 @@ fn bench_throughput_and_fanout_have_loan_and_variable_rows_and_run_at_a_mebibyte
         .output()
         .unwrap();
     let (rows, text) = bench_rows(&out);
-    // 6 throughput comparisons and 4 fanout ones (copy and loan, both
-    // modes: loans have fanout rows from 1 KiB up), each with its baseline.
-    assert_eq!(rows.len(), 20, "{text}");
+    // 7 throughput comparisons (reading in place from 4 KiB up) and 4
+    // fanout ones (copy and loan, both modes: loans have fanout rows from
+    // 1 KiB up), each with its baseline.
+    assert_eq!(rows.len(), 22, "{text}");
     for transport in ["shmbus-overwrite-loan-1to1", "shmbus-lossless-loan-1to1"] {
         let row = rows
             .iter()
@@ -217,6 +219,7 @@ fn bench_throughput_and_fanout_have_loan_and_variable_rows_and_run_at_a_mebibyte
         "shmbus-lossless",
         "shmbus-lossless-loan",
         "shmbus-lossless-var",
+        "shmbus-lossless-inplace",
         "shmbus-overwrite",
         "shmbus-overwrite-loan",
         "shmbus-overwrite-var",
