@@ -995,10 +995,12 @@ enum Taken {
 }
 
 impl Taken {
-    /// The length of a copied message (`Take::Copy` never holds).
+    /// The length of a copied message (`Take::Copy` never holds: a held
+    /// claim here would never be released).
     fn copied(self) -> usize {
         match self {
-            Taken::Copied(len) | Taken::Held(_, _, len) => len,
+            Taken::Copied(len) => len,
+            Taken::Held(..) => unreachable!("Take::Copy never holds a claim"),
         }
     }
 }
@@ -1890,7 +1892,11 @@ impl<T: Message> Consumer<T> {
     /// come round to it meanwhile wait). For a large `T` this saves the
     /// copy that [`pop`](Self::pop) makes. A consumer killed while it
     /// holds one loses that message, counted as for a pop
-    /// ([`QueueStats::lost_in_consume`]).
+    /// ([`QueueStats::lost_in_consume`]). The guard must not be used in a
+    /// child forked while it was held. Like every read in place, it trusts
+    /// the other users of the segment: a process that rewrites the queue's
+    /// `head` or this consumer's claim entry can let a producer write the
+    /// slot while it is held (see "What still needs trust" in the README).
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

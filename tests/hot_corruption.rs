@@ -163,7 +163,10 @@ impl Shm {
                     region: config.region_offset,
                     lay: layout,
                     capacity,
-                    stride: shmbus::ring::broadcast::stride_words(config.slot_size as usize) as u64
+                    stride: match config.kind {
+                        KIND_QUEUE => shmbus::ring::queue::stride_words(config.slot_size as usize),
+                        _ => shmbus::ring::broadcast::stride_words(config.slot_size as usize),
+                    } as u64
                         * 8,
                     kind: config.kind,
                     lossless: Shape::of(&config).lossless(),

@@ -247,3 +247,40 @@ fn popping_in_place_skips_abandoned_loans_and_waits_like_pop() {
         .unwrap();
     assert_eq!(&*blob, b"blob");
 }
+
+/// A producer asleep on a full queue (no liveness poll to rescue it within
+/// the bound: the check interval is 30 s) is woken when the popped message
+/// that held its slot drops.
+#[test]
+fn dropping_a_popped_message_wakes_a_producer_blocked_on_its_slot() {
+    let bus = TestBus::new("queue-inplace-wake");
+    let b = bus.open();
+    let topic = || {
+        b.topic("wake")
+            .capacity(2)
+            .wait(WaitStrategy::Block)
+            .liveness_check_interval(Duration::from_secs(30))
+    };
+    let mut tx = topic().producer::<u64>().unwrap();
+    let mut rx = topic().consumer::<u64>().unwrap();
+    tx.push(0).unwrap();
+    tx.push(1).unwrap();
+    let held = rx.pop_ref().unwrap();
+    // Without a wake it sleeps to its deadline, 20 s, and then finds room:
+    // so the check is that it returned long before that, not how fast.
+    let pusher = std::thread::spawn(move || tx.push_timeout(2, Duration::from_secs(20)));
+    // Let it find the queue full and sleep (it finds room at once if not).
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(*held, 0);
+    let dropped = std::time::Instant::now();
+    drop(held);
+    pusher
+        .join()
+        .unwrap()
+        .expect("room once the held slot was released");
+    assert!(
+        dropped.elapsed() < Duration::from_secs(10),
+        "the blocked producer slept to its deadline: the release did not wake it"
+    );
+    assert_eq!((rx.pop().unwrap(), rx.pop().unwrap()), (1, 2));
+}

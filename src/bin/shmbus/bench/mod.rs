@@ -568,8 +568,12 @@ pub fn run(opts: Opts) -> Res<()> {
             .filter(|(bench, _)| h.wanted(bench))
             .map(|(_, n)| n)
             .sum::<usize>();
+    let sizes_from = |from: usize| h.opts.sizes.iter().filter(|&&s| s >= from).count();
     if h.wanted("throughput-1to1") {
-        h.steps += h.opts.sizes.iter().filter(|&&s| s >= IN_PLACE_FROM).count();
+        h.steps += sizes_from(IN_PLACE_FROM);
+    }
+    if h.wanted("fanout") {
+        h.steps += sizes_from(LOAN_ROWS_FROM) * fanouts;
     }
     for size in h.opts.sizes.clone() {
         h.opts.size = size;
