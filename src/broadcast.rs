@@ -1815,11 +1815,11 @@ impl<T> Subscriber<T> {
     #[cold]
     fn copy_instead(&mut self, want: Option<usize>) -> Result<Lent, RecvTimeoutError> {
         let seq = self.cursor;
-        loop {
+        let err = loop {
             let mut scratch = core::mem::take(&mut self.scratch);
             let polled = self.poll(&mut scratch);
             self.scratch = scratch;
-            return Err(RecvTimeoutError::from(match polled {
+            break match polled {
                 Poll::Failed(err) => err,
                 Poll::Got(len) if want.is_none() && len > self.scratch.len() => {
                     // Not taken (see `took`): read it again whole.
@@ -1837,8 +1837,9 @@ impl<T> Subscriber<T> {
                 // Ready a moment ago and not now: its stamp changed under
                 // us, which only a corrupting write does.
                 Poll::Empty => RecvError::Corrupt { seq },
-            }));
-        }
+            };
+        };
+        Err(err.into())
     }
 }
 

@@ -114,9 +114,6 @@ fn child_role_entry() {
 #[test]
 fn messages_popped_in_place_across_processes_are_taken_exactly_once_and_whole() {
     let bus = TestBus::new("queue-inplace");
-    let b = bus.open();
-    let _keep = queue(&b, 64).consumer_bytes().unwrap(); // makes the topic
-    drop(_keep);
     let mut consumers: Vec<_> = (0..2)
         .map(|_| {
             let mut c = spawn_role("consume", &args(&[&bus.name]));

@@ -112,13 +112,7 @@ fn store_words(words: &[AtomicU64], bytes: &[u8]) {
     let count = bytes.len() / WORD;
     let words = &words[..count];
     #[cfg(all(target_arch = "x86_64", not(shmbus_loom)))]
-    let (words, bytes) = {
-        let (done, words, bytes) = store_wide(words, bytes);
-        if done {
-            return;
-        }
-        (words, bytes)
-    };
+    let (words, bytes) = store_wide(words, bytes);
     let mut lines = bytes.chunks_exact(CACHE_LINE);
     let mut line_words = words.chunks_exact(LINE_WORDS);
     for (dst, src) in (&mut line_words).zip(&mut lines) {
@@ -183,10 +177,7 @@ fn load_words(words: &[AtomicU64], out: &mut [u8]) {
     debug_assert_eq!(out.len() % WORD, 0);
     let words = &words[..out.len() / WORD];
     #[cfg(all(target_arch = "x86_64", not(shmbus_loom)))]
-    let (words, out) = match load_wide(words, out) {
-        Some(rest) => rest,
-        None => return,
-    };
+    let (words, out) = load_wide(words, out);
     let mut lines = out.chunks_exact_mut(CACHE_LINE);
     let mut line_words = words.chunks_exact(LINE_WORDS);
     for (src, dst) in (&mut line_words).zip(&mut lines) {
@@ -206,13 +197,13 @@ fn load_words(words: &[AtomicU64], out: &mut [u8]) {
 const WIDE_FROM: usize = 2 * CACHE_LINE;
 
 /// [`store_words`]' wide path: stores the whole lines of `bytes` into
-/// `words` with [`wide::store_lines`] where it can. Returns whether all was
-/// stored, and what is left for the word loop.
+/// `words` with [`wide::store_lines`] where it can. Returns what is left
+/// for the word loop (less than a line; nothing if `bytes` was whole lines).
 #[cfg(all(target_arch = "x86_64", not(shmbus_loom)))]
 #[inline(always)]
-fn store_wide<'w, 'b>(words: &'w [AtomicU64], bytes: &'b [u8]) -> (bool, &'w [AtomicU64], &'b [u8]) {
+fn store_wide<'w, 'b>(words: &'w [AtomicU64], bytes: &'b [u8]) -> (&'w [AtomicU64], &'b [u8]) {
     if bytes.len() < WIDE_FROM || !wide::available() {
-        return (false, words, bytes);
+        return (words, bytes);
     }
     let (words, bytes) = if words.as_ptr() as usize % 16 != 0 {
         // Words are 8-byte aligned: one word reaches a 16-byte boundary.
@@ -231,18 +222,18 @@ fn store_wide<'w, 'b>(words: &'w [AtomicU64], bytes: &'b [u8]) -> (bool, &'w [At
     // word was taken.
     unsafe { wide::store_lines(words, bytes.as_ptr(), lines) };
     let done = lines * CACHE_LINE;
-    (done == bytes.len(), &words[done / WORD..], &bytes[done..])
+    (&words[done / WORD..], &bytes[done..])
 }
 
-/// [`load_words`]' wide path, as [`store_wide`]: `None` if all was loaded.
+/// [`load_words`]' wide path, as [`store_wide`].
 #[cfg(all(target_arch = "x86_64", not(shmbus_loom)))]
 #[inline(always)]
 fn load_wide<'w, 'o>(
     words: &'w [AtomicU64],
     out: &'o mut [u8],
-) -> Option<(&'w [AtomicU64], &'o mut [u8])> {
+) -> (&'w [AtomicU64], &'o mut [u8]) {
     if out.len() < WIDE_FROM || !wide::available() {
-        return Some((words, out));
+        return (words, out);
     }
     let (words, out) = if words.as_ptr() as usize % 16 != 0 {
         out[..WORD].copy_from_slice(&words[0].load(Ordering::Relaxed).to_ne_bytes());
@@ -256,10 +247,7 @@ fn load_wide<'w, 'o>(
     // buffer of the caller's, not the segment's; `lines >= 1`.
     unsafe { wide::load_lines(words, out.as_mut_ptr(), lines) };
     let done = lines * CACHE_LINE;
-    if done == out.len() {
-        return None;
-    }
-    Some((&words[done / WORD..], &mut out[done..]))
+    (&words[done / WORD..], &mut out[done..])
 }
 
 #[cfg(all(test, not(shmbus_loom)))]

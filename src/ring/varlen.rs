@@ -248,6 +248,17 @@ pub struct VarlenRing<'a> {
     arena_mask: u64,
 }
 
+/// Where a message's arena words stand ([`VarlenRing::bytes_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArenaBytes {
+    /// Handed out, and not handed out again since.
+    Intact,
+    /// Handed out again to a later message.
+    Reused,
+    /// Never handed out (beyond `reserved`): not a message we wrote.
+    NeverHandedOut,
+}
+
 impl<'a> VarlenRing<'a> {
     /// Checks that `words` is exactly [`layout_words`]`(capacity,
     /// arena_bytes)` long; every later index stays in bounds because it is
@@ -560,25 +571,26 @@ impl<'a> VarlenRing<'a> {
         let Some((words, len)) = span else {
             return Read::BadDescriptor { pos, len };
         };
+        match self.bytes_state(pos, words.len()) {
+            ArenaBytes::Intact => Read::Message { len },
+            ArenaBytes::Reused => Read::Overwritten,
+            ArenaBytes::NeverHandedOut => Read::BadDescriptor {
+                pos,
+                len: len as u64,
+            },
+        }
+    }
+
+    /// Where the `words` arena words at `pos` stand against `reserved`.
+    #[inline]
+    fn bytes_state(&self, pos: u64, words: usize) -> ArenaBytes {
         // Positions only grow from 0 and never wrap (2^64 words), so a
         // position above `reserved` was never handed out.
-        let Some(handed_out) = self.reserved().checked_sub(pos) else {
-            return Read::BadDescriptor {
-                pos,
-                len: len as u64,
-            };
-        };
-        if handed_out > self.arena_words() {
-            return Read::Overwritten;
+        match self.reserved().checked_sub(pos) {
+            Some(handed_out) if handed_out > self.arena_words() => ArenaBytes::Reused,
+            Some(handed_out) if handed_out >= words as u64 => ArenaBytes::Intact,
+            _ => ArenaBytes::NeverHandedOut,
         }
-        if handed_out < words.len() as u64 {
-            // Its bytes were never handed out: not a message we wrote.
-            return Read::BadDescriptor {
-                pos,
-                len: len as u64,
-            };
-        }
-        Read::Message { len }
     }
 
     /// The payload words and length of message `cursor` for reading in
@@ -608,10 +620,7 @@ impl<'a> VarlenRing<'a> {
         }
         let pos = desc[POS].load(Ordering::Relaxed);
         let (words, len) = self.span(pos, desc[LEN].load(Ordering::Relaxed))?;
-        // As in `read`: handed out, and not handed out again since.
-        let handed_out = self.reserved().checked_sub(pos)?;
-        (handed_out >= words.len() as u64 && handed_out <= self.arena_words())
-            .then_some((words, len))
+        (self.bytes_state(pos, words.len()) == ArenaBytes::Intact).then_some((words, len))
     }
 
     /// Whether message `seq` is complete and its bytes not handed out

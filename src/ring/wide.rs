@@ -40,6 +40,39 @@ pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx")
 }
 
+/// The copy loop, a cache line per iteration: `$load` moves 16 bytes from
+/// `[src]` into a register, `$store` from a register to `[dst]`; the
+/// callers pick which side is aligned (the segment's) and which not.
+/// Expands to an `asm!` block; the caller's `unsafe` block and SAFETY
+/// comment cover it.
+macro_rules! copy_lines {
+    ($load:literal, $store:literal, $src:expr, $dst:expr, $lines:expr) => {
+        core::arch::asm!(
+            "2:",
+            concat!($load, " {a}, xmmword ptr [{src}]"),
+            concat!($load, " {b}, xmmword ptr [{src} + 16]"),
+            concat!($load, " {c}, xmmword ptr [{src} + 32]"),
+            concat!($load, " {d}, xmmword ptr [{src} + 48]"),
+            concat!($store, " xmmword ptr [{dst}], {a}"),
+            concat!($store, " xmmword ptr [{dst} + 16], {b}"),
+            concat!($store, " xmmword ptr [{dst} + 32], {c}"),
+            concat!($store, " xmmword ptr [{dst} + 48], {d}"),
+            "add {src}, 64",
+            "add {dst}, 64",
+            "dec {n}",
+            "jnz 2b",
+            src = inout(reg) $src => _,
+            dst = inout(reg) $dst => _,
+            n = inout(reg) $lines => _,
+            a = out(xmm_reg) _,
+            b = out(xmm_reg) _,
+            c = out(xmm_reg) _,
+            d = out(xmm_reg) _,
+            options(nostack),
+        )
+    };
+}
+
 /// Stores `lines * 64` bytes from `src` into the words at `dst`.
 ///
 /// # Safety
@@ -56,31 +89,7 @@ pub unsafe fn store_lines(dst: &[AtomicU64], src: *const u8, lines: usize) {
     // atomics, written through their shared reference as `AtomicU64::store`
     // would), every load a VMOVDQU inside `src`. The loop runs `lines > 0`
     // times; it touches no stack and restores no flags.
-    unsafe {
-        core::arch::asm!(
-            "2:",
-            "vmovdqu {a}, xmmword ptr [{src}]",
-            "vmovdqu {b}, xmmword ptr [{src} + 16]",
-            "vmovdqu {c}, xmmword ptr [{src} + 32]",
-            "vmovdqu {d}, xmmword ptr [{src} + 48]",
-            "vmovdqa xmmword ptr [{dst}], {a}",
-            "vmovdqa xmmword ptr [{dst} + 16], {b}",
-            "vmovdqa xmmword ptr [{dst} + 32], {c}",
-            "vmovdqa xmmword ptr [{dst} + 48], {d}",
-            "add {src}, 64",
-            "add {dst}, 64",
-            "dec {n}",
-            "jnz 2b",
-            src = inout(reg) src => _,
-            dst = inout(reg) dst.as_ptr() => _,
-            n = inout(reg) lines => _,
-            a = out(xmm_reg) _,
-            b = out(xmm_reg) _,
-            c = out(xmm_reg) _,
-            d = out(xmm_reg) _,
-            options(nostack),
-        );
-    }
+    unsafe { copy_lines!("vmovdqu", "vmovdqa", src, dst.as_ptr(), lines) }
 }
 
 /// Loads `lines * 64` bytes from the words at `src` into `dst`.
@@ -98,29 +107,5 @@ pub unsafe fn load_lines(src: &[AtomicU64], dst: *mut u8, lines: usize) {
     // aligned 16-byte VMOVDQA (atomic: see the module docs), every store a
     // VMOVDQU inside `dst`, which nothing else references. The loop runs
     // `lines > 0` times; it touches no stack.
-    unsafe {
-        core::arch::asm!(
-            "2:",
-            "vmovdqa {a}, xmmword ptr [{src}]",
-            "vmovdqa {b}, xmmword ptr [{src} + 16]",
-            "vmovdqa {c}, xmmword ptr [{src} + 32]",
-            "vmovdqa {d}, xmmword ptr [{src} + 48]",
-            "vmovdqu xmmword ptr [{dst}], {a}",
-            "vmovdqu xmmword ptr [{dst} + 16], {b}",
-            "vmovdqu xmmword ptr [{dst} + 32], {c}",
-            "vmovdqu xmmword ptr [{dst} + 48], {d}",
-            "add {src}, 64",
-            "add {dst}, 64",
-            "dec {n}",
-            "jnz 2b",
-            src = inout(reg) src.as_ptr() => _,
-            dst = inout(reg) dst => _,
-            n = inout(reg) lines => _,
-            a = out(xmm_reg) _,
-            b = out(xmm_reg) _,
-            c = out(xmm_reg) _,
-            d = out(xmm_reg) _,
-            options(nostack),
-        );
-    }
+    unsafe { copy_lines!("vmovdqa", "vmovdqu", src.as_ptr(), dst, lines) }
 }

@@ -287,7 +287,6 @@ fn echo_shmbus(args: &[String]) -> Res {
         .start_at(StartAt::Next)
         .wait(via.wait())
         .subscriber_bytes()?;
-    let mut idle = bus.topic("idle").wait(via.wait()).subscriber_bytes()?;
     let mut tx = bus.topic("pong").wait(via.wait()).publisher_bytes()?;
     if args[3] == "inplace" {
         ready();
@@ -297,6 +296,7 @@ fn echo_shmbus(args: &[String]) -> Res {
         }
         return Ok(());
     }
+    let mut idle = bus.topic("idle").wait(via.wait()).subscriber_bytes()?;
     let rt = runtime_for(via)?;
     let mut buf = Vec::new();
     ready();

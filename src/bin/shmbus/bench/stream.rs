@@ -243,21 +243,23 @@ impl Stream for ShmbusStream {
         peer.go()?;
         let mut start = None;
         let mut seen = 0;
-        while seen < count && self.in_place {
-            match rx.recv_bytes_ref() {
-                Ok(msg) => {
-                    std::hint::black_box(fold_words(&msg));
-                    start.get_or_insert_with(Instant::now);
-                    seen += 1;
-                }
-                Err(shmbus::RecvRefError::Recv(shmbus::RecvError::Disconnected)) => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
         while seen < count {
-            match rx.recv_bytes() {
-                Ok(msg) => {
+            let got = if self.in_place {
+                match rx.recv_bytes_ref() {
+                    Ok(msg) => {
+                        std::hint::black_box(fold_words(&msg));
+                        Ok(())
+                    }
+                    Err(shmbus::RecvRefError::Recv(err)) => Err(err),
+                    Err(err) => return Err(err.into()),
+                }
+            } else {
+                rx.recv_bytes().map(|msg| {
                     std::hint::black_box(msg);
+                })
+            };
+            match got {
+                Ok(()) => {
                     start.get_or_insert_with(Instant::now);
                     seen += 1;
                 }
