@@ -359,7 +359,7 @@ impl<T> Producer<T> {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<(), PushFail> {
-        let claim = self.claim_raw(wait, deadline)?;
+        let claim = self.claim_raw(bytes.len(), wait, deadline)?;
         let ring = self.topic.view.ring();
         let entry = &ring.producers()[self.entry];
         ring.write(claim, bytes);
@@ -377,7 +377,12 @@ impl<T> Producer<T> {
     /// whether it waits or not; at the same paced checks, it gives up with
     /// `Disconnected` if no consumer can ever take the message.
     #[inline]
-    fn claim_raw(&mut self, wait: bool, deadline: Option<Instant>) -> Result<Claim, PushFail> {
+    fn claim_raw(
+        &mut self,
+        len: usize,
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Claim, PushFail> {
         if !self.topic.in_own_process() || !self.entry().held_by(self.topic.me) {
             return Err(PushFail::Detached);
         }
@@ -385,7 +390,7 @@ impl<T> Producer<T> {
         let backoff = crossbeam_utils::Backoff::new();
         loop {
             let ring = self.topic.view.ring();
-            match ring.claim_push(&ring.producers()[self.entry]) {
+            match ring.claim_push(&ring.producers()[self.entry], len) {
                 Ok(claim) => return Ok(claim),
                 Err(PushBlocked::Corrupt { pos, .. }) => return Err(PushFail::Corrupt { pos }),
                 Err(blocked) if self.pacer.due() => match self.blocked_check(blocked) {
@@ -400,7 +405,7 @@ impl<T> Producer<T> {
             }
             backoff.spin();
             let ring = self.topic.view.ring();
-            match waiter.wait_once(ring.ctrl().not_full(), || ring.can_push(), deadline) {
+            match waiter.wait_once(ring.ctrl().not_full(), || ring.can_push_len(len), deadline) {
                 Waited::Deadline => return Err(PushFail::Full),
                 Waited::Slept(Wake::TimedOut) => self.pacer.expire(),
                 _ => {}
@@ -416,7 +421,7 @@ impl<T> Producer<T> {
         deadline: Option<Instant>,
     ) -> Result<QueueLoan<'_, T>, E> {
         let claim = self
-            .claim_raw(wait, deadline)
+            .claim_raw(len, wait, deadline)
             .map_err(|fail| E::hand_back(fail, ()))?;
         Ok(QueueLoan {
             tx: self,
@@ -1008,7 +1013,18 @@ impl Taken {
 impl<T> Consumer<T> {
     pub(crate) fn new(topic: Handle<QueueView>) -> Result<Self, Error> {
         let entry = attach(&topic, Side::Consume)?;
-        let scratch = vec![0; topic.view.ring().slot_bytes()];
+        // Variable-size messages are copied out of their units into a
+        // buffer grown to fit (`pop_bytes_raw`), not one of the largest
+        // size: that is half the arena.
+        let ring = topic.view.ring();
+        let scratch = vec![
+            0;
+            if ring.is_variable() {
+                0
+            } else {
+                ring.slot_bytes()
+            }
+        ];
         let pacer = Pacer::new(topic.opts.check_interval);
         Ok(Consumer {
             topic,
@@ -1647,6 +1663,15 @@ impl Consumer<Bytes> {
         deadline: Option<Instant>,
     ) -> Result<&[u8], PopTimeoutError> {
         let mut scratch = core::mem::take(&mut self.scratch);
+        if self.topic.view.ring().is_variable() {
+            let result = self.hold(wait, deadline).map(|held| {
+                scratch.clear();
+                scratch.extend_from_slice(held.bytes());
+            });
+            self.scratch = scratch;
+            result?;
+            return Ok(&self.scratch);
+        }
         let result = self.pop_raw(&mut scratch, wait, deadline);
         self.scratch = scratch;
         let len = result?;

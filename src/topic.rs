@@ -11,6 +11,7 @@ use crate::handle::{EndpointOptions, Handle};
 use crate::message::{Bytes, Message};
 use crate::queue::{Consumer, Producer};
 use crate::ring::broadcast::StartAt;
+use crate::ring::queue::UNIT_BYTES;
 use crate::ring::Owner;
 use crate::segment::directory::{self, TopicRequest, TypeFingerprint};
 use crate::segment::layout::{self, MAX_ARENA, MAX_ATTACH, MAX_CAPACITY, MAX_SLOT_SIZE, MIN_ARENA};
@@ -454,10 +455,10 @@ impl<'b> TopicBuilder<'b> {
                 "timestamps(..) is for broadcast topics: a work queue's messages carry none".into(),
             ));
         }
-        if self.arena.is_some() {
+        if self.arena.is_some() && self.capacity.is_some() {
             return Err(self.invalid(
-                "variable(..) is for broadcast topics: variable-size work queues are not built \
-                 yet; give the queue a slot_size of its largest message"
+                "give variable(arena_bytes) or capacity(..), not both: a variable-size work \
+                 queue holds as many messages as fit its arena (64-byte units)"
                     .into(),
             ));
         }
@@ -554,10 +555,15 @@ impl<'b> TopicBuilder<'b> {
             }
         }
         let queue = kind == layout::KIND_QUEUE;
+        // A variable-size work queue's capacity is its arena's units.
+        let capacity = match self.arena {
+            Some(arena) if queue => Some((arena / UNIT_BYTES as u64) as u32),
+            _ => self.capacity,
+        };
         Ok(TopicRequest {
             name: &self.name,
             kind,
-            capacity: self.capacity,
+            capacity,
             slot_size: if typed {
                 Some(fingerprint.size)
             } else {
@@ -565,7 +571,7 @@ impl<'b> TopicBuilder<'b> {
             },
             // A slot size asks for slots: it never joins a variable-size
             // topic whose largest message happens to be that size.
-            variable: if queue || typed || self.slot_size.is_some() {
+            variable: if typed || self.slot_size.is_some() {
                 Some(false)
             } else {
                 variable_slot.map(|_| true)

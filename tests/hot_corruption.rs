@@ -929,7 +929,7 @@ fn a_queue_claim_finished_after_a_false_recovery_does_not_wedge_the_queue() {
     table::give(&producers[0], producer);
     table::give(&consumers[0], consumer);
 
-    let claim = q.claim_push(&producers[0]).unwrap();
+    let claim = q.claim_push(&producers[0], 8).unwrap();
     q.write(claim, &7u64.to_ne_bytes());
     assert_eq!(
         q.claim_pop(&consumers[0]),

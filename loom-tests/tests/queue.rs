@@ -172,7 +172,7 @@ fn an_abandoned_queue_loan_is_skipped_and_never_counted_lost() {
                 let ring = heap.ring();
                 let entry = &ring.producers()[0];
                 let mut pushed = Vec::new();
-                if let Ok(claim) = ring.claim_push(entry) {
+                if let Ok(claim) = ring.claim_push(entry, SLOT_BYTES) {
                     ring.payload(claim)[0].store(999, Ordering::Relaxed);
                     ring.abandon(claim, entry);
                 }
@@ -221,7 +221,7 @@ fn producer_dying_after_claim_is_recovered_and_counted() {
             thread::spawn(move || {
                 let ring = heap.ring();
                 let entry = &ring.producers()[0];
-                let claim = ring.claim_push(entry).unwrap();
+                let claim = ring.claim_push(entry, SLOT_BYTES).unwrap();
                 ring.write(claim, &msg(9, 0).to_ne_bytes());
                 // Dies here, before publishing.
                 dead.store(true, Ordering::SeqCst);
@@ -297,7 +297,7 @@ fn recovery_never_steals_from_a_live_claimer_and_counts_a_dead_one_once() {
         table::give(&heap.producers[0], doomed);
         {
             let ring = heap.ring();
-            let _abandoned = ring.claim_push(&ring.producers()[0]).unwrap();
+            let _abandoned = ring.claim_push(&ring.producers()[0], SLOT_BYTES).unwrap();
         }
         let dead = |_: Owner| Liveness::Dead;
         let rescuer = {
@@ -407,7 +407,7 @@ fn recoverer_killed_between_any_two_steps_leaves_a_state_the_next_completes() {
             {
                 // A producer that claimed position 0 and died.
                 let ring = heap.ring();
-                let _abandoned = ring.claim_push(&ring.producers()[0]).unwrap();
+                let _abandoned = ring.claim_push(&ring.producers()[0], SLOT_BYTES).unwrap();
             }
             let first_dead = Arc::new(AtomicBool::new(false));
             let oracle = {
@@ -492,7 +492,7 @@ fn a_live_producer_that_lost_a_race_to_a_dead_one_never_blocks_its_recovery() {
             thread::spawn(move || {
                 // Claims position 1 if it wins, and dies without publishing.
                 let ring = heap.ring();
-                let _ = ring.claim_push(&ring.producers()[1]);
+                let _ = ring.claim_push(&ring.producers()[1], SLOT_BYTES);
             })
         };
         let racer = {

@@ -103,7 +103,9 @@ pub struct QueueCtrl {
     journal: AtomicU64,
     /// Position the journal holder is recovering.
     journal_pos: AtomicU64,
-    _pad4: [u8; 24],
+    /// Units of the claim it is finishing (variable-size queues).
+    journal_span: AtomicU64,
+    _pad4: [u8; 16],
 }
 
 #[cfg(not(shmbus_loom))]
@@ -133,7 +135,8 @@ impl QueueCtrl {
             had_producer: AtomicU64::new(0),
             journal: AtomicU64::new(0),
             journal_pos: AtomicU64::new(0),
-            _pad4: [0; 24],
+            journal_span: AtomicU64::new(0),
+            _pad4: [0; 16],
         }
     }
 
@@ -190,7 +193,10 @@ pub struct ClaimEntry {
     owner: AtomicU64,
     /// Position being claimed or worked on, or [`NO_INTENT`].
     intent: AtomicU64,
-    _pad: [u8; 48],
+    /// Units the claim covers, from `intent` on (variable-size queues;
+    /// written before `intent`).
+    span: AtomicU64,
+    _pad: [u8; 40],
 }
 
 #[cfg(not(shmbus_loom))]
@@ -201,7 +207,8 @@ impl ClaimEntry {
         ClaimEntry {
             owner: AtomicU64::new(0),
             intent: AtomicU64::new(NO_INTENT),
-            _pad: [0; 48],
+            span: AtomicU64::new(0),
+            _pad: [0; 40],
         }
     }
 
@@ -219,6 +226,20 @@ impl ClaimEntry {
     pub fn intent(&self) -> u64 {
         self.intent.load(Ordering::Acquire)
     }
+
+    /// Units the claim at `intent` covers (variable-size queues).
+    pub fn span(&self) -> u64 {
+        self.span.load(Ordering::Relaxed)
+    }
+
+    /// Names the claim this entry is about to make: `span` units from
+    /// `pos` (the span first, so that whoever reads the intent with
+    /// Acquire after the claim's Release reads the span too).
+    #[inline]
+    fn name(&self, pos: u64, span: u64) {
+        self.span.store(span, Ordering::Relaxed);
+        self.intent.store(pos, Ordering::Relaxed);
+    }
 }
 
 impl Default for ClaimEntry {
@@ -231,7 +252,11 @@ impl Default for ClaimEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "a claim must be finished, or the slot stays stuck"]
 pub struct Claim {
+    /// The message's position (after any padding the claim put first).
     pos: u64,
+    /// Units from `pos` the message (or tombstone) covers: 1 for fixed
+    /// slots.
+    span: u64,
     /// A consumer's claim of a tombstone: nothing to read.
     tomb: bool,
 }
@@ -307,6 +332,15 @@ pub enum Recovery {
     Stopped,
 }
 
+/// A stuck claim to finish: its first position, its units (1 for fixed
+/// slots), and the sequence its first slot (or unit) holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stuck {
+    pos: u64,
+    span: u64,
+    from: u64,
+}
+
 /// Who may hold a stuck position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Claimers {
@@ -344,16 +378,55 @@ impl RecoveryStep {
     }
 }
 
+/// Bytes of a unit of a variable-size queue's arena: a message takes whole
+/// units, its header (length, span) first.
+pub const UNIT_BYTES: usize = 64;
+const UNIT_WORDS: usize = UNIT_BYTES / 8;
+/// Header words of a variable-size message: its length, its span in units.
+const VAR_HEADER_WORDS: usize = 2;
+
+/// Words of a variable-size queue of `units` units: a sequence word per
+/// unit, then the arena. `None` on overflow.
+pub fn var_words(units: usize) -> Option<usize> {
+    units.checked_mul(1 + UNIT_WORDS)
+}
+
+/// Units a message of `len` bytes takes (its header included).
+#[inline]
+pub fn units_for(len: usize) -> u64 {
+    (len.saturating_add(VAR_HEADER_WORDS * 8)).div_ceil(UNIT_BYTES) as u64
+}
+
+/// The largest message of a variable-size queue of `units` units: with
+/// its header, half the arena, so that a message padded past the arena's
+/// end always fits once the queue is empty.
+pub fn var_max_message(units: usize) -> usize {
+    (units / 2 * UNIT_BYTES).saturating_sub(VAR_HEADER_WORDS * 8)
+}
+
 /// A view of one work queue: control block, claim tables, slots.
+///
+/// Fixed slots: each slot holds its sequence word, the message length and
+/// the payload. Variable-size messages: the same algorithm over *units* of
+/// an arena, a sequence word each (in an array of their own, so that a
+/// message's bytes are contiguous); a message claims `span` consecutive
+/// positions with one compare-and-swap (see "Variable-size messages" in
+/// the module docs).
 #[derive(Clone, Copy)]
 pub struct QueueRing<'a> {
     ctrl: &'a QueueCtrl,
     producers: &'a [ClaimEntry],
     consumers: &'a [ClaimEntry],
+    /// Fixed: the slots. Variable: a sequence word per unit.
     slots: &'a [AtomicU64],
+    /// Variable: the arena, [`UNIT_WORDS`] a unit; empty for fixed slots.
+    arena: &'a [AtomicU64],
     mask: u64,
+    /// Words from one sequence word to the next: a slot, or 1.
     stride: usize,
+    /// The largest message.
     slot_bytes: usize,
+    var: bool,
 }
 
 /// Error building a view over memory of the wrong shape.
@@ -395,9 +468,37 @@ impl<'a> QueueRing<'a> {
             producers,
             consumers,
             slots,
+            arena: &[],
             mask: capacity as u64 - 1,
             stride: stride_words(slot_bytes),
             slot_bytes,
+            var: false,
+        })
+    }
+
+    /// A variable-size queue of `units` units (a power of two, at least 4)
+    /// over `words`, [`var_words`]`(units)` long.
+    pub fn new_var(
+        ctrl: &'a QueueCtrl,
+        producers: &'a [ClaimEntry],
+        consumers: &'a [ClaimEntry],
+        words: &'a [AtomicU64],
+        units: usize,
+    ) -> Result<Self, BadShape> {
+        if units < 4 || !units.is_power_of_two() || var_words(units) != Some(words.len()) {
+            return Err(BadShape);
+        }
+        let (slots, arena) = words.split_at(units);
+        Ok(QueueRing {
+            ctrl,
+            producers,
+            consumers,
+            slots,
+            arena,
+            mask: units as u64 - 1,
+            stride: 1,
+            slot_bytes: var_max_message(units),
+            var: true,
         })
     }
 
@@ -405,12 +506,20 @@ impl<'a> QueueRing<'a> {
         self.ctrl
     }
 
+    /// Slots, or (variable-size) units.
     pub fn capacity(&self) -> u64 {
         self.mask + 1
     }
 
+    /// The largest message: the slot size, or half the arena less a
+    /// header.
     pub fn slot_bytes(&self) -> usize {
         self.slot_bytes
+    }
+
+    /// Whether messages take their own length (units of an arena).
+    pub fn is_variable(&self) -> bool {
+        self.var
     }
 
     pub fn producers(&self) -> &'a [ClaimEntry] {
@@ -421,10 +530,29 @@ impl<'a> QueueRing<'a> {
         self.consumers
     }
 
+    /// A fixed slot: sequence, length, payload.
     #[inline]
     fn slot(&self, pos: u64) -> &'a [AtomicU64] {
         let start = (pos & self.mask) as usize * self.stride;
         &self.slots[start..start + self.stride]
+    }
+
+    /// A variable-size queue's arena from the unit of `pos` to its end:
+    /// a message's header, then its payload.
+    #[inline]
+    fn unit(&self, pos: u64) -> &'a [AtomicU64] {
+        &self.arena[(pos & self.mask) as usize * UNIT_WORDS..]
+    }
+
+    /// The span word of a variable-size message or tombstone at `pos`.
+    #[inline]
+    fn span_word(&self, pos: u64) -> &'a AtomicU64 {
+        &self.unit(pos)[1]
+    }
+
+    #[inline]
+    fn seq_word(&self, pos: u64) -> &'a AtomicU64 {
+        &self.slots[(pos & self.mask) as usize * self.stride]
     }
 
     // The sequence is stored minus the slot index, so that all-zero memory
@@ -434,7 +562,7 @@ impl<'a> QueueRing<'a> {
     fn seq(&self, pos: u64) -> u64 {
         // SYNC POINT: pairs with the Release stores in `store_seq` and the
         // recoveries' compare-and-swaps.
-        let stored = self.slot(pos)[0].load(Ordering::Acquire);
+        let stored = self.seq_word(pos).load(Ordering::Acquire);
         (stored & !TOMB).wrapping_add(pos & self.mask) & !TOMB | (stored & TOMB)
     }
 
@@ -445,11 +573,11 @@ impl<'a> QueueRing<'a> {
 
     #[inline]
     fn store_seq(&self, pos: u64, seq: u64) {
-        self.slot(pos)[0].store(self.encode(pos, seq), Ordering::Release);
+        self.seq_word(pos).store(self.encode(pos, seq), Ordering::Release);
     }
 
     fn cas_seq(&self, pos: u64, from: u64, to: u64) -> bool {
-        self.slot(pos)[0]
+        self.seq_word(pos)
             .compare_exchange(
                 self.encode(pos, from),
                 self.encode(pos, to),
@@ -465,6 +593,19 @@ impl<'a> QueueRing<'a> {
     pub fn can_push(&self) -> bool {
         let pos = self.ctrl.tail.load(Ordering::Acquire);
         self.seq(pos) == pos
+    }
+
+    /// Whether a push of `len` bytes would find room now: as
+    /// [`can_push`](Self::can_push), and for variable-size messages every
+    /// unit the message (and any padding before it) would take.
+    #[inline]
+    pub fn can_push_len(&self, len: usize) -> bool {
+        if !self.var {
+            return self.can_push();
+        }
+        let pos = self.ctrl.tail.load(Ordering::Acquire);
+        self.first_not_free(pos, self.var_extent(pos, units_for(len)).1)
+            .is_none()
     }
 
     /// Whether producers have claimed positions that consumers have not
@@ -513,7 +654,13 @@ impl<'a> QueueRing<'a> {
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return Ok(Claim { pos, tomb: is_tomb }),
+                    Ok(_) => {
+                        return Ok(Claim {
+                            pos,
+                            span: 1,
+                            tomb: is_tomb,
+                        })
+                    }
                     Err(now) => {
                         // Someone else claimed `pos`: our intent must not
                         // keep naming it, or a recovery of that claim (if
@@ -584,26 +731,18 @@ impl<'a> QueueRing<'a> {
         *step += 1;
     }
 
-    /// Claims the next position to push. `entry` is the caller's claim-table
-    /// entry; its intent names the position while the claim is held.
+    /// Claims the next position to push, for a message of `len` bytes (at
+    /// most [`slot_bytes`](Self::slot_bytes); fixed slots take any length
+    /// up to it alike). `entry` is the caller's claim-table entry; its
+    /// intent names the position while the claim is held.
     #[inline]
-    pub fn claim_push(&self, entry: &ClaimEntry) -> Result<Claim, PushBlocked> {
-        let capacity = self.capacity() as i64;
+    pub fn claim_push(&self, entry: &ClaimEntry, len: usize) -> Result<Claim, PushBlocked> {
+        if self.var {
+            return self.claim_push_var(entry, len);
+        }
         self.claim(&self.ctrl.tail, 0, entry)
             .map_err(|(pos, lead)| match lead {
-                // The slot still holds the message from one lap ago: a
-                // consumer claimed it and has not released it, or none has
-                // taken it yet.
-                Some(l) if l == 1 - capacity => {
-                    let behind = pos.wrapping_sub(self.capacity());
-                    if self.ctrl.head.load(Ordering::Acquire) > behind {
-                        PushBlocked::Unreleased { pos: behind }
-                    } else {
-                        PushBlocked::Full
-                    }
-                }
-                // Its producer of one lap ago has not published yet.
-                Some(_) => PushBlocked::Full,
+                Some(lead) => self.push_blocked(pos, lead),
                 None => PushBlocked::Corrupt {
                     pos,
                     seq: self.seq(pos),
@@ -611,13 +750,139 @@ impl<'a> QueueRing<'a> {
             })
     }
 
-    /// Writes the message of a push claim. `bytes.len() <= slot_bytes`.
+    /// Why the slot (or unit) of position `pos`, whose sequence leads
+    /// `pos` by `lead` (negative), holds a push back.
+    fn push_blocked(&self, pos: u64, lead: i64) -> PushBlocked {
+        let capacity = self.capacity() as i64;
+        // The slot still holds the message from one lap ago (or, variable
+        // size, a unit inside it): a consumer claimed it and has not
+        // released it, or none has taken it yet. Otherwise its producer of
+        // one lap ago has not published yet.
+        if lead == 1 - capacity || (self.var && lead == -capacity) {
+            let behind = pos.wrapping_sub(self.capacity());
+            if self.ctrl.head.load(Ordering::Acquire) > behind {
+                return PushBlocked::Unreleased { pos: behind };
+            }
+        }
+        PushBlocked::Full
+    }
+
+    /// Where a variable-size message of `units` units goes when the tail
+    /// is at `pos`: the padding before it (to the arena's end, when the
+    /// message would wrap) and the units claimed in all.
+    #[inline]
+    fn var_extent(&self, pos: u64, units: u64) -> (u64, u64) {
+        let index = pos & self.mask;
+        let pad = if index + units > self.capacity() {
+            self.capacity() - index
+        } else {
+            0
+        };
+        (pad, pad + units)
+    }
+
+    /// The first of the `count` positions from `pos` whose unit is not free
+    /// for it, with its lead.
+    #[inline]
+    fn first_not_free(&self, pos: u64, count: u64) -> Option<(u64, i64)> {
+        (0..count).map(|i| pos.wrapping_add(i)).find_map(|p| {
+            let seq = self.seq(p);
+            (seq != p).then(|| (p, lead(seq, p, 0)))
+        })
+    }
+
+    /// [`claim_push`](Self::claim_push) for variable-size messages: every
+    /// unit of the claim must be free, then one compare-and-swap on `tail`
+    /// takes them all. A message that would wrap round the arena's end
+    /// goes to its start, after a padding tombstone published at once.
+    fn claim_push_var(&self, entry: &ClaimEntry, len: usize) -> Result<Claim, PushBlocked> {
+        debug_assert!(len <= self.slot_bytes);
+        let units = units_for(len);
+        let mut pos = self.ctrl.tail.load(Ordering::Relaxed);
+        let mut backoff = 0u32;
+        loop {
+            let (pad, total) = self.var_extent(pos, units);
+            match self.first_not_free(pos, total) {
+                None => {
+                    entry.name(pos, total);
+                    // SYNC POINT: Release publishes the intent and span to
+                    // a recoverer that sees the claim (as in `claim`).
+                    match self.ctrl.tail.compare_exchange_weak(
+                        pos,
+                        pos.wrapping_add(total),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => {
+                            if pad > 0 {
+                                self.span_word(pos).store(pad, Ordering::Relaxed);
+                                // SYNC POINT: pairs with the Acquire load
+                                // in `seq` by the consumer that claims the
+                                // padding: it sees its span.
+                                self.store_seq(pos, tomb(pos));
+                            }
+                            return Ok(Claim {
+                                pos: pos.wrapping_add(pad),
+                                span: units,
+                                tomb: false,
+                            });
+                        }
+                        Err(now) => {
+                            entry.intent.store(NO_INTENT, Ordering::Relaxed);
+                            pos = now;
+                        }
+                    }
+                }
+                Some((at, lead)) if lead < 0 => return Err(self.push_blocked(at, lead)),
+                Some(_) => {
+                    // A unit ahead of its position: someone claimed it,
+                    // and the tail moved (as in `claim`); if it did not,
+                    // the unit is wrong.
+                    let now = self.ctrl.tail.load(Ordering::Acquire);
+                    if now == pos {
+                        return Err(PushBlocked::Corrupt {
+                            pos,
+                            seq: self.seq(pos),
+                        });
+                    }
+                    pos = now;
+                }
+            }
+            Self::back_off(&mut backoff);
+        }
+    }
+
+    /// Writes the message of a push claim. `bytes.len() <= slot_bytes`
+    /// (variable size: the length the claim was made for).
     #[inline]
     pub fn write(&self, claim: Claim, bytes: &[u8]) {
         debug_assert!(bytes.len() <= self.slot_bytes);
-        let slot = self.slot(claim.pos);
-        slot[1].store(bytes.len() as u64, Ordering::Relaxed);
-        store_bytes(&slot[SLOT_HEADER_WORDS..], bytes);
+        let head = self.header(claim);
+        head[0].store(bytes.len() as u64, Ordering::Relaxed);
+        store_bytes(&head[self.header_words()..], bytes);
+    }
+
+    /// The words from a claim's length word on: the fixed slot's, or the
+    /// variable-size message's header (whose span word is set here).
+    #[inline]
+    fn header(&self, claim: Claim) -> &'a [AtomicU64] {
+        if self.var {
+            let unit = self.unit(claim.pos);
+            unit[1].store(claim.span, Ordering::Relaxed);
+            unit
+        } else {
+            &self.slot(claim.pos)[1..]
+        }
+    }
+
+    /// Header words before the payload, from the length word on.
+    #[inline]
+    fn header_words(&self) -> usize {
+        if self.var {
+            VAR_HEADER_WORDS
+        } else {
+            SLOT_HEADER_WORDS - 1
+        }
     }
 
     /// Publishes a push claim: the message becomes visible to consumers.
@@ -633,15 +898,21 @@ impl<'a> QueueRing<'a> {
     /// message in place (a loan) before [`commit`](Self::commit).
     #[inline]
     pub fn payload(&self, claim: Claim) -> &'a [AtomicU64] {
-        &self.slot(claim.pos)[SLOT_HEADER_WORDS..][..self.slot_bytes.div_ceil(8)]
+        let words = if self.var {
+            claim.span as usize * UNIT_WORDS - VAR_HEADER_WORDS
+        } else {
+            self.slot_bytes.div_ceil(8)
+        };
+        &self.header(claim)[self.header_words()..][..words]
     }
 
     /// Publishes a push claim whose payload was written in place, as `len`
-    /// bytes (at most `slot_bytes`).
+    /// bytes (at most `slot_bytes`; variable size: the length the claim
+    /// was made for).
     #[inline]
     pub fn commit(&self, claim: Claim, len: usize, entry: &ClaimEntry) {
         debug_assert!(len <= self.slot_bytes);
-        self.slot(claim.pos)[1].store(len as u64, Ordering::Relaxed);
+        self.header(claim)[0].store(len as u64, Ordering::Relaxed);
         self.publish(claim, entry);
     }
 
@@ -650,6 +921,9 @@ impl<'a> QueueRing<'a> {
     /// pushed, so nothing is counted lost).
     #[inline]
     pub fn abandon(&self, claim: Claim, entry: &ClaimEntry) {
+        if self.var {
+            self.span_word(claim.pos).store(claim.span, Ordering::Relaxed);
+        }
         // SYNC POINT: pairs with the Acquire load in `seq` by the consumer
         // that claims the tombstone, as in `publish`.
         self.store_seq(claim.pos, tomb(claim.pos));
@@ -659,19 +933,12 @@ impl<'a> QueueRing<'a> {
     /// Claims the next message (or tombstone) to pop.
     #[inline]
     pub fn claim_pop(&self, entry: &ClaimEntry) -> Result<Claim, PopBlocked> {
+        if self.var {
+            return self.claim_pop_var(entry);
+        }
         self.claim(&self.ctrl.head, 1, entry)
             .map_err(|(pos, lead)| match lead {
-                // Free for `pos`: not pushed yet, or claimed and not
-                // published.
-                Some(-1) => {
-                    if self.ctrl.tail.load(Ordering::Acquire) > pos {
-                        PopBlocked::Unpublished { pos }
-                    } else {
-                        PopBlocked::Empty
-                    }
-                }
-                // The message of one lap ago is still being consumed.
-                Some(_) => PopBlocked::Empty,
+                Some(lead) => self.pop_blocked(pos, lead),
                 None => PopBlocked::Corrupt {
                     pos,
                     seq: self.seq(pos),
@@ -679,21 +946,103 @@ impl<'a> QueueRing<'a> {
             })
     }
 
+    /// Why position `pos`, whose sequence leads a consumer's need by `lead`
+    /// (negative), holds a pop back.
+    fn pop_blocked(&self, pos: u64, lead: i64) -> PopBlocked {
+        // Free for `pos`: not pushed yet, or claimed and not published.
+        // Otherwise the message of one lap ago is still being consumed.
+        if lead == -1 && self.ctrl.tail.load(Ordering::Acquire) > pos {
+            PopBlocked::Unpublished { pos }
+        } else {
+            PopBlocked::Empty
+        }
+    }
+
+    /// [`claim_pop`](Self::claim_pop) for variable-size messages: the
+    /// published header says how many units the message (or tombstone)
+    /// takes, and one compare-and-swap on `head` claims them all.
+    fn claim_pop_var(&self, entry: &ClaimEntry) -> Result<Claim, PopBlocked> {
+        let capacity = self.capacity();
+        let mut pos = self.ctrl.head.load(Ordering::Relaxed);
+        let mut backoff = 0u32;
+        loop {
+            let seq = self.seq(pos);
+            let is_tomb = seq == tomb(pos);
+            if seq == pos.wrapping_add(1) || is_tomb {
+                // Written before the sequence's Release store, which our
+                // Acquire load saw; unchanged while `head` is still `pos`
+                // (no one has claimed the message, so no one has released
+                // it for the next lap's producer), which the
+                // compare-and-swap checks.
+                let span = self.span_word(pos).load(Ordering::Relaxed);
+                let fits = span >= 1
+                    && if is_tomb {
+                        span <= capacity
+                    } else {
+                        span <= capacity / 2 && (pos & self.mask) + span <= capacity
+                    };
+                if fits {
+                    entry.name(pos, span);
+                    match self.ctrl.head.compare_exchange_weak(
+                        pos,
+                        pos.wrapping_add(span),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => {
+                            return Ok(Claim {
+                                pos,
+                                span,
+                                tomb: is_tomb,
+                            })
+                        }
+                        Err(now) => {
+                            entry.intent.store(NO_INTENT, Ordering::Relaxed);
+                            pos = now;
+                        }
+                    }
+                } else {
+                    // A span no protocol step writes, unless the message
+                    // was taken meanwhile and the load saw a later one.
+                    let now = self.ctrl.head.load(Ordering::Acquire);
+                    if now == pos {
+                        return Err(PopBlocked::Corrupt { pos, seq });
+                    }
+                    pos = now;
+                }
+            } else {
+                let lead = lead(seq, pos, 1);
+                if lead < 0 {
+                    return Err(self.pop_blocked(pos, lead));
+                }
+                let now = self.ctrl.head.load(Ordering::Acquire);
+                if now == pos {
+                    return Err(PopBlocked::Corrupt { pos, seq });
+                }
+                pos = now;
+            }
+            Self::back_off(&mut backoff);
+        }
+    }
+
     /// Copies the message of a pop claim into `out`.
     #[inline]
     pub fn read(&self, claim: Claim, out: &mut [u8]) -> Popped {
-        if claim.tomb {
-            return Popped::Tombstone;
-        }
-        let slot = self.slot(claim.pos);
-        let len = slot[1].load(Ordering::Relaxed);
-        match usize::try_from(len) {
-            Ok(len) if len <= self.slot_bytes && len <= out.len() => {
-                load_bytes(&slot[SLOT_HEADER_WORDS..], &mut out[..len]);
+        match self.lend(claim) {
+            Ok((words, len)) if len <= out.len() => {
+                load_bytes(words, &mut out[..len]);
                 Popped::Message { len }
             }
-            _ => Popped::BadLength { len },
+            Ok((_, len)) => Popped::BadLength { len: len as u64 },
+            Err(popped) => popped,
         }
+    }
+
+    /// The length of a pop claim's message, if it is one (for a caller
+    /// that sizes its buffer first).
+    #[inline]
+    pub fn message_len(&self, claim: Claim) -> Option<usize> {
+        self.lend(claim).ok().map(|(_, len)| len)
     }
 
     /// The payload words and length of a pop claim's message, for reading
@@ -701,29 +1050,49 @@ impl<'a> QueueRing<'a> {
     /// claimer's alone (no producer writes it before it is released, since
     /// the next lap's producer waits for the released sequence; no other
     /// consumer claims its position; a survivor finishes it only once the
-    /// claimer is known dead). The words are the slot's whole payload area;
-    /// the message is their first `len` bytes. `Err` with what
-    /// [`read`](Self::read) would report instead: a tombstone, or a length
-    /// the slot cannot hold.
+    /// claimer is known dead). The words are the slot's payload area (or
+    /// the message's units'); the message is their first `len` bytes.
+    /// `Err` with what [`read`](Self::read) would report instead: a
+    /// tombstone, or a length the slot (or span) cannot hold.
     #[inline]
     pub fn lend(&self, claim: Claim) -> Result<(&'a [AtomicU64], usize), Popped> {
         if claim.tomb {
             return Err(Popped::Tombstone);
         }
-        let slot = self.slot(claim.pos);
-        let len = slot[1].load(Ordering::Relaxed);
+        let (head, words) = if self.var {
+            (
+                self.unit(claim.pos),
+                claim.span as usize * UNIT_WORDS - VAR_HEADER_WORDS,
+            )
+        } else {
+            (&self.slot(claim.pos)[1..], self.slot_bytes.div_ceil(8))
+        };
+        let len = head[0].load(Ordering::Relaxed);
         match usize::try_from(len) {
-            Ok(len) if len <= self.slot_bytes => Ok((&slot[SLOT_HEADER_WORDS..], len)),
+            Ok(len)
+                if len <= self.slot_bytes
+                    && (!self.var || units_for(len) == claim.span) =>
+            {
+                Ok((&head[self.header_words()..][..words], len))
+            }
             _ => Err(Popped::BadLength { len }),
         }
     }
 
-    /// Releases a pop claim: the slot is free for the next lap.
+    /// Releases a pop claim: the slot (or the units) free for the next
+    /// lap. A claim's first unit is released last: a claim is released
+    /// once its first unit is, which recoveries rely on.
     #[inline]
     pub fn release(&self, claim: Claim, entry: &ClaimEntry) {
+        let lap = self.capacity();
+        for i in 1..claim.span {
+            let pos = claim.pos.wrapping_add(i);
+            // SYNC POINT: as below, for the units inside the message.
+            self.store_seq(pos, pos.wrapping_add(lap));
+        }
         // SYNC POINT: pairs with the Acquire load in `seq` by the producer
         // of the next lap: our reads of the slot happen before its writes.
-        self.store_seq(claim.pos, claim.pos.wrapping_add(self.capacity()));
+        self.store_seq(claim.pos, claim.pos.wrapping_add(lap));
         entry.intent.store(NO_INTENT, Ordering::Release);
     }
 
@@ -751,21 +1120,165 @@ impl<'a> QueueRing<'a> {
         }
     }
 
-    /// The sequence a slot stuck on `side`'s dead claimer of `pos` holds,
-    /// and the one that finishes it; `None` if the slot is not stuck so.
-    fn stuck(&self, side: Side, pos: u64) -> Option<(u64, u64)> {
+    /// The sequence the first slot (or unit) of a claim of `span` from
+    /// `pos` on `side` holds while it is stuck there; `None` if it is not
+    /// stuck so. A variable-size claim of one unit may also be a unit
+    /// inside a message (an orphan's; see [`recover_orphan`](Self::recover_orphan)).
+    fn stuck_from(&self, side: Side, pos: u64, span: u64) -> Option<u64> {
         let seq = self.seq(pos);
+        let stuck = match side {
+            Side::Push => seq == pos && self.ctrl.tail.load(Ordering::Acquire) > pos,
+            Side::Consume => {
+                (seq == pos.wrapping_add(1)
+                    || seq == tomb(pos)
+                    || (self.var && span == 1 && seq == pos))
+                    && self.ctrl.head.load(Ordering::Acquire) > pos
+            }
+        };
+        stuck.then_some(seq)
+    }
+
+    /// The claim to finish for a process stuck at `pos` on `side`, if every
+    /// process that may hold it is dead (or, with `orphans`, none is named).
+    fn locate(
+        &self,
+        side: Side,
+        pos: u64,
+        orphans: bool,
+        liveness: &mut impl FnMut(Owner) -> Liveness,
+    ) -> Result<Stuck, Recovery> {
+        if self.var {
+            return self.locate_var(side, pos, orphans, liveness);
+        }
+        let from = self.stuck_from(side, pos, 1).ok_or(Recovery::NotStuck)?;
+        let table = match side {
+            Side::Push => self.producers,
+            Side::Consume => self.consumers,
+        };
+        match Self::claimers(table, pos, liveness) {
+            Claimers::MayLive => Err(Recovery::Alive),
+            Claimers::Nobody if !orphans => Err(Recovery::Unclaimed),
+            _ => Ok(Stuck { pos, span: 1, from }),
+        }
+    }
+
+    /// [`locate`](Self::locate) for variable-size messages, where `pos`
+    /// may lie inside a claim: the claim is the one whose entry names the
+    /// latest start at or before `pos` with a span reaching it (claims
+    /// never overlap, and an entry names a position only the counter has
+    /// held, so only a claim's own entries name its start). A producer's
+    /// span comes from its entry: of two dead entries naming one start
+    /// (one a claim that lost its compare-and-swap, killed before it could
+    /// clear its intent), the shorter that reaches `pos` is taken, and if
+    /// the real claim was longer, its rest is recovered at the next stop,
+    /// from the entry that names it. A consumer's span comes from the
+    /// message's header, which no one rewrites while it is claimed.
+    fn locate_var(
+        &self,
+        side: Side,
+        pos: u64,
+        orphans: bool,
+        liveness: &mut impl FnMut(Owner) -> Liveness,
+    ) -> Result<Stuck, Recovery> {
+        let capacity = self.capacity();
+        let mut pos = pos;
+        let table = match side {
+            Side::Push => {
+                // Settling a dead producer's entry names its claim's start,
+                // where its padding may be out already: what can be stuck
+                // is the message after it.
+                if self.seq(pos) == tomb(pos) && self.ctrl.tail.load(Ordering::Acquire) > pos {
+                    let pad = self.span_word(pos).load(Ordering::Relaxed);
+                    if (1..capacity).contains(&pad) {
+                        pos = pos.wrapping_add(pad);
+                    }
+                }
+                self.producers
+            }
+            Side::Consume => self.consumers,
+        };
+        let unit = self.stuck_from(side, pos, 1).ok_or(Recovery::NotStuck)?;
+        let covers = |entry: &ClaimEntry, start: u64| {
+            let off = pos.wrapping_sub(start);
+            off < capacity && off < entry.span()
+        };
+        let start = table
+            .iter()
+            .filter_map(|entry| {
+                let start = entry.intent();
+                (start != NO_INTENT && covers(entry, start)).then_some(start)
+            })
+            .max();
+        let orphan = || {
+            if orphans {
+                Ok(Stuck {
+                    pos,
+                    span: 1,
+                    from: unit,
+                })
+            } else {
+                Err(Recovery::Unclaimed)
+            }
+        };
+        let Some(start) = start else {
+            return orphan();
+        };
+        let mut span = u64::MAX;
+        for entry in table.iter().filter(|entry| entry.intent() == start) {
+            match entry.owner() {
+                Some(owner) if !liveness(owner).is_dead() => return Err(Recovery::Alive),
+                _ if covers(entry, start) => span = span.min(entry.span()),
+                _ => {}
+            }
+        }
         match side {
-            Side::Push if seq == pos && self.ctrl.tail.load(Ordering::Acquire) > pos => {
-                Some((pos, tomb(pos)))
+            Side::Push => Ok(Stuck {
+                pos,
+                span: start.wrapping_add(span).wrapping_sub(pos),
+                from: unit,
+            }),
+            Side::Consume => {
+                let span = self.span_word(start).load(Ordering::Relaxed);
+                match self.stuck_from(side, start, span) {
+                    Some(from)
+                        if (1..=capacity).contains(&span)
+                            && pos.wrapping_sub(start) < span =>
+                    {
+                        Ok(Stuck {
+                            pos: start,
+                            span,
+                            from,
+                        })
+                    }
+                    // The entry names a claim that is over, or a header
+                    // no protocol step writes.
+                    _ => orphan(),
+                }
             }
-            Side::Consume
-                if (seq == pos.wrapping_add(1) || seq == tomb(pos))
-                    && self.ctrl.head.load(Ordering::Acquire) > pos =>
-            {
-                Some((seq, pos.wrapping_add(self.capacity())))
+        }
+    }
+
+    /// Finishes a stuck claim in its dead claimer's place: a producer's
+    /// becomes a tombstone, a consumer's is released (inner units first,
+    /// as [`release`](Self::release) does). Compare-and-swaps from the
+    /// stuck sequences, so doing it twice is doing it once.
+    fn finish(&self, side: Side, stuck: Stuck) {
+        let Stuck { pos, span, from } = stuck;
+        match side {
+            Side::Push => {
+                if self.var {
+                    self.span_word(pos).store(span, Ordering::Relaxed);
+                }
+                self.cas_seq(pos, from, tomb(pos));
             }
-            _ => None,
+            Side::Consume => {
+                let lap = self.capacity();
+                for i in 1..span {
+                    let unit = pos.wrapping_add(i);
+                    self.cas_seq(unit, unit, unit.wrapping_add(lap));
+                }
+                self.cas_seq(pos, from, pos.wrapping_add(lap));
+            }
         }
     }
 
@@ -823,22 +1336,8 @@ impl<'a> QueueRing<'a> {
         mut proceed: impl FnMut(RecoveryStep) -> bool,
         orphans: bool,
     ) -> Recovery {
-        let table = match side {
-            Side::Push => self.producers,
-            Side::Consume => self.consumers,
-        };
-        if self.stuck(side, pos).is_none() {
-            return Recovery::NotStuck;
-        }
-        let finishable = |claimers: Claimers| match claimers {
-            Claimers::Dead => true,
-            Claimers::Nobody => orphans,
-            Claimers::MayLive => false,
-        };
-        match Self::claimers(table, pos, &mut liveness) {
-            Claimers::MayLive => return Recovery::Alive,
-            Claimers::Nobody if !orphans => return Recovery::Unclaimed,
-            _ => {}
+        if let Err(outcome) = self.locate(side, pos, orphans, &mut liveness) {
+            return outcome;
         }
         if !self.take_journal(me, &mut liveness) {
             return Recovery::Alive;
@@ -847,23 +1346,25 @@ impl<'a> QueueRing<'a> {
             return Recovery::Stopped;
         }
         // Under the journal, look again: a recoverer before us may have
-        // finished this very slot.
-        let outcome = match self.stuck(side, pos) {
-            Some((from, to)) if finishable(Self::claimers(table, pos, &mut liveness)) => {
-                let lost_a_message = from != tomb(pos);
+        // finished this very claim.
+        let outcome = match self.locate(side, pos, orphans, &mut liveness) {
+            Ok(stuck) => {
+                let lost_a_message = stuck.from != tomb(stuck.pos);
                 if lost_a_message {
-                    self.ctrl.journal_pos.store(pos, Ordering::Relaxed);
-                    // SYNC POINT: Release publishes `journal_pos` to a
-                    // successor that sees the pending bit (Acquire in
-                    // `finish_pending`). Adding 3 to `count << 1 | 0` counts
-                    // one loss and sets the pending bit in one step.
+                    self.ctrl.journal_pos.store(stuck.pos, Ordering::Relaxed);
+                    self.ctrl.journal_span.store(stuck.span, Ordering::Relaxed);
+                    // SYNC POINT: Release publishes `journal_pos` and
+                    // `journal_span` to a successor that sees the pending
+                    // bit (Acquire in `finish_pending`). Adding 3 to
+                    // `count << 1 | 0` counts one loss and sets the pending
+                    // bit in one step.
                     self.lost_counter(side)
                         .fetch_add(2 | PENDING, Ordering::AcqRel);
                     if !proceed(RecoveryStep::Counted) {
                         return Recovery::Stopped;
                     }
                 }
-                self.cas_seq(pos, from, to);
+                self.finish(side, stuck);
                 if !proceed(RecoveryStep::SlotFinished) {
                     return Recovery::Stopped;
                 }
@@ -873,7 +1374,7 @@ impl<'a> QueueRing<'a> {
                 }
                 Recovery::Recovered
             }
-            _ => Recovery::NotStuck,
+            Err(_) => Recovery::NotStuck,
         };
         if !proceed(RecoveryStep::Cleared) {
             return Recovery::Stopped;
@@ -923,7 +1424,7 @@ impl<'a> QueueRing<'a> {
     }
 
     /// Finishes what a dead journal holder left between counting a loss
-    /// and clearing its pending bit: the slot it was finishing.
+    /// and clearing its pending bit: the claim it was finishing.
     fn finish_pending(&self) {
         for side in [Side::Push, Side::Consume] {
             let counter = self.lost_counter(side);
@@ -933,9 +1434,16 @@ impl<'a> QueueRing<'a> {
                 continue;
             }
             let pos = self.ctrl.journal_pos.load(Ordering::Relaxed);
-            if let Some((from, to)) = self.stuck(side, pos) {
-                if from != tomb(pos) {
-                    self.cas_seq(pos, from, to);
+            let span = if self.var {
+                self.ctrl.journal_span.load(Ordering::Relaxed)
+            } else {
+                1
+            };
+            if (1..=self.capacity()).contains(&span) {
+                if let Some(from) = self.stuck_from(side, pos, span) {
+                    if from != tomb(pos) {
+                        self.finish(side, Stuck { pos, span, from });
+                    }
                 }
             }
             counter.fetch_and(!PENDING, Ordering::Release);
@@ -952,7 +1460,7 @@ impl<'a> QueueRing<'a> {
         bytes: &[u8],
         between: impl FnOnce(),
     ) -> Result<u64, PushBlocked> {
-        let claim = self.claim_push(entry)?;
+        let claim = self.claim_push(entry, bytes.len())?;
         self.write(claim, bytes);
         between();
         self.publish(claim, entry);
@@ -1079,7 +1587,7 @@ mod tests {
             for i in 0..4u64 {
                 q.push(p, &(lap * 10 + i).to_ne_bytes(), || {}).unwrap();
             }
-            assert_eq!(q.claim_push(p), Err(PushBlocked::Full));
+            assert_eq!(q.claim_push(p, 8), Err(PushBlocked::Full));
             for i in 0..4u64 {
                 let mut out = [0u8; 8];
                 let (_, got) = q.pop(c, &mut out, || {}).unwrap();
@@ -1098,7 +1606,7 @@ mod tests {
             h.slots[0].store(garbage, Ordering::Relaxed);
             assert!(
                 matches!(
-                    q.claim_push(&h.producers[0]),
+                    q.claim_push(&h.producers[0], 8),
                     Err(PushBlocked::Corrupt { pos: 0, .. })
                 ),
                 "{garbage:#x}"
@@ -1111,5 +1619,178 @@ mod tests {
                 "{garbage:#x}"
             );
         }
+    }
+
+    struct VarHeap {
+        ctrl: QueueCtrl,
+        producers: Vec<ClaimEntry>,
+        consumers: Vec<ClaimEntry>,
+        words: Vec<AtomicU64>,
+        units: usize,
+    }
+
+    fn var_heap(units: usize) -> VarHeap {
+        VarHeap {
+            ctrl: QueueCtrl::new(),
+            producers: (0..2).map(|_| ClaimEntry::new()).collect(),
+            consumers: (0..2).map(|_| ClaimEntry::new()).collect(),
+            words: (0..var_words(units).unwrap())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            units,
+        }
+    }
+
+    fn var_ring(h: &VarHeap) -> QueueRing<'_> {
+        QueueRing::new_var(&h.ctrl, &h.producers, &h.consumers, &h.words, h.units).unwrap()
+    }
+
+    fn blob(seq: u64, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (seq as usize * 31 + i) as u8).collect()
+    }
+
+    fn pop_var(q: &QueueRing<'_>, c: &ClaimEntry) -> Result<Vec<u8>, PopBlocked> {
+        let mut out = vec![0u8; q.slot_bytes()];
+        let (_, popped) = q.pop(c, &mut out, || {})?;
+        match popped {
+            Popped::Message { len } => Ok(out[..len].to_vec()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn variable_messages_round_trip_across_laps_and_the_arena_end() {
+        let h = var_heap(16); // 1 KiB arena: messages up to 496 bytes
+        let q = var_ring(&h);
+        assert_eq!(q.slot_bytes(), 496);
+        let (p, c) = (&h.producers[0], &h.consumers[0]);
+        let mut rng = 7u64;
+        let mut pending = std::collections::VecDeque::new();
+        for seq in 0..2_000u64 {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = (rng >> 33) as usize % 497;
+            let msg = blob(seq, len);
+            while q.push(p, &msg, || {}).is_err() {
+                let want = pending.pop_front().expect("full only while holding some");
+                assert_eq!(pop_var(&q, c).unwrap(), want);
+            }
+            pending.push_back(msg);
+        }
+        while let Some(want) = pending.pop_front() {
+            assert_eq!(pop_var(&q, c).unwrap(), want);
+        }
+        assert_eq!(q.claim_pop(c), Err(PopBlocked::Empty));
+        assert_eq!(h.ctrl.lost_in_push() + h.ctrl.lost_in_consume(), 0);
+    }
+
+    #[test]
+    fn a_message_that_would_wrap_goes_to_the_start_after_padding() {
+        let h = var_heap(8);
+        let q = var_ring(&h);
+        let (p, c) = (&h.producers[0], &h.consumers[0]);
+        // Three units, then one and one: the tail at unit 5.
+        q.push(p, &blob(0, 150), || {}).unwrap();
+        q.push(p, &blob(1, 10), || {}).unwrap();
+        q.push(p, &blob(1, 10), || {}).unwrap();
+        assert_eq!(pop_var(&q, c).unwrap(), blob(0, 150));
+        assert_eq!(pop_var(&q, c).unwrap(), blob(1, 10));
+        assert_eq!(pop_var(&q, c).unwrap(), blob(1, 10));
+        // Four units from unit 5 would end past the arena: padding, then
+        // the message at the start (position 8).
+        let pos = q.push(p, &blob(2, 200), || {}).unwrap();
+        assert_eq!((pos, h.ctrl.pushed()), (8, 12));
+        assert_eq!(pop_var(&q, c).unwrap(), blob(2, 200));
+        assert_eq!(q.claim_pop(c), Err(PopBlocked::Empty));
+        // A message over half the arena (with its header) never fits.
+        assert_eq!(units_for(q.slot_bytes()), 4);
+        assert_eq!(units_for(q.slot_bytes() + 1), 5);
+    }
+
+    #[test]
+    fn a_held_message_holds_every_unit_it_takes() {
+        let h = var_heap(8);
+        let q = var_ring(&h);
+        let (p, c) = (&h.producers[0], &h.consumers[0]);
+        q.push(p, &blob(0, 200), || {}).unwrap(); // units 0..4
+        q.push(p, &blob(1, 200), || {}).unwrap(); // units 4..8
+        let held = q.claim_pop(c).unwrap();
+        assert_eq!(q.claim_push(p, 10), Err(PushBlocked::Unreleased { pos: 0 }));
+        assert!(!q.can_push_len(10));
+        let (words, len) = q.lend(held).unwrap();
+        let mut out = vec![0u8; len];
+        load_bytes(words, &mut out);
+        assert_eq!(out, blob(0, 200));
+        q.release(held, c);
+        q.push(p, &blob(2, 10), || {}).unwrap();
+        q.push(p, &blob(3, 150), || {}).unwrap();
+        // Units 0..4 are in use again, 4..8 hold message 1: full.
+        assert!(!q.can_push_len(0));
+        assert_eq!(pop_var(&q, c).unwrap(), blob(1, 200));
+        assert_eq!(pop_var(&q, c).unwrap(), blob(2, 10));
+        assert_eq!(pop_var(&q, c).unwrap(), blob(3, 150));
+    }
+
+    #[test]
+    fn a_dead_producers_claim_and_padding_are_recovered_as_one_loss() {
+        let dead = Owner::new(9, 9);
+        let me = Owner::new(1, 1);
+        let liveness = |o: Owner| {
+            if o == dead {
+                Liveness::Dead
+            } else {
+                Liveness::Alive
+            }
+        };
+        let h = var_heap(16);
+        let q = var_ring(&h);
+        table::give(&h.producers[0], dead);
+        let (p, c) = (&h.producers[1], &h.consumers[0]);
+        q.push(p, &blob(0, 400), || {}).unwrap(); // units 0..7
+        q.push(p, &blob(0, 400), || {}).unwrap(); // units 7..14
+        assert_eq!(pop_var(&q, c).unwrap(), blob(0, 400));
+        assert_eq!(pop_var(&q, c).unwrap(), blob(0, 400));
+        // The dead producer claims 2 units of padding and 3 of message,
+        // publishes the padding (as a claim does) and dies.
+        let lost = q.claim_push(&h.producers[0], 150).unwrap();
+        assert_eq!(lost.pos(), 16);
+        q.push(p, &blob(1, 10), || {}).unwrap(); // position 19
+        assert_eq!(pop_var(&q, c), Err(PopBlocked::Unpublished { pos: 16 }));
+        assert_eq!(q.recover(Side::Push, 16, me, liveness, |_| true), Recovery::Recovered);
+        assert_eq!(pop_var(&q, c).unwrap(), blob(1, 10));
+        assert_eq!((h.ctrl.lost_in_push(), h.ctrl.lost_in_consume()), (1, 0));
+        // Settling the dead entry later (its intent names the claim's
+        // start, before the padding) finds nothing left to do.
+        assert_eq!(q.recover(Side::Push, 14, me, liveness, |_| true), Recovery::NotStuck);
+        assert_eq!(h.ctrl.lost_in_push(), 1);
+    }
+
+    #[test]
+    fn a_dead_consumers_units_are_all_released_once() {
+        let dead = Owner::new(9, 9);
+        let me = Owner::new(1, 1);
+        let liveness = |o: Owner| {
+            if o == dead {
+                Liveness::Dead
+            } else {
+                Liveness::Alive
+            }
+        };
+        let h = var_heap(8);
+        let q = var_ring(&h);
+        table::give(&h.consumers[1], dead);
+        let (p, c) = (&h.producers[0], &h.consumers[0]);
+        q.push(p, &blob(0, 200), || {}).unwrap(); // units 0..4
+        let _held_by_the_dead = q.claim_pop(&h.consumers[1]).unwrap();
+        q.push(p, &blob(1, 200), || {}).unwrap(); // units 4..8
+        // Round to unit 2 (inside the dead consumer's message): blocked.
+        assert_eq!(pop_var(&q, c).unwrap(), blob(1, 200));
+        q.push(p, &blob(2, 10), || {}).unwrap_err();
+        let blocked = q.claim_push(p, 120).unwrap_err(); // units 8..11
+        assert_eq!(blocked, PushBlocked::Unreleased { pos: 0 });
+        assert_eq!(q.recover(Side::Consume, 2, me, liveness, |_| true), Recovery::Recovered);
+        assert_eq!(q.recover(Side::Consume, 0, me, liveness, |_| true), Recovery::NotStuck);
+        q.push(p, &blob(3, 200), || {}).unwrap();
+        assert_eq!(pop_var(&q, c).unwrap(), blob(3, 200));
+        assert_eq!((h.ctrl.lost_in_push(), h.ctrl.lost_in_consume()), (0, 1));
     }
 }

@@ -18,6 +18,7 @@ use super::region::Shape;
 use super::{validate_name, Segment};
 use crate::error::Error;
 use crate::ring::directory::{self, DirError, Entries, EntryState, Found};
+use crate::ring::queue::UNIT_BYTES;
 use crate::ring::{Liveness, Owner};
 use crate::sync::Ordering;
 
@@ -226,7 +227,7 @@ fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
     }
     let clocks = FLAG_TIME_REALTIME | FLAG_TIME_MONOTONIC;
     if c.flags & !(FLAG_LOSSLESS | FLAG_VARIABLE | clocks) != 0
-        || (c.flags != 0 && c.kind != layout::KIND_BROADCAST)
+        || (c.flags & !FLAG_VARIABLE != 0 && c.kind != layout::KIND_BROADCAST)
         || c.flags & clocks == clocks
     {
         return Err(format!(
@@ -249,6 +250,12 @@ fn check_entry(seg: &Segment, c: &EntryConfig) -> Result<(), String> {
         if !arena.is_power_of_two() || !(MIN_ARENA..=MAX_ARENA).contains(&arena) {
             return Err(format!(
                 "arena of {arena} bytes is not a power of two from {MIN_ARENA} to {MAX_ARENA}"
+            ));
+        }
+        if c.kind == layout::KIND_QUEUE && u64::from(c.capacity) != arena / UNIT_BYTES as u64 {
+            return Err(format!(
+                "variable-size work queue of {} units does not match its arena of {arena} bytes",
+                c.capacity
             ));
         }
     } else if c.slot_size > MAX_SLOT_SIZE {
@@ -299,6 +306,7 @@ pub fn entry_name(c: &EntryConfig) -> Option<&str> {
 
 fn kind_name(kind: u32, lossless: bool, variable: bool) -> &'static str {
     match (kind, lossless, variable) {
+        (layout::KIND_QUEUE, _, true) => "variable-size work-queue topic",
         (layout::KIND_QUEUE, _, _) => "work-queue topic",
         (_, true, true) => "lossless variable-size broadcast topic",
         (_, false, true) => "variable-size broadcast topic",

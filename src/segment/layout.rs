@@ -34,8 +34,10 @@ pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
 /// (4: broadcast slots packed to 16 bytes, `LIGHT`/`REQUEST` bits in the
 /// sleeper word; 5: variable-size broadcast topics, [`FLAG_VARIABLE`], and
 /// publish timestamps, `FLAG_TIME_*`; 6: broadcast slots of up to 128
-/// bytes take whole cache lines again, `ring::packed_stride_words`).
-pub const LAYOUT_VERSION: u32 = 6;
+/// bytes take whole cache lines again, `ring::packed_stride_words`; 7:
+/// variable-size work queues, [`FLAG_VARIABLE`] on a queue, a span word in
+/// queue claim entries and the recovery journal).
+pub const LAYOUT_VERSION: u32 = 7;
 
 pub const HEADER_SIZE: usize = 128;
 pub const CTRL_OFFSET: usize = 64;

@@ -4,7 +4,7 @@
 
 use crate::ring::broadcast::BroadcastCtrl;
 use crate::ring::gate::{GateCtrl, SubscriberEntry};
-use crate::ring::queue::{ClaimEntry, QueueCtrl};
+use crate::ring::queue::{self, ClaimEntry, QueueCtrl};
 use crate::ring::varlen::{self, VarlenCtrl};
 use crate::ring::{packed_slots_words, slots_words};
 use crate::segment::layout::{
@@ -57,7 +57,7 @@ impl Shape {
         self.flags & FLAG_LOSSLESS != 0
     }
 
-    /// Variable-size messages (broadcast only).
+    /// Variable-size messages.
     pub fn variable(&self) -> bool {
         self.flags & FLAG_VARIABLE != 0
     }
@@ -110,6 +110,7 @@ impl Shape {
                 varlen::layout_words(capacity, usize::try_from(self.arena_bytes()).ok()?)?
             }
             KIND_BROADCAST => packed_slots_words(capacity, slot_size)?,
+            _ if self.variable() => queue::var_words(capacity)?,
             _ => slots_words(capacity, slot_size)?,
         };
         let times = slots.checked_add(u64::try_from(slot_words).ok()?.checked_mul(8)?)?;

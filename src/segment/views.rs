@@ -211,21 +211,26 @@ impl QueueView {
             name,
             offset: config.region_offset,
         };
-        let layout = Shape::of(config)
+        let shape = Shape::of(config);
+        let layout = shape
             .layout()
             .ok_or_else(|| region.corrupt("unknown topic kind".into()))?;
         let ctrl: &QueueCtrl = region.one(0)?;
         let producers = region.many::<ClaimEntry>(layout.table_a, config.max_writers as usize)?;
         let consumers = region.many::<ClaimEntry>(layout.table_b, config.max_readers as usize)?;
         let slots = region.many::<AtomicU64>(layout.slots, layout.slot_words)?;
-        let ring = QueueRing::new(
-            ctrl,
-            producers,
-            consumers,
-            slots,
-            config.capacity as usize,
-            config.slot_size as usize,
-        )
+        let ring = if shape.variable() {
+            QueueRing::new_var(ctrl, producers, consumers, slots, config.capacity as usize)
+        } else {
+            QueueRing::new(
+                ctrl,
+                producers,
+                consumers,
+                slots,
+                config.capacity as usize,
+                config.slot_size as usize,
+            )
+        }
         .map_err(|_| {
             region.corrupt("queue region does not match its capacity and slot size".into())
         })?;
