@@ -152,12 +152,14 @@ pub struct TopicInfo {
     pub name: String,
     /// Broadcast (overwrite or lossless) or work queue.
     pub kind: TopicKind,
-    /// Slots in the ring.
+    /// Slots in the ring; variable-size topics: message descriptors
+    /// (broadcast) or 64-byte units of the arena (work queue).
     pub capacity: u32,
     /// Largest message in bytes.
     pub slot_size: u32,
-    /// Variable-size broadcast topics: the arena's size in bytes (twice
-    /// the largest message); `None` for fixed slots.
+    /// Variable-size topics: the arena's size in bytes (twice the largest
+    /// message, and a work queue's 16-byte message header); `None` for
+    /// fixed slots.
     pub arena_bytes: Option<u64>,
     /// The clock that stamps each message, for a timestamped topic.
     pub timestamps: Option<crate::Clock>,
@@ -389,11 +391,16 @@ impl Bus {
 
     fn topic_info(&self, c: &EntryConfig) -> Result<TopicInfo, Error> {
         let name = directory::entry_name(c).unwrap_or_default();
+        let shape = crate::segment::region::Shape::of(c);
         let mut info = TopicInfo {
             name: name.to_owned(),
             kind: TopicKind::Broadcast,
             capacity: c.capacity,
-            slot_size: c.slot_size,
+            slot_size: if shape.variable() && c.kind == KIND_QUEUE {
+                crate::ring::queue::var_max_message(c.capacity as usize) as u32
+            } else {
+                c.slot_size
+            },
             arena_bytes: {
                 let shape = crate::segment::region::Shape::of(c);
                 shape.variable().then(|| shape.arena_bytes())

@@ -59,8 +59,9 @@ fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
     let out = out.wait_with_output().unwrap();
     let (rows, text) = bench_rows(&out);
     // Per size: 2 latency rows, 2 x 2 fanout rows (overwrite and lossless,
-    // each with its raw baseline), 2 x 2 queue rows, 2 open-loop rows.
-    assert_eq!(rows.len(), 2 * 12, "{text}");
+    // each with its raw baseline), 2 x 3 queue rows (fixed slots, variable
+    // size, raw), 2 open-loop rows.
+    assert_eq!(rows.len(), 2 * 14, "{text}");
     let find = |transport: &str, size: u64| {
         rows.iter()
             .find(|r| r["transport"] == transport && r["msg_bytes"] == size)
@@ -88,8 +89,10 @@ fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
         let raw = find("raw-spmc-1to1", size);
         assert!(raw.get("publisher_msgs_per_s").is_some(), "{raw}");
         for pc in ["1to1", "2to2"] {
-            let queue = find(&format!("shmbus-queue-{pc}"), size);
-            assert_eq!(queue["baseline"], format!("raw-mpmc-{pc}"), "{queue}");
+            for kind in ["", "-var"] {
+                let queue = find(&format!("shmbus-queue{kind}-{pc}"), size);
+                assert_eq!(queue["baseline"], format!("raw-mpmc-{pc}"), "{queue}");
+            }
             assert!(find(&format!("raw-mpmc-{pc}"), size)
                 .get("msgs_per_s")
                 .is_some());

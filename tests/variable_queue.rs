@@ -272,7 +272,7 @@ fn a_variable_queue_refuses_what_it_cannot_take_and_names_the_limit() {
     assert_eq!(rx.pop_bytes().unwrap(), [7; MAX]);
 
     let refused = |result: Result<_, Error>, words: &str| {
-        let err = result.err().expect("refused").to_string();
+        let err = result.expect_err("refused").to_string();
         assert!(err.contains(words), "{err:?} should say {words:?}");
     };
     refused(
@@ -288,7 +288,10 @@ fn a_variable_queue_refuses_what_it_cannot_take_and_names_the_limit() {
         "byte topics",
     );
     refused(
-        b.topic("jobs").variable(ARENA * 2).consumer_bytes().map(drop),
+        b.topic("jobs")
+            .variable(ARENA * 2)
+            .consumer_bytes()
+            .map(drop),
         "variable-size work-queue topic",
     );
     refused(
@@ -296,7 +299,10 @@ fn a_variable_queue_refuses_what_it_cannot_take_and_names_the_limit() {
         "variable-size work-queue topic",
     );
     refused(
-        b.topic("odd").variable(ARENA + 1).producer_bytes().map(drop),
+        b.topic("odd")
+            .variable(ARENA + 1)
+            .producer_bytes()
+            .map(drop),
         "power of two",
     );
 }

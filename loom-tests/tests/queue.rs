@@ -61,11 +61,15 @@ fn msg(p: u64, seq: u64) -> u64 {
     p * 100 + seq
 }
 
-/// One push attempt, as the endpoint makes it (`QueueRing::push`).
+/// One push attempt, as the endpoint makes it (`QueueRing::push`): false
+/// if there is no room now; a slot reported corrupt fails the model.
 fn push(heap: &Heap, entry: usize, value: u64) -> bool {
     let ring = heap.ring();
-    ring.push(&ring.producers()[entry], &value.to_ne_bytes(), || {})
-        .is_ok()
+    match ring.push(&ring.producers()[entry], &value.to_ne_bytes(), || {}) {
+        Ok(_) => true,
+        Err(PushBlocked::Corrupt { pos, seq }) => panic!("corrupt slot {pos}: {seq:#x}"),
+        Err(_) => false,
+    }
 }
 
 /// Pops until the queue looks empty (never spins: loom needs finite runs),

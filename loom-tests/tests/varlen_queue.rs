@@ -73,10 +73,15 @@ fn message(tag: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// One push attempt, as the endpoint makes it (`QueueRing::push`).
+/// One push attempt, as the endpoint makes it (`QueueRing::push`): false
+/// if there is no room now; a unit reported corrupt fails the model.
 fn push(heap: &Heap, entry: usize, msg: &[u8]) -> bool {
     let ring = heap.ring();
-    ring.push(&ring.producers()[entry], msg, || {}).is_ok()
+    match ring.push(&ring.producers()[entry], msg, || {}) {
+        Ok(_) => true,
+        Err(PushBlocked::Corrupt { pos, seq }) => panic!("corrupt unit {pos}: {seq:#x}"),
+        Err(_) => false,
+    }
 }
 
 /// Pops until the queue looks empty (never spins: loom needs finite runs),
@@ -294,8 +299,10 @@ fn a_dead_consumers_span_is_released_once() {
 /// (or being read) waits for it, in every interleaving of its producer and
 /// a consumer taking the older messages; each message arrives whole.
 ///
-/// Fails if a claim checks only its first unit: the new message is
-/// written over the one the consumer has not read yet.
+/// Fails if a claim checks only its first unit (the new message is
+/// written over the one the consumer has not read yet), and if the check
+/// loads a busy unit again to say why it is busy (freed in between, it
+/// reads as a unit ahead of its position: corrupt).
 #[test]
 fn a_message_waits_for_every_unit_it_takes() {
     loom::model(|| {

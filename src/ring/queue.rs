@@ -255,8 +255,10 @@ pub struct Claim {
     /// The message's position (after any padding the claim put first).
     pos: u64,
     /// Units from `pos` the message (or tombstone) covers: 1 for fixed
-    /// slots.
-    span: u64,
+    /// slots. (A `u32`, and `Claim` two words: at three, the endpoints'
+    /// results that carry one no longer pass in registers, and a fixed
+    /// queue's pop in place cost three times as much in criterion.)
+    span: u32,
     /// A consumer's claim of a tombstone: nothing to read.
     tomb: bool,
 }
@@ -264,6 +266,12 @@ pub struct Claim {
 impl Claim {
     pub fn pos(self) -> u64 {
         self.pos
+    }
+
+    /// Units the claim covers (1 for fixed slots).
+    #[inline]
+    pub fn span(self) -> u64 {
+        u64::from(self.span)
     }
 }
 
@@ -485,7 +493,11 @@ impl<'a> QueueRing<'a> {
         words: &'a [AtomicU64],
         units: usize,
     ) -> Result<Self, BadShape> {
-        if units < 4 || !units.is_power_of_two() || var_words(units) != Some(words.len()) {
+        // Spans are `u32`s in a `Claim`.
+        if !(4..=1 << 31).contains(&units)
+            || !units.is_power_of_two()
+            || var_words(units) != Some(words.len())
+        {
             return Err(BadShape);
         }
         let (slots, arena) = words.split_at(units);
@@ -563,6 +575,12 @@ impl<'a> QueueRing<'a> {
         // SYNC POINT: pairs with the Release stores in `store_seq` and the
         // recoveries' compare-and-swaps.
         let stored = self.seq_word(pos).load(Ordering::Acquire);
+        self.decode(pos, stored)
+    }
+
+    /// The sequence of position `pos`'s slot from its stored word.
+    #[inline]
+    fn decode(&self, pos: u64, stored: u64) -> u64 {
         (stored & !TOMB).wrapping_add(pos & self.mask) & !TOMB | (stored & TOMB)
     }
 
@@ -782,19 +800,64 @@ impl<'a> QueueRing<'a> {
     }
 
     /// The first of the `count` positions from `pos` whose unit is not free
-    /// for it, with its lead.
+    /// for it, with its lead (variable-size queues). A unit free for `p`
+    /// stores `p` less its index (see `seq`): the lap's first position,
+    /// the same for every unit of a lap, so a run of units is checked
+    /// against one word.
     #[inline]
     fn first_not_free(&self, pos: u64, count: u64) -> Option<(u64, i64)> {
-        (0..count).map(|i| pos.wrapping_add(i)).find_map(|p| {
-            let seq = self.seq(p);
-            (seq != p).then(|| (p, lead(seq, p, 0)))
-        })
+        let end = pos.wrapping_add(count);
+        let mut p = pos;
+        while p != end {
+            let index = (p & self.mask) as usize;
+            let run = (self.capacity() - index as u64).min(end.wrapping_sub(p));
+            let lap = p & !self.mask;
+            let units = &self.slots[index..index + run as usize];
+            // SYNC POINT: Acquire, as in `seq`: pairs with the consumers'
+            // Release stores in `release` (their reads of the unit happen
+            // before our writes).
+            let mut seen = lap;
+            if let Some(k) = units.iter().position(|unit| {
+                seen = unit.load(Ordering::Acquire);
+                seen != lap
+            }) {
+                // The lead of the word loaded, not of a second load: by
+                // then a consumer may have freed the unit, and a lead of 0
+                // would read as "ahead" (corrupt, with the tail unmoved).
+                let at = p.wrapping_add(k as u64);
+                return Some((at, lead(self.decode(at, seen), at, 0)));
+            }
+            p = p.wrapping_add(run);
+        }
+        None
+    }
+
+    /// Frees the units of positions `from..to` for the next lap (the
+    /// variable-size form of a release's store, a run of units at a time:
+    /// every unit of a lap stores the same word; see `first_not_free`).
+    #[inline]
+    fn free_units(&self, from: u64, to: u64) {
+        let mut p = from;
+        while p != to {
+            let index = (p & self.mask) as usize;
+            let run = (self.capacity() - index as u64).min(to.wrapping_sub(p));
+            let next_lap = (p & !self.mask).wrapping_add(self.capacity());
+            for unit in &self.slots[index..index + run as usize] {
+                // SYNC POINT: pairs with the Acquire loads in
+                // `first_not_free` by the next lap's producer.
+                unit.store(next_lap, Ordering::Release);
+            }
+            p = p.wrapping_add(run);
+        }
     }
 
     /// [`claim_push`](Self::claim_push) for variable-size messages: every
     /// unit of the claim must be free, then one compare-and-swap on `tail`
     /// takes them all. A message that would wrap round the arena's end
     /// goes to its start, after a padding tombstone published at once.
+    // Out of line: inlined, it made `claim_push` too large to inline into
+    // the fixed-slot endpoints.
+    #[inline(never)]
     fn claim_push_var(&self, entry: &ClaimEntry, len: usize) -> Result<Claim, PushBlocked> {
         debug_assert!(len <= self.slot_bytes);
         let units = units_for(len);
@@ -823,7 +886,7 @@ impl<'a> QueueRing<'a> {
                             }
                             return Ok(Claim {
                                 pos: pos.wrapping_add(pad),
-                                span: units,
+                                span: units as u32,
                                 tomb: false,
                             });
                         }
@@ -868,7 +931,7 @@ impl<'a> QueueRing<'a> {
     fn header(&self, claim: Claim) -> &'a [AtomicU64] {
         if self.var {
             let unit = self.unit(claim.pos);
-            unit[1].store(claim.span, Ordering::Relaxed);
+            unit[1].store(claim.span(), Ordering::Relaxed);
             unit
         } else {
             &self.slot(claim.pos)[1..]
@@ -899,7 +962,7 @@ impl<'a> QueueRing<'a> {
     #[inline]
     pub fn payload(&self, claim: Claim) -> &'a [AtomicU64] {
         let words = if self.var {
-            claim.span as usize * UNIT_WORDS - VAR_HEADER_WORDS
+            claim.span() as usize * UNIT_WORDS - VAR_HEADER_WORDS
         } else {
             self.slot_bytes.div_ceil(8)
         };
@@ -922,7 +985,7 @@ impl<'a> QueueRing<'a> {
     #[inline]
     pub fn abandon(&self, claim: Claim, entry: &ClaimEntry) {
         if self.var {
-            self.span_word(claim.pos).store(claim.span, Ordering::Relaxed);
+            self.span_word(claim.pos).store(claim.span(), Ordering::Relaxed);
         }
         // SYNC POINT: pairs with the Acquire load in `seq` by the consumer
         // that claims the tombstone, as in `publish`.
@@ -961,6 +1024,8 @@ impl<'a> QueueRing<'a> {
     /// [`claim_pop`](Self::claim_pop) for variable-size messages: the
     /// published header says how many units the message (or tombstone)
     /// takes, and one compare-and-swap on `head` claims them all.
+    // Out of line, as `claim_push_var`.
+    #[inline(never)]
     fn claim_pop_var(&self, entry: &ClaimEntry) -> Result<Claim, PopBlocked> {
         let capacity = self.capacity();
         let mut pos = self.ctrl.head.load(Ordering::Relaxed);
@@ -992,7 +1057,7 @@ impl<'a> QueueRing<'a> {
                         Ok(_) => {
                             return Ok(Claim {
                                 pos,
-                                span,
+                                span: span as u32,
                                 tomb: is_tomb,
                             })
                         }
@@ -1059,21 +1124,28 @@ impl<'a> QueueRing<'a> {
         if claim.tomb {
             return Err(Popped::Tombstone);
         }
-        let (head, words) = if self.var {
-            (
-                self.unit(claim.pos),
-                claim.span as usize * UNIT_WORDS - VAR_HEADER_WORDS,
-            )
-        } else {
-            (&self.slot(claim.pos)[1..], self.slot_bytes.div_ceil(8))
-        };
-        let len = head[0].load(Ordering::Relaxed);
+        if self.var {
+            return self.lend_var(claim);
+        }
+        let slot = self.slot(claim.pos);
+        let len = slot[1].load(Ordering::Relaxed);
         match usize::try_from(len) {
-            Ok(len)
-                if len <= self.slot_bytes
-                    && (!self.var || units_for(len) == claim.span) =>
-            {
-                Ok((&head[self.header_words()..][..words], len))
+            Ok(len) if len <= self.slot_bytes => Ok((&slot[SLOT_HEADER_WORDS..], len)),
+            _ => Err(Popped::BadLength { len }),
+        }
+    }
+
+    /// [`lend`](Self::lend) for a variable-size message: its length must
+    /// be one that takes the units it claimed. Out of line, as
+    /// `claim_push_var`.
+    #[inline(never)]
+    fn lend_var(&self, claim: Claim) -> Result<(&'a [AtomicU64], usize), Popped> {
+        let unit = self.unit(claim.pos);
+        let len = unit[0].load(Ordering::Relaxed);
+        match usize::try_from(len) {
+            Ok(len) if len <= self.slot_bytes && units_for(len) == claim.span() => {
+                let words = claim.span() as usize * UNIT_WORDS - VAR_HEADER_WORDS;
+                Ok((&unit[VAR_HEADER_WORDS..][..words], len))
             }
             _ => Err(Popped::BadLength { len }),
         }
@@ -1084,15 +1156,12 @@ impl<'a> QueueRing<'a> {
     /// once its first unit is, which recoveries rely on.
     #[inline]
     pub fn release(&self, claim: Claim, entry: &ClaimEntry) {
-        let lap = self.capacity();
-        for i in 1..claim.span {
-            let pos = claim.pos.wrapping_add(i);
-            // SYNC POINT: as below, for the units inside the message.
-            self.store_seq(pos, pos.wrapping_add(lap));
+        if claim.span > 1 {
+            self.free_units(claim.pos.wrapping_add(1), claim.pos.wrapping_add(claim.span()));
         }
         // SYNC POINT: pairs with the Acquire load in `seq` by the producer
         // of the next lap: our reads of the slot happen before its writes.
-        self.store_seq(claim.pos, claim.pos.wrapping_add(lap));
+        self.store_seq(claim.pos, claim.pos.wrapping_add(self.capacity()));
         entry.intent.store(NO_INTENT, Ordering::Release);
     }
 

@@ -400,30 +400,45 @@ impl Harness {
         if !self.wanted(bench) {
             return Ok(());
         }
-        let (ours, base) = (ShmbusQueue, RawMpmc);
+        let ours = [
+            ShmbusQueue { variable: false },
+            ShmbusQueue { variable: true },
+        ];
+        let base = RawMpmc;
         let base_name = base.name(producers, consumers);
         self.progress(
             bench,
-            format!("{} against {base_name}", ours.name(producers, consumers)),
+            format!(
+                "{} and {} against {base_name}",
+                ours[0].name(producers, consumers),
+                ours[1].name(producers, consumers)
+            ),
         );
         let before = self.probe()?;
         let per = self.quick(1_000_000);
-        let (mut a_rates, mut b_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rates = vec![Vec::new(); ours.len() + 1];
+        let mut ratios = vec![Vec::new(); ours.len()];
         for _ in 0..self.opts.rounds {
-            let a = ours.run(self, producers, consumers, per)?;
+            let mut round = Vec::new();
+            for queue in &ours {
+                round.push(queue.run(self, producers, consumers, per)?);
+            }
             let b = base.run(self, producers, consumers, per)?;
-            ratios.push(a / b);
-            a_rates.push(a);
-            b_rates.push(b);
+            for (i, a) in round.into_iter().enumerate() {
+                ratios[i].push(a / b);
+                rates[i].push(a);
+            }
+            rates[ours.len()].push(b);
         }
         let after = self.probe()?;
-        for (name, rates, is_ours) in [
-            (ours.name(producers, consumers), a_rates, true),
-            (base_name.clone(), b_rates, false),
-        ] {
+        let names = ours
+            .iter()
+            .map(|q| q.name(producers, consumers))
+            .chain([base_name.clone()]);
+        for (i, (name, rates)) in names.zip(rates).enumerate() {
             let mut row = Row::new(bench, name, self.opts.size, (before, after));
             row.msgs_per_s = Some(median(rates));
-            if is_ours {
+            if let Some(ratios) = ratios.get(i) {
                 row.baseline = Some(base_name.clone());
                 row.ratio = Some(median(ratios.clone()));
             }

@@ -51,24 +51,38 @@ fn drive(prods: Vec<Peer>, cons: Vec<Peer>, expected: u64) -> Res<f64> {
     collect(cons, expected)
 }
 
-/// A shmbus work-queue topic.
-pub struct ShmbusQueue;
+/// A shmbus work-queue topic: fixed slots of the message size, or
+/// variable-size messages in an arena that holds as many (each message
+/// takes its length and a 16-byte header, in 64-byte units).
+pub struct ShmbusQueue {
+    pub variable: bool,
+}
 
 impl WorkQueue for ShmbusQueue {
     fn name(&self, producers: usize, consumers: usize) -> String {
-        format!("shmbus-queue-{producers}to{consumers}")
+        let var = if self.variable { "-var" } else { "" };
+        format!("shmbus-queue{var}-{producers}to{consumers}")
     }
 
     fn run(&self, h: &mut Harness, producers: usize, consumers: usize, per: u64) -> Res<f64> {
         let size = h.opts.size;
         let temp = h.temp_bus()?;
         let bus = temp.bus.as_ref().expect("open");
-        drop(
-            bus.topic("jobs")
+        let topic = bus.topic("jobs");
+        let topic = if self.variable {
+            // A message takes its length and a 16-byte header in 64-byte
+            // units (README, "Variable-size work queues").
+            let units = (size + 16).div_ceil(64);
+            let arena = (rings::slots(size) * units * 64)
+                .next_power_of_two()
+                .clamp(4096, 1 << 30);
+            topic.variable(arena as u64)
+        } else {
+            topic
                 .capacity(rings::slots(size) as u32)
                 .slot_size(size as u32)
-                .consumer_bytes()?,
-        );
+        };
+        drop(topic.consumer_bytes()?);
         let mut cons = Vec::new();
         for i in 0..consumers {
             let args = std::slice::from_ref(&temp.name);
