@@ -210,6 +210,9 @@ pub struct Producer<T> {
     pacer: Pacer,
     suspect: Suspect,
     orphan: Orphan,
+    /// The length of the last push that found no room: a variable-size
+    /// queue has room for it only when every unit it takes is free.
+    wanted: usize,
     _marker: PhantomData<fn(T)>,
 }
 
@@ -224,6 +227,7 @@ impl<T> Producer<T> {
             pacer,
             suspect: Suspect::default(),
             orphan: Orphan::default(),
+            wanted: 0,
             _marker: PhantomData,
         })
     }
@@ -245,7 +249,10 @@ impl<T> Producer<T> {
     #[cfg(feature = "tokio")]
     pub(crate) fn arm_for_room(&self, bell: &Doorbell) {
         let ring = self.topic.view.ring();
-        bell.arm(|| ring.can_push(), self.topic.opts.check_interval);
+        bell.arm(
+            || ring.can_push_len(self.wanted),
+            self.topic.opts.check_interval,
+        );
     }
 
     /// The topic name.
@@ -401,6 +408,7 @@ impl<T> Producer<T> {
                 Err(_) => {}
             }
             if !wait {
+                self.wanted = len;
                 return Err(PushFail::Full);
             }
             backoff.spin();

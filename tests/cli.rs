@@ -334,6 +334,15 @@ fn child_role_entry() {
                 .publisher_bytes()
                 .unwrap();
             books.send_bytes(&[7; 5000]).unwrap();
+            // A variable-size work queue: a job of 5000 bytes takes 79
+            // units of 64 bytes, a job of 10 one.
+            let mut blobs = bus
+                .topic("blobs")
+                .variable(1 << 16)
+                .producer_bytes()
+                .unwrap();
+            blobs.push_bytes(&[7; 5000]).unwrap();
+            blobs.push_bytes(&[8; 10]).unwrap();
             let mut jobs = bus.producer::<u64>("jobs").unwrap();
             let mut worker = bus.consumer::<u64>("jobs").unwrap();
             for i in 0..7 {
@@ -425,6 +434,24 @@ fn stat_json_parses_and_its_counters_match_what_was_published() {
         (&"broadcast".into(), &65536.into(), &32768.into())
     );
     assert_eq!(books["published"], 1);
+    let blobs = topic(&doc, "blobs");
+    assert_eq!(
+        (
+            &blobs["kind"],
+            &blobs["arena_bytes"],
+            &blobs["slot_size"],
+            &blobs["capacity"],
+            &blobs["published"]
+        ),
+        (
+            &"work-queue".into(),
+            &65536.into(),
+            &32752.into(),
+            &1024.into(),
+            &80.into()
+        ),
+        "the largest job is half the arena less its header; positions count units"
+    );
 
     let jobs = topic(&doc, "jobs");
     assert_eq!(jobs["kind"], "work-queue");
@@ -454,6 +481,12 @@ fn stat_json_parses_and_its_counters_match_what_was_published() {
     assert!(text.contains("pushed 7, popped 3, depth 4"), "{text}");
     assert!(
         text.contains("books (broadcast, variable-size): capacity 1024, arena 65536 bytes"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "blobs (work-queue, variable-size): capacity 1024, arena 65536 bytes (messages up to 32752)"
+        ),
         "{text}"
     );
     feeder.kill9();

@@ -306,3 +306,46 @@ fn a_variable_queue_refuses_what_it_cannot_take_and_names_the_limit() {
         "power of two",
     );
 }
+
+/// An async producer on a variable-size queue kept full by a slow
+/// consumer thread (cloned from another consumer): every job arrives whole
+/// and in order, the producer waiting for room for each job's units, the
+/// largest included.
+#[test]
+fn an_async_producer_waits_for_room_for_every_unit_of_its_job() {
+    let bus = TestBus::new("varq-async");
+    let b = bus.open();
+    let first = queue(&b).consumer_bytes().unwrap();
+    let mut rx = first.try_clone().unwrap();
+    drop(first);
+    const JOBS: u64 = 300;
+    let len = |seq: u64| {
+        if seq % 10 == 0 {
+            MAX
+        } else {
+            seeded_length(9, seq, 4096)
+        }
+    };
+    let consumer = std::thread::spawn(move || {
+        for seq in 0..JOBS {
+            let job = rx.pop_bytes_ref().unwrap();
+            assert_eq!(*job, *pattern_message(seq, len(seq)), "job {seq}");
+            if seq % 7 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut tx = queue(&b).producer_bytes().unwrap().into_async().unwrap();
+        for seq in 0..JOBS {
+            tx.push_bytes(&pattern_message(seq, len(seq)))
+                .await
+                .unwrap();
+        }
+    });
+    consumer.join().unwrap();
+}

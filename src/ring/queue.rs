@@ -726,7 +726,10 @@ impl<'a> QueueRing<'a> {
         };
         let seq = self.seq(pos);
         let lead = lead(seq, pos, ready);
-        // Ahead: the counter moved on since we read it.
+        // Ahead: the counter moved on since we read it. (Variable size: a
+        // counter stops only at a claim's first unit, and a held message
+        // of one lap ago frees its first unit last, so a claim cannot end
+        // inside it: the states are those of fixed slots.)
         let expected = lead >= 0
             || match ready {
                 0 => lead == 1 - capacity || lead == -capacity,
@@ -1861,5 +1864,26 @@ mod tests {
         q.push(p, &blob(3, 200), || {}).unwrap();
         assert_eq!(pop_var(&q, c).unwrap(), blob(3, 200));
         assert_eq!((h.ctrl.lost_in_push(), h.ctrl.lost_in_consume()), (0, 1));
+    }
+
+    #[test]
+    fn counters_at_a_held_message_of_one_lap_ago_are_sane() {
+        let h = var_heap(8);
+        let q = var_ring(&h);
+        let (p, c) = (&h.producers[0], &h.consumers[0]);
+        q.push(p, &blob(0, 10), || {}).unwrap(); // unit 0
+        q.push(p, &blob(1, 150), || {}).unwrap(); // units 1..4
+        q.push(p, &blob(2, 200), || {}).unwrap(); // units 4..8
+        assert_eq!(pop_var(&q, c).unwrap(), blob(0, 10));
+        let held = q.claim_pop(&h.consumers[1]).unwrap(); // units 1..4
+        assert_eq!(pop_var(&q, c).unwrap(), blob(2, 200));
+        q.push(p, &blob(3, 10), || {}).unwrap(); // position 8 (unit 0)
+        assert_eq!(pop_var(&q, c).unwrap(), blob(3, 10));
+        // Head and tail at 9: unit 1, the held message's first.
+        assert_eq!(q.claim_push(p, 10), Err(PushBlocked::Unreleased { pos: 1 }));
+        assert_eq!(q.sane(Side::Consume), Ok(()));
+        assert_eq!(q.sane(Side::Push), Ok(()));
+        q.release(held, &h.consumers[1]);
+        assert_eq!(q.sane(Side::Consume), Ok(()));
     }
 }
