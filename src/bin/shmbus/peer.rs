@@ -358,10 +358,11 @@ fn produce_shmbus(args: &[String]) -> Res {
         .wait(WaitStrategy::Spin)
         .publisher_bytes()?;
     let mut buf = vec![0u8; size];
+    rings::fill(&mut buf, 0);
     ready();
     wait_go();
     for seq in 0..count {
-        rings::fill(&mut buf, seq);
+        rings::stamp(&mut buf, seq);
         if loan {
             let mut msg = tx.loan_bytes(size)?;
             msg.write_at(0, &buf)?;
@@ -480,10 +481,11 @@ fn queue_produce(args: &[String]) -> Res {
         .wait(WaitStrategy::adaptive())
         .producer_bytes()?;
     let mut buf = vec![0u8; size];
+    rings::fill(&mut buf, 0);
     ready();
     wait_go();
     for n in 0..count {
-        rings::fill(&mut buf, id << 40 | n);
+        rings::stamp(&mut buf, id << 40 | n);
         tx.push_bytes(&buf)?;
     }
     Ok(())

@@ -97,9 +97,10 @@ impl Fan for ShmbusFan {
         temp.unlink();
         let mut tx = topic.wait(WaitStrategy::Spin).publisher_bytes()?;
         let mut msg = vec![0u8; size];
+        rings::fill(&mut msg, 0);
         let start = Instant::now();
         for seq in 0..count {
-            rings::fill(&mut msg, seq);
+            rings::stamp(&mut msg, seq);
             if self.loan {
                 let mut loan = tx.loan_bytes(size)?;
                 loan.write_at(0, &msg)?;
@@ -187,9 +188,10 @@ impl OpenLoop for ShmbusOpenLoop {
         temp.unlink();
         let mut tx = topic.wait(WaitStrategy::Spin).publisher_bytes()?;
         let mut msg = vec![0u8; size];
+        rings::fill(&mut msg, 0);
         let mut due = paced(h.opts.rate);
         for i in 0..count {
-            rings::fill(&mut msg, due(i));
+            rings::stamp(&mut msg, due(i));
             tx.send_bytes(&msg)?;
         }
         drop(tx);

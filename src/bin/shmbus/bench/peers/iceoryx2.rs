@@ -87,9 +87,10 @@ impl FanTransport for Fan {
             peers.push(Peer::spawn("subscribe-iceoryx2", &args, h.cpu(1 + i))?);
         }
         let mut msg = vec![0u8; size];
+        rings::fill(&mut msg, 0);
         let start = Instant::now();
         for seq in 0..count {
-            rings::fill(&mut msg, seq);
+            rings::stamp(&mut msg, seq);
             tx.loan_slice_uninit(size)?.write_from_slice(&msg).send()?;
         }
         let publish_ns = start.elapsed().as_nanos() as u64;
@@ -172,8 +173,9 @@ impl PingPong for Echo {
         let args = [ping, pong, size.to_string(), total.to_string()];
         let peer = Peer::spawn("echo-iceoryx2", &args, h.cpu(1))?;
         let mut msg = vec![0u8; size];
+        rings::fill(&mut msg, 0);
         for i in 0..total {
-            rings::fill(&mut msg, i);
+            rings::stamp(&mut msg, i);
             let start = Instant::now();
             tx.loan_slice_uninit(size)?.write_from_slice(&msg).send()?;
             let echoed = loop {
@@ -303,8 +305,9 @@ impl PingPong for BlockingEcho {
         let args = [ping, pong, size.to_string(), total.to_string()];
         let peer = Peer::spawn("echo-iceoryx2-listener", &args, h.cpu(1))?;
         let mut msg = vec![0u8; size];
+        rings::fill(&mut msg, 0);
         for i in 0..total {
-            rings::fill(&mut msg, i);
+            rings::stamp(&mut msg, i);
             let start = Instant::now();
             tx.loan_slice_uninit(size)?.write_from_slice(&msg).send()?;
             notifier.notify()?;

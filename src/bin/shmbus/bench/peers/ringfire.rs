@@ -147,9 +147,10 @@ impl<const N: usize> FanTransport for Fan<N> {
         }
         file.unlink();
         let mut msg = [0u8; N];
+        rings::fill(&mut msg, 0);
         let start = Instant::now();
         for seq in 0..count {
-            rings::fill(&mut msg, seq);
+            rings::stamp(&mut msg, seq);
             tx.push(&msg);
         }
         let publish_ns = start.elapsed().as_nanos() as u64;
@@ -238,8 +239,9 @@ impl<const N: usize> PingPong for Echo<N> {
         ping.unlink();
         drop(pong);
         let mut msg = [0u8; N];
+        rings::fill(&mut msg, 0);
         for i in 0..total {
-            rings::fill(&mut msg, i);
+            rings::stamp(&mut msg, i);
             let start = Instant::now();
             tx.push(&msg);
             let echoed = loop {
