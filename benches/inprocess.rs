@@ -33,6 +33,13 @@ fn broadcast(c: &mut Criterion) {
     let mut tx = bus.1.topic("t").capacity(4096).publisher::<Msg>().unwrap();
     let msg = [7u64; 8];
     group.bench_function("publish", |b| b.iter(|| tx.send(black_box(&msg)).unwrap()));
+    group.bench_function("publish by loan (write + commit)", |b| {
+        b.iter(|| {
+            let mut loan = tx.loan().unwrap();
+            loan.write(black_box(&msg));
+            loan.commit().unwrap()
+        })
+    });
     let mut rx = bus
         .1
         .topic("t")
