@@ -260,7 +260,9 @@ impl<T> Producer<T> {
         &self.topic.name
     }
 
-    /// Ring capacity in messages.
+    /// Ring capacity: slots, each holding one message; a variable-size
+    /// queue's 64-byte units (a message takes its length and a 16-byte
+    /// header, rounded up to whole units).
     pub fn capacity(&self) -> u64 {
         self.topic.view.ring().capacity()
     }

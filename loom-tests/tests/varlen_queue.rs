@@ -188,6 +188,9 @@ fn a_dead_producers_span_is_recovered_as_one_loss() {
         let dead = Arc::new(AtomicBool::new(false));
         let doomed = Owner::new(9, 9);
         table::give(&heap.producers[0], doomed);
+        // The survivor's entry is a live process's: an entry with no owner
+        // reads as a dead one's.
+        table::give(&heap.producers[1], Owner::new(2, 2));
         let victim = {
             let (heap, dead) = (heap.clone(), dead.clone());
             thread::spawn(move || {

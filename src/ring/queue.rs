@@ -64,6 +64,39 @@
 //! Delivery is at most once: a message whose consumer died after claiming
 //! it is lost, and counted in [`QueueCtrl::lost_in_consume`]. A message
 //! counts as delivered once its consumer released the slot.
+//!
+//! # Variable-size messages
+//!
+//! [`QueueRing::new_var`] runs the same algorithm over the 64-byte *units*
+//! of an arena ([`UNIT_BYTES`]), with a sequence word per unit in an array
+//! of its own, so that a message's header (length, span) and payload lie
+//! contiguous in the arena. A message of `len` bytes takes
+//! [`units_for`]`(len)` consecutive positions, its *span*:
+//!
+//! - A producer claims all of them with **one** compare-and-swap on `tail`,
+//!   made only once every unit is free for its position (a check that
+//!   loads each sequence word once: a unit freed between two loads would
+//!   look ahead of its position). A message never wraps: one that would
+//!   cross the arena's end goes to its start, after a *padding* tombstone
+//!   to the end, which the claim publishes at once (span word, then the
+//!   tombstone sequence). The positions of a claim's inner units keep
+//!   their "free" sequence while it is held; only the first unit's
+//!   sequence says published or tombstone.
+//! - A consumer reads the span from the published first unit's header
+//!   (bounded: a message's span within the arena's end and half the
+//!   arena, a tombstone's within the arena) and claims all the units with
+//!   one compare-and-swap on `head`. It frees the inner units first and
+//!   the first unit last, so a claim is released once its first unit is,
+//!   which recoveries rely on.
+//! - A claim-table entry names a claim's first position and its span
+//!   (span written first). A survivor stuck at a position finds the claim
+//!   covering it (the latest start named at or before it whose span
+//!   reaches it), and, once every entry naming that start is known dead,
+//!   finishes the claim through the journal: a producer's rest becomes one
+//!   tombstone (its span in the journal too), a consumer's units are all
+//!   freed, each by a compare-and-swap from its stuck sequence. A loss is
+//!   counted by the recovery that finishes a message's first unit.
+//! - Positions count units, not messages.
 
 use crate::ring::{load_bytes, store_bytes, Liveness, Owner, SLOT_HEADER_WORDS};
 pub use crate::ring::{slots_words, stride_words};
@@ -341,12 +374,15 @@ pub enum Recovery {
 }
 
 /// A stuck claim to finish: its first position, its units (1 for fixed
-/// slots), and the sequence its first slot (or unit) holds.
+/// slots), the sequence its first slot (or unit) holds, and whether
+/// finishing it loses a message (not for a tombstone, nor for the rest of
+/// a variable-size claim whose message was finished already).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stuck {
     pos: u64,
     span: u64,
     from: u64,
+    counts: bool,
 }
 
 /// Who may hold a stuck position.
@@ -1230,7 +1266,12 @@ impl<'a> QueueRing<'a> {
         match Self::claimers(table, pos, liveness) {
             Claimers::MayLive => Err(Recovery::Alive),
             Claimers::Nobody if !orphans => Err(Recovery::Unclaimed),
-            _ => Ok(Stuck { pos, span: 1, from }),
+            _ => Ok(Stuck {
+                pos,
+                span: 1,
+                from,
+                counts: from != tomb(pos),
+            }),
         }
     }
 
@@ -1238,13 +1279,21 @@ impl<'a> QueueRing<'a> {
     /// may lie inside a claim: the claim is the one whose entry names the
     /// latest start at or before `pos` with a span reaching it (claims
     /// never overlap, and an entry names a position only the counter has
-    /// held, so only a claim's own entries name its start). A producer's
-    /// span comes from its entry: of two dead entries naming one start
-    /// (one a claim that lost its compare-and-swap, killed before it could
-    /// clear its intent), the shorter that reaches `pos` is taken, and if
-    /// the real claim was longer, its rest is recovered at the next stop,
-    /// from the entry that names it. A consumer's span comes from the
-    /// message's header, which no one rewrites while it is claimed.
+    /// held, so only a claim's own entries name its start).
+    ///
+    /// A producer's claim is finished from `pos` if `pos` is stuck, else
+    /// from its message, after the padding its entry's span implies (a
+    /// dead producer's entry is settled at its claim's start, where the
+    /// padding may have been taken already). Its span comes from its
+    /// entry: of two dead entries naming one start (one a claim that lost
+    /// its compare-and-swap, killed before it could clear its intent), the
+    /// shorter that reaches `pos` is taken, and if the real claim was
+    /// longer, its rest is finished at the next stop, from the entry that
+    /// names it. The loss is counted by the recovery that finishes the
+    /// message's first unit, so once per claim (in that double crash too,
+    /// unless the two claims put their messages at different places after
+    /// different paddings). A consumer's span comes from the message's
+    /// header, which no one rewrites while it is claimed.
     fn locate_var(
         &self,
         side: Side,
@@ -1253,26 +1302,16 @@ impl<'a> QueueRing<'a> {
         liveness: &mut impl FnMut(Owner) -> Liveness,
     ) -> Result<Stuck, Recovery> {
         let capacity = self.capacity();
-        let mut pos = pos;
         let table = match side {
-            Side::Push => {
-                // Settling a dead producer's entry names its claim's start,
-                // where its padding may be out already: what can be stuck
-                // is the message after it.
-                if self.seq(pos) == tomb(pos) && self.ctrl.tail.load(Ordering::Acquire) > pos {
-                    let pad = self.span_word(pos).load(Ordering::Relaxed);
-                    if (1..capacity).contains(&pad) {
-                        pos = pos.wrapping_add(pad);
-                    }
-                }
-                self.producers
-            }
+            Side::Push => self.producers,
             Side::Consume => self.consumers,
         };
-        let unit = self.stuck_from(side, pos, 1).ok_or(Recovery::NotStuck)?;
+        let unit = self.stuck_from(side, pos, 1);
+        // An entry's span is read from the segment: one over the capacity
+        // names no claim.
         let covers = |entry: &ClaimEntry, start: u64| {
-            let off = pos.wrapping_sub(start);
-            off < capacity && off < entry.span()
+            let (off, span) = (pos.wrapping_sub(start), entry.span());
+            off < span && span <= capacity
         };
         let start = table
             .iter()
@@ -1281,16 +1320,15 @@ impl<'a> QueueRing<'a> {
                 (start != NO_INTENT && covers(entry, start)).then_some(start)
             })
             .max();
-        let orphan = || {
-            if orphans {
-                Ok(Stuck {
-                    pos,
-                    span: 1,
-                    from: unit,
-                })
-            } else {
-                Err(Recovery::Unclaimed)
-            }
+        let orphan = || match unit {
+            Some(from) if orphans => Ok(Stuck {
+                pos,
+                span: 1,
+                from,
+                counts: true,
+            }),
+            Some(_) => Err(Recovery::Unclaimed),
+            None => Err(Recovery::NotStuck),
         };
         let Some(start) = start else {
             return orphan();
@@ -1303,12 +1341,32 @@ impl<'a> QueueRing<'a> {
                 _ => {}
             }
         }
+        if span == u64::MAX {
+            // The entries changed between the two looks (a claimer moving
+            // on): look again later.
+            return Err(Recovery::Alive);
+        }
         match side {
-            Side::Push => Ok(Stuck {
-                pos,
-                span: start.wrapping_add(span).wrapping_sub(pos),
-                from: unit,
-            }),
+            Side::Push => {
+                let index = start & self.mask;
+                let pad = if index + span > capacity {
+                    capacity - index
+                } else {
+                    0
+                };
+                let message = start.wrapping_add(pad);
+                let at = if unit.is_some() { pos } else { message };
+                let end = start.wrapping_add(span);
+                match self.stuck_from(side, at, 1) {
+                    Some(from) if at.wrapping_sub(start) < span => Ok(Stuck {
+                        pos: at,
+                        span: end.wrapping_sub(at),
+                        from,
+                        counts: at.wrapping_sub(start) <= pad,
+                    }),
+                    _ => Err(Recovery::NotStuck),
+                }
+            }
             Side::Consume => {
                 let span = self.span_word(start).load(Ordering::Relaxed);
                 match self.stuck_from(side, start, span) {
@@ -1320,6 +1378,7 @@ impl<'a> QueueRing<'a> {
                             pos: start,
                             span,
                             from,
+                            counts: from != tomb(start),
                         })
                     }
                     // The entry names a claim that is over, or a header
@@ -1335,7 +1394,7 @@ impl<'a> QueueRing<'a> {
     /// as [`release`](Self::release) does). Compare-and-swaps from the
     /// stuck sequences, so doing it twice is doing it once.
     fn finish(&self, side: Side, stuck: Stuck) {
-        let Stuck { pos, span, from } = stuck;
+        let Stuck { pos, span, from, .. } = stuck;
         match side {
             Side::Push => {
                 if self.var {
@@ -1421,7 +1480,7 @@ impl<'a> QueueRing<'a> {
         // finished this very claim.
         let outcome = match self.locate(side, pos, orphans, &mut liveness) {
             Ok(stuck) => {
-                let lost_a_message = stuck.from != tomb(stuck.pos);
+                let lost_a_message = stuck.counts;
                 if lost_a_message {
                     self.ctrl.journal_pos.store(stuck.pos, Ordering::Relaxed);
                     self.ctrl.journal_span.store(stuck.span, Ordering::Relaxed);
@@ -1514,7 +1573,8 @@ impl<'a> QueueRing<'a> {
             if (1..=self.capacity()).contains(&span) {
                 if let Some(from) = self.stuck_from(side, pos, span) {
                     if from != tomb(pos) {
-                        self.finish(side, Stuck { pos, span, from });
+                        let counts = true;
+                        self.finish(side, Stuck { pos, span, from, counts });
                     }
                 }
             }

@@ -136,7 +136,7 @@ fn child_role_entry() {
             for seq in 0.. {
                 let msg = job(id, seq);
                 match r.below(8) {
-                    0 | 1 | 2 => tx.push_bytes(&msg).unwrap(),
+                    0..=2 => tx.push_bytes(&msg).unwrap(),
                     3 | 4 => {
                         let mut loan = tx.loan_bytes(msg.len()).unwrap();
                         loan.copy_from_slice(&msg);
