@@ -114,6 +114,14 @@ fn queue(c: &mut Criterion) {
             black_box(rx.try_pop().unwrap())
         })
     });
+    group.bench_function("shmbus push by loan + pop", |b| {
+        b.iter(|| {
+            let mut loan = tx.loan().unwrap();
+            *loan = black_box(msg);
+            loan.commit();
+            black_box(rx.try_pop().unwrap())
+        })
+    });
     group.bench_function("shmbus push+pop in place", |b| {
         b.iter(|| {
             tx.push(black_box(msg)).unwrap();

@@ -461,6 +461,13 @@ impl<T> Publisher<T> {
 
     /// Loans message `self.next`'s slot for `len` bytes (at most the slot
     /// size: the callers check), after waiting for room as `send` does.
+    ///
+    /// Always inlined, with the loan's steps (`payload`, `write`,
+    /// `write_at`, `commit`): out of line, the guard went through memory
+    /// between them in pieces of mismatched sizes, and a 64-byte typed
+    /// loan + write + commit took 43 ns against 10 for a `send` (criterion,
+    /// `broadcast-64B`, 2026-12-06); inlined, 14.5 ns.
+    #[inline(always)]
     fn loan_raw(
         &mut self,
         len: usize,
@@ -605,6 +612,7 @@ impl<T: Message> Publisher<T> {
     /// # Errors
     ///
     /// As [`send`](Self::send).
+    #[inline(always)]
     pub fn loan(&mut self) -> Result<Loan<'_, T>, SendError> {
         Ok(self.loan_raw(core::mem::size_of::<T>(), true, None)?)
     }
@@ -614,6 +622,7 @@ impl<T: Message> Publisher<T> {
     /// # Errors
     ///
     /// As [`try_send`](Self::try_send).
+    #[inline(always)]
     pub fn try_loan(&mut self) -> Result<Loan<'_, T>, TrySendError> {
         Ok(self.loan_raw(core::mem::size_of::<T>(), false, None)?)
     }
@@ -623,6 +632,7 @@ impl<T: Message> Publisher<T> {
     /// # Errors
     ///
     /// As [`send_timeout`](Self::send_timeout).
+    #[inline(always)]
     pub fn loan_timeout(&mut self, timeout: Duration) -> Result<Loan<'_, T>, SendTimeoutError> {
         Ok(self.loan_raw(core::mem::size_of::<T>(), true, deadline_after(timeout))?)
     }
@@ -771,6 +781,7 @@ impl Publisher<Bytes> {
     /// # Errors
     ///
     /// As [`send_bytes`](Self::send_bytes).
+    #[inline(always)]
     pub fn loan_bytes(&mut self, len: usize) -> Result<LoanBytes<'_>, SendError> {
         self.check_loan_len(len)?;
         Ok(self.loan_raw(len, true, None)?)
@@ -781,6 +792,7 @@ impl Publisher<Bytes> {
     /// # Errors
     ///
     /// As [`try_send_bytes`](Self::try_send_bytes).
+    #[inline(always)]
     pub fn try_loan_bytes(&mut self, len: usize) -> Result<LoanBytes<'_>, TrySendError> {
         self.check_loan_len(len)?;
         Ok(self.loan_raw(len, false, None)?)
@@ -791,6 +803,7 @@ impl Publisher<Bytes> {
     /// # Errors
     ///
     /// As [`send_bytes_timeout`](Self::send_bytes_timeout).
+    #[inline(always)]
     pub fn loan_bytes_timeout(
         &mut self,
         len: usize,
@@ -868,6 +881,7 @@ impl<T> Loan<'_, T> {
 
     /// The slot's payload words, the slot marked "being written" on first
     /// use.
+    #[inline(always)]
     fn payload(&mut self) -> &[AtomicU64] {
         let ring = self.tx.topic.view.ring();
         if self.begun {
@@ -886,6 +900,7 @@ impl<T> Loan<'_, T> {
     ///
     /// [`LoanRangeError`] if they would run past the loan's length; nothing
     /// is written then.
+    #[inline(always)]
     pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Result<(), LoanRangeError> {
         if offset
             .checked_add(bytes.len())
@@ -919,6 +934,7 @@ impl<T> Loan<'_, T> {
     ///
     /// [`SendError::LeaseLost`] if the publisher lost its lease meanwhile:
     /// nothing is published.
+    #[inline(always)]
     pub fn commit(mut self) -> Result<u64, SendError> {
         let _ = self.payload(); // a message never written is begun here
         let tx = &mut *self.tx;
@@ -959,6 +975,7 @@ impl<T: Message> Loan<'_, T> {
     /// # drop((tx, rx, bus)); shmbus::Bus::remove(&name)?;
     /// # Ok(()) }
     /// ```
+    #[inline(always)]
     pub fn write(&mut self, value: &T) {
         store_bytes_at(self.payload(), 0, value.as_bytes());
         process::stall_if_hooked("stall-in-loan");
