@@ -162,14 +162,19 @@ impl<'b> TopicBuilder<'b> {
         self
     }
 
-    /// Variable-size messages (byte broadcast topics): each message takes
-    /// its own length, rounded up to 8 bytes, in an arena of `arena_bytes`
+    /// Variable-size messages (byte topics, broadcast or work queue): each
+    /// message takes its own length, rounded up to 8 bytes (a work queue:
+    /// with a 16-byte header, to 64), in an arena of `arena_bytes`
     /// (a power of two from 4 KiB to 1 GiB) instead of a slot of the
-    /// largest size; messages of up to half the arena are taken (larger
-    /// ones are refused with [`SendError::TooLarge`](crate::SendError::TooLarge)).
-    /// The capacity is then the most messages held at once (default 1024).
-    /// Both modes: overwrite, where a subscriber lapped by the arena or by
-    /// the descriptors is told exactly how many messages it lost, and
+    /// largest size; messages of up to half the arena are taken (a work
+    /// queue: less its header; larger ones are refused with
+    /// [`SendError::TooLarge`](crate::SendError::TooLarge) or
+    /// [`PushError::TooLarge`](crate::PushError::TooLarge)). A broadcast
+    /// topic's capacity is then the most messages held at once (default
+    /// 1024); a work queue's is the arena's 64-byte units, and
+    /// `capacity(..)` beside `variable(..)` is refused. Broadcast topics
+    /// have both modes: overwrite, where a subscriber lapped by the arena
+    /// or by the descriptors is told exactly how many messages it lost, and
     /// lossless. Unset: join the topic whatever its kind; create it with
     /// fixed slots.
     ///
