@@ -21,6 +21,7 @@ use shmbus::Bus;
 
 use crate::cleanup;
 use crate::peer::{cpus, pin_to};
+use crate::rings;
 use fanout::{Fan, FanRound, OpenLoop, RawOpenLoop, RawSpmcFan, ShmbusFan, ShmbusOpenLoop};
 use latency::{FdEcho, MqEcho, PingPong, RawCacheLine, RawFutex, ShmbusEcho, Via};
 use queue::{RawMpmc, ShmbusQueue, WorkQueue};
@@ -146,7 +147,14 @@ impl Harness {
         self.bus_counter += 1;
         let name = format!("bench-{}-{}", std::process::id(), self.bus_counter);
         cleanup::named_segment(&name);
-        let bus = Bus::open(&name)?;
+        // Room for a ring of the run's message size, twice over (a topic and
+        // the one beside it), and the default for small ones: 16 slots of
+        // 16 MiB do not fit the default 64 MiB. The file is sparse; only
+        // the rings made are reserved.
+        let ring = rings::slots(self.opts.size) as u64 * (self.opts.size as u64 + 64);
+        let bus = Bus::builder(&name)
+            .size((2 * ring + (16 << 20)).max(64 << 20))
+            .open()?;
         Ok(TempBus {
             name,
             bus: Some(bus),
