@@ -155,8 +155,8 @@ fn main() {
             only,
             quiet,
         } => {
-            if let Some(bad) = size.iter().find(|s| !(8..=1 << 20).contains(*s)) {
-                eprintln!("shmbus bench: --size {bad}: sizes must be from 8 to 1048576 bytes");
+            if let Some(bad) = size.iter().find(|s| !(8..=16 << 20).contains(*s)) {
+                eprintln!("shmbus bench: --size {bad}: sizes must be from 8 to 16777216 bytes (16 MiB, the largest slot)");
                 std::process::exit(2);
             }
             if subscribers.contains(&0) {
