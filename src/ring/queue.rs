@@ -292,8 +292,12 @@ pub struct Claim {
     /// results that carry one no longer pass in registers, and a fixed
     /// queue's pop in place cost three times as much in criterion.)
     span: u32,
-    /// A consumer's claim of a tombstone: nothing to read.
-    tomb: bool,
+    /// A consumer's claim of a tombstone (1): nothing to read. A `u32`, not
+    /// a `bool`: a `bool`'s spare values let the enums that carry a claim
+    /// keep their tags in it, stored a byte or two at a time and read
+    /// back sixteen bytes at a time, and a fixed queue's pop in place cost
+    /// 37 ns against 31 (criterion `queue-64B`).
+    tomb: u32,
 }
 
 impl Claim {
@@ -712,7 +716,7 @@ impl<'a> QueueRing<'a> {
                         return Ok(Claim {
                             pos,
                             span: 1,
-                            tomb: is_tomb,
+                            tomb: u32::from(is_tomb),
                         })
                     }
                     Err(now) => {
@@ -792,7 +796,7 @@ impl<'a> QueueRing<'a> {
     /// most [`slot_bytes`](Self::slot_bytes); fixed slots take any length
     /// up to it alike). `entry` is the caller's claim-table entry; its
     /// intent names the position while the claim is held.
-    #[inline]
+    #[inline(always)]
     pub fn claim_push(&self, entry: &ClaimEntry, len: usize) -> Result<Claim, PushBlocked> {
         if self.var {
             return self.claim_push_var(entry, len);
@@ -926,7 +930,7 @@ impl<'a> QueueRing<'a> {
                             return Ok(Claim {
                                 pos: pos.wrapping_add(pad),
                                 span: units as u32,
-                                tomb: false,
+                                tomb: 0,
                             });
                         }
                         Err(now) => {
@@ -1033,7 +1037,7 @@ impl<'a> QueueRing<'a> {
     }
 
     /// Claims the next message (or tombstone) to pop.
-    #[inline]
+    #[inline(always)]
     pub fn claim_pop(&self, entry: &ClaimEntry) -> Result<Claim, PopBlocked> {
         if self.var {
             return self.claim_pop_var(entry);
@@ -1097,7 +1101,7 @@ impl<'a> QueueRing<'a> {
                             return Ok(Claim {
                                 pos,
                                 span: span as u32,
-                                tomb: is_tomb,
+                                tomb: u32::from(is_tomb),
                             })
                         }
                         Err(now) => {
@@ -1158,9 +1162,9 @@ impl<'a> QueueRing<'a> {
     /// the message's units'); the message is their first `len` bytes.
     /// `Err` with what [`read`](Self::read) would report instead: a
     /// tombstone, or a length the slot (or span) cannot hold.
-    #[inline]
+    #[inline(always)]
     pub fn lend(&self, claim: Claim) -> Result<(&'a [AtomicU64], usize), Popped> {
-        if claim.tomb {
+        if claim.tomb != 0 {
             return Err(Popped::Tombstone);
         }
         if self.var {
@@ -1193,7 +1197,7 @@ impl<'a> QueueRing<'a> {
     /// Releases a pop claim: the slot (or the units) free for the next
     /// lap. A claim's first unit is released last: a claim is released
     /// once its first unit is, which recoveries rely on.
-    #[inline]
+    #[inline(always)]
     pub fn release(&self, claim: Claim, entry: &ClaimEntry) {
         if claim.span > 1 {
             self.free_units(claim.pos.wrapping_add(1), claim.pos.wrapping_add(claim.span()));
