@@ -427,6 +427,10 @@ impl<T> Producer<T> {
     }
 
     /// Loans the next slot for `len` bytes (the callers check the length).
+    // Always inlined with the loan's steps, as the broadcast loan is: out
+    // of line, a 64-byte push by loan + pop took 55 ns against 37 for a
+    // push + pop (criterion `queue-64B`).
+    #[inline(always)]
     fn loan_raw<E: HandBack<()>>(
         &mut self,
         len: usize,
@@ -481,11 +485,13 @@ impl<T> QueueLoan<'_, T> {
     }
 
     /// The slot's payload, `len` bytes.
+    #[inline(always)]
     fn bytes(&self) -> *mut u8 {
         self.tx.topic.view.ring().payload(self.claim).as_ptr() as *mut u8
     }
 
     /// Publishes the message: one consumer will take it.
+    #[inline(always)]
     pub fn commit(self) {
         let this = core::mem::ManuallyDrop::new(self);
         let ring = this.tx.topic.view.ring();
@@ -743,6 +749,7 @@ impl<T: Message> Producer<T> {
     /// # Errors
     ///
     /// As [`push`](Self::push), with nothing to hand back.
+    #[inline(always)]
     pub fn loan(&mut self) -> Result<QueueLoan<'_, T>, PushError<()>> {
         self.loan_raw(core::mem::size_of::<T>(), true, None)
     }
@@ -752,6 +759,7 @@ impl<T: Message> Producer<T> {
     /// # Errors
     ///
     /// As [`try_push`](Self::try_push), with nothing to hand back.
+    #[inline(always)]
     pub fn try_loan(&mut self) -> Result<QueueLoan<'_, T>, TryPushError<()>> {
         self.loan_raw(core::mem::size_of::<T>(), false, None)
     }
@@ -898,6 +906,7 @@ impl Producer<Bytes> {
     ///
     /// [`PushError::TooLarge`] for a length over the slot size; otherwise
     /// as [`Producer::push`].
+    #[inline(always)]
     pub fn loan_bytes(&mut self, len: usize) -> Result<QueueLoan<'_, Bytes>, PushError<()>> {
         self.check_loan_len(len)?;
         self.loan_raw(len, true, None)
@@ -908,6 +917,7 @@ impl Producer<Bytes> {
     /// # Errors
     ///
     /// As [`try_push_bytes`](Self::try_push_bytes).
+    #[inline(always)]
     pub fn try_loan_bytes(&mut self, len: usize) -> Result<QueueLoan<'_, Bytes>, TryPushError<()>> {
         self.check_loan_len(len)?;
         self.loan_raw(len, false, None)

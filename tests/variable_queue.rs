@@ -309,10 +309,11 @@ fn a_variable_queue_refuses_what_it_cannot_take_and_names_the_limit() {
 
 /// An async producer on a variable-size queue kept full by a slow
 /// consumer thread (cloned from another consumer): every job arrives whole
-/// and in order, the producer waiting for room for each job's units, the
-/// largest included.
+/// and in order, the largest included. (It checks what arrives, not how
+/// the producer waits: a doorbell that rang too early would busy-loop and
+/// still pass.)
 #[test]
-fn an_async_producer_waits_for_room_for_every_unit_of_its_job() {
+fn an_async_producer_kept_waiting_delivers_every_job_whole_and_in_order() {
     let bus = TestBus::new("varq-async");
     let b = bus.open();
     let first = queue(&b).consumer_bytes().unwrap();

@@ -963,21 +963,40 @@ impl<'a> QueueRing<'a> {
     #[inline]
     pub fn write(&self, claim: Claim, bytes: &[u8]) {
         debug_assert!(bytes.len() <= self.slot_bytes);
-        let head = self.header(claim);
-        head[0].store(bytes.len() as u64, Ordering::Relaxed);
-        store_bytes(&head[self.header_words()..], bytes);
+        self.set_header(claim, bytes.len());
+        store_bytes(self.payload(claim), bytes);
     }
 
     /// The words from a claim's length word on: the fixed slot's, or the
-    /// variable-size message's header (whose span word is set here).
+    /// variable-size message's header.
     #[inline]
     fn header(&self, claim: Claim) -> &'a [AtomicU64] {
         if self.var {
-            let unit = self.unit(claim.pos);
-            unit[1].store(claim.span(), Ordering::Relaxed);
-            unit
+            self.unit(claim.pos)
         } else {
             &self.slot(claim.pos)[1..]
+        }
+    }
+
+    /// Stores a push claim's length (and, variable size, its span) before
+    /// it is published.
+    #[inline]
+    fn set_header(&self, claim: Claim, len: usize) {
+        let head = self.header(claim);
+        head[0].store(len as u64, Ordering::Relaxed);
+        if self.var {
+            head[1].store(claim.span(), Ordering::Relaxed);
+        }
+    }
+
+    /// Payload words of a claim: a slot's, or those of the units it spans
+    /// after the header.
+    #[inline]
+    fn payload_words(&self, claim: Claim) -> usize {
+        if self.var {
+            claim.span() as usize * UNIT_WORDS - VAR_HEADER_WORDS
+        } else {
+            self.slot_bytes.div_ceil(8)
         }
     }
 
@@ -1004,12 +1023,7 @@ impl<'a> QueueRing<'a> {
     /// message in place (a loan) before [`commit`](Self::commit).
     #[inline]
     pub fn payload(&self, claim: Claim) -> &'a [AtomicU64] {
-        let words = if self.var {
-            claim.span() as usize * UNIT_WORDS - VAR_HEADER_WORDS
-        } else {
-            self.slot_bytes.div_ceil(8)
-        };
-        &self.header(claim)[self.header_words()..][..words]
+        &self.header(claim)[self.header_words()..][..self.payload_words(claim)]
     }
 
     /// Publishes a push claim whose payload was written in place, as `len`
@@ -1018,7 +1032,7 @@ impl<'a> QueueRing<'a> {
     #[inline]
     pub fn commit(&self, claim: Claim, len: usize, entry: &ClaimEntry) {
         debug_assert!(len <= self.slot_bytes);
-        self.header(claim)[0].store(len as u64, Ordering::Relaxed);
+        self.set_header(claim, len);
         self.publish(claim, entry);
     }
 
@@ -1187,8 +1201,7 @@ impl<'a> QueueRing<'a> {
         let len = unit[0].load(Ordering::Relaxed);
         match usize::try_from(len) {
             Ok(len) if len <= self.slot_bytes && units_for(len) == claim.span() => {
-                let words = claim.span() as usize * UNIT_WORDS - VAR_HEADER_WORDS;
-                Ok((&unit[VAR_HEADER_WORDS..][..words], len))
+                Ok((self.payload(claim), len))
             }
             _ => Err(Popped::BadLength { len }),
         }
@@ -1781,6 +1794,17 @@ mod tests {
         QueueRing::new_var(&h.ctrl, &h.producers, &h.consumers, &h.words, h.units).unwrap()
     }
 
+    /// Liveness where `dead` is dead and everyone else alive.
+    fn only_dead(dead: Owner) -> impl Fn(Owner) -> Liveness + Copy {
+        move |o| {
+            if o == dead {
+                Liveness::Dead
+            } else {
+                Liveness::Alive
+            }
+        }
+    }
+
     fn blob(seq: u64, len: usize) -> Vec<u8> {
         (0..len).map(|i| (seq as usize * 31 + i) as u8).collect()
     }
@@ -1870,13 +1894,7 @@ mod tests {
     fn a_dead_producers_claim_and_padding_are_recovered_as_one_loss() {
         let dead = Owner::new(9, 9);
         let me = Owner::new(1, 1);
-        let liveness = |o: Owner| {
-            if o == dead {
-                Liveness::Dead
-            } else {
-                Liveness::Alive
-            }
-        };
+        let liveness = only_dead(dead);
         let h = var_heap(16);
         let q = var_ring(&h);
         table::give(&h.producers[0], dead);
@@ -1904,13 +1922,7 @@ mod tests {
     fn a_dead_consumers_units_are_all_released_once() {
         let dead = Owner::new(9, 9);
         let me = Owner::new(1, 1);
-        let liveness = |o: Owner| {
-            if o == dead {
-                Liveness::Dead
-            } else {
-                Liveness::Alive
-            }
-        };
+        let liveness = only_dead(dead);
         let h = var_heap(8);
         let q = var_ring(&h);
         table::give(&h.consumers[1], dead);
