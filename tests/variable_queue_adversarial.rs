@@ -587,6 +587,10 @@ fn kill_9_at_random_points_with_restarts() {
             producers[k] = spawn_producer(&mut next_id);
         }
     }
+    // A producer opened before the last kills, so the consumer thread
+    // here never finds the queue with no producer left (it would be told
+    // `Disconnected`, rightly, and stop early).
+    let mut tx = queue(&b).producer_bytes().unwrap();
     for p in &mut producers {
         p.kill9();
         producer_kills += 1;
@@ -595,7 +599,6 @@ fn kill_9_at_random_points_with_restarts() {
     consumer_kills += 1;
     // The queue still works: a last message gets through once the dead
     // claims ahead of it are recovered.
-    let mut tx = queue(&b).producer_bytes().unwrap();
     // The first of producer 999's jobs long enough to carry a tag.
     let last_seq = (0..).find(|&s| length(999, s) >= 8).unwrap();
     let last = job(999, last_seq);
