@@ -187,7 +187,7 @@ fn tagged_processes(tag: &str) -> Vec<String> {
 /// mode, and a lossless subscriber reading in place, each beside the raw
 /// SPSC ring, with a GB/s figure.
 #[test]
-fn bench_throughput_and_fanout_have_loan_and_variable_rows_and_run_at_a_mebibyte() {
+fn bench_throughput_and_fanout_have_loan_in_place_and_variable_rows_and_run_at_a_mebibyte() {
     let out = shmbus()
         .args([
             "bench",
@@ -207,11 +207,16 @@ fn bench_throughput_and_fanout_have_loan_and_variable_rows_and_run_at_a_mebibyte
         .output()
         .unwrap();
     let (rows, text) = bench_rows(&out);
-    // 7 throughput comparisons (reading in place from 4 KiB up) and 4
+    // 7 throughput comparisons (reading in place from 4 KiB up) and 5
     // fanout ones (copy and loan, both modes: loans have fanout rows from
-    // 1 KiB up), each with its baseline.
-    assert_eq!(rows.len(), 22, "{text}");
-    for transport in ["shmbus-overwrite-loan-1to1", "shmbus-lossless-loan-1to1"] {
+    // 1 KiB up; and lossless subscribers reading in place, from 4 KiB up),
+    // each with its baseline.
+    assert_eq!(rows.len(), 24, "{text}");
+    for transport in [
+        "shmbus-overwrite-loan-1to1",
+        "shmbus-lossless-loan-1to1",
+        "shmbus-lossless-inplace-1to1",
+    ] {
         let row = rows
             .iter()
             .find(|r| r["transport"] == transport)

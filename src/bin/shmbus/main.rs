@@ -38,7 +38,7 @@ enum Command {
     /// publisher to N subscriber processes (raw SPMC broadcast ring: one
     /// writer, sequence word and payload per slot, no lease, no gating;
     /// rows give the slowest subscriber and the publisher's rate; from 1 KiB
-    /// messages up also by loan), and
+    /// messages up also by loan, from 4 KiB up also read in place), and
     /// work queues (raw Vyukov MPMC queue). Every message carries its
     /// sequence and a checksum that the readers verify. `openloop` sends
     /// at a fixed rate (`--rate`) and measures latency from each message's

@@ -374,13 +374,15 @@ fn produce_shmbus(args: &[String]) -> Res {
     Ok(())
 }
 
-/// BUS WAIT COUNT: subscriber of "data" until it has seen (received
-/// or lost) COUNT messages, verifying each. Reads the clock at the
-/// first message and after the last only. Prints RESULT received
-/// lagged bad first_ns last_ns.
+/// BUS WAIT COUNT [copy|inplace]: subscriber of "data" until it has seen
+/// (received or lost) COUNT messages, verifying each: copied out
+/// (`recv_bytes`), or read in place (`recv_bytes_ref`, lossless topics).
+/// Reads the clock at the first message and after the last only. Prints
+/// RESULT received lagged bad first_ns last_ns.
 fn subscribe_shmbus(args: &[String]) -> Res {
     let bus = Bus::open_existing(&args[0])?;
     let count: u64 = arg(args, 2);
+    let in_place = args.get(3).is_some_and(|how| how == "inplace");
     let mut rx = bus
         .topic("data")
         .start_at(StartAt::Next)
@@ -393,9 +395,18 @@ fn subscribe_shmbus(args: &[String]) -> Res {
     let mut got = rings::Received::default();
     let mut seq = rx.next_seq();
     while got.received + got.lagged < count {
-        match rx.recv_bytes() {
-            Ok(msg) => {
-                if rings::check(msg) != Some(seq) {
+        let tag = if in_place {
+            match rx.recv_bytes_ref() {
+                Ok(msg) => Ok(rings::check(&msg)),
+                Err(shmbus::RecvRefError::Recv(err)) => Err(err),
+                Err(err) => return Err(err.into()),
+            }
+        } else {
+            rx.recv_bytes().map(rings::check)
+        };
+        match tag {
+            Ok(tag) => {
+                if tag != Some(seq) {
                     got.bad += 1;
                 }
                 if got.received == 0 {

@@ -56,10 +56,26 @@ pub trait Fan {
 }
 
 /// A shmbus broadcast topic, overwrite or lossless, published by copying
-/// sends or (`loan`) by loans written whole with one `write_at`.
+/// sends or (`loan`) by loans written whole with one `write_at`, and read
+/// by copying receives or (`in_place`, lossless only) in place.
 pub struct ShmbusFan {
     pub lossless: bool,
     pub loan: bool,
+    /// Lossless only: subscribers read each message in place
+    /// (`recv_bytes_ref`) and check its sequence and checksum words, the
+    /// work iceoryx2's subscribers do in their rows; copying subscribers
+    /// copy every byte out first.
+    pub in_place: bool,
+}
+
+impl ShmbusFan {
+    pub const fn copying(lossless: bool) -> Self {
+        ShmbusFan {
+            lossless,
+            loan: false,
+            in_place: false,
+        }
+    }
 }
 
 impl Fan for ShmbusFan {
@@ -70,7 +86,8 @@ impl Fan for ShmbusFan {
             "overwrite"
         };
         let how = if self.loan { "-loan" } else { "" };
-        format!("shmbus-{mode}{how}-1to{n}")
+        let read = if self.in_place { "-inplace" } else { "" };
+        format!("shmbus-{mode}{how}{read}-1to{n}")
     }
 
     fn lossy(&self) -> bool {
@@ -91,7 +108,13 @@ impl Fan for ShmbusFan {
         drop(topic.clone().subscriber_bytes()?);
         let mut peers = Vec::new();
         for i in 0..n {
-            let args = [temp.name.clone(), "spin".into(), count.to_string()];
+            let read = if self.in_place { "inplace" } else { "copy" };
+            let args = [
+                temp.name.clone(),
+                "spin".into(),
+                count.to_string(),
+                read.into(),
+            ];
             peers.push(Peer::spawn("subscribe-shmbus", &args, h.cpu(1 + i))?);
         }
         temp.unlink();

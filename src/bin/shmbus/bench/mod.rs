@@ -32,7 +32,8 @@ pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// Message size from which fanout also has loan rows.
 const LOAN_ROWS_FROM: usize = 1024;
 /// Message size from which the rows that read in place are measured
-/// (`shmbus-spin-inplace`, `shmbus-lossless-inplace`): below it the copy
+/// (`shmbus-spin-inplace`, `shmbus-lossless-inplace`,
+/// `shmbus-lossless-inplace-1toN`): below it the copy
 /// out costs less than the lossless cursor they need.
 const IN_PLACE_FROM: usize = 4096;
 
@@ -304,11 +305,11 @@ impl Harness {
     /// interleaved round by round with the raw SPMC ring (its baseline) and
     /// the peers, if built in: rows for the slowest subscriber's rate
     /// (median over rounds) and the publisher's.
-    fn fanout(&mut self, bench: &'static str, lossless: bool, loan: bool, n: usize) -> Res<()> {
+    fn fanout(&mut self, bench: &'static str, ours: ShmbusFan, n: usize) -> Res<()> {
         if !self.wanted(bench) {
             return Ok(());
         }
-        let ours = ShmbusFan { lossless, loan };
+        let (lossless, loan) = (ours.lossless, ours.loan);
         let mut all: Vec<Box<dyn Fan>> = vec![Box::new(ours), Box::new(RawSpmcFan)];
         if !loan {
             all.extend(peers::fans(lossless, self.opts.size));
@@ -597,6 +598,7 @@ pub fn run(opts: Opts) -> Res<()> {
     }
     if h.wanted("fanout") {
         h.steps += sizes_from(LOAN_ROWS_FROM) * fanouts;
+        h.steps += sizes_from(IN_PLACE_FROM) * h.opts.subscribers.len();
     }
     for size in h.opts.sizes.clone() {
         h.opts.size = size;
@@ -671,12 +673,26 @@ pub fn run(opts: Opts) -> Res<()> {
             h.compare_stream("throughput-os", &ShmbusStream::copying(true), base)?;
         }
         for n in h.opts.subscribers.clone() {
-            h.fanout("fanout", false, false, n)?;
-            h.fanout("fanout", true, false, n)?;
+            h.fanout("fanout", ShmbusFan::copying(false), n)?;
+            h.fanout("fanout", ShmbusFan::copying(true), n)?;
             // Loans matter for large messages: their rows from 1 KiB up.
             if h.opts.size >= LOAN_ROWS_FROM {
-                h.fanout("fanout", false, true, n)?;
-                h.fanout("fanout", true, true, n)?;
+                for lossless in [false, true] {
+                    let fan = ShmbusFan {
+                        loan: true,
+                        ..ShmbusFan::copying(lossless)
+                    };
+                    h.fanout("fanout", fan, n)?;
+                }
+            }
+            // Subscribers that read in place, as iceoryx2's do (as in
+            // pingpong-spin, from a few KiB up).
+            if h.opts.size >= IN_PLACE_FROM {
+                let fan = ShmbusFan {
+                    in_place: true,
+                    ..ShmbusFan::copying(true)
+                };
+                h.fanout("fanout", fan, n)?;
             }
         }
         h.queue(1, 1)?;
