@@ -326,12 +326,15 @@ fn blocking_recv_wakes_when_another_thread_publishes() {
         .subscriber::<u64>()
         .unwrap();
     let b2 = b.clone();
+    let tid = common::thread_id();
     let publisher = std::thread::spawn(move || {
         let mut tx = b2.publisher::<u64>("t").unwrap();
         // Publish only once the subscriber is asleep, however long the
-        // machine takes to get it there.
+        // machine takes to get it there: counted in, and blocked on the
+        // futex (between the two it re-checks, and would find a message
+        // sent then without sleeping).
         let asleep = common::eventually(Duration::from_secs(30), || {
-            common::topic_infos(&b2)[0].sleeping >= 1
+            common::topic_infos(&b2)[0].sleeping >= 1 && common::blocked_in_futex(tid)
         });
         assert!(asleep, "the subscriber never went to sleep");
         tx.send(&7).unwrap();

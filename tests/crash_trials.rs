@@ -39,9 +39,15 @@ fn child_role_entry() {
                 .pop_timeout(Duration::from_secs(20));
             panic!("the hook should have stopped this process, got {got:?}");
         }
-        // Sleeps in pop on an empty queue.
+        // Sleeps in pop on an empty queue, in one sleep: with the short
+        // INTERVAL the sleep would time out every 5 ms and count itself
+        // out and in again, and a kill between the two leaves no count.
         "sleep-pop" => {
-            let mut rx = topic().wait(WaitStrategy::Block).consumer::<u64>().unwrap();
+            let mut rx = topic()
+                .wait(WaitStrategy::Block)
+                .liveness_check_interval(Duration::from_secs(60))
+                .consumer::<u64>()
+                .unwrap();
             report("READY");
             let got = rx.pop();
             panic!("nothing should have been pushed, got {got:?}");

@@ -165,15 +165,22 @@ fn a_quiet_publisher_turns_light_and_a_sleeper_turns_it_heavy() {
         .topic("t")
         .start_at(StartAt::Next)
         .wait(WaitStrategy::Block)
+        // Long: the one sleep ends by timeout only if the wakeup is lost.
+        .liveness_check_interval(Duration::from_secs(30))
         .subscriber::<Tick>()
         .unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
+        tid_tx.send(common::thread_id()).unwrap();
         let tick = rx.recv().unwrap();
         (tick.seq, rx.stats().sleeps)
     });
-    // Publish once the reader sleeps (it counts itself in first).
+    let tid = tid_rx.recv().unwrap();
+    // Publish once the reader sleeps: counted in (it does that first, then
+    // re-checks the ring, which would find a message sent now) and blocked
+    // on the futex.
     assert!(common::eventually(Duration::from_secs(10), || {
-        sleeper_word(&bus, "t") & ((1 << 22) - 1) != 0
+        sleeper_word(&bus, "t") & ((1 << 22) - 1) != 0 && common::blocked_in_futex(tid)
     }));
     tx.send(&Tick::new(TO_TURN_LIGHT)).unwrap();
     let (seq, sleeps) = reader.join().unwrap();

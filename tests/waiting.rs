@@ -141,7 +141,13 @@ fn child_role_entry() {
         // args: bus. A consumer of "jobs" with its event fd armed, until
         // killed.
         "armed-fd" => {
-            let mut rx = jobs(&bus).consumer::<u64>().unwrap();
+            // A long interval: the fd's helper thread counts itself out
+            // when a sleep times out and stays idle until re-armed, so with
+            // the default 100 ms it would be counted only that long.
+            let mut rx = jobs(&bus)
+                .liveness_check_interval(Duration::from_secs(60))
+                .consumer::<u64>()
+                .unwrap();
             rx.event_fd().unwrap();
             report("READY");
             loop {

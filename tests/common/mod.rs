@@ -330,6 +330,32 @@ pub fn seeded_length(seed: u64, seq: u64, max: u64) -> usize {
     }) as usize
 }
 
+/// The calling thread's kernel id, for [`blocked_in_futex`].
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Whether thread `tid` of this process is blocked in a `futex` system
+/// call now (`/proc/self/task/<tid>/syscall` names the call a blocked
+/// thread is in). A reader counted in as a sleeper is truly asleep only
+/// once this holds: it re-checks the ring between counting itself in and
+/// sleeping, and a message sent then is found by the re-check (no sleep).
+///
+/// Where the file cannot be read (a kernel without it, a sandbox), this
+/// says `true`: the caller then goes by the sleeper count alone, as it did
+/// before, rather than waiting for something it cannot see.
+pub fn blocked_in_futex(tid: i32) -> bool {
+    let Ok(call) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return true;
+    };
+    // "running", or the number of the system call it is blocked in.
+    call.split_whitespace()
+        .next()
+        .and_then(|nr| nr.parse::<libc::c_long>().ok())
+        == Some(libc::SYS_futex)
+}
+
 /// Polls `cond` until it holds or `limit` passes; returns whether it held.
 pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
