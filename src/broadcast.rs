@@ -88,12 +88,16 @@ use crate::process;
 use crate::ring::broadcast::{PublisherState, Read};
 use crate::ring::gate::{Gate, GateCache, GatedRead};
 use crate::ring::lease::LeaseError;
+use crate::ring::load_bytes;
 use crate::ring::Owner;
 use crate::ring::{store_bytes, store_bytes_at};
 use crate::segment::views::BroadcastView;
 use crate::sync::AtomicU64;
 use crate::sync::{heavy_fence, register_light};
+use crate::transport::pipe::{Next, PipeRx, PipeTx};
+use crate::transport::PipeBus;
 use crate::wait::{deadline_after, LightWaker, Pacer, Waited, Waiter, Wake};
+use std::sync::Arc;
 
 pub use crate::ring::broadcast::StartAt;
 
@@ -119,6 +123,9 @@ pub struct Publisher<T> {
     /// Lossless: the length of the message last refused for want of room
     /// (an async send waits for room for it).
     wanted: usize,
+    /// A bus on pipes: the subscribers' FIFOs, written instead of the ring
+    /// (which then only holds loans). See `crate::transport::pipe`.
+    pipe: Option<Box<PipeTx>>,
     _marker: PhantomData<fn(&T)>,
 }
 
@@ -167,7 +174,10 @@ fn has_room(gate: &Gate<'_>, next: u64, capacity: u64) -> bool {
 }
 
 impl<T> Publisher<T> {
-    pub(crate) fn new(topic: Handle<BroadcastView>) -> Result<Self, Error> {
+    pub(crate) fn new(
+        topic: Handle<BroadcastView>,
+        pipe_bus: Option<&Arc<PipeBus>>,
+    ) -> Result<Self, Error> {
         let ring = topic.view.ring();
         let lease = ring.ctrl().lease();
         if let Err(LeaseError::Held(holder)) = lease.acquire(topic.me, |o| topic.liveness(o)) {
@@ -176,8 +186,30 @@ impl<T> Publisher<T> {
                 holder: topic.view.seg().describe(holder),
             });
         }
+        let pipe = match pipe_bus {
+            Some(bus) => {
+                let opened = PipeTx::open(
+                    Arc::clone(bus),
+                    &topic.name,
+                    ring.capacity() as usize,
+                    ring.var().map(|_| 2 * ring.max_message()),
+                    topic.opts.check_interval,
+                );
+                match opened {
+                    Ok(pipe) => Some(Box::new(pipe)),
+                    Err(err) => {
+                        lease.release(topic.me);
+                        return Err(err);
+                    }
+                }
+            }
+            None => None,
+        };
         ring.ctrl().mark_published();
-        let next = ring.resume_seq();
+        let next = match &pipe {
+            Some(pipe) => pipe.resume(),
+            None => ring.resume_seq(),
+        };
         let pacer = Pacer::new(topic.opts.check_interval);
         let mut waker = LightWaker::new(register_light());
         // A light publisher that died leaves `LIGHT` set: we hold the lease
@@ -190,6 +222,7 @@ impl<T> Publisher<T> {
             pacer,
             waker,
             wanted: 0,
+            pipe,
             _marker: PhantomData,
         })
     }
@@ -217,6 +250,9 @@ impl<T> Publisher<T> {
 
     /// Lossless mode: subscribers evicted so far because their process died.
     pub fn evictions(&self) -> u64 {
+        if let Some(pipe) = &self.pipe {
+            return pipe.evictions();
+        }
         self.topic.view.gate().map_or(0, |g| g.ctrl().evictions())
     }
 
@@ -243,6 +279,10 @@ impl<T> Publisher<T> {
     /// # Ok(()) }
     /// ```
     pub fn receiver_count(&self) -> Option<usize> {
+        if let Some(pipe) = &self.pipe {
+            // On pipes every subscriber has a record: they can be counted.
+            return Some(pipe.receiver_count());
+        }
         let gate = self.topic.view.gate()?;
         Some(
             gate.entries()
@@ -270,6 +310,9 @@ impl<T> Publisher<T> {
     /// # Ok(()) }
     /// ```
     pub fn is_abandoned(&self) -> bool {
+        if let Some(pipe) = &self.pipe {
+            return pipe.is_abandoned();
+        }
         self.receiver_count() == Some(0) && self.topic.view.seg().is_removed()
     }
 
@@ -451,12 +494,47 @@ impl<T> Publisher<T> {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<u64, Blocked> {
+        if self.pipe.is_some() {
+            return self.pipe_send(bytes, wait, deadline);
+        }
         match self.room(bytes.len()) {
             Ok(()) => {}
             Err(Blocked::Full) if wait => self.wait_for_room(deadline, bytes.len())?,
             Err(blocked) => return Err(blocked),
         }
         self.publish(bytes)
+    }
+
+    /// `send_raw` on a bus on pipes: one frame to every subscriber's FIFO.
+    #[cold]
+    #[inline(never)]
+    fn pipe_send(
+        &mut self,
+        bytes: &[u8],
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<u64, Blocked> {
+        self.pipe_room(wait, deadline)?;
+        let seq = self.next;
+        let time = self.topic.view.clock().map(Clock::now_ns);
+        if let Some(pipe) = &mut self.pipe {
+            pipe.send(seq, bytes, time);
+        }
+        self.next = seq.wrapping_add(1);
+        Ok(seq)
+    }
+
+    /// On pipes: whether message `next` may be sent (see
+    /// [`PipeTx::room`]), and whether this is the process that holds the
+    /// lease (not a child forked since).
+    fn pipe_room(&mut self, wait: bool, deadline: Option<Instant>) -> Result<(), Blocked> {
+        if !self.topic.in_own_process() {
+            return Err(Blocked::LeaseLost);
+        }
+        match &mut self.pipe {
+            Some(pipe) => pipe.room(wait, deadline).map_err(|_| Blocked::Full),
+            None => Ok(()),
+        }
     }
 
     /// Loans message `self.next`'s slot for `len` bytes (at most the slot
@@ -474,10 +552,15 @@ impl<T> Publisher<T> {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<Loan<'_, T>, Blocked> {
-        match self.room(len) {
-            Ok(()) => {}
-            Err(Blocked::Full) if wait => self.wait_for_room(deadline, len)?,
-            Err(blocked) => return Err(blocked),
+        if self.pipe.is_some() {
+            // The ring only holds the loan: its room is the FIFOs'.
+            self.pipe_room(wait, deadline)?;
+        } else {
+            match self.room(len) {
+                Ok(()) => {}
+                Err(Blocked::Full) if wait => self.wait_for_room(deadline, len)?,
+                Err(blocked) => return Err(blocked),
+            }
         }
         if !self.holds_lease() {
             return Err(Blocked::LeaseLost);
@@ -942,11 +1025,19 @@ impl<T> Loan<'_, T> {
             return Err(SendError::LeaseLost);
         }
         let ring = tx.topic.view.ring();
-        if let Some(clock) = tx.topic.view.clock() {
-            tx.topic.view.store_time(self.seq, clock.now_ns());
+        let time = tx.topic.view.clock().map(Clock::now_ns);
+        if let Some(time) = time {
+            tx.topic.view.store_time(self.seq, time);
         }
         ring.commit(self.seq, self.pos, self.len);
         tx.next = self.seq.wrapping_add(1);
+        if let Some(pipe) = &mut tx.pipe {
+            // On pipes the loan was written in our ring: send it from there.
+            let mut bytes = vec![0u8; self.len];
+            load_bytes(ring.payload(self.seq, self.pos, self.len), &mut bytes);
+            pipe.send(self.seq, &bytes, time);
+            return Ok(self.seq);
+        }
         ring.ctrl().wake().notify_as(&mut tx.waker);
         Ok(self.seq)
     }
@@ -1112,6 +1203,9 @@ pub struct Subscriber<T> {
     bell: Option<Doorbell>,
     /// Timestamped topics: the timestamp of the message last received.
     last_time: Option<u64>,
+    /// A bus on pipes: our FIFO, read instead of the ring. See
+    /// `crate::transport::pipe`.
+    pipe: Option<Box<PipeRx>>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -1188,9 +1282,201 @@ fn heavy_publisher_if_needed(topic: &Handle<BroadcastView>) -> Result<(), Error>
 }
 
 impl<T> Subscriber<T> {
-    pub(crate) fn new(topic: Handle<BroadcastView>) -> Result<Self, Error> {
+    pub(crate) fn new(
+        topic: Handle<BroadcastView>,
+        pipe_bus: Option<&Arc<PipeBus>>,
+    ) -> Result<Self, Error> {
         let start = topic.opts.start;
-        Subscriber::starting(topic, Start::At(start))
+        match pipe_bus {
+            None => Subscriber::starting(topic, Start::At(start)),
+            Some(bus) => Subscriber::on_pipe(topic, bus, start),
+        }
+    }
+
+    /// A subscriber on pipes: a FIFO of its own, which the publisher
+    /// writes. Nothing of the ring is used (it registers in no table).
+    fn on_pipe(
+        topic: Handle<BroadcastView>,
+        bus: &Arc<PipeBus>,
+        start: StartAt,
+    ) -> Result<Self, Error> {
+        let ring = topic.view.ring();
+        let gates = topic.view.gate().is_some() && !topic.opts.observe;
+        let mut rx = PipeRx::open(
+            Arc::clone(bus),
+            &topic.name,
+            start,
+            gates,
+            ring.capacity() as usize,
+            crate::transport::frame::HEADER + ring.max_message(),
+            topic.opts.check_interval,
+        )?;
+        let cursor = rx.take_welcome().unwrap_or(0);
+        let scratch = vec![
+            0;
+            ring.max_message().min(match ring.var() {
+                None => usize::MAX,
+                Some(_) => VAR_SCRATCH,
+            })
+        ];
+        let pacer = Pacer::new(topic.opts.check_interval);
+        Ok(Subscriber {
+            topic,
+            cursor,
+            watch: PublisherWatch {
+                owner: None,
+                dead: false,
+                pacer,
+            },
+            stats: SubscriberStats::default(),
+            scratch,
+            gate_entry: None,
+            flush_mask: 0,
+            stored: cursor,
+            gated_from: 0,
+            bell: None,
+            last_time: None,
+            pipe: Some(Box::new(rx)),
+            _marker: PhantomData,
+        })
+    }
+
+    /// On pipes: one look at the FIFO. With `out`, the next message is
+    /// copied into it and taken; without, it is left at the front (`Got`
+    /// its length) for `pipe_lend`. Welcomes set the cursor; a gap in the
+    /// sequence numbers is a loss (`Lagged`), counted exactly.
+    #[cold]
+    fn pipe_poll(&mut self, out: Option<&mut [u8]>) -> Poll {
+        let variable = self.topic.view.ring().var().is_some();
+        let Some(rx) = self.pipe.as_deref_mut() else {
+            return Poll::Empty;
+        };
+        loop {
+            let header = match rx.next() {
+                Next::Empty => return Poll::Empty,
+                Next::Welcome(seq, first) => {
+                    // A publisher (a new one, maybe): not gone.
+                    self.watch.dead = false;
+                    if !first && seq > self.cursor {
+                        // It took over from one that was killed after
+                        // messages we never got.
+                        let lost = seq - self.cursor;
+                        self.cursor = seq;
+                        self.stats.lagged = self.stats.lagged.wrapping_add(lost);
+                        return Poll::Failed(RecvError::Lagged(lost));
+                    }
+                    self.cursor = seq;
+                    continue;
+                }
+                Next::Gone(next) if next > self.cursor => {
+                    // The publisher left after messages we never got.
+                    let lost = next - self.cursor;
+                    self.cursor = next;
+                    self.stats.lagged = self.stats.lagged.wrapping_add(lost);
+                    return Poll::Failed(RecvError::Lagged(lost));
+                }
+                Next::Gone(_) => continue,
+                Next::Corrupt => {
+                    self.stats.corrupt += 1;
+                    return Poll::Failed(RecvError::Corrupt { seq: self.cursor });
+                }
+                Next::Data(header) => header,
+            };
+            if header.seq != self.cursor {
+                if header.seq > self.cursor {
+                    let lost = header.seq - self.cursor;
+                    self.cursor = header.seq;
+                    self.stats.lagged = self.stats.lagged.wrapping_add(lost);
+                    return Poll::Failed(RecvError::Lagged(lost));
+                }
+                // A publisher after one that was killed starts where it can
+                // know of: go on from there.
+                self.cursor = header.seq;
+            }
+            let len = header.len as usize;
+            let Some(out) = out else {
+                return Poll::Got(len);
+            };
+            if len > out.len() {
+                if variable {
+                    return Poll::Got(len); // not taken: read again, whole
+                }
+                rx.advance(&header);
+                self.cursor = header.seq.wrapping_add(1);
+                self.stats.corrupt += 1;
+                return Poll::Failed(RecvError::Corrupt { seq: header.seq });
+            }
+            out[..len].copy_from_slice(rx.payload(&header));
+            rx.advance(&header);
+            self.cursor = header.seq.wrapping_add(1);
+            self.stats.received += 1;
+            self.last_time = header.timestamp();
+            return Poll::Got(len);
+        }
+    }
+
+    /// On pipes: `lend_next`. The message is copied out of the FIFO into
+    /// an aligned buffer of ours, which the guard reads.
+    #[cold]
+    fn pipe_lend(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+        want: Option<usize>,
+    ) -> Result<Lent, RecvRefError<RecvTimeoutError>> {
+        if !self.is_lossless() {
+            return Err(RecvRefError::NotLossless);
+        }
+        self.attempt(wait, deadline, |sub| sub.pipe_poll(None))?;
+        let Some(rx) = self.pipe.as_deref_mut() else {
+            return Err(RecvRefError::NotLossless);
+        };
+        let Next::Data(header) = rx.next() else {
+            // `pipe_poll` left a message at the front, and only we read.
+            return Err(RecvRefError::Recv(RecvTimeoutError::Corrupt {
+                seq: self.cursor,
+            }));
+        };
+        let len = header.len as usize;
+        if want.is_some_and(|want| want != len) {
+            rx.advance(&header);
+            self.cursor = header.seq.wrapping_add(1);
+            self.stats.corrupt += 1;
+            return Err(RecvRefError::Recv(RecvTimeoutError::Corrupt {
+                seq: header.seq,
+            }));
+        }
+        let payload = rx.lend(&header);
+        self.cursor = header.seq;
+        self.last_time = header.timestamp();
+        // The guard's drop moves the cursor past it (`consumed`).
+        Ok(Lent::InPlace(payload, len))
+    }
+
+    /// On pipes: waits between `attempt`s, polling the FIFO.
+    #[cold]
+    fn pipe_wait_for(
+        &mut self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut(&mut Self) -> Poll,
+    ) -> Result<usize, RecvTimeoutError> {
+        loop {
+            match attempt(self) {
+                Poll::Got(len) => return Ok(len),
+                Poll::Failed(err) => return Err(err.into()),
+                Poll::Empty => {}
+            }
+            if self.disconnected() {
+                return Err(RecvTimeoutError::Disconnected);
+            }
+            let Some(rx) = self.pipe.as_deref_mut() else {
+                return Err(RecvTimeoutError::Timeout);
+            };
+            if !rx.wait(deadline) {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            self.stats.sleeps += 1;
+        }
     }
 
     fn starting(topic: Handle<BroadcastView>, start: Start) -> Result<Self, Error> {
@@ -1253,6 +1539,7 @@ impl<T> Subscriber<T> {
             gated_from,
             bell: None,
             last_time: None,
+            pipe: None,
             _marker: PhantomData,
         })
     }
@@ -1275,7 +1562,7 @@ impl<T> Subscriber<T> {
 
     /// Whether the topic is in lossless mode.
     pub fn is_lossless(&self) -> bool {
-        self.gate_entry.is_some()
+        self.gate_entry.is_some() || self.pipe.as_ref().is_some_and(|rx| rx.gates())
     }
 
     /// A new subscriber of the same topic, with the same options, that
@@ -1303,7 +1590,30 @@ impl<T> Subscriber<T> {
     /// table is full; [`Error::TooManyProcesses`]
     /// in a child made by `fork()` whose bus has no process entry left.
     pub fn resubscribe(&self) -> Result<Self, Error> {
+        if let Some(rx) = &self.pipe {
+            return self.pipe_sibling(rx);
+        }
         Subscriber::starting(self.topic.sibling()?, Start::At(StartAt::Next))
+    }
+
+    /// On pipes, `resubscribe` and `try_clone`: a new subscriber, which
+    /// gets what the publisher sends from when it picks it up.
+    fn pipe_sibling(&self, rx: &PipeRx) -> Result<Self, Error> {
+        let topic = self.topic.sibling()?;
+        let mut sub = Subscriber::on_pipe(topic, rx.bus(), StartAt::Next)?;
+        if sub
+            .pipe
+            .as_ref()
+            .is_some_and(|new| new.gates() != rx.gates())
+        {
+            // An observer's sibling observes too.
+            sub.pipe = Some(Box::new(rx.sibling(
+                &self.topic.name,
+                StartAt::Next,
+                rx.gates(),
+            )?));
+        }
+        Ok(sub)
     }
 
     /// A new subscriber of the same topic, with the same options, at this
@@ -1333,6 +1643,9 @@ impl<T> Subscriber<T> {
     /// before `fork()` in the parent of this process (its position is only
     /// safe to share while its own process holds it): make a new one.
     pub fn try_clone(&self) -> Result<Self, Error> {
+        if let Some(rx) = &self.pipe {
+            return self.pipe_sibling(rx);
+        }
         if self.gate_entry.is_some() && !self.topic.in_own_process() {
             return Err(Error::Inherited {
                 topic: self.topic.name.clone(),
@@ -1368,6 +1681,15 @@ impl<T> Subscriber<T> {
     /// # Ok(()) }
     /// ```
     pub fn skip_to_newest(&mut self) -> u64 {
+        if let Some(rx) = self.pipe.as_deref_mut() {
+            let Some(newest) = rx.skip_to_newest() else {
+                return 0;
+            };
+            let skipped = newest.saturating_sub(self.cursor);
+            self.cursor = newest;
+            self.stats.skipped = self.stats.skipped.wrapping_add(skipped);
+            return skipped;
+        }
         let target = self.newest();
         let skipped = target.saturating_sub(self.cursor);
         if skipped > 0 {
@@ -1404,7 +1726,7 @@ impl<T> Subscriber<T> {
     /// ([`Gate::should_store`] says why that never strands it).
     #[inline(always)]
     fn consumed(&mut self) {
-        if self.topic.view.clock().is_some() {
+        if self.topic.view.clock().is_some() && self.pipe.is_none() {
             self.took_time();
         }
         self.cursor = self.cursor.wrapping_add(1);
@@ -1461,6 +1783,9 @@ impl<T> Subscriber<T> {
     /// hot path of fanout); lossless mode goes through the gate's checks.
     #[inline(always)]
     fn poll(&mut self, out: &mut [u8]) -> Poll {
+        if self.pipe.is_some() {
+            return self.pipe_poll(Some(out));
+        }
         if self.gate_entry.is_some() {
             return self.poll_gated(out);
         }
@@ -1548,6 +1873,12 @@ impl<T> Subscriber<T> {
     /// Whether the publisher is gone and nothing is left to read. Checks
     /// the publisher's liveness at most once per check interval.
     fn disconnected(&mut self) -> bool {
+        if let Some(rx) = self.pipe.as_deref_mut() {
+            if self.watch.pacer.due() {
+                self.watch.dead = rx.publisher_gone();
+            }
+            return self.watch.dead && !rx.ready();
+        }
         let state = self.topic.view.ring().ctrl().publisher();
         let holder = match state {
             PublisherState::Held(owner) => Some(owner),
@@ -1587,6 +1918,9 @@ impl<T> Subscriber<T> {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<usize, RecvTimeoutError> {
+        if self.pipe.is_some() {
+            return self.recv_slow(out, wait, deadline);
+        }
         if let Some(len) = Self::look(&self.topic, self.gate_entry, self.cursor, out) {
             // Longer than `out` (variable-size only): not taken, see `took`.
             if len <= out.len() {
@@ -1718,6 +2052,10 @@ impl<T> Subscriber<T> {
     ///
     /// [`Error::Io`] if the eventfd or the thread cannot be made.
     pub fn event_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+        if self.pipe.is_some() {
+            // On pipes, the FIFO itself.
+            return Ok(self.pipe.as_ref().map(|rx| rx.fd()).expect("checked above"));
+        }
         Ok(self.doorbell()?.fd())
     }
 
@@ -1738,6 +2076,9 @@ impl<T> Subscriber<T> {
         deadline: Option<Instant>,
         mut attempt: impl FnMut(&mut Self) -> Poll,
     ) -> Result<usize, RecvTimeoutError> {
+        if self.pipe.is_some() {
+            return self.pipe_wait_for(deadline, attempt);
+        }
         let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
         loop {
             match attempt(self) {
@@ -1795,6 +2136,9 @@ impl<T> Subscriber<T> {
         deadline: Option<Instant>,
         want: Option<usize>,
     ) -> Result<Lent, RecvRefError<RecvTimeoutError>> {
+        if self.pipe.is_some() {
+            return self.pipe_lend(wait, deadline, want);
+        }
         if self.gate_entry.is_none() {
             return Err(RecvRefError::NotLossless);
         }
@@ -2000,8 +2344,13 @@ impl BorrowedBytes<'_> {
         match self.lent {
             LentBytes::InPlace(_) => MessageInfo {
                 seq: self.sub.cursor,
-                // Still gated on us: the word is this message's.
-                timestamp_ns: self.sub.topic.view.time_of(self.sub.cursor),
+                // Still gated on us: the word is this message's (on pipes,
+                // the frame's, kept as it was lent).
+                timestamp_ns: if self.sub.pipe.is_some() {
+                    self.sub.last_time
+                } else {
+                    self.sub.topic.view.time_of(self.sub.cursor)
+                },
             },
             LentBytes::Copied(..) => self.sub.last_info(),
         }
@@ -2858,6 +3207,9 @@ impl Subscriber<Bytes> {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<&[u8], RecvTimeoutError> {
+        if self.pipe.is_some() {
+            return self.recv_bytes_slow(wait, deadline);
+        }
         if let Some(len) = Self::look(&self.topic, self.gate_entry, self.cursor, &mut self.scratch)
         {
             if len <= self.scratch.len() {
@@ -2919,6 +3271,9 @@ impl<T> crate::select::sealed::Source for Subscriber<T> {
 
     #[inline]
     fn ready_now(&self) -> bool {
+        if let Some(rx) = &self.pipe {
+            return rx.ready();
+        }
         let ring = self.topic.view.ring();
         let ctrl = ring.ctrl();
         ring.ready(self.cursor)

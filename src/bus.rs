@@ -10,7 +10,9 @@ use crate::segment::layout::{EntryConfig, KIND_QUEUE};
 use crate::segment::views::{BroadcastView, QueueView};
 use crate::segment::{self, directory, Segment, SegmentOptions};
 use crate::topic::TopicBuilder;
+use crate::transport::{PipeBus, Transport};
 use crate::{Consumer, Producer, Publisher, Subscriber};
+use std::path::PathBuf;
 
 /// Default size of a new bus segment: 64 MiB of address space. The file is
 /// sparse; only the header, directory and each topic's ring take memory in
@@ -43,12 +45,16 @@ pub const DEFAULT_PROCESSES: u32 = 1024;
 #[derive(Clone)]
 pub struct Bus {
     pub(crate) seg: Arc<Segment>,
+    /// A bus on pipes: its directory (`seg` is then this process's private
+    /// segment, which only holds loans and checks topic options).
+    pub(crate) pipe: Option<Arc<PipeBus>>,
 }
 
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus")
             .field("name", &self.name())
+            .field("transport", &self.transport())
             .field("size", &self.seg.size())
             .finish()
     }
@@ -61,6 +67,8 @@ impl std::fmt::Debug for Bus {
 pub struct BusBuilder {
     name: String,
     opts: SegmentOptions,
+    transport: Transport,
+    dir: Option<PathBuf>,
 }
 
 impl BusBuilder {
@@ -93,7 +101,32 @@ impl BusBuilder {
         self
     }
 
+    /// Which transport: shared memory, pipes, or `Auto` (the default:
+    /// shared memory where `/dev/shm` can hold the bus, else pipes; see
+    /// [`Transport`]). A bus that exists is joined on its own transport by
+    /// `Auto`; naming the other one opens a different bus of the same name.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Where pipe buses live (a bus is the directory `<dir>/<name>`).
+    /// Default `$XDG_RUNTIME_DIR/shmbus`, else `/tmp/shmbus-<uid>`. A
+    /// directory shared by bind mount carries a pipe bus across
+    /// containers.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
     /// Creates the bus, or joins it if it exists.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidBusOptions`] for options out of range; with
+    /// [`Transport::SharedMemory`], what creating or mapping the segment
+    /// met ([`Error::NoSpace`], [`Error::Io`], ...); with `Auto`, those
+    /// only where pipes cannot be used either.
     pub fn open(self) -> Result<Bus, Error> {
         let invalid = |why: String| Error::InvalidBusOptions {
             bus: self.name.clone(),
@@ -127,8 +160,91 @@ impl BusBuilder {
                 self.opts.size, self.opts.topics, self.opts.processes
             )));
         }
+        let root = self
+            .dir
+            .clone()
+            .unwrap_or_else(crate::transport::default_root);
+        match self.transport {
+            Transport::SharedMemory => self.open_shm(),
+            Transport::Pipe => self.open_pipe(&root),
+            Transport::Auto => {
+                segment::validate_name("bus", &self.name)?;
+                if std::path::Path::new(&segment::path(&self.name)).exists() {
+                    return self.open_shm();
+                }
+                if PipeBus::existing(&self.name, &root).is_some() {
+                    return self.open_pipe(&root);
+                }
+                match self.open_shm() {
+                    Err(err) => match unusable_shm(&err) {
+                        Some(why) => {
+                            log_fallback(&self.name, &root, &why);
+                            self.open_pipe(&root)
+                        }
+                        None => Err(err),
+                    },
+                    ok => ok,
+                }
+            }
+        }
+    }
+
+    fn open_shm(&self) -> Result<Bus, Error> {
         let seg = Segment::create_or_open(&self.name, &self.opts)?;
-        Ok(Bus { seg: Arc::new(seg) })
+        Ok(Bus {
+            seg: Arc::new(seg),
+            pipe: None,
+        })
+    }
+
+    fn open_pipe(&self, root: &std::path::Path) -> Result<Bus, Error> {
+        segment::validate_name("bus", &self.name)?;
+        let pipe = PipeBus::create_or_open(&self.name, root, self.opts.mode)?;
+        let seg = Segment::private(&self.name, &self.opts)?;
+        Ok(Bus {
+            seg: Arc::new(seg),
+            pipe: Some(Arc::new(pipe)),
+        })
+    }
+}
+
+/// Why `/dev/shm` cannot hold a bus, if `err` says it cannot (and not that
+/// something about this bus is wrong): what `Auto` falls back to pipes for.
+fn unusable_shm(err: &Error) -> Option<String> {
+    let dev_shm = std::path::Path::new("/dev/shm");
+    match err {
+        _ if !dev_shm.is_dir() => Some("/dev/shm does not exist".into()),
+        Error::NoSpace { source, .. } => Some(format!("/dev/shm is full ({source})")),
+        Error::Io { source, .. } => match source.raw_os_error() {
+            Some(libc::EROFS) => Some("/dev/shm is read-only".into()),
+            Some(libc::EACCES | libc::EPERM) => Some(format!(
+                "/dev/shm is not writable by this process ({source})"
+            )),
+            Some(libc::ENOSPC) => Some(format!("/dev/shm is full ({source})")),
+            Some(libc::ENOENT | libc::ENOTDIR) => {
+                Some(format!("/dev/shm cannot hold files ({source})"))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Says once per process and bus that `Auto` chose pipes, and why (on
+/// standard error, unless `SHMBUS_QUIET` is set).
+fn log_fallback(bus: &str, root: &std::path::Path, why: &str) {
+    use std::sync::Mutex;
+    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if said.iter().any(|b| b == bus) {
+        return;
+    }
+    said.push(bus.to_owned());
+    if std::env::var_os("SHMBUS_QUIET").is_none() {
+        eprintln!(
+            "shmbus: bus {bus:?} runs on pipes in {}: {why}",
+            root.join(bus).display()
+        );
     }
 }
 
@@ -252,18 +368,62 @@ impl Bus {
     /// Joins the bus `name` if it exists; never creates it
     /// (`Error::NotFound` otherwise). For tools that inspect buses.
     pub fn open_existing(name: &str) -> Result<Bus, Error> {
-        let seg = Segment::open_existing(name)?;
-        Ok(Bus { seg: Arc::new(seg) })
+        match Segment::open_existing(name) {
+            Ok(seg) => Ok(Bus {
+                seg: Arc::new(seg),
+                pipe: None,
+            }),
+            Err(Error::NotFound { .. })
+                if PipeBus::existing(name, &crate::transport::default_root()).is_some() =>
+            {
+                Bus::builder(name).transport(Transport::Pipe).open()
+            }
+            Err(err) => Err(err),
+        }
     }
 
-    /// The names of the buses on this machine (the `shmbus.*` files in
-    /// /dev/shm), whether or not they are healthy.
+    /// The names of the buses on this machine: the `shmbus.*` files in
+    /// /dev/shm, whether or not they are healthy, then the pipe buses in
+    /// the default directory not already named (see [`Bus::list_pipe`]).
     pub fn list() -> Result<Vec<String>, Error> {
-        segment::list_buses().map_err(|source| Error::Io {
-            bus: String::new(),
-            action: "listing /dev/shm",
-            source,
-        })
+        let mut buses = match segment::list_buses() {
+            Ok(buses) => buses,
+            // No /dev/shm: only pipe buses, then.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(Error::Io {
+                    bus: String::new(),
+                    action: "listing /dev/shm",
+                    source,
+                })
+            }
+        };
+        for bus in Bus::list_pipe(&crate::transport::default_root()) {
+            if !buses.contains(&bus) {
+                buses.push(bus);
+            }
+        }
+        Ok(buses)
+    }
+
+    /// The pipe buses under `dir` (the default is
+    /// [`default_pipe_dir`](crate::default_pipe_dir)).
+    pub fn list_pipe(dir: &std::path::Path) -> Vec<String> {
+        crate::transport::list(dir)
+    }
+
+    /// The transport this bus runs on.
+    pub fn transport(&self) -> Transport {
+        if self.pipe.is_some() {
+            Transport::Pipe
+        } else {
+            Transport::SharedMemory
+        }
+    }
+
+    /// A pipe bus's directory (`None` in shared memory).
+    pub fn pipe_dir(&self) -> Option<&std::path::Path> {
+        self.pipe.as_ref().map(|p| p.dir.as_path())
     }
 
     /// Removes what creators that died half-way through creating a bus left
@@ -273,11 +433,28 @@ impl Bus {
     /// bus's own name (a bus is published only once it is complete), so
     /// this never touches a bus, healthy or not.
     pub fn gc() -> Result<Vec<String>, Error> {
-        segment::remove_unfinished().map_err(|source| Error::Io {
-            bus: String::new(),
-            action: "removing unfinished buses in /dev/shm",
-            source,
-        })
+        let mut removed = match segment::remove_unfinished() {
+            Ok(removed) => removed,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(Error::Io {
+                    bus: String::new(),
+                    action: "removing unfinished buses in /dev/shm",
+                    source,
+                })
+            }
+        };
+        // Pipe buses: the records and FIFOs of endpoints known dead.
+        removed.extend(crate::transport::gc(&crate::transport::default_root()));
+        Ok(removed)
+    }
+
+    /// Removes what endpoints known dead left in the pipe buses under
+    /// `dir` (their records and FIFOs; a publisher and lossless subscribers
+    /// also remove a dead one's when they meet it). Returns the paths
+    /// removed. [`Bus::gc`] does this for the default directory.
+    pub fn gc_pipe(dir: &std::path::Path) -> Vec<String> {
+        crate::transport::gc(dir)
     }
 
     /// Options for creating the bus `name`.
@@ -290,13 +467,32 @@ impl Bus {
                 processes: DEFAULT_PROCESSES,
                 mode: 0o600,
             },
+            transport: Transport::Auto,
+            dir: None,
         }
     }
 
     /// Deletes the bus `name`. Processes that have it open keep working on
     /// their mapping; the next `open` creates a new, empty bus.
+    ///
+    /// Removes the shared-memory bus `name` and the pipe bus `name` in the
+    /// default directory, whichever exist; `Error::NotFound` if neither
+    /// does. (A pipe bus elsewhere: [`Bus::remove_pipe`].)
     pub fn remove(name: &str) -> Result<(), Error> {
-        segment::remove(name)
+        let shm = segment::remove(name);
+        let pipe = crate::transport::remove(name, &crate::transport::default_root())?;
+        match shm {
+            Err(Error::NotFound { .. }) if pipe => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Removes the pipe bus `name` under `dir`: its directory, FIFOs and
+    /// records. Processes that have its FIFOs open keep them. False if
+    /// there was none.
+    pub fn remove_pipe(name: &str, dir: &std::path::Path) -> Result<bool, Error> {
+        segment::validate_name("bus", name)?;
+        crate::transport::remove(name, dir)
     }
 
     /// The bus name.
@@ -307,7 +503,7 @@ impl Bus {
     /// A topic with options (capacity, slot size, where a subscriber starts,
     /// how it waits).
     pub fn topic(&self, name: &str) -> TopicBuilder<'_> {
-        TopicBuilder::new(&self.seg, name)
+        TopicBuilder::new(&self.seg, self.pipe.as_ref(), name)
     }
 
     /// The publisher of broadcast topic `topic`, creating the topic with
@@ -364,10 +560,147 @@ impl Bus {
     /// The outer error only if the directory itself cannot be viewed (the
     /// segment is corrupt); per-topic errors are in the list.
     pub fn topics(&self) -> Result<Vec<Result<TopicInfo, Error>>, Error> {
+        if let Some(pipe) = &self.pipe {
+            return Ok(self.pipe_topics(pipe));
+        }
         Ok(directory::list(&self.seg)?
             .into_iter()
             .map(|topic| topic.and_then(|topic| self.topic_info(&topic.config)))
             .collect())
+    }
+
+    /// A pipe bus's topics, from its directory: each topic's configuration
+    /// and its endpoints' records.
+    fn pipe_topics(&self, pipe: &PipeBus) -> Vec<Result<TopicInfo, Error>> {
+        let Ok(entries) = std::fs::read_dir(&pipe.dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .into_string()
+                    .ok()?
+                    .strip_prefix("t.")
+                    .map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|name| match pipe.read_config(&name) {
+                Ok(None) => None, // being created
+                Ok(Some(config)) => Some(Ok(self.pipe_topic_info(pipe, &name, &config))),
+                Err(err) => Some(Err(err)),
+            })
+            .collect()
+    }
+
+    fn pipe_topic_info(&self, pipe: &PipeBus, name: &str, c: &EntryConfig) -> TopicInfo {
+        use crate::transport::record_liveness;
+        let dir = pipe.topic_dir(name);
+        let shape = crate::segment::region::Shape::of(c);
+        let endpoints = |prefix: &str| -> Vec<EndpointInfo> {
+            PipeBus::records(&dir, prefix)
+                .into_iter()
+                .enumerate()
+                .map(|(entry, id)| {
+                    let record = dir.join(format!("{prefix}{id}"));
+                    let pid = std::fs::read_to_string(&record).ok().and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("pid=")?.parse::<u32>().ok())
+                    });
+                    EndpointInfo {
+                        entry,
+                        pid,
+                        same_namespace: false,
+                        process: match record_liveness(&record) {
+                            Liveness::Alive => ProcessState::Alive,
+                            Liveness::Dead => ProcessState::Dead,
+                            Liveness::Unknown => ProcessState::Unknown,
+                        },
+                        cursor: None,
+                        lag: None,
+                        evicted: false,
+                        attaching: false,
+                    }
+                })
+                .collect()
+        };
+        let live = |list: &[EndpointInfo]| {
+            list.iter()
+                .filter(|e| e.process != ProcessState::Dead)
+                .count() as u32
+        };
+        let queue = c.kind == KIND_QUEUE;
+        let mut info = TopicInfo {
+            name: name.to_owned(),
+            kind: if queue {
+                TopicKind::WorkQueue
+            } else if shape.lossless() {
+                TopicKind::LosslessBroadcast
+            } else {
+                TopicKind::Broadcast
+            },
+            capacity: c.capacity,
+            slot_size: c.slot_size,
+            arena_bytes: shape.variable().then(|| shape.arena_bytes()),
+            timestamps: shape.clock(),
+            type_size: c.type_size,
+            published: 0,
+            publisher_pid: None,
+            sleeping: 0,
+            attached: 0,
+            evictions: 0,
+            lost: 0,
+            subscribers: Vec::new(),
+            producers: Vec::new(),
+            consumers: Vec::new(),
+            popped: 0,
+            depth: 0,
+            lost_in_push: 0,
+            lost_in_consume: 0,
+            waiting_writers: 0,
+        };
+        if queue {
+            info.producers = endpoints("prod-");
+            info.consumers = endpoints("cons-");
+            info.attached = live(&info.producers) + live(&info.consumers);
+            if let Ok(fd) = rustix::fs::open(
+                dir.join("queue"),
+                rustix::fs::OFlags::RDWR
+                    | rustix::fs::OFlags::NONBLOCK
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            ) {
+                let frame =
+                    (crate::transport::frame::HEADER + c.slot_size as usize).next_multiple_of(8);
+                info.depth = rustix::io::ioctl_fionread(&fd).unwrap_or(0) / frame as u64;
+            }
+        } else {
+            info.subscribers = endpoints("sub-");
+            info.attached = live(&info.subscribers);
+            let lease = dir.join("publisher");
+            let text = std::fs::read_to_string(&lease).unwrap_or_default();
+            if record_liveness(&lease) == Liveness::Alive {
+                info.publisher_pid = text.lines().next().and_then(|l| l.trim().parse().ok());
+            }
+            // The publishers' sequence number and evictions, as the `seq`
+            // words keep them.
+            let seq = std::fs::read(dir.join("seq")).unwrap_or_default();
+            let word = |i: usize| {
+                seq.get(i * 8..i * 8 + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_ne_bytes)
+            };
+            info.evictions = word(1);
+            info.published = word(0).max(
+                text.lines()
+                    .find_map(|l| l.strip_prefix("next=")?.parse().ok())
+                    .unwrap_or(0),
+            );
+        }
+        info
     }
 
     /// What the process table says of `owner`.

@@ -114,6 +114,8 @@ internal_mod!(segment);
 pub mod select;
 #[cfg(not(shmbus_loom))]
 mod topic;
+#[cfg(not(shmbus_loom))]
+mod transport;
 
 #[cfg(not(shmbus_loom))]
 pub use broadcast::{
@@ -141,4 +143,6 @@ pub use queue::{Consumer, PoppedBytes, PoppedRef, Producer, QueueLoan, QueueStat
 pub use select::{Select, SelectError, Selectable};
 #[cfg(not(shmbus_loom))]
 pub use topic::{TopicBuilder, DEFAULT_BYTES_SLOT_SIZE, DEFAULT_CAPACITY, DEFAULT_MAX_WORKERS};
+#[cfg(not(shmbus_loom))]
+pub use transport::{default_root as default_pipe_dir, Transport};
 pub use wait::WaitStrategy;

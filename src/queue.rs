@@ -61,7 +61,10 @@ use crate::ring::queue::{
 };
 use crate::segment::views::QueueView;
 use crate::select::sealed::Source;
+use crate::transport::pipe::{PipeQueue, QueueBlocked, Role};
+use crate::transport::PipeBus;
 use crate::wait::{deadline_after, Pacer, Waited, Waiter, Wake};
+use std::sync::Arc;
 
 /// Counters of a work queue, shared by all its producers and consumers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -174,6 +177,34 @@ enum PushFail {
     },
 }
 
+/// On a bus on pipes: the queue's FIFO, for a producer or consumer of
+/// `topic` (at most as many of that role as its table has entries).
+fn open_pipe(
+    topic: &Handle<QueueView>,
+    pipe_bus: Option<&Arc<PipeBus>>,
+    role: Role,
+) -> Result<Option<Box<PipeQueue>>, Error> {
+    let Some(bus) = pipe_bus else {
+        return Ok(None);
+    };
+    let ring = topic.view.ring();
+    let max = match role {
+        Role::Producer => ring.producers().len(),
+        Role::Consumer => ring.consumers().len(),
+    };
+    let queue = PipeQueue::open(
+        Arc::clone(bus),
+        &topic.name,
+        role,
+        ring.slot_bytes(),
+        ring.is_variable(),
+        ring.capacity() as usize,
+        max as u32,
+        topic.opts.check_interval,
+    )?;
+    Ok(Some(Box::new(queue)))
+}
+
 /// Live (or possibly live: unknown counts) endpoints in a claim table.
 fn live_count(topic: &Handle<QueueView>, entries: &[ClaimEntry]) -> usize {
     entries
@@ -213,11 +244,29 @@ pub struct Producer<T> {
     /// The length of the last push that found no room: a variable-size
     /// queue has room for it only when every unit it takes is free.
     wanted: usize,
+    /// A bus on pipes: the queue's FIFO, written instead of the ring. See
+    /// `crate::transport::pipe`.
+    pipe: Option<Box<PipeQueue>>,
     _marker: PhantomData<fn(T)>,
 }
 
 impl<T> Producer<T> {
-    pub(crate) fn new(topic: Handle<QueueView>) -> Result<Self, Error> {
+    /// The longest message a push takes: the slot size (a variable-size
+    /// queue's largest message), or on pipes at most what one atomic
+    /// pipe write carries.
+    fn max_message(&self) -> usize {
+        let slot = self.topic.view.ring().slot_bytes();
+        match &self.pipe {
+            Some(pipe) => slot.min(pipe.max_message()),
+            None => slot,
+        }
+    }
+
+    pub(crate) fn new(
+        topic: Handle<QueueView>,
+        pipe_bus: Option<&Arc<PipeBus>>,
+    ) -> Result<Self, Error> {
+        let pipe = open_pipe(&topic, pipe_bus, Role::Producer)?;
         let entry = attach(&topic, Side::Push)?;
         topic.view.ring().mark_producer();
         let pacer = Pacer::new(topic.opts.check_interval);
@@ -228,6 +277,7 @@ impl<T> Producer<T> {
             suspect: Suspect::default(),
             orphan: Orphan::default(),
             wanted: 0,
+            pipe,
             _marker: PhantomData,
         })
     }
@@ -294,7 +344,7 @@ impl<T> Producer<T> {
     /// [`Error::TooManyWorkers`] when the
     /// producer table is full.
     pub fn try_clone(&self) -> Result<Self, Error> {
-        Producer::new(self.topic.sibling()?)
+        Producer::new(self.topic.sibling()?, self.pipe.as_ref().map(|p| p.bus()))
     }
 
     /// How many consumers are attached: the entries of the consumer table
@@ -313,6 +363,9 @@ impl<T> Producer<T> {
     /// # Ok(()) }
     /// ```
     pub fn receiver_count(&self) -> usize {
+        if let Some(pipe) = &self.pipe {
+            return pipe.consumers();
+        }
         live_count(&self.topic, self.topic.view.ring().consumers())
     }
 
@@ -332,6 +385,9 @@ impl<T> Producer<T> {
     /// # Ok(()) }
     /// ```
     pub fn is_abandoned(&self) -> bool {
+        if let Some(pipe) = &self.pipe {
+            return pipe.is_abandoned();
+        }
         self.receiver_count() == 0 && self.topic.view.seg().is_removed()
     }
 
@@ -368,6 +424,9 @@ impl<T> Producer<T> {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<(), PushFail> {
+        if self.pipe.is_some() {
+            return self.pipe_push(bytes, wait, deadline);
+        }
         let claim = self.claim_raw(bytes.len(), wait, deadline)?;
         let ring = self.topic.view.ring();
         let entry = &ring.producers()[self.entry];
@@ -378,6 +437,28 @@ impl<T> Producer<T> {
         // `crate::wait`).
         ring.ctrl().not_empty().notify_one();
         Ok(())
+    }
+
+    /// `push_raw` on pipes: one frame into the queue's FIFO.
+    #[cold]
+    #[inline(never)]
+    fn pipe_push(
+        &mut self,
+        bytes: &[u8],
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), PushFail> {
+        if !self.topic.in_own_process() {
+            return Err(PushFail::Detached);
+        }
+        let Some(pipe) = &mut self.pipe else {
+            return Err(PushFail::Detached);
+        };
+        pipe.push(bytes, wait, deadline)
+            .map_err(|blocked| match blocked {
+                QueueBlocked::Full => PushFail::Full,
+                QueueBlocked::Abandoned => PushFail::Disconnected,
+            })
     }
 
     /// Claims the next slot to push, waiting for room until `deadline`
@@ -437,6 +518,19 @@ impl<T> Producer<T> {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<QueueLoan<'_, T>, E> {
+        if let Some(pipe) = &mut self.pipe {
+            // On pipes the loan is a buffer of ours, pushed at the commit.
+            if !self.topic.in_own_process() {
+                return Err(E::hand_back(PushFail::Detached, ()));
+            }
+            let buf = core::ptr::NonNull::new(pipe.loan_buf(len));
+            return Ok(QueueLoan {
+                tx: self,
+                claim: Claim::detached(0),
+                len,
+                pipe_buf: buf,
+            });
+        }
         let claim = self
             .claim_raw(len, wait, deadline)
             .map_err(|fail| E::hand_back(fail, ()))?;
@@ -444,6 +538,7 @@ impl<T> Producer<T> {
             tx: self,
             claim,
             len,
+            pipe_buf: None,
         })
     }
 }
@@ -471,6 +566,8 @@ pub struct QueueLoan<'a, T> {
     tx: &'a mut Producer<T>,
     claim: Claim,
     len: usize,
+    /// On pipes: the producer's buffer the loan is written in.
+    pipe_buf: Option<core::ptr::NonNull<u8>>,
 }
 
 impl<T> QueueLoan<'_, T> {
@@ -487,13 +584,27 @@ impl<T> QueueLoan<'_, T> {
     /// The slot's payload, `len` bytes.
     #[inline(always)]
     fn bytes(&self) -> *mut u8 {
+        if let Some(buf) = self.pipe_buf {
+            return buf.as_ptr();
+        }
         self.tx.topic.view.ring().payload(self.claim).as_ptr() as *mut u8
     }
 
     /// Publishes the message: one consumer will take it.
+    ///
+    /// On pipes, the message is written to the queue's FIFO now, waiting
+    /// for room while a consumer lives to make it; with none left, it is
+    /// dropped (counted in [`QueueStats::lost_in_push`] of this producer).
     #[inline(always)]
     pub fn commit(self) {
-        let this = core::mem::ManuallyDrop::new(self);
+        let mut this = core::mem::ManuallyDrop::new(self);
+        if this.pipe_buf.is_some() {
+            let len = this.len;
+            if let Some(pipe) = &mut this.tx.pipe {
+                pipe.commit_loan(len);
+            }
+            return;
+        }
         let ring = this.tx.topic.view.ring();
         ring.commit(this.claim, this.len, &ring.producers()[this.tx.entry]);
         ring.ctrl().not_empty().notify_one();
@@ -502,6 +613,9 @@ impl<T> QueueLoan<'_, T> {
 
 impl<T> Drop for QueueLoan<'_, T> {
     fn drop(&mut self) {
+        if self.pipe_buf.is_some() {
+            return; // nothing was claimed
+        }
         let ring = self.tx.topic.view.ring();
         ring.abandon(self.claim, &ring.producers()[self.tx.entry]);
         // A consumer asleep at this slot must skip the tombstone.
@@ -784,7 +898,7 @@ impl Producer<Bytes> {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<(), E> {
-        let max = self.topic.view.ring().slot_bytes();
+        let max = self.max_message();
         if bytes.len() > max {
             return Err(E::too_large(bytes.len(), max));
         }
@@ -938,7 +1052,7 @@ impl Producer<Bytes> {
     }
 
     fn check_loan_len<E: HandBack<()>>(&self, len: usize) -> Result<(), E> {
-        let max = self.topic.view.ring().slot_bytes();
+        let max = self.max_message();
         if len > max {
             return Err(E::too_large(len, max));
         }
@@ -995,6 +1109,8 @@ pub struct Consumer<T> {
     scratch: Vec<u8>,
     /// The pollable fd, once asked for ([`event_fd`](Self::event_fd)).
     bell: Option<Doorbell>,
+    /// A bus on pipes: the queue's FIFO, read instead of the ring.
+    pipe: Option<Box<PipeQueue>>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -1034,7 +1150,11 @@ impl Taken {
 }
 
 impl<T> Consumer<T> {
-    pub(crate) fn new(topic: Handle<QueueView>) -> Result<Self, Error> {
+    pub(crate) fn new(
+        topic: Handle<QueueView>,
+        pipe_bus: Option<&Arc<PipeBus>>,
+    ) -> Result<Self, Error> {
+        let pipe = open_pipe(&topic, pipe_bus, Role::Consumer)?;
         let entry = attach(&topic, Side::Consume)?;
         // Variable-size messages are copied out of their units into a
         // buffer grown to fit (`pop_bytes_raw`), not one of the largest
@@ -1059,6 +1179,7 @@ impl<T> Consumer<T> {
             suspect: Suspect::default(),
             scratch,
             bell: None,
+            pipe,
             _marker: PhantomData,
         })
     }
@@ -1079,6 +1200,10 @@ impl<T> Consumer<T> {
     ///
     /// [`Error::Io`] if the eventfd or the helper thread cannot be made.
     pub fn event_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+        if self.pipe.is_some() {
+            // On pipes, the FIFO itself.
+            return Ok(self.pipe.as_ref().map(|p| p.fd()).expect("checked above"));
+        }
         Ok(self.doorbell()?.fd())
     }
 
@@ -1133,12 +1258,15 @@ impl<T> Consumer<T> {
     /// [`Error::TooManyWorkers`] when the
     /// consumer table is full.
     pub fn try_clone(&self) -> Result<Self, Error> {
-        Consumer::new(self.topic.sibling()?)
+        Consumer::new(self.topic.sibling()?, self.pipe.as_ref().map(|p| p.bus()))
     }
 
     /// One pop: a message, or nothing now. Recovers a slot whose producer
     /// is known dead when a liveness check is due (paced per consumer).
     fn try_once(&mut self, take: &mut Take<'_>) -> Pop {
+        if self.pipe.is_some() {
+            return self.pipe_try_once(take);
+        }
         if !self.topic.in_own_process() || !self.entry().held_by(self.topic.me) {
             return Pop::Failed(PopError::Detached);
         }
@@ -1205,11 +1333,46 @@ impl<T> Consumer<T> {
         }
     }
 
+    /// `try_once` on pipes: one frame read from the queue's FIFO (a whole
+    /// one, or none: see `crate::transport::pipe`).
+    #[cold]
+    fn pipe_try_once(&mut self, take: &mut Take<'_>) -> Pop {
+        if !self.topic.in_own_process() {
+            return Pop::Failed(PopError::Detached);
+        }
+        let Some(pipe) = &mut self.pipe else {
+            return Pop::Failed(PopError::Detached);
+        };
+        match pipe.pop() {
+            Ok(None) => Pop::Empty,
+            Err(pos) => Pop::Failed(PopError::Corrupt { pos }),
+            Ok(Some((len, pos))) => match take {
+                Take::Copy(out) if len > out.len() => {
+                    // Not taken (as in shared memory): the caller reads
+                    // it again into a buffer that fits.
+                    pipe.unpop(len, pos);
+                    Pop::Got(Taken::Copied(len))
+                }
+                Take::Copy(out) => {
+                    out[..len].copy_from_slice(pipe.held_bytes(len));
+                    Pop::Got(Taken::Copied(len))
+                }
+                Take::Hold => Pop::Got(Taken::Held(Claim::detached(pos), pipe.held(), len)),
+            },
+        }
+    }
+
     /// Whether a producer has attached, every producer that did is gone
     /// (dropped, or known dead) and the queue is empty. The producers'
     /// liveness is looked at once per check interval; the verdict holds in
     /// between.
     fn disconnected(&mut self) -> bool {
+        if let Some(pipe) = &self.pipe {
+            if self.producers_check.due() {
+                self.gone = pipe.disconnected();
+            }
+            return self.gone && !pipe.ready();
+        }
         let ring = self.topic.view.ring();
         let ctrl = ring.ctrl();
         if !ctrl.had_producer() || ring.can_pop() || ctrl.pushed() != ctrl.popped() {
@@ -1269,6 +1432,9 @@ impl<T> Consumer<T> {
         take: &mut Take<'_>,
         deadline: Option<Instant>,
     ) -> Result<Taken, PopTimeoutError> {
+        if self.pipe.is_some() {
+            return self.pipe_pop_waiting(take, deadline);
+        }
         let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
         // `try_once` reads the clock (`Pacer::due`) on every empty poll. It
         // also paces the spin on the queue's contended lines: the cheaper
@@ -1292,6 +1458,33 @@ impl<T> Consumer<T> {
                     self.producers_check.expire();
                 }
                 _ => {}
+            }
+        }
+    }
+}
+
+impl<T> Consumer<T> {
+    /// `pop_waiting` on pipes: polls the FIFO between attempts.
+    #[cold]
+    fn pipe_pop_waiting(
+        &mut self,
+        take: &mut Take<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Taken, PopTimeoutError> {
+        loop {
+            match self.try_once(take) {
+                Pop::Got(taken) => return Ok(taken),
+                Pop::Failed(err) => return Err(err.into()),
+                Pop::Empty => {}
+            }
+            if self.disconnected() {
+                return Err(PopTimeoutError::Disconnected);
+            }
+            let Some(pipe) = &self.pipe else {
+                return Err(PopTimeoutError::Timeout);
+            };
+            if !pipe.wait_readable(deadline) {
+                return Err(PopTimeoutError::Timeout);
             }
         }
     }
@@ -1847,6 +2040,9 @@ impl<T> Held<'_, T> {
 
 impl<T> Drop for Held<'_, T> {
     fn drop(&mut self) {
+        if self.consumer.pipe.is_some() {
+            return; // popped from the FIFO already: nothing is claimed
+        }
         let topic = &self.consumer.topic;
         if !topic.in_own_process() {
             return; // inherited through fork(): the claim is the parent's
@@ -2123,6 +2319,9 @@ impl<T> crate::select::sealed::Source for Consumer<T> {
 
     #[inline]
     fn ready_now(&self) -> bool {
+        if let Some(pipe) = &self.pipe {
+            return pipe.ready();
+        }
         self.topic.view.ring().can_pop()
     }
 

@@ -18,6 +18,7 @@ use crate::segment::layout::{self, MAX_ARENA, MAX_ATTACH, MAX_CAPACITY, MAX_SLOT
 use crate::segment::validate_name;
 use crate::segment::views::{BroadcastView, QueueView};
 use crate::segment::Segment;
+use crate::transport::PipeBus;
 use crate::wait::WaitStrategy;
 
 /// Default ring capacity: 1024 messages.
@@ -51,6 +52,8 @@ pub const DEFAULT_MAX_WORKERS: u32 = 64;
 #[must_use = "a topic builder does nothing until it makes an endpoint"]
 pub struct TopicBuilder<'b> {
     seg: &'b Arc<Segment>,
+    /// A bus on pipes: its directory.
+    pipe: Option<&'b Arc<PipeBus>>,
     name: String,
     capacity: Option<u32>,
     slot_size: Option<u32>,
@@ -71,9 +74,10 @@ pub struct TopicBuilder<'b> {
 }
 
 impl<'b> TopicBuilder<'b> {
-    pub(crate) fn new(seg: &'b Arc<Segment>, name: &str) -> Self {
+    pub(crate) fn new(seg: &'b Arc<Segment>, pipe: Option<&'b Arc<PipeBus>>, name: &str) -> Self {
         TopicBuilder {
             seg,
+            pipe,
             name: name.to_owned(),
             capacity: None,
             slot_size: None,
@@ -306,22 +310,22 @@ impl<'b> TopicBuilder<'b> {
 
     /// The publisher of this broadcast topic (typed).
     pub fn publisher<T: Message>(self) -> Result<Publisher<T>, Error> {
-        Publisher::new(self.open_broadcast(self.typed::<T>()?)?)
+        Publisher::new(self.open_broadcast(self.typed::<T>()?)?, self.pipe)
     }
 
     /// A subscriber of this broadcast topic (typed).
     pub fn subscriber<T: Message>(self) -> Result<Subscriber<T>, Error> {
-        Subscriber::new(self.open_broadcast(self.typed::<T>()?)?)
+        Subscriber::new(self.open_broadcast(self.typed::<T>()?)?, self.pipe)
     }
 
     /// The publisher of this broadcast topic of byte messages.
     pub fn publisher_bytes(self) -> Result<Publisher<Bytes>, Error> {
-        Publisher::new(self.open_broadcast(self.bytes()?)?)
+        Publisher::new(self.open_broadcast(self.bytes()?)?, self.pipe)
     }
 
     /// A subscriber of this broadcast topic of byte messages.
     pub fn subscriber_bytes(self) -> Result<Subscriber<Bytes>, Error> {
-        Subscriber::new(self.open_broadcast(self.bytes()?)?)
+        Subscriber::new(self.open_broadcast(self.bytes()?)?, self.pipe)
     }
 
     /// An observer of this broadcast topic, for tools: a subscriber that
@@ -369,6 +373,18 @@ impl<'b> TopicBuilder<'b> {
             ));
         }
         validate_name("topic", &self.name)?;
+        if let Some(pipe) = self.pipe {
+            // A pipe bus's topics are in its directory: bring this one's
+            // configuration into our segment first.
+            let _lock = pipe.lock()?;
+            if let Some(config) = pipe.read_config(&self.name)? {
+                directory::find_or_create(
+                    self.seg,
+                    &request_of(&self.name, &config),
+                    self.create_timeout,
+                )?;
+            }
+        }
         let topic = directory::list(self.seg)?
             .into_iter()
             .filter_map(Result::ok)
@@ -388,27 +404,30 @@ impl<'b> TopicBuilder<'b> {
             observe: true,
             ..self.options()
         };
-        Subscriber::new(Handle::new(view, &self.name, Owner::nobody(), opts))
+        Subscriber::new(
+            Handle::new(view, &self.name, Owner::nobody(), opts),
+            self.pipe,
+        )
     }
 
     /// A producer of this work-queue topic (typed).
     pub fn producer<T: Message>(self) -> Result<Producer<T>, Error> {
-        Producer::new(self.open_queue(self.typed::<T>()?)?)
+        Producer::new(self.open_queue(self.typed::<T>()?)?, self.pipe)
     }
 
     /// A consumer of this work-queue topic (typed).
     pub fn consumer<T: Message>(self) -> Result<Consumer<T>, Error> {
-        Consumer::new(self.open_queue(self.typed::<T>()?)?)
+        Consumer::new(self.open_queue(self.typed::<T>()?)?, self.pipe)
     }
 
     /// A producer of this work-queue topic of byte messages.
     pub fn producer_bytes(self) -> Result<Producer<Bytes>, Error> {
-        Producer::new(self.open_queue(self.bytes()?)?)
+        Producer::new(self.open_queue(self.bytes()?)?, self.pipe)
     }
 
     /// A consumer of this work-queue topic of byte messages.
     pub fn consumer_bytes(self) -> Result<Consumer<Bytes>, Error> {
-        Consumer::new(self.open_queue(self.bytes()?)?)
+        Consumer::new(self.open_queue(self.bytes()?)?, self.pipe)
     }
 
     fn options(&self) -> EndpointOptions {
@@ -435,7 +454,7 @@ impl<'b> TopicBuilder<'b> {
             ));
         }
         let request = self.request(layout::KIND_BROADCAST, fingerprint)?;
-        let entry = directory::find_or_create(self.seg, &request, self.create_timeout)?;
+        let entry = self.find_or_create(&request)?;
         self.reserve(&entry.config)?;
         let view = BroadcastView::new(Arc::clone(self.seg), &self.name, &entry.config)?;
         Ok(Handle::new(
@@ -468,7 +487,7 @@ impl<'b> TopicBuilder<'b> {
             ));
         }
         let request = self.request(layout::KIND_QUEUE, fingerprint)?;
-        let entry = directory::find_or_create(self.seg, &request, self.create_timeout)?;
+        let entry = self.find_or_create(&request)?;
         self.reserve(&entry.config)?;
         let view = QueueView::new(Arc::clone(self.seg), &self.name, &entry.config)?;
         Ok(Handle::new(
@@ -477,6 +496,33 @@ impl<'b> TopicBuilder<'b> {
             self.seg.me()?,
             self.options(),
         ))
+    }
+
+    /// Finds the topic, or creates it, as `request` says. On a pipe bus, the
+    /// topic's configuration in the bus's directory is brought into this
+    /// process's segment first, so that the request is checked against it
+    /// exactly as against a shared segment's entry (the same mismatch
+    /// errors), and a new topic's configuration is written there, all
+    /// under the bus's lock.
+    fn find_or_create(&self, request: &TopicRequest<'_>) -> Result<directory::Topic, Error> {
+        let Some(pipe) = self.pipe else {
+            return directory::find_or_create(self.seg, request, self.create_timeout);
+        };
+        validate_name("topic", &self.name)?;
+        let _lock = pipe.lock()?;
+        let existing = pipe.read_config(&self.name)?;
+        if let Some(config) = &existing {
+            directory::find_or_create(
+                self.seg,
+                &request_of(&self.name, config),
+                self.create_timeout,
+            )?;
+        }
+        let topic = directory::find_or_create(self.seg, request, self.create_timeout)?;
+        if existing.is_none() {
+            pipe.write_config(&self.name, &topic.config)?;
+        }
+        Ok(topic)
     }
 
     /// Makes sure the topic's ring is reserved in /dev/shm before this
@@ -603,6 +649,39 @@ impl<'b> TopicBuilder<'b> {
             default_max_readers: if queue { DEFAULT_MAX_WORKERS } else { 0 },
             fingerprint,
         })
+    }
+}
+
+/// A request that finds or makes exactly the topic `config` describes.
+fn request_of<'n>(name: &'n str, c: &layout::EntryConfig) -> TopicRequest<'n> {
+    let shape = crate::segment::region::Shape::of(c);
+    let type_len = c
+        .type_name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(c.type_name.len());
+    TopicRequest {
+        name,
+        kind: c.kind,
+        capacity: Some(c.capacity),
+        slot_size: Some(c.slot_size),
+        lossless: Some(shape.lossless()),
+        variable: Some(shape.variable()),
+        clock: Some(shape.clock()),
+        max_writers: Some(c.max_writers),
+        max_readers: Some(c.max_readers),
+        default_capacity: c.capacity,
+        default_slot_size: c.slot_size,
+        default_max_writers: c.max_writers,
+        default_max_readers: c.max_readers,
+        fingerprint: TypeFingerprint {
+            size: c.type_size,
+            align: c.type_align,
+            hash: c.type_hash,
+            name: String::from_utf8_lossy(&c.type_name[..type_len])
+                .into_owned()
+                .into(),
+        },
     }
 }
 

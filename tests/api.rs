@@ -42,6 +42,9 @@ fn bad_topic_names_are_refused() {
 
 #[test]
 fn segment_is_private_to_its_user_unless_asked() {
+    if common::shm_only("segment_is_private_to_its_user_unless_asked") {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     let private = TestBus::new("mode");
     let _b = private.open();
@@ -63,6 +66,9 @@ fn segment_is_private_to_its_user_unless_asked() {
 
 #[test]
 fn removing_a_bus_deletes_its_segment() {
+    if common::shm_only("removing_a_bus_deletes_its_segment") {
+        return;
+    }
     let bus = TestBus::new("remove");
     drop(bus.open());
     assert!(
@@ -242,6 +248,9 @@ fn second_publisher_in_the_same_process_is_refused() {
 
 #[test]
 fn lapped_subscriber_reports_exact_loss_then_reads_oldest_held() {
+    if common::shm_only("lapped_subscriber_reports_exact_loss_then_reads_oldest_held") {
+        return;
+    }
     let bus = TestBus::new("lag");
     let b = bus.open();
     let mut tx = b.topic("t").capacity(8).publisher::<u64>().unwrap();
@@ -315,6 +324,9 @@ fn dropped_publisher_disconnects_after_everything_is_read_and_a_new_one_reconnec
 
 #[test]
 fn blocking_recv_wakes_when_another_thread_publishes() {
+    if common::shm_only("blocking_recv_wakes_when_another_thread_publishes") {
+        return;
+    }
     let bus = TestBus::new("block");
     let b = bus.open();
     // A long check interval: the sleep ends by timeout only if the wakeup
@@ -505,6 +517,11 @@ fn topics_of_one_bus_never_share_directory_state() {
 
 #[test]
 fn a_removed_bus_keeps_working_for_those_who_had_it_open_even_once_its_name_is_reused() {
+    if common::shm_only(
+        "a_removed_bus_keeps_working_for_those_who_had_it_open_even_once_its_name_is_reused",
+    ) {
+        return;
+    }
     let bus = TestBus::new("removed");
     let (a, b) = (bus.open(), bus.open());
     Bus::remove(&bus.name).unwrap();
@@ -535,6 +552,9 @@ fn a_removed_bus_keeps_working_for_those_who_had_it_open_even_once_its_name_is_r
 /// lag skipped some, and for byte topics.
 #[test]
 fn received_messages_say_which_they_were_also_after_a_lag() {
+    if common::shm_only("received_messages_say_which_they_were_also_after_a_lag") {
+        return;
+    }
     let bus = TestBus::new("recv-info");
     let b = bus.open();
     let mut rx = b

@@ -112,7 +112,7 @@ fn child_role_entry() {
     let Some((role, args)) = child_role() else {
         return;
     };
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     match role.as_str() {
         // args: bus kind ops seed. Random loans: commit, abandon
         // half-written, or abandon untouched, and copying sends; reports how
@@ -357,11 +357,18 @@ fn killed_holding_a_loan(kind: Kind) {
 
 #[test]
 fn a_publisher_killed_holding_a_loan_publishes_nothing_of_it() {
+    if common::shm_only("a_publisher_killed_holding_a_loan_publishes_nothing_of_it") {
+        return;
+    }
     killed_holding_a_loan(LOSSLESS);
 }
 
 #[test]
 fn a_variable_topic_publisher_killed_holding_a_loan_publishes_nothing_of_it() {
+    if common::shm_only("a_variable_topic_publisher_killed_holding_a_loan_publishes_nothing_of_it")
+    {
+        return;
+    }
     for lossless in [true, false] {
         killed_holding_a_loan(Kind {
             lossless,
@@ -375,6 +382,9 @@ fn a_variable_topic_publisher_killed_holding_a_loan_publishes_nothing_of_it() {
 /// refused as a send would be.
 #[test]
 fn loans_refuse_what_does_not_fit() {
+    if common::shm_only("loans_refuse_what_does_not_fit") {
+        return;
+    }
     let bus = TestBus::new("loan-range");
     let b = bus.open();
     let mut tx = topic(&b, LOSSLESS).publisher_bytes().unwrap();
@@ -478,6 +488,9 @@ fn random_queue_loans_from_two_producers_are_each_popped_once_in_order() {
 /// (counted in `lost_in_push`), and the queue keeps flowing.
 #[test]
 fn a_producer_killed_holding_a_queue_loan_loses_only_that_slot() {
+    if common::shm_only("a_producer_killed_holding_a_queue_loan_loses_only_that_slot") {
+        return;
+    }
     for trial in 0..5 {
         let bus = TestBus::new("qloan-kill");
         let b = bus.open();
@@ -505,6 +518,9 @@ fn a_producer_killed_holding_a_queue_loan_loses_only_that_slot() {
 /// a loan refused for lack of room pushes nothing.
 #[test]
 fn typed_queue_loans_write_in_place_and_abandoned_ones_are_skipped() {
+    if common::shm_only("typed_queue_loans_write_in_place_and_abandoned_ones_are_skipped") {
+        return;
+    }
     let bus = TestBus::new("qloan-typed");
     let b = bus.open();
     let mut tx = b.topic("q").capacity(4).producer::<[u32; 8]>().unwrap();

@@ -21,7 +21,7 @@ fn child_role_entry() {
         "publisher" => publisher_role(&args),
         "create-topics" => create_topics_role(&args),
         "open-bus" => {
-            Bus::open(&args[0]).expect("open bus");
+            common::open_bus(&args[0]);
             report("READY");
         }
         other => panic!("unknown child role {other}"),
@@ -33,7 +33,7 @@ fn child_role_entry() {
 /// message against its sequence number; prints
 /// `RESULT received lagged errors sleeps sleep_timeouts`.
 fn subscriber_role(args: &[String]) {
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     let capacity: u32 = args[2].parse().unwrap();
     let wait = match args[3].as_str() {
         "block" => WaitStrategy::Block,
@@ -84,7 +84,7 @@ fn subscriber_role(args: &[String]) {
 
 /// args: bus topic capacity count(0 = forever) pace_every gap_us then(exit|hold)
 fn publisher_role(args: &[String]) {
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     let capacity: u32 = args[2].parse().unwrap();
     let count: u64 = args[3].parse().unwrap();
     let pace_every: u64 = args[4].parse().unwrap();
@@ -120,7 +120,7 @@ fn create_topics_role(args: &[String]) {
     while !std::path::Path::new(&args[1]).exists() {
         std::thread::sleep(Duration::from_micros(50));
     }
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     for i in 0..topics {
         let name = format!("race-{}", (i + index * 7) % topics);
         bus.subscriber::<u64>(&name).unwrap();
@@ -418,6 +418,9 @@ fn unfinished_files(bus: &str) -> Vec<String> {
 
 #[test]
 fn creator_killed_before_publishing_its_bus_blocks_no_one_and_gc_cleans_up() {
+    if common::shm_only("creator_killed_before_publishing_its_bus_blocks_no_one_and_gc_cleans_up") {
+        return;
+    }
     let bus = TestBus::new("unfinished");
     let mut creator = spawn_role_with_env(
         "open-bus",

@@ -14,6 +14,9 @@ use shmbus::{
 
 #[test]
 fn push_pop_is_fifo_and_full_hands_the_value_back() {
+    if common::shm_only("push_pop_is_fifo_and_full_hands_the_value_back") {
+        return;
+    }
     let bus = TestBus::new("q-basic");
     let b = bus.open();
     let mut tx = b.topic("jobs").capacity(4).producer::<u64>().unwrap();
@@ -165,6 +168,9 @@ fn threads_share_a_queue_and_each_message_is_taken_once() {
 
 #[test]
 fn lossless_publisher_waits_for_the_slowest_subscriber() {
+    if common::shm_only("lossless_publisher_waits_for_the_slowest_subscriber") {
+        return;
+    }
     let bus = TestBus::new("lossless");
     let b = bus.open();
     let mut fast = b
@@ -211,6 +217,9 @@ fn lossless_publisher_waits_for_the_slowest_subscriber() {
 
 #[test]
 fn lossless_subscriber_reads_in_place_and_overwrite_topics_refuse() {
+    if common::shm_only("lossless_subscriber_reads_in_place_and_overwrite_topics_refuse") {
+        return;
+    }
     let bus = TestBus::new("recv-ref");
     let b = bus.open();
     let mut rx = b

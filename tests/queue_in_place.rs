@@ -47,7 +47,7 @@ fn child_role_entry() {
     let Some((role, args)) = child_role() else {
         return;
     };
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     match role.as_str() {
         // args: bus id. Pushes PER_PRODUCER messages.
         "produce" => {
@@ -113,6 +113,11 @@ fn child_role_entry() {
 /// place: every message taken exactly once, whole, unchanged while held.
 #[test]
 fn messages_popped_in_place_across_processes_are_taken_exactly_once_and_whole() {
+    if common::shm_only(
+        "messages_popped_in_place_across_processes_are_taken_exactly_once_and_whole",
+    ) {
+        return;
+    }
     let bus = TestBus::new("queue-inplace");
     let mut consumers: Vec<_> = (0..2)
         .map(|_| {
@@ -162,6 +167,9 @@ fn messages_popped_in_place_across_processes_are_taken_exactly_once_and_whole() 
 /// to its slot goes on.
 #[test]
 fn a_consumer_killed_holding_a_popped_message_loses_it_counted() {
+    if common::shm_only("a_consumer_killed_holding_a_popped_message_loses_it_counted") {
+        return;
+    }
     let bus = TestBus::new("queue-inplace-kill");
     let b = bus.open();
     let mut tx = typed(&b).producer::<[u64; 8]>().unwrap();
@@ -187,6 +195,9 @@ fn a_consumer_killed_holding_a_popped_message_loses_it_counted() {
 
 #[test]
 fn a_popped_message_holds_its_slot_until_it_drops() {
+    if common::shm_only("a_popped_message_holds_its_slot_until_it_drops") {
+        return;
+    }
     let bus = TestBus::new("queue-inplace-holds");
     let b = bus.open();
     let mut tx = queue(&b, 2).producer_bytes().unwrap();
@@ -211,6 +222,9 @@ fn a_popped_message_holds_its_slot_until_it_drops() {
 
 #[test]
 fn popping_in_place_skips_abandoned_loans_and_waits_like_pop() {
+    if common::shm_only("popping_in_place_skips_abandoned_loans_and_waits_like_pop") {
+        return;
+    }
     let bus = TestBus::new("queue-inplace-api");
     let b = bus.open();
     let mut rx = typed(&b).consumer::<u64>().unwrap();

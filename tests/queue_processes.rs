@@ -11,7 +11,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::{args, child_role, report, spawn_role, spawn_role_with_env, ChildProc, TestBus, Tick};
-use shmbus::{Bus, PopError, RecvError, StartAt, TryPopError, WaitStrategy};
+use shmbus::{PopError, RecvError, StartAt, TryPopError, WaitStrategy};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// A work item: which producer, its sequence number there, and a check word.
@@ -49,7 +49,7 @@ fn child_role_entry() {
     let Some((role, args)) = child_role() else {
         return;
     };
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     match role.as_str() {
         // args: bus topic producer_id count barrier
         "producer" => {
@@ -268,6 +268,9 @@ fn trial_queue(bus: &TestBus, capacity: u32) -> (shmbus::Producer<Job>, shmbus::
 
 #[test]
 fn producer_killed_between_claim_and_publish_never_wedges_the_queue() {
+    if common::shm_only("producer_killed_between_claim_and_publish_never_wedges_the_queue") {
+        return;
+    }
     let bus = TestBus::new("kill-producer");
     let (mut tx, mut rx) = trial_queue(&bus, 8);
     let trials = common::trials();
@@ -304,6 +307,9 @@ fn producer_killed_between_claim_and_publish_never_wedges_the_queue() {
 
 #[test]
 fn consumer_killed_between_claim_and_release_never_wedges_the_queue() {
+    if common::shm_only("consumer_killed_between_claim_and_release_never_wedges_the_queue") {
+        return;
+    }
     consumer_kill_trials("kill-consumer", |tx, job| {
         tx.push_timeout(job, Duration::from_secs(10))
             .expect("the producer gets past the dead consumer's slot")
@@ -312,6 +318,9 @@ fn consumer_killed_between_claim_and_release_never_wedges_the_queue() {
 
 #[test]
 fn a_try_push_only_producer_gets_past_consumers_killed_mid_pop() {
+    if common::shm_only("a_try_push_only_producer_gets_past_consumers_killed_mid_pop") {
+        return;
+    }
     // try_push never waits, so it must recover the dead consumer's slot
     // itself (paced per producer), or return Full forever.
     consumer_kill_trials("kill-try-push", |tx, mut job| {
@@ -371,6 +380,10 @@ fn consumer_kill_trials(tag: &str, mut push: impl FnMut(&mut shmbus::Producer<Jo
 
 #[test]
 fn lossless_subscriber_killed_mid_read_is_evicted_and_the_publisher_resumes() {
+    if common::shm_only("lossless_subscriber_killed_mid_read_is_evicted_and_the_publisher_resumes")
+    {
+        return;
+    }
     const CAPACITY: u64 = 4;
     let bus = TestBus::new("kill-lossless");
     let b = bus.open();
@@ -477,6 +490,9 @@ fn lossless_subscribers_of_different_speeds_lose_nothing_and_a_killed_one_is_evi
 /// time.
 #[test]
 fn a_push_wakes_one_of_eight_sleeping_consumers() {
+    if common::shm_only("a_push_wakes_one_of_eight_sleeping_consumers") {
+        return;
+    }
     const PUSHES: u64 = 200;
     let bus = TestBus::new("q-wake-one");
     let b = bus.open();

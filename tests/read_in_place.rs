@@ -75,7 +75,7 @@ fn child_role_entry() {
     let Some((role, args)) = child_role() else {
         return;
     };
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     let shape = Shape::of(&args[1]);
     match role.as_str() {
         // args: bus shape count seed. Publishes `count` messages of seeded
@@ -241,11 +241,17 @@ fn killed_while_lent(shape: Shape) {
 
 #[test]
 fn a_fixed_slot_subscriber_killed_holding_a_lent_message_is_evicted() {
+    if common::shm_only("a_fixed_slot_subscriber_killed_holding_a_lent_message_is_evicted") {
+        return;
+    }
     killed_while_lent(Shape::Fixed);
 }
 
 #[test]
 fn a_variable_size_subscriber_killed_holding_a_lent_message_is_evicted() {
+    if common::shm_only("a_variable_size_subscriber_killed_holding_a_lent_message_is_evicted") {
+        return;
+    }
     killed_while_lent(Shape::Variable);
 }
 
@@ -253,6 +259,9 @@ fn a_variable_size_subscriber_killed_holding_a_lent_message_is_evicted() {
 /// full while the oldest message is lent, and has room once it drops.
 #[test]
 fn a_lent_message_holds_the_publisher_until_it_drops() {
+    if common::shm_only("a_lent_message_holds_the_publisher_until_it_drops") {
+        return;
+    }
     for shape in [Shape::Fixed, Shape::Variable] {
         let bus = TestBus::new("inplace-holds");
         let b = bus.open();
@@ -366,6 +375,11 @@ fn a_lent_message_has_its_timestamp() {
 /// clones likewise. From then on it lends in place.
 #[test]
 fn a_variable_size_subscriber_attaching_below_the_head_copies_until_it_is_sure() {
+    if common::shm_only(
+        "a_variable_size_subscriber_attaching_below_the_head_copies_until_it_is_sure",
+    ) {
+        return;
+    }
     let bus = TestBus::new("inplace-attach");
     let b = bus.open();
     let topic = || Shape::Variable.topic(&b, CAPACITY);

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{args, child_role, report, spawn_role, TestBus};
-use shmbus::{Bus, Clock, Error, RecvError, StartAt, WaitStrategy};
+use shmbus::{Clock, Error, RecvError, StartAt, WaitStrategy};
 
 fn realtime_ns() -> u64 {
     SystemTime::now()
@@ -24,7 +24,7 @@ fn child_role_entry() {
     let Some((role, args)) = child_role() else {
         return;
     };
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     match role.as_str() {
         // args: bus count. Publishes `count` messages, each its own send
         // time (monotonic) as its payload, on a lossless timestamped topic.

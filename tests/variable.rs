@@ -43,7 +43,7 @@ fn child_role_entry() {
     let Some((role, args)) = child_role() else {
         return;
     };
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     match role.as_str() {
         // args: bus lossless count seed. Publishes `count` messages of
         // seeded random lengths.
@@ -158,6 +158,9 @@ fn overwrite_variable_fanout_across_processes_counts_every_loss() {
 /// publisher goes on.
 #[test]
 fn a_killed_subscriber_stops_holding_the_arena() {
+    if common::shm_only("a_killed_subscriber_stops_holding_the_arena") {
+        return;
+    }
     let bus = TestBus::new("var-kill");
     let b = bus.open();
     let mut tx = topic(&b, true).publisher_bytes().unwrap();
@@ -189,6 +192,9 @@ fn a_killed_subscriber_stops_holding_the_arena() {
 /// model's to explore.)
 #[test]
 fn a_lossless_subscriber_starting_at_the_oldest_gets_everything_from_there() {
+    if common::shm_only("a_lossless_subscriber_starting_at_the_oldest_gets_everything_from_there") {
+        return;
+    }
     let bus = TestBus::new("var-oldest");
     let b = bus.open();
     let mut tx = topic(&b, true).publisher_bytes().unwrap();

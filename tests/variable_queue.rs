@@ -41,7 +41,7 @@ fn child_role_entry() {
     let Some((role, args)) = child_role() else {
         return;
     };
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     match role.as_str() {
         // args: bus id. Pushes PER_PRODUCER messages: every third written
         // in place through a loan, and before every seventh a loan of a
@@ -136,6 +136,9 @@ fn child_role_entry() {
 /// whole; no abandoned loan seen.
 #[test]
 fn variable_messages_across_processes_are_taken_exactly_once_and_whole() {
+    if common::shm_only("variable_messages_across_processes_are_taken_exactly_once_and_whole") {
+        return;
+    }
     let bus = TestBus::new("varq-procs");
     let mut consumers: Vec<_> = ["0", "1"]
         .iter()
@@ -186,6 +189,9 @@ fn variable_messages_across_processes_are_taken_exactly_once_and_whole() {
 /// arrive whole.
 #[test]
 fn a_producer_killed_holding_a_loan_loses_one_message_counted() {
+    if common::shm_only("a_producer_killed_holding_a_loan_loses_one_message_counted") {
+        return;
+    }
     let bus = TestBus::new("varq-kill-loan");
     let b = bus.open();
     let mut rx = queue(&b).consumer_bytes().unwrap();
@@ -219,6 +225,9 @@ fn a_producer_killed_holding_a_loan_loses_one_message_counted() {
 /// loss, counted) and goes on; the message is never delivered again.
 #[test]
 fn a_consumer_killed_holding_a_message_in_place_loses_it_counted() {
+    if common::shm_only("a_consumer_killed_holding_a_message_in_place_loses_it_counted") {
+        return;
+    }
     let bus = TestBus::new("varq-kill-held");
     let b = bus.open();
     let mut tx = queue(&b).producer_bytes().unwrap();
@@ -249,6 +258,9 @@ fn a_consumer_killed_holding_a_message_in_place_loses_it_counted() {
 
 #[test]
 fn a_variable_queue_refuses_what_it_cannot_take_and_names_the_limit() {
+    if common::shm_only("a_variable_queue_refuses_what_it_cannot_take_and_names_the_limit") {
+        return;
+    }
     let bus = TestBus::new("varq-api");
     let b = bus.open();
     let mut tx = queue(&b).producer_bytes().unwrap();
@@ -314,6 +326,9 @@ fn a_variable_queue_refuses_what_it_cannot_take_and_names_the_limit() {
 /// still pass.)
 #[test]
 fn an_async_producer_kept_waiting_delivers_every_job_whole_and_in_order() {
+    if common::shm_only("an_async_producer_kept_waiting_delivers_every_job_whole_and_in_order") {
+        return;
+    }
     let bus = TestBus::new("varq-async");
     let b = bus.open();
     let first = queue(&b).consumer_bytes().unwrap();

@@ -301,6 +301,16 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// A claim of nothing in any ring, naming position `pos`: what a
+    /// work-queue endpoint on another transport (pipes) hands its guards.
+    pub const fn detached(pos: u64) -> Claim {
+        Claim {
+            pos,
+            span: 0,
+            tomb: 0,
+        }
+    }
+
     pub fn pos(self) -> u64 {
         self.pos
     }

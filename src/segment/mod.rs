@@ -200,6 +200,8 @@ pub struct Segment {
     /// Our entry in the process table, taken on first need (inspecting a
     /// bus writes nothing to it); null until then. See `procs::me`.
     registration: AtomicPtr<Registration>,
+    /// A segment of this process alone ([`Segment::private`]).
+    private: bool,
 }
 
 // SAFETY: a `Segment` is !Send/!Sync only because it holds a raw pointer.
@@ -254,6 +256,43 @@ impl Segment {
                 "it was removed or replaced under us {CREATE_ATTEMPTS} times in a row"
             )),
         })
+    }
+
+    /// A segment of this process alone (a `memfd`, never in /dev/shm): the
+    /// local half of a bus on another transport, whose topics' rings hold
+    /// loans and whose directory checks topic options as a shared one does.
+    pub fn private(bus: &str, opts: &SegmentOptions) -> Result<Segment, Error> {
+        let io = |action, source| Error::Io {
+            bus: bus.to_owned(),
+            action,
+            source,
+        };
+        let Some(header) = layout::header_for(opts.size, opts.topics, opts.processes) else {
+            return Err(Error::InvalidBusOptions {
+                bus: bus.to_owned(),
+                why: format!(
+                    "a bus of {} bytes cannot hold a directory of {} topics and {} processes",
+                    opts.size, opts.topics, opts.processes
+                ),
+            });
+        };
+        let fd = rustix::fs::memfd_create("shmbus-local", rustix::fs::MemfdFlags::CLOEXEC)
+            .map_err(|e| io("creating a private segment", e.into()))?;
+        let file = File::from(fd);
+        file.set_len(opts.size)
+            .map_err(|e| io("sizing a private segment", e))?;
+        reserve(&file, 0, header.arena_offset).map_err(|source| Error::NoSpace {
+            bus: bus.to_owned(),
+            needed: header.arena_offset,
+            source,
+        })?;
+        let mut segment =
+            Segment::map(bus, file, header).map_err(|e| io("mapping a private segment", e))?;
+        segment.private = true;
+        // SAFETY: the memfd is ours alone: no other process can open it.
+        unsafe { segment.write(0, &header) };
+        segment.ctrl().state.store(STATE_READY, Ordering::Release);
+        Ok(segment)
     }
 
     /// Joins the bus if it exists; never creates one.
@@ -453,6 +492,7 @@ impl Segment {
             file,
             header,
             registration: AtomicPtr::new(core::ptr::null_mut()),
+            private: false,
         })
     }
 
@@ -460,7 +500,7 @@ impl Segment {
     /// whatever its name points to now), for a registration lock.
     pub(crate) fn reopen(&self) -> std::io::Result<File> {
         if let Ok(file) = open_segment_file(&path(&self.bus), false) {
-            if same_identity(&file, &self.file) {
+            if !self.private && same_identity(&file, &self.file) {
                 return Ok(file);
             }
         }
@@ -484,6 +524,9 @@ impl Segment {
     /// be told (the name is there but cannot be looked at). Two system
     /// calls: pace it.
     pub fn is_removed(&self) -> bool {
+        if self.private {
+            return false;
+        }
         match (std::fs::symlink_metadata(path(&self.bus)), self.file.metadata()) {
             (Err(err), _) => err.kind() == std::io::ErrorKind::NotFound,
             (Ok(named), Ok(ours)) => named.dev() != ours.dev() || named.ino() != ours.ino(),

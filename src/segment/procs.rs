@@ -147,7 +147,7 @@ fn unpark_and_close(slot: usize) {
 }
 
 /// Result of a non-blocking lock attempt.
-fn try_lock(fd: RawFd, offset: u64, kind: libc::c_int) -> std::io::Result<bool> {
+pub(crate) fn try_lock(fd: RawFd, offset: u64, kind: libc::c_int) -> std::io::Result<bool> {
     let mut lock = new_flock(offset, kind);
     loop {
         // SAFETY: `lock` is a valid, initialised `flock` that lives across
@@ -166,7 +166,7 @@ fn try_lock(fd: RawFd, offset: u64, kind: libc::c_int) -> std::io::Result<bool> 
 }
 
 /// Whether another open file description holds a lock on `offset`.
-fn lock_held(fd: RawFd, offset: u64) -> std::io::Result<bool> {
+pub(crate) fn lock_held(fd: RawFd, offset: u64) -> std::io::Result<bool> {
     let mut lock = new_flock(offset, libc::F_WRLCK);
     loop {
         // SAFETY: as in `try_lock`; F_OFD_GETLK writes the result back into

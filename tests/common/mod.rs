@@ -19,6 +19,60 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub const ROLE_ENV: &str = "SHMBUS_TEST_ROLE";
 pub const ARGS_ENV: &str = "SHMBUS_TEST_ARGS";
 
+/// The environment variable that runs a suite on another transport:
+/// `pipe` puts every `TestBus` on pipes (see `tests/transports.rs`, which
+/// runs the suites that way).
+pub const TRANSPORT_ENV: &str = "SHMBUS_TEST_TRANSPORT";
+
+/// The transport this run's buses use (`SHMBUS_TEST_TRANSPORT`).
+pub fn transport() -> shmbus::Transport {
+    match std::env::var(TRANSPORT_ENV).as_deref() {
+        Ok("pipe") => shmbus::Transport::Pipe,
+        _ => shmbus::Transport::SharedMemory,
+    }
+}
+
+/// Whether this run's buses are on pipes.
+pub fn on_pipes() -> bool {
+    transport() == shmbus::Transport::Pipe
+}
+
+/// Who names this run's pipe directory: the test process, whose children
+/// are told in their environment.
+fn pipe_owner() -> String {
+    std::env::var("SHMBUS_TEST_PIPE_OWNER").unwrap_or_else(|_| std::process::id().to_string())
+}
+
+/// Where this run's pipe buses live: a directory of the test binary's
+/// own, shared with its children.
+pub fn pipe_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("shmbus-test-pipes-{}", pipe_owner()))
+}
+
+/// Opens bus `name` on this run's transport (a child role's way to join
+/// its parent's bus).
+pub fn open_bus(name: &str) -> shmbus::Bus {
+    shmbus::Bus::builder(name)
+        .transport(transport())
+        .dir(pipe_dir())
+        .open()
+        .expect("open bus")
+}
+
+/// Says that `test` does not apply on pipes (it looks at a shared
+/// segment's insides, or at what only shared memory keeps), where CI
+/// counts it, and returns true, when this run is on pipes.
+pub fn shm_only(test: &str) -> bool {
+    if on_pipes() {
+        skip(
+            test,
+            "shared memory only: not part of the pipe transport's semantics",
+        );
+        return true;
+    }
+    false
+}
+
 /// A bus name unique to this test and process, removed on drop.
 pub struct TestBus {
     pub name: String,
@@ -34,7 +88,11 @@ impl TestBus {
     }
 
     pub fn open(&self) -> shmbus::Bus {
-        shmbus::Bus::open(&self.name).expect("open test bus")
+        shmbus::Bus::builder(&self.name)
+            .transport(transport())
+            .dir(pipe_dir())
+            .open()
+            .expect("open test bus")
     }
 
     pub fn path(&self) -> String {
@@ -45,6 +103,9 @@ impl TestBus {
 impl Drop for TestBus {
     fn drop(&mut self) {
         let _ = shmbus::Bus::remove(&self.name);
+        let _ = shmbus::Bus::remove_pipe(&self.name, &pipe_dir());
+        // The last bus of this process takes the directory with it.
+        let _ = std::fs::remove_dir(pipe_dir());
     }
 }
 
@@ -87,6 +148,7 @@ fn add_role(cmd: &mut Command, role: &str, args: &[String]) {
     ])
     .env(ROLE_ENV, role)
     .env(ARGS_ENV, args.join("\u{1f}"))
+    .env("SHMBUS_TEST_PIPE_OWNER", pipe_owner())
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
@@ -212,6 +274,23 @@ impl ChildProc {
                     "child {} ended without printing {prefix:?}",
                     self.child.id()
                 ),
+            }
+        }
+    }
+
+    /// Every line the child printed that was not read yet, until it
+    /// closes its stdout (it exited or was killed), at most two minutes.
+    pub fn rest_of_lines(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("child {} kept its stdout open", self.child.id())
+                }
             }
         }
     }

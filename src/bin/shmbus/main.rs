@@ -120,17 +120,31 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: String,
     },
-    /// List the buses on this machine, or the topics of one bus.
+    /// List the buses on this machine (in /dev/shm, and on pipes in the
+    /// pipe directory), or the topics of one bus.
     List {
         /// The bus name; without it, every bus.
         bus: Option<String>,
+        /// The directory of pipe buses (default: $XDG_RUNTIME_DIR/shmbus,
+        /// else /tmp/shmbus-<uid>).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
     },
-    /// Remove every stale bus (its creator died before finishing it).
-    Gc,
-    /// Remove a bus.
+    /// Remove what dead processes left: unfinished buses in /dev/shm (their
+    /// creator died before finishing them), and the records and FIFOs of
+    /// endpoints known dead in pipe buses.
+    Gc {
+        /// The directory of pipe buses (default as for `list`).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Remove a bus: its segment in /dev/shm, and its directory of pipes.
     Remove {
         /// The bus name.
         bus: String,
+        /// The directory of pipe buses (default as for `list`).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
     },
     #[command(name = "__peer", hide = true)]
     Peer { role: String, args: Vec<String> },
@@ -184,10 +198,13 @@ fn main() {
         Command::Tail(args) => ops::tail(&args),
         Command::Pub(args) => ops::publish(&args),
         Command::Export { listen } => export::serve(&listen),
-        Command::List { bus: Some(bus) } => list(&bus),
-        Command::List { bus: None } => list_buses(),
-        Command::Gc => gc(),
-        Command::Remove { bus } => shmbus::Bus::remove(&bus).map_err(Into::into),
+        Command::List {
+            bus: Some(bus),
+            dir,
+        } => list(&bus, &pipe_dir(dir)),
+        Command::List { bus: None, dir } => list_buses(&pipe_dir(dir)),
+        Command::Gc { dir } => gc(&pipe_dir(dir)),
+        Command::Remove { bus, dir } => remove(&bus, &pipe_dir(dir)),
         Command::Peer { role, args } => peer::run(&role, &args),
     };
     if let Err(e) = result {
@@ -196,43 +213,90 @@ fn main() {
     }
 }
 
-/// One line per bus; a bus that cannot be opened, or has corrupt topic
-/// entries, says so on its line and the listing goes on.
-fn list_buses() -> Result<(), Box<dyn std::error::Error>> {
-    for name in shmbus::Bus::list()? {
-        let state = match shmbus::Bus::open_existing(&name) {
-            Ok(bus) => match bus.topics() {
-                Ok(topics) => {
-                    let bad = topics.iter().filter(|t| t.is_err()).count();
-                    match bad {
-                        0 => format!("{} topics", topics.len()),
-                        _ => format!(
-                            "{} topics, {bad} corrupt (`shmbus list {name}` for details)",
-                            topics.len() - bad
-                        ),
+/// The pipe bus directory: `--dir`, or the default.
+fn pipe_dir(dir: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    dir.unwrap_or_else(shmbus::default_pipe_dir)
+}
+
+/// Opens bus `name`: in /dev/shm if it is there, else on pipes in `dir`.
+fn open_existing(name: &str, dir: &std::path::Path) -> Result<shmbus::Bus, shmbus::Error> {
+    match shmbus::Bus::open_existing(name) {
+        Err(shmbus::Error::NotFound { .. })
+            if shmbus::Bus::list_pipe(dir).iter().any(|b| b == name) =>
+        {
+            shmbus::Bus::builder(name)
+                .transport(shmbus::Transport::Pipe)
+                .dir(dir)
+                .open()
+        }
+        other => other,
+    }
+}
+
+/// One line per bus, with its transport; a bus that cannot be opened, or
+/// has corrupt topic entries, says so on its line and the listing goes on.
+fn list_buses(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let mut names = shmbus::Bus::list()?;
+    for name in shmbus::Bus::list_pipe(dir) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    for name in names {
+        let (transport, state) = match open_existing(&name, dir) {
+            Ok(bus) => (
+                match bus.transport() {
+                    shmbus::Transport::Pipe => "pipe",
+                    _ => "shm",
+                },
+                match bus.topics() {
+                    Ok(topics) => {
+                        let bad = topics.iter().filter(|t| t.is_err()).count();
+                        match bad {
+                            0 => format!("{} topics", topics.len()),
+                            _ => format!(
+                                "{} topics, {bad} corrupt (`shmbus list {name}` for details)",
+                                topics.len() - bad
+                            ),
+                        }
                     }
-                }
-                Err(e) => format!("unusable: {e}"),
-            },
-            Err(e) => format!("unusable: {e}"),
+                    Err(e) => format!("unusable: {e}"),
+                },
+            ),
+            Err(e) => ("?", format!("unusable: {e}")),
         };
-        println!("{name:<32} {state}");
+        println!("{name:<32} {transport:<5} {state}");
     }
     Ok(())
 }
 
-fn gc() -> Result<(), Box<dyn std::error::Error>> {
+fn gc(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     for name in shmbus::Bus::gc()? {
-        println!("removed stale bus {name}");
+        println!("removed {name}");
+    }
+    if *dir != shmbus::default_pipe_dir() {
+        for path in shmbus::Bus::gc_pipe(dir) {
+            println!("removed {path}");
+        }
     }
     Ok(())
+}
+
+/// Removes bus `name` from /dev/shm and from the pipe directory `dir`.
+fn remove(name: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let shm = shmbus::Bus::remove(name);
+    let pipe = shmbus::Bus::remove_pipe(name, dir)?;
+    match shm {
+        Err(shmbus::Error::NotFound { .. }) if pipe => Ok(()),
+        other => other.map_err(Into::into),
+    }
 }
 
 /// The topics of one bus, corrupt entries included (each on its own line).
 /// Fails (exit 1) if the bus cannot be opened or any entry is corrupt,
 /// after printing everything else.
-fn list(name: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let bus = shmbus::Bus::open_existing(name)?;
+fn list(name: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let bus = open_existing(name, dir)?;
     println!(
         "{:<24} {:<18} {:>9} {:>6} {:>12} {:>9} {:>8} {:>8}",
         "topic", "kind", "capacity", "slot", "published", "publisher", "attached", "lost"

@@ -1,0 +1,460 @@
+//! The fallback transport: the same bus over named pipes (FIFOs) in a
+//! directory, for where a shared segment cannot be used (`/dev/shm`
+//! missing, read-only or full; processes that share only a directory).
+//!
+//! # Layout
+//!
+//! A bus is a directory, `<root>/<bus>/` (root: `$XDG_RUNTIME_DIR/shmbus`,
+//! else `/tmp/shmbus-<uid>`, or the builder's `dir`), mode 0700 unless the
+//! bus's mode shares it. In it, `.lock` (taken with `flock` while a topic
+//! is created or joined) and one directory per topic, `t.<topic>/`:
+//!
+//! - `config`: the topic's configuration (the shared-memory directory
+//!   entry's bytes), written once, by rename, under `.lock`;
+//! - `publisher`: the broadcast lease, an OFD lock held by the publisher;
+//!   `join`, a FIFO the publisher reads: a new subscriber writes a byte
+//!   there so that the publisher looks for it;
+//! - `sub-<id>` (a record) and `sub-<id>.fifo` per subscriber;
+//! - `queue`, a work queue's one FIFO; `prod-<id>`, `cons-<id>` records.
+//!
+//! # Liveness
+//!
+//! Every endpoint holds an OFD write lock on its record file for its life.
+//! The kernel drops it when the process dies (or closes the record), so an
+//! `F_OFD_GETLK` that finds no lock means *known dead*; an error means
+//! *cannot tell*, treated as alive. This works across PID namespaces: a
+//! directory shared between containers is all it needs.
+//!
+//! # What travels
+//!
+//! Frames (see [`frame`]): a 32-byte header (magic, kind, length, sequence
+//! number, timestamp, header check) and the payload. See `pipe` for the
+//! endpoints' protocols.
+
+pub(crate) mod frame;
+pub(crate) mod pipe;
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Error;
+use crate::ring::Liveness;
+use crate::segment::layout::EntryConfig;
+
+/// Which transport a bus uses ([`BusBuilder::transport`](crate::BusBuilder::transport)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Shared memory where `/dev/shm` can hold the bus, else pipes (see
+    /// the README's "Without shared memory"). A bus that exists already is
+    /// joined on the transport it has.
+    #[default]
+    Auto,
+    /// A segment in `/dev/shm`: the fast path.
+    SharedMemory,
+    /// Named pipes (FIFOs) in a directory: every message is a `write(2)`
+    /// and a `read(2)`.
+    Pipe,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Auto => "auto",
+            Transport::SharedMemory => "shared memory",
+            Transport::Pipe => "pipe",
+        })
+    }
+}
+
+/// The default root of pipe buses: `$XDG_RUNTIME_DIR/shmbus` if that
+/// directory exists, else `/tmp/shmbus-<uid>`.
+pub fn default_root() -> PathBuf {
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
+        let runtime = PathBuf::from(runtime);
+        if runtime.is_absolute() && runtime.is_dir() {
+            return runtime.join("shmbus");
+        }
+    }
+    PathBuf::from(format!(
+        "/tmp/shmbus-{}",
+        rustix::process::getuid().as_raw()
+    ))
+}
+
+/// A pipe bus: its directory.
+#[derive(Debug)]
+pub(crate) struct PipeBus {
+    pub bus: String,
+    pub dir: PathBuf,
+    pub mode: u32,
+}
+
+/// An error of a system call on a pipe bus.
+pub(crate) fn io_error(bus: &str, action: &'static str, source: std::io::Error) -> Error {
+    Error::Io {
+        bus: bus.to_owned(),
+        action,
+        source,
+    }
+}
+
+fn errno(err: rustix::io::Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(err.raw_os_error())
+}
+
+/// The directory modes that go with a bus's file mode: search permission
+/// wherever the mode gives read or write.
+fn dir_mode(mode: u32) -> u32 {
+    let mut dir = mode | 0o700;
+    for shift in [3, 0] {
+        if mode & (0o6 << shift) != 0 {
+            dir |= 0o1 << shift;
+        }
+    }
+    dir
+}
+
+impl PipeBus {
+    /// The directory of bus `bus` under `root`, if it exists.
+    pub fn existing(bus: &str, root: &Path) -> Option<PipeBus> {
+        let dir = root.join(bus);
+        dir.join(".lock").exists().then(|| PipeBus {
+            bus: bus.to_owned(),
+            dir,
+            mode: 0o600,
+        })
+    }
+
+    /// Creates the bus's directory under `root` (and `root`, mode 0700), or
+    /// joins it.
+    pub fn create_or_open(bus: &str, root: &Path, mode: u32) -> Result<PipeBus, Error> {
+        // A root removed under us (another process removing its last bus
+        // there) is made again: a few tries.
+        let mut tries = 0;
+        loop {
+            match PipeBus::try_create_or_open(bus, root, mode) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 8 => tries += 1,
+                Err(e) => {
+                    return Err(io_error(
+                        bus,
+                        "creating or opening the pipe bus directory",
+                        e,
+                    ))
+                }
+                Ok(pipe) => return Ok(pipe),
+            }
+        }
+    }
+
+    fn try_create_or_open(bus: &str, root: &Path, mode: u32) -> std::io::Result<PipeBus> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)?;
+        let dir = root.join(bus);
+        match std::fs::DirBuilder::new().mode(dir_mode(mode)).create(&dir) {
+            Ok(()) => {
+                // The umask may have taken bits the mode asks for.
+                let _ =
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(dir_mode(mode)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(mode)
+            .open(dir.join(".lock"))?;
+        Ok(PipeBus {
+            bus: bus.to_owned(),
+            dir,
+            mode,
+        })
+    }
+
+    fn io(&self, action: &'static str, source: std::io::Error) -> Error {
+        io_error(&self.bus, action, source)
+    }
+
+    /// Takes the bus's `flock` until the guard drops.
+    pub fn lock(&self) -> Result<DirLock, Error> {
+        let file = File::open(self.dir.join(".lock"))
+            .map_err(|e| self.io("opening the pipe bus lock file", e))?;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(DirLock { _file: file }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(self.io("locking the pipe bus", errno(e))),
+            }
+        }
+    }
+
+    /// The directory of topic `topic`.
+    pub fn topic_dir(&self, topic: &str) -> PathBuf {
+        self.dir.join(format!("t.{topic}"))
+    }
+
+    /// The configuration of topic `topic`, if it was created.
+    pub fn read_config(&self, topic: &str) -> Result<Option<EntryConfig>, Error> {
+        use zerocopy::FromBytes;
+        let path = self.topic_dir(topic).join("config");
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("reading a topic's configuration", e)),
+        };
+        EntryConfig::read_from_bytes(&bytes)
+            .map(Some)
+            .map_err(|_| Error::Corrupt {
+                bus: self.bus.clone(),
+                what: format!(
+                    "{} is {} bytes, not a topic configuration of {}",
+                    path.display(),
+                    bytes.len(),
+                    core::mem::size_of::<EntryConfig>()
+                ),
+            })
+    }
+
+    /// Creates topic `topic`'s directory and writes its configuration
+    /// (under the bus's lock: see [`lock`](Self::lock)).
+    pub fn write_config(&self, topic: &str, config: &EntryConfig) -> Result<(), Error> {
+        use zerocopy::IntoBytes;
+        let dir = self.topic_dir(topic);
+        match std::fs::DirBuilder::new()
+            .mode(dir_mode(self.mode))
+            .create(&dir)
+        {
+            Ok(()) => {
+                let _ = std::fs::set_permissions(
+                    &dir,
+                    std::fs::Permissions::from_mode(dir_mode(self.mode)),
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(self.io("creating a topic directory", e)),
+        }
+        // The publisher lease, empty until a publisher takes it: a
+        // subscriber tells "no publisher yet" from "the publisher left" by
+        // whether it is empty (see `pipe::PipeRx::publisher_gone`).
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(self.mode)
+            .open(dir.join("publisher"))
+            .map_err(|e| self.io("creating a topic's publisher lease", e))?;
+        let temp = dir.join(format!("config.{}", unique_id()));
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(self.mode)
+                .open(&temp)?;
+            file.write_all(config.as_bytes())?;
+            std::fs::rename(&temp, dir.join("config"))
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            self.io("writing a topic's configuration", e)
+        })
+    }
+
+    /// Makes a FIFO at `path` with the bus's mode.
+    pub fn mkfifo(&self, path: &Path) -> Result<(), Error> {
+        match rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(self.mode),
+            0,
+        ) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(self.mode));
+                Ok(())
+            }
+            Err(e) => Err(self.io("making a FIFO", errno(e))),
+        }
+    }
+
+    /// Records in `dir` whose names start with `prefix` (`sub-`, `prod-`,
+    /// `cons-`): their ids.
+    pub fn records(dir: &Path, prefix: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|name| {
+                let id = name.strip_prefix(prefix)?;
+                (!id.contains('.')).then(|| id.to_owned())
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// How many of the records in `dir` named `prefix<id>` belong to live
+    /// (or possibly live) endpoints.
+    pub fn live_records(dir: &Path, prefix: &str) -> usize {
+        PipeBus::records(dir, prefix)
+            .iter()
+            .filter(|id| !record_liveness(&dir.join(format!("{prefix}{id}"))).is_dead())
+            .count()
+    }
+}
+
+/// The bus's `flock`, held until dropped (closing the file releases it).
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+/// A name no other endpoint on this machine has: pid, time, a counter.
+pub(crate) fn unique_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("{}x{t:x}x{n}", std::process::id())
+}
+
+/// An endpoint's record: a file it holds an OFD lock on for its life (see
+/// the module docs). Dropping it removes the file.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub path: PathBuf,
+    file: File,
+}
+
+impl Record {
+    /// Creates the record `dir/<prefix><id>` holding `content`, locked.
+    pub fn create(bus: &PipeBus, dir: &Path, prefix: &str, content: &str) -> Result<Record, Error> {
+        let id = unique_id();
+        let path = dir.join(format!("{prefix}{id}"));
+        let mut file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .mode(bus.mode)
+            .open(&path)
+            .map_err(|e| bus.io("creating an endpoint record", e))?;
+        let record = Record {
+            path,
+            file: file
+                .try_clone()
+                .map_err(|e| bus.io("creating an endpoint record", e))?,
+        };
+        file.write_all(content.as_bytes())
+            .map_err(|e| bus.io("writing an endpoint record", e))?;
+        match crate::segment::procs::try_lock(record.file.as_raw_fd(), 0, libc::F_WRLCK) {
+            Ok(true) => Ok(record),
+            Ok(false) => Err(bus.io(
+                "locking an endpoint record",
+                std::io::Error::other("a new record was locked by someone else"),
+            )),
+            Err(e) => Err(bus.io("locking an endpoint record", e)),
+        }
+    }
+
+    /// The record's id (what follows the prefix).
+    pub fn id(&self, prefix: &str) -> &str {
+        self.path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(prefix))
+            .unwrap_or("")
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether the endpoint whose record is at `path` lives: `Dead` when the
+/// record is gone or nobody holds its lock, `Unknown` when that cannot be
+/// told.
+pub(crate) fn record_liveness(path: &Path) -> Liveness {
+    // Read-write: `F_OFD_GETLK` for a write lock wants a writable file.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Liveness::Dead,
+        Err(_) => return Liveness::Unknown,
+    };
+    match crate::segment::procs::lock_held(file.as_raw_fd(), 0) {
+        Ok(true) => Liveness::Alive,
+        Ok(false) => Liveness::Dead,
+        Err(_) => Liveness::Unknown,
+    }
+}
+
+/// Pipe buses under `root` (directories with a `.lock`).
+pub(crate) fn list(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut buses: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join(".lock").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    buses.sort();
+    buses
+}
+
+/// Removes pipe bus `bus` under `root` (its directory, whatever is in it).
+/// Processes that have its FIFOs open keep them.
+pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
+    let dir = root.join(bus);
+    if !dir.join(".lock").is_file() {
+        return Ok(false);
+    }
+    std::fs::remove_dir_all(&dir)
+        .map(|()| true)
+        .map_err(|e| io_error(bus, "removing the pipe bus directory", e))
+}
+
+/// Removes what endpoints known dead left in the pipe buses under `root`
+/// (their records and FIFOs). Returns the paths removed.
+pub(crate) fn gc(root: &Path) -> Vec<String> {
+    let mut removed = Vec::new();
+    for bus in list(root) {
+        let Ok(topics) = std::fs::read_dir(root.join(&bus)) else {
+            continue;
+        };
+        for topic in topics.filter_map(Result::ok) {
+            let dir = topic.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for prefix in ["sub-", "prod-", "cons-"] {
+                for id in PipeBus::records(&dir, prefix) {
+                    let record = dir.join(format!("{prefix}{id}"));
+                    if record_liveness(&record).is_dead() {
+                        for path in [record.clone(), dir.join(format!("{prefix}{id}.fifo"))] {
+                            if std::fs::remove_file(&path).is_ok() {
+                                removed.push(path.display().to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    removed
+}

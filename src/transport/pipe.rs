@@ -1,0 +1,1314 @@
+//! The pipe endpoints: what a publisher, subscriber, producer or consumer
+//! of a pipe bus does underneath the same API as in shared memory.
+//!
+//! # Broadcast
+//!
+//! Each subscriber owns a FIFO, `sub-<id>.fifo`, which it reads and the
+//! publisher writes. A new subscriber makes its record and FIFO, opens the
+//! FIFO for reading, and writes a byte into the topic's `join` FIFO. The
+//! publisher's helper thread sleeps in `poll` on `join`; woken, it takes
+//! the publisher's lock (between two sends), opens the new FIFO for
+//! writing and writes a *welcome* frame: the sequence number of the next
+//! message the subscriber gets, followed, for `StartAt::Oldest`, by the
+//! publisher's history (the last `capacity` messages it sent, kept in its
+//! memory) or, for `StartAt::Newest`, by the newest of them. A new
+//! subscriber waits (up to `WELCOME_WAIT`) for its welcome when a
+//! publisher holds the lease, so every message published after
+//! `subscriber()` returns reaches it, as in shared memory. With no
+//! publisher, the one that comes welcomes it when it opens.
+//!
+//! Every frame carries its sequence number. In overwrite mode the
+//! publisher writes without blocking; a subscriber whose FIFO is full
+//! misses the message and learns the exact count from the gap
+//! (`Lagged(n)`). A frame longer than `PIPE_BUF` may be written in part:
+//! the rest is kept and finished before any later frame goes to that
+//! subscriber (which misses the frames in between, counted the same way).
+//! In lossless mode a frame a subscriber's FIFO cannot take now is kept
+//! for it, and the publisher sends nothing more until every lossless
+//! subscriber has taken its kept frame (`try_send` says `Full`; `send`
+//! polls the FIFOs). A subscriber that is gone (its read end closed, as a
+//! killed process's is) makes the write fail with `EPIPE`: the publisher
+//! drops it, and removes its files once its record says it is dead.
+//!
+//! The lease is an OFD lock on `publisher`: a publisher killed with
+//! `kill -9` loses it with its process, and the next one takes over.
+//! Subscribers see a gone publisher as end of file on their FIFO, then ask
+//! the lock.
+//!
+//! # Work queues
+//!
+//! One FIFO, `queue`, opened read-write by every producer and consumer (so
+//! that neither side ever sees end of file, and the pipe lives while any
+//! of them does). Every frame is padded to one size, at most `PIPE_BUF`:
+//! a write of it is atomic, and a read of that size takes exactly one
+//! frame, so each message goes to exactly one consumer, whole. A process
+//! killed after its `read` returned has taken the message, as a consumer
+//! killed after `pop` returned has in shared memory.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use super::frame::{self, Header, HEADER, KIND_DATA, KIND_GONE, KIND_WELCOME};
+use super::{record_liveness, PipeBus, Record};
+use crate::error::Error;
+use crate::ring::broadcast::StartAt;
+
+/// The most a write to a pipe does atomically (Linux).
+pub(crate) const PIPE_BUF: usize = 4096;
+/// How long at most a new subscriber waits for its welcome when a
+/// publisher holds the lease (its helper thread answers at once; this
+/// bounds the wait on a publisher that is stopped or stuck).
+const WELCOME_WAIT: Duration = Duration::from_secs(1);
+/// How long a dropped publisher tries to hand lossless subscribers the
+/// frames it still keeps for them.
+const DRAIN_ON_DROP: Duration = Duration::from_secs(1);
+
+fn io(err: Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(err.raw_os_error())
+}
+
+/// `poll`s `fd` for `events` for at most `timeout`. True if it is ready
+/// (or in error: the caller's next call says which).
+fn poll_one(fd: BorrowedFd<'_>, events: PollFlags, timeout: Duration) -> bool {
+    let mut fds = [PollFd::from_borrowed_fd(fd, events)];
+    let timeout = rustix::fs::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+}
+
+/// How long to wait now: until `deadline`, at most `cap`. `None` if the
+/// deadline passed.
+fn wait_span(deadline: Option<Instant>, cap: Duration) -> Option<Duration> {
+    match deadline {
+        None => Some(cap),
+        Some(deadline) => {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            (!left.is_zero()).then(|| left.min(cap))
+        }
+    }
+}
+
+/// Sets the pipe behind `fd` to hold at least `bytes` where the system
+/// allows (`/proc/sys/fs/pipe-max-size` caps an unprivileged process).
+fn size_pipe(fd: BorrowedFd<'_>, bytes: usize) {
+    let current = rustix::pipe::fcntl_getpipe_size(fd).unwrap_or(0);
+    if bytes <= current {
+        return;
+    }
+    if rustix::pipe::fcntl_setpipe_size(fd, bytes).is_err() {
+        let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if max > current {
+            let _ = rustix::pipe::fcntl_setpipe_size(fd, max.min(bytes));
+        }
+    }
+}
+
+/// Writing to a FIFO whose reader is gone raises `SIGPIPE`, which kills a
+/// process that keeps the default action. Rust programs ignore it from
+/// the start; for any other host, the first pipe writer ignores it (the
+/// write then fails with `EPIPE`, which is how a gone reader is found).
+fn ignore_sigpipe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: reads the current action into a zeroed `sigaction`
+        // (a valid value for it); a null new action changes nothing.
+        let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+        // SAFETY: as above: `old` is ours and lives across the call.
+        let rc = unsafe { libc::sigaction(libc::SIGPIPE, core::ptr::null(), &mut old) };
+        if rc == 0 && old.sa_sigaction == libc::SIG_DFL {
+            // SAFETY: `signal` with SIG_IGN installs no handler of ours.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        }
+    });
+}
+
+/// One subscriber, as the publisher sees it.
+struct Out {
+    id: String,
+    fd: OwnedFd,
+    /// Gates the publisher (a lossless topic's subscriber, not an
+    /// observer).
+    lossless: bool,
+    /// What is still to be written of a frame begun or kept for it.
+    pending: Vec<u8>,
+}
+
+/// What a write to one subscriber did.
+enum Wrote {
+    All,
+    /// Nothing, or part (`n` bytes): the pipe is full.
+    Part(usize),
+    /// Its reader is gone.
+    Gone,
+}
+
+fn write_some(fd: BorrowedFd<'_>, bytes: &[u8]) -> Wrote {
+    let mut done = 0;
+    while done < bytes.len() {
+        match rustix::io::write(fd, &bytes[done..]) {
+            Ok(n) => done += n,
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => return Wrote::Part(done),
+            Err(_) => return Wrote::Gone,
+        }
+    }
+    Wrote::All
+}
+
+impl Out {
+    /// Writes what is pending. True when nothing is left; `Err` if gone.
+    fn flush(&mut self) -> Result<bool, ()> {
+        if self.pending.is_empty() {
+            return Ok(true);
+        }
+        match write_some(self.fd.as_fd(), &self.pending) {
+            Wrote::All => {
+                self.pending.clear();
+                Ok(true)
+            }
+            Wrote::Part(n) => {
+                self.pending.drain(..n);
+                Ok(false)
+            }
+            Wrote::Gone => Err(()),
+        }
+    }
+}
+
+/// A broadcast topic's publisher on pipes.
+///
+/// What the sends and the helper thread share is behind a mutex (taken
+/// once per send, uncontended but for a pickup): the helper thread sleeps
+/// in `poll` on the `join` FIFO and welcomes a new subscriber the moment
+/// it knocks, so a subscriber is attached when `subscriber()` returns,
+/// however idle the publisher is.
+pub(crate) struct PipeTx {
+    dir: PathBuf,
+    lease: std::fs::File,
+    shared: Arc<std::sync::Mutex<TxState>>,
+    /// Tells the helper thread to stop (an eventfd).
+    stop: Arc<OwnedFd>,
+    helper: Option<std::thread::JoinHandle<()>>,
+    check_interval: Duration,
+}
+
+/// The publisher's next sequence number, in a one-page shared mapping of
+/// the topic's `seq` file (a file in the bus's directory, not in
+/// /dev/shm): stored before each send, so that the next publisher goes on
+/// from it even after a `kill -9`, and tools read how many were sent.
+struct SeqWord {
+    word: core::ptr::NonNull<std::sync::atomic::AtomicU64>,
+}
+
+/// The mapping's length: one page.
+const SEQ_MAP: usize = 4096;
+
+// SAFETY: the mapping is process-wide and only reached through an atomic.
+unsafe impl Send for SeqWord {}
+// SAFETY: as for Send.
+unsafe impl Sync for SeqWord {}
+
+impl SeqWord {
+    fn open(path: &std::path::Path, mode: u32) -> std::io::Result<SeqWord> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(mode)
+            .open(path)?;
+        if file.metadata()?.len() < SEQ_MAP as u64 {
+            file.set_len(SEQ_MAP as u64)?;
+        }
+        // SAFETY: a fresh shared mapping of a file we hold open, of a page
+        // the file has (sized just above), at an address the kernel picks:
+        // it aliases nothing of ours, and lives until `drop` unmaps it.
+        let base = unsafe {
+            rustix::mm::mmap(
+                core::ptr::null_mut(),
+                SEQ_MAP,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                &file,
+                0,
+            )
+        }?;
+        let word = core::ptr::NonNull::new(base.cast())
+            .ok_or_else(|| std::io::Error::other("mmap gave null"))?;
+        Ok(SeqWord { word })
+    }
+
+    fn get(&self) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: the first word of a live, page-aligned (so 8-aligned)
+        // mapping, only ever accessed atomically by shmbus; any bits are a
+        // valid u64.
+        unsafe { self.word.as_ref() }
+    }
+
+    /// The second word: lossless subscribers evicted, by every publisher.
+    fn evictions(&self) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: as in `get`, for the next 8 bytes of the page.
+        unsafe { &*self.word.as_ptr().add(1) }
+    }
+}
+
+impl Drop for SeqWord {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `open` made, unmapped once; no reference into
+        // it outlives `self`.
+        let _ = unsafe { rustix::mm::munmap(self.word.as_ptr().cast(), SEQ_MAP) };
+    }
+}
+
+/// What a publisher's sends and its helper thread share.
+struct TxState {
+    /// The sequence number, kept where a successor finds it (if the file
+    /// could be mapped).
+    seq_word: Option<SeqWord>,
+    dir: PathBuf,
+    subs: Vec<Out>,
+    frame: Vec<u8>,
+    /// The newest data frames sent, at most `capacity`: what a new
+    /// `StartAt::Oldest` subscriber gets first (the newest, for `Newest`).
+    history: std::collections::VecDeque<Vec<u8>>,
+    capacity: usize,
+    /// The sequence number of the next message.
+    next: u64,
+    /// Lossless subscribers dropped because they were gone (their read
+    /// end closed: a dead process's is).
+    evictions: u64,
+    /// Variable-size topics: the most payload bytes the history keeps (the
+    /// arena's size), and what it keeps now.
+    history_bytes: Option<usize>,
+    kept_bytes: usize,
+}
+
+/// A lossless publisher that may not send now.
+pub(crate) struct Full;
+
+impl PipeTx {
+    /// Takes the lease of broadcast topic `topic`, whose ring holds
+    /// `capacity` messages (the history kept for new subscribers).
+    pub fn open(
+        bus: Arc<PipeBus>,
+        topic: &str,
+        capacity: usize,
+        history_bytes: Option<usize>,
+        check_interval: Duration,
+    ) -> Result<Self, Error> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        ignore_sigpipe();
+        let dir = bus.topic_dir(topic);
+        let lease = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(bus.mode)
+            .open(dir.join("publisher"))
+            .map_err(|e| super::io_error(&bus.bus, "opening the publisher lease", e))?;
+        match crate::segment::procs::try_lock(lease.as_raw_fd(), 0, libc::F_WRLCK) {
+            Ok(true) => {}
+            Ok(false) => {
+                let holder = std::fs::read_to_string(dir.join("publisher"))
+                    .ok()
+                    .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok())
+                    .map_or_else(|| "a live process".to_owned(), |pid| format!("pid {pid}"));
+                return Err(Error::PublisherBusy {
+                    topic: topic.to_owned(),
+                    holder,
+                });
+            }
+            Err(e) => return Err(super::io_error(&bus.bus, "taking the publisher lease", e)),
+        }
+        // Where the last publisher stopped: in the `seq` word (which a
+        // killed one kept up to date too), else as one that left cleanly
+        // wrote it in the lease.
+        let seq_word = SeqWord::open(&dir.join("seq"), bus.mode).ok();
+        let left_at = std::fs::read_to_string(dir.join("publisher"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("next=")?.parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        let resume = seq_word.as_ref().map_or(left_at, |w| {
+            w.get()
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(left_at)
+        });
+        let _ = lease.set_len(0);
+        let _ = std::os::unix::fs::FileExt::write_at(
+            &lease,
+            format!("{}\n", std::process::id()).as_bytes(),
+            0,
+        );
+        let join_path = dir.join("join");
+        bus.mkfifo(&join_path)?;
+        let flags = OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let join = rustix::fs::open(&join_path, OFlags::RDONLY | flags, Mode::empty())
+            .map_err(|e| super::io_error(&bus.bus, "opening the join FIFO", io(e)))?;
+        // A writer of our own, so that `join` never reads as hung up when
+        // the subscribers that knocked have closed it.
+        let join_keep = rustix::fs::open(&join_path, OFlags::WRONLY | flags, Mode::empty())
+            .map_err(|e| super::io_error(&bus.bus, "opening the join FIFO", io(e)))?;
+        let stop = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
+            .map_err(|e| super::io_error(&bus.bus, "making an eventfd", io(e)))?;
+        let mut state = TxState {
+            seq_word,
+            dir: dir.clone(),
+            subs: Vec::new(),
+            frame: Vec::new(),
+            history: std::collections::VecDeque::new(),
+            capacity: capacity.max(1),
+            next: resume,
+            evictions: 0,
+            history_bytes,
+            kept_bytes: 0,
+        };
+        state.pickup();
+        let shared = Arc::new(std::sync::Mutex::new(state));
+        let stop = Arc::new(stop);
+        let helper = {
+            let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("shmbus-pipe-pub".into())
+                .spawn(move || pickup_thread(&shared, &join, &join_keep, &stop))
+                .map_err(|e| {
+                    super::io_error(&bus.bus, "starting the publisher's helper thread", e)
+                })?
+        };
+        Ok(PipeTx {
+            dir,
+            lease,
+            shared,
+            stop,
+            helper: Some(helper),
+            check_interval,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, TxState> {
+        // A panic while it was held left nothing half-done that matters.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sequence number this publisher starts at: where the last one
+    /// that left cleanly stopped (0 for the first, or after a crash).
+    pub fn resume(&self) -> u64 {
+        self.state().next
+    }
+
+    /// Whether message `next` may be sent now; in lossless mode, if `wait`,
+    /// polls the FIFOs of the subscribers that hold it back until
+    /// `deadline`.
+    pub fn room(&mut self, wait: bool, deadline: Option<Instant>) -> Result<(), Full> {
+        loop {
+            let state = &mut *self.state();
+            if state.flush_all() {
+                return Ok(());
+            }
+            if !wait {
+                return Err(Full);
+            }
+            let Some(span) = wait_span(deadline, self.check_interval) else {
+                return Err(Full);
+            };
+            // Short polls: the helper thread needs the lock to welcome.
+            let span = span.min(Duration::from_millis(1));
+            if let Some(out) = state
+                .subs
+                .iter()
+                .find(|s| s.lossless && !s.pending.is_empty())
+            {
+                poll_one(out.fd.as_fd(), PollFlags::OUT, span);
+            }
+        }
+    }
+
+    /// Sends message `seq` to every subscriber (after `room` said yes).
+    pub fn send(&mut self, seq: u64, payload: &[u8], time: Option<u64>) {
+        self.state().send(seq, payload, time);
+    }
+
+    /// Lossless subscribers dropped because they were gone.
+    pub fn evictions(&self) -> u64 {
+        self.state().evictions
+    }
+
+    /// Subscribers attached: their records that are not known dead.
+    pub fn receiver_count(&self) -> usize {
+        PipeBus::live_records(&self.dir, "sub-")
+    }
+
+    /// Whether the bus's directory is gone and no subscriber is left.
+    pub fn is_abandoned(&self) -> bool {
+        self.receiver_count() == 0 && !self.dir.exists()
+    }
+}
+
+/// The publisher's helper thread: welcomes subscribers as they knock on
+/// `join`, until `stop` is written.
+fn pickup_thread(
+    shared: &std::sync::Mutex<TxState>,
+    join: &OwnedFd,
+    _join_keep: &OwnedFd,
+    stop: &OwnedFd,
+) {
+    loop {
+        let mut fds = [
+            PollFd::new(join, PollFlags::IN),
+            PollFd::new(stop, PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => return,
+        }
+        if !fds[1].revents().is_empty() {
+            return;
+        }
+        let mut buf = [0u8; 64];
+        while let Ok(n @ 1..) = rustix::io::read(join, &mut buf) {
+            let _ = n;
+        }
+        shared.lock().unwrap_or_else(|e| e.into_inner()).pickup();
+    }
+}
+
+impl TxState {
+    /// Looks for subscribers we do not write to yet, and welcomes them:
+    /// the next message they get is `next` (`StartAt::Next`), or the
+    /// oldest or newest in the history, which they then get first.
+    fn pickup(&mut self) {
+        for id in PipeBus::records(&self.dir, "sub-") {
+            if self.subs.iter().any(|s| s.id == id) {
+                continue;
+            }
+            let record = self.dir.join(format!("sub-{id}"));
+            let fifo = self.dir.join(format!("sub-{id}.fifo"));
+            let fd = match rustix::fs::open(
+                &fifo,
+                OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                // ENXIO: nobody reads it (yet, or any more); ENOENT: not
+                // made yet, or removed.
+                Err(_) => {
+                    if record_liveness(&record).is_dead() {
+                        let _ = std::fs::remove_file(&fifo);
+                        let _ = std::fs::remove_file(&record);
+                    }
+                    continue;
+                }
+            };
+            let info = std::fs::read_to_string(&record).unwrap_or_default();
+            let lossless = info.lines().any(|l| l == "lossless=1");
+            let history: Vec<&Vec<u8>> = if info.lines().any(|l| l == "start=oldest") {
+                self.history.iter().collect()
+            } else if info.lines().any(|l| l == "start=newest") {
+                self.history.back().into_iter().collect()
+            } else {
+                Vec::new()
+            };
+            let first = history
+                .first()
+                .and_then(|frame| Header::decode(frame))
+                .map_or(self.next, |h| h.seq);
+            let mut out = Out {
+                id,
+                fd,
+                lossless,
+                pending: Vec::new(),
+            };
+            frame::encode_into(&mut self.frame, KIND_WELCOME, first, None, &[], 0);
+            out.pending.extend_from_slice(&self.frame);
+            for frame in history {
+                out.pending.extend_from_slice(frame);
+            }
+            if out.flush().is_ok() {
+                self.subs.push(out);
+            }
+        }
+    }
+
+    /// Drops subscriber `i`, removing its files if it is known dead.
+    fn drop_sub(&mut self, i: usize) {
+        let out = self.subs.swap_remove(i);
+        if out.lossless {
+            self.evictions += 1;
+            if let Some(word) = &self.seq_word {
+                word.evictions()
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let record = self.dir.join(format!("sub-{}", out.id));
+        if record_liveness(&record).is_dead() {
+            let _ = std::fs::remove_file(self.dir.join(format!("sub-{}.fifo", out.id)));
+            let _ = std::fs::remove_file(&record);
+        }
+    }
+
+    /// Writes what is pending to every subscriber. True if no lossless
+    /// subscriber still has a frame kept.
+    fn flush_all(&mut self) -> bool {
+        let mut clear = true;
+        let mut i = 0;
+        while i < self.subs.len() {
+            match self.subs[i].flush() {
+                Ok(done) => {
+                    clear &= done || !self.subs[i].lossless;
+                    i += 1;
+                }
+                Err(()) => self.drop_sub(i),
+            }
+        }
+        clear
+    }
+
+    fn send(&mut self, seq: u64, payload: &[u8], time: Option<u64>) {
+        if let Some(word) = &self.seq_word {
+            // Before any write: a successor never reuses a number that a
+            // subscriber may have seen.
+            word.get()
+                .store(seq.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+        }
+        frame::encode_into(&mut self.frame, KIND_DATA, seq, time, payload, 0);
+        let mut i = 0;
+        while i < self.subs.len() {
+            let out = &mut self.subs[i];
+            if !out.pending.is_empty() {
+                // An overwrite subscriber still finishing a long frame (a
+                // lossless one has none here: `room` saw to it) misses this
+                // one, and counts it from the sequence numbers.
+                i += 1;
+                continue;
+            }
+            match write_some(out.fd.as_fd(), &self.frame) {
+                Wrote::All => i += 1,
+                Wrote::Part(n) => {
+                    if n > 0 || out.lossless {
+                        out.pending.extend_from_slice(&self.frame[n..]);
+                    }
+                    i += 1;
+                }
+                Wrote::Gone => self.drop_sub(i),
+            }
+        }
+        // Into the history (at most `capacity` messages, and in a
+        // variable-size topic at most its arena's bytes), reusing the
+        // buffer of a frame it drops.
+        let mut spare = Vec::new();
+        self.kept_bytes += payload.len();
+        while self.history.len() >= self.capacity
+            || self
+                .history_bytes
+                .is_some_and(|max| self.kept_bytes > max && !self.history.is_empty())
+        {
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
+            self.kept_bytes -= old.len() - HEADER;
+            spare = old;
+        }
+        core::mem::swap(&mut spare, &mut self.frame);
+        self.history.push_back(spare);
+        self.next = seq.wrapping_add(1);
+    }
+}
+
+impl Drop for PipeTx {
+    fn drop(&mut self) {
+        let _ = rustix::io::write(&*self.stop, &1u64.to_ne_bytes());
+        if let Some(helper) = self.helper.take() {
+            let _ = helper.join();
+        }
+        let state = &mut *self.state();
+        // Hand every subscriber what we kept for it (in shared memory it
+        // stays in the ring after the publisher goes), then our goodbye:
+        // the next sequence number, so that a subscriber that missed the
+        // last messages counts them. Bounded: a subscriber that does not
+        // read gets neither.
+        frame::encode_into(&mut state.frame, KIND_GONE, state.next, None, &[], 0);
+        for out in &mut state.subs {
+            out.pending.extend_from_slice(&state.frame);
+        }
+        let until = Instant::now() + DRAIN_ON_DROP;
+        loop {
+            state
+                .subs
+                .retain_mut(|out| matches!(out.flush(), Ok(false)));
+            let Some(out) = state.subs.first() else {
+                break;
+            };
+            let Some(span) = wait_span(Some(until), Duration::from_millis(10)) else {
+                break;
+            };
+            poll_one(out.fd.as_fd(), PollFlags::OUT, span);
+        }
+        // The next publisher goes on from our sequence numbers.
+        let _ = self.lease.set_len(0);
+        let _ = std::os::unix::fs::FileExt::write_at(
+            &self.lease,
+            format!("{}\nnext={}\n", std::process::id(), state.next).as_bytes(),
+            0,
+        );
+    }
+}
+
+/// What the next frame of a subscriber's FIFO is.
+pub(crate) enum Next {
+    /// A message: its header (the payload is [`PipeRx::payload`]).
+    Data(Header),
+    /// A publisher's welcome: the next message's sequence number, and
+    /// whether it is the first this subscriber got (a later one is from a
+    /// publisher that took over: messages between are lost).
+    Welcome(u64, bool),
+    /// The publisher left: the sequence number it would have sent next.
+    Gone(u64),
+    /// Nothing to read now.
+    Empty,
+    /// Bytes that are no frame (skipped up to the next good header).
+    Corrupt,
+}
+
+/// A broadcast subscriber on pipes.
+pub(crate) struct PipeRx {
+    bus: Arc<PipeBus>,
+    dir: PathBuf,
+    record: Record,
+    fd: OwnedFd,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The FIFO had no writer at the last read (end of file).
+    eof: bool,
+    /// The first sequence number a welcome gave, not yet taken by the
+    /// subscriber.
+    welcome: Option<u64>,
+    /// Whether a welcome came yet.
+    welcomed: bool,
+    /// The longest frame of this topic (header and largest message).
+    max_frame: usize,
+    lease: Option<std::fs::File>,
+    /// An aligned copy of a message lent by `recv_ref`.
+    lent: Vec<u128>,
+    check_interval: Duration,
+    pipe_bytes: usize,
+    gates: bool,
+}
+
+impl PipeRx {
+    /// Subscribes to broadcast topic `topic`: `gates` for a lossless
+    /// topic's subscriber (not an observer), `frame_bytes` the largest
+    /// frame and `capacity` how many the FIFO should hold.
+    pub fn open(
+        bus: Arc<PipeBus>,
+        topic: &str,
+        start: StartAt,
+        gates: bool,
+        capacity: usize,
+        frame_bytes: usize,
+        check_interval: Duration,
+    ) -> Result<Self, Error> {
+        let start = match start {
+            StartAt::Next => "next",
+            StartAt::Newest => "newest",
+            StartAt::Oldest => "oldest",
+        };
+        let dir = bus.topic_dir(topic);
+        let content = format!(
+            "pid={}\nstart={start}\nlossless={}\n",
+            std::process::id(),
+            u8::from(gates)
+        );
+        let record = Record::create(&bus, &dir, "sub-", &content)?;
+        let fifo = dir.join(format!("sub-{}.fifo", record.id("sub-")));
+        bus.mkfifo(&fifo)?;
+        let fd = rustix::fs::open(
+            &fifo,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
+        size_pipe(fd.as_fd(), capacity.saturating_mul(frame_bytes));
+        let pipe_bytes = rustix::pipe::fcntl_getpipe_size(&fd).unwrap_or(65536);
+        let mut rx = PipeRx {
+            bus,
+            dir,
+            record,
+            fd,
+            buf: vec![0; 64 << 10],
+            start: 0,
+            end: 0,
+            eof: false,
+            welcome: None,
+            welcomed: false,
+            max_frame: frame_bytes,
+            lease: None,
+            lent: Vec::new(),
+            check_interval,
+            pipe_bytes,
+            gates,
+        };
+        // Knock; the publisher's helper thread welcomes us.
+        if let Ok(join) = rustix::fs::open(
+            rx.dir.join("join"),
+            OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            let _ = rustix::io::write(&join, &[1]);
+            if rx.publisher_held() {
+                let until = Instant::now() + WELCOME_WAIT;
+                while rx.welcome.is_none() {
+                    let Some(span) = wait_span(Some(until), WELCOME_WAIT) else {
+                        break;
+                    };
+                    poll_one(rx.fd.as_fd(), PollFlags::IN, span);
+                    rx.read_welcome();
+                }
+            }
+        }
+        Ok(rx)
+    }
+
+    /// Takes a welcome at the front of the buffer, if there is one.
+    fn read_welcome(&mut self) {
+        self.fill(HEADER);
+        if self.end - self.start >= HEADER {
+            if let Some(header) = Header::decode(&self.buf[self.start..self.end]) {
+                if header.kind == KIND_WELCOME {
+                    self.welcome = Some(header.seq);
+                    self.welcomed = true;
+                    self.start += HEADER;
+                }
+            }
+        }
+    }
+
+    /// Reads what the FIFO has, aiming for `need` bytes buffered.
+    fn fill(&mut self, need: usize) {
+        if self.end - self.start >= need {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < need {
+            self.buf.resize(need.next_power_of_two(), 0);
+        }
+        loop {
+            match rustix::io::read(&self.fd, &mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.eof = false;
+                    self.end += n;
+                    if self.end - self.start >= need || self.end == self.buf.len() {
+                        return;
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Whether a publisher holds the lease now.
+    fn publisher_held(&mut self) -> bool {
+        use std::os::fd::AsRawFd;
+        if self.lease.is_none() {
+            // Read-write: `F_OFD_GETLK` for a write lock wants a writable
+            // file.
+            self.lease = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.dir.join("publisher"))
+                .ok();
+        }
+        let Some(lease) = &self.lease else {
+            return false;
+        };
+        !matches!(
+            crate::segment::procs::lock_held(lease.as_raw_fd(), 0),
+            Ok(false)
+        )
+    }
+
+    /// Whether a publisher was there and is gone, and nothing is left to
+    /// read. (A publisher that never came is not gone: we wait for it.)
+    pub fn publisher_gone(&mut self) -> bool {
+        self.fill(1);
+        if self.start != self.end || self.publisher_held() {
+            return false;
+        }
+        // Not held: gone if one ever held it (it wrote its pid there).
+        let mut first = [0u8; 1];
+        self.lease.as_ref().is_some_and(|lease| {
+            std::os::unix::fs::FileExt::read_at(lease, &mut first, 0).is_ok_and(|n| n == 1)
+        })
+    }
+
+    /// A welcome not yet taken: the sequence number of the next message.
+    pub fn take_welcome(&mut self) -> Option<u64> {
+        self.welcome.take()
+    }
+
+    /// The next frame, left in the buffer until [`advance`](Self::advance).
+    pub fn next(&mut self) -> Next {
+        self.fill(HEADER);
+        if self.end - self.start < HEADER {
+            return Next::Empty;
+        }
+        let header = match Header::decode(&self.buf[self.start..self.end]) {
+            // Longer than the topic's largest message: no frame of ours.
+            Some(h) if HEADER + h.len as usize > self.max_frame => None,
+            other => other,
+        };
+        let Some(header) = header else {
+            self.resync();
+            return Next::Corrupt;
+        };
+        if header.kind == KIND_WELCOME {
+            self.start += HEADER;
+            let first = !self.welcomed;
+            self.welcomed = true;
+            return Next::Welcome(header.seq, first);
+        }
+        if header.kind == KIND_GONE {
+            self.start += HEADER;
+            return Next::Gone(header.seq);
+        }
+        let whole = HEADER + header.len as usize;
+        self.fill(whole);
+        if self.end - self.start < whole {
+            // The rest is on its way (a long frame written in parts).
+            return Next::Empty;
+        }
+        Next::Data(header)
+    }
+
+    /// Skips to the next good header (or all that is buffered).
+    fn resync(&mut self) {
+        let mut at = self.start + 1;
+        while at + HEADER <= self.end {
+            if Header::decode(&self.buf[at..self.end]).is_some() {
+                break;
+            }
+            at += 1;
+        }
+        self.start = at.min(self.end);
+    }
+
+    /// The payload of the frame [`next`](Self::next) returned.
+    pub fn payload(&self, header: &Header) -> &[u8] {
+        &self.buf[self.start + HEADER..self.start + HEADER + header.len as usize]
+    }
+
+    /// Moves past the frame [`next`](Self::next) returned.
+    pub fn advance(&mut self, header: &Header) {
+        self.start += HEADER + header.len as usize;
+    }
+
+    /// Copies the payload of the frame `next` returned into an aligned
+    /// buffer of ours and moves past it: a pointer to its first byte.
+    pub fn lend(&mut self, header: &Header) -> core::ptr::NonNull<u8> {
+        let len = header.len as usize;
+        self.lent.clear();
+        self.lent.resize(len.div_ceil(16).max(1), 0);
+        let payload = &self.buf[self.start + HEADER..self.start + HEADER + len];
+        zerocopy::IntoBytes::as_mut_bytes(&mut self.lent[..])[..len].copy_from_slice(payload);
+        self.advance(header);
+        core::ptr::NonNull::from(&mut self.lent[0]).cast()
+    }
+
+    /// Waits until the FIFO may have something, `deadline` passes (false)
+    /// or one check interval passes.
+    pub fn wait(&mut self, deadline: Option<Instant>) -> bool {
+        let Some(span) = wait_span(deadline, self.check_interval) else {
+            return false;
+        };
+        if self.eof {
+            // No writer: poll would say "hang up" at once. Look again soon.
+            std::thread::sleep(span.min(Duration::from_millis(1)));
+            self.eof = false;
+        } else {
+            poll_one(self.fd.as_fd(), PollFlags::IN, span);
+        }
+        true
+    }
+
+    /// Whether bytes of a frame are buffered or in the FIFO.
+    pub fn ready(&self) -> bool {
+        self.end > self.start || rustix::io::ioctl_fionread(&self.fd).is_ok_and(|n| n > 0)
+    }
+
+    /// The FIFO, readable when a frame comes (or the publisher goes).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A second subscription of the same topic.
+    pub fn sibling(&self, topic: &str, start: StartAt, gates: bool) -> Result<Self, Error> {
+        PipeRx::open(
+            Arc::clone(&self.bus),
+            topic,
+            start,
+            gates,
+            (self.pipe_bytes / self.max_frame).max(1),
+            self.max_frame,
+            self.check_interval,
+        )
+    }
+
+    /// Whether this subscriber gates a lossless publisher.
+    pub fn gates(&self) -> bool {
+        self.gates
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Arc<PipeBus> {
+        &self.bus
+    }
+
+    /// Reads every frame there is and keeps only the newest message, at
+    /// the front: its sequence number, if there was one.
+    pub fn skip_to_newest(&mut self) -> Option<u64> {
+        let mut newest: Option<Vec<u8>> = None;
+        loop {
+            match self.next() {
+                Next::Data(header) => {
+                    let whole = HEADER + header.len as usize;
+                    newest = Some(self.buf[self.start..self.start + whole].to_vec());
+                    self.advance(&header);
+                }
+                Next::Welcome(..) | Next::Gone(_) | Next::Corrupt => {}
+                Next::Empty => break,
+            }
+        }
+        let newest = newest?;
+        // Put it back in front of whatever part of a frame is buffered.
+        let rest = self.buf[self.start..self.end].to_vec();
+        self.buf.clear();
+        self.buf.extend_from_slice(&newest);
+        self.buf.extend_from_slice(&rest);
+        let len = self.buf.len();
+        self.buf.resize(len.max(64 << 10), 0);
+        self.start = 0;
+        self.end = len;
+        Header::decode(&newest).map(|h| h.seq)
+    }
+}
+
+impl Drop for PipeRx {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(
+            self.dir
+                .join(format!("sub-{}.fifo", self.record.id("sub-"))),
+        );
+    }
+}
+
+/// Which end of a work queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Producer,
+    Consumer,
+}
+
+impl Role {
+    fn prefix(self) -> &'static str {
+        match self {
+            Role::Producer => "prod-",
+            Role::Consumer => "cons-",
+        }
+    }
+}
+
+/// A work-queue producer or consumer on pipes.
+pub(crate) struct PipeQueue {
+    bus: Arc<PipeBus>,
+    dir: PathBuf,
+    _record: Record,
+    fd: OwnedFd,
+    frame_len: usize,
+    frame: Vec<u8>,
+    /// Aligned buffer for a message read in place (`pop_ref`) or loaned.
+    held: Vec<u128>,
+    /// A producer's count of its messages (the `pos` of what it pushes).
+    pushed: u64,
+    /// A message popped and given back (`unpop`): its length and `pos`.
+    kept: Option<(usize, u64)>,
+    check_interval: Duration,
+}
+
+/// What a push could not do.
+pub(crate) enum QueueBlocked {
+    Full,
+    /// No consumer is attached and the bus was removed: none ever can be.
+    Abandoned,
+}
+
+impl PipeQueue {
+    /// The largest message a pipe work queue takes: a frame fits in
+    /// `PIPE_BUF`.
+    pub const MAX_MESSAGE: usize = PIPE_BUF - HEADER;
+
+    /// Attaches to work-queue topic `topic` as `role`; at most `max` of
+    /// that role may be attached at once. A variable-size queue's messages
+    /// are capped at [`MAX_MESSAGE`](Self::MAX_MESSAGE) bytes on pipes; a
+    /// fixed slot over it is refused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        bus: Arc<PipeBus>,
+        topic: &str,
+        role: Role,
+        slot: usize,
+        variable: bool,
+        capacity: usize,
+        max: u32,
+        check_interval: Duration,
+    ) -> Result<Self, Error> {
+        if slot > Self::MAX_MESSAGE && !variable {
+            return Err(Error::InvalidOptions {
+                topic: topic.to_owned(),
+                why: format!(
+                    "a work queue on pipes takes messages of up to {} bytes (a frame must fit \
+                     PIPE_BUF, {PIPE_BUF} bytes, to be written and read whole by one process); \
+                     this one's slots are {slot}: use a smaller slot_size (or type), a \
+                     variable-size queue (its messages are then capped at that), or shared memory",
+                    Self::MAX_MESSAGE
+                ),
+            });
+        }
+        let slot = slot.min(Self::MAX_MESSAGE);
+        ignore_sigpipe();
+        let dir = bus.topic_dir(topic);
+        let record = {
+            let _lock = bus.lock()?;
+            let live = PipeBus::live_records(&dir, role.prefix());
+            if live >= max as usize {
+                return Err(Error::TooManyWorkers {
+                    topic: topic.to_owned(),
+                    role: match role {
+                        Role::Producer => "producer",
+                        Role::Consumer => "consumer",
+                    },
+                    max,
+                });
+            }
+            if role == Role::Producer {
+                let _ = std::fs::write(dir.join("had-producer"), b"");
+            }
+            Record::create(
+                &bus,
+                &dir,
+                role.prefix(),
+                &format!("pid={}\n", std::process::id()),
+            )?
+        };
+        let path = dir.join("queue");
+        bus.mkfifo(&path)?;
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| super::io_error(&bus.bus, "opening a work queue FIFO", io(e)))?;
+        let frame_len = (HEADER + slot).next_multiple_of(8);
+        size_pipe(fd.as_fd(), capacity.saturating_mul(frame_len));
+        Ok(PipeQueue {
+            bus,
+            dir,
+            _record: record,
+            fd,
+            frame_len,
+            frame: Vec::with_capacity(frame_len),
+            held: vec![0; frame_len.div_ceil(16)],
+            pushed: 0,
+            kept: None,
+            check_interval,
+        })
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Arc<PipeBus> {
+        &self.bus
+    }
+
+    /// The longest message this queue's frames carry.
+    pub fn max_message(&self) -> usize {
+        self.frame_len - HEADER
+    }
+
+    /// Live consumers attached.
+    pub fn consumers(&self) -> usize {
+        PipeBus::live_records(&self.dir, Role::Consumer.prefix())
+    }
+
+    /// Whether no consumer can ever take a message: none attached, and
+    /// the bus was removed.
+    pub fn is_abandoned(&self) -> bool {
+        self.consumers() == 0 && !self.dir.exists()
+    }
+
+    /// Pushes `payload`, waiting for room until `deadline` if `wait`.
+    pub fn push(
+        &mut self,
+        payload: &[u8],
+        wait: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(), QueueBlocked> {
+        frame::encode_into(
+            &mut self.frame,
+            KIND_DATA,
+            self.pushed,
+            None,
+            payload,
+            self.frame_len,
+        );
+        let mut checked = Instant::now();
+        loop {
+            match rustix::io::write(&self.fd, &self.frame) {
+                Ok(n) if n == self.frame.len() => {
+                    self.pushed += 1;
+                    return Ok(());
+                }
+                // A write of at most PIPE_BUF is all or nothing; anything
+                // else is a pipe that is not ours.
+                Ok(_) | Err(Errno::AGAIN) => {}
+                Err(Errno::INTR) => continue,
+                Err(_) => return Err(QueueBlocked::Abandoned),
+            }
+            if checked.elapsed() >= self.check_interval {
+                checked = Instant::now();
+                if self.is_abandoned() {
+                    return Err(QueueBlocked::Abandoned);
+                }
+            }
+            if !wait {
+                return Err(QueueBlocked::Full);
+            }
+            let Some(span) = wait_span(deadline, self.check_interval) else {
+                return Err(QueueBlocked::Full);
+            };
+            poll_one(self.fd.as_fd(), PollFlags::OUT, span);
+        }
+    }
+
+    /// The aligned buffer a loan writes into: `len` bytes.
+    pub fn loan_buf(&mut self, len: usize) -> *mut u8 {
+        self.held.resize(len.div_ceil(16).max(1), 0);
+        self.held.as_mut_ptr().cast()
+    }
+
+    /// Pushes what was written into the loan buffer, waiting for room
+    /// while a consumer lives to make it (a loan's commit cannot fail).
+    /// False if it was dropped: no consumer left.
+    pub fn commit_loan(&mut self, len: usize) -> bool {
+        let bytes: Vec<u8> = zerocopy::IntoBytes::as_bytes(&self.held[..])[..len].to_vec();
+        loop {
+            match self.push(&bytes, true, Some(Instant::now() + self.check_interval)) {
+                Ok(()) => return true,
+                Err(QueueBlocked::Abandoned) => return false,
+                Err(QueueBlocked::Full) if self.consumers() == 0 => return false,
+                Err(QueueBlocked::Full) => {}
+            }
+        }
+    }
+
+    /// Pops one message into our aligned buffer (see [`held`](Self::held)),
+    /// or gives back the one [`unpop`](Self::unpop) kept.
+    /// `Ok(Some((len, pos)))`, `Ok(None)` if empty, `Err(pos)` for a frame
+    /// that is corrupt.
+    pub fn pop(&mut self) -> Result<Option<(usize, u64)>, u64> {
+        if let Some(kept) = self.kept.take() {
+            return Ok(Some(kept));
+        }
+        self.frame.resize(self.frame_len, 0);
+        let n = loop {
+            match rustix::io::read(&self.fd, &mut self.frame[..]) {
+                Ok(n) => break n,
+                Err(Errno::INTR) => {}
+                Err(_) => return Ok(None),
+            }
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        let header = match Header::decode(&self.frame[..n]) {
+            Some(h)
+                if n == self.frame_len && h.kind == KIND_DATA && HEADER + h.len as usize <= n =>
+            {
+                h
+            }
+            h => return Err(h.map_or(0, |h| h.seq)),
+        };
+        let len = header.len as usize;
+        self.held.resize(len.div_ceil(16).max(1), 0);
+        zerocopy::IntoBytes::as_mut_bytes(&mut self.held[..])[..len]
+            .copy_from_slice(&self.frame[HEADER..HEADER + len]);
+        Ok(Some((len, header.seq)))
+    }
+
+    /// Keeps the message just popped for the next `pop` (a caller whose
+    /// buffer was too small for it).
+    pub fn unpop(&mut self, len: usize, pos: u64) {
+        self.kept = Some((len, pos));
+    }
+
+    /// The bytes of the message the last `pop` read.
+    pub fn held_bytes(&self, len: usize) -> &[u8] {
+        &zerocopy::IntoBytes::as_bytes(&self.held[..])[..len]
+    }
+
+    /// The message the last `pop(None)` read: its first byte.
+    pub fn held(&mut self) -> core::ptr::NonNull<u8> {
+        core::ptr::NonNull::from(&mut self.held[0]).cast()
+    }
+
+    /// Waits until the FIFO may have a message, `deadline` passes (false)
+    /// or one check interval passes.
+    pub fn wait_readable(&self, deadline: Option<Instant>) -> bool {
+        let Some(span) = wait_span(deadline, self.check_interval) else {
+            return false;
+        };
+        poll_one(self.fd.as_fd(), PollFlags::IN, span);
+        true
+    }
+
+    /// Whether a producer attached once, none is live now, and the queue
+    /// is empty.
+    pub fn disconnected(&self) -> bool {
+        self.dir.join("had-producer").exists()
+            && PipeBus::live_records(&self.dir, Role::Producer.prefix()) == 0
+            && rustix::io::ioctl_fionread(&self.fd).unwrap_or(1) == 0
+    }
+
+    /// Whether a message is there to pop.
+    pub fn ready(&self) -> bool {
+        self.kept.is_some() || rustix::io::ioctl_fionread(&self.fd).is_ok_and(|n| n > 0)
+    }
+
+    /// The FIFO, readable when a message is there.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

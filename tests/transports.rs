@@ -1,0 +1,579 @@
+//! The pipe transport. The suites written for shared memory run again
+//! here with every bus on pipes (`SHMBUS_TEST_TRANSPORT=pipe`: the same
+//! tests, parameterised by `common::TestBus`, not copied); the tests that
+//! look inside a shared segment, or at what only a ring keeps (its exact
+//! capacity, its futex, a crash hook inside a ring step), say SKIPPED
+//! there. The tests below are the pipe transport's own: `Auto` falling
+//! back where /dev/shm cannot be used, `kill -9` of producers and
+//! consumers, exact loss counts, a corrupt frame, and the directory's life
+//! (list, gc, remove).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{args, child_role, report, spawn_role, TestBus, Tick};
+use shmbus::{Bus, PopError, RecvError, StartAt, Transport, TryRecvError};
+
+/// Entry point of child processes; does nothing when run as a normal test.
+#[test]
+#[ignore = "entry point of child processes; the tests that spawn them run it"]
+fn child_role_entry() {
+    let Some((role, args)) = child_role() else {
+        return;
+    };
+    match role.as_str() {
+        // args: bus dir. Opens the bus with `Auto` in a namespace whose
+        // /dev/shm is unusable, and uses it.
+        "auto" => {
+            let bus = Bus::builder(&args[0]).dir(&args[1]).open().unwrap();
+            report(format!("TRANSPORT {:?}", bus.transport()));
+            let mut rx = bus
+                .topic("t")
+                .start_at(StartAt::Next)
+                .subscriber::<u64>()
+                .unwrap();
+            let mut tx = bus.publisher::<u64>("t").unwrap();
+            let mut jobs = bus.producer::<u64>("q").unwrap();
+            let mut worker = bus.consumer::<u64>("q").unwrap();
+            for i in 0..1000u64 {
+                tx.send(&i).unwrap();
+                jobs.push(i).unwrap();
+                assert_eq!((rx.recv(), worker.pop()), (Ok(i), Ok(i)));
+            }
+            report("WORKS");
+            drop((tx, rx, jobs, worker, bus));
+            Bus::remove_pipe(&args[0], Path::new(&args[1])).unwrap();
+        }
+        // args: bus dir. Pops ticks, reporting each one's sequence number,
+        // until its producers are gone.
+        "consumer" => {
+            let bus = pipe_bus(&args[0], &args[1]);
+            let mut rx = bus
+                .topic("jobs")
+                .liveness_check_interval(Duration::from_millis(20))
+                .consumer::<Tick>()
+                .unwrap();
+            report("READY");
+            loop {
+                match rx.pop() {
+                    Ok(tick) => {
+                        assert!(tick.is_whole(), "torn {tick:?}");
+                        report(format!("GOT {}", tick.seq));
+                        // Slow enough that the others get their share.
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Err(PopError::Disconnected) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            report("END");
+        }
+        // args: bus dir first count. Pushes ticks first..first+count, then
+        // waits to be killed.
+        "producer" => {
+            let bus = pipe_bus(&args[0], &args[1]);
+            let first: u64 = args[2].parse().unwrap();
+            let count: u64 = args[3].parse().unwrap();
+            let mut tx = bus.topic("jobs").producer::<Tick>().unwrap();
+            report("READY");
+            for seq in first..first + count {
+                tx.push(Tick::new(seq)).unwrap();
+            }
+            report("PUSHED");
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        // args: bus dir. A subscriber that never reads, killed by the test.
+        "idle-sub" => {
+            let bus = pipe_bus(&args[0], &args[1]);
+            let _rx = bus.topic("t").subscriber::<u64>().unwrap();
+            report("READY");
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+/// Bus `name` on pipes under `dir`.
+fn pipe_bus(name: &str, dir: impl AsRef<Path>) -> Bus {
+    Bus::builder(name)
+        .transport(Transport::Pipe)
+        .dir(dir.as_ref())
+        .open()
+        .unwrap()
+}
+
+/// The one subscriber record in topic directory `dir`.
+fn sub_record(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("sub-") && !name.contains('.')
+        })
+        .expect("a subscriber record")
+}
+
+/// The newest executable of test target `suite` beside this one (cargo
+/// builds every test target before it runs any).
+fn suite_binary(suite: &str) -> PathBuf {
+    let me = std::env::current_exe().unwrap();
+    let deps = me.parent().unwrap();
+    let prefix = format!("{suite}-");
+    std::fs::read_dir(deps)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(&prefix)
+                .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .unwrap_or_else(|| panic!("no test binary of {suite} beside {}", me.display()))
+}
+
+/// Runs the test suite `suite` with every bus on pipes; fails if any of
+/// its tests fails, or none ran.
+fn on_pipes(suite: &str) {
+    // The suite's skips, counted here and passed on to CI's log.
+    let skips = std::env::temp_dir().join(format!("shmbus-skips-{suite}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&skips);
+    let out = Command::new(suite_binary(suite))
+        .args(["--test-threads=2", "-q"])
+        .env(common::TRANSPORT_ENV, "pipe")
+        .env("SHMBUS_SKIP_LOG", &skips)
+        .env_remove("SHMBUS_TEST_PIPE_OWNER")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let skip_lines = std::fs::read_to_string(&skips).unwrap_or_default();
+    let _ = std::fs::remove_file(&skips);
+    let skipped = skip_lines.lines().count();
+    if let Some(log) = std::env::var_os("SHMBUS_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)
+        {
+            for line in skip_lines.lines() {
+                let _ = writeln!(log, "{line} (on pipes)");
+            }
+        }
+    }
+    let result = stdout
+        .lines()
+        .find(|l| l.starts_with("test result:"))
+        .unwrap_or("no result line");
+    eprintln!("{suite} on pipes: {result} ({skipped} of them shared memory only)");
+    assert!(
+        out.status.success() && result.contains("ok."),
+        "{suite} on pipes failed:\n{stdout}\n{stderr}"
+    );
+    assert!(!result.contains(" 0 passed"), "{suite}: no test ran");
+}
+
+#[test]
+fn api_suite_on_pipes() {
+    on_pipes("api");
+}
+
+#[test]
+fn queue_api_suite_on_pipes() {
+    on_pipes("queue_api");
+}
+
+#[test]
+fn process_suite_on_pipes() {
+    on_pipes("processes");
+}
+
+#[test]
+fn queue_process_suite_on_pipes() {
+    on_pipes("queue_processes");
+}
+
+#[test]
+fn loan_and_in_place_suites_on_pipes() {
+    for suite in ["loans", "read_in_place", "queue_in_place"] {
+        on_pipes(suite);
+    }
+}
+
+#[test]
+fn variable_and_timestamp_suites_on_pipes() {
+    for suite in ["variable", "variable_queue", "timestamps"] {
+        on_pipes(suite);
+    }
+}
+
+/// A pipe bus of its own under a directory of its own, removed on drop.
+struct PipeBus {
+    name: String,
+    dir: PathBuf,
+}
+
+impl PipeBus {
+    fn new(tag: &str) -> Self {
+        let bus = TestBus::new(tag);
+        let name = bus.name.clone();
+        std::mem::forget(bus);
+        // A directory of its own: `gc_pipe` looks at every bus in one.
+        PipeBus {
+            dir: common::pipe_dir().join(&name),
+            name,
+        }
+    }
+
+    fn open(&self) -> Bus {
+        Bus::builder(&self.name)
+            .transport(Transport::Pipe)
+            .dir(&self.dir)
+            .open()
+            .unwrap()
+    }
+}
+
+impl Drop for PipeBus {
+    fn drop(&mut self) {
+        let _ = Bus::remove_pipe(&self.name, &self.dir);
+        let _ = std::fs::remove_dir(&self.dir);
+        let _ = std::fs::remove_dir(common::pipe_dir());
+    }
+}
+
+/// Runs the "auto" role in a private mount namespace where `setup` made
+/// /dev/shm unusable: it must land on pipes, and work.
+fn auto_falls_back(test: &str, setup: &str) {
+    let bus = PipeBus::new("auto");
+    std::fs::create_dir_all(&bus.dir).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "{setup} && exec \"$0\" child_role_entry --exact --ignored --nocapture --test-threads=1 -q"
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .arg(&exe)
+        .env(common::ROLE_ENV, "auto")
+        .env(
+            common::ARGS_ENV,
+            format!("{}\u{1f}{}", bus.name, bus.dir.display()),
+        )
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            common::skip_or_fail(test, &format!("cannot run unshare ({e})"));
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success()
+        && (stderr.contains("Operation not permitted") || stderr.contains("mount:"))
+    {
+        common::skip_or_fail(
+            test,
+            &format!("no private mount namespace here ({})", stderr.trim()),
+        );
+        return;
+    }
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("TRANSPORT Pipe"), "{stdout}");
+    assert!(stdout.contains("WORKS"), "{stdout}");
+    assert!(
+        stderr.contains("runs on pipes"),
+        "the fallback is said once, with why: {stderr}"
+    );
+}
+
+#[test]
+fn auto_falls_back_to_pipes_where_dev_shm_is_read_only() {
+    auto_falls_back(
+        "auto_falls_back_to_pipes_where_dev_shm_is_read_only",
+        "mount -t tmpfs -o ro tmpfs /dev/shm",
+    );
+}
+
+#[test]
+fn auto_falls_back_to_pipes_where_dev_shm_is_full() {
+    auto_falls_back(
+        "auto_falls_back_to_pipes_where_dev_shm_is_full",
+        "mount -t tmpfs -o size=4k tmpfs /dev/shm",
+    );
+}
+
+#[test]
+fn auto_joins_an_existing_bus_on_its_own_transport() {
+    let bus = PipeBus::new("auto-join");
+    let on_pipes = bus.open();
+    let mut tx = on_pipes.publisher::<u64>("t").unwrap();
+    // /dev/shm works here, but the bus exists on pipes: Auto joins it
+    // there, never mixing transports within one bus.
+    let joined = Bus::builder(&bus.name).dir(&bus.dir).open().unwrap();
+    assert_eq!(joined.transport(), Transport::Pipe);
+    let mut rx = joined
+        .topic("t")
+        .start_at(StartAt::Next)
+        .subscriber::<u64>()
+        .unwrap();
+    tx.send(&5).unwrap();
+    assert_eq!(rx.recv(), Ok(5));
+    assert!(!Path::new(&format!("/dev/shm/shmbus.{}", bus.name)).exists());
+}
+
+/// An overwrite subscriber that reads nothing while its FIFO overflows
+/// counts exactly what it lost, also what it lost last (the publisher's
+/// goodbye says how many it sent).
+#[test]
+fn a_subscriber_whose_fifo_overflows_counts_exactly_what_it_lost() {
+    let bus = PipeBus::new("overflow");
+    let b = bus.open();
+    let mut rx = b
+        .topic("t")
+        .start_at(StartAt::Next)
+        .subscriber::<Tick>()
+        .unwrap();
+    let mut tx = b.topic("t").publisher::<Tick>().unwrap();
+    const SENT: u64 = 100_000;
+    for seq in 0..SENT {
+        tx.send(&Tick::new(seq)).unwrap();
+    }
+    drop(tx);
+    let (mut received, mut lagged, mut expect) = (0u64, 0u64, 0u64);
+    loop {
+        match rx.try_recv() {
+            Ok(tick) => {
+                assert!(tick.is_whole());
+                assert_eq!(tick.seq, expect, "in order");
+                expect += 1;
+                received += 1;
+            }
+            Err(TryRecvError::Lagged(n)) => {
+                lagged += n;
+                expect += n;
+            }
+            Err(TryRecvError::Disconnected) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        lagged > 0 && received > 0,
+        "received {received}, lagged {lagged}"
+    );
+    assert_eq!(received + lagged, SENT, "every message received or counted");
+    assert_eq!(rx.stats().lagged, lagged);
+}
+
+/// Bytes that are no frame (here written into a subscriber's FIFO by
+/// hand) are reported as corrupt, and the stream goes on at the next
+/// good frame.
+#[test]
+fn a_corrupt_frame_is_reported_and_the_stream_goes_on() {
+    let bus = PipeBus::new("corrupt");
+    let b = bus.open();
+    let mut rx = b
+        .topic("t")
+        .start_at(StartAt::Next)
+        .subscriber::<u64>()
+        .unwrap();
+    let mut tx = b.topic("t").publisher::<u64>().unwrap();
+    tx.send(&1).unwrap();
+    let topic_dir = bus.dir.join(&bus.name).join("t.t");
+    let fifo = std::fs::read_dir(&topic_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "fifo"))
+        .expect("the subscriber's FIFO");
+    std::fs::write(&fifo, [0x5a; 77]).unwrap();
+    tx.send(&2).unwrap();
+    assert_eq!(rx.recv(), Ok(1));
+    assert!(matches!(rx.recv(), Err(RecvError::Corrupt { .. })));
+    assert_eq!(rx.recv(), Ok(2));
+    assert_eq!(rx.stats().corrupt, 1);
+}
+
+/// Consumers killed with `kill -9` while they pop: no message is taken
+/// twice, and only a message a killed consumer had taken (read from the
+/// FIFO, not yet reported) can be missing; the others take the rest and
+/// see `Disconnected` once every producer is gone.
+#[test]
+fn consumers_and_producers_killed_with_kill_9_lose_only_what_they_held() {
+    const PER_PRODUCER: u64 = 3000;
+    let bus = PipeBus::new("pipe-kill");
+    let b = bus.open();
+    let dir = bus.dir.display().to_string();
+    // Made here, so that the queue and a producer exist before the roles.
+    let keep = b.topic("jobs").producer::<Tick>().unwrap();
+    let mut consumers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = spawn_role("consumer", &args(&[&bus.name, &dir]));
+            c.expect_line("READY");
+            c
+        })
+        .collect();
+    let mut producers: Vec<_> = (0..2u64)
+        .map(|p| {
+            let first = p * PER_PRODUCER;
+            let mut c = spawn_role("producer", &args(&[&bus.name, &dir, &first, &PER_PRODUCER]));
+            c.expect_line("READY");
+            c
+        })
+        .collect();
+    drop(keep);
+    let mut seen = vec![0u32; (2 * PER_PRODUCER) as usize];
+    let mut record = |line: &str| {
+        if let Some(seq) = line.trim().strip_prefix("GOT ") {
+            seen[seq.parse::<usize>().unwrap()] += 1;
+        }
+    };
+    // Kill one consumer after it took some, and count all it reported.
+    for _ in 0..100 {
+        let seq = consumers[0].expect_line("GOT ");
+        record(&format!("GOT {seq}"));
+    }
+    consumers[0].kill9();
+    for line in consumers[0].rest_of_lines() {
+        record(&line);
+    }
+    // Producers killed once their messages are in the FIFO: whole frames,
+    // and the consumers' `Disconnected` once both are gone.
+    for p in &mut producers {
+        p.expect_line("PUSHED");
+        p.kill9();
+    }
+    for c in &mut consumers[1..] {
+        for line in c.rest_of_lines() {
+            record(&line);
+        }
+        c.wait_success(Duration::from_secs(30));
+    }
+    let twice = seen.iter().filter(|&&n| n > 1).count();
+    let missing = seen.iter().filter(|&&n| n == 0).count();
+    assert_eq!(twice, 0, "no message taken twice");
+    assert!(
+        missing <= 1,
+        "{missing} missing: only the one the killed consumer had taken may be"
+    );
+}
+
+/// A lossless subscriber killed with `kill -9` never holds the publisher
+/// back: the write to its FIFO fails (its read end died with it) and it is
+/// evicted, counted.
+#[test]
+fn a_lossless_subscriber_killed_is_evicted_at_once() {
+    let bus = PipeBus::new("pipe-evict");
+    let b = bus.open();
+    let mut tx = b.topic("t").lossless(4).publisher::<u64>().unwrap();
+    let mut sub = spawn_role("idle-sub", &args(&[&bus.name, &bus.dir.display()]));
+    sub.expect_line("READY");
+    assert_eq!(tx.receiver_count(), Some(1));
+    // Fill its FIFO: the publisher is held back.
+    let mut sent = 0u64;
+    while tx.try_send(&sent).is_ok() {
+        sent += 1;
+    }
+    assert!(sent > 0);
+    let record = sub_record(&bus.dir.join(&bus.name).join("t.t"));
+    sub.kill9();
+    tx.send_timeout(&sent, Duration::from_secs(10))
+        .expect("the dead subscriber no longer holds the publisher");
+    assert_eq!(tx.evictions(), 1);
+    assert_eq!(tx.receiver_count(), Some(0));
+    assert!(
+        !record.exists(),
+        "the publisher removed the dead one's files"
+    );
+}
+
+#[test]
+fn list_gc_and_remove_know_pipe_buses() {
+    let bus = PipeBus::new("dir-life");
+    let b = bus.open();
+    assert!(Bus::list_pipe(&bus.dir).contains(&bus.name));
+    // An overwrite topic: nobody writes to a dead subscriber's FIFO there
+    // until the publisher sends, so its files wait for gc.
+    let _ = b.topic("t").subscriber::<u64>().unwrap();
+    let mut sub = spawn_role("idle-sub", &args(&[&bus.name, &bus.dir.display()]));
+    sub.expect_line("READY");
+    let topics = b.topics().unwrap();
+    assert_eq!(topics.len(), 1);
+    let topic = topics[0].as_ref().unwrap();
+    assert_eq!(topic.subscribers.len(), 1);
+    assert_eq!(topic.subscribers[0].pid, Some(sub.pid()));
+    assert_eq!(topic.subscribers[0].process, shmbus::ProcessState::Alive);
+    let record = sub_record(&bus.dir.join(&bus.name).join("t.t"));
+    assert!(
+        Bus::gc_pipe(&bus.dir).is_empty(),
+        "a live subscriber's files are kept"
+    );
+    sub.kill9();
+    let topic = b.topics().unwrap().remove(0).unwrap();
+    assert_eq!(topic.subscribers[0].process, shmbus::ProcessState::Dead);
+    let removed = Bus::gc_pipe(&bus.dir);
+    assert_eq!(removed.len(), 2, "its record and FIFO: {removed:?}");
+    assert!(!record.exists());
+    assert!(Bus::remove_pipe(&bus.name, &bus.dir).unwrap());
+    assert!(!Bus::list_pipe(&bus.dir).contains(&bus.name));
+    assert!(
+        !Bus::remove_pipe(&bus.name, &bus.dir).unwrap(),
+        "removed already"
+    );
+}
+
+#[test]
+fn work_queues_on_pipes_name_their_size_limit() {
+    let bus = PipeBus::new("q-limit");
+    let b = bus.open();
+    let err = b.topic("big").slot_size(8192).producer_bytes().unwrap_err();
+    assert!(err.to_string().contains("PIPE_BUF"), "{err}");
+    let mut tx = b.topic("var").variable(1 << 16).producer_bytes().unwrap();
+    let mut rx = b.topic("var").consumer_bytes().unwrap();
+    assert_eq!(
+        tx.push_bytes(&[1; 5000]),
+        Err(shmbus::PushError::TooLarge {
+            len: 5000,
+            max: 4064
+        })
+    );
+    tx.push_bytes(&[2; 4064]).unwrap();
+    tx.push_bytes(b"small").unwrap();
+    assert_eq!(rx.pop_bytes().unwrap(), &[2; 4064][..]);
+    assert_eq!(rx.pop_bytes().unwrap(), b"small");
+}
+
+/// The bus's directory holds what the README says, mode 0700 unless the
+/// bus's mode shares it.
+#[test]
+fn a_pipe_bus_is_private_to_its_user_unless_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let bus = PipeBus::new("mode");
+    let b = bus.open();
+    let _tx = b.publisher::<u64>("t").unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = bus.dir.join(&bus.name);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("t.t").join("config")), 0o600);
+    let shared = PipeBus::new("mode-shared");
+    let b = Bus::builder(&shared.name)
+        .transport(Transport::Pipe)
+        .dir(&shared.dir)
+        .mode(0o660)
+        .open()
+        .unwrap();
+    let _tx = b.publisher::<u64>("t").unwrap();
+    let dir = shared.dir.join(&shared.name);
+    assert_eq!(mode(&dir), 0o770);
+    assert_eq!(mode(&dir.join("t.t").join("join")), 0o660);
+}
