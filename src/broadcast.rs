@@ -89,6 +89,7 @@ use crate::ring::broadcast::{PublisherState, Read};
 use crate::ring::gate::{Gate, GateCache, GatedRead};
 use crate::ring::lease::LeaseError;
 use crate::ring::load_bytes;
+use crate::ring::waiting::Step;
 use crate::ring::Owner;
 use crate::ring::{store_bytes, store_bytes_at};
 use crate::segment::views::BroadcastView;
@@ -1460,14 +1461,42 @@ impl<T> Subscriber<T> {
         deadline: Option<Instant>,
         mut attempt: impl FnMut(&mut Self) -> Poll,
     ) -> Result<usize, RecvTimeoutError> {
+        // The wait strategy as in shared memory, a poll being a read of
+        // the FIFO: spin (or snooze) between reads, then sleep in `poll`.
+        let backoff = crossbeam_utils::Backoff::new();
+        let mut polls = 0u32;
         loop {
             match attempt(self) {
                 Poll::Got(len) => return Ok(len),
                 Poll::Failed(err) => return Err(err.into()),
                 Poll::Empty => {}
             }
+            polls = polls.saturating_add(1);
+            let step = self.topic.opts.wait.step(polls);
+            if step != Step::Sleep && polls % 64 != 0 {
+                // Spin on `poll`, which does not take the pipe's lock as a
+                // read does: a reader spinning on reads slows the writer.
+                while self.pipe.as_deref().is_some_and(|rx| !rx.readable()) {
+                    if step == Step::Spin {
+                        core::hint::spin_loop();
+                    } else {
+                        backoff.snooze();
+                    }
+                    polls = polls.saturating_add(1);
+                    if polls % 64 == 0 {
+                        break;
+                    }
+                }
+                continue;
+            }
             if self.disconnected() {
                 return Err(RecvTimeoutError::Disconnected);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            if step != Step::Sleep {
+                continue;
             }
             let Some(rx) = self.pipe.as_deref_mut() else {
                 return Err(RecvTimeoutError::Timeout);
@@ -1475,6 +1504,7 @@ impl<T> Subscriber<T> {
             if !rx.wait(deadline) {
                 return Err(RecvTimeoutError::Timeout);
             }
+            polls = 0;
             self.stats.sleeps += 1;
         }
     }

@@ -955,6 +955,13 @@ impl PipeRx {
         true
     }
 
+    /// Whether a read would find something (or the end of the FIFO):
+    /// buffered bytes, or a `poll` that says so, which unlike a read does
+    /// not take the pipe's lock.
+    pub fn readable(&self) -> bool {
+        self.end > self.start || poll_one(self.fd.as_fd(), PollFlags::IN, Duration::ZERO)
+    }
+
     /// Whether bytes of a frame are buffered or in the FIFO.
     pub fn ready(&self) -> bool {
         self.end > self.start || rustix::io::ioctl_fionread(&self.fd).is_ok_and(|n| n > 0)
@@ -1310,5 +1317,11 @@ impl PipeQueue {
     /// The FIFO, readable when a message is there.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Whether a pop would find something, by a `poll` (which does not
+    /// take the pipe's lock as a read does).
+    pub fn readable(&self) -> bool {
+        self.kept.is_some() || poll_one(self.fd.as_fd(), PollFlags::IN, Duration::ZERO)
     }
 }

@@ -76,7 +76,8 @@ enum Command {
         rate: u64,
         /// Run only benchmarks whose name contains one of these
         /// (pingpong-spin, pingpong-block, pingpong-wait, pingpong-os, throughput-1to1,
-        /// throughput-os, fanout, queue, openloop).
+        /// throughput-os, pingpong-pipe, throughput-pipe, fanout, queue,
+        /// openloop).
         #[arg(long)]
         only: Vec<String>,
         /// No progress lines on stderr (there are none with --json either).

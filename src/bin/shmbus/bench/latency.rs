@@ -410,3 +410,44 @@ pub fn runtime_for(via: Via) -> Res<Option<RuntimeBox>> {
     let _ = via;
     Ok(None)
 }
+
+/// Two shmbus topics on pipes (`Transport::Pipe`), the peer echoing each
+/// message, both sides blocking: what the fallback transport costs over
+/// the raw pipe pair ([`FdEcho`]), the system calls both make.
+pub struct ShmbusPipeEcho;
+
+impl PingPong for ShmbusPipeEcho {
+    fn name(&self) -> &'static str {
+        "shmbus-pipe"
+    }
+
+    fn run(&self, h: &mut Harness, total: u64, record: &mut dyn FnMut(Instant, u64)) -> Res<()> {
+        let size = h.opts.size;
+        let temp = h.temp_pipe_bus()?;
+        let bus = temp.bus.as_ref().expect("open");
+        let topic = |name| bus.topic(name).slot_size(size as u32).capacity(16);
+        let mut tx = topic("ping").publisher_bytes()?;
+        let mut rx = topic("pong")
+            .start_at(StartAt::Next)
+            .wait(WaitStrategy::Block)
+            .subscriber_bytes()?;
+        let args = [
+            temp.name.clone(),
+            Via::Block.name().into(),
+            total.to_string(),
+            "copy".into(),
+        ];
+        let peer = Peer::spawn("echo-shmbus", &args, h.cpu(1))?;
+        let mut buf = vec![0u8; size.max(8)];
+        for i in 0..total {
+            buf[..8].copy_from_slice(&i.to_ne_bytes());
+            let start = Instant::now();
+            tx.send_bytes(&buf[..size])?;
+            let echoed = rx.recv_bytes()?;
+            record(start, i);
+            check_echo(echoed, i)?;
+        }
+        peer.finish()?;
+        Ok(())
+    }
+}

@@ -23,9 +23,9 @@ use crate::cleanup;
 use crate::peer::{cpus, pin_to};
 use crate::rings;
 use fanout::{Fan, FanRound, OpenLoop, RawOpenLoop, RawSpmcFan, ShmbusFan, ShmbusOpenLoop};
-use latency::{FdEcho, MqEcho, PingPong, RawCacheLine, RawFutex, ShmbusEcho, Via};
+use latency::{FdEcho, MqEcho, PingPong, RawCacheLine, RawFutex, ShmbusEcho, ShmbusPipeEcho, Via};
 use queue::{RawMpmc, ShmbusQueue, WorkQueue};
-use stream::{FdStream, MqStream, RawSpsc, ShmbusStream, Stream};
+use stream::{FdStream, MqStream, RawSpsc, ShmbusPipeStream, ShmbusStream, Stream};
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -155,6 +155,21 @@ impl Harness {
         let ring = rings::slots(self.opts.size) as u64 * (self.opts.size as u64 + 64);
         let bus = Bus::builder(&name)
             .size((2 * ring + (16 << 20)).max(64 << 20))
+            .open()?;
+        Ok(TempBus {
+            name,
+            bus: Some(bus),
+        })
+    }
+
+    /// A bus of the run's own on pipes (`Transport::Pipe`, in the default
+    /// pipe directory, where the peer's `Bus::open_existing` finds it),
+    /// removed when dropped.
+    pub(crate) fn temp_pipe_bus(&mut self) -> Res<TempBus> {
+        self.bus_counter += 1;
+        let name = format!("bench-{}-{}", std::process::id(), self.bus_counter);
+        let bus = Bus::builder(&name)
+            .transport(shmbus::Transport::Pipe)
             .open()?;
         Ok(TempBus {
             name,
@@ -582,6 +597,8 @@ pub fn run(opts: Opts) -> Res<()> {
         ("pingpong-os", 3),
         ("throughput-1to1", 6),
         ("throughput-os", 3),
+        ("pingpong-pipe", 1),
+        ("throughput-pipe", 2),
         ("fanout", fanouts),
         ("queue", 2),
         ("openloop", 1),
@@ -671,6 +688,16 @@ pub fn run(opts: Opts) -> Res<()> {
         ];
         for base in os {
             h.compare_stream("throughput-os", &ShmbusStream::copying(true), base)?;
+        }
+        // The fallback transport against the raw pipe under it.
+        h.compare_latency(
+            "pingpong-pipe",
+            &ShmbusPipeEcho,
+            &[&FdEcho { socket: false }],
+        )?;
+        for lossless in [true, false] {
+            let stream = ShmbusPipeStream { lossless };
+            h.compare_stream("throughput-pipe", &stream, &FdStream { socket: false })?;
         }
         for n in h.opts.subscribers.clone() {
             h.fanout("fanout", ShmbusFan::copying(false), n)?;

@@ -277,3 +277,75 @@ impl Stream for ShmbusStream {
         })
     }
 }
+
+/// A shmbus broadcast topic on pipes (`Transport::Pipe`), lossless or
+/// overwrite, read by this process: against a raw pipe ([`FdStream`]).
+pub struct ShmbusPipeStream {
+    pub lossless: bool,
+}
+
+impl Stream for ShmbusPipeStream {
+    fn name(&self) -> &'static str {
+        if self.lossless {
+            "shmbus-pipe-lossless"
+        } else {
+            "shmbus-pipe-overwrite"
+        }
+    }
+
+    fn count(&self) -> u64 {
+        200_000
+    }
+
+    fn lossy(&self) -> bool {
+        !self.lossless
+    }
+
+    fn run(&self, h: &mut Harness, count: u64) -> Res<Streamed> {
+        let size = h.opts.size;
+        let temp = h.temp_pipe_bus()?;
+        let bus = temp.bus.as_ref().expect("open");
+        // As many messages as the raw pipe's default 64 KiB holds: the
+        // subscriber's FIFO is sized to the capacity.
+        let fit = (65536 / (size + 32)).max(1);
+        let capacity = 1u32 << (usize::BITS - 1 - fit.leading_zeros());
+        let mut topic = bus.topic("data").capacity(capacity).slot_size(size as u32);
+        if self.lossless {
+            topic = topic.lossless(4);
+        }
+        // Blocking, as the raw pipe's reader does.
+        let mut rx = topic
+            .start_at(StartAt::Next)
+            .wait(WaitStrategy::Block)
+            .subscriber_bytes()?;
+        let args = [
+            temp.name.clone(),
+            count.to_string(),
+            size.to_string(),
+            "copy".into(),
+        ];
+        let mut peer = Peer::spawn("produce-shmbus", &args, h.cpu(1))?;
+        peer.go()?;
+        let mut start = None;
+        let mut seen = 0;
+        while seen < count {
+            match rx.recv_bytes() {
+                Ok(msg) => {
+                    std::hint::black_box(msg);
+                    start.get_or_insert_with(Instant::now);
+                    seen += 1;
+                }
+                Err(shmbus::RecvError::Lagged(n)) => seen += n,
+                Err(shmbus::RecvError::Disconnected) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let elapsed = start.map_or(0, |s| s.elapsed().as_nanos() as u64);
+        peer.finish()?;
+        let s = rx.stats();
+        Ok(Streamed {
+            rate: s.received as f64 * 1e9 / elapsed.max(1) as f64,
+            lagged: s.lagged,
+        })
+    }
+}
