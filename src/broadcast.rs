@@ -429,6 +429,15 @@ impl<T> Publisher<T> {
     /// async sends).
     #[cfg(feature = "tokio")]
     pub(crate) fn room_doorbell(&self) -> Result<Doorbell, Error> {
+        if self.pipe.is_some() {
+            // Any subscriber's FIFO may be what holds us back: the helper
+            // sleeps for a short while, then the next `try_` send looks.
+            return Doorbell::new(Words::Fd {
+                fd: None,
+                events: rustix::event::PollFlags::OUT,
+                bus: self.topic.view.seg().bus().to_owned(),
+            });
+        }
         Doorbell::new(Words::Space(self.topic.view.clone()))
     }
 
@@ -437,6 +446,10 @@ impl<T> Publisher<T> {
     /// so that the next `try_` send looks for dead subscribers).
     #[cfg(feature = "tokio")]
     pub(crate) fn arm_for_room(&self, bell: &Doorbell) {
+        if self.pipe.is_some() {
+            bell.arm(|| false, PIPE_ROOM_RETRY);
+            return;
+        }
         let Some(gate) = self.topic.view.gate() else {
             bell.ring(); // an overwrite publisher always has room
             return;
@@ -1228,6 +1241,11 @@ fn flush_mask(capacity: u64) -> u64 {
     (1u64 << (63 - batch.leading_zeros())) - 1
 }
 
+/// On pipes: how soon an async lossless publisher that found no room
+/// looks again (no one FIFO says when there is room).
+#[cfg(feature = "tokio")]
+const PIPE_ROOM_RETRY: Duration = Duration::from_millis(1);
+
 /// One look at the ring.
 enum Poll {
     Got(usize),
@@ -1352,9 +1370,25 @@ impl<T> Subscriber<T> {
         let Some(rx) = self.pipe.as_deref_mut() else {
             return Poll::Empty;
         };
+        if let Some(err) = rx.unstash() {
+            return Poll::Failed(err);
+        }
         loop {
             let header = match rx.next() {
-                Next::Empty => return Poll::Empty,
+                Next::Empty => {
+                    // No writer: if the publisher died (no goodbye), the
+                    // messages it sent that never reached us are counted
+                    // from its sequence word.
+                    match rx.hung_up().then(|| rx.sent_by_gone_publisher()).flatten() {
+                        Some(next) if next > self.cursor => {
+                            let lost = next - self.cursor;
+                            self.cursor = next;
+                            self.stats.lagged = self.stats.lagged.wrapping_add(lost);
+                            return Poll::Failed(RecvError::Lagged(lost));
+                        }
+                        _ => return Poll::Empty,
+                    }
+                }
                 Next::Welcome(seq, first) => {
                     // A publisher (a new one, maybe): not gone.
                     self.watch.dead = false;
@@ -1376,7 +1410,11 @@ impl<T> Subscriber<T> {
                     self.stats.lagged = self.stats.lagged.wrapping_add(lost);
                     return Poll::Failed(RecvError::Lagged(lost));
                 }
-                Next::Gone(_) => continue,
+                Next::Gone(_) => {
+                    // It said goodbye: gone, unless another one comes.
+                    self.watch.dead = true;
+                    continue;
+                }
                 Next::Corrupt => {
                     self.stats.corrupt += 1;
                     return Poll::Failed(RecvError::Corrupt { seq: self.cursor });
@@ -1904,7 +1942,8 @@ impl<T> Subscriber<T> {
     /// the publisher's liveness at most once per check interval.
     fn disconnected(&mut self) -> bool {
         if let Some(rx) = self.pipe.as_deref_mut() {
-            if self.watch.pacer.due() {
+            // End of file on our FIFO: its writer just went, so look now.
+            if rx.hung_up() || self.watch.pacer.due() {
                 self.watch.dead = rx.publisher_gone();
             }
             return self.watch.dead && !rx.ready();
@@ -2094,7 +2133,16 @@ impl<T> Subscriber<T> {
     pub(crate) fn doorbell(&mut self) -> Result<&Doorbell, Error> {
         use crate::select::sealed::Source;
         let view = &self.topic.view;
-        let bell = Doorbell::take_or_make(&mut self.bell, || Words::Messages(view.clone()))?;
+        let pipe = self.pipe.as_ref().map(|rx| rx.fd().try_clone_to_owned());
+        let bell = Doorbell::take_or_make(&mut self.bell, || match pipe {
+            // On pipes the helper polls (a copy of) our FIFO.
+            Some(fd) => Words::Fd {
+                fd: fd.ok().map(Arc::new),
+                events: rustix::event::PollFlags::IN,
+                bus: view.seg().bus().to_owned(),
+            },
+            None => Words::Messages(view.clone()),
+        })?;
         bell.arm(|| self.ready_now(), self.topic.opts.check_interval);
         Ok(self.bell.insert(bell))
     }
@@ -3299,10 +3347,17 @@ impl<T> crate::select::sealed::Source for Subscriber<T> {
         self.topic.view.ring().ctrl().wake()
     }
 
+    fn pipe_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.pipe.as_ref().map(|rx| rx.fd().as_raw_fd())
+    }
+
     #[inline]
     fn ready_now(&self) -> bool {
         if let Some(rx) = &self.pipe {
-            return rx.ready();
+            // A whole message at the front of what was read (bytes still in
+            // the FIFO may be a welcome only: `ready_slow` reads them).
+            return rx.message_buffered();
         }
         let ring = self.topic.view.ring();
         let ctrl = ring.ctrl();
@@ -3312,6 +3367,20 @@ impl<T> crate::select::sealed::Source for Subscriber<T> {
     }
 
     fn ready_slow(&mut self) -> bool {
+        if self.pipe.is_some() {
+            // Reads the FIFO: a welcome is taken, and a loss or corrupt
+            // frame found is kept for the next receive to report.
+            return match self.pipe_poll(None) {
+                Poll::Got(_) => true,
+                Poll::Failed(err) => {
+                    if let Some(rx) = self.pipe.as_deref_mut() {
+                        rx.stash(err);
+                    }
+                    true
+                }
+                Poll::Empty => self.disconnected(),
+            };
+        }
         if self.gate_entry.is_some() {
             match self.gate() {
                 Err(_) => return true,

@@ -17,6 +17,11 @@
 //! check interval, while nothing arrives), so that the owner's next `try_`
 //! receive makes its paced checks (a dead publisher, a dead producer's
 //! slot) and can say `Disconnected`.
+//!
+//! On a bus on pipes there are no wake words to sleep on: the helper
+//! sleeps in `poll(2)` on the handle's FIFO instead (`Words::Fd`), or just
+//! for the timeout where no one fd says it (a lossless publisher's room,
+//! which any of its subscribers' FIFOs may hold back).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -41,6 +46,13 @@ pub(crate) enum Words {
     /// A work queue's "not full" words.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     NotFull(QueueView),
+    /// On pipes: a FIFO to `poll` for `events` (`None`: sleep for the
+    /// timeout only), of bus `bus`.
+    Fd {
+        fd: Option<Arc<OwnedFd>>,
+        events: rustix::event::PollFlags,
+        bus: String,
+    },
 }
 
 impl Words {
@@ -49,11 +61,13 @@ impl Words {
         match self {
             Words::Messages(view) | Words::Space(view) => view.seg().bus(),
             Words::NotEmpty(view) | Words::NotFull(view) => view.seg().bus(),
+            Words::Fd { bus, .. } => bus,
         }
     }
 
-    fn get(&self) -> &WakeWords {
-        match self {
+    /// The wake words, `None` on pipes.
+    fn get(&self) -> Option<&WakeWords> {
+        Some(match self {
             Words::Messages(view) => view.ring().ctrl().wake(),
             Words::NotEmpty(view) => view.ring().ctrl().not_empty(),
             // An overwrite topic has no gate: its publisher never waits,
@@ -63,7 +77,8 @@ impl Words {
                 None => view.ring().ctrl().wake(),
             },
             Words::NotFull(view) => view.ring().ctrl().not_full(),
-        }
+            Words::Fd { .. } => return None,
+        })
     }
 }
 
@@ -71,8 +86,9 @@ impl Words {
 enum State {
     /// Not armed: the fd is readable if it rang since it was last armed.
     Idle,
-    /// Armed by the owner: the helper is to sleep with this ticket.
-    Armed(Announced, Option<Duration>),
+    /// Armed by the owner: the helper is to sleep with this ticket (none
+    /// on pipes).
+    Armed(Option<Announced>, Option<Duration>),
     /// The helper sleeps on the futex.
     Sleeping,
     /// The handle is gone: the helper exits.
@@ -86,6 +102,8 @@ struct Shared {
     /// perhaps reused) descriptor number.
     fd: OwnedFd,
     words: Words,
+    /// On pipes: written to get the helper out of its `poll`.
+    stop: OwnedFd,
 }
 
 impl Shared {
@@ -159,11 +177,14 @@ impl Doorbell {
         };
         let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| io("eventfd for a pollable handle")(e.into()))?;
+        let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|e| io("eventfd for a pollable handle")(e.into()))?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::Idle),
             changed: Condvar::new(),
             fd,
             words,
+            stop,
         });
         let helper = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -195,7 +216,17 @@ impl Doorbell {
             return;
         }
         self.shared.drain();
-        let words = self.shared.words.get();
+        let Some(words) = self.shared.words.get() else {
+            // On pipes: the helper polls the FIFO, which says whatever
+            // came after this look.
+            if ready() {
+                self.shared.ring();
+                return;
+            }
+            *state = State::Armed(None, Some(timeout));
+            self.shared.changed.notify_one();
+            return;
+        };
         let ticket = words.announce();
         let timeout = wait::announced(&[words], &[ticket], Some(timeout));
         if ready() {
@@ -203,7 +234,7 @@ impl Doorbell {
             self.shared.ring();
             return;
         }
-        *state = State::Armed(ticket, timeout);
+        *state = State::Armed(Some(ticket), timeout);
         self.shared.changed.notify_one();
     }
 
@@ -221,10 +252,15 @@ impl Drop for Doorbell {
     /// it holds what it needs.
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        match std::mem::replace(&mut *state, State::Stop) {
-            State::Armed(ticket, _) => self.shared.words.get().retire(ticket),
-            State::Sleeping => self.shared.words.get().nudge(),
-            State::Idle | State::Stop => {}
+        let words = self.shared.words.get();
+        match (std::mem::replace(&mut *state, State::Stop), words) {
+            (State::Armed(Some(ticket), _), Some(words)) => words.retire(ticket),
+            (State::Sleeping, Some(words)) => words.nudge(),
+            // On pipes: out of its poll.
+            (State::Sleeping, None) => {
+                let _ = rustix::io::write(&self.shared.stop, &1u64.to_ne_bytes());
+            }
+            _ => {}
         }
         drop(state);
         self.shared.changed.notify_one();
@@ -250,9 +286,13 @@ fn run(shared: &Shared) {
                 }
             }
         };
-        let words = shared.words.get();
-        let _ = wait::sleep_announced(&[words], &[ticket], timeout);
-        words.retire(ticket);
+        match (shared.words.get(), ticket) {
+            (Some(words), Some(ticket)) => {
+                let _ = wait::sleep_announced(&[words], &[ticket], timeout);
+                words.retire(ticket);
+            }
+            _ => poll_fd(shared, timeout),
+        }
         let mut state = shared.lock();
         if matches!(*state, State::Stop) {
             return;
@@ -260,4 +300,22 @@ fn run(shared: &Shared) {
         *state = State::Idle;
         shared.ring();
     }
+}
+
+/// On pipes: sleeps in `poll` on the handle's FIFO (if it has one) and the
+/// stop eventfd, at most `timeout`.
+fn poll_fd(shared: &Shared, timeout: Option<Duration>) {
+    use rustix::event::{PollFd, PollFlags};
+    let Words::Fd { fd, events, .. } = &shared.words else {
+        return;
+    };
+    let timeout = timeout.map(|t| rustix::fs::Timespec {
+        tv_sec: t.as_secs() as i64,
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    let mut fds = vec![PollFd::new(&shared.stop, PollFlags::IN)];
+    if let Some(fd) = fd {
+        fds.push(PollFd::new(&**fd, *events));
+    }
+    let _ = rustix::event::poll(&mut fds, timeout.as_ref());
 }

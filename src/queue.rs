@@ -291,6 +291,14 @@ impl<T> Producer<T> {
     /// pushes).
     #[cfg(feature = "tokio")]
     pub(crate) fn room_doorbell(&self) -> Result<Doorbell, Error> {
+        if let Some(pipe) = &self.pipe {
+            // On pipes the helper polls (a copy of) the FIFO for room.
+            return Doorbell::new(Words::Fd {
+                fd: pipe.fd().try_clone_to_owned().ok().map(Arc::new),
+                events: rustix::event::PollFlags::OUT,
+                bus: self.topic.view.seg().bus().to_owned(),
+            });
+        }
         Doorbell::new(Words::NotFull(self.topic.view.clone()))
     }
 
@@ -299,6 +307,10 @@ impl<T> Producer<T> {
     /// the next `try_` push looks for dead consumers).
     #[cfg(feature = "tokio")]
     pub(crate) fn arm_for_room(&self, bell: &Doorbell) {
+        if self.pipe.is_some() {
+            bell.arm(|| false, self.topic.opts.check_interval);
+            return;
+        }
         let ring = self.topic.view.ring();
         bell.arm(
             || ring.can_push_len(self.wanted),
@@ -1201,10 +1213,8 @@ impl<T> Consumer<T> {
     ///
     /// [`Error::Io`] if the eventfd or the helper thread cannot be made.
     pub fn event_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
-        if self.pipe.is_some() {
-            // On pipes, the FIFO itself.
-            return Ok(self.pipe.as_ref().map(|p| p.fd()).expect("checked above"));
-        }
+        // On pipes too: the helper polls the FIFO, and rings at the check
+        // interval so that a `try_` pop notices gone producers.
         Ok(self.doorbell()?.fd())
     }
 
@@ -1212,7 +1222,16 @@ impl<T> Consumer<T> {
     /// and armed.
     pub(crate) fn doorbell(&mut self) -> Result<&Doorbell, Error> {
         let view = &self.topic.view;
-        let bell = Doorbell::take_or_make(&mut self.bell, || Words::NotEmpty(view.clone()))?;
+        let pipe = self.pipe.as_ref().map(|p| p.fd().try_clone_to_owned());
+        let bell = Doorbell::take_or_make(&mut self.bell, || match pipe {
+            // On pipes the helper polls (a copy of) the queue's FIFO.
+            Some(fd) => Words::Fd {
+                fd: fd.ok().map(Arc::new),
+                events: rustix::event::PollFlags::IN,
+                bus: view.seg().bus().to_owned(),
+            },
+            None => Words::NotEmpty(view.clone()),
+        })?;
         bell.arm(|| self.ready_now(), self.topic.opts.check_interval);
         Ok(self.bell.insert(bell))
     }
@@ -2343,6 +2362,11 @@ impl<T> std::fmt::Debug for Consumer<T> {
 }
 
 impl<T> crate::select::sealed::Source for Consumer<T> {
+    fn pipe_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.pipe.as_ref().map(|p| p.fd().as_raw_fd())
+    }
+
     fn words(&self) -> &crate::wait::WakeWords {
         self.topic.view.ring().ctrl().not_empty()
     }

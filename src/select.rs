@@ -58,6 +58,11 @@ pub(crate) mod sealed {
         /// A sleep timed out: the writer may have died, so the paced
         /// checks are due at once.
         fn timed_out(&mut self);
+        /// On a bus on pipes: the FIFO to `poll` (its wake words are this
+        /// process's own, which no writer bumps).
+        fn pipe_fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
     }
 }
 
@@ -90,6 +95,35 @@ pub enum SelectError {
     /// The timeout passed with no handle ready.
     #[error("no handle became ready before the timeout")]
     Timeout,
+}
+
+/// The longest `poll` of a select over handles on pipes beside handles in
+/// shared memory.
+const MIXED_POLL: Duration = Duration::from_millis(1);
+
+/// Sleeps in `poll(2)` until one of `fds` is readable (or hung up), or
+/// `timeout` passes.
+fn poll_fds(fds: &[std::os::fd::RawFd], timeout: Option<Duration>) -> Wake {
+    let mut polls: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32);
+    // SAFETY: `polls` is a valid array of `polls.len()` pollfds that lives
+    // across the call; the fds are the handles' FIFOs, open while the
+    // handles are borrowed by the select.
+    let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, ms) };
+    if n > 0 && polls.iter().any(|p| p.revents & libc::POLLIN != 0) {
+        Wake::Woken
+    } else {
+        // Hung up only (a publisher gone): as a timeout, the handles'
+        // paced checks run at once and say so.
+        Wake::TimedOut
+    }
 }
 
 impl Select {
@@ -148,9 +182,14 @@ impl Select {
         }
         let start = self.next % n;
         let order = (start..n).chain(0..start);
+        // A handle on pipes reads its FIFO in its slow look, in turn with
+        // the others' cheap looks (its cheap look sees only what it read).
         let found = order
             .clone()
-            .find(|&i| handles[i].ready_now())
+            .find(|&i| {
+                handles[i].ready_now()
+                    || (handles[i].pipe_fd().is_some() && handles[i].ready_slow())
+            })
             .or_else(|| {
                 if slow {
                     order.clone().find(|&i| handles[i].ready_slow())
@@ -183,8 +222,21 @@ impl Select {
             .min()
             .unwrap_or(Duration::from_millis(100));
         let mut waiter = Waiter::new(strategy, interval);
+        // Handles on pipes sleep in `poll` on their FIFOs instead; beside
+        // handles in shared memory, a poll lasts at most a millisecond (the
+        // futex words are then looked at between polls, not slept on).
+        let fds: Vec<std::os::fd::RawFd> = handles.iter().filter_map(|h| h.pipe_fd()).collect();
+        let all_pipes = fds.len() == handles.len();
         loop {
             let sleep = |timeout: Option<Duration>| {
+                if !fds.is_empty() {
+                    let cap = if all_pipes {
+                        timeout
+                    } else {
+                        Some(timeout.map_or(MIXED_POLL, |t| t.min(MIXED_POLL)))
+                    };
+                    return poll_fds(&fds, cap);
+                }
                 let words: Vec<&WakeWords> = handles.iter().map(|h| h.words()).collect();
                 let ready = || handles.iter().any(|h| h.ready_now());
                 wait::sleep_on_any(&words, ready, timeout)

@@ -211,6 +211,11 @@ fn loan_and_in_place_suites_on_pipes() {
 }
 
 #[test]
+fn select_event_fd_and_async_suite_on_pipes() {
+    on_pipes("waiting");
+}
+
+#[test]
 fn variable_and_timestamp_suites_on_pipes() {
     for suite in ["variable", "variable_queue", "timestamps"] {
         on_pipes(suite);

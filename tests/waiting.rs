@@ -42,7 +42,7 @@ fn child_role_entry() {
     let Some((role, args)) = child_role() else {
         return;
     };
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     match role.as_str() {
         // args: bus topic count barrier burst pause_us. Publishes `count`
         // ticks losslessly, `burst` at a time with a pause between bursts.
@@ -715,6 +715,9 @@ fn an_async_subscriber_is_a_stream_that_ends_when_the_publisher_is_gone() {
 
 #[test]
 fn doorbell_threads_end_with_their_handles() {
+    if common::shm_only("doorbell_threads_end_with_their_handles") {
+        return;
+    }
     let bus = TestBus::new("doorbells");
     let _b = bus.open();
     let mut child = spawn_role("doorbell-threads", &args(&[&bus.name]));
@@ -731,6 +734,9 @@ fn doorbell_threads_end_with_their_handles() {
 /// and forgets it: one wake call, once, as for any sleeper killed asleep.
 #[test]
 fn a_process_killed_with_an_armed_event_fd_costs_one_wake_call_once() {
+    if common::shm_only("a_process_killed_with_an_armed_event_fd_costs_one_wake_call_once") {
+        return;
+    }
     let bus = TestBus::new("fd-kill");
     let b = bus.open();
     let mut tx = jobs(&b).producer::<u64>().unwrap();

@@ -701,6 +701,8 @@ pub(crate) struct PipeRx {
     welcome: Option<u64>,
     /// Whether a welcome came yet.
     welcomed: bool,
+    /// An error a select's look found, for the next receive.
+    stashed: Option<crate::error::RecvError>,
     /// The longest frame of this topic (header and largest message).
     max_frame: usize,
     lease: Option<std::fs::File>,
@@ -757,6 +759,7 @@ impl PipeRx {
             eof: false,
             welcome: None,
             welcomed: false,
+            stashed: None,
             max_frame: frame_bytes,
             lease: None,
             lent: Vec::new(),
@@ -866,6 +869,19 @@ impl PipeRx {
         })
     }
 
+    /// If the publisher is gone and nothing is left to read: how many
+    /// messages it sent in all (its sequence word, see `SeqWord`).
+    pub fn sent_by_gone_publisher(&mut self) -> Option<u64> {
+        // A subscriber no publisher welcomed was sent nothing.
+        if !self.welcomed || !self.publisher_gone() {
+            return None;
+        }
+        let seq = std::fs::File::open(self.dir.join("seq")).ok()?;
+        let mut word = [0u8; 8];
+        std::os::unix::fs::FileExt::read_exact_at(&seq, &mut word, 0).ok()?;
+        Some(u64::from_ne_bytes(word))
+    }
+
     /// A welcome not yet taken: the sequence number of the next message.
     pub fn take_welcome(&mut self) -> Option<u64> {
         self.welcome.take()
@@ -953,6 +969,33 @@ impl PipeRx {
             poll_one(self.fd.as_fd(), PollFlags::IN, span);
         }
         true
+    }
+
+    /// Keeps `err` (a loss or corrupt frame found by a select's look) for
+    /// the subscriber's next receive.
+    pub fn stash(&mut self, err: crate::error::RecvError) {
+        self.stashed = Some(err);
+    }
+
+    /// The error kept by [`stash`](Self::stash).
+    pub fn unstash(&mut self) -> Option<crate::error::RecvError> {
+        self.stashed.take()
+    }
+
+    /// Whether a whole message (or a kept error) is at the front of what
+    /// was read.
+    pub fn message_buffered(&self) -> bool {
+        if self.stashed.is_some() {
+            return true;
+        }
+        let front = &self.buf[self.start..self.end];
+        Header::decode(front)
+            .is_some_and(|h| h.kind == KIND_DATA && front.len() >= HEADER + h.len as usize)
+    }
+
+    /// Whether the last read found the end of the FIFO (no writer).
+    pub fn hung_up(&self) -> bool {
+        self.eof
     }
 
     /// Whether a read would find something (or the end of the FIFO):
