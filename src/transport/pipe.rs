@@ -136,7 +136,8 @@ fn ignore_sigpipe() {
 /// One subscriber, as the publisher sees it.
 struct Out {
     id: String,
-    fd: OwnedFd,
+    /// Shared with the helper thread while it polls it.
+    fd: Arc<OwnedFd>,
     /// Gates the publisher (a lossless topic's subscriber, not an
     /// observer).
     lossless: bool,
@@ -286,6 +287,8 @@ struct TxState {
     capacity: usize,
     /// The sequence number of the next message.
     next: u64,
+    /// Written when a subscriber gets something kept (see `pickup_thread`).
+    kick: Arc<OwnedFd>,
     /// Lossless subscribers dropped because they were gone (their read
     /// end closed: a dead process's is).
     evictions: u64,
@@ -365,8 +368,15 @@ impl PipeTx {
         // the subscribers that knocked have closed it.
         let join_keep = rustix::fs::open(&join_path, OFlags::WRONLY | flags, Mode::empty())
             .map_err(|e| super::io_error(&bus.bus, "opening the join FIFO", io(e)))?;
-        let stop = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
-            .map_err(|e| super::io_error(&bus.bus, "making an eventfd", io(e)))?;
+        let eventfd = || {
+            rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )
+            .map_err(|e| super::io_error(&bus.bus, "making an eventfd", io(e)))
+        };
+        let stop = eventfd()?;
+        let kick = Arc::new(eventfd()?);
         let mut state = TxState {
             seq_word,
             dir: dir.clone(),
@@ -375,6 +385,7 @@ impl PipeTx {
             history: std::collections::VecDeque::new(),
             capacity: capacity.max(1),
             next: resume,
+            kick: Arc::clone(&kick),
             evictions: 0,
             history_bytes,
             kept_bytes: 0,
@@ -386,7 +397,7 @@ impl PipeTx {
             let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
             std::thread::Builder::new()
                 .name("shmbus-pipe-pub".into())
-                .spawn(move || pickup_thread(&shared, &join, &join_keep, &stop))
+                .spawn(move || pickup_thread(&shared, &join, &join_keep, &stop, &kick))
                 .map_err(|e| {
                     super::io_error(&bus.bus, "starting the publisher's helper thread", e)
                 })?
@@ -461,18 +472,32 @@ impl PipeTx {
 }
 
 /// The publisher's helper thread: welcomes subscribers as they knock on
-/// `join`, until `stop` is written.
+/// `join`, and writes what the publisher keeps for subscribers whose FIFO
+/// was full as soon as they have room (so that a publisher that goes quiet
+/// still delivers it, as a ring would), until `stop` is written. `kick`
+/// says that a subscriber has something kept now.
 fn pickup_thread(
     shared: &std::sync::Mutex<TxState>,
     join: &OwnedFd,
     _join_keep: &OwnedFd,
     stop: &OwnedFd,
+    kick: &OwnedFd,
 ) {
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        let mut fds = [
+        // The FIFOs with something kept, held open while we poll them.
+        let blocked: Vec<Arc<OwnedFd>> = lock()
+            .subs
+            .iter()
+            .filter(|s| !s.pending.is_empty())
+            .map(|s| Arc::clone(&s.fd))
+            .collect();
+        let mut fds = vec![
             PollFd::new(join, PollFlags::IN),
             PollFd::new(stop, PollFlags::IN),
+            PollFd::new(kick, PollFlags::IN),
         ];
+        fds.extend(blocked.iter().map(|fd| PollFd::new(&**fd, PollFlags::OUT)));
         match rustix::event::poll(&mut fds, None) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(_) => return,
@@ -480,11 +505,18 @@ fn pickup_thread(
         if !fds[1].revents().is_empty() {
             return;
         }
+        let knocked = !fds[0].revents().is_empty();
+        drop(fds);
         let mut buf = [0u8; 64];
-        while let Ok(n @ 1..) = rustix::io::read(join, &mut buf) {
-            let _ = n;
+        while let Ok(1..) = rustix::io::read(kick, &mut buf) {}
+        if knocked {
+            while let Ok(1..) = rustix::io::read(join, &mut buf) {}
         }
-        shared.lock().unwrap_or_else(|e| e.into_inner()).pickup();
+        let mut state = lock();
+        if knocked {
+            state.pickup();
+        }
+        state.flush_all();
     }
 }
 
@@ -530,7 +562,7 @@ impl TxState {
                 .map_or(self.next, |h| h.seq);
             let mut out = Out {
                 id,
-                fd,
+                fd: Arc::new(fd),
                 lossless,
                 pending: Vec::new(),
             };
@@ -602,6 +634,8 @@ impl TxState {
                 Wrote::Part(n) => {
                     if n > 0 || out.lossless {
                         out.pending.extend_from_slice(&self.frame[n..]);
+                        // The helper writes it when the FIFO has room.
+                        let _ = rustix::io::write(&*self.kick, &1u64.to_ne_bytes());
                     }
                     i += 1;
                 }
