@@ -673,8 +673,9 @@ impl Bus {
                     | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
             ) {
-                let frame =
-                    (crate::transport::frame::HEADER + c.slot_size as usize).next_multiple_of(8);
+                let frame = (crate::transport::frame::HEADER
+                    + (c.slot_size as usize).min(crate::transport::pipe::PipeQueue::MAX_MESSAGE))
+                .next_multiple_of(8);
                 info.depth = rustix::io::ioctl_fionread(&fd).unwrap_or(0) / frame as u64;
             }
         } else {

@@ -725,6 +725,8 @@ pub(crate) struct PipeRx {
     dir: PathBuf,
     record: Record,
     fd: OwnedFd,
+    /// The same FIFO, opened again without `O_NONBLOCK`.
+    fd_block: OwnedFd,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -781,12 +783,25 @@ impl PipeRx {
         )
         .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
         size_pipe(fd.as_fd(), capacity.saturating_mul(frame_bytes));
+        // A second, blocking, reader of the same FIFO, for waits without a
+        // deadline (see `wait`).
+        let fd_block = rustix::fs::open(
+            &fifo,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|fd| {
+            rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+            Ok(fd)
+        })
+        .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
         let pipe_bytes = rustix::pipe::fcntl_getpipe_size(&fd).unwrap_or(65536);
         let mut rx = PipeRx {
             bus,
             dir,
             record,
             fd,
+            fd_block,
             buf: vec![0; 64 << 10],
             start: 0,
             end: 0,
@@ -999,6 +1014,22 @@ impl PipeRx {
             // No writer: poll would say "hang up" at once. Look again soon.
             std::thread::sleep(span.min(Duration::from_millis(1)));
             self.eof = false;
+        } else if deadline.is_none() && self.end == self.start {
+            // No deadline: sleep in a read of the blocking descriptor, as a
+            // plain pipe reader does (one system call a message, where a
+            // poll and a read make two). Its end of file (the publisher
+            // gone) wakes it too, so no liveness check needs a timeout.
+            self.start = 0;
+            self.end = 0;
+            loop {
+                match rustix::io::read(&self.fd_block, &mut self.buf[..]) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => self.end = n,
+                    Err(Errno::INTR) => continue,
+                    Err(_) => {}
+                }
+                break;
+            }
         } else {
             poll_one(self.fd.as_fd(), PollFlags::IN, span);
         }
