@@ -1327,7 +1327,7 @@ impl<T> Subscriber<T> {
             start,
             gates,
             ring.capacity() as usize,
-            crate::transport::frame::HEADER + ring.max_message(),
+            crate::transport::frame::data_frame_len(ring.max_message()),
             topic.opts.check_interval,
         )?;
         let cursor = rx.take_welcome().unwrap_or(0);
@@ -1372,6 +1372,11 @@ impl<T> Subscriber<T> {
         };
         if let Some(err) = rx.unstash() {
             return Poll::Failed(err);
+        }
+        if !self.topic.in_own_process() {
+            // A copy inherited through fork(): the FIFO is the parent's,
+            // and a read here would take its messages.
+            return Poll::Failed(RecvError::Evicted);
         }
         loop {
             let header = match rx.next() {
@@ -1942,6 +1947,12 @@ impl<T> Subscriber<T> {
     /// the publisher's liveness at most once per check interval.
     fn disconnected(&mut self) -> bool {
         if let Some(rx) = self.pipe.as_deref_mut() {
+            // Its goodbye says so, whatever its lease says while its
+            // process is still on its way out.
+            if rx.said_goodbye() {
+                self.watch.dead = true;
+                return !rx.ready();
+            }
             // End of file on our FIFO: its writer just went, so look now.
             if rx.hung_up() || self.watch.pacer.due() {
                 self.watch.dead = rx.publisher_gone();

@@ -146,6 +146,55 @@ fn list_shows_topics_and_remove_deletes_the_bus() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 }
 
+#[test]
+fn list_and_remove_know_pipe_buses_in_a_directory() {
+    let bus = TestBus::new("cli-pipe");
+    let dir = common::pipe_dir().join(&bus.name);
+    let b = shmbus::Bus::builder(&bus.name)
+        .transport(shmbus::Transport::Pipe)
+        .dir(&dir)
+        .open()
+        .unwrap();
+    let _tx = b.topic("quotes").capacity(16).publisher::<u64>().unwrap();
+    let dir_arg = dir.display().to_string();
+    let out = shmbus().args(["list", "--dir", &dir_arg]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", bus.name)))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("pipe") && line.contains("1 topics"), "{line}");
+    let out = shmbus()
+        .args(["list", &bus.name, "--dir", &dir_arg])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("quotes") && text.contains("Broadcast"),
+        "{text}"
+    );
+    let out = shmbus()
+        .args(["remove", &bus.name, "--dir", &dir_arg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.join(&bus.name).exists());
+    let out = shmbus()
+        .args(["list", &bus.name, "--dir", &dir_arg])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    drop((_tx, b));
+    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir(common::pipe_dir());
+}
+
 /// Segments and queues of the harness run with pid `pid`.
 fn leftovers(pid: u32) -> Vec<String> {
     let prefixes = [

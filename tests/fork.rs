@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{args, child_role, report, spawn_role, TestBus, Tick};
-use shmbus::{Bus, Error, PushError, SendError, StartAt};
+use shmbus::{Error, PushError, SendError, StartAt};
 
 #[test]
 #[ignore = "entry point of child processes; the tests that spawn them run it"]
@@ -20,7 +20,7 @@ fn child_role_entry() {
     // args: bus. Opens the bus and makes endpoints, forks; the child tries
     // the parent's endpoints, then publishes on "t" until killed; the
     // parent exits at once.
-    let bus = Bus::open(&args[0]).unwrap();
+    let bus = common::open_bus(&args[0]);
     let mut early_tx = bus.publisher::<Tick>("early").unwrap();
     let mut early_rx = bus
         .topic("lossless")

@@ -211,6 +211,11 @@ fn loan_and_in_place_suites_on_pipes() {
 }
 
 #[test]
+fn fork_suite_on_pipes() {
+    on_pipes("fork");
+}
+
+#[test]
 fn select_event_fd_and_async_suite_on_pipes() {
     on_pipes("waiting");
 }
@@ -535,6 +540,114 @@ fn list_gc_and_remove_know_pipe_buses() {
         !Bus::remove_pipe(&bus.name, &bus.dir).unwrap(),
         "removed already"
     );
+}
+
+/// Subscribers that join all at once, while `gc` runs and the publisher
+/// sends, are each welcomed: a record being made is never taken for a dead
+/// one (it is locked before it gets its name).
+#[test]
+fn subscribers_joining_at_once_are_all_welcomed_while_gc_runs() {
+    let bus = PipeBus::new("join-race");
+    let b = bus.open();
+    let mut tx = b.topic("t").publisher::<u64>().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gc = {
+        let (dir, stop) = (bus.dir.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let removed = Bus::gc_pipe(&dir);
+                assert!(
+                    removed.is_empty(),
+                    "gc removed a live endpoint's files: {removed:?}"
+                );
+            }
+        })
+    };
+    for round in 0..10 {
+        let mut subs: Vec<_> = std::thread::scope(|s| {
+            let joins: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        b.topic("t")
+                            .start_at(StartAt::Next)
+                            .subscriber::<u64>()
+                            .unwrap()
+                    })
+                })
+                .collect();
+            joins.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        tx.send(&round).unwrap();
+        for rx in &mut subs {
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(5)),
+                Ok(round),
+                "round {round}"
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    gc.join().unwrap();
+}
+
+/// Lossless subscribers that join, from the oldest message, while the
+/// publisher sends long messages lose nothing: a welcome and history the
+/// helper thread could not write at once hold the sends behind them.
+#[test]
+fn lossless_subscribers_joining_mid_stream_lose_nothing() {
+    let bus = PipeBus::new("join-lossless");
+    let b = bus.open();
+    let topic = || b.topic("t").capacity(16).lossless(64).slot_size(4064);
+    let mut tx = topic().publisher_bytes().unwrap();
+    // One from the start, which holds the publisher back until the readers
+    // run; the others join while it sends (or waits).
+    let mut subs = vec![topic()
+        .start_at(StartAt::Oldest)
+        .subscriber_bytes()
+        .unwrap()];
+    let sender = std::thread::spawn(move || {
+        for seq in 0..2000u64 {
+            let mut msg = vec![(seq % 251) as u8; 4064];
+            msg[..8].copy_from_slice(&seq.to_le_bytes());
+            tx.send_bytes(&msg).unwrap();
+        }
+    });
+    for _ in 0..23 {
+        subs.push(
+            topic()
+                .start_at(StartAt::Oldest)
+                .subscriber_bytes()
+                .unwrap(),
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut rx| {
+            std::thread::spawn(move || {
+                let mut expect = None;
+                loop {
+                    match rx.recv_bytes() {
+                        Ok(msg) => {
+                            let seq = u64::from_le_bytes(msg[..8].try_into().unwrap());
+                            assert_eq!(msg[8], (seq % 251) as u8);
+                            if let Some(e) = expect {
+                                assert_eq!(seq, e, "in order, nothing skipped");
+                            }
+                            expect = Some(seq + 1);
+                        }
+                        Err(RecvError::Disconnected) => return expect,
+                        Err(e) => panic!("a lossless subscriber got {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    sender.join().unwrap();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), Some(2000), "every message to the end");
+    }
+    drop(b);
 }
 
 #[test]

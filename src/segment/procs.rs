@@ -146,6 +146,62 @@ fn unpark_and_close(slot: usize) {
     }
 }
 
+/// A descriptor whose locks are its process's alone: parked where the
+/// atfork handler closes it in a child made by `fork()` (so the child does
+/// not hold the parent's lock once the parent dies), closed when dropped.
+/// For the records and leases of buses on pipes.
+#[derive(Debug)]
+pub(crate) struct ParkedLock(usize);
+
+impl ParkedLock {
+    /// Parks `fd`; `None` when the atfork handler could not be installed or
+    /// every slot is taken.
+    pub(crate) fn new(fd: OwnedFd) -> Option<ParkedLock> {
+        install_atfork();
+        if !ATFORK_INSTALLED.load(Ordering::Relaxed) {
+            return None;
+        }
+        park_fd(fd).map(ParkedLock)
+    }
+
+    /// The descriptor (-1 in a child made by `fork()` since, where it was
+    /// closed).
+    pub(crate) fn raw(&self) -> RawFd {
+        LOCK_FDS[self.0].load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ParkedLock {
+    fn drop(&mut self) {
+        // In a forked child the slot was emptied (and perhaps reused by a
+        // lock of the child's own): leave it.
+        unpark_and_close_if(self.0, self.raw());
+    }
+}
+
+/// Closes the descriptor of slot `slot` if it is still `fd`.
+fn unpark_and_close_if(slot: usize, fd: RawFd) {
+    if fd >= 0
+        && LOCK_FDS[slot]
+            .compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        // SAFETY: the slot owned this descriptor (see `park_fd`); the
+        // exchange made us its only owner.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+}
+
+/// Installs the atfork handler, once per process.
+fn install_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: `after_fork_in_child` only touches atomics and calls
+        // `close`, both async-signal-safe, as a child handler must.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        ATFORK_INSTALLED.store(rc == 0, Ordering::Relaxed);
+    });
+}
+
 /// Result of a non-blocking lock attempt.
 pub(crate) fn try_lock(fd: RawFd, offset: u64, kind: libc::c_int) -> std::io::Result<bool> {
     let mut lock = new_flock(offset, kind);
@@ -287,12 +343,7 @@ impl Segment {
     }
 
     fn register(&self) -> Result<Registration, Error> {
-        ATFORK.call_once(|| {
-            // SAFETY: `after_fork_in_child` only touches atomics and calls
-            // `close`, both async-signal-safe, as a child handler must.
-            let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-            ATFORK_INSTALLED.store(rc == 0, Ordering::Relaxed);
-        });
+        install_atfork();
         let io = |action, source| Error::Io {
             bus: self.bus().to_owned(),
             action,

@@ -30,6 +30,34 @@ pub(crate) const KIND_WELCOME: u16 = 2;
 /// number of the message it would have sent next (so that messages the
 /// subscriber missed at the end are counted too).
 pub(crate) const KIND_GONE: u16 = 3;
+/// The longest payload whose frame a single pipe write carries whole
+/// (`PIPE_BUF`, 4096 bytes, less the header). A longer data frame may be
+/// written in parts, and then cut short by a writer that dies or gives up;
+/// it ends with an 8-byte trailer (its sequence number xored with
+/// `TRAILER_MAGIC`), so that a reader that took the next writer's bytes for
+/// the rest of it finds out.
+pub(crate) const WHOLE_UP_TO: usize = 4096 - HEADER;
+const TRAILER_MAGIC: u64 = 0x5342_4672_5472_6c72;
+
+/// The bytes of a data frame with a payload of `len` bytes, trailer and
+/// all.
+pub(crate) fn data_frame_len(len: usize) -> usize {
+    HEADER + len + if len > WHOLE_UP_TO { 8 } else { 0 }
+}
+
+/// Whether the data frame of `header` in `frame` (all of it, see
+/// [`data_frame_len`]) ends with its trailer, if it has one.
+pub(crate) fn trailer_ok(header: &Header, frame: &[u8]) -> bool {
+    let len = header.len as usize;
+    if len <= WHOLE_UP_TO {
+        return true;
+    }
+    let end = HEADER + len;
+    frame.get(end..end + 8).is_some_and(|t| {
+        u64::from_le_bytes(t.try_into().expect("8 bytes")) == header.seq ^ TRAILER_MAGIC
+    })
+}
+
 /// No timestamp.
 pub(crate) const NO_TIME: u64 = u64::MAX;
 
@@ -109,6 +137,9 @@ pub(crate) fn encode_into(
     out.clear();
     out.extend_from_slice(&header.encode());
     out.extend_from_slice(payload);
+    if kind == KIND_DATA && payload.len() > WHOLE_UP_TO {
+        out.extend_from_slice(&(seq ^ TRAILER_MAGIC).to_le_bytes());
+    }
     if out.len() < pad_to {
         out.resize(pad_to, 0);
     }
@@ -134,6 +165,23 @@ mod tests {
             assert_eq!(Header::decode(&bad), None, "bit {bit} flipped went unseen");
         }
         assert_eq!(Header::decode(&bytes[..HEADER - 1]), None);
+    }
+
+    #[test]
+    fn long_data_frames_end_with_a_trailer_that_a_cut_frame_lacks() {
+        let mut out = Vec::new();
+        let payload = vec![9u8; WHOLE_UP_TO + 1];
+        encode_into(&mut out, KIND_DATA, 42, None, &payload, 0);
+        assert_eq!(out.len(), data_frame_len(payload.len()));
+        let header = Header::decode(&out).unwrap();
+        assert!(trailer_ok(&header, &out));
+        // Cut short, the rest taken from another frame: refused.
+        let mut cut = out[..out.len() - 100].to_vec();
+        cut.extend_from_slice(&[0; 100]);
+        assert!(!trailer_ok(&header, &cut));
+        // Short frames have none, and need none.
+        encode_into(&mut out, KIND_DATA, 42, None, &payload[..WHOLE_UP_TO], 0);
+        assert_eq!(out.len(), HEADER + WHOLE_UP_TO);
     }
 
     #[test]

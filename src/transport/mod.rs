@@ -205,7 +205,7 @@ impl PipeBus {
     pub fn read_config(&self, topic: &str) -> Result<Option<EntryConfig>, Error> {
         use zerocopy::FromBytes;
         let path = self.topic_dir(topic).join("config");
-        let bytes = match std::fs::read(&path) {
+        let bytes = match read_small(&path, core::mem::size_of::<EntryConfig>()) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io("reading a topic's configuration", e)),
@@ -276,10 +276,13 @@ impl PipeBus {
             rustix::fs::Mode::from_raw_mode(self.mode),
             0,
         ) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {
+            Ok(()) => {
+                // The umask may have taken bits the mode asks for.
                 let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(self.mode));
                 Ok(())
             }
+            // Made already (opened with a check that it is a FIFO).
+            Err(rustix::io::Errno::EXIST) => Ok(()),
             Err(e) => Err(self.io("making a FIFO", errno(e))),
         }
     }
@@ -328,41 +331,86 @@ pub(crate) fn unique_id() -> String {
     format!("{}x{t:x}x{n}", std::process::id())
 }
 
+/// Reads at most `max` bytes of the regular file at `path`, without
+/// following a symbolic link or blocking on a FIFO put there: what a bus
+/// directory holds is not trusted.
+pub(crate) fn read_small(path: &Path, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Err(std::io::Error::other(format!(
+            "{} is longer than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
 /// An endpoint's record: a file it holds an OFD lock on for its life (see
 /// the module docs). Dropping it removes the file.
 #[derive(Debug)]
 pub(crate) struct Record {
     pub path: PathBuf,
-    file: File,
+    /// The locked descriptor, closed in a child made by `fork()` (see
+    /// `procs::ParkedLock`).
+    _lock: crate::segment::procs::ParkedLock,
+    /// The fork epoch it was made in: a copy inherited by a child made by
+    /// `fork()` leaves the parent's record alone.
+    epoch: u64,
 }
 
 impl Record {
     /// Creates the record `dir/<prefix><id>` holding `content`, locked.
+    ///
+    /// It is written and locked under a name [`records`](PipeBus::records)
+    /// skips (with a `.`), then renamed into place: a record is never seen
+    /// unlocked, which would make it look dead.
     pub fn create(bus: &PipeBus, dir: &Path, prefix: &str, content: &str) -> Result<Record, Error> {
         let id = unique_id();
         let path = dir.join(format!("{prefix}{id}"));
+        let temp = dir.join(format!("{prefix}{id}.new"));
         let mut file = std::fs::OpenOptions::new()
             .create_new(true)
             .read(true)
             .write(true)
             .mode(bus.mode)
-            .open(&path)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp)
             .map_err(|e| bus.io("creating an endpoint record", e))?;
-        let record = Record {
-            path,
-            file: file
-                .try_clone()
-                .map_err(|e| bus.io("creating an endpoint record", e))?,
-        };
-        file.write_all(content.as_bytes())
-            .map_err(|e| bus.io("writing an endpoint record", e))?;
-        match crate::segment::procs::try_lock(record.file.as_raw_fd(), 0, libc::F_WRLCK) {
-            Ok(true) => Ok(record),
-            Ok(false) => Err(bus.io(
-                "locking an endpoint record",
-                std::io::Error::other("a new record was locked by someone else"),
-            )),
-            Err(e) => Err(bus.io("locking an endpoint record", e)),
+        let made = (|| {
+            file.write_all(content.as_bytes())?;
+            if !crate::segment::procs::try_lock(file.as_raw_fd(), 0, libc::F_WRLCK)? {
+                return Err(std::io::Error::other(
+                    "a new record was locked by someone else",
+                ));
+            }
+            let lock = crate::segment::procs::ParkedLock::new(file.into()).ok_or_else(|| {
+                std::io::Error::other("no room to keep its lock from forked children")
+            })?;
+            std::fs::rename(&temp, &path)?;
+            Ok(lock)
+        })();
+        match made {
+            Ok(lock) => Ok(Record {
+                path,
+                _lock: lock,
+                epoch: crate::segment::procs::fork_epoch(),
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                Err(bus.io("locking an endpoint record", e))
+            }
         }
     }
 
@@ -376,9 +424,18 @@ impl Record {
     }
 }
 
+impl Record {
+    /// Whether this is the process that made it (not a child forked since).
+    pub fn in_own_process(&self) -> bool {
+        self.epoch == crate::segment::procs::fork_epoch()
+    }
+}
+
 impl Drop for Record {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.in_own_process() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -390,6 +447,7 @@ pub(crate) fn record_liveness(path: &Path) -> Liveness {
     let file = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
     {
         Ok(file) => file,

@@ -196,12 +196,15 @@ impl Out {
 /// however idle the publisher is.
 pub(crate) struct PipeTx {
     dir: PathBuf,
-    lease: std::fs::File,
+    /// The lease's locked descriptor (see `procs::ParkedLock`).
+    _lease: crate::segment::procs::ParkedLock,
     shared: Arc<std::sync::Mutex<TxState>>,
     /// Tells the helper thread to stop (an eventfd).
     stop: Arc<OwnedFd>,
     helper: Option<std::thread::JoinHandle<()>>,
     check_interval: Duration,
+    /// The fork epoch it was made in (see `Drop`).
+    epoch: u64,
 }
 
 /// The publisher's next sequence number, in a one-page shared mapping of
@@ -229,7 +232,13 @@ impl SeqWord {
             .read(true)
             .write(true)
             .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)?;
+        if !file.metadata()?.file_type().is_file() {
+            return Err(std::io::Error::other(
+                "the topic's `seq` is not a regular file",
+            ));
+        }
         if file.metadata()?.len() < SEQ_MAP as u64 {
             file.set_len(SEQ_MAP as u64)?;
         }
@@ -321,7 +330,17 @@ impl PipeTx {
             .read(true)
             .write(true)
             .mode(bus.mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(dir.join("publisher"))
+            .and_then(|file| {
+                if file.metadata()?.file_type().is_file() {
+                    Ok(file)
+                } else {
+                    Err(std::io::Error::other(
+                        "the topic's `publisher` is not a regular file",
+                    ))
+                }
+            })
             .map_err(|e| super::io_error(&bus.bus, "opening the publisher lease", e))?;
         match crate::segment::procs::try_lock(lease.as_raw_fd(), 0, libc::F_WRLCK) {
             Ok(true) => {}
@@ -353,20 +372,24 @@ impl PipeTx {
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .max(left_at)
         });
-        let _ = lease.set_len(0);
-        let _ = std::os::unix::fs::FileExt::write_at(
-            &lease,
-            format!("{}\n", std::process::id()).as_bytes(),
-            0,
-        );
+        // The lock lives in the parked descriptor alone, which a child made
+        // by `fork()` closes: the lease goes with this process.
+        let lease = crate::segment::procs::ParkedLock::new(lease.into()).ok_or_else(|| {
+            super::io_error(
+                &bus.bus,
+                "taking the publisher lease",
+                std::io::Error::other("no room to keep its lock from forked children"),
+            )
+        })?;
+        write_lease(&dir, &format!("{}\n", std::process::id()));
         let join_path = dir.join("join");
         bus.mkfifo(&join_path)?;
         let flags = OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let join = rustix::fs::open(&join_path, OFlags::RDONLY | flags, Mode::empty())
+        let join = open_fifo(&join_path, OFlags::RDONLY | flags)
             .map_err(|e| super::io_error(&bus.bus, "opening the join FIFO", io(e)))?;
         // A writer of our own, so that `join` never reads as hung up when
         // the subscribers that knocked have closed it.
-        let join_keep = rustix::fs::open(&join_path, OFlags::WRONLY | flags, Mode::empty())
+        let join_keep = open_fifo(&join_path, OFlags::WRONLY | flags)
             .map_err(|e| super::io_error(&bus.bus, "opening the join FIFO", io(e)))?;
         let eventfd = || {
             rustix::event::eventfd(
@@ -404,11 +427,12 @@ impl PipeTx {
         };
         Ok(PipeTx {
             dir,
-            lease,
+            _lease: lease,
             shared,
             stop,
             helper: Some(helper),
             check_interval,
+            epoch: crate::segment::procs::fork_epoch(),
         })
     }
 
@@ -427,25 +451,37 @@ impl PipeTx {
     /// polls the FIFOs of the subscribers that hold it back until
     /// `deadline`.
     pub fn room(&mut self, wait: bool, deadline: Option<Instant>) -> Result<(), Full> {
+        let mut checked = Instant::now();
         loop {
-            let state = &mut *self.state();
-            if state.flush_all() {
-                return Ok(());
-            }
-            if !wait {
-                return Err(Full);
-            }
+            let blocked = {
+                let state = &mut *self.state();
+                if state.flush_all() {
+                    return Ok(());
+                }
+                // Now and then: a subscriber that holds us back and is known
+                // dead, or gone (its record removed, while a child it forked
+                // keeps its FIFO open), is evicted.
+                if checked.elapsed() >= self.check_interval {
+                    checked = Instant::now();
+                    state.evict_gone();
+                    continue;
+                }
+                if !wait {
+                    return Err(Full);
+                }
+                state
+                    .subs
+                    .iter()
+                    .find(|s| s.lossless && !s.pending.is_empty())
+                    .map(|s| Arc::clone(&s.fd))
+            };
             let Some(span) = wait_span(deadline, self.check_interval) else {
                 return Err(Full);
             };
-            // Short polls: the helper thread needs the lock to welcome.
-            let span = span.min(Duration::from_millis(1));
-            if let Some(out) = state
-                .subs
-                .iter()
-                .find(|s| s.lossless && !s.pending.is_empty())
-            {
-                poll_one(out.fd.as_fd(), PollFlags::OUT, span);
+            // Polled without the lock, which the helper thread needs to
+            // welcome subscribers meanwhile.
+            if let Some(fd) = blocked {
+                poll_one(fd.as_fd(), PollFlags::OUT, span);
             }
         }
     }
@@ -469,6 +505,38 @@ impl PipeTx {
     pub fn is_abandoned(&self) -> bool {
         self.receiver_count() == 0 && !self.dir.exists()
     }
+}
+
+/// Writes `text` into the lease file of the topic in `dir` (its holder's
+/// pid, and the next sequence number as it leaves).
+fn write_lease(dir: &std::path::Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join("publisher"))
+    {
+        if file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+            let _ = file.set_len(0);
+            let _ = std::os::unix::fs::FileExt::write_at(&file, text.as_bytes(), 0);
+        }
+    }
+}
+
+/// Opens the FIFO at `path` as `flags` say, if it is one (not a link, not
+/// a regular file put there).
+fn open_fifo(path: &std::path::Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        path,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode)
+        != rustix::fs::FileType::Fifo
+    {
+        return Err(Errno::NXIO);
+    }
+    Ok(fd)
 }
 
 /// The publisher's helper thread: welcomes subscribers as they knock on
@@ -531,11 +599,7 @@ impl TxState {
             }
             let record = self.dir.join(format!("sub-{id}"));
             let fifo = self.dir.join(format!("sub-{id}.fifo"));
-            let fd = match rustix::fs::open(
-                &fifo,
-                OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
+            let fd = match open_fifo(&fifo, OFlags::WRONLY | OFlags::NONBLOCK) {
                 Ok(fd) => fd,
                 // ENXIO: nobody reads it (yet, or any more); ENOENT: not
                 // made yet, or removed.
@@ -547,7 +611,9 @@ impl TxState {
                     continue;
                 }
             };
-            let info = std::fs::read_to_string(&record).unwrap_or_default();
+            let info = super::read_small(&record, 4096)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
             let lossless = info.lines().any(|l| l == "lossless=1");
             let history: Vec<&Vec<u8>> = if info.lines().any(|l| l == "start=oldest") {
                 self.history.iter().collect()
@@ -573,6 +639,21 @@ impl TxState {
             }
             if out.flush().is_ok() {
                 self.subs.push(out);
+            }
+        }
+    }
+
+    /// Evicts the lossless subscribers with something kept whose record
+    /// says they are dead (or is gone).
+    fn evict_gone(&mut self) {
+        let mut i = 0;
+        while i < self.subs.len() {
+            let out = &self.subs[i];
+            let record = self.dir.join(format!("sub-{}", out.id));
+            if out.lossless && !out.pending.is_empty() && record_liveness(&record).is_dead() {
+                self.drop_sub(i);
+            } else {
+                i += 1;
             }
         }
     }
@@ -623,9 +704,15 @@ impl TxState {
         while i < self.subs.len() {
             let out = &mut self.subs[i];
             if !out.pending.is_empty() {
-                // An overwrite subscriber still finishing a long frame (a
-                // lossless one has none here: `room` saw to it) misses this
-                // one, and counts it from the sequence numbers.
+                if out.lossless {
+                    // Something kept since `room` looked (a welcome and a
+                    // history the helper just wrote): this one waits behind
+                    // it, never lost.
+                    out.pending.extend_from_slice(&self.frame);
+                    let _ = rustix::io::write(&*self.kick, &1u64.to_ne_bytes());
+                }
+                // An overwrite subscriber still finishing a long frame
+                // misses this one, and counts it from the sequence numbers.
                 i += 1;
                 continue;
             }
@@ -666,6 +753,14 @@ impl TxState {
 
 impl Drop for PipeTx {
     fn drop(&mut self) {
+        if self.epoch != crate::segment::procs::fork_epoch() {
+            // A copy inherited through fork(): the helper thread, the lease
+            // and the subscribers are the parent's (no thread to join here).
+            if let Some(helper) = self.helper.take() {
+                std::mem::forget(helper);
+            }
+            return;
+        }
         let _ = rustix::io::write(&*self.stop, &1u64.to_ne_bytes());
         if let Some(helper) = self.helper.take() {
             let _ = helper.join();
@@ -693,12 +788,11 @@ impl Drop for PipeTx {
             };
             poll_one(out.fd.as_fd(), PollFlags::OUT, span);
         }
-        // The next publisher goes on from our sequence numbers.
-        let _ = self.lease.set_len(0);
-        let _ = std::os::unix::fs::FileExt::write_at(
-            &self.lease,
-            format!("{}\nnext={}\n", std::process::id(), state.next).as_bytes(),
-            0,
+        // The next publisher goes on from our sequence numbers (the lock
+        // goes when `lease` drops, after this).
+        write_lease(
+            &self.dir,
+            &format!("{}\nnext={}\n", std::process::id(), state.next),
         );
     }
 }
@@ -737,6 +831,8 @@ pub(crate) struct PipeRx {
     welcome: Option<u64>,
     /// Whether a welcome came yet.
     welcomed: bool,
+    /// Whether the last publisher's goodbye came (and no welcome since).
+    goodbye: bool,
     /// An error a select's look found, for the next receive.
     stashed: Option<crate::error::RecvError>,
     /// The longest frame of this topic (header and largest message).
@@ -776,25 +872,17 @@ impl PipeRx {
         let record = Record::create(&bus, &dir, "sub-", &content)?;
         let fifo = dir.join(format!("sub-{}.fifo", record.id("sub-")));
         bus.mkfifo(&fifo)?;
-        let fd = rustix::fs::open(
-            &fifo,
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
+        let fd = open_fifo(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
+            .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
         size_pipe(fd.as_fd(), capacity.saturating_mul(frame_bytes));
         // A second, blocking, reader of the same FIFO, for waits without a
         // deadline (see `wait`).
-        let fd_block = rustix::fs::open(
-            &fifo,
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .and_then(|fd| {
-            rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
-            Ok(fd)
-        })
-        .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
+        let fd_block = open_fifo(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
+            .and_then(|fd| {
+                rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+                Ok(fd)
+            })
+            .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
         let pipe_bytes = rustix::pipe::fcntl_getpipe_size(&fd).unwrap_or(65536);
         let mut rx = PipeRx {
             bus,
@@ -808,6 +896,7 @@ impl PipeRx {
             eof: false,
             welcome: None,
             welcomed: false,
+            goodbye: false,
             stashed: None,
             max_frame: frame_bytes,
             lease: None,
@@ -817,11 +906,7 @@ impl PipeRx {
             gates,
         };
         // Knock; the publisher's helper thread welcomes us.
-        if let Ok(join) = rustix::fs::open(
-            rx.dir.join("join"),
-            OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
+        if let Ok(join) = open_fifo(&rx.dir.join("join"), OFlags::WRONLY | OFlags::NONBLOCK) {
             let _ = rustix::io::write(&join, &[1]);
             if rx.publisher_held() {
                 let until = Instant::now() + WELCOME_WAIT;
@@ -925,10 +1010,11 @@ impl PipeRx {
         if !self.welcomed || !self.publisher_gone() {
             return None;
         }
-        let seq = std::fs::File::open(self.dir.join("seq")).ok()?;
-        let mut word = [0u8; 8];
-        std::os::unix::fs::FileExt::read_exact_at(&seq, &mut word, 0).ok()?;
-        Some(u64::from_ne_bytes(word))
+        let seq = super::read_small(&self.dir.join("seq"), SEQ_MAP).ok()?;
+        let word = u64::from_ne_bytes(seq.get(..8)?.try_into().ok()?);
+        // Still no publisher: the word is the gone one's, not a
+        // successor's that took the lease meanwhile.
+        (!self.publisher_held()).then_some(word)
     }
 
     /// A welcome not yet taken: the sequence number of the next message.
@@ -944,7 +1030,7 @@ impl PipeRx {
         }
         let header = match Header::decode(&self.buf[self.start..self.end]) {
             // Longer than the topic's largest message: no frame of ours.
-            Some(h) if HEADER + h.len as usize > self.max_frame => None,
+            Some(h) if frame::data_frame_len(h.len as usize) > self.max_frame => None,
             other => other,
         };
         let Some(header) = header else {
@@ -955,17 +1041,25 @@ impl PipeRx {
             self.start += HEADER;
             let first = !self.welcomed;
             self.welcomed = true;
+            self.goodbye = false;
             return Next::Welcome(header.seq, first);
         }
         if header.kind == KIND_GONE {
             self.start += HEADER;
+            self.goodbye = true;
             return Next::Gone(header.seq);
         }
-        let whole = HEADER + header.len as usize;
+        let whole = frame::data_frame_len(header.len as usize);
         self.fill(whole);
         if self.end - self.start < whole {
             // The rest is on its way (a long frame written in parts).
             return Next::Empty;
+        }
+        if !frame::trailer_ok(&header, &self.buf[self.start..self.end]) {
+            // Cut short by its writer, the rest another writer's: skip to
+            // the next good header (inside what we took for this one).
+            self.resync();
+            return Next::Corrupt;
         }
         Next::Data(header)
     }
@@ -989,7 +1083,7 @@ impl PipeRx {
 
     /// Moves past the frame [`next`](Self::next) returned.
     pub fn advance(&mut self, header: &Header) {
-        self.start += HEADER + header.len as usize;
+        self.start += frame::data_frame_len(header.len as usize);
     }
 
     /// Copies the payload of the frame `next` returned into an aligned
@@ -1054,8 +1148,14 @@ impl PipeRx {
             return true;
         }
         let front = &self.buf[self.start..self.end];
-        Header::decode(front)
-            .is_some_and(|h| h.kind == KIND_DATA && front.len() >= HEADER + h.len as usize)
+        Header::decode(front).is_some_and(|h| {
+            h.kind == KIND_DATA && front.len() >= frame::data_frame_len(h.len as usize)
+        })
+    }
+
+    /// Whether the publisher said goodbye (and no other welcomed us since).
+    pub fn said_goodbye(&self) -> bool {
+        self.goodbye
     }
 
     /// Whether the last read found the end of the FIFO (no writer).
@@ -1110,7 +1210,7 @@ impl PipeRx {
         loop {
             match self.next() {
                 Next::Data(header) => {
-                    let whole = HEADER + header.len as usize;
+                    let whole = frame::data_frame_len(header.len as usize);
                     newest = Some(self.buf[self.start..self.start + whole].to_vec());
                     self.advance(&header);
                 }
@@ -1134,6 +1234,9 @@ impl PipeRx {
 
 impl Drop for PipeRx {
     fn drop(&mut self) {
+        if !self.record.in_own_process() {
+            return; // a copy inherited through fork(): the FIFO is the parent's
+        }
         let _ = std::fs::remove_file(
             self.dir
                 .join(format!("sub-{}.fifo", self.record.id("sub-"))),
@@ -1241,12 +1344,8 @@ impl PipeQueue {
         };
         let path = dir.join("queue");
         bus.mkfifo(&path)?;
-        let fd = rustix::fs::open(
-            &path,
-            OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| super::io_error(&bus.bus, "opening a work queue FIFO", io(e)))?;
+        let fd = open_fifo(&path, OFlags::RDWR | OFlags::NONBLOCK)
+            .map_err(|e| super::io_error(&bus.bus, "opening a work queue FIFO", io(e)))?;
         let frame_len = (HEADER + slot).next_multiple_of(8);
         size_pipe(fd.as_fd(), capacity.saturating_mul(frame_len));
         Ok(PipeQueue {
