@@ -23,6 +23,10 @@
 //!   [`Consumer`]s; each message goes to exactly one consumer. See
 //!   [`queue`].
 //!
+//! - Where `/dev/shm` cannot be used (missing, read-only, full, or
+//!   processes that share only a directory), a bus runs over named pipes
+//!   with the same API: see [`Transport`] and [`BusBuilder::transport`].
+//!
 //! Every blocking operation has a `try_` form that never waits, a
 //! `_timeout` and a `_deadline` form, typed and bytes alike; subscribers
 //! and consumers are iterators; errors that can hand the value back do.

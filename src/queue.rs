@@ -606,8 +606,8 @@ impl<T> QueueLoan<'_, T> {
     /// Publishes the message: one consumer will take it.
     ///
     /// On pipes, the message is written to the queue's FIFO now, waiting
-    /// for room while a consumer lives to make it; with none left, it is
-    /// dropped (counted in [`QueueStats::lost_in_push`] of this producer).
+    /// for room while a consumer lives to make it; with none left and the
+    /// FIFO full, it is dropped (nothing shared counts it there).
     #[inline(always)]
     pub fn commit(self) {
         let mut this = core::mem::ManuallyDrop::new(self);

@@ -65,6 +65,9 @@ pub(crate) const PIPE_BUF: usize = 4096;
 /// publisher holds the lease (its helper thread answers at once; this
 /// bounds the wait on a publisher that is stopped or stuck).
 const WELCOME_WAIT: Duration = Duration::from_secs(1);
+/// Looks, a millisecond apart, at the record of a subscriber whose FIFO
+/// lost its reader, for it to be known dead before its files are removed.
+const DEAD_SETTLE_LOOKS: u32 = 50;
 /// How long a dropped publisher tries to hand lossless subscribers the
 /// frames it still keeps for them.
 const DRAIN_ON_DROP: Duration = Duration::from_secs(1);
@@ -668,10 +671,17 @@ impl TxState {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
+        // Its reader closed: a process exiting closes its FIFO before,
+        // perhaps, its record; give it a moment to be known dead (a live
+        // one keeps its files, and `gc` removes them if it dies later).
         let record = self.dir.join(format!("sub-{}", out.id));
-        if record_liveness(&record).is_dead() {
-            let _ = std::fs::remove_file(self.dir.join(format!("sub-{}.fifo", out.id)));
-            let _ = std::fs::remove_file(&record);
+        for _ in 0..DEAD_SETTLE_LOOKS {
+            if record_liveness(&record).is_dead() {
+                let _ = std::fs::remove_file(self.dir.join(format!("sub-{}.fifo", out.id)));
+                let _ = std::fs::remove_file(&record);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
