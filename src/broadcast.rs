@@ -89,13 +89,12 @@ use crate::ring::broadcast::{PublisherState, Read};
 use crate::ring::gate::{Gate, GateCache, GatedRead};
 use crate::ring::lease::LeaseError;
 use crate::ring::load_bytes;
-use crate::ring::waiting::Step;
 use crate::ring::Owner;
 use crate::ring::{store_bytes, store_bytes_at};
 use crate::segment::views::BroadcastView;
 use crate::sync::AtomicU64;
 use crate::sync::{heavy_fence, register_light};
-use crate::transport::pipe::{Next, PipeRx, PipeTx};
+use crate::transport::pipe::{Next, Pacing, Pause, PipeRx, PipeTx};
 use crate::transport::PipeBus;
 use crate::wait::{deadline_after, LightWaker, Pacer, Waited, Waiter, Wake};
 use std::sync::Arc;
@@ -1226,6 +1225,19 @@ pub struct Subscriber<T> {
 /// First receive buffer of a variable-size topic's subscriber.
 const VAR_SCRATCH: usize = 4096;
 
+/// A new subscriber's receive buffer: a fixed-size topic's largest
+/// message; a variable-size topic's starts small and grows to the longest
+/// message received (half its arena at most).
+fn first_scratch(ring: &crate::ring::any::AnyRing<'_>) -> Vec<u8> {
+    vec![
+        0;
+        ring.max_message().min(match ring.var() {
+            None => usize::MAX,
+            Some(_) => VAR_SCRATCH,
+        })
+    ]
+}
+
 /// Largest batch of reads a lossless subscriber makes before it stores its
 /// cursor: a store per read would move the cursor's line to the publisher
 /// and back for every message.
@@ -1331,13 +1343,7 @@ impl<T> Subscriber<T> {
             topic.opts.check_interval,
         )?;
         let cursor = rx.take_welcome().unwrap_or(0);
-        let scratch = vec![
-            0;
-            ring.max_message().min(match ring.var() {
-                None => usize::MAX,
-                Some(_) => VAR_SCRATCH,
-            })
-        ];
+        let scratch = first_scratch(ring);
         let pacer = Pacer::new(topic.opts.check_interval);
         Ok(Subscriber {
             topic,
@@ -1504,41 +1510,27 @@ impl<T> Subscriber<T> {
         deadline: Option<Instant>,
         mut attempt: impl FnMut(&mut Self) -> Poll,
     ) -> Result<usize, RecvTimeoutError> {
-        // The wait strategy as in shared memory, a poll being a read of
-        // the FIFO: spin (or snooze) between reads, then sleep in `poll`.
-        let backoff = crossbeam_utils::Backoff::new();
-        let mut polls = 0u32;
+        // The wait strategy as in shared memory, a look being a read of
+        // the FIFO.
+        let mut pacing = Pacing::new(self.topic.opts.wait);
         loop {
             match attempt(self) {
                 Poll::Got(len) => return Ok(len),
                 Poll::Failed(err) => return Err(err.into()),
                 Poll::Empty => {}
             }
-            polls = polls.saturating_add(1);
-            let step = self.topic.opts.wait.step(polls);
-            if step != Step::Sleep && polls % 64 != 0 {
-                // Spin on `poll`, which does not take the pipe's lock as a
-                // read does: a reader spinning on reads slows the writer.
-                while self.pipe.as_deref().is_some_and(|rx| !rx.readable()) {
-                    if step == Step::Spin {
-                        core::hint::spin_loop();
-                    } else {
-                        backoff.snooze();
-                    }
-                    polls = polls.saturating_add(1);
-                    if polls % 64 == 0 {
-                        break;
-                    }
-                }
+            let Pause::Check { sleep } =
+                pacing.pause(|| self.pipe.as_deref().is_some_and(PipeRx::readable))
+            else {
                 continue;
-            }
+            };
             if self.disconnected() {
                 return Err(RecvTimeoutError::Disconnected);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(RecvTimeoutError::Timeout);
             }
-            if step != Step::Sleep {
+            if !sleep {
                 continue;
             }
             let Some(rx) = self.pipe.as_deref_mut() else {
@@ -1547,7 +1539,7 @@ impl<T> Subscriber<T> {
             if !rx.wait(deadline) {
                 return Err(RecvTimeoutError::Timeout);
             }
-            polls = 0;
+            pacing.slept();
             self.stats.sleeps += 1;
         }
     }
@@ -1581,13 +1573,7 @@ impl<T> Subscriber<T> {
         };
         // A variable-size topic's buffer starts small and grows to the
         // longest message received (half its arena at most).
-        let scratch = vec![
-            0;
-            ring.max_message().min(match ring.var() {
-                None => usize::MAX,
-                Some(_) => VAR_SCRATCH,
-            })
-        ];
+        let scratch = first_scratch(ring);
         // A variable-size topic's room is in bytes as much as in
         // messages: a batch of unstored reads could hold a whole arena, so
         // there the cursor is stored at every read.

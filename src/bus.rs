@@ -319,6 +319,48 @@ pub struct TopicInfo {
     pub waiting_writers: u32,
 }
 
+impl TopicInfo {
+    /// What topic entry `c` (named `name`) says, before any counter is
+    /// read: its kind, shape and type, every count zero.
+    fn configured(name: &str, c: &EntryConfig) -> TopicInfo {
+        let shape = crate::segment::region::Shape::of(c);
+        let queue = c.kind == KIND_QUEUE;
+        TopicInfo {
+            name: name.to_owned(),
+            kind: if queue {
+                TopicKind::WorkQueue
+            } else if shape.lossless() {
+                TopicKind::LosslessBroadcast
+            } else {
+                TopicKind::Broadcast
+            },
+            capacity: c.capacity,
+            slot_size: if shape.variable() && queue {
+                crate::ring::queue::var_max_message(c.capacity as usize) as u32
+            } else {
+                c.slot_size
+            },
+            arena_bytes: shape.variable().then(|| shape.arena_bytes()),
+            timestamps: shape.clock(),
+            type_size: c.type_size,
+            published: 0,
+            publisher_pid: None,
+            sleeping: 0,
+            attached: 0,
+            evictions: 0,
+            lost: 0,
+            subscribers: Vec::new(),
+            producers: Vec::new(),
+            consumers: Vec::new(),
+            popped: 0,
+            depth: 0,
+            lost_in_push: 0,
+            lost_in_consume: 0,
+            waiting_writers: 0,
+        }
+    }
+}
+
 /// Whether a process is alive, as far as can be told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -633,35 +675,13 @@ impl Bus {
                 .count() as u32
         };
         let queue = c.kind == KIND_QUEUE;
-        let mut info = TopicInfo {
-            name: name.to_owned(),
-            kind: if queue {
-                TopicKind::WorkQueue
-            } else if shape.lossless() {
-                TopicKind::LosslessBroadcast
-            } else {
-                TopicKind::Broadcast
-            },
-            capacity: c.capacity,
-            slot_size: c.slot_size,
-            arena_bytes: shape.variable().then(|| shape.arena_bytes()),
-            timestamps: shape.clock(),
-            type_size: c.type_size,
-            published: 0,
-            publisher_pid: None,
-            sleeping: 0,
-            attached: 0,
-            evictions: 0,
-            lost: 0,
-            subscribers: Vec::new(),
-            producers: Vec::new(),
-            consumers: Vec::new(),
-            popped: 0,
-            depth: 0,
-            lost_in_push: 0,
-            lost_in_consume: 0,
-            waiting_writers: 0,
-        };
+        let mut info = TopicInfo::configured(name, c);
+        if shape.variable() && queue {
+            // A variable-size pipe queue's messages are capped at a frame.
+            info.slot_size = info
+                .slot_size
+                .min(crate::transport::pipe::PipeQueue::MAX_MESSAGE as u32);
+        }
         if queue {
             info.producers = endpoints("prod-");
             info.consumers = endpoints("cons-");
@@ -725,37 +745,7 @@ impl Bus {
 
     fn topic_info(&self, c: &EntryConfig) -> Result<TopicInfo, Error> {
         let name = directory::entry_name(c).unwrap_or_default();
-        let shape = crate::segment::region::Shape::of(c);
-        let mut info = TopicInfo {
-            name: name.to_owned(),
-            kind: TopicKind::Broadcast,
-            capacity: c.capacity,
-            slot_size: if shape.variable() && c.kind == KIND_QUEUE {
-                crate::ring::queue::var_max_message(c.capacity as usize) as u32
-            } else {
-                c.slot_size
-            },
-            arena_bytes: {
-                let shape = crate::segment::region::Shape::of(c);
-                shape.variable().then(|| shape.arena_bytes())
-            },
-            timestamps: crate::segment::region::Shape::of(c).clock(),
-            type_size: c.type_size,
-            published: 0,
-            publisher_pid: None,
-            sleeping: 0,
-            attached: 0,
-            evictions: 0,
-            lost: 0,
-            subscribers: Vec::new(),
-            producers: Vec::new(),
-            consumers: Vec::new(),
-            popped: 0,
-            depth: 0,
-            lost_in_push: 0,
-            lost_in_consume: 0,
-            waiting_writers: 0,
-        };
+        let mut info = TopicInfo::configured(name, c);
         // Unknown counts as attached: it may well be.
         let live =
             |owner: Option<Owner>| owner.is_some_and(|owner| !self.seg.liveness(owner).is_dead());

@@ -59,10 +59,9 @@ use crate::ring::queue::{
     table, Claim, ClaimEntry, PopBlocked, Popped, PushBlocked, QueueRing, Recovery, RecoveryStep,
     Side, NO_INTENT,
 };
-use crate::ring::waiting::Step;
 use crate::segment::views::QueueView;
 use crate::select::sealed::Source;
-use crate::transport::pipe::{PipeQueue, QueueBlocked, Role};
+use crate::transport::pipe::{Pacing, Pause, PipeQueue, QueueBlocked, Role};
 use crate::transport::PipeBus;
 use crate::wait::{deadline_after, Pacer, Waited, Waiter, Wake};
 use std::sync::Arc;
@@ -1491,41 +1490,27 @@ impl<T> Consumer<T> {
         take: &mut Take<'_>,
         deadline: Option<Instant>,
     ) -> Result<Taken, PopTimeoutError> {
-        // The wait strategy as in shared memory, a poll being a read of
-        // the FIFO (see `Subscriber::pipe_wait_for`).
-        let backoff = crossbeam_utils::Backoff::new();
-        let mut polls = 0u32;
+        // The wait strategy as in shared memory, a look being a read of
+        // the FIFO (see `transport::pipe::Pacing`).
+        let mut pacing = Pacing::new(self.topic.opts.wait);
         loop {
             match self.try_once(take) {
                 Pop::Got(taken) => return Ok(taken),
                 Pop::Failed(err) => return Err(err.into()),
                 Pop::Empty => {}
             }
-            polls = polls.saturating_add(1);
-            let step = self.topic.opts.wait.step(polls);
-            if step != Step::Sleep && polls % 64 != 0 {
-                // Spin on `poll`, which does not take the pipe's lock as a
-                // read does (see `Subscriber::pipe_wait_for`).
-                while self.pipe.as_deref().is_some_and(|p| !p.readable()) {
-                    if step == Step::Spin {
-                        core::hint::spin_loop();
-                    } else {
-                        backoff.snooze();
-                    }
-                    polls = polls.saturating_add(1);
-                    if polls % 64 == 0 {
-                        break;
-                    }
-                }
+            let Pause::Check { sleep } =
+                pacing.pause(|| self.pipe.as_deref().is_some_and(PipeQueue::readable))
+            else {
                 continue;
-            }
+            };
             if self.disconnected() {
                 return Err(PopTimeoutError::Disconnected);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(PopTimeoutError::Timeout);
             }
-            if step != Step::Sleep {
+            if !sleep {
                 continue;
             }
             let Some(pipe) = &self.pipe else {
@@ -1534,7 +1519,7 @@ impl<T> Consumer<T> {
             if !pipe.wait_readable(deadline) {
                 return Err(PopTimeoutError::Timeout);
             }
-            polls = 0;
+            pacing.slept();
         }
     }
 }

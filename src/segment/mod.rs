@@ -228,6 +228,19 @@ impl Drop for Segment {
     }
 }
 
+/// The header of a new bus of `opts`, or why it cannot have one.
+fn header_of(bus: &str, opts: &SegmentOptions) -> Result<HeaderFixed, Error> {
+    layout::header_for(opts.size, opts.topics, opts.processes).ok_or_else(|| {
+        Error::InvalidBusOptions {
+            bus: bus.to_owned(),
+            why: format!(
+                "a bus of {} bytes cannot hold a directory of {} topics and {} processes",
+                opts.size, opts.topics, opts.processes
+            ),
+        }
+    })
+}
+
 /// Attempts at creating a bus whose temporary file vanished under us
 /// (removed by `gc` before we locked it) before giving up.
 const CREATE_ATTEMPTS: u32 = 8;
@@ -267,15 +280,7 @@ impl Segment {
             action,
             source,
         };
-        let Some(header) = layout::header_for(opts.size, opts.topics, opts.processes) else {
-            return Err(Error::InvalidBusOptions {
-                bus: bus.to_owned(),
-                why: format!(
-                    "a bus of {} bytes cannot hold a directory of {} topics and {} processes",
-                    opts.size, opts.topics, opts.processes
-                ),
-            });
-        };
+        let header = header_of(bus, opts)?;
         let fd = rustix::fs::memfd_create("shmbus-local", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|e| io("creating a private segment", e.into()))?;
         let file = File::from(fd);
@@ -342,15 +347,7 @@ impl Segment {
             action,
             source,
         };
-        let Some(header) = layout::header_for(opts.size, opts.topics, opts.processes) else {
-            return Err(Error::InvalidBusOptions {
-                bus: bus.to_owned(),
-                why: format!(
-                    "a bus of {} bytes cannot hold a directory of {} topics and {} processes",
-                    opts.size, opts.topics, opts.processes
-                ),
-            });
-        };
+        let header = header_of(bus, opts)?;
         let (file, temp_path) =
             create_unfinished(bus).map_err(|e| io("creating the segment", e))?;
         // From here on, every way out removes the temporary file, unless it

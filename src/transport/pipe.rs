@@ -136,6 +136,66 @@ fn ignore_sigpipe() {
     });
 }
 
+/// How a receive on a FIFO waits between empty looks, as its wait
+/// strategy says (a look being a read): spinning or snoozing on `poll`
+/// (which, unlike a read, leaves the pipe's lock to the writer), then, at
+/// every 64th look or once spinning is over, the paced checks and perhaps
+/// a sleep.
+pub(crate) struct Pacing {
+    wait: crate::wait::WaitStrategy,
+    backoff: crossbeam_utils::Backoff,
+    polls: u32,
+}
+
+/// What to do after an empty look.
+pub(crate) enum Pause {
+    /// Look again.
+    Again,
+    /// Make the paced checks (a gone writer, the deadline), then look again
+    /// (`sleep` false) or sleep first.
+    Check { sleep: bool },
+}
+
+impl Pacing {
+    pub fn new(wait: crate::wait::WaitStrategy) -> Self {
+        Pacing {
+            wait,
+            backoff: crossbeam_utils::Backoff::new(),
+            polls: 0,
+        }
+    }
+
+    /// After an empty look; `readable` says (by a poll) whether another
+    /// look would find something.
+    pub fn pause(&mut self, readable: impl Fn() -> bool) -> Pause {
+        use crate::ring::waiting::Step;
+        self.polls = self.polls.saturating_add(1);
+        let step = self.wait.step(self.polls);
+        if step == Step::Sleep || self.polls % 64 == 0 {
+            return Pause::Check {
+                sleep: step == Step::Sleep,
+            };
+        }
+        while !readable() {
+            if step == Step::Spin {
+                core::hint::spin_loop();
+            } else {
+                self.backoff.snooze();
+            }
+            self.polls = self.polls.saturating_add(1);
+            if self.polls % 64 == 0 {
+                break;
+            }
+        }
+        Pause::Again
+    }
+
+    /// After a sleep: the strategy starts over.
+    pub fn slept(&mut self) {
+        self.polls = 0;
+    }
+}
+
 /// One subscriber, as the publisher sees it.
 struct Out {
     id: String,
