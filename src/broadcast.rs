@@ -1046,9 +1046,8 @@ impl<T> Loan<'_, T> {
         tx.next = self.seq.wrapping_add(1);
         if let Some(pipe) = &mut tx.pipe {
             // On pipes the loan was written in our ring: send it from there.
-            let mut bytes = vec![0u8; self.len];
-            load_bytes(ring.payload(self.seq, self.pos, self.len), &mut bytes);
-            pipe.send(self.seq, &bytes, time);
+            let words = ring.payload(self.seq, self.pos, self.len);
+            pipe.send_loaned(self.seq, self.len, time, |out| load_bytes(words, out));
             return Ok(self.seq);
         }
         ring.ctrl().wake().notify_as(&mut tx.waker);
@@ -1332,12 +1331,16 @@ impl<T> Subscriber<T> {
         start: StartAt,
     ) -> Result<Self, Error> {
         let ring = topic.view.ring();
-        let gates = topic.view.gate().is_some() && !topic.opts.observe;
+        // A lossless topic's subscriber (not an observer) gates its
+        // publisher, up to as many as its subscriber table holds.
+        let gating = (!topic.opts.observe)
+            .then(|| topic.view.gate().map(|g| g.entries().len() as u32))
+            .flatten();
         let mut rx = PipeRx::open(
             Arc::clone(bus),
             &topic.name,
             start,
-            gates,
+            gating,
             ring.capacity() as usize,
             crate::transport::frame::data_frame_len(ring.max_message()),
             topic.opts.check_interval,
@@ -1658,21 +1661,8 @@ impl<T> Subscriber<T> {
     /// On pipes, `resubscribe` and `try_clone`: a new subscriber, which
     /// gets what the publisher sends from when it picks it up.
     fn pipe_sibling(&self, rx: &PipeRx) -> Result<Self, Error> {
-        let topic = self.topic.sibling()?;
-        let mut sub = Subscriber::on_pipe(topic, rx.bus(), StartAt::Next)?;
-        if sub
-            .pipe
-            .as_ref()
-            .is_some_and(|new| new.gates() != rx.gates())
-        {
-            // An observer's sibling observes too.
-            sub.pipe = Some(Box::new(rx.sibling(
-                &self.topic.name,
-                StartAt::Next,
-                rx.gates(),
-            )?));
-        }
-        Ok(sub)
+        // The handle's options go with it: an observer's sibling observes.
+        Subscriber::on_pipe(self.topic.sibling()?, rx.bus(), StartAt::Next)
     }
 
     /// A new subscriber of the same topic, with the same options, at this

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{child_role, report};
 use shmbus::{Bus, Error};
 
@@ -47,35 +45,14 @@ fn child_role_entry() {
 
 #[test]
 fn full_dev_shm_is_a_clear_error_at_topic_creation() {
-    let exe = std::env::current_exe().unwrap();
-    let script = "mount -t tmpfs -o size=512k tmpfs /dev/shm && exec \"$0\" child_role_entry --exact --ignored --nocapture --test-threads=1 -q";
-    let out = Command::new("unshare")
-        .args(["-m", "sh", "-c", script])
-        .arg(&exe)
-        .env(common::ROLE_ENV, "fill-shm")
-        .output();
-    let out = match out {
-        Ok(out) => out,
-        Err(e) => {
-            common::skip_or_fail(
-                "full_dev_shm_is_a_clear_error_at_topic_creation",
-                &format!("cannot run unshare ({e}); a full /dev/shm cannot be staged here"),
-            );
-            return;
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success()
-        && (stderr.contains("Operation not permitted") || stderr.contains("mount:"))
-    {
-        common::skip_or_fail(
-            "full_dev_shm_is_a_clear_error_at_topic_creation",
-            &format!("no private mount namespace here ({})", stderr.trim()),
-        );
+    let Some((stdout, _)) = common::run_in_mount_namespace(
+        "full_dev_shm_is_a_clear_error_at_topic_creation",
+        "mount -t tmpfs -o size=512k tmpfs /dev/shm",
+        "fill-shm",
+        &[],
+    ) else {
         return;
-    }
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    };
     let nospace = stdout
         .lines()
         .find(|l| l.starts_with("NOSPACE"))

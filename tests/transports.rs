@@ -267,38 +267,10 @@ impl Drop for PipeBus {
 fn auto_falls_back(test: &str, setup: &str) {
     let bus = PipeBus::new("auto");
     std::fs::create_dir_all(&bus.dir).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let script = format!(
-        "{setup} && exec \"$0\" child_role_entry --exact --ignored --nocapture --test-threads=1 -q"
-    );
-    let out = Command::new("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .arg(&exe)
-        .env(common::ROLE_ENV, "auto")
-        .env(
-            common::ARGS_ENV,
-            format!("{}\u{1f}{}", bus.name, bus.dir.display()),
-        )
-        .output();
-    let out = match out {
-        Ok(out) => out,
-        Err(e) => {
-            common::skip_or_fail(test, &format!("cannot run unshare ({e})"));
-            return;
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success()
-        && (stderr.contains("Operation not permitted") || stderr.contains("mount:"))
-    {
-        common::skip_or_fail(
-            test,
-            &format!("no private mount namespace here ({})", stderr.trim()),
-        );
+    let args = [bus.name.clone(), bus.dir.display().to_string()];
+    let Some((stdout, stderr)) = common::run_in_mount_namespace(test, setup, "auto", &args) else {
         return;
-    }
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    };
     assert!(stdout.contains("TRANSPORT Pipe"), "{stdout}");
     assert!(stdout.contains("WORKS"), "{stdout}");
     assert!(

@@ -268,6 +268,8 @@ pub(crate) struct PipeTx {
     check_interval: Duration,
     /// The fork epoch it was made in (see `Drop`).
     epoch: u64,
+    /// A committed loan's bytes, on their way to the FIFOs.
+    loaned: Vec<u8>,
 }
 
 /// The publisher's next sequence number, in a one-page shared mapping of
@@ -496,6 +498,7 @@ impl PipeTx {
             helper: Some(helper),
             check_interval,
             epoch: crate::segment::procs::fork_epoch(),
+            loaned: Vec::new(),
         })
     }
 
@@ -552,6 +555,22 @@ impl PipeTx {
     /// Sends message `seq` to every subscriber (after `room` said yes).
     pub fn send(&mut self, seq: u64, payload: &[u8], time: Option<u64>) {
         self.state().send(seq, payload, time);
+    }
+
+    /// Sends message `seq` of `len` bytes that `fill` writes (a loan's,
+    /// read out of this process's ring), through a buffer kept for it.
+    pub fn send_loaned(
+        &mut self,
+        seq: u64,
+        len: usize,
+        time: Option<u64>,
+        fill: impl FnOnce(&mut [u8]),
+    ) {
+        let mut buf = core::mem::take(&mut self.loaned);
+        buf.resize(len, 0);
+        fill(&mut buf);
+        self.state().send(seq, &buf, time);
+        self.loaned = buf;
     }
 
     /// Lossless subscribers dropped because they were gone.
@@ -911,7 +930,6 @@ pub(crate) struct PipeRx {
     /// An aligned copy of a message lent by `recv_ref`.
     lent: Vec<u128>,
     check_interval: Duration,
-    pipe_bytes: usize,
     gates: bool,
 }
 
@@ -923,7 +941,7 @@ impl PipeRx {
         bus: Arc<PipeBus>,
         topic: &str,
         start: StartAt,
-        gates: bool,
+        gating: Option<u32>,
         capacity: usize,
         frame_bytes: usize,
         check_interval: Duration,
@@ -933,13 +951,40 @@ impl PipeRx {
             StartAt::Newest => "newest",
             StartAt::Oldest => "oldest",
         };
+        let gates = gating.is_some();
         let dir = bus.topic_dir(topic);
         let content = format!(
             "pid={}\nstart={start}\nlossless={}\n",
             std::process::id(),
             u8::from(gates)
         );
-        let record = Record::create(&bus, &dir, "sub-", &content)?;
+        let record = {
+            // A lossless topic takes at most `max_gating` subscribers that
+            // hold its publisher back, as its subscriber table does in
+            // shared memory: counted under the bus's lock.
+            let _lock = bus.lock()?;
+            if let Some(max_gating) = gating {
+                let gating = PipeBus::records(&dir, "sub-")
+                    .iter()
+                    .map(|id| dir.join(format!("sub-{id}")))
+                    .filter(|record| !record_liveness(record).is_dead())
+                    .filter(|record| {
+                        super::read_small(record, 4096).is_ok_and(|b| {
+                            String::from_utf8_lossy(&b)
+                                .lines()
+                                .any(|l| l == "lossless=1")
+                        })
+                    })
+                    .count();
+                if gating >= max_gating as usize {
+                    return Err(Error::TooManySubscribers {
+                        topic: topic.to_owned(),
+                        max: max_gating,
+                    });
+                }
+            }
+            Record::create(&bus, &dir, "sub-", &content)?
+        };
         let fifo = dir.join(format!("sub-{}.fifo", record.id("sub-")));
         bus.mkfifo(&fifo)?;
         let fd = open_fifo(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
@@ -953,7 +998,6 @@ impl PipeRx {
                 Ok(fd)
             })
             .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
-        let pipe_bytes = rustix::pipe::fcntl_getpipe_size(&fd).unwrap_or(65536);
         let mut rx = PipeRx {
             bus,
             dir,
@@ -972,7 +1016,6 @@ impl PipeRx {
             lease: None,
             lent: Vec::new(),
             check_interval,
-            pipe_bytes,
             gates,
         };
         // Knock; the publisher's helper thread welcomes us.
@@ -1250,19 +1293,6 @@ impl PipeRx {
         self.fd.as_fd()
     }
 
-    /// A second subscription of the same topic.
-    pub fn sibling(&self, topic: &str, start: StartAt, gates: bool) -> Result<Self, Error> {
-        PipeRx::open(
-            Arc::clone(&self.bus),
-            topic,
-            start,
-            gates,
-            (self.pipe_bytes / self.max_frame).max(1),
-            self.max_frame,
-            self.check_interval,
-        )
-    }
-
     /// Whether this subscriber gates a lossless publisher.
     pub fn gates(&self) -> bool {
         self.gates
@@ -1468,7 +1498,14 @@ impl PipeQueue {
             payload,
             self.frame_len,
         );
-        let mut checked = Instant::now();
+        self.write_frame(wait, deadline)
+    }
+
+    /// Writes the frame encoded in `frame`, waiting for room until
+    /// `deadline` if `wait` (and looking whether the queue was abandoned
+    /// once per check interval while it waits: no clock read otherwise).
+    fn write_frame(&mut self, wait: bool, deadline: Option<Instant>) -> Result<(), QueueBlocked> {
+        let mut checked: Option<Instant> = None;
         loop {
             match rustix::io::write(&self.fd, &self.frame) {
                 Ok(n) if n == self.frame.len() => {
@@ -1481,8 +1518,9 @@ impl PipeQueue {
                 Err(Errno::INTR) => continue,
                 Err(_) => return Err(QueueBlocked::Abandoned),
             }
-            if checked.elapsed() >= self.check_interval {
-                checked = Instant::now();
+            let since = *checked.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.check_interval {
+                checked = Some(Instant::now());
                 if self.is_abandoned() {
                     return Err(QueueBlocked::Abandoned);
                 }
@@ -1507,9 +1545,16 @@ impl PipeQueue {
     /// while a consumer lives to make it (a loan's commit cannot fail).
     /// False if it was dropped: no consumer left.
     pub fn commit_loan(&mut self, len: usize) -> bool {
-        let bytes: Vec<u8> = zerocopy::IntoBytes::as_bytes(&self.held[..])[..len].to_vec();
+        frame::encode_into(
+            &mut self.frame,
+            KIND_DATA,
+            self.pushed,
+            None,
+            &zerocopy::IntoBytes::as_bytes(&self.held[..])[..len],
+            self.frame_len,
+        );
         loop {
-            match self.push(&bytes, true, Some(Instant::now() + self.check_interval)) {
+            match self.write_frame(true, Some(Instant::now() + self.check_interval)) {
                 Ok(()) => return true,
                 Err(QueueBlocked::Abandoned) => return false,
                 Err(QueueBlocked::Full) if self.consumers() == 0 => return false,

@@ -202,6 +202,50 @@ pub fn skip_or_fail(test: &str, why: &str) {
     skip(test, why);
 }
 
+/// Runs this test binary's child role `role` (with `args`) in a private
+/// mount namespace, after the shell command `setup` there (mounting
+/// something over /dev/shm, say). Its stdout and stderr once it exited
+/// successfully; `None` after saying SKIPPED (or failing, where
+/// namespaces must work: see [`skip_or_fail`]) when no such namespace can
+/// be made here. Panics if the child failed.
+pub fn run_in_mount_namespace(
+    test: &str,
+    setup: &str,
+    role: &str,
+    args: &[String],
+) -> Option<(String, String)> {
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "{setup} && exec \"$0\" child_role_entry --exact --ignored --nocapture --test-threads=1 -q"
+    );
+    let out = match Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .arg(&exe)
+        .env(ROLE_ENV, role)
+        .env(ARGS_ENV, args.join("\u{1f}"))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            skip_or_fail(test, &format!("cannot run unshare ({e})"));
+            return None;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success()
+        && (stderr.contains("Operation not permitted") || stderr.contains("mount:"))
+    {
+        skip_or_fail(
+            test,
+            &format!("no private mount namespace here ({})", stderr.trim()),
+        );
+        return None;
+    }
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    Some((stdout, stderr))
+}
+
 /// Says that `test` did not run, and why, where CI counts it.
 pub fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED: {test}: {why}");
@@ -433,6 +477,18 @@ pub fn blocked_in_futex(tid: i32) -> bool {
         .next()
         .and_then(|nr| nr.parse::<libc::c_long>().ok())
         == Some(libc::SYS_futex)
+}
+
+/// Whether thread `tid` of this process is blocked in system call `nr`
+/// (`true` where that cannot be read, as [`blocked_in_futex`]).
+pub fn blocked_in(tid: i32, nr: libc::c_long) -> bool {
+    let Ok(call) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return true;
+    };
+    call.split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<libc::c_long>().ok())
+        == Some(nr)
 }
 
 /// Polls `cond` until it holds or `limit` passes; returns whether it held.
