@@ -567,57 +567,68 @@ fn subscribers_joining_at_once_are_all_welcomed_while_gc_runs() {
 /// helper thread could not write at once hold the sends behind them.
 #[test]
 fn lossless_subscribers_joining_mid_stream_lose_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let bus = PipeBus::new("join-lossless");
     let b = bus.open();
-    let topic = || b.topic("t").capacity(16).lossless(64).slot_size(4064);
+    // A history of 16 long messages and its welcome do not fit a new
+    // subscriber's FIFO at once: the helper thread keeps the rest, while
+    // the publisher sends.
+    let topic = || b.topic("t").capacity(16).lossless(128).slot_size(4064);
+    let reader = |mut rx: shmbus::Subscriber<shmbus::Bytes>| {
+        std::thread::spawn(move || {
+            let mut expect = None;
+            loop {
+                match rx.recv_bytes() {
+                    Ok(msg) => {
+                        let seq = u64::from_le_bytes(msg[..8].try_into().unwrap());
+                        assert_eq!(msg[8], (seq % 251) as u8);
+                        if let Some(e) = expect {
+                            assert_eq!(seq, e, "in order, nothing skipped");
+                        }
+                        expect = Some(seq + 1);
+                    }
+                    Err(RecvError::Disconnected) => return expect,
+                    Err(e) => panic!("a lossless subscriber got {e}"),
+                }
+            }
+        })
+    };
     let mut tx = topic().publisher_bytes().unwrap();
-    // One from the start, which holds the publisher back until the readers
-    // run; the others join while it sends (or waits).
-    let mut subs = vec![topic()
-        .start_at(StartAt::Oldest)
-        .subscriber_bytes()
-        .unwrap()];
-    let sender = std::thread::spawn(move || {
-        for seq in 0..2000u64 {
-            let mut msg = vec![(seq % 251) as u8; 4064];
-            msg[..8].copy_from_slice(&seq.to_le_bytes());
-            tx.send_bytes(&msg).unwrap();
-        }
-    });
-    for _ in 0..23 {
-        subs.push(
+    let mut readers = vec![reader(
+        topic()
+            .start_at(StartAt::Oldest)
+            .subscriber_bytes()
+            .unwrap(),
+    )];
+    let joined = std::sync::Arc::new(AtomicBool::new(false));
+    let sender = {
+        let joined = joined.clone();
+        std::thread::spawn(move || {
+            let (mut seq, mut after) = (0u64, 0);
+            while after < 200 {
+                let mut msg = vec![(seq % 251) as u8; 4064];
+                msg[..8].copy_from_slice(&seq.to_le_bytes());
+                tx.send_bytes(&msg).unwrap();
+                seq += 1;
+                if joined.load(Ordering::Relaxed) {
+                    after += 1;
+                }
+            }
+            seq
+        })
+    };
+    for _ in 0..100 {
+        readers.push(reader(
             topic()
                 .start_at(StartAt::Oldest)
                 .subscriber_bytes()
                 .unwrap(),
-        );
-        std::thread::sleep(Duration::from_millis(1));
+        ));
     }
-    let readers: Vec<_> = subs
-        .into_iter()
-        .map(|mut rx| {
-            std::thread::spawn(move || {
-                let mut expect = None;
-                loop {
-                    match rx.recv_bytes() {
-                        Ok(msg) => {
-                            let seq = u64::from_le_bytes(msg[..8].try_into().unwrap());
-                            assert_eq!(msg[8], (seq % 251) as u8);
-                            if let Some(e) = expect {
-                                assert_eq!(seq, e, "in order, nothing skipped");
-                            }
-                            expect = Some(seq + 1);
-                        }
-                        Err(RecvError::Disconnected) => return expect,
-                        Err(e) => panic!("a lossless subscriber got {e}"),
-                    }
-                }
-            })
-        })
-        .collect();
-    sender.join().unwrap();
+    joined.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
     for r in readers {
-        assert_eq!(r.join().unwrap(), Some(2000), "every message to the end");
+        assert_eq!(r.join().unwrap(), Some(sent), "every message to the end");
     }
     drop(b);
 }
