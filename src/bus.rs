@@ -10,7 +10,7 @@ use crate::segment::layout::{EntryConfig, KIND_QUEUE};
 use crate::segment::views::{BroadcastView, QueueView};
 use crate::segment::{self, directory, Segment, SegmentOptions};
 use crate::topic::TopicBuilder;
-use crate::transport::{PipeBus, Transport};
+use crate::transport::{Carrier, PipeBus, Transport};
 use crate::{Consumer, Producer, Publisher, Subscriber};
 use std::path::PathBuf;
 
@@ -166,20 +166,21 @@ impl BusBuilder {
             .unwrap_or_else(crate::transport::default_root);
         match self.transport {
             Transport::SharedMemory => self.open_shm(),
-            Transport::Pipe => self.open_pipe(&root),
+            Transport::Pipe => self.open_pipe(&root, Carrier::Fifo),
+            Transport::Mq => self.open_pipe(&root, Carrier::Mq),
             Transport::Auto => {
                 segment::validate_name("bus", &self.name)?;
                 if std::path::Path::new(&segment::path(&self.name)).exists() {
                     return self.open_shm();
                 }
-                if PipeBus::existing(&self.name, &root).is_some() {
-                    return self.open_pipe(&root);
+                if let Some(existing) = PipeBus::existing(&self.name, &root) {
+                    return self.open_pipe(&root, existing.carrier);
                 }
                 match self.open_shm() {
                     Err(err) => match unusable_shm(&err) {
                         Some(why) => {
                             log_fallback(&self.name, &root, &why);
-                            self.open_pipe(&root)
+                            self.open_pipe(&root, Carrier::Fifo)
                         }
                         None => Err(err),
                     },
@@ -197,9 +198,9 @@ impl BusBuilder {
         })
     }
 
-    fn open_pipe(&self, root: &std::path::Path) -> Result<Bus, Error> {
+    fn open_pipe(&self, root: &std::path::Path, carrier: Carrier) -> Result<Bus, Error> {
         segment::validate_name("bus", &self.name)?;
-        let pipe = PipeBus::create_or_open(&self.name, root, self.opts.mode)?;
+        let pipe = PipeBus::create_or_open(&self.name, root, self.opts.mode, carrier)?;
         let seg = Segment::private(&self.name, &self.opts)?;
         Ok(Bus {
             seg: Arc::new(seg),
@@ -415,10 +416,13 @@ impl Bus {
                 seg: Arc::new(seg),
                 pipe: None,
             }),
-            Err(Error::NotFound { .. })
-                if PipeBus::existing(name, &crate::transport::default_root()).is_some() =>
-            {
-                Bus::builder(name).transport(Transport::Pipe).open()
+            Err(err @ Error::NotFound { .. }) => {
+                match PipeBus::existing(name, &crate::transport::default_root()) {
+                    Some(existing) => Bus::builder(name)
+                        .transport(existing.carrier.transport())
+                        .open(),
+                    None => Err(err),
+                }
             }
             Err(err) => Err(err),
         }
@@ -456,10 +460,9 @@ impl Bus {
 
     /// The transport this bus runs on.
     pub fn transport(&self) -> Transport {
-        if self.pipe.is_some() {
-            Transport::Pipe
-        } else {
-            Transport::SharedMemory
+        match &self.pipe {
+            Some(pipe) => pipe.carrier.transport(),
+            None => Transport::SharedMemory,
         }
     }
 
@@ -676,17 +679,21 @@ impl Bus {
         };
         let queue = c.kind == KIND_QUEUE;
         let mut info = TopicInfo::configured(name, c);
+        let max_message = crate::transport::pipe::PipeQueue::max_message_on(pipe.carrier);
         if shape.variable() && queue {
             // A variable-size pipe queue's messages are capped at a frame.
-            info.slot_size = info
-                .slot_size
-                .min(crate::transport::pipe::PipeQueue::MAX_MESSAGE as u32);
+            info.slot_size = info.slot_size.min(max_message as u32);
         }
         if queue {
             info.producers = endpoints("prod-");
             info.consumers = endpoints("cons-");
             info.attached = live(&info.producers) + live(&info.consumers);
-            if let Ok(fd) = rustix::fs::open(
+            if pipe.carrier == Carrier::Mq {
+                use crate::transport::mq;
+                if let Ok(fd) = mq::open(&pipe.mq_name(name, None), mq::Access::Read, true, None) {
+                    info.depth = mq::depth(std::os::fd::AsFd::as_fd(&fd)) as u64;
+                }
+            } else if let Ok(fd) = rustix::fs::open(
                 dir.join("queue"),
                 rustix::fs::OFlags::RDWR
                     | rustix::fs::OFlags::NONBLOCK
@@ -694,7 +701,7 @@ impl Bus {
                 rustix::fs::Mode::empty(),
             ) {
                 let frame = (crate::transport::frame::HEADER
-                    + (c.slot_size as usize).min(crate::transport::pipe::PipeQueue::MAX_MESSAGE))
+                    + (c.slot_size as usize).min(max_message))
                 .next_multiple_of(8);
                 info.depth = rustix::io::ioctl_fionread(&fd).unwrap_or(0) / frame as u64;
             }

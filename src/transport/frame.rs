@@ -45,6 +45,17 @@ pub(crate) fn data_frame_len(len: usize) -> usize {
     HEADER + len + if len > WHOLE_UP_TO { 8 } else { 0 }
 }
 
+/// The length of the whole frame at the front of `bytes` (one we wrote),
+/// if its header is good and it is all there.
+pub(crate) fn frame_len(bytes: &[u8]) -> Option<usize> {
+    let header = Header::decode(bytes)?;
+    let len = match header.kind {
+        KIND_DATA => data_frame_len(header.len as usize),
+        _ => HEADER,
+    };
+    (len <= bytes.len()).then_some(len)
+}
+
 /// Whether the data frame of `header` in `frame` (all of it, see
 /// [`data_frame_len`]) ends with its trailer, if it has one.
 pub(crate) fn trailer_ok(header: &Header, frame: &[u8]) -> bool {

@@ -1,6 +1,8 @@
-//! The fallback transport: the same bus over named pipes (FIFOs) in a
-//! directory, for where a shared segment cannot be used (`/dev/shm`
-//! missing, read-only or full; processes that share only a directory).
+//! The fallback transports: the same bus over named pipes (FIFOs) in a
+//! directory, or over POSIX message queues with the same directory as
+//! registry (see [`mq`]), for where a shared segment cannot be used
+//! (`/dev/shm` missing, read-only or full; processes that share only a
+//! directory).
 //!
 //! # Layout
 //!
@@ -32,6 +34,7 @@
 //! endpoints' protocols.
 
 pub(crate) mod frame;
+pub(crate) mod mq;
 pub(crate) mod pipe;
 
 use std::fs::File;
@@ -59,6 +62,13 @@ pub enum Transport {
     /// Named pipes (FIFOs) in a directory: every message is a `write(2)`
     /// and a `read(2)`.
     Pipe,
+    /// POSIX message queues (`mq_overview(7)`), one per subscriber and per
+    /// work queue, named `/shmbus.<bus>.<topic>[.<id>]`, with the registry
+    /// in a directory as for pipes: every message is an `mq_send` and an
+    /// `mq_receive`. A topic's capacity must fit the system's queue limits
+    /// (`fs.mqueue.msg_max`, 10 by default for unprivileged processes);
+    /// never chosen by `Auto`.
+    Mq,
 }
 
 impl std::fmt::Display for Transport {
@@ -67,6 +77,7 @@ impl std::fmt::Display for Transport {
             Transport::Auto => "auto",
             Transport::SharedMemory => "shared memory",
             Transport::Pipe => "pipe",
+            Transport::Mq => "mq",
         })
     }
 }
@@ -86,12 +97,39 @@ pub fn default_root() -> PathBuf {
     ))
 }
 
-/// A pipe bus: its directory.
+/// What carries a directory bus's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Carrier {
+    /// FIFOs in the directory.
+    Fifo,
+    /// POSIX message queues (see [`mq`]).
+    Mq,
+}
+
+impl Carrier {
+    /// The transport this carrier is.
+    pub fn transport(self) -> Transport {
+        match self {
+            Carrier::Fifo => Transport::Pipe,
+            Carrier::Mq => Transport::Mq,
+        }
+    }
+}
+
+/// The file whose presence in a bus's directory says that its frames
+/// travel in POSIX message queues (made before the directory gets its
+/// name, so nobody sees the bus without it).
+const MQ_MARK: &str = "mq";
+/// The names of directories of buses being made (renamed into place).
+const NEW_PREFIX: &str = ".shmbus-new-";
+
+/// A bus in a directory (pipes or message queues): its directory.
 #[derive(Debug)]
 pub(crate) struct PipeBus {
     pub bus: String,
     pub dir: PathBuf,
     pub mode: u32,
+    pub carrier: Carrier,
 }
 
 /// An error of a system call on a pipe bus.
@@ -125,19 +163,26 @@ impl PipeBus {
         let dir = root.join(bus);
         dir.join(".lock").exists().then(|| PipeBus {
             bus: bus.to_owned(),
+            carrier: carrier_of(&dir),
             dir,
             mode: 0o600,
         })
     }
 
     /// Creates the bus's directory under `root` (and `root`, mode 0700), or
-    /// joins it.
-    pub fn create_or_open(bus: &str, root: &Path, mode: u32) -> Result<PipeBus, Error> {
+    /// joins it; `carrier` is what a new bus uses, and what an existing
+    /// one must use.
+    pub fn create_or_open(
+        bus: &str,
+        root: &Path,
+        mode: u32,
+        carrier: Carrier,
+    ) -> Result<PipeBus, Error> {
         // A root removed under us (another process removing its last bus
         // there) is made again: a few tries.
         let mut tries = 0;
-        loop {
-            match PipeBus::try_create_or_open(bus, root, mode) {
+        let pipe = loop {
+            match PipeBus::try_create_or_open(bus, root, mode, carrier) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 8 => tries += 1,
                 Err(e) => {
                     return Err(io_error(
@@ -146,25 +191,69 @@ impl PipeBus {
                         e,
                     ))
                 }
-                Ok(pipe) => return Ok(pipe),
+                Ok(pipe) => break pipe,
             }
+        };
+        if pipe.carrier != carrier {
+            return Err(Error::InvalidBusOptions {
+                bus: bus.to_owned(),
+                why: format!(
+                    "the bus in {} runs on {}, not {}: open it with Transport::{:?} (or Auto), \
+                     or remove it first",
+                    pipe.dir.display(),
+                    pipe.carrier.transport(),
+                    carrier.transport(),
+                    pipe.carrier.transport(),
+                ),
+            });
         }
+        Ok(pipe)
     }
 
-    fn try_create_or_open(bus: &str, root: &Path, mode: u32) -> std::io::Result<PipeBus> {
+    fn try_create_or_open(
+        bus: &str,
+        root: &Path,
+        mode: u32,
+        carrier: Carrier,
+    ) -> std::io::Result<PipeBus> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(root)?;
         let dir = root.join(bus);
-        match std::fs::DirBuilder::new().mode(dir_mode(mode)).create(&dir) {
-            Ok(()) => {
+        if !dir.is_dir() {
+            // Made whole under another name (with its lock file and its
+            // carrier's mark), then renamed into place: whoever sees the
+            // bus sees what carries it.
+            let temp = root.join(format!("{NEW_PREFIX}{}", unique_id()));
+            std::fs::DirBuilder::new()
+                .mode(dir_mode(mode))
+                .create(&temp)?;
+            let made = (|| {
                 // The umask may have taken bits the mode asks for.
-                let _ =
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(dir_mode(mode)));
+                std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(dir_mode(mode)))?;
+                let file = |name: &str| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .mode(mode)
+                        .open(temp.join(name))
+                };
+                file(".lock")?;
+                if carrier == Carrier::Mq {
+                    file(MQ_MARK)?;
+                }
+                std::fs::rename(&temp, &dir)
+            })();
+            if made.is_err() {
+                // Another made it first (a rename onto a directory that is
+                // not empty fails), or we could not: join, or say why.
+                let _ = std::fs::remove_dir_all(&temp);
+                if !dir.is_dir() {
+                    made?;
+                }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
         }
         std::fs::OpenOptions::new()
             .create(true)
@@ -174,9 +263,16 @@ impl PipeBus {
             .open(dir.join(".lock"))?;
         Ok(PipeBus {
             bus: bus.to_owned(),
+            carrier: carrier_of(&dir),
             dir,
             mode,
         })
+    }
+
+    /// The name of topic `topic`'s message queue (a work queue's), or its
+    /// subscriber `id`'s.
+    pub fn mq_name(&self, topic: &str, id: Option<&str>) -> String {
+        mq::name(&self.bus, topic, id)
     }
 
     fn io(&self, action: &'static str, source: std::io::Error) -> Error {
@@ -461,7 +557,16 @@ pub(crate) fn record_liveness(path: &Path) -> Liveness {
     }
 }
 
-/// Pipe buses under `root` (directories with a `.lock`).
+/// What carries the frames of the bus in `dir`.
+fn carrier_of(dir: &Path) -> Carrier {
+    if dir.join(MQ_MARK).exists() {
+        Carrier::Mq
+    } else {
+        Carrier::Fifo
+    }
+}
+
+/// Pipe and mq buses under `root` (directories with a `.lock`).
 pub(crate) fn list(root: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(root) else {
         return Vec::new();
@@ -470,17 +575,42 @@ pub(crate) fn list(root: &Path) -> Vec<String> {
         .filter_map(Result::ok)
         .filter(|e| e.path().join(".lock").is_file())
         .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| !name.starts_with(NEW_PREFIX))
         .collect();
     buses.sort();
     buses
 }
 
-/// Removes pipe bus `bus` under `root` (its directory, whatever is in it).
-/// Processes that have its FIFOs open keep them.
+/// The topic directories of the bus in `dir`: (topic name, directory).
+fn topic_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let topic = name.strip_prefix("t.")?.to_owned();
+            e.path().is_dir().then(|| (topic, e.path()))
+        })
+        .collect()
+}
+
+/// Removes pipe or mq bus `bus` under `root` (its directory, whatever is
+/// in it, and its message queues). Processes that have its FIFOs or
+/// queues open keep them.
 pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
     let dir = root.join(bus);
     if !dir.join(".lock").is_file() {
         return Ok(false);
+    }
+    if carrier_of(&dir) == Carrier::Mq {
+        for (topic, topic_dir) in topic_dirs(&dir) {
+            mq::unlink(&mq::name(bus, &topic, None));
+            for id in PipeBus::records(&topic_dir, "sub-") {
+                mq::unlink(&mq::name(bus, &topic, Some(&id)));
+            }
+        }
     }
     std::fs::remove_dir_all(&dir)
         .map(|()| true)
@@ -492,18 +622,18 @@ pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
 pub(crate) fn gc(root: &Path) -> Vec<String> {
     let mut removed = Vec::new();
     for bus in list(root) {
-        let Ok(topics) = std::fs::read_dir(root.join(&bus)) else {
-            continue;
-        };
-        for topic in topics.filter_map(Result::ok) {
-            let dir = topic.path();
-            if !dir.is_dir() {
-                continue;
-            }
+        let mq_bus = carrier_of(&root.join(&bus)) == Carrier::Mq;
+        for (topic, dir) in topic_dirs(&root.join(&bus)) {
             for prefix in ["sub-", "prod-", "cons-"] {
                 for id in PipeBus::records(&dir, prefix) {
                     let record = dir.join(format!("{prefix}{id}"));
                     if record_liveness(&record).is_dead() {
+                        if mq_bus && prefix == "sub-" {
+                            let name = mq::name(&bus, &topic, Some(&id));
+                            if mq::unlink(&name) {
+                                removed.push(format!("mq {name}"));
+                            }
+                        }
                         for path in [record.clone(), dir.join(format!("{prefix}{id}.fifo"))] {
                             if std::fs::remove_file(&path).is_ok() {
                                 removed.push(path.display().to_string());
@@ -511,6 +641,32 @@ pub(crate) fn gc(root: &Path) -> Vec<String> {
                         }
                     }
                 }
+            }
+        }
+    }
+    // Buses whose maker died before it renamed them into place: its pid
+    // is gone and a minute passed (a maker in another PID namespace, whose
+    // pid means nothing here, renames within microseconds).
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_prefix(NEW_PREFIX) else {
+                continue;
+            };
+            let pid = id.split('x').next().and_then(|p| p.parse::<i32>().ok());
+            let dead = pid.is_some_and(|pid| {
+                rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
+                    rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+                })
+            });
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60));
+            if dead && old && std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed.push(entry.path().display().to_string());
             }
         }
     }

@@ -55,7 +55,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use super::frame::{self, Header, HEADER, KIND_DATA, KIND_GONE, KIND_WELCOME};
-use super::{record_liveness, PipeBus, Record};
+use super::{mq, record_liveness, Carrier, PipeBus, Record};
 use crate::error::Error;
 use crate::ring::broadcast::StartAt;
 
@@ -184,7 +184,12 @@ impl Pacing {
             }
             self.polls = self.polls.saturating_add(1);
             if self.polls % 64 == 0 {
-                break;
+                // The paced checks come every 64 looks, also while
+                // nothing becomes readable (a message queue never says
+                // "hung up" as a FIFO whose writer left does).
+                return Pause::Check {
+                    sleep: self.wait.step(self.polls) == Step::Sleep,
+                };
             }
         }
         Pause::Again
@@ -206,6 +211,8 @@ struct Out {
     lossless: bool,
     /// What is still to be written of a frame begun or kept for it.
     pending: Vec<u8>,
+    /// Its frames go into a message queue (one message each), not a FIFO.
+    mq: bool,
 }
 
 /// What a write to one subscriber did.
@@ -231,10 +238,41 @@ fn write_some(fd: BorrowedFd<'_>, bytes: &[u8]) -> Wrote {
 }
 
 impl Out {
+    /// Writes `frame`, one whole frame: into a FIFO as far as it takes it,
+    /// into a message queue as one message or not at all.
+    fn write(&self, frame: &[u8]) -> Wrote {
+        if !self.mq {
+            return write_some(self.fd.as_fd(), frame);
+        }
+        match mq::send(self.fd.as_fd(), frame) {
+            Ok(()) => Wrote::All,
+            Err(Errno::AGAIN) => Wrote::Part(0),
+            Err(_) => Wrote::Gone,
+        }
+    }
+
     /// Writes what is pending. True when nothing is left; `Err` if gone.
     fn flush(&mut self) -> Result<bool, ()> {
         if self.pending.is_empty() {
             return Ok(true);
+        }
+        if self.mq {
+            // Frame by frame: a queue keeps each message's bounds.
+            let mut at = 0;
+            let result = loop {
+                // (`None`: not a frame of ours, so nothing to send.)
+                let Some(len) = frame::frame_len(&self.pending[at..]) else {
+                    at = self.pending.len();
+                    break Ok(true);
+                };
+                match self.write(&self.pending[at..at + len]) {
+                    Wrote::All => at += len,
+                    Wrote::Part(_) => break Ok(false),
+                    Wrote::Gone => break Err(()),
+                }
+            };
+            self.pending.drain(..at);
+            return result;
         }
         match write_some(self.fd.as_fd(), &self.pending) {
             Wrote::All => {
@@ -353,6 +391,10 @@ struct TxState {
     /// could be mapped).
     seq_word: Option<SeqWord>,
     dir: PathBuf,
+    /// What carries frames to the subscribers, and (message queues) the
+    /// topic's queue name, which a subscriber's id follows.
+    carrier: Carrier,
+    mq_prefix: String,
     subs: Vec<Out>,
     frame: Vec<u8>,
     /// The newest data frames sent, at most `capacity`: what a new
@@ -468,6 +510,8 @@ impl PipeTx {
         let mut state = TxState {
             seq_word,
             dir: dir.clone(),
+            carrier: bus.carrier,
+            mq_prefix: bus.mq_name(topic, None),
             subs: Vec::new(),
             frame: Vec::new(),
             history: std::collections::VecDeque::new(),
@@ -481,11 +525,14 @@ impl PipeTx {
         state.pickup();
         let shared = Arc::new(std::sync::Mutex::new(state));
         let stop = Arc::new(stop);
+        // Message queues say nothing when their reader dies (a FIFO says
+        // EPIPE): the helper looks at the subscribers' records now and then.
+        let sweep = (bus.carrier == Carrier::Mq).then_some(check_interval);
         let helper = {
             let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
             std::thread::Builder::new()
                 .name("shmbus-pipe-pub".into())
-                .spawn(move || pickup_thread(&shared, &join, &join_keep, &stop, &kick))
+                .spawn(move || pickup_thread(&shared, &join, &join_keep, &stop, &kick, sweep))
                 .map_err(|e| {
                     super::io_error(&bus.bus, "starting the publisher's helper thread", e)
                 })?
@@ -625,15 +672,18 @@ fn open_fifo(path: &std::path::Path, flags: OFlags) -> rustix::io::Result<OwnedF
 /// `join`, and writes what the publisher keeps for subscribers whose FIFO
 /// was full as soon as they have room (so that a publisher that goes quiet
 /// still delivers it, as a ring would), until `stop` is written. `kick`
-/// says that a subscriber has something kept now.
+/// says that a subscriber has something kept now. With `sweep`, it also
+/// drops the subscribers known dead that often.
 fn pickup_thread(
     shared: &std::sync::Mutex<TxState>,
     join: &OwnedFd,
     _join_keep: &OwnedFd,
     stop: &OwnedFd,
     kick: &OwnedFd,
+    sweep: Option<Duration>,
 ) {
     let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+    let mut swept = Instant::now();
     loop {
         // The FIFOs with something kept, held open while we poll them.
         let blocked: Vec<Arc<OwnedFd>> = lock()
@@ -648,7 +698,14 @@ fn pickup_thread(
             PollFd::new(kick, PollFlags::IN),
         ];
         fds.extend(blocked.iter().map(|fd| PollFd::new(&**fd, PollFlags::OUT)));
-        match rustix::event::poll(&mut fds, None) {
+        let timeout = sweep.map(|every| {
+            let left = every.saturating_sub(swept.elapsed());
+            rustix::time::Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(_) => return,
         }
@@ -666,6 +723,10 @@ fn pickup_thread(
         if knocked {
             state.pickup();
         }
+        if sweep.is_some_and(|every| swept.elapsed() >= every) {
+            swept = Instant::now();
+            state.evict_dead();
+        }
         state.flush_all();
     }
 }
@@ -680,15 +741,25 @@ impl TxState {
                 continue;
             }
             let record = self.dir.join(format!("sub-{id}"));
-            let fifo = self.dir.join(format!("sub-{id}.fifo"));
-            let fd = match open_fifo(&fifo, OFlags::WRONLY | OFlags::NONBLOCK) {
+            let opened = match self.carrier {
+                Carrier::Fifo => open_fifo(
+                    &self.dir.join(format!("sub-{id}.fifo")),
+                    OFlags::WRONLY | OFlags::NONBLOCK,
+                ),
+                Carrier::Mq => mq::open(
+                    &format!("{}.{id}", self.mq_prefix),
+                    mq::Access::Write,
+                    true,
+                    None,
+                ),
+            };
+            let fd = match opened {
                 Ok(fd) => fd,
                 // ENXIO: nobody reads it (yet, or any more); ENOENT: not
                 // made yet, or removed.
                 Err(_) => {
                     if record_liveness(&record).is_dead() {
-                        let _ = std::fs::remove_file(&fifo);
-                        let _ = std::fs::remove_file(&record);
+                        self.remove_files(&id);
                     }
                     continue;
                 }
@@ -713,8 +784,18 @@ impl TxState {
                 fd: Arc::new(fd),
                 lossless,
                 pending: Vec::new(),
+                mq: self.carrier == Carrier::Mq,
             };
-            frame::encode_into(&mut self.frame, KIND_WELCOME, first, None, &[], 0);
+            // Its time field: the sequence number after the history that
+            // follows, so the subscriber knows how much to wait for.
+            frame::encode_into(
+                &mut self.frame,
+                KIND_WELCOME,
+                first,
+                Some(self.next),
+                &[],
+                0,
+            );
             out.pending.extend_from_slice(&self.frame);
             for frame in history {
                 out.pending.extend_from_slice(frame);
@@ -740,6 +821,33 @@ impl TxState {
         }
     }
 
+    /// Drops the subscribers whose record says they are dead (or is gone):
+    /// how a message queue's publisher learns that a reader went.
+    fn evict_dead(&mut self) {
+        let mut i = 0;
+        while i < self.subs.len() {
+            let record = self.dir.join(format!("sub-{}", self.subs[i].id));
+            if record_liveness(&record).is_dead() {
+                self.drop_sub(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Removes subscriber `id`'s record and its FIFO or queue.
+    fn remove_files(&self, id: &str) {
+        match self.carrier {
+            Carrier::Fifo => {
+                let _ = std::fs::remove_file(self.dir.join(format!("sub-{id}.fifo")));
+            }
+            Carrier::Mq => {
+                mq::unlink(&format!("{}.{id}", self.mq_prefix));
+            }
+        }
+        let _ = std::fs::remove_file(self.dir.join(format!("sub-{id}")));
+    }
+
     /// Drops subscriber `i`, removing its files if it is known dead.
     fn drop_sub(&mut self, i: usize) {
         let out = self.subs.swap_remove(i);
@@ -756,8 +864,7 @@ impl TxState {
         let record = self.dir.join(format!("sub-{}", out.id));
         for _ in 0..DEAD_SETTLE_LOOKS {
             if record_liveness(&record).is_dead() {
-                let _ = std::fs::remove_file(self.dir.join(format!("sub-{}.fifo", out.id)));
-                let _ = std::fs::remove_file(&record);
+                self.remove_files(&out.id);
                 return;
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -805,7 +912,7 @@ impl TxState {
                 i += 1;
                 continue;
             }
-            match write_some(out.fd.as_fd(), &self.frame) {
+            match out.write(&self.frame) {
                 Wrote::All => i += 1,
                 Wrote::Part(n) => {
                     if n > 0 || out.lossless {
@@ -931,6 +1038,11 @@ pub(crate) struct PipeRx {
     lent: Vec<u128>,
     check_interval: Duration,
     gates: bool,
+    /// Message queues: our queue's name (empty on FIFOs), and when we
+    /// last asked whether the publisher is gone (a queue has no end of
+    /// file to say so).
+    mq_name: String,
+    looked: Instant,
 }
 
 impl PipeRx {
@@ -985,19 +1097,41 @@ impl PipeRx {
             }
             Record::create(&bus, &dir, "sub-", &content)?
         };
-        let fifo = dir.join(format!("sub-{}.fifo", record.id("sub-")));
-        bus.mkfifo(&fifo)?;
-        let fd = open_fifo(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
-            .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
-        size_pipe(fd.as_fd(), capacity.saturating_mul(frame_bytes));
-        // A second, blocking, reader of the same FIFO, for waits without a
-        // deadline (see `wait`).
-        let fd_block = open_fifo(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
-            .and_then(|fd| {
-                rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
-                Ok(fd)
-            })
-            .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
+        let (fd, fd_block, mq_name) = match bus.carrier {
+            Carrier::Fifo => {
+                let fifo = dir.join(format!("sub-{}.fifo", record.id("sub-")));
+                bus.mkfifo(&fifo)?;
+                let fd = open_fifo(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
+                    .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
+                size_pipe(fd.as_fd(), capacity.saturating_mul(frame_bytes));
+                // A second, blocking, reader of the same FIFO, for waits
+                // without a deadline (see `wait`).
+                let fd_block = open_fifo(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
+                    .and_then(|fd| {
+                        rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+                        Ok(fd)
+                    })
+                    .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
+                (fd, fd_block, String::new())
+            }
+            Carrier::Mq => {
+                // A queue that holds the topic's capacity, as the FIFO is
+                // sized to, or an error that names the limit.
+                let name = bus.mq_name(topic, Some(record.id("sub-")));
+                let fd = mq::open(
+                    &name,
+                    mq::Access::Read,
+                    true,
+                    Some((bus.mode, capacity, frame_bytes)),
+                )
+                .map_err(|e| mq::create_error(&bus.bus, topic, e, capacity, frame_bytes))?;
+                let fd_block = mq::open(&name, mq::Access::Read, false, None).map_err(|e| {
+                    mq::unlink(&name);
+                    super::io_error(&bus.bus, "opening a subscriber's message queue", io(e))
+                })?;
+                (fd, fd_block, name)
+            }
+        };
         let mut rx = PipeRx {
             bus,
             dir,
@@ -1017,26 +1151,45 @@ impl PipeRx {
             lent: Vec::new(),
             check_interval,
             gates,
+            mq_name,
+            looked: Instant::now(),
         };
         // Knock; the publisher's helper thread welcomes us.
         if let Ok(join) = open_fifo(&rx.dir.join("join"), OFlags::WRONLY | OFlags::NONBLOCK) {
             let _ = rustix::io::write(&join, &[1]);
             if rx.publisher_held() {
+                // The welcome, then the history it announces: all there
+                // when `subscriber()` returns, whatever carries it.
                 let until = Instant::now() + WELCOME_WAIT;
-                while rx.welcome.is_none() {
+                let mut history = None;
+                loop {
+                    match history {
+                        None => history = rx.welcome.is_some().then_some(0),
+                        Some(want) if rx.frames_buffered() >= want => break,
+                        Some(_) => {}
+                    }
                     let Some(span) = wait_span(Some(until), WELCOME_WAIT) else {
                         break;
                     };
                     poll_one(rx.fd.as_fd(), PollFlags::IN, span);
-                    rx.read_welcome();
+                    if history.is_none() {
+                        let want = rx.read_welcome();
+                        if rx.welcome.is_some() {
+                            history = Some(want);
+                        }
+                    } else {
+                        let have = rx.end - rx.start;
+                        rx.fill(have + 1);
+                    }
                 }
             }
         }
         Ok(rx)
     }
 
-    /// Takes a welcome at the front of the buffer, if there is one.
-    fn read_welcome(&mut self) {
+    /// Takes a welcome at the front of the buffer, if there is one: how
+    /// many history frames follow it.
+    fn read_welcome(&mut self) -> u64 {
         self.fill(HEADER);
         if self.end - self.start >= HEADER {
             if let Some(header) = Header::decode(&self.buf[self.start..self.end]) {
@@ -1044,9 +1197,23 @@ impl PipeRx {
                     self.welcome = Some(header.seq);
                     self.welcomed = true;
                     self.start += HEADER;
+                    return header
+                        .timestamp()
+                        .map_or(0, |next| next.saturating_sub(header.seq));
                 }
             }
         }
+        0
+    }
+
+    /// How many whole frames are buffered.
+    fn frames_buffered(&self) -> u64 {
+        let (mut at, mut n) = (self.start, 0);
+        while let Some(len) = frame::frame_len(&self.buf[at..self.end]) {
+            at += len;
+            n += 1;
+        }
+        n
     }
 
     /// Reads what the FIFO has, aiming for `need` bytes buffered.
@@ -1061,6 +1228,9 @@ impl PipeRx {
         }
         if self.buf.len() < need {
             self.buf.resize(need.next_power_of_two(), 0);
+        }
+        if !self.mq_name.is_empty() {
+            return self.fill_from_queue(need);
         }
         loop {
             match rustix::io::read(&self.fd, &mut self.buf[self.end..]) {
@@ -1079,6 +1249,46 @@ impl PipeRx {
                 Err(_) => return,
             }
         }
+    }
+
+    /// `fill` from a message queue: a frame per message, each read whole.
+    fn fill_from_queue(&mut self, need: usize) {
+        loop {
+            // A receive wants room for the queue's largest message.
+            if self.buf.len() < self.end + self.max_frame {
+                self.buf.resize(self.end + self.max_frame, 0);
+            }
+            match mq::receive(self.fd.as_fd(), &mut self.buf[self.end..], None) {
+                Ok(n) => {
+                    self.eof = false;
+                    self.end += n;
+                    if self.end - self.start >= need {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    self.look_for_publisher();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Message queues: what a FIFO's end of file says (the publisher
+    /// gone), asked of the lease at most once per check interval.
+    fn look_for_publisher(&mut self) {
+        if self.looked.elapsed() >= self.check_interval {
+            self.looked = Instant::now();
+            self.eof = self.welcomed && !self.publisher_held() && self.lease_was_taken();
+        }
+    }
+
+    /// Whether a publisher ever held the lease (it writes its pid there).
+    fn lease_was_taken(&self) -> bool {
+        let mut first = [0u8; 1];
+        self.lease.as_ref().is_some_and(|lease| {
+            std::os::unix::fs::FileExt::read_at(lease, &mut first, 0).is_ok_and(|n| n == 1)
+        })
     }
 
     /// Whether a publisher holds the lease now.
@@ -1109,11 +1319,8 @@ impl PipeRx {
         if self.start != self.end || self.publisher_held() {
             return false;
         }
-        // Not held: gone if one ever held it (it wrote its pid there).
-        let mut first = [0u8; 1];
-        self.lease.as_ref().is_some_and(|lease| {
-            std::os::unix::fs::FileExt::read_at(lease, &mut first, 0).is_ok_and(|n| n == 1)
-        })
+        // Not held: gone if one ever held it.
+        self.lease_was_taken()
     }
 
     /// If the publisher is gone and nothing is left to read: how many
@@ -1217,7 +1424,27 @@ impl PipeRx {
         let Some(span) = wait_span(deadline, self.check_interval) else {
             return false;
         };
-        if self.eof {
+        if !self.mq_name.is_empty() {
+            if self.end == self.start {
+                // Asleep in the receive itself (one system call a message,
+                // as for a FIFO), for at most the span: a queue has no end
+                // of file to wake us when the publisher dies.
+                self.start = 0;
+                self.end = 0;
+                if self.buf.len() < self.max_frame {
+                    self.buf.resize(self.max_frame, 0);
+                }
+                match mq::receive(self.fd_block.as_fd(), &mut self.buf[..], Some(span)) {
+                    Ok(n) => {
+                        self.eof = false;
+                        self.end = n;
+                    }
+                    Err(_) => self.look_for_publisher(),
+                }
+            } else {
+                poll_one(self.fd.as_fd(), PollFlags::IN, span);
+            }
+        } else if self.eof {
             // No writer: poll would say "hang up" at once. Look again soon.
             std::thread::sleep(span.min(Duration::from_millis(1)));
             self.eof = false;
@@ -1283,9 +1510,16 @@ impl PipeRx {
         self.end > self.start || poll_one(self.fd.as_fd(), PollFlags::IN, Duration::ZERO)
     }
 
-    /// Whether bytes of a frame are buffered or in the FIFO.
+    /// Whether bytes of a frame are buffered or in the FIFO (or queue).
     pub fn ready(&self) -> bool {
-        self.end > self.start || rustix::io::ioctl_fionread(&self.fd).is_ok_and(|n| n > 0)
+        if self.end > self.start {
+            return true;
+        }
+        if self.mq_name.is_empty() {
+            rustix::io::ioctl_fionread(&self.fd).is_ok_and(|n| n > 0)
+        } else {
+            mq::depth(self.fd.as_fd()) > 0
+        }
     }
 
     /// The FIFO, readable when a frame comes (or the publisher goes).
@@ -1337,10 +1571,14 @@ impl Drop for PipeRx {
         if !self.record.in_own_process() {
             return; // a copy inherited through fork(): the FIFO is the parent's
         }
-        let _ = std::fs::remove_file(
-            self.dir
-                .join(format!("sub-{}.fifo", self.record.id("sub-"))),
-        );
+        if self.mq_name.is_empty() {
+            let _ = std::fs::remove_file(
+                self.dir
+                    .join(format!("sub-{}.fifo", self.record.id("sub-"))),
+            );
+        } else {
+            mq::unlink(&self.mq_name);
+        }
     }
 }
 
@@ -1375,6 +1613,9 @@ pub(crate) struct PipeQueue {
     /// A message popped and given back (`unpop`): its length and `pos`.
     kept: Option<(usize, u64)>,
     check_interval: Duration,
+    /// The frames go into a message queue (one message each, unpadded),
+    /// not a FIFO.
+    mq: bool,
 }
 
 /// What a push could not do.
@@ -1388,6 +1629,16 @@ impl PipeQueue {
     /// The largest message a pipe work queue takes: a frame fits in
     /// `PIPE_BUF`.
     pub const MAX_MESSAGE: usize = PIPE_BUF - HEADER;
+
+    /// The largest message a work queue on `carrier` takes (a message
+    /// queue's: this system's `fs.mqueue.msgsize_max` less the header;
+    /// a process with `CAP_SYS_RESOURCE` may make larger ones).
+    pub fn max_message_on(carrier: Carrier) -> usize {
+        match carrier {
+            Carrier::Fifo => Self::MAX_MESSAGE,
+            Carrier::Mq => mq::msgsize_max().saturating_sub(HEADER).max(1),
+        }
+    }
 
     /// Attaches to work-queue topic `topic` as `role`; at most `max` of
     /// that role may be attached at once. A variable-size queue's messages
@@ -1404,7 +1655,8 @@ impl PipeQueue {
         max: u32,
         check_interval: Duration,
     ) -> Result<Self, Error> {
-        if slot > Self::MAX_MESSAGE && !variable {
+        let mq = bus.carrier == Carrier::Mq;
+        if slot > Self::MAX_MESSAGE && !variable && !mq {
             return Err(Error::InvalidOptions {
                 topic: topic.to_owned(),
                 why: format!(
@@ -1416,7 +1668,14 @@ impl PipeQueue {
                 ),
             });
         }
-        let slot = slot.min(Self::MAX_MESSAGE);
+        // A variable-size queue's messages are capped at what a frame
+        // carries here; on message queues a fixed slot over the limit is
+        // tried (a privileged process may make it) and the error names it.
+        let slot = if variable {
+            slot.min(Self::max_message_on(bus.carrier))
+        } else {
+            slot
+        };
         ignore_sigpipe();
         let dir = bus.topic_dir(topic);
         let record = {
@@ -1442,12 +1701,42 @@ impl PipeQueue {
                 &format!("pid={}\n", std::process::id()),
             )?
         };
-        let path = dir.join("queue");
-        bus.mkfifo(&path)?;
-        let fd = open_fifo(&path, OFlags::RDWR | OFlags::NONBLOCK)
-            .map_err(|e| super::io_error(&bus.bus, "opening a work queue FIFO", io(e)))?;
         let frame_len = (HEADER + slot).next_multiple_of(8);
-        size_pipe(fd.as_fd(), capacity.saturating_mul(frame_len));
+        let fd = if mq {
+            // One queue for the topic, made by whoever comes first, that
+            // keeps its messages until the bus is removed.
+            let name = bus.mq_name(topic, None);
+            let fd = mq::open(
+                &name,
+                mq::Access::ReadWrite,
+                true,
+                Some((bus.mode, capacity, frame_len)),
+            )
+            .map_err(|e| mq::create_error(&bus.bus, topic, e, capacity, frame_len))?;
+            match mq::attr(fd.as_fd()) {
+                Ok((_, size, _)) if size == frame_len => {}
+                Ok((_, size, _)) => {
+                    return Err(Error::Corrupt {
+                        bus: bus.bus.clone(),
+                        what: format!(
+                            "the message queue {name} takes messages of {size} bytes, not the \
+                             {frame_len} this topic's frames are: a queue left by another bus of \
+                             this name; remove it (`shmbus remove {}`)",
+                            bus.bus
+                        ),
+                    })
+                }
+                Err(e) => return Err(super::io_error(&bus.bus, "reading a queue's size", io(e))),
+            }
+            fd
+        } else {
+            let path = dir.join("queue");
+            bus.mkfifo(&path)?;
+            let fd = open_fifo(&path, OFlags::RDWR | OFlags::NONBLOCK)
+                .map_err(|e| super::io_error(&bus.bus, "opening a work queue FIFO", io(e)))?;
+            size_pipe(fd.as_fd(), capacity.saturating_mul(frame_len));
+            fd
+        };
         Ok(PipeQueue {
             bus,
             dir,
@@ -1459,6 +1748,7 @@ impl PipeQueue {
             pushed: 0,
             kept: None,
             check_interval,
+            mq,
         })
     }
 
@@ -1490,15 +1780,26 @@ impl PipeQueue {
         wait: bool,
         deadline: Option<Instant>,
     ) -> Result<(), QueueBlocked> {
+        let pad_to = self.pad_to();
         frame::encode_into(
             &mut self.frame,
             KIND_DATA,
             self.pushed,
             None,
             payload,
-            self.frame_len,
+            pad_to,
         );
         self.write_frame(wait, deadline)
+    }
+
+    /// How long a frame is made: a FIFO's are all one size (so a read
+    /// takes exactly one); a queue keeps each message's bounds.
+    fn pad_to(&self) -> usize {
+        if self.mq {
+            0
+        } else {
+            self.frame_len
+        }
     }
 
     /// Writes the frame encoded in `frame`, waiting for room until
@@ -1507,7 +1808,12 @@ impl PipeQueue {
     fn write_frame(&mut self, wait: bool, deadline: Option<Instant>) -> Result<(), QueueBlocked> {
         let mut checked: Option<Instant> = None;
         loop {
-            match rustix::io::write(&self.fd, &self.frame) {
+            let wrote = if self.mq {
+                mq::send(self.fd.as_fd(), &self.frame).map(|()| self.frame.len())
+            } else {
+                rustix::io::write(&self.fd, &self.frame)
+            };
+            match wrote {
                 Ok(n) if n == self.frame.len() => {
                     self.pushed += 1;
                     return Ok(());
@@ -1545,13 +1851,14 @@ impl PipeQueue {
     /// while a consumer lives to make it (a loan's commit cannot fail).
     /// False if it was dropped: no consumer left.
     pub fn commit_loan(&mut self, len: usize) -> bool {
+        let pad_to = self.pad_to();
         frame::encode_into(
             &mut self.frame,
             KIND_DATA,
             self.pushed,
             None,
             &zerocopy::IntoBytes::as_bytes(&self.held[..])[..len],
-            self.frame_len,
+            pad_to,
         );
         loop {
             match self.write_frame(true, Some(Instant::now() + self.check_interval)) {
@@ -1572,22 +1879,34 @@ impl PipeQueue {
             return Ok(Some(kept));
         }
         self.frame.resize(self.frame_len, 0);
-        let n = loop {
-            match rustix::io::read(&self.fd, &mut self.frame[..]) {
-                Ok(n) => break n,
-                Err(Errno::INTR) => {}
+        let n = if self.mq {
+            match mq::receive(self.fd.as_fd(), &mut self.frame[..], None) {
+                Ok(n) => n,
                 Err(_) => return Ok(None),
+            }
+        } else {
+            loop {
+                match rustix::io::read(&self.fd, &mut self.frame[..]) {
+                    Ok(n) => break n,
+                    Err(Errno::INTR) => {}
+                    Err(_) => return Ok(None),
+                }
             }
         };
         if n == 0 {
             return Ok(None);
         }
-        let header = match Header::decode(&self.frame[..n]) {
-            Some(h)
-                if n == self.frame_len && h.kind == KIND_DATA && HEADER + h.len as usize <= n =>
-            {
-                h
+        // A FIFO's frames are all one length; a queue's are as written.
+        let whole = |h: &Header| {
+            let len = HEADER + h.len as usize;
+            if self.mq {
+                len == n
+            } else {
+                n == self.frame_len && len <= n
             }
+        };
+        let header = match Header::decode(&self.frame[..n]) {
+            Some(h) if h.kind == KIND_DATA && whole(&h) => h,
             h => return Err(h.map_or(0, |h| h.seq)),
         };
         let len = header.len as usize;
@@ -1628,12 +1947,21 @@ impl PipeQueue {
     pub fn disconnected(&self) -> bool {
         self.dir.join("had-producer").exists()
             && PipeBus::live_records(&self.dir, Role::Producer.prefix()) == 0
-            && rustix::io::ioctl_fionread(&self.fd).unwrap_or(1) == 0
+            && !self.queued()
     }
 
     /// Whether a message is there to pop.
     pub fn ready(&self) -> bool {
-        self.kept.is_some() || rustix::io::ioctl_fionread(&self.fd).is_ok_and(|n| n > 0)
+        self.kept.is_some() || self.queued()
+    }
+
+    /// Whether bytes are in the FIFO (or messages in the queue).
+    fn queued(&self) -> bool {
+        if self.mq {
+            mq::depth(self.fd.as_fd()) > 0
+        } else {
+            rustix::io::ioctl_fionread(&self.fd).is_ok_and(|n| n > 0)
+        }
     }
 
     /// The FIFO, readable when a message is there.

@@ -1,0 +1,283 @@
+//! POSIX message queues: the carrier of a bus opened with
+//! [`Transport::Mq`](super::Transport::Mq).
+//!
+//! An mq bus keeps its registry (topic configuration, the publisher lease,
+//! a record per endpoint, the `join` doorbell) in a directory exactly as a
+//! pipe bus does; only the frames travel differently: each subscriber
+//! reads a queue of its own, `/shmbus.<bus>.<topic>.<id>`, and a work
+//! queue is one queue, `/shmbus.<bus>.<topic>`. A queue keeps message
+//! boundaries (one frame per message, never split), holds its messages
+//! until it is unlinked (a work queue's messages outlive every producer
+//! and consumer, as in shared memory), and lives in the IPC namespace,
+//! not in a directory.
+//!
+//! The kernel bounds every queue: at most `fs.mqueue.msg_max` messages
+//! (10 by default) and `fs.mqueue.msgsize_max` bytes each (8192) for a
+//! process without `CAP_SYS_RESOURCE`, at most `fs.mqueue.queues_max`
+//! queues on the machine (256), and at most `RLIMIT_MSGQUEUE` bytes of
+//! queues per user (`ulimit -q`, 819200). A topic's queue holds its
+//! capacity: an error names the limit that refuses it.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::io::Errno;
+
+use crate::error::Error;
+
+/// The name of the queue of topic `topic` of bus `bus` (a work queue's),
+/// or of its subscriber `id`.
+pub(crate) fn name(bus: &str, topic: &str, id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("/shmbus.{bus}.{topic}.{id}"),
+        None => format!("/shmbus.{bus}.{topic}"),
+    }
+}
+
+fn cname(name: &str) -> Result<CString, Errno> {
+    // Bus and topic names are checked (A-Z a-z 0-9 . _ -), ids are ours.
+    CString::new(name).map_err(|_| Errno::INVAL)
+}
+
+fn last_errno() -> Errno {
+    Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+/// How a queue is opened.
+#[derive(Clone, Copy)]
+pub(crate) enum Access {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+/// Opens queue `name` (`nonblocking` or not); with `create`, makes it
+/// (mode, most messages, largest message) if it does not exist.
+pub(crate) fn open(
+    name: &str,
+    access: Access,
+    nonblocking: bool,
+    create: Option<(u32, usize, usize)>,
+) -> Result<OwnedFd, Errno> {
+    let name = cname(name)?;
+    let mut flags = libc::O_CLOEXEC
+        | match access {
+            Access::Read => libc::O_RDONLY,
+            Access::Write => libc::O_WRONLY,
+            Access::ReadWrite => libc::O_RDWR,
+        };
+    if nonblocking {
+        flags |= libc::O_NONBLOCK;
+    }
+    let mqd = match create {
+        None => {
+            // SAFETY: `name` is a NUL-terminated string that outlives the
+            // call; without O_CREAT, mq_open reads no further arguments.
+            unsafe { libc::mq_open(name.as_ptr(), flags) }
+        }
+        Some((mode, maxmsg, msgsize)) => {
+            // SAFETY: mq_attr is plain integers; all zero is a valid value.
+            let mut attr: libc::mq_attr = unsafe { core::mem::zeroed() };
+            attr.mq_maxmsg = libc::c_long::try_from(maxmsg.max(1)).map_err(|_| Errno::INVAL)?;
+            attr.mq_msgsize = libc::c_long::try_from(msgsize.max(1)).map_err(|_| Errno::INVAL)?;
+            // SAFETY: with O_CREAT, mq_open reads a mode and a pointer to
+            // an mq_attr, both valid for the call.
+            unsafe {
+                libc::mq_open(
+                    name.as_ptr(),
+                    flags | libc::O_CREAT,
+                    mode as libc::mode_t,
+                    &mut attr as *mut libc::mq_attr,
+                )
+            }
+        }
+    };
+    if mqd < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: on Linux an mqd_t is a file descriptor, ours alone, closed
+    // by close(2) as mq_close does.
+    Ok(unsafe { OwnedFd::from_raw_fd(mqd) })
+}
+
+/// Removes queue `name` (those who have it open keep it until they close
+/// it). False if there was none.
+pub(crate) fn unlink(name: &str) -> bool {
+    let Ok(name) = cname(name) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated string valid for the call.
+    unsafe { libc::mq_unlink(name.as_ptr()) == 0 }
+}
+
+/// Sends `msg` (priority 0): `AGAIN` when a non-blocking queue is full.
+pub(crate) fn send(fd: BorrowedFd<'_>, msg: &[u8]) -> Result<(), Errno> {
+    loop {
+        // SAFETY: `msg` is valid for reads of its length for the call.
+        let r = unsafe { libc::mq_send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        if r == 0 {
+            return Ok(());
+        }
+        match last_errno() {
+            Errno::INTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Takes the oldest message into `buf` (at least the queue's largest
+/// message long): its length. `AGAIN` when a non-blocking queue is empty;
+/// with `timeout`, `TIMEDOUT` when it stays empty that long.
+pub(crate) fn receive(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    timeout: Option<Duration>,
+) -> Result<usize, Errno> {
+    let deadline = timeout.map(|t| {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+        let nanos = now.tv_nsec as u64 + u64::from(t.subsec_nanos());
+        libc::timespec {
+            tv_sec: (now.tv_sec as libc::time_t)
+                .saturating_add(t.as_secs().min(i32::MAX as u64) as libc::time_t)
+                .saturating_add((nanos / 1_000_000_000) as libc::time_t),
+            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+        }
+    });
+    loop {
+        let mut prio = 0;
+        let r = match &deadline {
+            // SAFETY: `buf` is valid for writes of its length, `prio` and
+            // `at` for the call.
+            Some(at) => unsafe {
+                libc::mq_timedreceive(
+                    fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut prio,
+                    at,
+                )
+            },
+            // SAFETY: as above.
+            None => unsafe {
+                libc::mq_receive(
+                    fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut prio,
+                )
+            },
+        };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        match last_errno() {
+            Errno::INTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// The queue's (most messages, largest message, messages in it now).
+pub(crate) fn attr(fd: BorrowedFd<'_>) -> Result<(usize, usize, usize), Errno> {
+    // SAFETY: mq_attr is plain integers; all zero is a valid value.
+    let mut attr: libc::mq_attr = unsafe { core::mem::zeroed() };
+    // SAFETY: `attr` is valid for writes for the call.
+    if unsafe { libc::mq_getattr(fd.as_raw_fd(), &mut attr) } != 0 {
+        return Err(last_errno());
+    }
+    Ok((
+        attr.mq_maxmsg.max(0) as usize,
+        attr.mq_msgsize.max(0) as usize,
+        attr.mq_curmsgs.max(0) as usize,
+    ))
+}
+
+/// Messages in the queue now (0 if that cannot be read).
+pub(crate) fn depth(fd: BorrowedFd<'_>) -> usize {
+    attr(fd).map_or(0, |(_, _, n)| n)
+}
+
+/// A limit of this system's queues, from `/proc/sys/fs/mqueue/<name>`.
+pub(crate) fn sysctl(name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The largest message a queue may carry here without privilege
+/// (`fs.mqueue.msgsize_max`, 8192 where it cannot be read).
+pub(crate) fn msgsize_max() -> usize {
+    sysctl("msgsize_max").map_or(8192, |n| n as usize)
+}
+
+/// What creating a queue of `maxmsg` messages of `msgsize` bytes for topic
+/// `topic` met, said with the limit that refused it and what to do.
+pub(crate) fn create_error(
+    bus: &str,
+    topic: &str,
+    err: Errno,
+    maxmsg: usize,
+    msgsize: usize,
+) -> Error {
+    let limit = |name: &str, default: &str| {
+        sysctl(name).map_or_else(|| default.to_owned(), |n| n.to_string())
+    };
+    match err {
+        Errno::INVAL => Error::InvalidOptions {
+            topic: topic.to_owned(),
+            why: format!(
+                "a POSIX message queue of {maxmsg} messages of {msgsize} bytes (the topic's \
+                 capacity, and its largest message with a {}-byte frame header) is over this \
+                 system's limits: fs.mqueue.msg_max = {}, fs.mqueue.msgsize_max = {} (for \
+                 processes without CAP_SYS_RESOURCE). Lower the topic's capacity or message \
+                 size, or raise the limits (e.g. `sysctl fs.mqueue.msg_max={maxmsg}`)",
+                super::frame::HEADER,
+                limit("msg_max", "10"),
+                limit("msgsize_max", "8192"),
+            ),
+        },
+        Errno::MFILE | Errno::NOSPC | Errno::NOMEM => {
+            let (what, fix) = match err {
+                Errno::NOSPC => (
+                    format!(
+                        "this system's queues are all in use (fs.mqueue.queues_max = {})",
+                        limit("queues_max", "256")
+                    ),
+                    "remove buses no longer used (`shmbus remove`, `shmbus gc`) or raise \
+                     fs.mqueue.queues_max",
+                ),
+                _ => (
+                    format!(
+                        "this user's POSIX message queues would take more than RLIMIT_MSGQUEUE \
+                         (`ulimit -q`, {} bytes; a queue takes about capacity x (message + \
+                         frame header + 48) bytes), or the process is out of descriptors",
+                        rustix::process::getrlimit(rustix::process::Resource::Msgqueue)
+                            .current
+                            .map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+                    ),
+                    "lower the topic's capacity or message size, raise `ulimit -q`, or remove \
+                     buses no longer used",
+                ),
+            };
+            Error::Io {
+                bus: bus.to_owned(),
+                action: "creating a POSIX message queue",
+                source: std::io::Error::new(
+                    std::io::Error::from_raw_os_error(err.raw_os_error()).kind(),
+                    format!(
+                        "topic {topic:?}: a queue of {maxmsg} messages of {msgsize} bytes: \
+                         {what}; {fix}"
+                    ),
+                ),
+            }
+        }
+        other => Error::Io {
+            bus: bus.to_owned(),
+            action: "creating a POSIX message queue",
+            source: std::io::Error::from_raw_os_error(other.raw_os_error()),
+        },
+    }
+}
