@@ -344,7 +344,10 @@ fn blocking_recv_wakes_when_another_thread_publishes() {
         // sent then without sleeping).
         // On pipes: asleep in a read of its FIFO (no shared sleeper count).
         let asleep = common::eventually(Duration::from_secs(30), || {
-            if common::on_pipes() {
+            if common::on_mq() {
+                // On message queues: asleep in a receive of its queue.
+                common::blocked_in(tid, libc::SYS_mq_timedreceive)
+            } else if common::on_pipes() {
                 common::blocked_in(tid, libc::SYS_read)
             } else {
                 common::topic_infos(&b2)[0].sleeping >= 1 && common::blocked_in_futex(tid)

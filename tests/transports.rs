@@ -96,17 +96,31 @@ fn child_role_entry() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
+        // args: bus dir. With `ulimit -q` at 1000 bytes, subscribes to a
+        // topic of 8 messages; reports the error.
+        "mq-rlimit" => {
+            rustix::process::setrlimit(
+                rustix::process::Resource::Msgqueue,
+                rustix::process::Rlimit {
+                    current: Some(1000),
+                    maximum: Some(1000),
+                },
+            )
+            .unwrap();
+            let bus = pipe_bus(&args[0], &args[1]);
+            match bus.topic("small").capacity(8).subscriber::<u64>() {
+                Ok(_) => report("MADE"),
+                Err(e) => report(format!("ERR {e}")),
+            }
+        }
         other => panic!("unknown child role {other}"),
     }
 }
 
-/// Bus `name` on pipes under `dir`.
+/// Bus `name` under `dir`, which the test made (on pipes or message
+/// queues: `Auto` joins it on its own).
 fn pipe_bus(name: &str, dir: impl AsRef<Path>) -> Bus {
-    Bus::builder(name)
-        .transport(Transport::Pipe)
-        .dir(dir.as_ref())
-        .open()
-        .unwrap()
+    Bus::builder(name).dir(dir.as_ref()).open().unwrap()
 }
 
 /// The one subscriber record in topic directory `dir`.
@@ -144,12 +158,76 @@ fn suite_binary(suite: &str) -> PathBuf {
 /// Runs the test suite `suite` with every bus on pipes; fails if any of
 /// its tests fails, or none ran.
 fn on_pipes(suite: &str) {
+    on_transport(suite, "pipe", Command::new(suite_binary(suite)));
+}
+
+/// How the suites run on POSIX message queues: in a private IPC namespace
+/// (so that no queue outlives the run), with `fs.mqueue.msg_max` and
+/// `msgsize_max` raised there to the kernel's ceilings, as a user would
+/// raise them for topics of thousands of messages, and `ulimit -q` raised
+/// where this process may (`SHMBUS_TEST_MQ_ROOMY` then says so).
+const MQ_SETUP: &str = "echo 65536 > /proc/sys/fs/mqueue/msg_max \
+    && echo 1048576 > /proc/sys/fs/mqueue/msgsize_max \
+    && { ulimit -q unlimited 2>/dev/null && export SHMBUS_TEST_MQ_ROOMY=1; true; } \
+    && exec \"$@\"";
+
+/// A command that runs `program` in a private IPC namespace set up by
+/// [`MQ_SETUP`] and prints ROOMY if `ulimit -q` could be raised there;
+/// `None` (after saying SKIPPED, or failing where namespaces must work)
+/// where no such namespace can be made here.
+fn in_mq_namespace(test: &str, program: &Path) -> Option<Command> {
+    // As root an IPC namespace alone; otherwise in a user namespace of
+    // our own, where we may set its limits.
+    for flags in [&["--ipc"][..], &["--user", "--map-root-user", "--ipc"][..]] {
+        let works = Command::new("unshare")
+            .args(flags)
+            .args(["bash", "-c", MQ_SETUP, "mq-setup", "true"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if works {
+            let mut cmd = Command::new("unshare");
+            cmd.args(flags).args(["bash", "-c", MQ_SETUP, "mq-setup"]);
+            cmd.arg(program);
+            return Some(cmd);
+        }
+    }
+    common::skip_or_fail(
+        test,
+        "no private IPC namespace can be made here (unshare --ipc), where the message \
+         queue limits can be raised for the suites",
+    );
+    None
+}
+
+/// Whether `ulimit -q` can be raised in [`in_mq_namespace`]'s namespace.
+fn mq_roomy() -> bool {
+    let Some(mut cmd) = in_mq_namespace("mq_roomy", Path::new("bash")) else {
+        return false;
+    };
+    cmd.args(["-c", "test -n \"$SHMBUS_TEST_MQ_ROOMY\""])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs test suite `suite` on POSIX message queues (see [`MQ_SETUP`]).
+fn on_mq(suite: &str) {
+    if let Some(cmd) = in_mq_namespace(&format!("{suite} on mq"), &suite_binary(suite)) {
+        on_transport(suite, "mq", cmd);
+    }
+}
+
+/// Runs `cmd`, the test suite `suite`, with every bus on `transport`;
+/// fails if any of its tests fails, or none ran.
+fn on_transport(suite: &str, transport: &str, mut cmd: Command) {
     // The suite's skips, counted here and passed on to CI's log.
-    let skips = std::env::temp_dir().join(format!("shmbus-skips-{suite}-{}", std::process::id()));
+    let skips = std::env::temp_dir().join(format!(
+        "shmbus-skips-{suite}-{transport}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&skips);
-    let out = Command::new(suite_binary(suite))
+    let out = cmd
         .args(["--test-threads=2", "-q"])
-        .env(common::TRANSPORT_ENV, "pipe")
+        .env(common::TRANSPORT_ENV, transport)
         .env("SHMBUS_SKIP_LOG", &skips)
         .env_remove("SHMBUS_TEST_PIPE_OWNER")
         .output()
@@ -167,7 +245,7 @@ fn on_pipes(suite: &str) {
             .open(log)
         {
             for line in skip_lines.lines() {
-                let _ = writeln!(log, "{line} (on pipes)");
+                let _ = writeln!(log, "{line} (on {transport})");
             }
         }
     }
@@ -175,10 +253,10 @@ fn on_pipes(suite: &str) {
         .lines()
         .find(|l| l.starts_with("test result:"))
         .unwrap_or("no result line");
-    eprintln!("{suite} on pipes: {result} ({skipped} of them shared memory only)");
+    eprintln!("{suite} on {transport}: {result} ({skipped} of them shared memory only)");
     assert!(
         out.status.success() && result.contains("ok."),
-        "{suite} on pipes failed:\n{stdout}\n{stderr}"
+        "{suite} on {transport} failed:\n{stdout}\n{stderr}"
     );
     assert!(!result.contains(" 0 passed"), "{suite}: no test ran");
 }
@@ -227,14 +305,67 @@ fn variable_and_timestamp_suites_on_pipes() {
     }
 }
 
+/// The suites whose topics fit the default `ulimit -q` (819200 bytes of
+/// queues per user) run on message queues everywhere a private IPC
+/// namespace can be made.
+#[test]
+fn api_queue_waiting_and_fork_suites_on_mq() {
+    for suite in [
+        "api",
+        "queue_api",
+        "queue_in_place",
+        "variable_queue",
+        "waiting",
+        "fork",
+    ] {
+        on_mq(suite);
+    }
+}
+
+/// The suites with topics of thousands of messages (65536 in the fanout
+/// test: 9 MiB of queue per subscriber) run on message queues where
+/// `ulimit -q` can be raised.
+#[test]
+fn process_loan_variable_and_timestamp_suites_on_mq() {
+    let suites = [
+        "processes",
+        "queue_processes",
+        "loans",
+        "read_in_place",
+        "variable",
+        "timestamps",
+    ];
+    if !mq_roomy() {
+        for suite in suites {
+            common::skip(
+                &format!("{suite} on mq"),
+                "its topics need more than the 819200 bytes of message queues that \
+                 RLIMIT_MSGQUEUE (ulimit -q) allows, and this process may not raise it",
+            );
+        }
+        return;
+    }
+    for suite in suites {
+        on_mq(suite);
+    }
+}
+
 /// A pipe bus of its own under a directory of its own, removed on drop.
 struct PipeBus {
     name: String,
     dir: PathBuf,
+    transport: Transport,
 }
 
 impl PipeBus {
     fn new(tag: &str) -> Self {
+        PipeBus::on(tag, Transport::Pipe)
+    }
+
+    /// On `transport`: pipes or message queues (in this IPC namespace, so
+    /// its topics hold at most `fs.mqueue.msg_max` messages, 10 by
+    /// default).
+    fn on(tag: &str, transport: Transport) -> Self {
         let bus = TestBus::new(tag);
         let name = bus.name.clone();
         std::mem::forget(bus);
@@ -242,12 +373,13 @@ impl PipeBus {
         PipeBus {
             dir: common::pipe_dir().join(&name),
             name,
+            transport,
         }
     }
 
     fn open(&self) -> Bus {
         Bus::builder(&self.name)
-            .transport(Transport::Pipe)
+            .transport(self.transport)
             .dir(&self.dir)
             .open()
             .unwrap()
@@ -392,12 +524,24 @@ fn a_corrupt_frame_is_reported_and_the_stream_goes_on() {
 /// see `Disconnected` once every producer is gone.
 #[test]
 fn consumers_and_producers_killed_with_kill_9_lose_only_what_they_held() {
+    kill_consumers_and_producers(Transport::Pipe);
+}
+
+/// The same on message queues: a receive takes a message whole or not at
+/// all.
+#[test]
+fn mq_consumers_and_producers_killed_with_kill_9_lose_only_what_they_held() {
+    kill_consumers_and_producers(Transport::Mq);
+}
+
+fn kill_consumers_and_producers(transport: Transport) {
     const PER_PRODUCER: u64 = 3000;
-    let bus = PipeBus::new("pipe-kill");
+    let bus = PipeBus::on("pipe-kill", transport);
     let b = bus.open();
     let dir = bus.dir.display().to_string();
-    // Made here, so that the queue and a producer exist before the roles.
-    let keep = b.topic("jobs").producer::<Tick>().unwrap();
+    // Made here, so that the queue and a producer exist before the roles
+    // (8 messages: within a message queue's default limit).
+    let keep = b.topic("jobs").capacity(8).producer::<Tick>().unwrap();
     let mut consumers: Vec<_> = (0..3)
         .map(|_| {
             let mut c = spawn_role("consumer", &args(&[&bus.name, &dir]));
@@ -455,9 +599,26 @@ fn consumers_and_producers_killed_with_kill_9_lose_only_what_they_held() {
 /// evicted, counted.
 #[test]
 fn a_lossless_subscriber_killed_is_evicted_at_once() {
-    let bus = PipeBus::new("pipe-evict");
+    evict_killed_lossless_subscriber(Transport::Pipe);
+}
+
+/// On message queues, where nothing fails when a reader dies: the
+/// publisher finds the dead subscriber's record unlocked, within a check
+/// interval.
+#[test]
+fn mq_a_lossless_subscriber_killed_is_evicted() {
+    evict_killed_lossless_subscriber(Transport::Mq);
+}
+
+fn evict_killed_lossless_subscriber(transport: Transport) {
+    let bus = PipeBus::on("pipe-evict", transport);
     let b = bus.open();
-    let mut tx = b.topic("t").lossless(4).publisher::<u64>().unwrap();
+    let mut tx = b
+        .topic("t")
+        .capacity(8)
+        .lossless(4)
+        .publisher::<u64>()
+        .unwrap();
     let mut sub = spawn_role("idle-sub", &args(&[&bus.name, &bus.dir.display()]));
     sub.expect_line("READY");
     assert_eq!(tx.receiver_count(), Some(1));
@@ -481,12 +642,22 @@ fn a_lossless_subscriber_killed_is_evicted_at_once() {
 
 #[test]
 fn list_gc_and_remove_know_pipe_buses() {
-    let bus = PipeBus::new("dir-life");
+    list_gc_and_remove(Transport::Pipe);
+}
+
+#[test]
+fn list_gc_and_remove_know_mq_buses() {
+    list_gc_and_remove(Transport::Mq);
+}
+
+fn list_gc_and_remove(transport: Transport) {
+    let bus = PipeBus::on("dir-life", transport);
     let b = bus.open();
+    assert_eq!(b.transport(), transport);
     assert!(Bus::list_pipe(&bus.dir).contains(&bus.name));
     // An overwrite topic: nobody writes to a dead subscriber's FIFO there
     // until the publisher sends, so its files wait for gc.
-    let _ = b.topic("t").subscriber::<u64>().unwrap();
+    let _ = b.topic("t").capacity(8).subscriber::<u64>().unwrap();
     let mut sub = spawn_role("idle-sub", &args(&[&bus.name, &bus.dir.display()]));
     sub.expect_line("READY");
     let topics = b.topics().unwrap();
@@ -504,8 +675,21 @@ fn list_gc_and_remove_know_pipe_buses() {
     let topic = b.topics().unwrap().remove(0).unwrap();
     assert_eq!(topic.subscribers[0].process, shmbus::ProcessState::Dead);
     let removed = Bus::gc_pipe(&bus.dir);
-    assert_eq!(removed.len(), 2, "its record and FIFO: {removed:?}");
+    assert_eq!(
+        removed.len(),
+        2,
+        "its record and FIFO (or queue): {removed:?}"
+    );
     assert!(!record.exists());
+    if transport == Transport::Mq {
+        let id = record.file_name().unwrap().to_string_lossy()["sub-".len()..].to_owned();
+        let queue = format!("/shmbus.{}.t.{id}", bus.name);
+        assert!(
+            removed.iter().any(|r| r.contains(&queue)),
+            "{queue} removed: {removed:?}"
+        );
+        assert!(!mq_exists(&queue), "{queue} unlinked");
+    }
     assert!(Bus::remove_pipe(&bus.name, &bus.dir).unwrap());
     assert!(!Bus::list_pipe(&bus.dir).contains(&bus.name));
     assert!(
@@ -677,4 +861,97 @@ fn a_pipe_bus_is_private_to_its_user_unless_asked() {
     let dir = shared.dir.join(&shared.name);
     assert_eq!(mode(&dir), 0o770);
     assert_eq!(mode(&dir.join("t.t").join("join")), 0o660);
+}
+
+/// Whether POSIX message queue `name` exists (in this IPC namespace).
+fn mq_exists(name: &str) -> bool {
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a NUL-terminated name; without O_CREAT no more arguments.
+    let fd = unsafe { libc::mq_open(name.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+    if fd >= 0 {
+        // SAFETY: the descriptor mq_open just gave us.
+        unsafe { libc::mq_close(fd) };
+    }
+    fd >= 0
+}
+
+/// A work queue on message queues keeps its messages when every producer
+/// and consumer has gone (as shared memory does; a FIFO does not), until
+/// the bus is removed, which unlinks its queues. A bus on queues is joined
+/// as one by `Auto`, and refused by `Pipe`.
+#[test]
+fn an_mq_work_queue_outlives_its_endpoints_until_the_bus_is_removed() {
+    let bus = PipeBus::on("mq-life", Transport::Mq);
+    let b = bus.open();
+    let mut tx = b.topic("jobs").capacity(8).producer::<u64>().unwrap();
+    for i in 0..5u64 {
+        tx.push(i).unwrap();
+    }
+    drop(tx);
+    let queue = format!("/shmbus.{}.jobs", bus.name);
+    assert!(mq_exists(&queue));
+    let auto = Bus::builder(&bus.name).dir(&bus.dir).open().unwrap();
+    assert_eq!(auto.transport(), Transport::Mq);
+    let mut rx = auto.consumer::<u64>("jobs").unwrap();
+    assert_eq!(
+        (0..5).map(|_| rx.pop().unwrap()).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    let err = Bus::builder(&bus.name)
+        .transport(Transport::Pipe)
+        .dir(&bus.dir)
+        .open()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("runs on mq, not pipe"), "{err}");
+    drop((rx, auto, b));
+    assert!(Bus::remove_pipe(&bus.name, &bus.dir).unwrap());
+    assert!(!mq_exists(&queue), "removing the bus unlinks its queues");
+}
+
+/// A topic bigger than the system's queue limits gets an error that names
+/// the limit and how to raise it.
+#[test]
+fn mq_topics_over_the_system_limits_are_refused_with_the_limit_named() {
+    let msg_max: u32 = std::fs::read_to_string("/proc/sys/fs/mqueue/msg_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(10);
+    // CAP_SYS_RESOURCE (bit 24) lifts msg_max up to the kernel's ceiling.
+    let privileged = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let caps = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_owned();
+            u64::from_str_radix(&caps, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0);
+    let bus = PipeBus::on("mq-limits", Transport::Mq);
+    let b = bus.open();
+    let capacity = (msg_max + 1).next_power_of_two();
+    match b.topic("big").capacity(capacity).subscriber::<u64>() {
+        Err(e) => {
+            let e = e.to_string();
+            assert!(
+                e.contains("fs.mqueue.msg_max") && e.contains(&format!("{capacity} messages")),
+                "{e}"
+            );
+        }
+        Ok(_) if privileged => common::skip(
+            "mq_topics_over_the_system_limits_are_refused_with_the_limit_named (msg_max)",
+            "this process has CAP_SYS_RESOURCE, which lifts fs.mqueue.msg_max",
+        ),
+        Ok(_) => panic!("a queue of {capacity} messages over msg_max {msg_max} was made"),
+    }
+    // The per-user bytes: a child whose `ulimit -q` is tiny.
+    let mut child = spawn_role("mq-rlimit", &args(&[&bus.name, &bus.dir.display()]));
+    let line = child.expect_line("ERR ");
+    assert!(
+        line.contains("RLIMIT_MSGQUEUE") && line.contains("ulimit -q"),
+        "{line}"
+    );
+    child.wait_success(Duration::from_secs(10));
 }

@@ -20,21 +20,28 @@ pub const ROLE_ENV: &str = "SHMBUS_TEST_ROLE";
 pub const ARGS_ENV: &str = "SHMBUS_TEST_ARGS";
 
 /// The environment variable that runs a suite on another transport:
-/// `pipe` puts every `TestBus` on pipes (see `tests/transports.rs`, which
-/// runs the suites that way).
+/// `pipe` puts every `TestBus` on pipes, `mq` on POSIX message queues (see
+/// `tests/transports.rs`, which runs the suites that way).
 pub const TRANSPORT_ENV: &str = "SHMBUS_TEST_TRANSPORT";
 
 /// The transport this run's buses use (`SHMBUS_TEST_TRANSPORT`).
 pub fn transport() -> shmbus::Transport {
     match std::env::var(TRANSPORT_ENV).as_deref() {
         Ok("pipe") => shmbus::Transport::Pipe,
+        Ok("mq") => shmbus::Transport::Mq,
         _ => shmbus::Transport::SharedMemory,
     }
 }
 
-/// Whether this run's buses are on pipes.
+/// Whether this run's buses are on pipes or message queues (a directory
+/// bus, frames through the kernel), not in shared memory.
 pub fn on_pipes() -> bool {
-    transport() == shmbus::Transport::Pipe
+    transport() != shmbus::Transport::SharedMemory
+}
+
+/// Whether this run's buses are on POSIX message queues.
+pub fn on_mq() -> bool {
+    transport() == shmbus::Transport::Mq
 }
 
 /// Who names this run's pipe directory: the test process, whose children
