@@ -76,8 +76,8 @@ enum Command {
         rate: u64,
         /// Run only benchmarks whose name contains one of these
         /// (pingpong-spin, pingpong-block, pingpong-wait, pingpong-os, throughput-1to1,
-        /// throughput-os, pingpong-pipe, throughput-pipe, fanout, queue,
-        /// openloop).
+        /// throughput-os, pingpong-pipe, throughput-pipe, pingpong-mq,
+        /// throughput-mq, fanout, queue, openloop).
         #[arg(long)]
         only: Vec<String>,
         /// No progress lines on stderr (there are none with --json either).
@@ -219,16 +219,14 @@ fn pipe_dir(dir: Option<std::path::PathBuf>) -> std::path::PathBuf {
     dir.unwrap_or_else(shmbus::default_pipe_dir)
 }
 
-/// Opens bus `name`: in /dev/shm if it is there, else on pipes in `dir`.
+/// Opens bus `name`: in /dev/shm if it is there, else on pipes or
+/// message queues in `dir` (`Auto` joins it on its own transport).
 fn open_existing(name: &str, dir: &std::path::Path) -> Result<shmbus::Bus, shmbus::Error> {
     match shmbus::Bus::open_existing(name) {
         Err(shmbus::Error::NotFound { .. })
             if shmbus::Bus::list_pipe(dir).iter().any(|b| b == name) =>
         {
-            shmbus::Bus::builder(name)
-                .transport(shmbus::Transport::Pipe)
-                .dir(dir)
-                .open()
+            shmbus::Bus::builder(name).dir(dir).open()
         }
         other => other,
     }
@@ -248,6 +246,7 @@ fn list_buses(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
             Ok(bus) => (
                 match bus.transport() {
                     shmbus::Transport::Pipe => "pipe",
+                    shmbus::Transport::Mq => "mq",
                     _ => "shm",
                 },
                 match bus.topics() {

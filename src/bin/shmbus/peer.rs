@@ -296,7 +296,12 @@ fn echo_shmbus(args: &[String]) -> Res {
         }
         return Ok(());
     }
-    let mut idle = bus.topic("idle").wait(via.wait()).subscriber_bytes()?;
+    // 8 messages: within a message queue's default limit (10).
+    let mut idle = bus
+        .topic("idle")
+        .capacity(8)
+        .wait(via.wait())
+        .subscriber_bytes()?;
     let rt = runtime_for(via)?;
     let mut buf = Vec::new();
     ready();

@@ -361,7 +361,13 @@ impl PingPong for ShmbusEcho {
             .start_at(StartAt::Next)
             .wait(wait)
             .subscriber_bytes()?;
-        let mut idle = bus.topic("idle").wait(wait).subscriber_bytes()?;
+        // As the peer makes it (8 messages, within a message queue's
+        // default limit).
+        let mut idle = bus
+            .topic("idle")
+            .capacity(8)
+            .wait(wait)
+            .subscriber_bytes()?;
         let mode = if self.in_place { "inplace" } else { "copy" };
         let args = [
             temp.name.clone(),
@@ -411,21 +417,34 @@ pub fn runtime_for(via: Via) -> Res<Option<RuntimeBox>> {
     Ok(None)
 }
 
-/// Two shmbus topics on pipes (`Transport::Pipe`), the peer echoing each
-/// message, both sides blocking: what the fallback transport costs over
-/// the raw pipe pair ([`FdEcho`]), the system calls both make.
-pub struct ShmbusPipeEcho;
+/// Two shmbus topics on pipes (`Transport::Pipe`), or with `mq` on POSIX
+/// message queues (`Transport::Mq`), the peer echoing each message, both
+/// sides blocking: what the fallback transport costs over the raw pipe
+/// pair ([`FdEcho`]) or queue pair ([`MqEcho`]), the system calls both
+/// make.
+pub struct ShmbusPipeEcho {
+    pub mq: bool,
+}
 
 impl PingPong for ShmbusPipeEcho {
     fn name(&self) -> &'static str {
-        "shmbus-pipe"
+        if self.mq {
+            "shmbus-mq"
+        } else {
+            "shmbus-pipe"
+        }
     }
 
     fn run(&self, h: &mut Harness, total: u64, record: &mut dyn FnMut(Instant, u64)) -> Res<()> {
         let size = h.opts.size;
-        let temp = h.temp_pipe_bus()?;
+        let temp = h.temp_dir_bus(if self.mq {
+            shmbus::Transport::Mq
+        } else {
+            shmbus::Transport::Pipe
+        })?;
         let bus = temp.bus.as_ref().expect("open");
-        let topic = |name| bus.topic(name).slot_size(size as u32).capacity(16);
+        // 8 messages: within a message queue's default limit (10).
+        let topic = |name| bus.topic(name).slot_size(size as u32).capacity(8);
         let mut tx = topic("ping").publisher_bytes()?;
         let mut rx = topic("pong")
             .start_at(StartAt::Next)

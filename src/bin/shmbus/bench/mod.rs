@@ -165,12 +165,12 @@ impl Harness {
     /// A bus of the run's own on pipes (`Transport::Pipe`, in the default
     /// pipe directory, where the peer's `Bus::open_existing` finds it),
     /// removed when dropped.
-    pub(crate) fn temp_pipe_bus(&mut self) -> Res<TempBus> {
+    /// A bus on `transport`, pipes or message queues, in the default
+    /// directory (where the peer's `Bus::open` finds it).
+    pub(crate) fn temp_dir_bus(&mut self, transport: shmbus::Transport) -> Res<TempBus> {
         self.bus_counter += 1;
         let name = format!("bench-{}-{}", std::process::id(), self.bus_counter);
-        let bus = Bus::builder(&name)
-            .transport(shmbus::Transport::Pipe)
-            .open()?;
+        let bus = Bus::builder(&name).transport(transport).open()?;
         Ok(TempBus {
             name,
             bus: Some(bus),
@@ -599,6 +599,8 @@ pub fn run(opts: Opts) -> Res<()> {
         ("throughput-os", 3),
         ("pingpong-pipe", 1),
         ("throughput-pipe", 2),
+        ("pingpong-mq", 1),
+        ("throughput-mq", 2),
         ("fanout", fanouts),
         ("queue", 2),
         ("openloop", 1),
@@ -692,12 +694,21 @@ pub fn run(opts: Opts) -> Res<()> {
         // The fallback transport against the raw pipe under it.
         h.compare_latency(
             "pingpong-pipe",
-            &ShmbusPipeEcho,
+            &ShmbusPipeEcho { mq: false },
             &[&FdEcho { socket: false }],
         )?;
         for lossless in [true, false] {
-            let stream = ShmbusPipeStream { lossless };
+            let stream = ShmbusPipeStream {
+                lossless,
+                mq: false,
+            };
             h.compare_stream("throughput-pipe", &stream, &FdStream { socket: false })?;
+        }
+        // And on POSIX message queues, against the raw queue.
+        h.compare_latency("pingpong-mq", &ShmbusPipeEcho { mq: true }, &[&MqEcho])?;
+        for lossless in [true, false] {
+            let stream = ShmbusPipeStream { lossless, mq: true };
+            h.compare_stream("throughput-mq", &stream, &MqStream)?;
         }
         for n in h.opts.subscribers.clone() {
             h.fanout("fanout", ShmbusFan::copying(false), n)?;

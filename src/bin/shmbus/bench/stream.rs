@@ -282,14 +282,18 @@ impl Stream for ShmbusStream {
 /// overwrite, read by this process: against a raw pipe ([`FdStream`]).
 pub struct ShmbusPipeStream {
     pub lossless: bool,
+    /// On POSIX message queues (`Transport::Mq`), against the raw queue
+    /// ([`MqStream`]).
+    pub mq: bool,
 }
 
 impl Stream for ShmbusPipeStream {
     fn name(&self) -> &'static str {
-        if self.lossless {
-            "shmbus-pipe-lossless"
-        } else {
-            "shmbus-pipe-overwrite"
+        match (self.mq, self.lossless) {
+            (false, true) => "shmbus-pipe-lossless",
+            (false, false) => "shmbus-pipe-overwrite",
+            (true, true) => "shmbus-mq-lossless",
+            (true, false) => "shmbus-mq-overwrite",
         }
     }
 
@@ -303,12 +307,21 @@ impl Stream for ShmbusPipeStream {
 
     fn run(&self, h: &mut Harness, count: u64) -> Res<Streamed> {
         let size = h.opts.size;
-        let temp = h.temp_pipe_bus()?;
+        let temp = h.temp_dir_bus(if self.mq {
+            shmbus::Transport::Mq
+        } else {
+            shmbus::Transport::Pipe
+        })?;
         let bus = temp.bus.as_ref().expect("open");
         // As many messages as the raw pipe's default 64 KiB holds: the
-        // subscriber's FIFO is sized to the capacity.
+        // subscriber's FIFO is sized to the capacity. On message queues 8,
+        // the power of two under the raw queue's 10 (the default limit).
         let fit = (65536 / (size + 32)).max(1);
-        let capacity = 1u32 << (usize::BITS - 1 - fit.leading_zeros());
+        let capacity = if self.mq {
+            8
+        } else {
+            1u32 << (usize::BITS - 1 - fit.leading_zeros())
+        };
         let mut topic = bus.topic("data").capacity(capacity).slot_size(size as u32);
         if self.lossless {
             topic = topic.lossless(4);
