@@ -1336,12 +1336,18 @@ impl<T> Subscriber<T> {
         let gating = (!topic.opts.observe)
             .then(|| topic.view.gate().map(|g| g.entries().len() as u32))
             .flatten();
+        let capacity = match bus.carrier {
+            crate::transport::Carrier::Mq if ring.var().is_some() => {
+                crate::transport::mq::variable_depth(ring.capacity() as usize)
+            }
+            _ => ring.capacity() as usize,
+        };
         let mut rx = PipeRx::open(
             Arc::clone(bus),
             &topic.name,
             start,
             gating,
-            ring.capacity() as usize,
+            capacity,
             crate::transport::frame::data_frame_len(ring.max_message()),
             topic.opts.check_interval,
         )?;
@@ -1516,6 +1522,14 @@ impl<T> Subscriber<T> {
         // The wait strategy as in shared memory, a look being a read of
         // the FIFO.
         let mut pacing = Pacing::new(self.topic.opts.wait);
+        if deadline.is_none() && self.topic.opts.wait == crate::wait::WaitStrategy::Block {
+            // It would sleep after one empty look: sleep in the read.
+            if let Some(rx) = self.pipe.as_deref_mut() {
+                if rx.read_blocking_first() {
+                    self.stats.sleeps += 1;
+                }
+            }
+        }
         loop {
             match attempt(self) {
                 Poll::Got(len) => return Ok(len),
@@ -2108,8 +2122,10 @@ impl<T> Subscriber<T> {
     ///
     /// [`Error::Io`] if the eventfd or the thread cannot be made.
     pub fn event_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
-        if self.pipe.is_some() {
-            // On pipes, the FIFO itself.
+        if self.pipe.as_ref().is_some_and(|rx| !rx.is_mq()) {
+            // On pipes, the FIFO itself (its end of file says when the
+            // publisher goes). On message queues the doorbell, whose helper
+            // also looks at the publisher every check interval.
             return Ok(self.pipe.as_ref().map(|rx| rx.fd()).expect("checked above"));
         }
         Ok(self.doorbell()?.fd())

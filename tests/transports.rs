@@ -683,7 +683,7 @@ fn list_gc_and_remove(transport: Transport) {
     assert!(!record.exists());
     if transport == Transport::Mq {
         let id = record.file_name().unwrap().to_string_lossy()["sub-".len()..].to_owned();
-        let queue = format!("/shmbus.{}.t.{id}", bus.name);
+        let queue = format!("/shmbus.{}:t:{id}", bus.name);
         assert!(
             removed.iter().any(|r| r.contains(&queue)),
             "{queue} removed: {removed:?}"
@@ -888,7 +888,7 @@ fn an_mq_work_queue_outlives_its_endpoints_until_the_bus_is_removed() {
         tx.push(i).unwrap();
     }
     drop(tx);
-    let queue = format!("/shmbus.{}.jobs", bus.name);
+    let queue = format!("/shmbus.{}:jobs", bus.name);
     assert!(mq_exists(&queue));
     let auto = Bus::builder(&bus.name).dir(&bus.dir).open().unwrap();
     assert_eq!(auto.transport(), Transport::Mq);
@@ -954,4 +954,79 @@ fn mq_topics_over_the_system_limits_are_refused_with_the_limit_named() {
         "{line}"
     );
     child.wait_success(Duration::from_secs(10));
+}
+
+/// Sends `bytes` as one message into queue `name` (another program's).
+fn mq_send_raw(name: &str, bytes: &[u8]) {
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a NUL-terminated name; without O_CREAT no more arguments.
+    let fd = unsafe { libc::mq_open(name.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK) };
+    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: `bytes` is valid for reads of its length.
+    let sent = unsafe { libc::mq_send(fd, bytes.as_ptr().cast(), bytes.len(), 0) };
+    // SAFETY: the descriptor mq_open gave us.
+    unsafe { libc::mq_close(fd) };
+    assert_eq!(sent, 0, "{}", std::io::Error::last_os_error());
+}
+
+/// A message in a subscriber's queue that is not one whole frame of ours
+/// is dropped and reported, and the stream goes on.
+#[test]
+fn a_foreign_message_in_an_mq_subscribers_queue_is_reported_and_the_stream_goes_on() {
+    let bus = PipeBus::on("mq-corrupt", Transport::Mq);
+    let b = bus.open();
+    let mut rx = b
+        .topic("t")
+        .capacity(8)
+        .start_at(StartAt::Next)
+        .subscriber::<u64>()
+        .unwrap();
+    let mut tx = b.topic("t").publisher::<u64>().unwrap();
+    tx.send(&1).unwrap();
+    let record = sub_record(&bus.dir.join(&bus.name).join("t.t"));
+    let id = record.file_name().unwrap().to_string_lossy()["sub-".len()..].to_owned();
+    // A header's worth of junk: it must not swallow the frame after it.
+    mq_send_raw(&format!("/shmbus.{}:t:{id}", bus.name), &[0x5a; 40]);
+    tx.send(&2).unwrap();
+    assert_eq!(rx.recv(), Ok(1));
+    assert!(matches!(rx.recv(), Err(RecvError::Corrupt { .. })));
+    assert_eq!(rx.recv(), Ok(2));
+    assert_eq!(rx.stats().corrupt, 1);
+}
+
+/// Work-queue messages on message queues go up to `msgsize_max` less the
+/// frame's header and trailer (8152 bytes by default), fixed or variable.
+#[test]
+fn mq_work_queues_carry_messages_up_to_the_queue_limit() {
+    let msgsize_max: usize = std::fs::read_to_string("/proc/sys/fs/mqueue/msgsize_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(8192);
+    let most = msgsize_max - 40;
+    let bus = PipeBus::on("mq-big", Transport::Mq);
+    let b = bus.open();
+    // A fixed slot of 8000 bytes (over a FIFO's 4064).
+    let mut tx = b
+        .topic("fixed")
+        .capacity(4)
+        .slot_size(8000)
+        .producer_bytes()
+        .unwrap();
+    let mut rx = b.topic("fixed").consumer_bytes().unwrap();
+    for len in [1usize, 4064, 4065, 8000] {
+        let msg: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        tx.push_bytes(&msg).unwrap();
+        assert_eq!(rx.pop_bytes().unwrap(), msg, "{len} bytes");
+    }
+    // A variable-size queue: its queue holds msg_max of its largest
+    // messages, capped at `most`; one byte more is TooLarge.
+    let mut tx = b.topic("var").variable(1 << 16).producer_bytes().unwrap();
+    let mut rx = b.topic("var").consumer_bytes().unwrap();
+    let msg: Vec<u8> = (0..most).map(|i| i as u8).collect();
+    tx.push_bytes(&msg).unwrap();
+    assert_eq!(rx.pop_bytes().unwrap(), msg);
+    assert!(matches!(
+        tx.push_bytes(&vec![7u8; most + 1]),
+        Err(shmbus::PushError::TooLarge { .. })
+    ));
 }

@@ -63,7 +63,7 @@ pub enum Transport {
     /// and a `read(2)`.
     Pipe,
     /// POSIX message queues (`mq_overview(7)`), one per subscriber and per
-    /// work queue, named `/shmbus.<bus>.<topic>[.<id>]`, with the registry
+    /// work queue, named `/shmbus.<bus>:<topic>[:<id>]`, with the registry
     /// in a directory as for pipes: every message is an `mq_send` and an
     /// `mq_receive`. A topic's capacity must fit the system's queue limits
     /// (`fs.mqueue.msg_max`, 10 by default for unprivileged processes);
@@ -236,11 +236,15 @@ impl PipeBus {
                     std::fs::OpenOptions::new()
                         .create(true)
                         .truncate(false)
+                        .read(true)
                         .write(true)
                         .mode(mode)
                         .open(temp.join(name))
                 };
-                file(".lock")?;
+                // Locked until renamed, so that `gc` knows a maker that
+                // died half-way from one still at work.
+                let lock = file(".lock")?;
+                crate::segment::procs::try_lock(lock.as_raw_fd(), 0, libc::F_WRLCK)?;
                 if carrier == Carrier::Mq {
                     file(MQ_MARK)?;
                 }
@@ -600,10 +604,17 @@ fn topic_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
 /// in it, and its message queues). Processes that have its FIFOs or
 /// queues open keep them.
 pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
-    let dir = root.join(bus);
-    if !dir.join(".lock").is_file() {
+    let named = root.join(bus);
+    if !named.join(".lock").is_file() {
         return Ok(false);
     }
+    // Out of the way first, so that no endpoint opens (and makes again) a
+    // queue of it between our unlinking the queues and the directory.
+    let gone = root.join(format!("{NEW_PREFIX}gone-{}", unique_id()));
+    let dir = match std::fs::rename(&named, &gone) {
+        Ok(()) => gone,
+        Err(_) => named,
+    };
     if carrier_of(&dir) == Carrier::Mq {
         for (topic, topic_dir) in topic_dirs(&dir) {
             mq::unlink(&mq::name(bus, &topic, None));
@@ -644,21 +655,17 @@ pub(crate) fn gc(root: &Path) -> Vec<String> {
             }
         }
     }
-    // Buses whose maker died before it renamed them into place: its pid
-    // is gone and a minute passed (a maker in another PID namespace, whose
-    // pid means nothing here, renames within microseconds).
+    // Buses whose maker died before it renamed them into place: it held
+    // the `.lock` in them locked until then; a minute old, with the lock
+    // there and free, its maker is known dead.
     if let Ok(entries) = std::fs::read_dir(root) {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_prefix(NEW_PREFIX) else {
+            if !name.starts_with(NEW_PREFIX) {
                 continue;
-            };
-            let pid = id.split('x').next().and_then(|p| p.parse::<i32>().ok());
-            let dead = pid.is_some_and(|pid| {
-                rustix::process::Pid::from_raw(pid).is_some_and(|pid| {
-                    rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
-                })
-            });
+            }
+            let lock = entry.path().join(".lock");
+            let dead = lock.exists() && record_liveness(&lock) == Liveness::Dead;
             let old = entry
                 .metadata()
                 .and_then(|m| m.modified())

@@ -4,8 +4,9 @@
 //! An mq bus keeps its registry (topic configuration, the publisher lease,
 //! a record per endpoint, the `join` doorbell) in a directory exactly as a
 //! pipe bus does; only the frames travel differently: each subscriber
-//! reads a queue of its own, `/shmbus.<bus>.<topic>.<id>`, and a work
-//! queue is one queue, `/shmbus.<bus>.<topic>`. A queue keeps message
+//! reads a queue of its own, `/shmbus.<bus>:<topic>:<id>`, and a work
+//! queue is one queue, `/shmbus.<bus>:<topic>` (`:` is in no bus or topic
+//! name, so no two topics share a name). A queue keeps message
 //! boundaries (one frame per message, never split), holds its messages
 //! until it is unlinked (a work queue's messages outlive every producer
 //! and consumer, as in shared memory), and lives in the IPC namespace,
@@ -20,19 +21,26 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::time::Duration;
 
 use rustix::io::Errno;
 
 use crate::error::Error;
 
 /// The name of the queue of topic `topic` of bus `bus` (a work queue's),
-/// or of its subscriber `id`.
+/// or of its subscriber `id`. Names have no `:` (see
+/// `segment::validate_name`): the parts cannot run into each other.
 pub(crate) fn name(bus: &str, topic: &str, id: Option<&str>) -> String {
+    let topic_queue = format!("/shmbus.{bus}:{topic}");
     match id {
-        Some(id) => format!("/shmbus.{bus}.{topic}.{id}"),
-        None => format!("/shmbus.{bus}.{topic}"),
+        Some(id) => of_subscriber(&topic_queue, id),
+        None => topic_queue,
     }
+}
+
+/// The name of subscriber `id`'s queue, given its topic's queue name
+/// (`name(bus, topic, None)`).
+pub(crate) fn of_subscriber(topic_queue: &str, id: &str) -> String {
+    format!("{topic_queue}:{id}")
 }
 
 fn cname(name: &str) -> Result<CString, Errno> {
@@ -98,7 +106,13 @@ pub(crate) fn open(
     }
     // SAFETY: on Linux an mqd_t is a file descriptor, ours alone, closed
     // by close(2) as mq_close does.
-    Ok(unsafe { OwnedFd::from_raw_fd(mqd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(mqd) };
+    if let Some((mode, ..)) = create {
+        // The umask took bits the bus's mode asks for (a group's access);
+        // a queue someone else made is left as it is (EPERM).
+        let _ = rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode));
+    }
+    Ok(fd)
 }
 
 /// Removes queue `name` (those who have it open keep it until they close
@@ -127,46 +141,21 @@ pub(crate) fn send(fd: BorrowedFd<'_>, msg: &[u8]) -> Result<(), Errno> {
 }
 
 /// Takes the oldest message into `buf` (at least the queue's largest
-/// message long): its length. `AGAIN` when a non-blocking queue is empty;
-/// with `timeout`, `TIMEDOUT` when it stays empty that long.
-pub(crate) fn receive(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    timeout: Option<Duration>,
-) -> Result<usize, Errno> {
-    let deadline = timeout.map(|t| {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-        let nanos = now.tv_nsec as u64 + u64::from(t.subsec_nanos());
-        libc::timespec {
-            tv_sec: (now.tv_sec as libc::time_t)
-                .saturating_add(t.as_secs().min(i32::MAX as u64) as libc::time_t)
-                .saturating_add((nanos / 1_000_000_000) as libc::time_t),
-            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
-        }
-    });
+/// message long): its length. `AGAIN` when a non-blocking queue is empty.
+/// (Waits are `poll`s, on the monotonic clock: `mq_timedreceive`'s
+/// deadline is on the wall clock, which may be set back.)
+pub(crate) fn receive(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
     loop {
         let mut prio = 0;
-        let r = match &deadline {
-            // SAFETY: `buf` is valid for writes of its length, `prio` and
-            // `at` for the call.
-            Some(at) => unsafe {
-                libc::mq_timedreceive(
-                    fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    &mut prio,
-                    at,
-                )
-            },
-            // SAFETY: as above.
-            None => unsafe {
-                libc::mq_receive(
-                    fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    &mut prio,
-                )
-            },
+        // SAFETY: `buf` is valid for writes of its length, `prio` for the
+        // call.
+        let r = unsafe {
+            libc::mq_receive(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut prio,
+            )
         };
         if r >= 0 {
             return Ok(r as usize);
@@ -213,6 +202,17 @@ pub(crate) fn msgsize_max() -> usize {
     sysctl("msgsize_max").map_or(8192, |n| n as usize)
 }
 
+/// How many messages the queue of a variable-size topic of `capacity`
+/// holds: as many as `fs.mqueue.msg_max` lets anyone have (10 by
+/// default). Each may be the topic's largest, and the kernel charges every
+/// queue that worst case against `RLIMIT_MSGQUEUE`: an arena's
+/// 64-byte units of the largest message would not fit any default limit.
+pub(crate) fn variable_depth(capacity: usize) -> usize {
+    capacity
+        .min(sysctl("msg_max").map_or(10, |n| n as usize))
+        .max(1)
+}
+
 /// What creating a queue of `maxmsg` messages of `msgsize` bytes for topic
 /// `topic` met, said with the limit that refused it and what to do.
 pub(crate) fn create_error(
@@ -233,13 +233,14 @@ pub(crate) fn create_error(
                  capacity, and its largest message with a {}-byte frame header) is over this \
                  system's limits: fs.mqueue.msg_max = {}, fs.mqueue.msgsize_max = {} (for \
                  processes without CAP_SYS_RESOURCE). Lower the topic's capacity or message \
-                 size, or raise the limits (e.g. `sysctl fs.mqueue.msg_max={maxmsg}`)",
+                 size, or raise the limits (`sysctl fs.mqueue.msg_max={maxmsg}`, \
+                 `sysctl fs.mqueue.msgsize_max={msgsize}`, as needed)",
                 super::frame::HEADER,
                 limit("msg_max", "10"),
                 limit("msgsize_max", "8192"),
             ),
         },
-        Errno::MFILE | Errno::NOSPC | Errno::NOMEM => {
+        Errno::MFILE | Errno::NOSPC => {
             let (what, fix) = match err {
                 Errno::NOSPC => (
                     format!(

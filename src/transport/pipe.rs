@@ -564,7 +564,8 @@ impl PipeTx {
     /// polls the FIFOs of the subscribers that hold it back until
     /// `deadline`.
     pub fn room(&mut self, wait: bool, deadline: Option<Instant>) -> Result<(), Full> {
-        let mut checked = Instant::now();
+        // Read only once held back: no clock read on a send that has room.
+        let mut checked: Option<Instant> = None;
         loop {
             let blocked = {
                 let state = &mut *self.state();
@@ -574,8 +575,9 @@ impl PipeTx {
                 // Now and then: a subscriber that holds us back and is known
                 // dead, or gone (its record removed, while a child it forked
                 // keeps its FIFO open), is evicted.
-                if checked.elapsed() >= self.check_interval {
-                    checked = Instant::now();
+                let since = *checked.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.check_interval {
+                    checked = Some(Instant::now());
                     state.evict_gone();
                     continue;
                 }
@@ -747,13 +749,19 @@ impl TxState {
                     OFlags::WRONLY | OFlags::NONBLOCK,
                 ),
                 Carrier::Mq => mq::open(
-                    &format!("{}.{id}", self.mq_prefix),
+                    &mq::of_subscriber(&self.mq_prefix, &id),
                     mq::Access::Write,
                     true,
                     None,
                 ),
             };
             let fd = match opened {
+                // A queue outlives its dead reader (a FIFO's open says
+                // ENXIO): not welcomed, nor waited for.
+                Ok(_) if self.carrier == Carrier::Mq && record_liveness(&record).is_dead() => {
+                    self.remove_files(&id);
+                    continue;
+                }
                 Ok(fd) => fd,
                 // ENXIO: nobody reads it (yet, or any more); ENOENT: not
                 // made yet, or removed.
@@ -821,13 +829,15 @@ impl TxState {
         }
     }
 
-    /// Drops the subscribers whose record says they are dead (or is gone):
-    /// how a message queue's publisher learns that a reader went.
+    /// Drops the subscribers whose record is there and unlocked: how a
+    /// message queue's publisher learns that a reader went. (A record
+    /// gone says nothing here: the bus may have been removed under live
+    /// subscribers, which go on reading their queues.)
     fn evict_dead(&mut self) {
         let mut i = 0;
         while i < self.subs.len() {
             let record = self.dir.join(format!("sub-{}", self.subs[i].id));
-            if record_liveness(&record).is_dead() {
+            if record.exists() && record_liveness(&record).is_dead() {
                 self.drop_sub(i);
             } else {
                 i += 1;
@@ -842,7 +852,7 @@ impl TxState {
                 let _ = std::fs::remove_file(self.dir.join(format!("sub-{id}.fifo")));
             }
             Carrier::Mq => {
-                mq::unlink(&format!("{}.{id}", self.mq_prefix));
+                mq::unlink(&mq::of_subscriber(&self.mq_prefix, id));
             }
         }
         let _ = std::fs::remove_file(self.dir.join(format!("sub-{id}")));
@@ -1043,6 +1053,9 @@ pub(crate) struct PipeRx {
     /// file to say so).
     mq_name: String,
     looked: Instant,
+    /// A message that was not one frame came (and was dropped): the next
+    /// look says `Corrupt`.
+    corrupt_message: bool,
 }
 
 impl PipeRx {
@@ -1125,9 +1138,10 @@ impl PipeRx {
                     Some((bus.mode, capacity, frame_bytes)),
                 )
                 .map_err(|e| mq::create_error(&bus.bus, topic, e, capacity, frame_bytes))?;
-                let fd_block = mq::open(&name, mq::Access::Read, false, None).map_err(|e| {
+                // (Unused: waits on a queue are polls, see `wait`.)
+                let fd_block = fd.try_clone().map_err(|e| {
                     mq::unlink(&name);
-                    super::io_error(&bus.bus, "opening a subscriber's message queue", io(e))
+                    super::io_error(&bus.bus, "opening a subscriber's message queue", e)
                 })?;
                 (fd, fd_block, name)
             }
@@ -1153,6 +1167,7 @@ impl PipeRx {
             gates,
             mq_name,
             looked: Instant::now(),
+            corrupt_message: false,
         };
         // Knock; the publisher's helper thread welcomes us.
         if let Ok(join) = open_fifo(&rx.dir.join("join"), OFlags::WRONLY | OFlags::NONBLOCK) {
@@ -1172,6 +1187,9 @@ impl PipeRx {
                         break;
                     };
                     poll_one(rx.fd.as_fd(), PollFlags::IN, span);
+                    if rx.eof {
+                        break; // the publisher went meanwhile
+                    }
                     if history.is_none() {
                         let want = rx.read_welcome();
                         if rx.welcome.is_some() {
@@ -1258,7 +1276,14 @@ impl PipeRx {
             if self.buf.len() < self.end + self.max_frame {
                 self.buf.resize(self.end + self.max_frame, 0);
             }
-            match mq::receive(self.fd.as_fd(), &mut self.buf[self.end..], None) {
+            match mq::receive(self.fd.as_fd(), &mut self.buf[self.end..]) {
+                // Exactly one frame, or no message of ours: dropped whole
+                // (it cannot swallow the frames after it), and said.
+                Ok(n) if frame::frame_len(&self.buf[self.end..self.end + n]) != Some(n) => {
+                    self.eof = false;
+                    self.corrupt_message = true;
+                    return;
+                }
                 Ok(n) => {
                     self.eof = false;
                     self.end += n;
@@ -1345,6 +1370,9 @@ impl PipeRx {
     /// The next frame, left in the buffer until [`advance`](Self::advance).
     pub fn next(&mut self) -> Next {
         self.fill(HEADER);
+        if core::mem::take(&mut self.corrupt_message) {
+            return Next::Corrupt;
+        }
         if self.end - self.start < HEADER {
             return Next::Empty;
         }
@@ -1425,24 +1453,10 @@ impl PipeRx {
             return false;
         };
         if !self.mq_name.is_empty() {
-            if self.end == self.start {
-                // Asleep in the receive itself (one system call a message,
-                // as for a FIFO), for at most the span: a queue has no end
-                // of file to wake us when the publisher dies.
-                self.start = 0;
-                self.end = 0;
-                if self.buf.len() < self.max_frame {
-                    self.buf.resize(self.max_frame, 0);
-                }
-                match mq::receive(self.fd_block.as_fd(), &mut self.buf[..], Some(span)) {
-                    Ok(n) => {
-                        self.eof = false;
-                        self.end = n;
-                    }
-                    Err(_) => self.look_for_publisher(),
-                }
-            } else {
-                poll_one(self.fd.as_fd(), PollFlags::IN, span);
+            // A poll (on the monotonic clock), at most the span: a queue
+            // has no end of file to wake us when the publisher dies.
+            if !poll_one(self.fd.as_fd(), PollFlags::IN, span) {
+                self.look_for_publisher();
             }
         } else if self.eof {
             // No writer: poll would say "hang up" at once. Look again soon.
@@ -1468,6 +1482,25 @@ impl PipeRx {
             poll_one(self.fd.as_fd(), PollFlags::IN, span);
         }
         true
+    }
+
+    /// Before a wait without a deadline that sleeps at once (`Block`):
+    /// with nothing buffered, sleeps in a read straight away (one system
+    /// call a message, as a raw pipe reader makes, where a look that finds
+    /// nothing and then a sleep make two). True if it did. Not after a
+    /// goodbye or an end of file, which the paced checks must see first (a
+    /// forked child may keep a FIFO open after its publisher said goodbye),
+    /// nor before a welcome.
+    pub fn read_blocking_first(&mut self) -> bool {
+        if self.end != self.start
+            || self.eof
+            || self.goodbye
+            || !self.welcomed
+            || self.stashed.is_some()
+        {
+            return false;
+        }
+        self.wait(None)
     }
 
     /// Keeps `err` (a loss or corrupt frame found by a select's look) for
@@ -1525,6 +1558,12 @@ impl PipeRx {
     /// The FIFO, readable when a frame comes (or the publisher goes).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Whether its frames come in a message queue (which says nothing when
+    /// its publisher dies, as a FIFO's end of file does).
+    pub fn is_mq(&self) -> bool {
+        !self.mq_name.is_empty()
     }
 
     /// Whether this subscriber gates a lossless publisher.
@@ -1636,7 +1675,8 @@ impl PipeQueue {
     pub fn max_message_on(carrier: Carrier) -> usize {
         match carrier {
             Carrier::Fifo => Self::MAX_MESSAGE,
-            Carrier::Mq => mq::msgsize_max().saturating_sub(HEADER).max(1),
+            // Header and the trailer of a frame over `WHOLE_UP_TO`.
+            Carrier::Mq => mq::msgsize_max().saturating_sub(HEADER + 8).max(1),
         }
     }
 
@@ -1701,11 +1741,21 @@ impl PipeQueue {
                 &format!("pid={}\n", std::process::id()),
             )?
         };
-        let frame_len = (HEADER + slot).next_multiple_of(8);
+        // A FIFO's frames are padded to this; a queue's largest message.
+        let frame_len = if mq {
+            frame::data_frame_len(slot).next_multiple_of(8)
+        } else {
+            (HEADER + slot).next_multiple_of(8)
+        };
         let fd = if mq {
             // One queue for the topic, made by whoever comes first, that
             // keeps its messages until the bus is removed.
             let name = bus.mq_name(topic, None);
+            let capacity = if variable {
+                mq::variable_depth(capacity)
+            } else {
+                capacity
+            };
             let fd = mq::open(
                 &name,
                 mq::Access::ReadWrite,
@@ -1759,7 +1809,13 @@ impl PipeQueue {
 
     /// The longest message this queue's frames carry.
     pub fn max_message(&self) -> usize {
-        self.frame_len - HEADER
+        let most = self.frame_len - HEADER;
+        if self.mq && most > frame::WHOLE_UP_TO {
+            // Such a frame ends with an 8-byte trailer.
+            (most - 8).max(frame::WHOLE_UP_TO)
+        } else {
+            most
+        }
     }
 
     /// Live consumers attached.
@@ -1880,7 +1936,7 @@ impl PipeQueue {
         }
         self.frame.resize(self.frame_len, 0);
         let n = if self.mq {
-            match mq::receive(self.fd.as_fd(), &mut self.frame[..], None) {
+            match mq::receive(self.fd.as_fd(), &mut self.frame[..]) {
                 Ok(n) => n,
                 Err(_) => return Ok(None),
             }
@@ -1896,13 +1952,13 @@ impl PipeQueue {
         if n == 0 {
             return Ok(None);
         }
-        // A FIFO's frames are all one length; a queue's are as written.
+        // A FIFO's frames are all one length; a queue's are as written
+        // (with a trailer past `WHOLE_UP_TO`).
         let whole = |h: &Header| {
-            let len = HEADER + h.len as usize;
             if self.mq {
-                len == n
+                frame::data_frame_len(h.len as usize) == n && frame::trailer_ok(h, &self.frame[..n])
             } else {
-                n == self.frame_len && len <= n
+                n == self.frame_len && HEADER + h.len as usize <= n
             }
         };
         let header = match Header::decode(&self.frame[..n]) {
