@@ -345,8 +345,8 @@ fn blocking_recv_wakes_when_another_thread_publishes() {
         // On pipes: asleep in a read of its FIFO (no shared sleeper count).
         let asleep = common::eventually(Duration::from_secs(30), || {
             if common::on_mq() {
-                // On message queues: asleep in a poll of its queue.
-                common::blocked_in(tid, libc::SYS_ppoll) || common::blocked_in(tid, libc::SYS_poll)
+                // On message queues: asleep in a receive of its queue.
+                common::blocked_in(tid, libc::SYS_mq_timedreceive)
             } else if common::on_pipes() {
                 common::blocked_in(tid, libc::SYS_read)
             } else {

@@ -21,6 +21,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
 use rustix::io::Errno;
 
@@ -142,20 +143,41 @@ pub(crate) fn send(fd: BorrowedFd<'_>, msg: &[u8]) -> Result<(), Errno> {
 
 /// Takes the oldest message into `buf` (at least the queue's largest
 /// message long): its length. `AGAIN` when a non-blocking queue is empty.
-/// (Waits are `poll`s, on the monotonic clock: `mq_timedreceive`'s
-/// deadline is on the wall clock, which may be set back.)
 pub(crate) fn receive(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
+    receive_within(fd, buf, None)
+}
+
+/// As [`receive`], waiting on a blocking descriptor for at most `span`
+/// (`TIMEDOUT` after). Asleep in the receive, a sender hands it the message
+/// directly (`mq_send`'s pipelined path), where a `poll` and then a receive
+/// cost the raw queue's throughput twice over. Its deadline is on the wall
+/// clock: a clock set back while it waits lengthens the wait by as much,
+/// so it is for waits that only pace liveness checks, not for a caller's
+/// timeout (those are `poll`s).
+pub(crate) fn receive_within(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    span: Option<Duration>,
+) -> Result<usize, Errno> {
+    let at = span.map(|span| {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+        let nanos = now.tv_nsec as u64 + u64::from(span.subsec_nanos());
+        libc::timespec {
+            tv_sec: (now.tv_sec as libc::time_t)
+                .saturating_add(span.as_secs().min(i32::MAX as u64) as libc::time_t)
+                .saturating_add((nanos / 1_000_000_000) as libc::time_t),
+            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+        }
+    });
     loop {
         let mut prio = 0;
-        // SAFETY: `buf` is valid for writes of its length, `prio` for the
-        // call.
-        let r = unsafe {
-            libc::mq_receive(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut prio,
-            )
+        let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len());
+        let r = match &at {
+            // SAFETY: `buf` is valid for writes of its length, `prio` and
+            // `at` for the call.
+            Some(at) => unsafe { libc::mq_timedreceive(fd.as_raw_fd(), ptr, len, &mut prio, at) },
+            // SAFETY: as above.
+            None => unsafe { libc::mq_receive(fd.as_raw_fd(), ptr, len, &mut prio) },
         };
         if r >= 0 {
             return Ok(r as usize);

@@ -1138,10 +1138,11 @@ impl PipeRx {
                     Some((bus.mode, capacity, frame_bytes)),
                 )
                 .map_err(|e| mq::create_error(&bus.bus, topic, e, capacity, frame_bytes))?;
-                // (Unused: waits on a queue are polls, see `wait`.)
-                let fd_block = fd.try_clone().map_err(|e| {
+                // A second, blocking, descriptor of the queue, for waits
+                // without a deadline (see `wait`).
+                let fd_block = mq::open(&name, mq::Access::Read, false, None).map_err(|e| {
                     mq::unlink(&name);
-                    super::io_error(&bus.bus, "opening a subscriber's message queue", e)
+                    super::io_error(&bus.bus, "opening a subscriber's message queue", io(e))
                 })?;
                 (fd, fd_block, name)
             }
@@ -1453,9 +1454,34 @@ impl PipeRx {
             return false;
         };
         if !self.mq_name.is_empty() {
-            // A poll (on the monotonic clock), at most the span: a queue
-            // has no end of file to wake us when the publisher dies.
-            if !poll_one(self.fd.as_fd(), PollFlags::IN, span) {
+            // At most the span (a queue has no end of file to wake us when
+            // the publisher dies): without a deadline asleep in the receive
+            // itself, as a raw queue's reader is (see
+            // `mq::receive_within`); with one, in a poll, on the monotonic
+            // clock as the deadline is.
+            let woke = if deadline.is_none() && self.end == self.start {
+                self.start = 0;
+                self.end = 0;
+                if self.buf.len() < self.max_frame {
+                    self.buf.resize(self.max_frame, 0);
+                }
+                match mq::receive_within(self.fd_block.as_fd(), &mut self.buf[..], Some(span)) {
+                    Ok(n) if frame::frame_len(&self.buf[..n]) == Some(n) => {
+                        self.end = n;
+                        true
+                    }
+                    Ok(_) => {
+                        self.corrupt_message = true;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            } else {
+                poll_one(self.fd.as_fd(), PollFlags::IN, span)
+            };
+            if woke {
+                self.eof = false;
+            } else {
                 self.look_for_publisher();
             }
         } else if self.eof {
