@@ -273,6 +273,22 @@ impl PipeBus {
         })
     }
 
+    /// Opens message queue `name` of topic `topic` (non-blocking), made
+    /// with the bus's mode to hold `depth` messages of `msgsize` bytes if
+    /// it does not exist; an error that names the system limit that
+    /// refuses it.
+    pub fn make_queue(
+        &self,
+        name: &str,
+        topic: &str,
+        access: mq::Access,
+        depth: usize,
+        msgsize: usize,
+    ) -> Result<std::os::fd::OwnedFd, Error> {
+        mq::open(name, access, true, Some((self.mode, depth, msgsize)))
+            .map_err(|e| mq::create_error(&self.bus, topic, e, depth, msgsize))
+    }
+
     /// The name of topic `topic`'s message queue (a work queue's), or its
     /// subscriber `id`'s.
     pub fn mq_name(&self, topic: &str, id: Option<&str>) -> String {

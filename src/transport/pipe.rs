@@ -1131,13 +1131,7 @@ impl PipeRx {
                 // A queue that holds the topic's capacity, as the FIFO is
                 // sized to, or an error that names the limit.
                 let name = bus.mq_name(topic, Some(record.id("sub-")));
-                let fd = mq::open(
-                    &name,
-                    mq::Access::Read,
-                    true,
-                    Some((bus.mode, capacity, frame_bytes)),
-                )
-                .map_err(|e| mq::create_error(&bus.bus, topic, e, capacity, frame_bytes))?;
+                let fd = bus.make_queue(&name, topic, mq::Access::Read, capacity, frame_bytes)?;
                 // A second, blocking, descriptor of the queue, for waits
                 // without a deadline (see `wait`).
                 let fd_block = mq::open(&name, mq::Access::Read, false, None).map_err(|e| {
@@ -1782,13 +1776,7 @@ impl PipeQueue {
             } else {
                 capacity
             };
-            let fd = mq::open(
-                &name,
-                mq::Access::ReadWrite,
-                true,
-                Some((bus.mode, capacity, frame_len)),
-            )
-            .map_err(|e| mq::create_error(&bus.bus, topic, e, capacity, frame_len))?;
+            let fd = bus.make_queue(&name, topic, mq::Access::ReadWrite, capacity, frame_len)?;
             match mq::attr(fd.as_fd()) {
                 Ok((_, size, _)) if size == frame_len => {}
                 Ok((_, size, _)) => {
