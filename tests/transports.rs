@@ -96,14 +96,15 @@ fn child_role_entry() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
-        // args: bus dir. With `ulimit -q` at 1000 bytes, subscribes to a
-        // topic of 8 messages; reports the error.
+        // args: bus dir. With `ulimit -q` at 100 bytes (less than any
+        // queue's bookkeeping), subscribes to a topic of 8 messages;
+        // reports the error.
         "mq-rlimit" => {
             rustix::process::setrlimit(
                 rustix::process::Resource::Msgqueue,
                 rustix::process::Rlimit {
-                    current: Some(1000),
-                    maximum: Some(1000),
+                    current: Some(100),
+                    maximum: Some(100),
                 },
             )
             .unwrap();
@@ -946,7 +947,7 @@ fn mq_topics_over_the_system_limits_are_refused_with_the_limit_named() {
         ),
         Ok(_) => panic!("a queue of {capacity} messages over msg_max {msg_max} was made"),
     }
-    // The per-user bytes: a child whose `ulimit -q` is tiny.
+    // The per-user bytes: a child whose `ulimit -q` is 100 bytes.
     let mut child = spawn_role("mq-rlimit", &args(&[&bus.name, &bus.dir.display()]));
     let line = child.expect_line("ERR ");
     assert!(
