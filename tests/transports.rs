@@ -1031,3 +1031,36 @@ fn mq_work_queues_carry_messages_up_to_the_queue_limit() {
         Err(shmbus::PushError::TooLarge { .. })
     ));
 }
+
+/// A lossless subscriber on message queues that leaves (its record and
+/// queue removed, as a process that panics or exits does) while the
+/// publisher is held back by it: the publisher's helper drops it within a
+/// check interval, so even a publisher that only ever `try_send`s (as an
+/// async one does) goes on. A queue says nothing when its reader leaves.
+#[test]
+fn mq_a_lossless_subscriber_that_leaves_stops_holding_try_sends_back() {
+    let bus = PipeBus::on("mq-leave", Transport::Mq);
+    let b = bus.open();
+    let mut tx = b
+        .topic("t")
+        .capacity(8)
+        .lossless(4)
+        .liveness_check_interval(Duration::from_millis(20))
+        .publisher::<u64>()
+        .unwrap();
+    let rx = b.topic("t").subscriber::<u64>().unwrap();
+    let mut sent = 0u64;
+    while tx.try_send(&sent).is_ok() {
+        sent += 1;
+    }
+    assert!(sent > 0);
+    drop(rx);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while tx.try_send(&sent).is_err() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the publisher is still held back by a subscriber that left"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

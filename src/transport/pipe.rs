@@ -829,15 +829,21 @@ impl TxState {
         }
     }
 
-    /// Drops the subscribers whose record is there and unlocked: how a
-    /// message queue's publisher learns that a reader went. (A record
-    /// gone says nothing here: the bus may have been removed under live
+    /// Drops the subscribers whose record is there and unlocked, or gone
+    /// from a topic directory that is still there (a subscriber that left
+    /// removes it): how a message queue's publisher learns that a reader
+    /// went. (With the directory gone, the bus was removed under live
     /// subscribers, which go on reading their queues.)
     fn evict_dead(&mut self) {
         let mut i = 0;
         while i < self.subs.len() {
             let record = self.dir.join(format!("sub-{}", self.subs[i].id));
-            if record.exists() && record_liveness(&record).is_dead() {
+            let gone = if record.exists() {
+                record_liveness(&record).is_dead()
+            } else {
+                self.dir.is_dir()
+            };
+            if gone {
                 self.drop_sub(i);
             } else {
                 i += 1;
