@@ -264,7 +264,9 @@ pub fn skip(test: &str, why: &str) {
             .create(true)
             .open(path)
         {
-            let _ = writeln!(log, "SKIPPED: {test}: {why}");
+            // One write of the whole line: tests skipping at once in two
+            // threads (or processes) append whole lines, never merged ones.
+            let _ = log.write_all(format!("SKIPPED: {test}: {why}\n").as_bytes());
         }
     }
 }
