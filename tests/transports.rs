@@ -96,6 +96,23 @@ fn child_role_entry() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
+        // args: bus dir count. A slow lossless subscriber: takes 0, 1, ..
+        // count - 1 in order, one a millisecond, then reports them.
+        "slow-sub" => {
+            let bus = pipe_bus(&args[0], &args[1]);
+            let count: u64 = args[2].parse().unwrap();
+            let mut rx = bus
+                .topic("t")
+                .start_at(StartAt::Oldest)
+                .subscriber::<u64>()
+                .unwrap();
+            report("READY");
+            for want in 0..count {
+                std::thread::sleep(Duration::from_millis(1));
+                assert_eq!(rx.recv(), Ok(want));
+            }
+            report(format!("GOT {count}"));
+        }
         // args: bus dir. With `ulimit -q` at 100 bytes (less than any
         // queue's bookkeeping), subscribes to a topic of 8 messages;
         // reports the error.
@@ -1064,4 +1081,68 @@ fn mq_a_lossless_subscriber_that_leaves_stops_holding_try_sends_back() {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// A lossless mq publisher whose subscriber's queue is full sleeps in its
+/// send to that queue (not in a poll, with the helper thread woken to
+/// write): a slow subscriber process still gets every message once, in
+/// order.
+#[test]
+fn mq_a_lossless_publisher_asleep_in_full_queues_hands_over_every_message_once() {
+    let bus = PipeBus::on("mq-hand", Transport::Mq);
+    let b = bus.open();
+    let mut tx = b
+        .topic("t")
+        .capacity(2)
+        .lossless(4)
+        .publisher::<u64>()
+        .unwrap();
+    let count = 300u64;
+    let mut sub = spawn_role("slow-sub", &args(&[&bus.name, &bus.dir.display(), &count]));
+    sub.expect_line("READY");
+    for i in 0..count {
+        tx.send(&i).unwrap();
+    }
+    sub.expect_line(&format!("GOT {count}"));
+    assert_eq!(tx.evictions(), 0);
+}
+
+/// A lossless mq send asleep in a full queue (no deadline) waits while its
+/// subscriber lives, and goes on once the subscriber is killed with
+/// `kill -9` (evicted, counted), within a check interval or two.
+#[test]
+fn mq_a_send_asleep_in_a_full_queue_goes_on_when_its_subscriber_is_killed() {
+    let bus = PipeBus::on("mq-held", Transport::Mq);
+    let b = bus.open();
+    let mut tx = b
+        .topic("t")
+        .capacity(8)
+        .lossless(4)
+        .liveness_check_interval(Duration::from_millis(50))
+        .publisher::<u64>()
+        .unwrap();
+    let mut sub = spawn_role("idle-sub", &args(&[&bus.name, &bus.dir.display()]));
+    sub.expect_line("READY");
+    let mut sent = 0u64;
+    while tx.try_send(&sent).is_ok() {
+        sent += 1;
+    }
+    assert!(sent > 0);
+    let (done, finished) = std::sync::mpsc::channel();
+    let sender = std::thread::spawn(move || {
+        let sent_ok = tx.send(&sent).is_ok();
+        let _ = done.send((sent_ok, tx.evictions()));
+        tx
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a lossless send went on past a live subscriber with a full queue"
+    );
+    sub.kill9();
+    let (sent_ok, evictions) = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the send still waits for a subscriber killed with kill -9");
+    assert!(sent_ok);
+    assert_eq!(evictions, 1);
+    drop(sender.join().unwrap());
 }

@@ -159,16 +159,7 @@ pub(crate) fn receive_within(
     buf: &mut [u8],
     span: Option<Duration>,
 ) -> Result<usize, Errno> {
-    let at = span.map(|span| {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-        let nanos = now.tv_nsec as u64 + u64::from(span.subsec_nanos());
-        libc::timespec {
-            tv_sec: (now.tv_sec as libc::time_t)
-                .saturating_add(span.as_secs().min(i32::MAX as u64) as libc::time_t)
-                .saturating_add((nanos / 1_000_000_000) as libc::time_t),
-            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
-        }
-    });
+    let at = span.map(wall_clock_in);
     loop {
         let mut prio = 0;
         let (ptr, len) = (buf.as_mut_ptr().cast(), buf.len());
@@ -186,6 +177,41 @@ pub(crate) fn receive_within(
             Errno::INTR => continue,
             e => return Err(e),
         }
+    }
+}
+
+/// As [`send`], waiting on a blocking descriptor for at most `span` for
+/// room (`TIMEDOUT` after): asleep in the send, as a raw queue's writer
+/// is, a receive hands the sender its room directly, where a `poll` and
+/// then a send make two system calls and a wake-up. On the wall clock, as
+/// [`receive_within`] is: for waits that only pace liveness checks.
+pub(crate) fn send_within(fd: BorrowedFd<'_>, msg: &[u8], span: Duration) -> Result<(), Errno> {
+    let at = wall_clock_in(span);
+    loop {
+        // SAFETY: `msg` is valid for reads of its length and `at` for
+        // reads, for the call.
+        let r =
+            unsafe { libc::mq_timedsend(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0, &at) };
+        if r == 0 {
+            return Ok(());
+        }
+        match last_errno() {
+            Errno::INTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// The wall-clock time `span` from now (the queues' timeouts are absolute
+/// `CLOCK_REALTIME` times).
+fn wall_clock_in(span: Duration) -> libc::timespec {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    let nanos = now.tv_nsec as u64 + u64::from(span.subsec_nanos());
+    libc::timespec {
+        tv_sec: (now.tv_sec as libc::time_t)
+            .saturating_add(span.as_secs().min(i32::MAX as u64) as libc::time_t)
+            .saturating_add((nanos / 1_000_000_000) as libc::time_t),
+        tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
     }
 }
 

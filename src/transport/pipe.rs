@@ -213,6 +213,12 @@ struct Out {
     pending: Vec<u8>,
     /// Its frames go into a message queue (one message each), not a FIFO.
     mq: bool,
+    /// A lossless subscriber's queue opened blocking: a publisher that may
+    /// wait sleeps in a send on it (see [`PipeTx::hand_over`]).
+    fd_block: Option<Arc<OwnedFd>>,
+    /// The publisher is sending its pending frame outside the lock (see
+    /// [`PipeTx::hand_over`]): the helper thread leaves it alone.
+    sending: bool,
 }
 
 /// What a write to one subscriber did.
@@ -308,6 +314,27 @@ pub(crate) struct PipeTx {
     epoch: u64,
     /// A committed loan's bytes, on their way to the FIFOs.
     loaned: Vec<u8>,
+    /// How the last `room` may wait: `Some(None)` without a deadline (a
+    /// send may then sleep in a full queue's `mq_timedsend`), `Some(deadline)`
+    /// or `None` (may not wait).
+    patience: Option<Option<Instant>>,
+    /// The frame [`hand_over`](Self::hand_over) sends.
+    handing: Vec<u8>,
+}
+
+/// Locks what a publisher and its helper thread share.
+fn locked(shared: &std::sync::Mutex<TxState>) -> std::sync::MutexGuard<'_, TxState> {
+    // A panic while it was held left nothing half-done that matters.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A lossless subscriber whose queue was full for a send that may wait
+/// (see [`PipeTx::hand_over`]).
+struct Held {
+    /// Its non-blocking descriptor (which subscriber it is).
+    fd: Arc<OwnedFd>,
+    /// Its blocking descriptor.
+    block: Arc<OwnedFd>,
 }
 
 /// The publisher's next sequence number, in a one-page shared mapping of
@@ -546,12 +573,13 @@ impl PipeTx {
             check_interval,
             epoch: crate::segment::procs::fork_epoch(),
             loaned: Vec::new(),
+            patience: None,
+            handing: Vec::new(),
         })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, TxState> {
-        // A panic while it was held left nothing half-done that matters.
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+        locked(&self.shared)
     }
 
     /// The sequence number this publisher starts at: where the last one
@@ -564,6 +592,7 @@ impl PipeTx {
     /// polls the FIFOs of the subscribers that hold it back until
     /// `deadline`.
     pub fn room(&mut self, wait: bool, deadline: Option<Instant>) -> Result<(), Full> {
+        self.patience = wait.then_some(deadline);
         // Read only once held back: no clock read on a send that has room.
         let mut checked: Option<Instant> = None;
         loop {
@@ -603,7 +632,38 @@ impl PipeTx {
 
     /// Sends message `seq` to every subscriber (after `room` said yes).
     pub fn send(&mut self, seq: u64, payload: &[u8], time: Option<u64>) {
-        self.state().send(seq, payload, time);
+        let hold = self.patience == Some(None);
+        let held = locked(&self.shared).send(seq, payload, time, hold, &mut self.handing);
+        self.hand_over(held);
+    }
+
+    /// Sends the frame just sent (`handing`) to the lossless subscribers
+    /// whose queues were full, each asleep in a blocking send for at most a
+    /// check interval, as a raw queue's writer sleeps (where the helper
+    /// thread, woken to write it, would take the publisher's CPU from it
+    /// for every message). Without the lock, which the helper needs to
+    /// welcome subscribers meanwhile; the frame stays kept for it, marked
+    /// `sending` so the helper does not write it too. One that is still
+    /// full after the interval is left to the helper and the next `room`,
+    /// which evicts it if it is dead.
+    fn hand_over(&mut self, held: Vec<Held>) {
+        for held in held {
+            let sent =
+                mq::send_within(held.block.as_fd(), &self.handing, self.check_interval).is_ok();
+            let state = &mut *self.state();
+            let Some(out) = state.subs.iter_mut().find(|o| Arc::ptr_eq(&o.fd, &held.fd)) else {
+                continue; // evicted meanwhile
+            };
+            out.sending = false;
+            if sent {
+                // Only its frame was kept (it was written to at once, with
+                // nothing kept, and only this thread adds to what is kept).
+                let len = self.handing.len().min(out.pending.len());
+                out.pending.drain(..len);
+            } else {
+                let _ = rustix::io::write(&*state.kick, &1u64.to_ne_bytes());
+            }
+        }
     }
 
     /// Sends message `seq` of `len` bytes that `fill` writes (a loan's,
@@ -618,8 +678,10 @@ impl PipeTx {
         let mut buf = core::mem::take(&mut self.loaned);
         buf.resize(len, 0);
         fill(&mut buf);
-        self.state().send(seq, &buf, time);
+        let hold = self.patience == Some(None);
+        let held = locked(&self.shared).send(seq, &buf, time, hold, &mut self.handing);
         self.loaned = buf;
+        self.hand_over(held);
     }
 
     /// Lossless subscribers dropped because they were gone.
@@ -684,14 +746,14 @@ fn pickup_thread(
     kick: &OwnedFd,
     sweep: Option<Duration>,
 ) {
-    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = || locked(shared);
     let mut swept = Instant::now();
     loop {
         // The FIFOs with something kept, held open while we poll them.
         let blocked: Vec<Arc<OwnedFd>> = lock()
             .subs
             .iter()
-            .filter(|s| !s.pending.is_empty())
+            .filter(|s| !s.pending.is_empty() && !s.sending)
             .map(|s| Arc::clone(&s.fd))
             .collect();
         let mut fds = vec![
@@ -787,12 +849,23 @@ impl TxState {
                 .first()
                 .and_then(|frame| Header::decode(frame))
                 .map_or(self.next, |h| h.seq);
+            // A lossless subscriber's queue, opened blocking too (for
+            // `PipeTx::hand_over`); without it the helper thread writes.
+            let fd_block = (lossless && self.carrier == Carrier::Mq)
+                .then(|| {
+                    let name = mq::of_subscriber(&self.mq_prefix, &id);
+                    mq::open(&name, mq::Access::Write, false, None).ok()
+                })
+                .flatten()
+                .map(Arc::new);
             let mut out = Out {
                 id,
                 fd: Arc::new(fd),
                 lossless,
                 pending: Vec::new(),
                 mq: self.carrier == Carrier::Mq,
+                fd_block,
+                sending: false,
             };
             // Its time field: the sequence number after the history that
             // follows, so the subscriber knows how much to wait for.
@@ -893,6 +966,12 @@ impl TxState {
         let mut clear = true;
         let mut i = 0;
         while i < self.subs.len() {
+            if self.subs[i].sending {
+                // The publisher is sending it (see `PipeTx::hand_over`).
+                clear &= !self.subs[i].lossless;
+                i += 1;
+                continue;
+            }
             match self.subs[i].flush() {
                 Ok(done) => {
                     clear &= done || !self.subs[i].lossless;
@@ -904,7 +983,19 @@ impl TxState {
         clear
     }
 
-    fn send(&mut self, seq: u64, payload: &[u8], time: Option<u64>) {
+    /// Sends message `seq` to every subscriber. With `hold`, a lossless
+    /// subscriber whose queue is full is not left to the helper thread: it
+    /// is returned, marked `sending`, with the frame copied into `handing`,
+    /// for [`PipeTx::hand_over`].
+    fn send(
+        &mut self,
+        seq: u64,
+        payload: &[u8],
+        time: Option<u64>,
+        hold: bool,
+        handing: &mut Vec<u8>,
+    ) -> Vec<Held> {
+        let mut held = Vec::new();
         if let Some(word) = &self.seq_word {
             // Before any write: a successor never reuses a number that a
             // subscriber may have seen.
@@ -933,8 +1024,19 @@ impl TxState {
                 Wrote::Part(n) => {
                     if n > 0 || out.lossless {
                         out.pending.extend_from_slice(&self.frame[n..]);
-                        // The helper writes it when the FIFO has room.
-                        let _ = rustix::io::write(&*self.kick, &1u64.to_ne_bytes());
+                        match &out.fd_block {
+                            Some(block) if hold => {
+                                out.sending = true;
+                                held.push(Held {
+                                    fd: Arc::clone(&out.fd),
+                                    block: Arc::clone(block),
+                                });
+                            }
+                            // The helper writes it when the FIFO has room.
+                            _ => {
+                                let _ = rustix::io::write(&*self.kick, &1u64.to_ne_bytes());
+                            }
+                        }
                     }
                     i += 1;
                 }
@@ -957,9 +1059,14 @@ impl TxState {
             self.kept_bytes -= old.len() - HEADER;
             spare = old;
         }
+        if !held.is_empty() {
+            handing.clear();
+            handing.extend_from_slice(&self.frame);
+        }
         core::mem::swap(&mut spare, &mut self.frame);
         self.history.push_back(spare);
         self.next = seq.wrapping_add(1);
+        held
     }
 }
 
