@@ -197,6 +197,7 @@ const ROLES: &[(&str, Role)] = &[
     ("echo-shmbus", echo_shmbus),
     ("produce-spsc", produce_spsc),
     ("produce-fd", produce_fd),
+    ("produce-fifo", produce_fifo),
     ("produce-mq", produce_mq),
     ("produce-shmbus", produce_shmbus),
     ("subscribe-shmbus", subscribe_shmbus),
@@ -335,6 +336,19 @@ fn produce_fd(args: &[String]) -> Res {
     wait_go();
     for _ in 0..count {
         raw::write_all(wfd, &buf)?;
+    }
+    Ok(())
+}
+
+/// PATH COUNT SIZE: as `produce-fd`, into the named pipe at PATH.
+fn produce_fifo(args: &[String]) -> Res {
+    let fifo = std::fs::OpenOptions::new().write(true).open(&args[0])?;
+    let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
+    let buf = vec![0x5au8; size];
+    ready();
+    wait_go();
+    for _ in 0..count {
+        raw::write_all(std::os::fd::AsRawFd::as_raw_fd(&fifo), &buf)?;
     }
     Ok(())
 }

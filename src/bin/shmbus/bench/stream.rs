@@ -71,17 +71,29 @@ impl Stream for RawSpsc {
     }
 }
 
-/// A pipe, or a Unix socket.
+/// What a raw [`FdStream`] reads from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum FdKind {
+    /// An anonymous pipe, inherited by the writer.
+    Pipe,
+    /// A named pipe (FIFO) that the writer opens by its path, as
+    /// processes that share only a directory must (what a pipe bus does).
+    Fifo,
+    /// A connected pair of Unix stream sockets.
+    Socket,
+}
+
+/// A pipe, a named pipe, or a Unix socket.
 pub struct FdStream {
-    pub socket: bool,
+    pub kind: FdKind,
 }
 
 impl Stream for FdStream {
     fn name(&self) -> &'static str {
-        if self.socket {
-            "unix-socket"
-        } else {
-            "pipe"
+        match self.kind {
+            FdKind::Pipe => "pipe",
+            FdKind::Fifo => "fifo",
+            FdKind::Socket => "unix-socket",
         }
     }
 
@@ -91,7 +103,26 @@ impl Stream for FdStream {
 
     fn run(&self, h: &mut Harness, count: u64) -> Res<Streamed> {
         let size = h.opts.size;
-        let (ours, theirs) = if self.socket {
+        if self.kind == FdKind::Fifo {
+            let path = std::env::temp_dir().join(format!(
+                "shmbus-bench-{}-{}.fifo",
+                std::process::id(),
+                h.next_id()
+            ));
+            let ours = raw::fifo(&path)?;
+            let args = [
+                path.display().to_string(),
+                count.to_string(),
+                size.to_string(),
+            ];
+            let peer = Peer::spawn("produce-fifo", &args, h.cpu(1));
+            // The writer has it open once it says it is ready.
+            let _ = std::fs::remove_file(&path);
+            let mut peer = peer?;
+            peer.go()?;
+            return read_stream(ours, count, size, peer);
+        }
+        let (ours, theirs) = if self.kind == FdKind::Socket {
             raw::socketpair()?
         } else {
             raw::pipe()?
@@ -105,15 +136,21 @@ impl Stream for FdStream {
         let mut peer = Peer::spawn("produce-fd", &args, h.cpu(1))?;
         drop(theirs);
         peer.go()?;
-        let mut buf = vec![0u8; size];
-        let mut start = None;
-        for _ in 0..count {
-            raw::read_exact(ours.as_raw_fd(), &mut buf)?;
-            start.get_or_insert_with(Instant::now);
-        }
-        peer.finish()?;
-        Ok(received(count, start))
+        read_stream(ours, count, size, peer)
     }
+}
+
+/// Reads `count` messages of `size` bytes from `ours`, each with one
+/// blocking read, and lets `peer` finish.
+fn read_stream(ours: std::os::fd::OwnedFd, count: u64, size: usize, peer: Peer) -> Res<Streamed> {
+    let mut buf = vec![0u8; size];
+    let mut start = None;
+    for _ in 0..count {
+        raw::read_exact(ours.as_raw_fd(), &mut buf)?;
+        start.get_or_insert_with(Instant::now);
+    }
+    peer.finish()?;
+    Ok(received(count, start))
 }
 
 /// A POSIX message queue.
