@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{args, child_role, report, spawn_role, TestBus, Tick};
-use shmbus::{Bus, PopError, RecvError, StartAt, Transport, TryRecvError};
+use shmbus::{Bus, PopError, RecvError, StartAt, Transport, TryPopError, TryRecvError};
 
 /// Entry point of child processes; does nothing when run as a normal test.
 #[test]
@@ -1145,4 +1145,38 @@ fn mq_a_send_asleep_in_a_full_queue_goes_on_when_its_subscriber_is_killed() {
     assert!(sent_ok);
     assert_eq!(evictions, 1);
     drop(sender.join().unwrap());
+}
+
+/// A consumer that waits from before any producer never sees
+/// `Disconnected` while the first producer attaches: the mark that a
+/// producer came is made after its record is in place (it was made
+/// before, and a consumer that looked in between was told the queue's
+/// producers were all gone).
+#[test]
+fn a_consumer_is_never_disconnected_by_a_producer_attaching() {
+    let bus = PipeBus::new("q-attach");
+    let b = bus.open();
+    // (A bus holds at most 64 topics.)
+    for round in 0..60 {
+        let topic = format!("jobs{round}");
+        let mut rx = b
+            .topic(&topic)
+            .liveness_check_interval(Duration::from_nanos(1))
+            .consumer::<u64>()
+            .unwrap();
+        let looking = std::thread::spawn(move || loop {
+            match rx.try_pop() {
+                Ok(v) => return Ok(v),
+                Err(TryPopError::Empty) => {}
+                Err(e) => return Err(e),
+            }
+        });
+        let mut tx = b.topic(&topic).producer::<u64>().unwrap();
+        tx.push(round).unwrap();
+        assert_eq!(
+            looking.join().unwrap(),
+            Ok(round),
+            "round {round}: the consumer was told the queue had no producers"
+        );
+    }
 }

@@ -1966,15 +1966,21 @@ impl PipeQueue {
                     max,
                 });
             }
-            if role == Role::Producer {
-                let _ = std::fs::write(dir.join("had-producer"), b"");
-            }
-            Record::create(
+            let record = Record::create(
                 &bus,
                 &dir,
                 role.prefix(),
                 &format!("pid={}\n", std::process::id()),
-            )?
+            )?;
+            if role == Role::Producer {
+                // After its record is there (locked, renamed into place):
+                // a consumer that sees the mark and no live producer knows
+                // that every producer went, where the mark first let one
+                // waiting since before any producer see "disconnected" in
+                // the moment between the two.
+                let _ = std::fs::write(dir.join("had-producer"), b"");
+            }
+            record
         };
         // A FIFO's frames are padded to this; a queue's largest message.
         let frame_len = if mq {
