@@ -42,7 +42,11 @@ enum Command {
     /// work queues (raw Vyukov MPMC queue). Every message carries its
     /// sequence and a checksum that the readers verify. `openloop` sends
     /// at a fixed rate (`--rate`) and measures latency from each message's
-    /// due time, so a stall is not hidden by coordinated omission. Built
+    /// due time, so a stall is not hidden by coordinated omission. The
+    /// fallback transports against the system calls under them: shmbus on
+    /// pipes against a raw pipe and a raw named pipe (FIFO), on POSIX
+    /// message queues against a raw queue (`pingpong-pipe`,
+    /// `throughput-pipe`, `pingpong-mq`, `throughput-mq`). Built
     /// with `--features peers` (`cargo run --release --features peers --
     /// bench --pin`), ping-pong, 1-to-1 and fanout also run ringfire
     /// (lossy and lossless) and iceoryx2 (overflow and backpressure)
