@@ -629,6 +629,17 @@ fn mq_a_lossless_subscriber_killed_is_evicted() {
     evict_killed_lossless_subscriber(Transport::Mq);
 }
 
+/// Sends 0, 1, .. with `try_send` until a lossless subscriber that does
+/// not read holds the publisher back: how many went.
+fn fill_until_held_back(tx: &mut shmbus::Publisher<u64>) -> u64 {
+    let mut sent = 0u64;
+    while tx.try_send(&sent).is_ok() {
+        sent += 1;
+    }
+    assert!(sent > 0, "the subscriber's FIFO or queue took nothing");
+    sent
+}
+
 fn evict_killed_lossless_subscriber(transport: Transport) {
     let bus = PipeBus::on("pipe-evict", transport);
     let b = bus.open();
@@ -642,11 +653,7 @@ fn evict_killed_lossless_subscriber(transport: Transport) {
     sub.expect_line("READY");
     assert_eq!(tx.receiver_count(), Some(1));
     // Fill its FIFO: the publisher is held back.
-    let mut sent = 0u64;
-    while tx.try_send(&sent).is_ok() {
-        sent += 1;
-    }
-    assert!(sent > 0);
+    let sent = fill_until_held_back(&mut tx);
     let record = sub_record(&bus.dir.join(&bus.name).join("t.t"));
     sub.kill9();
     tx.send_timeout(&sent, Duration::from_secs(10))
@@ -1067,11 +1074,7 @@ fn mq_a_lossless_subscriber_that_leaves_stops_holding_try_sends_back() {
         .publisher::<u64>()
         .unwrap();
     let rx = b.topic("t").subscriber::<u64>().unwrap();
-    let mut sent = 0u64;
-    while tx.try_send(&sent).is_ok() {
-        sent += 1;
-    }
-    assert!(sent > 0);
+    let sent = fill_until_held_back(&mut tx);
     drop(rx);
     let until = std::time::Instant::now() + Duration::from_secs(10);
     while tx.try_send(&sent).is_err() {
@@ -1123,11 +1126,7 @@ fn mq_a_send_asleep_in_a_full_queue_goes_on_when_its_subscriber_is_killed() {
         .unwrap();
     let mut sub = spawn_role("idle-sub", &args(&[&bus.name, &bus.dir.display()]));
     sub.expect_line("READY");
-    let mut sent = 0u64;
-    while tx.try_send(&sent).is_ok() {
-        sent += 1;
-    }
-    assert!(sent > 0);
+    let sent = fill_until_held_back(&mut tx);
     let (done, finished) = std::sync::mpsc::channel();
     let sender = std::thread::spawn(move || {
         let sent_ok = tx.send(&sent).is_ok();
