@@ -1179,3 +1179,46 @@ fn a_consumer_is_never_disconnected_by_a_producer_attaching() {
         );
     }
 }
+
+/// A lossless mq send held by several subscribers killed with `kill -9`
+/// waits for them at most one check interval in all, not one each (it
+/// waited for each in turn, past their eviction: six dead subscribers and
+/// an interval of 500 ms held it 3 s).
+#[test]
+fn mq_a_send_held_by_several_killed_subscribers_waits_one_interval_in_all() {
+    let bus = PipeBus::on("mq-held-n", Transport::Mq);
+    let b = bus.open();
+    let interval = Duration::from_millis(500);
+    let mut tx = b
+        .topic("t")
+        .capacity(4)
+        .lossless(8)
+        .liveness_check_interval(interval)
+        .publisher::<u64>()
+        .unwrap();
+    let mut subs: Vec<_> = (0..6)
+        .map(|_| spawn_role("idle-sub", &args(&[&bus.name, &bus.dir.display()])))
+        .collect();
+    for sub in &mut subs {
+        sub.expect_line("READY");
+    }
+    assert_eq!(tx.receiver_count(), Some(6));
+    // Every queue exactly full, nothing kept: the next send finds all six
+    // full and waits for room in them itself.
+    let sent = 4u64;
+    for i in 0..sent {
+        tx.try_send(&i).unwrap();
+    }
+    for sub in &mut subs {
+        sub.kill9();
+    }
+    let began = std::time::Instant::now();
+    tx.send(&sent).unwrap();
+    let took = began.elapsed();
+    assert!(
+        took < interval * 4,
+        "a send held by six dead subscribers took {took:?} (check interval {interval:?})"
+    );
+    tx.send(&(sent + 1)).unwrap();
+    assert_eq!(tx.evictions(), 6);
+}

@@ -180,28 +180,6 @@ pub(crate) fn receive_within(
     }
 }
 
-/// As [`send`], waiting on a blocking descriptor for at most `span` for
-/// room (`TIMEDOUT` after): asleep in the send, as a raw queue's writer
-/// is, a receive hands the sender its room directly, where a `poll` and
-/// then a send make two system calls and a wake-up. On the wall clock, as
-/// [`receive_within`] is: for waits that only pace liveness checks.
-pub(crate) fn send_within(fd: BorrowedFd<'_>, msg: &[u8], span: Duration) -> Result<(), Errno> {
-    let at = wall_clock_in(span);
-    loop {
-        // SAFETY: `msg` is valid for reads of its length and `at` for
-        // reads, for the call.
-        let r =
-            unsafe { libc::mq_timedsend(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0, &at) };
-        if r == 0 {
-            return Ok(());
-        }
-        match last_errno() {
-            Errno::INTR => continue,
-            e => return Err(e),
-        }
-    }
-}
-
 /// The wall-clock time `span` from now (the queues' timeouts are absolute
 /// `CLOCK_REALTIME` times).
 fn wall_clock_in(span: Duration) -> libc::timespec {

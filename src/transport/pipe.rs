@@ -213,9 +213,6 @@ struct Out {
     pending: Vec<u8>,
     /// Its frames go into a message queue (one message each), not a FIFO.
     mq: bool,
-    /// A lossless subscriber's queue opened blocking: a publisher that may
-    /// wait sleeps in a send on it (see [`PipeTx::hand_over`]).
-    fd_block: Option<Arc<OwnedFd>>,
     /// The publisher is sending its pending frame outside the lock (see
     /// [`PipeTx::hand_over`]): the helper thread leaves it alone.
     sending: bool,
@@ -317,8 +314,8 @@ pub(crate) struct PipeTx {
     /// Whether any subscriber has something kept (see [`Locked`]).
     anything_kept: Arc<std::sync::atomic::AtomicBool>,
     /// How the last `room` may wait: `Some(None)` without a deadline (a
-    /// send may then sleep in a full queue's `mq_timedsend`), `Some(deadline)`
-    /// or `None` (may not wait).
+    /// send may then wait for room in a full queue, see `hand_over`),
+    /// `Some(deadline)` or `None` (may not wait).
     patience: Option<Option<Instant>>,
     /// The frame [`hand_over`](Self::hand_over) sends.
     handing: Vec<u8>,
@@ -362,13 +359,9 @@ impl Drop for Locked<'_> {
 }
 
 /// A lossless subscriber whose queue was full for a send that may wait
-/// (see [`PipeTx::hand_over`]).
-struct Held {
-    /// Its non-blocking descriptor (which subscriber it is).
-    fd: Arc<OwnedFd>,
-    /// Its blocking descriptor.
-    block: Arc<OwnedFd>,
-}
+/// (see [`PipeTx::hand_over`]): its queue's descriptor, which also says
+/// which subscriber it is.
+type Held = Arc<OwnedFd>;
 
 /// The publisher's next sequence number, in a one-page shared mapping of
 /// the topic's `seq` file (a file in the bus's directory, not in
@@ -695,22 +688,44 @@ impl PipeTx {
     }
 
     /// Sends the frame just sent (`handing`) to the lossless subscribers
-    /// whose queues were full, each asleep in a blocking send for at most a
-    /// check interval, as a raw queue's writer sleeps (where the helper
-    /// thread, woken to write it, would take the publisher's CPU from it
-    /// for every message). Without the lock, which the helper needs to
-    /// welcome subscribers meanwhile; the frame stays kept for it, marked
-    /// `sending` so the helper does not write it too. One that is still
-    /// full after the interval is left to the helper and the next `room`,
-    /// which evicts it if it is dead.
+    /// whose queues were full, waiting for room in each in turn, in all
+    /// for at most a check interval, as a raw queue's writer waits in its
+    /// send (where the helper thread, woken to write it, would take the
+    /// publisher's CPU from it for every message: six times the context
+    /// switches). Without the lock, which the helper needs to welcome and
+    /// evict subscribers meanwhile; the frame stays kept, marked `sending`
+    /// so that the helper does not write it too. The waits are `poll`s on
+    /// the monotonic clock (an `mq_timedsend` would sleep on the wall
+    /// clock, longer by as much as the clock is set back, with nothing to
+    /// wake it if its subscriber is dead), and each first looks whether
+    /// the subscriber is still there. What is still full after the
+    /// interval is left to the helper and the next `room`, which evicts a
+    /// dead subscriber.
     #[cold]
     #[inline(never)]
     fn hand_over(&mut self, held: Vec<Held>) {
-        for held in held {
-            let sent =
-                mq::send_within(held.block.as_fd(), &self.handing, self.check_interval).is_ok();
+        let until = Instant::now() + self.check_interval;
+        for fd in held {
+            let mut sent = false;
+            loop {
+                if !self.state().subs.iter().any(|o| Arc::ptr_eq(&o.fd, &fd)) {
+                    break; // evicted meanwhile
+                }
+                match mq::send(fd.as_fd(), &self.handing) {
+                    Ok(()) => {
+                        sent = true;
+                        break;
+                    }
+                    Err(Errno::AGAIN) => {}
+                    Err(_) => break,
+                }
+                let Some(span) = wait_span(Some(until), self.check_interval) else {
+                    break;
+                };
+                poll_one(fd.as_fd(), PollFlags::OUT, span);
+            }
             let state = &mut *self.state();
-            let Some(out) = state.subs.iter_mut().find(|o| Arc::ptr_eq(&o.fd, &held.fd)) else {
+            let Some(out) = state.subs.iter_mut().find(|o| Arc::ptr_eq(&o.fd, &fd)) else {
                 continue; // evicted meanwhile
             };
             out.sending = false;
@@ -910,22 +925,12 @@ impl TxState {
                 .first()
                 .and_then(|frame| Header::decode(frame))
                 .map_or(self.next, |h| h.seq);
-            // A lossless subscriber's queue, opened blocking too (for
-            // `PipeTx::hand_over`); without it the helper thread writes.
-            let fd_block = (lossless && self.carrier == Carrier::Mq)
-                .then(|| {
-                    let name = mq::of_subscriber(&self.mq_prefix, &id);
-                    mq::open(&name, mq::Access::Write, false, None).ok()
-                })
-                .flatten()
-                .map(Arc::new);
             let mut out = Out {
                 id,
                 fd: Arc::new(fd),
                 lossless,
                 pending: Vec::new(),
                 mq: self.carrier == Carrier::Mq,
-                fd_block,
                 sending: false,
             };
             // Its time field: the sequence number after the history that
@@ -1085,18 +1090,12 @@ impl TxState {
                 Wrote::Part(n) => {
                     if n > 0 || out.lossless {
                         out.pending.extend_from_slice(&self.frame[n..]);
-                        match &out.fd_block {
-                            Some(block) if hold => {
-                                out.sending = true;
-                                held.push(Held {
-                                    fd: Arc::clone(&out.fd),
-                                    block: Arc::clone(block),
-                                });
-                            }
+                        if hold && out.mq && out.lossless && n == 0 {
+                            out.sending = true;
+                            held.push(Arc::clone(&out.fd));
+                        } else {
                             // The helper writes it when the FIFO has room.
-                            _ => {
-                                let _ = rustix::io::write(&*self.kick, &1u64.to_ne_bytes());
-                            }
+                            let _ = rustix::io::write(&*self.kick, &1u64.to_ne_bytes());
                         }
                     }
                     i += 1;
@@ -1359,9 +1358,13 @@ impl PipeRx {
                     if rx.mq_name.is_empty() {
                         // Naps, not a poll: once anyone has polled a pipe,
                         // Linux takes the wake-up path on its every write
-                        // (`poll_usage`), for the FIFO's life. Read only
-                        // once there are bytes: before the helper opens it,
-                        // a read finds no writer (end of file).
+                        // (`poll_usage`), for the FIFO's life. (A poll by
+                        // the publisher held back by this subscriber, or by
+                        // a subscriber that spins or waits with a
+                        // deadline, sets it anyway; a blocking subscriber
+                        // that keeps up is spared.) Read only once there
+                        // are bytes: before the helper opens it, a read
+                        // finds no writer (end of file).
                         if !rustix::io::ioctl_fionread(&rx.fd).is_ok_and(|n| n > 0) {
                             std::thread::sleep(nap.min(span));
                             nap = (nap * 2).min(Duration::from_millis(1));
@@ -1370,6 +1373,7 @@ impl PipeRx {
                             }
                             continue;
                         }
+                        nap = Duration::from_micros(20);
                     } else {
                         poll_one(rx.fd.as_fd(), PollFlags::IN, span);
                     }
