@@ -255,18 +255,8 @@ fn on_transport(suite: &str, transport: &str, mut cmd: Command) {
     let skip_lines = std::fs::read_to_string(&skips).unwrap_or_default();
     let _ = std::fs::remove_file(&skips);
     let skipped = skip_lines.lines().count();
-    if let Some(log) = std::env::var_os("SHMBUS_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut log) = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(log)
-        {
-            for line in skip_lines.lines() {
-                // A whole line a write (see `common::skip`).
-                let _ = log.write_all(format!("{line} (on {transport})\n").as_bytes());
-            }
-        }
+    for line in skip_lines.lines() {
+        common::log_skip(&format!("{line} (on {transport})"));
     }
     let result = stdout
         .lines()

@@ -255,8 +255,15 @@ pub fn run_in_mount_namespace(
 
 /// Says that `test` did not run, and why, where CI counts it.
 pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED: {test}: {why}");
+    let line = format!("SKIPPED: {test}: {why}");
+    eprintln!("{line}");
     // Also in a file CI reads, since test output may be captured.
+    log_skip(&line);
+}
+
+/// Appends `line` (a skip's, `SKIPPED: ...`) to the file CI counts skips
+/// in (`SHMBUS_SKIP_LOG`), if there is one.
+pub fn log_skip(line: &str) {
     if let Some(path) = std::env::var_os("SHMBUS_SKIP_LOG") {
         use std::io::Write;
         if let Ok(mut log) = std::fs::OpenOptions::new()
@@ -266,7 +273,7 @@ pub fn skip(test: &str, why: &str) {
         {
             // One write of the whole line: tests skipping at once in two
             // threads (or processes) append whole lines, never merged ones.
-            let _ = log.write_all(format!("SKIPPED: {test}: {why}\n").as_bytes());
+            let _ = log.write_all(format!("{line}\n").as_bytes());
         }
     }
 }

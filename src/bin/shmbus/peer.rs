@@ -330,25 +330,24 @@ fn produce_spsc(args: &[String]) -> Res {
 
 /// WFD COUNT SIZE
 fn produce_fd(args: &[String]) -> Res {
-    let (wfd, count, size): (i32, u64, usize) = (arg(args, 0), arg(args, 1), arg(args, 2));
-    let buf = vec![0x5au8; size];
-    ready();
-    wait_go();
-    for _ in 0..count {
-        raw::write_all(wfd, &buf)?;
-    }
-    Ok(())
+    write_messages(arg(args, 0), args)
 }
 
 /// PATH COUNT SIZE: as `produce-fd`, into the named pipe at PATH.
 fn produce_fifo(args: &[String]) -> Res {
     let fifo = std::fs::OpenOptions::new().write(true).open(&args[0])?;
+    write_messages(std::os::fd::AsRawFd::as_raw_fd(&fifo), args)
+}
+
+/// Writes COUNT messages of SIZE bytes (`args[1]`, `args[2]`) into `fd`,
+/// each with one write, once told to go.
+fn write_messages(fd: i32, args: &[String]) -> Res {
     let (count, size): (u64, usize) = (arg(args, 1), arg(args, 2));
     let buf = vec![0x5au8; size];
     ready();
     wait_go();
     for _ in 0..count {
-        raw::write_all(std::os::fd::AsRawFd::as_raw_fd(&fifo), &buf)?;
+        raw::write_all(fd, &buf)?;
     }
     Ok(())
 }
