@@ -27,7 +27,7 @@
 
 use core::cmp::{max, Ordering as CmpOrdering};
 
-use crate::ring::{load_bytes, store_bytes, Lease, SLOT_HEADER_WORDS};
+use crate::ring::{load_bytes, store_bytes, Lease, LINE_WORDS, SLOT_HEADER_WORDS};
 pub use crate::ring::{packed_slots_words as slots_words, packed_stride_words as stride_words};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::WakeWords;
@@ -282,9 +282,12 @@ impl<'a> BroadcastRing<'a> {
     #[inline(always)]
     pub fn publish(&self, seq: u64, bytes: &[u8]) {
         debug_assert!(bytes.len() <= self.slot_bytes);
-        let payload = self.begin(seq);
+        // The slot is found once (`begin` and `commit` each find it: the
+        // compiler cannot share the work across the atomic stores).
+        let slot = self.slot(seq);
+        let payload = begin_slot(slot, seq);
         store_bytes(payload, bytes);
-        self.commit(seq, bytes.len());
+        commit_slot(self.ctrl, slot, seq, bytes.len());
     }
 
     /// Marks message `seq`'s slot as being written and returns its payload
@@ -295,18 +298,7 @@ impl<'a> BroadcastRing<'a> {
     /// and the next holder writes `seq` again.
     #[inline(always)]
     pub fn begin(&self, seq: u64) -> &'a [AtomicU64] {
-        let slot = self.slot(seq);
-        // SYNC POINT: Release (free on x86) pairs with the Acquire stamp
-        // loads of readers: one that sees this "being written" stamp also
-        // sees what we did before, such as evicting a lossless subscriber
-        // (see `stamp`).
-        slot[0].store(writing(seq), Ordering::Release);
-        // SYNC POINT: this Release fence pairs with the reader's Acquire fence
-        // in `read`. A reader whose copy saw any word stored after it also
-        // sees the odd stamp above in its second stamp load, and discards
-        // the copy.
-        fence(Ordering::Release);
-        &slot[SLOT_HEADER_WORDS..]
+        begin_slot(self.slot(seq), seq)
     }
 
     /// The payload words of message `seq`'s slot, for a writer that has
@@ -320,13 +312,7 @@ impl<'a> BroadcastRing<'a> {
     /// `len` bytes (at most `slot_bytes`), and makes it the newest.
     #[inline(always)]
     pub fn commit(&self, seq: u64, len: usize) {
-        let slot = self.slot(seq);
-        slot[1].store(len as u64, Ordering::Relaxed);
-        // SYNC POINT: pairs with the reader's first (Acquire) stamp load: a
-        // reader that sees "complete" sees the whole payload.
-        slot[0].store(complete(seq), Ordering::Release);
-        // SYNC POINT: pairs with the Acquire load in `head`.
-        self.ctrl.head.store(seq.wrapping_add(1), Ordering::Release);
+        commit_slot(self.ctrl, self.slot(seq), seq, len);
     }
 
     /// The stamp of `cursor`'s slot, loaded with Acquire: after a read
@@ -368,6 +354,18 @@ impl<'a> BroadcastRing<'a> {
     pub fn read(&self, cursor: u64, out: &mut [u8]) -> Read {
         let slot = self.slot(cursor);
         let want = complete(cursor);
+        #[cfg(not(shmbus_loom))]
+        if let Some(second) = slot.get(LINE_WORDS) {
+            // A slot of two lines or more: ask for the second line now, in
+            // parallel with the first, not after the stamp was seen
+            // complete (a reader waiting for a message polls here, and the
+            // branch below is predicted "empty": the copy's load of the
+            // second line would start a whole transfer late). Measured:
+            // 64- and 128-byte ping-pong 1.62x and 2.00x the raw cache line
+            // without, 1.58x and 1.82x with (medians of six alternated runs,
+            // 2 vCPUs); loading the next three lines instead was no better.
+            core::hint::black_box(second.load(Ordering::Relaxed));
+        }
         // SYNC POINT: pairs with the Release store of the complete stamp in
         // `publish`.
         let before = slot[0].load(Ordering::Acquire);
@@ -414,6 +412,34 @@ impl<'a> BroadcastRing<'a> {
         let oldest_held = self.head().saturating_sub(self.capacity());
         max(cursor.wrapping_add(1), oldest_held)
     }
+}
+
+/// [`BroadcastRing::begin`] on message `seq`'s slot.
+#[inline(always)]
+fn begin_slot(slot: &[AtomicU64], seq: u64) -> &[AtomicU64] {
+    // SYNC POINT: Release (free on x86) pairs with the Acquire stamp
+    // loads of readers: one that sees this "being written" stamp also
+    // sees what we did before, such as evicting a lossless subscriber
+    // (see `stamp`).
+    slot[0].store(writing(seq), Ordering::Release);
+    // SYNC POINT: this Release fence pairs with the reader's Acquire fence
+    // in `read`. A reader whose copy saw any word stored after it also
+    // sees the odd stamp above in its second stamp load, and discards
+    // the copy.
+    fence(Ordering::Release);
+    &slot[SLOT_HEADER_WORDS..]
+}
+
+/// [`BroadcastRing::commit`] on message `seq`'s slot, in the ring `ctrl`
+/// heads.
+#[inline(always)]
+fn commit_slot(ctrl: &BroadcastCtrl, slot: &[AtomicU64], seq: u64, len: usize) {
+    slot[1].store(len as u64, Ordering::Relaxed);
+    // SYNC POINT: pairs with the reader's first (Acquire) stamp load: a
+    // reader that sees "complete" sees the whole payload.
+    slot[0].store(complete(seq), Ordering::Release);
+    // SYNC POINT: pairs with the Acquire load in `head`.
+    ctrl.head.store(seq.wrapping_add(1), Ordering::Release);
 }
 
 /// Hooks for model checks and tests that stage a crashed publisher.

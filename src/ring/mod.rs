@@ -32,7 +32,7 @@ pub const CACHE_LINE: usize = 64;
 pub(crate) const SLOT_HEADER_WORDS: usize = 2;
 pub(crate) const WORD: usize = 8;
 /// Words per cache line.
-const LINE_WORDS: usize = CACHE_LINE / WORD;
+pub(crate) const LINE_WORDS: usize = CACHE_LINE / WORD;
 
 /// Words per slot: stamp, length, payload rounded up to whole words, and the
 /// whole rounded up to a cache line so neighbouring slots never share one.
@@ -85,8 +85,54 @@ pub fn packed_slots_words(capacity: usize, slot_bytes: usize) -> Option<usize> {
 /// Stores `bytes` into `words` with relaxed atomic stores, eight bytes at a
 /// time, zero-padding the last word. Atomic, so that a reader racing the
 /// write (a seqlock reader) copies garbage it will discard, not a data race.
-#[inline]
+#[inline(always)]
 pub(crate) fn store_bytes(words: &[AtomicU64], bytes: &[u8]) {
+    if bytes.len() < SMALL_BELOW {
+        store_small(words, bytes);
+    } else {
+        store_large(words, bytes);
+    }
+}
+
+/// Messages shorter than this take [`store_small`] and [`load_small`]: a
+/// word loop, inlined, with no call and no `memcpy` for the last bytes.
+/// Measured with callgrind, one `send_bytes` and one `recv_bytes` of 48
+/// bytes in one process: 247 instructions with the general loops (69 in
+/// the copy out alone, a call with its prologue, the line loop's set-up
+/// and a `memcpy` for the tail).
+const SMALL_BELOW: usize = 2 * CACHE_LINE;
+
+/// [`store_bytes`] of fewer than [`SMALL_BELOW`] bytes. The last partial
+/// word is built from the last eight bytes of `bytes` (shifted: the
+/// bytes before it are the previous word's) instead of a copy into a
+/// zeroed buffer.
+#[inline(always)]
+fn store_small(words: &[AtomicU64], bytes: &[u8]) {
+    let whole = bytes.len() / WORD;
+    for (dst, src) in words[..whole].iter().zip(bytes.chunks_exact(WORD)) {
+        dst.store(u64::from_ne_bytes(src.try_into().expect("8 bytes")), Ordering::Relaxed);
+    }
+    let rest = bytes.len() % WORD;
+    if rest != 0 {
+        let last = if bytes.len() >= WORD {
+            let tail: [u8; WORD] = bytes[bytes.len() - WORD..].try_into().expect("8 bytes");
+            // The first `WORD - rest` of these eight bytes are in the word
+            // before: shift them out (zero-padding the top, little-endian).
+            u64::from_le_bytes(tail) >> ((WORD - rest) * 8)
+        } else {
+            let mut tail = [0u8; WORD];
+            for (t, b) in tail.iter_mut().zip(bytes) {
+                *t = *b;
+            }
+            u64::from_le_bytes(tail)
+        };
+        words[whole].store(u64::from_le(last), Ordering::Relaxed);
+    }
+}
+
+/// [`store_bytes`] of [`SMALL_BELOW`] bytes or more.
+#[inline(never)]
+fn store_large(words: &[AtomicU64], bytes: &[u8]) {
     let whole = bytes.len() / WORD * WORD;
     store_words(words, &bytes[..whole]);
     let tail = &bytes[whole..];
@@ -159,8 +205,49 @@ pub fn store_bytes_at(words: &[AtomicU64], offset: usize, bytes: &[u8]) {
 }
 
 /// Loads `out.len()` bytes from `words` with relaxed atomic loads.
-#[inline]
+#[inline(always)]
 pub(crate) fn load_bytes(words: &[AtomicU64], out: &mut [u8]) {
+    if out.len() < SMALL_BELOW {
+        load_small(words, out);
+    } else {
+        load_large(words, out);
+    }
+}
+
+/// [`load_bytes`] of fewer than [`SMALL_BELOW`] bytes. The last partial
+/// word goes out as the message's last eight bytes, put together from the
+/// last two words (overwriting bytes the loop already wrote, with the same
+/// values), instead of a `memcpy` of the few bytes left.
+#[inline(always)]
+fn load_small(words: &[AtomicU64], out: &mut [u8]) {
+    let len = out.len();
+    let whole = len / WORD;
+    let rest = len % WORD;
+    let mut prev = 0u64;
+    for (src, dst) in words[..whole].iter().zip(out.chunks_exact_mut(WORD)) {
+        prev = src.load(Ordering::Relaxed);
+        dst.copy_from_slice(&prev.to_ne_bytes());
+    }
+    if rest == 0 {
+        return;
+    }
+    let last = words[whole].load(Ordering::Relaxed).to_le();
+    if whole == 0 {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = (last >> (i * 8)) as u8;
+        }
+        return;
+    }
+    // The message's last eight bytes: the top `WORD - rest` bytes of the
+    // word before, then the first `rest` bytes of the last word.
+    let prev = prev.to_le();
+    let joined = (prev >> (rest * 8)) | (last << ((WORD - rest) * 8));
+    out[len - WORD..].copy_from_slice(&joined.to_le_bytes());
+}
+
+/// [`load_bytes`] of [`SMALL_BELOW`] bytes or more.
+#[inline(never)]
+fn load_large(words: &[AtomicU64], out: &mut [u8]) {
     let whole = out.len() / WORD * WORD;
     let (head, tail) = out.split_at_mut(whole);
     load_words(words, head);
@@ -273,6 +360,27 @@ mod tests {
                     assert_eq!(*b, want, "offset {offset} len {len} byte {i}");
                 }
             }
+        }
+    }
+
+    /// The short path (under `SMALL_BELOW`) pads the last word with zeros,
+    /// as the long one does, and reads a message back at every length
+    /// whatever the bytes around it hold.
+    #[test]
+    fn short_copies_zero_pad_the_last_word_and_round_trip() {
+        for len in 0..SMALL_BELOW + 9 {
+            let words: Vec<AtomicU64> = (0..SMALL_BELOW / WORD + 4)
+                .map(|_| AtomicU64::new(u64::MAX))
+                .collect();
+            let bytes: Vec<u8> = (0..len).map(|i| 0x80 | (i * 13) as u8).collect();
+            store_bytes(&words, &bytes);
+            if len % WORD != 0 {
+                let last = words[len / WORD].load(Ordering::Relaxed).to_ne_bytes();
+                assert!(last[len % WORD..].iter().all(|&b| b == 0), "len {len}: {last:?}");
+            }
+            let mut out = vec![0x11u8; len];
+            load_bytes(&words, &mut out);
+            assert_eq!(out, bytes, "len {len}");
         }
     }
 

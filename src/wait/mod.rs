@@ -397,14 +397,22 @@ impl WakeWords {
     pub fn notify_as(&self, waker: &mut LightWaker) {
         if waker.light {
             light_fence();
-        } else {
-            // SYNC POINT (Dekker, pairs with the fence in `sleep_unless`).
-            fence(Ordering::SeqCst);
+            let seen = self.sleepers.load(Ordering::Relaxed);
+            // A light writer is capable (`go_light` is only called then, and
+            // whatever makes it incapable makes it heavy too): a sleeper or
+            // a request is all there is to look for.
+            debug_assert!(waker.capable);
+            if seen & (COUNT | REQUEST) != 0 {
+                self.notify_slow(waker, seen);
+            }
+            return;
         }
+        // SYNC POINT (Dekker, pairs with the fence in `sleep_unless`).
+        fence(Ordering::SeqCst);
         let seen = self.sleepers.load(Ordering::Relaxed);
         if seen & COUNT != 0 || (seen & REQUEST != 0 && waker.capable) {
             self.notify_slow(waker, seen);
-        } else if !waker.light && waker.capable {
+        } else if waker.capable {
             waker.quiet += 1;
             if waker.quiet >= waker.limit {
                 self.go_light(waker);
