@@ -1191,6 +1191,119 @@ pub(crate) enum Next {
     Corrupt,
 }
 
+/// How long a streaming subscriber naps when its FIFO is empty (asked
+/// for: with the default timer slack of 50 us a sleep this short takes
+/// 75-100 us on the machine measured).
+const STREAM_NAP: Duration = Duration::from_micros(20);
+/// Waits that come this soon after the one before count as busy.
+const BUSY_GAP: Duration = Duration::from_micros(10);
+/// Busy waits in a row that make a subscriber stream, at first.
+const BUSY_WAITS: u32 = 8;
+/// The most busy waits in a row asked for, after naps that let the FIFO
+/// fill too far.
+const BUSY_WAITS_MAX: u32 = 1 << 14;
+/// Frames a nap must have gathered for the subscriber to go on streaming.
+const STREAM_MIN: u32 = 4;
+/// What a nap is taken to last, with slack, when judging whether the FIFO
+/// holds what arrives meanwhile.
+const NAP_BUDGET: Duration = Duration::from_micros(200);
+
+/// A subscriber with no deadline that finds its FIFO empty sleeps in a
+/// blocking read, and the publisher's next write must wake it: a wake-up
+/// per message while the subscriber keeps up. While messages come faster
+/// than that (each wait comes within [`BUSY_GAP`] of the one before, for
+/// [`BUSY_WAITS`] waits), it naps instead, off the FIFO's wait queue, and
+/// reads what gathered in bulk: the publisher's writes wake no one. It
+/// blocks again when a nap gathers fewer than [`STREAM_MIN`] frames (the
+/// stream slowed down), or more than half the FIFO (a nap is too long for
+/// this stream: an overwrite subscriber would lose messages, a lossless
+/// publisher would wait for room); after that, it asks for twice as many
+/// busy waits before it streams again. It does not start napping when
+/// the bytes taken during the busy waits, at their rate, would fill more
+/// than a quarter of the FIFO in [`NAP_BUDGET`] (large messages, fast).
+#[derive(Default)]
+struct Streaming {
+    /// Napping rather than blocking.
+    on: bool,
+    /// Busy waits in a row so far, and how many turn streaming on.
+    busy: u32,
+    need: u32,
+    /// Frames and bytes taken since the last wait.
+    taken: u32,
+    bytes: usize,
+    /// When the last wait began.
+    last: Option<Instant>,
+    /// When the current run of busy waits began, and the bytes taken since.
+    busy_since: Option<Instant>,
+    busy_bytes: usize,
+    /// The FIFO's size in bytes (0: unknown, never stream).
+    fifo: usize,
+}
+
+impl Streaming {
+    fn new(fifo: usize) -> Self {
+        Streaming {
+            need: BUSY_WAITS,
+            fifo,
+            ..Streaming::default()
+        }
+    }
+
+    /// A data frame of `bytes` was taken.
+    fn took(&mut self, bytes: usize) {
+        self.taken = self.taken.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+
+    /// At a wait without a deadline and with nothing buffered: whether to
+    /// nap now rather than block.
+    fn nap_now(&mut self) -> bool {
+        self.nap_at(Instant::now())
+    }
+
+    /// [`nap_now`](Self::nap_now) at `now`.
+    fn nap_at(&mut self, now: Instant) -> bool {
+        let quick = self.last.is_some_and(|last| now - last < BUSY_GAP);
+        self.last = Some(now);
+        let (taken, bytes) = (
+            core::mem::take(&mut self.taken),
+            core::mem::take(&mut self.bytes),
+        );
+        if self.on {
+            if bytes > self.fifo / 2 {
+                self.on = false;
+                self.need = self.need.saturating_mul(2).min(BUSY_WAITS_MAX);
+            } else if taken < STREAM_MIN {
+                self.on = false;
+                self.need = BUSY_WAITS;
+            }
+            if !self.on {
+                self.busy = 0;
+            }
+        } else if quick {
+            self.busy = self.busy.saturating_add(1);
+            self.busy_bytes = self.busy_bytes.saturating_add(bytes);
+            let since = *self.busy_since.get_or_insert(now);
+            if self.fifo > 0 && self.busy >= self.need {
+                // Bytes a nap would gather at the busy waits' rate.
+                let span = (now - since).as_nanos().max(1);
+                let gather = self.busy_bytes as u128 * NAP_BUDGET.as_nanos() / span;
+                self.on = gather <= self.fifo as u128 / 4;
+                if !self.on {
+                    self.busy = 0;
+                }
+            }
+        } else {
+            self.busy = 0;
+        }
+        if self.on || self.busy == 0 {
+            self.busy_since = None;
+            self.busy_bytes = 0;
+        }
+        self.on
+    }
+}
+
 /// A broadcast subscriber on pipes.
 pub(crate) struct PipeRx {
     bus: Arc<PipeBus>,
@@ -1228,6 +1341,8 @@ pub(crate) struct PipeRx {
     /// A message that was not one frame came (and was dropped): the next
     /// look says `Corrupt`.
     corrupt_message: bool,
+    /// Streaming: see [`Streaming`].
+    stream: Streaming,
 }
 
 impl PipeRx {
@@ -1313,6 +1428,12 @@ impl PipeRx {
                 (fd, fd_block, name)
             }
         };
+        // Streaming naps only on FIFOs, whose size bounds a nap's gathering.
+        let fifo_bytes = if mq_name.is_empty() {
+            rustix::pipe::fcntl_getpipe_size(fd.as_fd()).unwrap_or(0)
+        } else {
+            0
+        };
         let mut rx = PipeRx {
             bus,
             dir,
@@ -1335,6 +1456,7 @@ impl PipeRx {
             mq_name,
             looked: Instant::now(),
             corrupt_message: false,
+            stream: Streaming::new(fifo_bytes),
         };
         // Knock; the publisher's helper thread welcomes us.
         if let Ok(join) = open_fifo(&rx.dir.join("join"), OFlags::WRONLY | OFlags::NONBLOCK) {
@@ -1434,7 +1556,7 @@ impl PipeRx {
     /// time is lost (a frame at a time, it lost 10-17% of a saturating
     /// 64-byte stream against about 1% in bulk).
     fn read_limit(&self) -> usize {
-        if self.gates {
+        if self.gates && !self.stream.on {
             self.max_frame
         } else {
             usize::MAX
@@ -1663,6 +1785,7 @@ impl PipeRx {
     /// Moves past the frame [`next`](Self::next) returned.
     pub fn advance(&mut self, header: &Header) {
         self.start += frame::data_frame_len(header.len as usize);
+        self.stream.took(frame::data_frame_len(header.len as usize));
     }
 
     /// Copies the payload of the frame `next` returned into an aligned
@@ -1718,6 +1841,8 @@ impl PipeRx {
             // No writer: poll would say "hang up" at once. Look again soon.
             std::thread::sleep(span.min(Duration::from_millis(1)));
             self.eof = false;
+        } else if deadline.is_none() && self.end == self.start && self.stream.nap_now() {
+            std::thread::sleep(STREAM_NAP);
         } else if deadline.is_none() && self.end == self.start {
             // No deadline: sleep in a read of the blocking descriptor, as a
             // plain pipe reader does (one system call a message, where a
@@ -2287,5 +2412,106 @@ impl PipeQueue {
     /// take the pipe's lock as a read does).
     pub fn readable(&self) -> bool {
         self.kept.is_some() || poll_one(self.fd.as_fd(), PollFlags::IN, Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives `Streaming` as a subscriber would: `frames` frames of
+    /// `bytes` each taken, then a wait `gap` after the one before.
+    fn wait(
+        s: &mut Streaming,
+        now: &mut Instant,
+        gap: Duration,
+        frames: u32,
+        bytes: usize,
+    ) -> bool {
+        for _ in 0..frames {
+            s.took(bytes);
+        }
+        *now += gap;
+        s.nap_at(*now)
+    }
+
+    #[test]
+    fn a_busy_stream_naps_and_a_slow_one_blocks_again() {
+        let (mut s, mut now) = (Streaming::new(64 << 10), Instant::now());
+        let quick = Duration::from_micros(2);
+        // The first wait has none before it to be close to.
+        assert!(!wait(&mut s, &mut now, quick, 0, 0));
+        // Busy waits: the eighth in a row turns naps on.
+        for i in 1..BUSY_WAITS {
+            assert!(!wait(&mut s, &mut now, quick, 1, 96), "wait {i}");
+        }
+        assert!(wait(&mut s, &mut now, quick, 1, 96));
+        // Naps that gather enough go on, however long they took.
+        assert!(wait(&mut s, &mut now, Duration::from_micros(100), 200, 96));
+        // One that gathers little means the stream slowed: block.
+        assert!(!wait(
+            &mut s,
+            &mut now,
+            Duration::from_micros(100),
+            STREAM_MIN - 1,
+            96
+        ));
+        // A slow wait breaks a run of busy ones.
+        for _ in 1..BUSY_WAITS {
+            wait(&mut s, &mut now, quick, 1, 96);
+        }
+        assert!(!wait(&mut s, &mut now, Duration::from_millis(1), 1, 96));
+        assert!(!wait(&mut s, &mut now, quick, 1, 96));
+    }
+
+    #[test]
+    fn a_nap_that_fills_half_the_fifo_stops_naps_for_twice_as_many_busy_waits() {
+        // 48-byte frames every 8 us: 1.2 KiB in a nap's budget, within a
+        // quarter of an 8 KiB FIFO.
+        let (mut s, mut now) = (Streaming::new(8192), Instant::now());
+        let quick = Duration::from_micros(8);
+        for _ in 0..=BUSY_WAITS {
+            wait(&mut s, &mut now, quick, 1, 48);
+        }
+        assert!(s.on);
+        // 5000 bytes gathered by a nap, of an 8 KiB FIFO: too many.
+        assert!(!wait(&mut s, &mut now, Duration::from_micros(100), 50, 100));
+        for i in 1..2 * BUSY_WAITS {
+            assert!(!wait(&mut s, &mut now, quick, 1, 48), "wait {i}");
+        }
+        assert!(wait(&mut s, &mut now, quick, 1, 48));
+        // A nap that gathers a sane amount goes on; the stream slowing
+        // down (a nap that gathers next to nothing) resets what is asked
+        // for.
+        assert!(wait(&mut s, &mut now, Duration::from_micros(100), 10, 96));
+        assert!(!wait(&mut s, &mut now, Duration::from_micros(100), 0, 96));
+        for _ in 1..BUSY_WAITS {
+            wait(&mut s, &mut now, quick, 1, 48);
+        }
+        assert!(wait(&mut s, &mut now, quick, 1, 48));
+    }
+
+    #[test]
+    fn a_stream_that_would_fill_a_quarter_of_the_fifo_in_a_nap_does_not_nap() {
+        // 4 KiB frames every 2 us: 2 GB/s, 400 KiB in a nap's budget,
+        // against a 64 KiB FIFO.
+        let (mut s, mut now) = (Streaming::new(64 << 10), Instant::now());
+        let quick = Duration::from_micros(2);
+        for i in 0..4 * BUSY_WAITS {
+            assert!(!wait(&mut s, &mut now, quick, 1, 4096), "wait {i}");
+        }
+        // 96-byte frames at the same pace: 9.6 KiB in a nap, within.
+        for _ in 0..BUSY_WAITS {
+            wait(&mut s, &mut now, quick, 1, 96);
+        }
+        assert!(wait(&mut s, &mut now, quick, 1, 96));
+    }
+
+    #[test]
+    fn an_unknown_fifo_size_never_naps() {
+        let (mut s, mut now) = (Streaming::new(0), Instant::now());
+        for _ in 0..4 * BUSY_WAITS {
+            assert!(!wait(&mut s, &mut now, Duration::from_micros(1), 1, 96));
+        }
     }
 }
