@@ -360,10 +360,12 @@ impl<'a> BroadcastRing<'a> {
             // parallel with the first, not after the stamp was seen
             // complete (a reader waiting for a message polls here, and the
             // branch below is predicted "empty": the copy's load of the
-            // second line would start a whole transfer late). Measured:
-            // 64- and 128-byte ping-pong 1.62x and 2.00x the raw cache line
-            // without, 1.58x and 1.82x with (medians of six alternated runs,
-            // 2 vCPUs); loading the next three lines instead was no better.
+            // second line would start a whole transfer late). Measured,
+            // builds alternated on 2 vCPUs: 64- and 128-byte ping-pong
+            // 1.50x and 1.83x the raw cache line without, 1.33x and 1.64x
+            // with (medians of eight runs; 1.62x/2.00x against 1.58x/1.82x
+            // in six earlier ones); loading the next three lines instead
+            // was no better.
             core::hint::black_box(second.load(Ordering::Relaxed));
         }
         // SYNC POINT: pairs with the Release store of the complete stamp in
