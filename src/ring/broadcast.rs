@@ -27,7 +27,7 @@
 
 use core::cmp::{max, Ordering as CmpOrdering};
 
-use crate::ring::{load_bytes, store_bytes, Lease, LINE_WORDS, SLOT_HEADER_WORDS};
+use crate::ring::{load_bytes, store_bytes, Lease, SLOT_HEADER_WORDS};
 pub use crate::ring::{packed_slots_words as slots_words, packed_stride_words as stride_words};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::WakeWords;
@@ -355,7 +355,7 @@ impl<'a> BroadcastRing<'a> {
         let slot = self.slot(cursor);
         let want = complete(cursor);
         #[cfg(not(shmbus_loom))]
-        if let Some(second) = slot.get(LINE_WORDS) {
+        if let Some(second) = slot.get(crate::ring::LINE_WORDS) {
             // A slot of two lines or more: ask for the second line now, in
             // parallel with the first, not after the stamp was seen
             // complete (a reader waiting for a message polls here, and the
