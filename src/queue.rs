@@ -491,8 +491,9 @@ impl<T> Producer<T> {
         if !self.topic.in_own_process() || !self.entry().held_by(self.topic.me) {
             return Err(PushFail::Detached);
         }
-        let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
-        let backoff = crossbeam_utils::Backoff::new();
+        // Made at the first wait, not before the first try (which usually
+        // succeeds: a push is on the latency path).
+        let mut slow: Option<(Waiter, crossbeam_utils::Backoff)> = None;
         loop {
             let ring = self.topic.view.ring();
             match ring.claim_push(&ring.producers()[self.entry], len) {
@@ -509,6 +510,12 @@ impl<T> Producer<T> {
                 self.wanted = len;
                 return Err(PushFail::Full);
             }
+            let (waiter, backoff) = slow.get_or_insert_with(|| {
+                (
+                    Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval),
+                    crossbeam_utils::Backoff::new(),
+                )
+            });
             backoff.spin();
             let ring = self.topic.view.ring();
             match waiter.wait_once(ring.ctrl().not_full(), || ring.can_push_len(len), deadline) {
@@ -1454,7 +1461,9 @@ impl<T> Consumer<T> {
         if self.pipe.is_some() {
             return self.pipe_pop_waiting(take, deadline);
         }
-        let mut waiter = Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval);
+        // Made after the first empty look, not before it (a pop that finds
+        // a message is on the latency path).
+        let mut waiter: Option<Waiter> = None;
         // `try_once` reads the clock (`Pacer::due`) on every empty poll. It
         // also paces the spin on the queue's contended lines: the cheaper
         // `due_polled` cost 2-producer/2-consumer throughput about 10% on 2
@@ -1466,6 +1475,9 @@ impl<T> Consumer<T> {
                 Pop::Failed(err) => return Err(err.into()),
                 Pop::Empty => {}
             }
+            let waiter = waiter.get_or_insert_with(|| {
+                Waiter::new(self.topic.opts.wait, self.topic.opts.check_interval)
+            });
             if waiter.checks_due() && self.disconnected() {
                 return Err(PopTimeoutError::Disconnected);
             }
