@@ -129,8 +129,8 @@ impl Header {
     }
 }
 
-/// Writes a frame of `kind` for `payload` into `out` (cleared first),
-/// padded with zeros to `pad_to` bytes in all if that is longer.
+/// Writes a frame of `kind` for `payload` into `out` (replacing whatever
+/// it held), padded with zeros to `pad_to` bytes in all if that is longer.
 pub(crate) fn encode_into(
     out: &mut Vec<u8>,
     kind: u16,
@@ -159,6 +159,38 @@ pub(crate) fn encode_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A buffer reused for frames of other lengths, kinds and padding holds
+    /// exactly what a fresh one would: nothing of the frame before.
+    #[test]
+    fn a_reused_buffer_holds_only_the_new_frame() {
+        let fresh = |kind, seq, payload: &[u8], pad| {
+            let mut out = Vec::new();
+            encode_into(&mut out, kind, seq, Some(9), payload, pad);
+            out
+        };
+        let mut reused = vec![0xee; 4096];
+        let cases: [(u16, u64, Vec<u8>, usize); 6] = [
+            (KIND_DATA, 1, vec![1; 200], 0),
+            (KIND_DATA, 2, vec![2; 10], 512),
+            (KIND_GONE, 3, Vec::new(), 0),
+            (KIND_DATA, 4, vec![4; WHOLE_UP_TO + 1], 0),
+            (KIND_DATA, 5, vec![5; 64], 64 + HEADER),
+            (KIND_DATA, 6, vec![6; 3], 4096),
+        ];
+        for (kind, seq, payload, pad) in cases {
+            encode_into(&mut reused, kind, seq, Some(9), &payload, pad);
+            assert_eq!(reused, fresh(kind, seq, &payload, pad), "frame {seq}");
+            let header = Header::decode(&reused).expect("a good header");
+            assert_eq!(
+                (header.kind, header.seq, header.len as usize),
+                (kind, seq, payload.len())
+            );
+            if kind == KIND_DATA {
+                assert!(trailer_ok(&header, &reused), "frame {seq}");
+            }
+        }
+    }
 
     #[test]
     fn a_header_round_trips_and_any_flipped_bit_is_refused() {
