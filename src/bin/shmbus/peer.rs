@@ -303,24 +303,14 @@ fn echo_shmbus(args: &[String]) -> Res {
         .capacity(8)
         .wait(via.wait())
         .subscriber_bytes()?;
-    if matches!(via, Via::Spin | Via::Block) {
-        // Sent back from where `recv_bytes` leaves it, not copied again.
-        ready();
-        for _ in 0..count {
-            match rx.recv_bytes() {
-                Ok(msg) => drop(tx.send_bytes(msg)?),
-                Err(RecvError::Lagged(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        return Ok(());
-    }
     let rt = runtime_for(via)?;
     let mut buf = Vec::new();
     ready();
     for _ in 0..count {
-        match recv_via(via, &mut rx, &mut idle, rt.as_ref(), &mut buf) {
-            Ok(n) => drop(tx.send_bytes(&buf[..n])?),
+        // Sent back from where the receive leaves it.
+        let echo = |msg: &[u8]| -> Res { tx.send_bytes(msg).map(drop).map_err(Into::into) };
+        match recv_via(via, &mut rx, &mut idle, rt.as_ref(), &mut buf, echo) {
+            Ok(()) => {}
             Err(e) => match e.downcast_ref::<RecvError>() {
                 Some(RecvError::Lagged(_)) => continue,
                 _ => return Err(e),
