@@ -1008,7 +1008,12 @@ impl<T> Loan<'_, T> {
                 loan_len: self.len,
             });
         }
-        store_bytes_at(self.payload(), offset, bytes);
+        if offset == 0 && bytes.len() == self.len {
+            // The whole message, as `write` stores it.
+            store_bytes(self.payload(), bytes);
+        } else {
+            store_bytes_at(self.payload(), offset, bytes);
+        }
         process::stall_if_hooked("stall-in-loan");
         Ok(())
     }
@@ -1080,7 +1085,10 @@ impl<T: Message> Loan<'_, T> {
     /// ```
     #[inline(always)]
     pub fn write(&mut self, value: &T) {
-        store_bytes_at(self.payload(), 0, value.as_bytes());
+        // The whole message: stored as `send` stores it (small messages by
+        // an inlined word loop, the last word zero-padded), not merged into
+        // the words around it as a part written by `write_at` must be.
+        store_bytes(self.payload(), value.as_bytes());
         process::stall_if_hooked("stall-in-loan");
     }
 }

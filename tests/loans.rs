@@ -144,13 +144,20 @@ fn child_role_entry() {
                     // Dropped untouched.
                     1 => {}
                     _ => {
-                        // Written back to front in uneven pieces.
                         let msg: Vec<u8> = (0..len).map(|j| byte(seq, j)).collect();
-                        let mut end = len;
-                        while end > 0 {
-                            let start = end.saturating_sub(1 + (rng.next() % 97) as usize);
-                            loan.write_at(start, &msg[start..end]).unwrap();
-                            end = start;
+                        if op == 3 {
+                            // Whole, in one write (stored as `send_bytes`
+                            // stores), over a first whole write of others.
+                            loan.write_at(0, &vec![ABANDONED; len]).unwrap();
+                            loan.write_at(0, &msg).unwrap();
+                        } else {
+                            // Written back to front in uneven pieces.
+                            let mut end = len;
+                            while end > 0 {
+                                let start = end.saturating_sub(1 + (rng.next() % 97) as usize);
+                                loan.write_at(start, &msg[start..end]).unwrap();
+                                end = start;
+                            }
                         }
                         assert_eq!(loan.commit().unwrap(), seq);
                         committed += 1;
