@@ -61,9 +61,10 @@ use crate::ring::queue::{
 };
 use crate::segment::views::QueueView;
 use crate::select::sealed::Source;
+use crate::sync::register_light;
 use crate::transport::pipe::{Pacing, Pause, PipeQueue, QueueBlocked, Role};
 use crate::transport::PipeBus;
-use crate::wait::{deadline_after, Pacer, Waited, Waiter, Wake};
+use crate::wait::{deadline_after, LightWaker, Pacer, Waited, Waiter, Wake};
 use std::sync::Arc;
 
 /// Counters of a work queue, shared by all its producers and consumers.
@@ -77,6 +78,14 @@ pub struct QueueStats {
     pub lost_in_push: u64,
     /// Messages lost because their consumer died mid-pop.
     pub lost_in_consume: u64,
+    /// Producers that skip the wakeup fence after each push now, because
+    /// no consumer slept for a while (see "Waking" in the README); a
+    /// consumer about to sleep then pays for a `membarrier`. A producer
+    /// killed meanwhile counts until another producer takes its place.
+    pub light_producers: u32,
+    /// Consumers that skip it after each pop now (as `light_producers`,
+    /// for producers waiting for room).
+    pub light_consumers: u32,
 }
 
 fn stats_of(ring: &QueueRing<'_>) -> QueueStats {
@@ -86,6 +95,8 @@ fn stats_of(ring: &QueueRing<'_>) -> QueueStats {
         popped: ctrl.popped(),
         lost_in_push: ctrl.lost_in_push(),
         lost_in_consume: ctrl.lost_in_consume(),
+        light_producers: ctrl.not_empty().light_writer_count(),
+        light_consumers: ctrl.not_full().light_writer_count(),
     }
 }
 
@@ -134,13 +145,22 @@ fn attach(topic: &Handle<QueueView>, side: Side) -> Result<usize, Error> {
     };
     let settled =
         |intent: u64| intent == NO_INTENT || recover(topic, side, intent, false) != Recovery::Alive;
-    table::attach(entries, topic.me, |o| topic.liveness(o), settled).ok_or_else(|| {
-        Error::TooManyWorkers {
-            topic: topic.name.clone(),
-            role,
-            max: entries.len() as u32,
-        }
-    })
+    let index =
+        table::attach(entries, topic.me, |o| topic.liveness(o), settled).ok_or_else(|| {
+            Error::TooManyWorkers {
+                topic: topic.name.clone(),
+                role,
+                max: entries.len() as u32,
+            }
+        })?;
+    // A dead holder may have been a light writer: out of the count (a
+    // holder that left in order turned heavy first).
+    let words = match side {
+        Side::Push => ring.ctrl().not_empty(),
+        Side::Consume => ring.ctrl().not_full(),
+    };
+    words.forget_dead_writer(entries[index].light_flag());
+    Ok(index)
 }
 
 /// A slot that looked corrupt at the last paced check (see
@@ -247,6 +267,9 @@ pub struct Producer<T> {
     /// A bus on pipes: the queue's FIFO, written instead of the ring. See
     /// `crate::transport::pipe`.
     pipe: Option<Box<PipeQueue>>,
+    /// Whether our pushes skip the wakeup fence now (see "Light writers
+    /// that share" in `crate::wait`).
+    waker: LightWaker,
     _marker: PhantomData<fn(T)>,
 }
 
@@ -278,6 +301,7 @@ impl<T> Producer<T> {
             orphan: Orphan::default(),
             wanted: 0,
             pipe,
+            waker: LightWaker::new(register_light()),
             _marker: PhantomData,
         })
     }
@@ -447,7 +471,9 @@ impl<T> Producer<T> {
         ring.publish(claim, entry);
         // One message, one consumer: wake one (see "Waking one" in
         // `crate::wait`).
-        ring.ctrl().not_empty().notify_one();
+        ring.ctrl()
+            .not_empty()
+            .notify_shared(&mut self.waker, entry.light_flag(), true);
         Ok(())
     }
 
@@ -624,9 +650,14 @@ impl<T> QueueLoan<'_, T> {
             }
             return;
         }
-        let ring = this.tx.topic.view.ring();
-        ring.commit(this.claim, this.len, &ring.producers()[this.tx.entry]);
-        ring.ctrl().not_empty().notify_one();
+        let (claim, len) = (this.claim, this.len);
+        let tx = &mut *this.tx;
+        let ring = tx.topic.view.ring();
+        let entry = &ring.producers()[tx.entry];
+        ring.commit(claim, len, entry);
+        ring.ctrl()
+            .not_empty()
+            .notify_shared(&mut tx.waker, entry.light_flag(), true);
     }
 }
 
@@ -635,10 +666,14 @@ impl<T> Drop for QueueLoan<'_, T> {
         if self.pipe_buf.is_some() {
             return; // nothing was claimed
         }
-        let ring = self.tx.topic.view.ring();
-        ring.abandon(self.claim, &ring.producers()[self.tx.entry]);
+        let tx = &mut *self.tx;
+        let ring = tx.topic.view.ring();
+        let entry = &ring.producers()[tx.entry];
+        ring.abandon(self.claim, entry);
         // A consumer asleep at this slot must skip the tombstone.
-        ring.ctrl().not_empty().notify_one();
+        ring.ctrl()
+            .not_empty()
+            .notify_shared(&mut tx.waker, entry.light_flag(), true);
     }
 }
 
@@ -1084,9 +1119,17 @@ impl<T> Drop for Producer<T> {
         if !self.topic.in_own_process() {
             return; // inherited through fork(): the entry is the parent's
         }
-        table::detach(self.entry(), self.topic.me);
+        let ring = self.topic.view.ring();
+        let entry = &ring.producers()[self.entry];
+        if entry.held_by(self.topic.me) {
+            // Heavy before the entry goes: its flag is the next holder's.
+            ring.ctrl()
+                .not_empty()
+                .go_heavy_shared(&mut self.waker, entry.light_flag());
+        }
+        table::detach(entry, self.topic.me);
         // Consumers waiting for a message check whether producers remain.
-        self.topic.view.ring().ctrl().not_empty().notify();
+        ring.ctrl().not_empty().notify();
     }
 }
 
@@ -1130,6 +1173,9 @@ pub struct Consumer<T> {
     bell: Option<Doorbell>,
     /// A bus on pipes: the queue's FIFO, read instead of the ring.
     pipe: Option<Box<PipeQueue>>,
+    /// Whether our pops skip the wakeup fence now (see "Light writers
+    /// that share" in `crate::wait`).
+    waker: LightWaker,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -1199,6 +1245,7 @@ impl<T> Consumer<T> {
             scratch,
             bell: None,
             pipe,
+            waker: LightWaker::new(register_light()),
             _marker: PhantomData,
         })
     }
@@ -1326,12 +1373,20 @@ impl<T> Consumer<T> {
                 Ok(Ok(taken)) => {
                     // A held slot wakes producers when it is released.
                     if let Taken::Copied(_) = taken {
-                        ring.ctrl().not_full().notify();
+                        ring.ctrl().not_full().notify_shared(
+                            &mut self.waker,
+                            entry.light_flag(),
+                            false,
+                        );
                     }
                     return Pop::Got(taken);
                 }
                 Ok(Err((pos, popped))) => {
-                    ring.ctrl().not_full().notify();
+                    ring.ctrl().not_full().notify_shared(
+                        &mut self.waker,
+                        entry.light_flag(),
+                        false,
+                    );
                     match popped {
                         Popped::BadLength { .. } => return Pop::Failed(PopError::Corrupt { pos }),
                         // A tombstone: its loss was counted by whoever left it.
@@ -2093,9 +2148,13 @@ impl<T> Drop for Held<'_, T> {
         if !topic.in_own_process() {
             return; // inherited through fork(): the claim is the parent's
         }
-        let ring = topic.view.ring();
-        ring.release(self.claim, &ring.consumers()[self.consumer.entry]);
-        ring.ctrl().not_full().notify();
+        let consumer = &mut *self.consumer;
+        let ring = consumer.topic.view.ring();
+        let entry = &ring.consumers()[consumer.entry];
+        ring.release(self.claim, entry);
+        ring.ctrl()
+            .not_full()
+            .notify_shared(&mut consumer.waker, entry.light_flag(), false);
     }
 }
 
@@ -2336,7 +2395,15 @@ impl<T> Drop for Consumer<T> {
         if !self.topic.in_own_process() {
             return; // inherited through fork(): the entry is the parent's
         }
-        table::detach(self.entry(), self.topic.me);
+        let ring = self.topic.view.ring();
+        let entry = &ring.consumers()[self.entry];
+        if entry.held_by(self.topic.me) {
+            // Heavy before the entry goes: its flag is the next holder's.
+            ring.ctrl()
+                .not_full()
+                .go_heavy_shared(&mut self.waker, entry.light_flag());
+        }
+        table::detach(entry, self.topic.me);
     }
 }
 

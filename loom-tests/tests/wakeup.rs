@@ -216,6 +216,63 @@ fn a_publisher_turning_light_and_heavy_never_loses_a_sleeper() {
     });
 }
 
+/// Proves that writers sharing one set of wake words (a work queue's
+/// producers), each turning light and heavy on its own, never make a
+/// sleeping reader miss a message, and leave no light writer counted once
+/// each turned heavy: in every interleaving of a consumer that sleeps
+/// until three messages are there and two producers, of two messages and
+/// of one, that turn light after their first (quiet after one message,
+/// not 256), and heavy at a wake they make or at the end, the consumer
+/// sees all three.
+///
+/// As for the publisher above, the light fence is a full fence under
+/// loom: this checks the count's bookkeeping (one writer turning heavy
+/// must not clear another's light state, as a single bit would), the
+/// flags, and the one-sleeper wakes, not the asymmetric fence. Fails if
+/// `go_heavy_shared` counts a writer out that was not counted in, or
+/// `go_light_shared` does not count it in.
+#[test]
+fn shared_writers_turning_light_and_heavy_never_lose_a_sleeper() {
+    loom::model(|| {
+        let topic = Arc::new(Topic {
+            published: AtomicU64::new(0),
+            wake: WakeWords::new(),
+        });
+        let consumer = {
+            let topic = topic.clone();
+            thread::spawn(move || {
+                wait_for(&topic, 3);
+            })
+        };
+        let producers: Vec<_> = [2, 1]
+            .into_iter()
+            .map(|messages| {
+                let topic = topic.clone();
+                thread::spawn(move || {
+                    let flag = AtomicU64::new(wait::LIGHT_OFF);
+                    let mut waker = LightWaker::with_quiet(true, 1);
+                    for _ in 0..messages {
+                        topic.published.fetch_add(1, Ordering::Release);
+                        topic.wake.notify_shared(&mut waker, &flag, true);
+                    }
+                    topic.wake.go_heavy_shared(&mut waker, &flag);
+                    assert_eq!(flag.load(Ordering::Relaxed), wait::LIGHT_OFF);
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        consumer.join().unwrap();
+        assert_eq!(
+            topic.wake.light_writer_count(),
+            0,
+            "every writer counted out"
+        );
+        assert_eq!(topic.wake.waiters(), 0, "every sleeper left the count");
+    });
+}
+
 /// Proves that a reader's request for heavy writers (what a process that
 /// may not call `membarrier` makes) turns a light publisher heavy at its
 /// next message and keeps it heavy: afterwards `LIGHT` is clear and stays

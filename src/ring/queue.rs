@@ -229,7 +229,10 @@ pub struct ClaimEntry {
     /// Units the claim covers, from `intent` on (variable-size queues;
     /// written before `intent`).
     span: AtomicU64,
-    _pad: [u8; 40],
+    /// Whether the holder skips its wakeup fences and is counted for it
+    /// (`crate::wait`'s `LIGHT_*`; see "Light writers that share" there).
+    light: AtomicU64,
+    _pad: [u8; 32],
 }
 
 #[cfg(not(shmbus_loom))]
@@ -241,8 +244,15 @@ impl ClaimEntry {
             owner: AtomicU64::new(0),
             intent: AtomicU64::new(NO_INTENT),
             span: AtomicU64::new(0),
-            _pad: [0; 40],
+            light: AtomicU64::new(0),
+            _pad: [0; 32],
         }
+    }
+
+    /// The holder's light flag (see the field).
+    #[inline]
+    pub fn light_flag(&self) -> &AtomicU64 {
+        &self.light
     }
 
     pub fn owner(&self) -> Option<Owner> {
@@ -979,7 +989,7 @@ impl<'a> QueueRing<'a> {
 
     /// The words from a claim's length word on: the fixed slot's, or the
     /// variable-size message's header.
-    #[inline]
+    #[inline(always)]
     fn header(&self, claim: Claim) -> &'a [AtomicU64] {
         if self.var {
             self.unit(claim.pos)
@@ -990,7 +1000,7 @@ impl<'a> QueueRing<'a> {
 
     /// Stores a push claim's length (and, variable size, its span) before
     /// it is published.
-    #[inline]
+    #[inline(always)]
     fn set_header(&self, claim: Claim, len: usize) {
         let head = self.header(claim);
         head[0].store(len as u64, Ordering::Relaxed);
@@ -1001,7 +1011,7 @@ impl<'a> QueueRing<'a> {
 
     /// Payload words of a claim: a slot's, or those of the units it spans
     /// after the header.
-    #[inline]
+    #[inline(always)]
     fn payload_words(&self, claim: Claim) -> usize {
         if self.var {
             claim.span() as usize * UNIT_WORDS - VAR_HEADER_WORDS
@@ -1011,7 +1021,7 @@ impl<'a> QueueRing<'a> {
     }
 
     /// Header words before the payload, from the length word on.
-    #[inline]
+    #[inline(always)]
     fn header_words(&self) -> usize {
         if self.var {
             VAR_HEADER_WORDS
@@ -1031,7 +1041,7 @@ impl<'a> QueueRing<'a> {
 
     /// The payload words of a push claim, for a producer that writes the
     /// message in place (a loan) before [`commit`](Self::commit).
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self, claim: Claim) -> &'a [AtomicU64] {
         &self.header(claim)[self.header_words()..][..self.payload_words(claim)]
     }
