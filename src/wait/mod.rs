@@ -560,7 +560,10 @@ impl WakeWords {
     fn go_light_shared(&self, waker: &mut LightWaker, flag: &AtomicU64) {
         flag.store(LIGHT_PENDING, Ordering::Relaxed);
         self.light_writers.fetch_add(1, Ordering::SeqCst);
-        flag.store(LIGHT_ON, Ordering::Relaxed);
+        // SYNC POINT: Release pairs with the Acquire load in
+        // `forget_dead_writer`: one that reads LIGHT_ON finds the increment
+        // before its decrement.
+        flag.store(LIGHT_ON, Ordering::Release);
         fence(Ordering::SeqCst);
         waker.light = true;
         if self.sleepers.load(Ordering::Relaxed) & REQUEST != 0 {
