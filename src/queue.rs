@@ -154,13 +154,32 @@ fn attach(topic: &Handle<QueueView>, side: Side) -> Result<usize, Error> {
             }
         })?;
     // A dead holder may have been a light writer: out of the count (a
-    // holder that left in order turned heavy first).
-    let words = match side {
+    // holder that left in order turned heavy first, see `detach`).
+    written_by(ring, side).forget_dead_writer(entries[index].light_flag());
+    Ok(index)
+}
+
+/// The wake words `side` writes after each push (consumers sleep on them)
+/// or pop (producers do).
+fn written_by<'r>(ring: &'r QueueRing<'_>, side: Side) -> &'r crate::wait::WakeWords {
+    match side {
         Side::Push => ring.ctrl().not_empty(),
         Side::Consume => ring.ctrl().not_full(),
+    }
+}
+
+/// Leaves claim-table entry `index` of `side` in order: heavy first (its
+/// light flag is the next holder's), then free.
+fn detach(topic: &Handle<QueueView>, side: Side, index: usize, waker: &mut LightWaker) {
+    let ring = topic.view.ring();
+    let entry = match side {
+        Side::Push => &ring.producers()[index],
+        Side::Consume => &ring.consumers()[index],
     };
-    words.forget_dead_writer(entries[index].light_flag());
-    Ok(index)
+    if entry.held_by(topic.me) {
+        written_by(ring, side).go_heavy_shared(waker, entry.light_flag());
+    }
+    table::detach(entry, topic.me);
 }
 
 /// A slot that looked corrupt at the last paced check (see
@@ -1119,17 +1138,9 @@ impl<T> Drop for Producer<T> {
         if !self.topic.in_own_process() {
             return; // inherited through fork(): the entry is the parent's
         }
-        let ring = self.topic.view.ring();
-        let entry = &ring.producers()[self.entry];
-        if entry.held_by(self.topic.me) {
-            // Heavy before the entry goes: its flag is the next holder's.
-            ring.ctrl()
-                .not_empty()
-                .go_heavy_shared(&mut self.waker, entry.light_flag());
-        }
-        table::detach(entry, self.topic.me);
+        detach(&self.topic, Side::Push, self.entry, &mut self.waker);
         // Consumers waiting for a message check whether producers remain.
-        ring.ctrl().not_empty().notify();
+        self.topic.view.ring().ctrl().not_empty().notify();
     }
 }
 
@@ -2395,15 +2406,7 @@ impl<T> Drop for Consumer<T> {
         if !self.topic.in_own_process() {
             return; // inherited through fork(): the entry is the parent's
         }
-        let ring = self.topic.view.ring();
-        let entry = &ring.consumers()[self.entry];
-        if entry.held_by(self.topic.me) {
-            // Heavy before the entry goes: its flag is the next holder's.
-            ring.ctrl()
-                .not_full()
-                .go_heavy_shared(&mut self.waker, entry.light_flag());
-        }
-        table::detach(entry, self.topic.me);
+        detach(&self.topic, Side::Consume, self.entry, &mut self.waker);
     }
 }
 
