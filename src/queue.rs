@@ -662,6 +662,9 @@ impl<T> QueueLoan<'_, T> {
     #[inline(always)]
     pub fn commit(self) {
         let mut this = core::mem::ManuallyDrop::new(self);
+        if !this.tx.topic.in_own_process() {
+            return; // inherited through fork(): the claim is the parent's
+        }
         if this.pipe_buf.is_some() {
             let len = this.len;
             if let Some(pipe) = &mut this.tx.pipe {
@@ -684,6 +687,9 @@ impl<T> Drop for QueueLoan<'_, T> {
     fn drop(&mut self) {
         if self.pipe_buf.is_some() {
             return; // nothing was claimed
+        }
+        if !self.tx.topic.in_own_process() {
+            return; // inherited through fork(): the claim is the parent's
         }
         let tx = &mut *self.tx;
         let ring = tx.topic.view.ring();

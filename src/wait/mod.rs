@@ -129,6 +129,10 @@
 //! [`LIGHT_PENDING`] across each change of the count), and the process
 //! that takes the dead writer's entry over takes it out of the count
 //! ([`WakeWords::forget_dead_writer`]) when the flag says it was counted.
+//! Every miss of this is on the safe side: a writer killed across a change
+//! of the count, or a forgetter killed after clearing the flag, leaves the
+//! count too high (readers pay for `membarrier`s they need not), never too
+//! low (a reader skipping one it needs).
 
 mod futex;
 
@@ -598,10 +602,14 @@ impl WakeWords {
     /// a decrement it was never counted for would not be. Either way the
     /// flag is cleared for the new owner.
     pub fn forget_dead_writer(&self, flag: &AtomicU64) {
-        if flag.load(Ordering::Acquire) == LIGHT_ON {
+        // The flag first, then the count: a forgetter killed between the
+        // two leaves the count one too high (safe), where the other order
+        // would let the next holder of the entry count it out again.
+        // SYNC POINT: Acquire pairs with the Release store of LIGHT_ON in
+        // `go_light_shared` (the increment comes first).
+        if flag.swap(LIGHT_OFF, Ordering::AcqRel) == LIGHT_ON {
             self.light_writers.fetch_sub(1, Ordering::Release);
         }
-        flag.store(LIGHT_OFF, Ordering::Release);
     }
 
     /// Shared writers light now (see "Light writers that share"), dead
