@@ -1497,8 +1497,9 @@ impl<T> Consumer<T> {
     }
 
     /// Pops as `take` says: one attempt if not `wait`, else waiting until
-    /// `deadline`.
-    #[inline]
+    /// `deadline`. Always inlined: out of line it cost a 64-byte push + pop
+    /// 28 of its 572 instructions (callgrind, one process).
+    #[inline(always)]
     fn take(
         &mut self,
         mut take: Take<'_>,
