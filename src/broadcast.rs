@@ -1037,7 +1037,9 @@ impl<T> Loan<'_, T> {
     /// nothing is published.
     #[inline(always)]
     pub fn commit(mut self) -> Result<u64, SendError> {
-        let _ = self.payload(); // a message never written is begun here
+        if !self.begun {
+            let _ = self.payload(); // a message never written is begun here
+        }
         let tx = &mut *self.tx;
         if !tx.holds_lease() {
             return Err(SendError::LeaseLost);
