@@ -79,9 +79,10 @@ pub struct QueueStats {
     /// Messages lost because their consumer died mid-pop.
     pub lost_in_consume: u64,
     /// Producers that skip the wakeup fence after each push now, because
-    /// no consumer slept for a while (see "Waking" in the README); a
-    /// consumer about to sleep then pays for a `membarrier`. A producer
-    /// killed meanwhile counts until another producer takes its place.
+    /// no consumer slept for a while (see "Light producers and consumers"
+    /// in the README); a consumer about to sleep then pays for a
+    /// `membarrier`. A producer killed meanwhile counts until another
+    /// producer takes its place.
     pub light_producers: u32,
     /// Consumers that skip it after each pop now (as `light_producers`,
     /// for producers waiting for room).
