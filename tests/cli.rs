@@ -27,6 +27,65 @@ fn bench_rows(out: &std::process::Output) -> (Vec<serde_json::Value>, String) {
     (rows, text)
 }
 
+/// `bench --against OTHER` runs the benchmarks with both builds, in turn,
+/// `--runs` times each, and gives every row's figure per run and as a
+/// median, for each build; here the other build is this one. Fails if a
+/// build's runs are missing, the rows are not matched across builds, or a
+/// ratio row shows a rate instead.
+#[test]
+fn bench_against_another_build_gives_each_rows_runs_and_medians_for_both() {
+    let out = shmbus()
+        .args([
+            "bench",
+            "--against",
+            env!("CARGO_BIN_EXE_shmbus"),
+            "--runs",
+            "2",
+            "--quick",
+            "--rounds",
+            "1",
+            "--only",
+            "pingpong-os",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let (rows, text) = bench_rows(&out);
+    // pingpong-os: shmbus against the pipe, the Unix socket and the POSIX
+    // queue (mq rows only where the queue can be made), each with its raw row.
+    assert!(rows.len() >= 4 && rows.len() % 2 == 0, "{text}");
+    for row in &rows {
+        for build in ["this", "other"] {
+            let runs = row[build].as_array().unwrap_or_else(|| panic!("{row}"));
+            assert_eq!(runs.len(), 2, "two runs of each build: {row}");
+            let median = row[format!("{build}_median")].as_f64().unwrap();
+            let (a, b) = (runs[0].as_f64().unwrap(), runs[1].as_f64().unwrap());
+            assert!((median - (a + b) / 2.0).abs() < 1e-9, "{row}");
+        }
+    }
+    let ratio = rows
+        .iter()
+        .find(|r| r["row"] == "pingpong-os shmbus-spin 64B vs pipe")
+        .unwrap_or_else(|| panic!("no shmbus row against the pipe:\n{text}"));
+    assert_eq!(ratio["figure"], "ratio", "{ratio}");
+    let raw = rows
+        .iter()
+        .find(|r| r["row"] == "pingpong-os pipe 64B")
+        .unwrap_or_else(|| panic!("no raw pipe row:\n{text}"));
+    assert_eq!(raw["figure"], "p50 ns", "{raw}");
+
+    let missing = shmbus()
+        .args(["bench", "--against", "/nonexistent/shmbus", "--quick"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("--against /nonexistent/shmbus: no such file"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
     let out = shmbus()

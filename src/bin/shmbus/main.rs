@@ -50,7 +50,9 @@ enum Command {
     /// with `--features peers` (`cargo run --release --features peers --
     /// bench --pin`), ping-pong, 1-to-1 and fanout also run ringfire
     /// (lossy and lossless) and iceoryx2 (overflow and backpressure)
-    /// interleaved in the same rounds. Progress goes to stderr.
+    /// interleaved in the same rounds. `--against OTHER_BINARY` compares
+    /// this build with another over `--runs` alternated runs of each
+    /// (medians per row). Progress goes to stderr.
     Bench {
         /// Short runs (under a minute).
         #[arg(long)]
@@ -87,6 +89,18 @@ enum Command {
         /// No progress lines on stderr (there are none with --json either).
         #[arg(long)]
         quiet: bool,
+        /// Compare this build with another shmbus binary (e.g. one built
+        /// from the commit before a change): both run the same benchmarks
+        /// in turn, `--runs` times each, alternated (ABBA), and each row's
+        /// figure (its ratio to the baseline, else its rate or p50) is
+        /// printed as the median over the runs of each build, then every
+        /// run. On machines whose placement drifts, single runs of a row
+        /// swing by several times; only such medians show a change.
+        #[arg(long, value_name = "SHMBUS_BINARY")]
+        against: Option<std::path::PathBuf>,
+        /// Runs of each build with `--against`.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
     },
     /// Every counter of every topic of a bus (or of every bus): messages
     /// published, subscribers with their cursor and lag, queue depth,
@@ -173,6 +187,8 @@ fn main() {
             rate,
             only,
             quiet,
+            against,
+            runs,
         } => {
             if let Some(bad) = size.iter().find(|s| !(8..=16 << 20).contains(*s)) {
                 eprintln!("shmbus bench: --size {bad}: sizes must be from 8 to 16777216 bytes (16 MiB, the largest slot)");
@@ -182,19 +198,48 @@ fn main() {
                 eprintln!("shmbus bench: --subscribers must be at least 1");
                 std::process::exit(2);
             }
-            cleanup::install();
-            bench::run(bench::Opts {
-                quick,
-                json,
-                pin,
-                size: size[0],
-                sizes: size,
-                rounds: rounds.unwrap_or(if quick { 3 } else { 7 }).max(1),
-                subscribers,
-                rate,
-                only,
-                quiet,
-            })
+            if let Some(other) = against {
+                // The same options for both builds, each run with --json.
+                let mut args: Vec<String> = Vec::new();
+                let mut flag = |on: bool, name: &str| {
+                    if on {
+                        args.push(name.to_owned());
+                    }
+                };
+                flag(quick, "--quick");
+                flag(pin, "--pin");
+                flag(quiet, "--quiet");
+                let join = |v: &[usize]| {
+                    v.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                args.extend(["--size".into(), join(&size)]);
+                args.extend(["--subscribers".into(), join(&subscribers)]);
+                args.extend(["--rate".into(), rate.to_string()]);
+                if let Some(rounds) = rounds {
+                    args.extend(["--rounds".into(), rounds.to_string()]);
+                }
+                for name in only {
+                    args.extend(["--only".into(), name]);
+                }
+                bench::compare::run(&other, runs as usize, &args, json)
+            } else {
+                cleanup::install();
+                bench::run(bench::Opts {
+                    quick,
+                    json,
+                    pin,
+                    size: size[0],
+                    sizes: size,
+                    rounds: rounds.unwrap_or(if quick { 3 } else { 7 }).max(1),
+                    subscribers,
+                    rate,
+                    only,
+                    quiet,
+                })
+            }
         }
         Command::Stat { bus, json } => ops::stat(bus.as_deref(), json),
         Command::Top { bus, interval_ms } => {

@@ -8,6 +8,7 @@
 //! figures can be compared. A raw cache-line ping-pong is probed just before
 //! and after each comparison and printed with it.
 
+pub(crate) mod compare;
 mod fanout;
 pub(crate) mod latency;
 mod peers;
