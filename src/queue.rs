@@ -660,6 +660,10 @@ impl<T> QueueLoan<'_, T> {
     /// On pipes, the message is written to the queue's FIFO now, waiting
     /// for room while a consumer lives to make it; with none left and the
     /// FIFO full, it is dropped (nothing shared counts it there).
+    ///
+    /// In a process forked while the loan was held, `commit` (and dropping
+    /// the loan) does nothing: the claim is the parent's, which commits or
+    /// drops its own copy of the loan.
     #[inline(always)]
     pub fn commit(self) {
         let mut this = core::mem::ManuallyDrop::new(self);
