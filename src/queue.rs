@@ -140,9 +140,10 @@ impl Orphan {
 /// before reusing the entry (its intent is the evidence of who claimed).
 fn attach(topic: &Handle<QueueView>, side: Side) -> Result<usize, Error> {
     let ring = topic.view.ring();
-    let (entries, role) = match side {
-        Side::Push => (ring.producers(), "producer"),
-        Side::Consume => (ring.consumers(), "consumer"),
+    let entries = table_of(ring, side);
+    let role = match side {
+        Side::Push => "producer",
+        Side::Consume => "consumer",
     };
     let settled =
         |intent: u64| intent == NO_INTENT || recover(topic, side, intent, false) != Recovery::Alive;
@@ -160,6 +161,14 @@ fn attach(topic: &Handle<QueueView>, side: Side) -> Result<usize, Error> {
     Ok(index)
 }
 
+/// The claim table of `side`'s endpoints.
+fn table_of<'r>(ring: &'r QueueRing<'_>, side: Side) -> &'r [ClaimEntry] {
+    match side {
+        Side::Push => ring.producers(),
+        Side::Consume => ring.consumers(),
+    }
+}
+
 /// The wake words `side` writes after each push (consumers sleep on them)
 /// or pop (producers do).
 fn written_by<'r>(ring: &'r QueueRing<'_>, side: Side) -> &'r crate::wait::WakeWords {
@@ -169,14 +178,21 @@ fn written_by<'r>(ring: &'r QueueRing<'_>, side: Side) -> &'r crate::wait::WakeW
     }
 }
 
+/// After a push, commit or abandoned loan (`Side::Push`: wakes one
+/// consumer, one message being for one; see "Waking one" in
+/// `crate::wait`) or a pop's release (`Side::Consume`: wakes every
+/// producer waiting for room), as the light writer `waker` of `entry`.
+#[inline(always)]
+fn notify_after(ring: &QueueRing<'_>, side: Side, entry: &ClaimEntry, waker: &mut LightWaker) {
+    let one = matches!(side, Side::Push);
+    written_by(ring, side).notify_shared(waker, entry.light_flag(), one);
+}
+
 /// Leaves claim-table entry `index` of `side` in order: heavy first (its
 /// light flag is the next holder's), then free.
 fn detach(topic: &Handle<QueueView>, side: Side, index: usize, waker: &mut LightWaker) {
     let ring = topic.view.ring();
-    let entry = match side {
-        Side::Push => &ring.producers()[index],
-        Side::Consume => &ring.consumers()[index],
-    };
+    let entry = &table_of(ring, side)[index];
     if entry.held_by(topic.me) {
         written_by(ring, side).go_heavy_shared(waker, entry.light_flag());
     }
@@ -489,11 +505,7 @@ impl<T> Producer<T> {
         ring.write(claim, bytes);
         process::stall_if_hooked("stall-after-push-claim");
         ring.publish(claim, entry);
-        // One message, one consumer: wake one (see "Waking one" in
-        // `crate::wait`).
-        ring.ctrl()
-            .not_empty()
-            .notify_shared(&mut self.waker, entry.light_flag(), true);
+        notify_after(ring, Side::Push, entry, &mut self.waker);
         Ok(())
     }
 
@@ -682,9 +694,7 @@ impl<T> QueueLoan<'_, T> {
         let ring = tx.topic.view.ring();
         let entry = &ring.producers()[tx.entry];
         ring.commit(claim, len, entry);
-        ring.ctrl()
-            .not_empty()
-            .notify_shared(&mut tx.waker, entry.light_flag(), true);
+        notify_after(ring, Side::Push, entry, &mut tx.waker);
     }
 }
 
@@ -701,9 +711,7 @@ impl<T> Drop for QueueLoan<'_, T> {
         let entry = &ring.producers()[tx.entry];
         ring.abandon(self.claim, entry);
         // A consumer asleep at this slot must skip the tombstone.
-        ring.ctrl()
-            .not_empty()
-            .notify_shared(&mut tx.waker, entry.light_flag(), true);
+        notify_after(ring, Side::Push, entry, &mut tx.waker);
     }
 }
 
@@ -1395,20 +1403,12 @@ impl<T> Consumer<T> {
                 Ok(Ok(taken)) => {
                     // A held slot wakes producers when it is released.
                     if let Taken::Copied(_) = taken {
-                        ring.ctrl().not_full().notify_shared(
-                            &mut self.waker,
-                            entry.light_flag(),
-                            false,
-                        );
+                        notify_after(ring, Side::Consume, entry, &mut self.waker);
                     }
                     return Pop::Got(taken);
                 }
                 Ok(Err((pos, popped))) => {
-                    ring.ctrl().not_full().notify_shared(
-                        &mut self.waker,
-                        entry.light_flag(),
-                        false,
-                    );
+                    notify_after(ring, Side::Consume, entry, &mut self.waker);
                     match popped {
                         Popped::BadLength { .. } => return Pop::Failed(PopError::Corrupt { pos }),
                         // A tombstone: its loss was counted by whoever left it.
@@ -2167,17 +2167,14 @@ impl<T> Drop for Held<'_, T> {
         if self.consumer.pipe.is_some() {
             return; // popped from the FIFO already: nothing is claimed
         }
-        let topic = &self.consumer.topic;
-        if !topic.in_own_process() {
+        let consumer = &mut *self.consumer;
+        if !consumer.topic.in_own_process() {
             return; // inherited through fork(): the claim is the parent's
         }
-        let consumer = &mut *self.consumer;
         let ring = consumer.topic.view.ring();
         let entry = &ring.consumers()[consumer.entry];
         ring.release(self.claim, entry);
-        ring.ctrl()
-            .not_full()
-            .notify_shared(&mut consumer.waker, entry.light_flag(), false);
+        notify_after(ring, Side::Consume, entry, &mut consumer.waker);
     }
 }
 

@@ -38,13 +38,6 @@ fn sleeper_word(bus: &TestBus, topic: &str) -> u64 {
     u64::from_ne_bytes(word)
 }
 
-/// Whether this process may use `membarrier` the way light writers need.
-fn membarrier_works() -> bool {
-    use rustix::thread::{membarrier, MembarrierCommand};
-    membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok()
-        && membarrier(MembarrierCommand::GlobalExpedited).is_ok()
-}
-
 /// Installs a seccomp filter that makes `membarrier` fail with `EPERM` in
 /// this process, as a container's profile might. `false` where filters
 /// cannot be installed.
@@ -97,7 +90,7 @@ fn child_role_entry() {
         // forbidden, subscribes (blocking waits), then receives `count`
         // consecutive messages and checks each.
         "forbidden-subscriber" => {
-            if !forbid_membarrier() || membarrier_works() {
+            if !forbid_membarrier() || common::membarrier_works() {
                 report("STATUS NO-SECCOMP");
                 return;
             }
@@ -142,7 +135,7 @@ fn child_role_entry() {
 /// messages; the first wake call it makes turns it heavy again.
 #[test]
 fn a_quiet_publisher_turns_light_and_a_sleeper_turns_it_heavy() {
-    if !membarrier_works() {
+    if !common::membarrier_works() {
         common::skip(
             "a_quiet_publisher_turns_light_and_a_sleeper_turns_it_heavy",
             "membarrier(GLOBAL_EXPEDITED) is not available here",
@@ -209,7 +202,7 @@ fn shmbus_membarrier_0_keeps_the_publisher_heavy() {
 /// light publisher in this process that publishes in bursts (so the
 /// subscriber sleeps between them), and checks it gets every message.
 fn forbidden_subscriber_gets_everything(test: &str, lossless: bool) {
-    if !membarrier_works() {
+    if !common::membarrier_works() {
         common::skip(test, "membarrier(GLOBAL_EXPEDITED) is not available here");
         return;
     }

@@ -590,7 +590,7 @@ impl WakeWords {
             self.light_writers.fetch_sub(1, Ordering::Release);
             flag.store(LIGHT_OFF, Ordering::Release);
         }
-        self.sleepers.load(Ordering::Relaxed) & !LIGHT
+        self.sleepers.load(Ordering::Relaxed)
     }
 
     /// Takes a dead shared writer out of the count, by its `flag`: for

@@ -253,6 +253,15 @@ pub fn run_in_mount_namespace(
     Some((stdout, stderr))
 }
 
+/// Whether this process may register for and call
+/// `membarrier(GLOBAL_EXPEDITED)`: what light writers need (a kernel
+/// before 4.16 or a seccomp filter says no).
+pub fn membarrier_works() -> bool {
+    use rustix::thread::{membarrier, MembarrierCommand};
+    membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok()
+        && membarrier(MembarrierCommand::GlobalExpedited).is_ok()
+}
+
 /// Says that `test` did not run, and why, where CI counts it.
 pub fn skip(test: &str, why: &str) {
     let line = format!("SKIPPED: {test}: {why}");
