@@ -112,6 +112,10 @@ fn child_role_entry() {
                 assert_eq!(rx.recv(), Ok(want));
             }
             report(format!("GOT {count}"));
+            // Still subscribed until killed: the test reads the
+            // publisher's evictions, which a subscriber that left (its
+            // queue gone) could otherwise race into.
+            std::thread::sleep(Duration::from_secs(600));
         }
         // args: bus dir. With `ulimit -q` at 100 bytes (less than any
         // queue's bookkeeping), subscribes to a topic of 8 messages;
@@ -1098,7 +1102,12 @@ fn mq_a_lossless_publisher_asleep_in_full_queues_hands_over_every_message_once()
         tx.send(&i).unwrap();
     }
     sub.expect_line(&format!("GOT {count}"));
-    assert_eq!(tx.evictions(), 0);
+    assert_eq!(
+        tx.evictions(),
+        0,
+        "the subscriber, alive, was never evicted"
+    );
+    sub.kill9();
 }
 
 /// A lossless mq send asleep in a full queue (no deadline) waits while its
