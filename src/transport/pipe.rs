@@ -1757,6 +1757,29 @@ impl PipeRx {
         Next::Data(header)
     }
 
+    /// The fast path of a receive: the header of message `seq` if its data
+    /// frame is already read whole (from a read that took several) and
+    /// nothing else is pending (a kept error, a corrupt queue message).
+    /// Anything else, a welcome, a goodbye, another sequence number, a
+    /// frame not all here, is left to [`next`](Self::next). Reads nothing
+    /// from the FIFO; the frame stays at the front until
+    /// [`advance`](Self::advance).
+    #[inline]
+    pub fn buffered(&self, seq: u64) -> Option<Header> {
+        if self.stashed.is_some() || self.corrupt_message {
+            return None;
+        }
+        let front = self.buf.get(self.start..self.end)?;
+        let header = Header::decode(front)?;
+        let whole = frame::data_frame_len(header.len as usize);
+        (header.kind == KIND_DATA
+            && header.seq == seq
+            && whole <= self.max_frame
+            && whole <= front.len()
+            && frame::trailer_ok(&header, front))
+        .then_some(header)
+    }
+
     /// Skips to the next good header: in what is buffered, then in what
     /// the FIFO holds now (read a frame at a time, see `fill`), so that a
     /// run of bad bytes is one corruption, not one per read. Gives up (to
