@@ -1521,7 +1521,7 @@ impl<T> Consumer<T> {
     /// memory: the next message copied into `out`, as `try_once` takes it,
     /// without the layers that serve every kind of take and wait (callgrind,
     /// a 64-byte `push_bytes` + `pop_bytes` in one process: 581
-    /// instructions through them, 2026-12-07). `Slow` when nothing was
+    /// instructions through them, 499 this way, 2026-12-07). `Slow` when nothing was
     /// claimed (empty, a stuck slot, a pipe, a variable-size queue, a
     /// forked child's copy, a lost entry): the slow path looks again and
     /// acts on what it finds.
