@@ -1536,16 +1536,19 @@ impl<T> Consumer<T> {
             return Fast::Slow;
         }
         let entry = &ring.consumers()[self.entry];
-        let Ok((pos, popped)) = ring.pop(entry, out, || {
-            process::stall_if_hooked("stall-after-pop-claim")
-        }) else {
-            return Fast::Slow;
-        };
-        notify_after(ring, Side::Consume, entry, &mut self.waker);
-        match popped {
-            Popped::Message { len } => Fast::Got(len),
-            // (`pop` goes past tombstones: a bad length is all else.)
-            _ => Fast::Corrupt(pos),
+        loop {
+            let Ok((pos, popped)) = ring.pop(entry, out, || {
+                process::stall_if_hooked("stall-after-pop-claim")
+            }) else {
+                return Fast::Slow;
+            };
+            // A tombstone's slot is freed as a message's is.
+            notify_after(ring, Side::Consume, entry, &mut self.waker);
+            match popped {
+                Popped::Message { len } => return Fast::Got(len),
+                Popped::Tombstone => continue,
+                Popped::BadLength { .. } => return Fast::Corrupt(pos),
+            }
         }
     }
 

@@ -309,3 +309,59 @@ fn a_work_queue_needs_two_slots() {
     let err = b.topic("jobs").capacity(1).producer::<u64>().unwrap_err();
     assert!(err.to_string().contains("at least 2"), "{err}");
 }
+
+/// A consumer that finds only tombstones (abandoned loans) and then an
+/// empty queue has freed their slots: a producer asleep on the full queue
+/// is woken then, not left until its timed check (a minute here).
+#[test]
+fn popping_past_tombstones_wakes_a_producer_waiting_for_room() {
+    let test = "popping_past_tombstones_wakes_a_producer_waiting_for_room";
+    if common::shm_only(test) {
+        return; // a loan on pipes writes nothing until it commits
+    }
+    let bus = TestBus::new("q-tomb-wake");
+    let b = bus.open();
+    let topic = || {
+        b.topic("jobs")
+            .capacity(2)
+            .wait(WaitStrategy::Block)
+            .liveness_check_interval(Duration::from_secs(60))
+    };
+    let mut tx = topic().producer::<u64>().unwrap();
+    let mut rx = topic().consumer::<u64>().unwrap();
+    drop(tx.loan().unwrap());
+    drop(tx.loan().unwrap());
+    assert_eq!(
+        tx.try_push(1),
+        Err(TryPushError::Full(1)),
+        "two tombstones fill it"
+    );
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            tid_tx.send(common::thread_id()).unwrap();
+            tx.push(7).unwrap();
+            done_tx.send(()).unwrap();
+        });
+        let tid = tid_rx.recv().unwrap();
+        assert!(
+            common::eventually(Duration::from_secs(10), || common::blocked_in_futex(tid)),
+            "the producer never went to sleep on the full queue"
+        );
+        // Past the two tombstones: empty, or the message the producer
+        // pushed as soon as their slots were freed.
+        let first = rx.try_pop();
+        assert!(
+            matches!(first, Ok(7) | Err(TryPopError::Empty)),
+            "{first:?}"
+        );
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "the producer was not woken when the tombstones' slots were freed"
+        );
+        if first.is_err() {
+            assert_eq!(rx.pop(), Ok(7));
+        }
+    });
+}

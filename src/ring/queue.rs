@@ -1639,24 +1639,25 @@ impl<'a> QueueRing<'a> {
     }
 
     /// Pops one message into `out` as one attempt: claims, reads, calls
-    /// `between()`, releases. Tombstones are skipped (their loss was
-    /// counted by whoever left them).
+    /// `between()`, releases. A tombstone comes back as
+    /// [`Popped::Tombstone`] (its loss was counted by whoever left it): its
+    /// slot is free now, so the caller wakes producers waiting for room as
+    /// after a message, and pops again. (Skipped in here, a run of
+    /// tombstones with nothing after them freed slots that no one was told
+    /// of: a producer asleep on the full queue waited for its next timed
+    /// check.)
     #[inline]
     pub fn pop(
         &self,
         entry: &ClaimEntry,
         out: &mut [u8],
-        mut between: impl FnMut(),
+        between: impl FnOnce(),
     ) -> Result<(u64, Popped), PopBlocked> {
-        loop {
-            let claim = self.claim_pop(entry)?;
-            let popped = self.read(claim, out);
-            between();
-            self.release(claim, entry);
-            if popped != Popped::Tombstone {
-                return Ok((claim.pos, popped));
-            }
-        }
+        let claim = self.claim_pop(entry)?;
+        let popped = self.read(claim, out);
+        between();
+        self.release(claim, entry);
+        Ok((claim.pos, popped))
     }
 
     /// Records that a producer attached (see [`QueueCtrl::had_producer`]).
@@ -1831,12 +1832,15 @@ mod tests {
         (0..len).map(|i| (seq as usize * 31 + i) as u8).collect()
     }
 
+    /// The next message, past tombstones and padding (as a consumer pops).
     fn pop_var(q: &QueueRing<'_>, c: &ClaimEntry) -> Result<Vec<u8>, PopBlocked> {
         let mut out = vec![0u8; q.slot_bytes()];
-        let (_, popped) = q.pop(c, &mut out, || {})?;
-        match popped {
-            Popped::Message { len } => Ok(out[..len].to_vec()),
-            other => panic!("{other:?}"),
+        loop {
+            match q.pop(c, &mut out, || {})? {
+                (_, Popped::Message { len }) => return Ok(out[..len].to_vec()),
+                (_, Popped::Tombstone) => {}
+                (_, other) => panic!("{other:?}"),
+            }
         }
     }
 
