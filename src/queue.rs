@@ -55,6 +55,7 @@ use crate::error::{
 use crate::handle::Handle;
 use crate::message::{Bytes, Message};
 use crate::process;
+use crate::ring::load_bytes;
 use crate::ring::queue::{
     table, Claim, ClaimEntry, PopBlocked, Popped, PushBlocked, QueueRing, Recovery, RecoveryStep,
     Side, NO_INTENT,
@@ -1528,11 +1529,7 @@ impl<T> Consumer<T> {
     #[inline(always)]
     fn pop_now(&mut self, out: &mut [u8]) -> Fast {
         let ring = self.topic.view.ring();
-        if self.pipe.is_some()
-            || ring.is_variable()
-            || !self.topic.in_own_process()
-            || !self.entry().held_by(self.topic.me)
-        {
+        if ring.is_variable() || !self.fast_path_open() {
             return Fast::Slow;
         }
         let entry = &ring.consumers()[self.entry];
@@ -1548,6 +1545,46 @@ impl<T> Consumer<T> {
                 Popped::Message { len } => return Fast::Got(len),
                 Popped::Tombstone => continue,
                 Popped::BadLength { .. } => return Fast::Corrupt(pos),
+            }
+        }
+    }
+
+    /// Whether a pop may take a fast path: in shared memory, in the process
+    /// that attached this consumer, which still holds its entry.
+    #[inline(always)]
+    fn fast_path_open(&self) -> bool {
+        self.pipe.is_none() && self.topic.in_own_process() && self.entry().held_by(self.topic.me)
+    }
+
+    /// [`pop_now`](Self::pop_now) for a variable-size queue: the next
+    /// message copied into `scratch`, which takes its length (a claimed
+    /// message is this consumer's alone until released, so the buffer can
+    /// grow first). The slow path holds it as `pop_bytes_ref` does and
+    /// copies it out of the guard (callgrind, 64-byte `push_bytes` +
+    /// `pop_bytes` in one process: 822 instructions that way, 723 this
+    /// way, 2026-12-07).
+    #[inline]
+    fn pop_var_now(&mut self, scratch: &mut Vec<u8>) -> Fast {
+        if !self.fast_path_open() {
+            return Fast::Slow;
+        }
+        let ring = self.topic.view.ring();
+        let entry = &ring.consumers()[self.entry];
+        loop {
+            let Ok(claim) = ring.claim_pop(entry) else {
+                return Fast::Slow;
+            };
+            let lent = ring.lend(claim);
+            if let Ok((words, len)) = lent {
+                scratch.resize(len, 0);
+                load_bytes(words, scratch);
+            }
+            ring.release(claim, entry);
+            notify_after(ring, Side::Consume, entry, &mut self.waker);
+            match lent {
+                Ok((_, len)) => return Fast::Got(len),
+                Err(Popped::Tombstone) => continue,
+                Err(_) => return Fast::Corrupt(claim.pos()),
             }
         }
     }
@@ -2055,6 +2092,17 @@ impl Consumer<Bytes> {
     ) -> Result<&[u8], PopTimeoutError> {
         let mut scratch = core::mem::take(&mut self.scratch);
         if self.topic.view.ring().is_variable() {
+            match self.pop_var_now(&mut scratch) {
+                Fast::Got(_) => {
+                    self.scratch = scratch;
+                    return Ok(&self.scratch);
+                }
+                Fast::Corrupt(pos) => {
+                    self.scratch = scratch;
+                    return Err(PopTimeoutError::Corrupt { pos });
+                }
+                Fast::Slow => {}
+            }
             let result = self.hold(wait, deadline).map(|held| {
                 scratch.clear();
                 scratch.extend_from_slice(held.bytes());

@@ -914,7 +914,7 @@ fn a_live_subscriber_marked_free_in_the_process_table_keeps_its_lent_message() {
 #[test]
 fn a_queue_claim_finished_after_a_false_recovery_does_not_wedge_the_queue() {
     use shmbus::ring::queue::{
-        table, ClaimEntry, PopBlocked, QueueCtrl, QueueRing, Recovery, Side,
+        table, ClaimEntry, PopBlocked, Popped, QueueCtrl, QueueRing, Recovery, Side,
     };
     use shmbus::ring::Liveness;
     let ctrl = QueueCtrl::new();
@@ -939,9 +939,14 @@ fn a_queue_claim_finished_after_a_false_recovery_does_not_wedge_the_queue() {
     let recovered = q.recover(Side::Push, 0, consumer, |_| Liveness::Dead, |_| true);
     assert_eq!(recovered, Recovery::Recovered);
     let mut out = [0u8; 8];
+    assert_eq!(
+        q.pop(&consumers[0], &mut out, || {}),
+        Ok((0, Popped::Tombstone)),
+        "the recovered slot is a tombstone, released"
+    );
     assert!(
         q.pop(&consumers[0], &mut out, || {}).is_err(),
-        "tombstone skipped"
+        "then nothing"
     );
     // The producer, alive all along, finishes its push.
     q.publish(claim, &producers[0]);
