@@ -200,14 +200,16 @@ fn detach(topic: &Handle<QueueView>, side: Side, index: usize, waker: &mut Light
     table::detach(entry, topic.me);
 }
 
-/// What [`Consumer::pop_now`] found.
+/// What a pop's fast path ([`Consumer::pop_now`], [`Consumer::pop_var_now`])
+/// found.
 enum Fast {
     /// A message of this many bytes, copied.
     Got(usize),
     /// The message at this position had a length its slot cannot hold: it
     /// was consumed, and is reported corrupt.
     Corrupt(u64),
-    /// Nothing claimed: the slow path looks.
+    /// No message taken (tombstones on the way were released): the slow
+    /// path looks.
     Slow,
 }
 
@@ -1584,6 +1586,7 @@ impl<T> Consumer<T> {
             match lent {
                 Ok((_, len)) => return Fast::Got(len),
                 Err(Popped::Tombstone) => continue,
+                // (`lend` refuses only tombstones and bad lengths.)
                 Err(_) => return Fast::Corrupt(claim.pos()),
             }
         }

@@ -345,13 +345,13 @@ fn popping_past_tombstones_wakes_a_producer_waiting_for_room() {
             done_tx.send(()).unwrap();
         });
         let tid = tid_rx.recv().unwrap();
-        assert!(
-            common::eventually(Duration::from_secs(10), || common::blocked_in_futex(tid)),
-            "the producer never went to sleep on the full queue"
-        );
+        let slept = common::eventually(Duration::from_secs(10), || common::blocked_in_futex(tid));
         // Past the two tombstones: empty, or the message the producer
-        // pushed as soon as their slots were freed.
+        // pushed as soon as their slots were freed. (Popped before any
+        // assertion: the producer must get its room, or the scope would
+        // wait for it for ever.)
         let first = rx.try_pop();
+        assert!(slept, "the producer never went to sleep on the full queue");
         assert!(
             matches!(first, Ok(7) | Err(TryPopError::Empty)),
             "{first:?}"

@@ -73,7 +73,8 @@ fn push(heap: &Heap, entry: usize, value: u64) -> bool {
 }
 
 /// Pops until the queue looks empty (never spins: loom needs finite runs),
-/// as the endpoint does (`QueueRing::pop`, tombstones skipped).
+/// as the endpoint does (`QueueRing::pop`; a tombstone is released and
+/// passed).
 fn pop_available(heap: &Heap, entry: usize, got: &mut Vec<u64>) {
     let ring = heap.ring();
     let entry = &ring.consumers()[entry];
