@@ -230,7 +230,7 @@ fn an_abandoned_loan_is_never_seen_and_its_number_is_reused() {
         };
         let ring = heap.ring();
         ring.publish(0, &message(0));
-        let payload = ring.begin(1, 8);
+        let payload = ring.begin(1);
         shmbus::ring::store_bytes_at(payload, 0, &message(99)[..8]);
         // The loan is gone; the next holder resumes.
         let next = ring.resume_seq();

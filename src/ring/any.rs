@@ -98,7 +98,7 @@ impl<'a> AnyRing<'a> {
     #[inline(always)]
     pub fn begin(&self, seq: u64, len: usize) -> (&'a [AtomicU64], u64) {
         match self {
-            AnyRing::Fixed(ring) => (ring.begin(seq, len), 0),
+            AnyRing::Fixed(ring) => (ring.begin(seq), 0),
             AnyRing::Var(ring) => match ring.begin(seq, len) {
                 Ok(reservation) => (reservation.payload(), reservation.pos()),
                 Err(too_large) => {

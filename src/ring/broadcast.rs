@@ -288,7 +288,27 @@ impl<'a> BroadcastRing<'a> {
         // The slot is found once (`begin` and `commit` each find it: the
         // compiler cannot share the work across the atomic stores).
         let slot = self.slot(seq);
-        let payload = begin_slot(slot, seq, bytes.len());
+        // Ask for ownership of all the message's lines before the first
+        // store. A waiting subscriber polls the slot, so each line is in its
+        // cache and each store must take it back. Stores drain in order:
+        // without this, the second line's transfer starts only when the first
+        // line's stores are done, the subscriber takes the first line back
+        // meanwhile (and sees "being written"), and the complete stamp costs
+        // a third transfer. Asked together, the lines arrive together and the
+        // stores land in one go; the subscriber's half (`read`) asks for them
+        // back together too. Busy-poll ping-pong, 2 vCPUs, 2026-12-07, medians
+        // of three to six runs of each build alternated: 64 bytes 357 -> 196
+        // ns (2.5x -> 1.3-1.5x the raw cache line), 128 bytes 431 -> 239, 256
+        // bytes 447 -> 287. It costs some 1-to-1 streaming where the
+        // subscriber keeps up and takes lines back while they are written:
+        // 256-byte lossless 47 -> 38-42 M msg/s in three batches of six
+        // runs, 64 bytes by loan 75 -> 69 (copying sends unchanged or
+        // faster). Loans do not ask: their stores come later, in the
+        // caller's code, while a waiting subscriber takes the lines back
+        // (asking at `begin` cost overwrite by loan 12% at 64 bytes and 16%
+        // at 256, four runs).
+        crate::ring::prefetch_lines::<true>(slot, SLOT_HEADER_BYTES + bytes.len());
+        let payload = begin_slot(slot, seq);
         store_bytes(payload, bytes);
         commit_slot(self.ctrl, slot, seq, bytes.len());
     }
@@ -300,8 +320,8 @@ impl<'a> BroadcastRing<'a> {
     /// up) leaves the slot "being written": readers of `seq` find it empty,
     /// and the next holder writes `seq` again.
     #[inline(always)]
-    pub fn begin(&self, seq: u64, len: usize) -> &'a [AtomicU64] {
-        begin_slot(self.slot(seq), seq, len)
+    pub fn begin(&self, seq: u64) -> &'a [AtomicU64] {
+        begin_slot(self.slot(seq), seq)
     }
 
     /// The payload words of message `seq`'s slot, for a writer that has
@@ -371,8 +391,7 @@ impl<'a> BroadcastRing<'a> {
                 // that is behind finds its message complete and asks for
                 // nothing: its copy streams. (Asking before the stamp
                 // load, on every read, cost 1-to-1 lossless throughput.)
-                // See `begin_slot` for the publisher's half and the
-                // figures.
+                // See `publish` for the publisher's half and the figures.
                 crate::ring::prefetch_lines::<false>(slot, self.slot_bytes + SLOT_HEADER_BYTES);
                 return Read::Empty;
             }
@@ -421,22 +440,7 @@ impl<'a> BroadcastRing<'a> {
 
 /// [`BroadcastRing::begin`] on message `seq`'s slot.
 #[inline(always)]
-fn begin_slot(slot: &[AtomicU64], seq: u64, len: usize) -> &[AtomicU64] {
-    // Ask for ownership of all the message's lines before the first
-    // store. A waiting subscriber polls the slot, so each line is in its
-    // cache and each store must take it back. Stores drain in order:
-    // without this, the second line's transfer starts only when the first
-    // line's stores are done, the subscriber takes the first line back
-    // meanwhile (and sees "being written"), and the complete stamp costs
-    // a third transfer. Asked together, the lines arrive together and the
-    // stores land in one go; the subscriber's half (`read`) asks for them
-    // back together too. Busy-poll ping-pong, 2 vCPUs, 2026-12-07, medians
-    // of three to six runs of each build alternated: 64 bytes 357 -> 196
-    // ns (2.5x -> 1.3-1.5x the raw cache line), 128 bytes 431 -> 239, 256
-    // bytes 447 -> 287. 1-to-1 throughput moved both ways (six runs: 64 B
-    // overwrite by loan 81 -> 94 M msg/s, lossless by loan 74 -> 69, 256 B
-    // lossless 47 -> 43).
-    crate::ring::prefetch_lines::<true>(slot, SLOT_HEADER_BYTES + len);
+fn begin_slot(slot: &[AtomicU64], seq: u64) -> &[AtomicU64] {
     // SYNC POINT: Release (free on x86) pairs with the Acquire stamp
     // loads of readers: one that sees this "being written" stamp also
     // sees what we did before, such as evicting a lossless subscriber
