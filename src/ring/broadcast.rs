@@ -28,12 +28,12 @@
 use core::cmp::{max, Ordering as CmpOrdering};
 
 use crate::ring::{load_bytes, store_bytes, Lease, SLOT_HEADER_WORDS};
-
-/// Bytes of a slot before its payload.
-const SLOT_HEADER_BYTES: usize = SLOT_HEADER_WORDS * crate::ring::WORD;
 pub use crate::ring::{packed_slots_words as slots_words, packed_stride_words as stride_words};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::WakeWords;
+
+/// Bytes of a slot before its payload.
+const SLOT_HEADER_BYTES: usize = SLOT_HEADER_WORDS * crate::ring::WORD;
 
 /// Shared control block of a broadcast topic, three cache lines: the hot
 /// publisher line, the lease, and the wakeup words, each on its own line so a
@@ -297,9 +297,9 @@ impl<'a> BroadcastRing<'a> {
         // a third transfer. Asked together, the lines arrive together and the
         // stores land in one go; the subscriber's half (`read`) asks for them
         // back together too. Busy-poll ping-pong, 2 vCPUs, 2026-12-07, medians
-        // of three to six runs of each build alternated: 64 bytes 357 -> 196
-        // ns (2.5x -> 1.3-1.5x the raw cache line), 128 bytes 431 -> 239, 256
-        // bytes 447 -> 287. It costs some 1-to-1 streaming where the
+        // of three to six runs of each build alternated: 64 bytes 356 ->
+        // 196-224 ns (2.4x -> 1.3-1.5x the raw cache line), 128 bytes 426 ->
+        // 243, 256 bytes 444 -> 271. It costs some 1-to-1 streaming where the
         // subscriber keeps up and takes lines back while they are written:
         // 256-byte lossless 47 -> 38-42 M msg/s in three batches of six
         // runs, 64 bytes by loan 75 -> 69 (copying sends unchanged or
@@ -390,7 +390,8 @@ impl<'a> BroadcastRing<'a> {
                 // the publisher's stores have taken the lines away. One
                 // that is behind finds its message complete and asks for
                 // nothing: its copy streams. (Asking before the stamp
-                // load, on every read, cost 1-to-1 lossless throughput.)
+                // load, on every read, was a little slower in 1-to-1
+                // lossless streams: 256 bytes 41 against 44 M msg/s.)
                 // See `publish` for the publisher's half and the figures.
                 crate::ring::prefetch_lines::<false>(slot, self.slot_bytes + SLOT_HEADER_BYTES);
                 return Read::Empty;
