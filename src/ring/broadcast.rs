@@ -281,7 +281,9 @@ impl<'a> BroadcastRing<'a> {
 
     /// Writes message `seq`. Only the lease holder calls this, with
     /// consecutive `seq`s, and `bytes.len() <= slot_bytes`. The same steps
-    /// as a loan: [`begin`](Self::begin), the payload, [`commit`](Self::commit).
+    /// as a loan: [`begin`](Self::begin), the payload, [`commit`](Self::commit),
+    /// after a hint that asks for the slot's lines (which a loan does not
+    /// give: see below).
     #[inline(always)]
     pub fn publish(&self, seq: u64, bytes: &[u8]) {
         debug_assert!(bytes.len() <= self.slot_bytes);
@@ -392,7 +394,12 @@ impl<'a> BroadcastRing<'a> {
                 // nothing: its copy streams. (Asking before the stamp
                 // load, on every read, was a little slower in 1-to-1
                 // lossless streams: 256 bytes 41 against 44 M msg/s.)
-                // See `publish` for the publisher's half and the figures.
+                // The subscriber does not know the coming message's
+                // length, so it asks for the whole slot, and for no line
+                // of a slot that spans more than eight lines in all
+                // (`slot_bytes` over 448 to 496, by where the slot starts
+                // in its line), however short the message. See
+                // `publish` for the publisher's half and the figures.
                 crate::ring::prefetch_lines::<false>(slot, self.slot_bytes + SLOT_HEADER_BYTES);
                 return Read::Empty;
             }

@@ -51,7 +51,10 @@ const PREFETCH_LINES: usize = 7;
 /// writer about to store into them; else to read (`prefetcht0`). A hint,
 /// so that a slot's lines travel between cores together rather than one
 /// after another; it reads and writes nothing. Nothing on other targets,
-/// under loom, and for `WRITE` on a processor without `prefetchw`.
+/// under loom, and for `WRITE` on a processor without `prefetchw`. (The
+/// asm is marked `readonly`, not `nomem`, on purpose: the compiler must
+/// take it for a memory read, so that it keeps the hint before the slot
+/// stores that follow it and after the stamp load that precedes it.)
 #[inline(always)]
 pub(crate) fn prefetch_lines<const WRITE: bool>(slot: &[crate::sync::AtomicU64], bytes: usize) {
     #[cfg(all(target_arch = "x86_64", not(shmbus_loom)))]
@@ -92,10 +95,12 @@ pub(crate) fn prefetch_lines<const WRITE: bool>(slot: &[crate::sync::AtomicU64],
     let _ = (slot, bytes);
 }
 
-/// Whether this processor has `prefetchw` (CPUID leaf 0x8000_0001, ECX bit
-/// 8: every Intel processor since Broadwell, every AMD one since the
-/// K6-2), asked once per process. (Where it lacks it, the instruction may
-/// fault: Linux itself falls back to a read prefetch there.)
+/// Whether this processor says it has `prefetchw` (CPUID leaf 0x8000_0001,
+/// ECX bit 8: Intel processors since Broadwell, AMD ones since the
+/// family 10h; early 64-bit AMD parts have the instruction without the bit
+/// and get no hint, which is only conservative), asked once per process.
+/// (Where it lacks it, the instruction may fault: Linux itself falls back
+/// to a read prefetch there.)
 #[cfg(all(target_arch = "x86_64", not(shmbus_loom)))]
 #[inline(always)]
 fn has_prefetchw() -> bool {
@@ -105,8 +110,15 @@ fn has_prefetchw() -> bool {
     #[cold]
     fn ask() -> bool {
         use core::arch::x86_64::__cpuid;
-        let extended = __cpuid(0x8000_0000).eax;
-        let has = extended >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0;
+        // `__cpuid` is a safe function in recent Rust and an unsafe one in
+        // older releases that the crate still builds with (`rust-version`).
+        #[allow(unused_unsafe)]
+        // SAFETY: every x86-64 processor has CPUID, and the extended leaf
+        // is asked for only after leaf 0x8000_0000 says it exists.
+        let has = unsafe {
+            __cpuid(0x8000_0000).eax >= 0x8000_0001
+                && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
+        };
         KNOWN.store(if has { 1 } else { 2 }, Ordering::Relaxed);
         has
     }
