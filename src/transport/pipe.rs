@@ -1556,18 +1556,22 @@ impl PipeRx {
         n
     }
 
-    /// The most one read takes: a lossless subscriber reads a largest
-    /// frame at a time, as a raw pipe reader reads a message a read. One
-    /// that drains the FIFO in bulk finds it empty again at once and
-    /// sleeps, and then the publisher's every write pays for waking it
-    /// (bulk: 1.29 M msg/s against 1.41 a frame at a time, medians of nine
-    /// alternated runs of a 64-byte lossless stream between two processes
-    /// of a throwaway program, 2026-12-06). An
-    /// overwrite subscriber reads all there is: what it does not drain in
-    /// time is lost (a frame at a time, it lost 10-17% of a saturating
-    /// 64-byte stream against about 1% in bulk).
+    /// The most one read takes: unless it is streaming (napping between
+    /// bulk reads, see [`Streaming`]), a subscriber reads a largest frame
+    /// at a time, as a raw pipe reader reads a message a read. One that
+    /// drains the FIFO in bulk finds it empty again at once and sleeps,
+    /// and then the publisher's every write pays for waking it (lossless,
+    /// bulk: 1.29 M msg/s against 1.41 a frame at a time, medians of nine
+    /// alternated runs of a 64-byte stream between two processes of a
+    /// throwaway program, 2026-12-06). An overwrite subscriber read in bulk
+    /// until 2026-12-07, to lose less; with streaming naps, a frame at a
+    /// time delivered more and, at 4 KiB, lost less too (`bench --only
+    /// throughput-pipe --rounds 3`, eight runs of each alternated, 2
+    /// vCPUs: 64 B 1.37 -> 1.88 M msg/s, 0.77x -> 1.06x the pipe, losing
+    /// 0-6,459 -> 63-28,670 of 600,000; 4 KiB 0.46 -> 0.57 M msg/s, losing
+    /// 28-66 k -> 1-14 k; four frames a read was no better than bulk).
     fn read_limit(&self) -> usize {
-        if self.gates && !self.stream.on {
+        if !self.stream.on {
             self.max_frame
         } else {
             usize::MAX
