@@ -2095,21 +2095,14 @@ impl Consumer<Bytes> {
     ) -> Result<&[u8], PopTimeoutError> {
         let mut scratch = core::mem::take(&mut self.scratch);
         if self.topic.view.ring().is_variable() {
-            match self.pop_var_now(&mut scratch) {
-                Fast::Got(_) => {
-                    self.scratch = scratch;
-                    return Ok(&self.scratch);
-                }
-                Fast::Corrupt(pos) => {
-                    self.scratch = scratch;
-                    return Err(PopTimeoutError::Corrupt { pos });
-                }
-                Fast::Slow => {}
-            }
-            let result = self.hold(wait, deadline).map(|held| {
-                scratch.clear();
-                scratch.extend_from_slice(held.bytes());
-            });
+            let result = match self.pop_var_now(&mut scratch) {
+                Fast::Got(_) => Ok(()),
+                Fast::Corrupt(pos) => Err(PopTimeoutError::Corrupt { pos }),
+                Fast::Slow => self.hold(wait, deadline).map(|held| {
+                    scratch.clear();
+                    scratch.extend_from_slice(held.bytes());
+                }),
+            };
             self.scratch = scratch;
             result?;
             return Ok(&self.scratch);

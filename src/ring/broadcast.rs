@@ -303,7 +303,7 @@ impl<'a> BroadcastRing<'a> {
         // 196-224 ns (2.4x -> 1.3-1.5x the raw cache line), 128 bytes 426 ->
         // 243, 256 bytes 444 -> 271. It costs some 1-to-1 streaming where the
         // subscriber keeps up and takes lines back while they are written:
-        // 256-byte lossless 47 -> 38-42 M msg/s in three batches of six
+        // 256-byte lossless 47 -> 38-43 M msg/s in three batches of six
         // runs, 64 bytes by loan 75 -> 69 (copying sends unchanged or
         // faster). Loans do not ask: their stores come later, in the
         // caller's code, while a waiting subscriber takes the lines back

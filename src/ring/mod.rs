@@ -36,9 +36,10 @@ pub(crate) const LINE_WORDS: usize = CACHE_LINE / WORD;
 
 /// Lines past the first that [`prefetch_lines`] asks for: a span longer
 /// than this gets no hint. Measured (busy-poll ping-pong, 2 vCPUs,
-/// 2026-12-07, three runs of each build alternated): hints for up to 7
-/// lines took 256-byte messages from 2.81x to 1.93x the raw cache line,
-/// where 3 lines gave 2.73x; hinting 512-byte messages (9 lines) cost
+/// 2026-12-07, three or four runs of each build alternated): 256-byte
+/// messages took 1.93x the raw cache line with hints for up to 7 lines,
+/// 2.73-2.81x with hints for up to 3, 2.8-3.0x with none; hinting
+/// 512-byte messages (9 lines) cost
 /// their 1-to-1 lossless throughput about 12% (27.4 -> 24.0 M msg/s,
 /// medians of five runs) for 490 -> 430 ns in ping-pong: from there on
 /// a copy streams, and the hardware's own prefetchers follow it.
