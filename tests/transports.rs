@@ -503,6 +503,52 @@ fn a_subscriber_whose_fifo_overflows_counts_exactly_what_it_lost() {
     assert_eq!(rx.stats().lagged, lagged);
 }
 
+/// A subscriber reads its FIFO without touching its access time
+/// (`O_NOATIME`: each read's update was about a tenth of a 64-byte read's
+/// cost), while the publisher's writes still move its modification time,
+/// which shows that the clock moved between the looks.
+#[test]
+fn reading_a_subscribers_fifo_leaves_its_access_time_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let bus = PipeBus::new("noatime");
+    let b = bus.open();
+    let mut rx = b
+        .topic("t")
+        .start_at(StartAt::Next)
+        .subscriber::<u64>()
+        .unwrap();
+    let mut tx = b.topic("t").publisher::<u64>().unwrap();
+    tx.send(&0).unwrap();
+    assert_eq!(rx.recv(), Ok(0));
+    let topic_dir = bus.dir.join(&bus.name).join("t.t");
+    let fifo = std::fs::read_dir(&topic_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "fifo"))
+        .expect("the subscriber's FIFO");
+    let times = || {
+        let m = std::fs::metadata(&fifo).unwrap();
+        ((m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()))
+    };
+    let (atime, mtime) = times();
+    // Past the coarse clock's tick (a jiffy, at most 10 ms), several times.
+    for seq in 1..=5 {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        tx.send(&seq).unwrap();
+        assert_eq!(rx.recv(), Ok(seq));
+    }
+    let (atime_after, mtime_after) = times();
+    if mtime_after == mtime {
+        common::skip(
+            "reading_a_subscribers_fifo_leaves_its_access_time_alone",
+            "this filesystem did not move the FIFO's modification time on a write",
+        );
+        return;
+    }
+    assert_eq!(atime_after, atime, "a read updated the FIFO's access time");
+}
+
 /// Bytes that are no frame (here written into a subscriber's FIFO by
 /// hand) are reported as corrupt, and the stream goes on at the next
 /// good frame.

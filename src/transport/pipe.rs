@@ -807,6 +807,24 @@ fn open_fifo(path: &std::path::Path, flags: OFlags) -> rustix::io::Result<OwnedF
     Ok(fd)
 }
 
+/// Opens a FIFO that this process reads from, asking the kernel not to
+/// update its access time on each read (`O_NOATIME`): a FIFO, unlike an
+/// anonymous pipe, is a file whose times every read and write touch, and
+/// the access time was about a tenth of a 64-byte read's cost (a raw FIFO
+/// ran at 2.38 M msg/s, 2.64 with `O_NOATIME`, an anonymous pipe at 3.1).
+/// Only the FIFO's owner may ask; anyone else opens it as it is.
+fn open_fifo_read(path: &std::path::Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    match open_fifo(path, flags | OFlags::NOATIME) {
+        Err(Errno::PERM) => open_fifo(path, flags),
+        opened => opened,
+    }
+}
+
+/// Makes a descriptor blocking, keeping its other flags (`O_NOATIME`).
+fn set_blocking(fd: &OwnedFd) -> rustix::io::Result<()> {
+    rustix::fs::fcntl_setfl(fd, rustix::fs::fcntl_getfl(fd)? - OFlags::NONBLOCK)
+}
+
 /// The publisher's helper thread: welcomes subscribers as they knock on
 /// `join`, and writes what the publisher keeps for subscribers whose FIFO
 /// was full as soon as they have room (so that a publisher that goes quiet
@@ -1412,14 +1430,14 @@ impl PipeRx {
             Carrier::Fifo => {
                 let fifo = dir.join(format!("sub-{}.fifo", record.id("sub-")));
                 bus.mkfifo(&fifo)?;
-                let fd = open_fifo(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
+                let fd = open_fifo_read(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
                     .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
                 size_pipe(fd.as_fd(), capacity.saturating_mul(frame_bytes));
                 // A second, blocking, reader of the same FIFO, for waits
                 // without a deadline (see `wait`).
-                let fd_block = open_fifo(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
+                let fd_block = open_fifo_read(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
                     .and_then(|fd| {
-                        rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+                        set_blocking(&fd)?;
                         Ok(fd)
                     })
                     .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
@@ -2203,7 +2221,7 @@ impl PipeQueue {
         } else {
             let path = dir.join("queue");
             bus.mkfifo(&path)?;
-            let fd = open_fifo(&path, OFlags::RDWR | OFlags::NONBLOCK)
+            let fd = open_fifo_read(&path, OFlags::RDWR | OFlags::NONBLOCK)
                 .map_err(|e| super::io_error(&bus.bus, "opening a work queue FIFO", io(e)))?;
             size_pipe(fd.as_fd(), capacity.saturating_mul(frame_len));
             fd
