@@ -117,10 +117,11 @@ fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
     let pid = out.id();
     let out = out.wait_with_output().unwrap();
     let (rows, text) = bench_rows(&out);
-    // Per size: 2 latency rows, 2 x 2 fanout rows (overwrite and lossless,
+    // Per size: 3 latency rows (shmbus, the raw cache line, the raw
+    // ring), 2 x 2 fanout rows (overwrite and lossless,
     // each with its raw baseline), 2 x 3 queue rows (fixed slots, variable
     // size, raw), 2 open-loop rows.
-    assert_eq!(rows.len(), 2 * 14, "{text}");
+    assert_eq!(rows.len(), 2 * 15, "{text}");
     let find = |transport: &str, size: u64| {
         rows.iter()
             .find(|r| r["transport"] == transport && r["msg_bytes"] == size)
@@ -137,6 +138,12 @@ fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
             assert!(latency.get(field).is_some(), "{field} missing in {latency}");
         }
         assert_eq!(latency["baseline"], "raw-cacheline");
+        assert_eq!(latency["also_baseline"], "raw-ring", "{latency}");
+        assert!(
+            latency["also_ratio"].as_f64().is_some_and(|r| r > 0.0),
+            "{latency}"
+        );
+        assert!(find("raw-ring", size).get("p50_ns").is_some());
         for mode in ["overwrite", "lossless"] {
             let fan = find(&format!("shmbus-{mode}-1to1"), size);
             assert_eq!(fan["baseline"], "raw-spmc-1to1", "{fan}");

@@ -191,6 +191,7 @@ pub type Role = fn(&[String]) -> Res;
 /// (`--features peers`) are in `bench::peers::ROLES`.
 const ROLES: &[(&str, Role)] = &[
     ("echo-cacheline", echo_cacheline),
+    ("echo-ring", echo_ring),
     ("echo-futex", echo_futex),
     ("echo-fd", echo_fd),
     ("echo-mq", echo_mq),
@@ -234,6 +235,21 @@ fn echo_cacheline(args: &[String]) -> Res {
     let mem = SharedMem::inherit(arg(args, 0), raw::PINGPONG_LEN)?;
     ready();
     raw::cacheline_echo(&mem, arg(args, 1));
+    Ok(())
+}
+
+/// FD COUNT SIZE: echoes each message of the ping ring into the pong ring
+/// (`rings::PingPongRings`).
+fn echo_ring(args: &[String]) -> Res {
+    let size: usize = arg(args, 2);
+    let mem = SharedMem::inherit(arg(args, 0), rings::PingPongRings::len(size))?;
+    let rings = rings::PingPongRings::new(&mem, size);
+    let mut buf = rings.message(0);
+    ready();
+    for seq in 0..arg::<u64>(args, 1) {
+        rings.read(0, seq, &mut buf);
+        rings.write(1, seq, &buf);
+    }
     Ok(())
 }
 

@@ -23,6 +23,12 @@ pub trait PingPong {
     /// Makes `total` round trips of `h.opts.size` bytes, calling
     /// `record(start, i)` after round trip `i` that started at `start`.
     fn run(&self, h: &mut Harness, total: u64, record: &mut dyn FnMut(Instant, u64)) -> Res<()>;
+
+    /// A physical limit that the compared transport also gets a ratio to
+    /// when it is not the first baseline (the raw ring).
+    fn is_limit(&self) -> bool {
+        false
+    }
 }
 
 /// Two processes handing one shared cache line back and forth: the
@@ -46,6 +52,51 @@ impl PingPong for RawCacheLine {
             let start = Instant::now();
             raw::cacheline_ping(&mem, i + 1);
             record(start, i);
+        }
+        peer.finish()?;
+        Ok(())
+    }
+}
+
+/// Two raw rings, one each way, each message in the next slot
+/// ([`crate::rings::PingPongRings`]): the physical limit of a ring, which
+/// on some machines is above the cache line's (see there).
+pub struct RawRing;
+
+impl PingPong for RawRing {
+    fn name(&self) -> &'static str {
+        "raw-ring"
+    }
+
+    fn is_limit(&self) -> bool {
+        true
+    }
+
+    fn rounds(&self) -> u64 {
+        100_000
+    }
+
+    fn run(&self, h: &mut Harness, total: u64, record: &mut dyn FnMut(Instant, u64)) -> Res<()> {
+        use crate::rings::PingPongRings;
+        let size = h.opts.size;
+        let mem = SharedMem::create(PingPongRings::len(size))?;
+        let rings = PingPongRings::new(&mem, size);
+        let args = [
+            mem.fd_for_child()?.to_string(),
+            total.to_string(),
+            size.to_string(),
+        ];
+        let peer = Peer::spawn("echo-ring", &args, h.cpu(1))?;
+        let (mut msg, mut back) = (rings.message(0), rings.message(0));
+        for i in 0..total {
+            rings.retag(&mut msg, i);
+            let start = Instant::now();
+            rings.write(0, i, &msg);
+            rings.read(1, i, &mut back);
+            record(start, i);
+            if !rings.is_message(&back, i) {
+                return Err(format!("raw-ring: echo {i} came back wrong").into());
+            }
         }
         peer.finish()?;
         Ok(())

@@ -24,7 +24,9 @@ use crate::cleanup;
 use crate::peer::{cpus, pin_to};
 use crate::rings;
 use fanout::{Fan, FanRound, OpenLoop, RawOpenLoop, RawSpmcFan, ShmbusFan, ShmbusOpenLoop};
-use latency::{FdEcho, MqEcho, PingPong, RawCacheLine, RawFutex, ShmbusEcho, ShmbusPipeEcho, Via};
+use latency::{
+    FdEcho, MqEcho, PingPong, RawCacheLine, RawFutex, RawRing, ShmbusEcho, ShmbusPipeEcho, Via,
+};
 use queue::{RawMpmc, ShmbusQueue, WorkQueue};
 use stream::{FdKind, FdStream, MqStream, RawSpsc, ShmbusPipeStream, ShmbusStream, Stream};
 
@@ -76,6 +78,9 @@ struct Row {
     subscribers: Option<usize>,
     lagged: Option<u64>,
     ratio: Option<f64>,
+    /// A second limit in the same comparison and the ratio to it (the
+    /// busy-poll ping-pong's raw ring, beside the raw cache line).
+    also: Option<(String, f64)>,
     probe: (u64, u64),
 }
 
@@ -92,6 +97,7 @@ impl Row {
             subscribers: None,
             lagged: None,
             ratio: None,
+            also: None,
             probe,
         }
     }
@@ -261,7 +267,9 @@ impl Harness {
         for _ in &all {
             hists.push(Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?);
         }
-        let mut ratios = Vec::new();
+        // A second limit, after the first baseline: the ratio to it too.
+        let also = (2..all.len()).find(|&i| all[i].is_limit());
+        let (mut ratios, mut also_ratios) = (Vec::new(), Vec::new());
         for _ in 0..self.opts.rounds {
             let mut p50 = Vec::new();
             for (t, hist) in all.iter().zip(&mut hists) {
@@ -270,6 +278,9 @@ impl Harness {
                 hist.add(&h)?;
             }
             ratios.push(p50[0] as f64 / p50[1].max(1) as f64);
+            if let Some(i) = also {
+                also_ratios.push(p50[0] as f64 / p50[i].max(1) as f64);
+            }
         }
         let after = self.probe()?;
         for (i, (t, h)) in all.iter().zip(&hists).enumerate() {
@@ -283,6 +294,7 @@ impl Harness {
             if i == 0 {
                 row.baseline = Some(names[0].to_owned());
                 row.ratio = Some(median(ratios.clone()));
+                row.also = also.map(|a| (all[a].name().to_owned(), median(also_ratios.clone())));
             }
             self.push_row(row);
         }
@@ -521,6 +533,11 @@ fn json(r: &Row) -> String {
     if let Some(ratio) = r.ratio {
         fields.push(format!("\"ratio\":{ratio:.3}"));
     }
+    if let Some((name, ratio)) = &r.also {
+        fields.push(format!(
+            "\"also_baseline\":\"{name}\",\"also_ratio\":{ratio:.3}"
+        ));
+    }
     fields.push(format!(
         "\"probe_before_ns\":{},\"probe_after_ns\":{}",
         r.probe.0, r.probe.1
@@ -551,6 +568,10 @@ fn text(r: &Row) -> String {
         }
         (Some(ratio), Some(base)) => format!("  {ratio:.2}x {base}"),
         _ => String::new(),
+    };
+    let ratio = match &r.also {
+        Some((name, also)) => format!("{ratio}, {also:.2}x {name}"),
+        None => ratio,
     };
     format!(
         "{:<15} {:<24} {figures}{ratio}   [cache line {} / {} ns]",
@@ -633,7 +654,7 @@ pub fn run(opts: Opts) -> Res<()> {
             via: Via::Spin,
             in_place: false,
         };
-        let mut spin_others: Vec<&dyn PingPong> = vec![&RawCacheLine];
+        let mut spin_others: Vec<&dyn PingPong> = vec![&RawCacheLine, &RawRing];
         // Reading in place pays from a few KiB up, where the copy out of
         // the slot costs more than the lossless cursor.
         let in_place = ShmbusEcho {
