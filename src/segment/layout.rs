@@ -38,8 +38,10 @@ pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
 /// variable-size work queues, [`FLAG_VARIABLE`] on a queue, a span word in
 /// queue claim entries and the recovery journal; 8: light work-queue
 /// writers, a count of them in the futex word's pad of `WakeWords` and a
-/// flag in each claim entry, which older readers would not look at).
-pub const LAYOUT_VERSION: u32 = 8;
+/// flag in each claim entry, which older readers would not look at; 9:
+/// broadcast slots of up to 16 bytes take half a cache line,
+/// `ring::packed_stride_words`).
+pub const LAYOUT_VERSION: u32 = 9;
 
 pub const HEADER_SIZE: usize = 128;
 pub const CTRL_OFFSET: usize = 64;
