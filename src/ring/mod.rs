@@ -454,7 +454,7 @@ fn load_wide<'w, 'o>(
 mod tests {
     use super::*;
 
-    /// Writes at every offset and length keep the bytes around them.
+    /// Slot strides by size, and no slot of up to a line across one.
     #[test]
     fn broadcast_slots_never_straddle_a_line_up_to_a_whole_one() {
         // Up to 16 bytes: half a line, two slots to a line; up to 48:
@@ -480,6 +480,7 @@ mod tests {
         }
     }
 
+    /// Writes at every offset and length keep the bytes around them.
     #[test]
     fn stores_at_any_offset_keep_their_neighbours() {
         for offset in 0..20 {

@@ -186,8 +186,9 @@ pub fn spmc_subscribe(
 /// ago; on some machines that costs more than a line reused every time
 /// (on a 2-vCPU AMD EPYC VM, a ring of 256 slots 1.4-1.6x one line, one
 /// of 8 slots or fewer as fast as one line). A slot is a seqlock stamp
-/// and the payload, rounded up to whole lines (as shmbus's slots of up to
-/// 128 bytes are; shmbus's header is a word longer).
+/// and the payload, rounded up to whole lines (as shmbus's slots of 17 to
+/// 128 bytes are; shmbus's header is a word longer, and its slots of up
+/// to 16 bytes take half a line).
 pub struct PingPongRings<'a> {
     slots: &'a [AtomicU64],
     cap: usize,
