@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example pingpong                       # busy-polling
 //! cargo run --release --example pingpong -- --wait block --pin # futex wakeups, pinned to CPUs 0 and 1
+//! cargo run --release --example pingpong -- --pin --capacity 8  # rings of 8 slots (default 1024)
 //! ```
 //!
 //! The ping process spawns the pong process (this same program in the
@@ -41,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut wait = "spin".to_owned();
     let mut pin = false;
     let mut rounds: u64 = 0;
+    let mut capacity: Option<u32> = None;
     let mut role_pong: Option<String> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -48,9 +50,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--wait" => wait = it.next().cloned().unwrap_or_default(),
             "--pin" => pin = true,
             "--rounds" => rounds = it.next().and_then(|r| r.parse().ok()).unwrap_or(0),
+            "--capacity" => match it.next().and_then(|c| c.parse::<u32>().ok()) {
+                Some(c) if c.is_power_of_two() && c <= 1 << 24 => capacity = Some(c),
+                _ => {
+                    eprintln!("--capacity takes a number of slots, a power of two up to 16777216");
+                    std::process::exit(2)
+                }
+            },
             "pong" => role_pong = it.next().cloned(),
             other => {
-                eprintln!("unknown option {other}; usage: pingpong [--wait spin|yield|block|adaptive] [--pin] [--rounds N]");
+                eprintln!("unknown option {other}; usage: pingpong [--wait spin|yield|block|adaptive] [--pin] [--rounds N] [--capacity SLOTS]");
                 std::process::exit(2)
             }
         }
@@ -75,9 +84,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let bus_name = format!("pingpong-{}", std::process::id());
     let bus = Bus::open(&bus_name)?;
-    let mut tx = bus.publisher::<u64>("ping")?;
-    let mut rx = bus
-        .topic("pong")
+    // Both topics made here, with `--capacity` slots if given; the pong
+    // process opens them as they are.
+    let topic = |name| match capacity {
+        Some(slots) => bus.topic(name).capacity(slots),
+        None => bus.topic(name),
+    };
+    let mut tx = topic("ping").publisher::<u64>()?;
+    let mut rx = topic("pong")
         .start_at(StartAt::Next)
         .wait(strategy)
         .subscriber::<u64>()?;
@@ -116,8 +130,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(tx);
     child.wait()?;
     println!(
-        "shmbus ping-pong, 8-byte messages, wait {wait}{}: one-way latency (RTT/2) over {rounds} rounds",
-        if pin { ", pinned" } else { "" }
+        "shmbus ping-pong, 8-byte messages, wait {wait}{}, rings of {} slots: one-way latency (RTT/2) over {rounds} rounds",
+        if pin { ", pinned" } else { "" },
+        capacity.unwrap_or(1024)
     );
     println!(
         "p50 {} ns   p99 {} ns   p99.9 {} ns   max {} ns",
