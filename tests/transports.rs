@@ -503,6 +503,32 @@ fn a_subscriber_whose_fifo_overflows_counts_exactly_what_it_lost() {
     assert_eq!(rx.stats().lagged, lagged);
 }
 
+/// Topic "t" of `bus` with one subscriber (from the next message) and its
+/// publisher, and the path of the subscriber's FIFO.
+fn one_subscriber_fifo(
+    bus: &PipeBus,
+) -> (
+    Bus,
+    shmbus::Subscriber<u64>,
+    shmbus::Publisher<u64>,
+    PathBuf,
+) {
+    let b = bus.open();
+    let rx = b
+        .topic("t")
+        .start_at(StartAt::Next)
+        .subscriber::<u64>()
+        .unwrap();
+    let tx = b.topic("t").publisher::<u64>().unwrap();
+    let fifo = std::fs::read_dir(bus.dir.join(&bus.name).join("t.t"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "fifo"))
+        .expect("the subscriber's FIFO");
+    (b, rx, tx, fifo)
+}
+
 /// A subscriber reads its FIFO without touching its access time
 /// (`O_NOATIME`: each read's update was about a tenth of a 64-byte read's
 /// cost), while the publisher's writes still move its modification time,
@@ -511,22 +537,9 @@ fn a_subscriber_whose_fifo_overflows_counts_exactly_what_it_lost() {
 fn reading_a_subscribers_fifo_leaves_its_access_time_alone() {
     use std::os::unix::fs::MetadataExt;
     let bus = PipeBus::new("noatime");
-    let b = bus.open();
-    let mut rx = b
-        .topic("t")
-        .start_at(StartAt::Next)
-        .subscriber::<u64>()
-        .unwrap();
-    let mut tx = b.topic("t").publisher::<u64>().unwrap();
+    let (_b, mut rx, mut tx, fifo) = one_subscriber_fifo(&bus);
     tx.send(&0).unwrap();
     assert_eq!(rx.recv(), Ok(0));
-    let topic_dir = bus.dir.join(&bus.name).join("t.t");
-    let fifo = std::fs::read_dir(&topic_dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "fifo"))
-        .expect("the subscriber's FIFO");
     let times = || {
         let m = std::fs::metadata(&fifo).unwrap();
         ((m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()))
@@ -555,21 +568,8 @@ fn reading_a_subscribers_fifo_leaves_its_access_time_alone() {
 #[test]
 fn a_corrupt_frame_is_reported_and_the_stream_goes_on() {
     let bus = PipeBus::new("corrupt");
-    let b = bus.open();
-    let mut rx = b
-        .topic("t")
-        .start_at(StartAt::Next)
-        .subscriber::<u64>()
-        .unwrap();
-    let mut tx = b.topic("t").publisher::<u64>().unwrap();
+    let (_b, mut rx, mut tx, fifo) = one_subscriber_fifo(&bus);
     tx.send(&1).unwrap();
-    let topic_dir = bus.dir.join(&bus.name).join("t.t");
-    let fifo = std::fs::read_dir(&topic_dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "fifo"))
-        .expect("the subscriber's FIFO");
     std::fs::write(&fifo, [0x5a; 77]).unwrap();
     tx.send(&2).unwrap();
     assert_eq!(rx.recv(), Ok(1));
