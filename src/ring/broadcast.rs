@@ -27,13 +27,10 @@
 
 use core::cmp::{max, Ordering as CmpOrdering};
 
-use crate::ring::{load_bytes, store_bytes, Lease, SLOT_HEADER_WORDS};
+use crate::ring::{load_bytes, store_bytes, Lease, SLOT_HEADER_BYTES, SLOT_HEADER_WORDS};
 pub use crate::ring::{packed_slots_words as slots_words, packed_stride_words as stride_words};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::WakeWords;
-
-/// Bytes of a slot before its payload.
-const SLOT_HEADER_BYTES: usize = SLOT_HEADER_WORDS * crate::ring::WORD;
 
 /// Shared control block of a broadcast topic, three cache lines: the hot
 /// publisher line, the lease, and the wakeup words, each on its own line so a

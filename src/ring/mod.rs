@@ -30,6 +30,8 @@ pub const CACHE_LINE: usize = 64;
 
 /// Words of a slot before its payload: a sequence stamp and a length.
 pub(crate) const SLOT_HEADER_WORDS: usize = 2;
+/// Bytes of a slot's header (stamp and length), before its payload.
+pub(crate) const SLOT_HEADER_BYTES: usize = SLOT_HEADER_WORDS * WORD;
 pub(crate) const WORD: usize = 8;
 /// Words per cache line.
 pub(crate) const LINE_WORDS: usize = CACHE_LINE / WORD;
@@ -64,7 +66,12 @@ pub(crate) fn prefetch_lines<const WRITE: bool>(slot: &[crate::sync::AtomicU64],
         let bytes = bytes.min(core::mem::size_of_val(slot));
         // From the line after the one the slot starts in.
         let mut at = CACHE_LINE - (start as usize % CACHE_LINE);
-        if bytes > at + PREFETCH_LINES * CACHE_LINE || (WRITE && !has_prefetchw()) {
+        // Most messages end in their first line: nothing to ask, and no
+        // need to look whether the processor could.
+        if bytes <= at
+            || bytes > at + PREFETCH_LINES * CACHE_LINE
+            || (WRITE && !has_prefetchw())
+        {
             return;
         }
         while at < bytes {
@@ -149,7 +156,7 @@ pub const WHOLE_LINES_UP_TO: usize = 128;
 /// Slots whose stamp, length and payload fit in half a cache line (slots
 /// of up to this many bytes) take half a line each, two to a line
 /// ([`packed_stride_words`]).
-pub const HALF_LINE_UP_TO: usize = CACHE_LINE / 2 - SLOT_HEADER_WORDS * WORD;
+pub const HALF_LINE_UP_TO: usize = CACHE_LINE / 2 - SLOT_HEADER_BYTES;
 
 /// Words per slot of a broadcast ring: stamp, length and payload rounded
 /// up to half a cache line for slots of up to [`HALF_LINE_UP_TO`] bytes
@@ -461,7 +468,7 @@ mod tests {
         // one line; up to 128: whole lines; above: packed to 16 bytes.
         for slot_bytes in 0..=512usize {
             let stride = packed_stride_words(slot_bytes) * WORD;
-            let needed = SLOT_HEADER_WORDS * WORD + slot_bytes.next_multiple_of(WORD);
+            let needed = SLOT_HEADER_BYTES + slot_bytes.next_multiple_of(WORD);
             assert!(stride >= needed, "{slot_bytes}: {stride} < {needed}");
             if slot_bytes <= HALF_LINE_UP_TO {
                 assert_eq!(stride, CACHE_LINE / 2, "{slot_bytes}");

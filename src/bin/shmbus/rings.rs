@@ -102,6 +102,36 @@ pub fn spmc_len(size: usize) -> usize {
 /// A slot is being written: readers wait.
 const BUSY: u64 = u64::MAX;
 
+/// Writes message `seq` into `slot` (a stamp word, then the payload
+/// words): the stamp set to `BUSY` before the payload and to `seq + 1`
+/// after it, a seqlock as shmbus's slots are.
+fn write_slot(slot: &[AtomicU64], seq: u64, payload: impl IntoIterator<Item = u64>) {
+    slot[0].store(BUSY, Ordering::Relaxed);
+    fence(Ordering::Release);
+    for (cell, w) in slot[1..].iter().zip(payload) {
+        cell.store(w, Ordering::Relaxed);
+    }
+    slot[0].store(seq + 1, Ordering::Release);
+}
+
+/// Copies message `seq` out of `slot` into `out` if the slot holds it
+/// whole; else returns the stamp it found (`BUSY`, an older or a newer
+/// message's), and `out` holds nothing of use.
+fn read_slot(slot: &[AtomicU64], seq: u64, out: &mut [u64]) -> Result<(), u64> {
+    let stamp = slot[0].load(Ordering::Acquire);
+    if stamp != seq + 1 {
+        return Err(stamp);
+    }
+    for (o, cell) in out.iter_mut().zip(&slot[1..]) {
+        *o = cell.load(Ordering::Relaxed);
+    }
+    fence(Ordering::Acquire);
+    match slot[0].load(Ordering::Relaxed) {
+        again if again == stamp => Ok(()),
+        again => Err(again), // overwritten while copied
+    }
+}
+
 /// The writer: publishes messages 0..count, message `seq` tagged
 /// `tag_of(seq)` (which may also pace the writer), each slot's stamp set to
 /// `BUSY` before the payload and to `seq + 1` after it (a seqlock, as
@@ -120,12 +150,7 @@ pub fn spmc_publish(
     for seq in 0..count {
         let tag = tag_of(seq);
         let slot = &slots[(seq as usize % cap) * stride..][..stride];
-        slot[0].store(BUSY, Ordering::Relaxed);
-        fence(Ordering::Release);
-        for (w, cell) in slot[1..].iter().enumerate() {
-            cell.store(word(tag, w, words), Ordering::Relaxed);
-        }
-        slot[0].store(seq + 1, Ordering::Release);
+        write_slot(slot, seq, (0..words).map(|w| word(tag, w, words)));
     }
     now_ns() - start
 }
@@ -149,30 +174,24 @@ pub fn spmc_subscribe(
     let mut seq = 0u64;
     while seq < count {
         let slot = &slots[(seq as usize % cap) * stride..][..stride];
-        let stamp = slot[0].load(Ordering::Acquire);
-        if stamp == seq + 1 {
-            for (o, cell) in out.iter_mut().zip(&slot[1..]) {
-                *o = cell.load(Ordering::Relaxed);
+        match read_slot(slot, seq, &mut out) {
+            Ok(()) => {
+                let whole = words < 2 || out[words - 1] == checksum(out[0]);
+                if !(whole && on_message(seq, out[0])) {
+                    r.bad += 1;
+                }
+                if r.received == 0 {
+                    r.first_ns = now_ns();
+                }
+                r.received += 1;
+                seq += 1;
             }
-            fence(Ordering::Acquire);
-            if slot[0].load(Ordering::Relaxed) != stamp {
-                continue; // overwritten while copied: look again
+            Err(stamp) if stamp != BUSY && stamp > seq + 1 => {
+                // Lapped: go on with the message the slot holds now.
+                r.lagged += stamp - 1 - seq;
+                seq = stamp - 1;
             }
-            let whole = words < 2 || out[words - 1] == checksum(out[0]);
-            if !(whole && on_message(seq, out[0])) {
-                r.bad += 1;
-            }
-            if r.received == 0 {
-                r.first_ns = now_ns();
-            }
-            r.received += 1;
-            seq += 1;
-        } else if stamp != BUSY && stamp > seq + 1 {
-            // Lapped: go on with the message the slot holds now.
-            r.lagged += stamp - 1 - seq;
-            seq = stamp - 1;
-        } else {
-            core::hint::spin_loop();
+            Err(_) => core::hint::spin_loop(),
         }
     }
     r.last_ns = now_ns();
@@ -230,32 +249,17 @@ impl<'a> PingPongRings<'a> {
     }
 
     /// Writes message `seq` into ring `ring`, its payload `payload` (as
-    /// many words as the message has), as [`spmc_publish`] writes a slot.
+    /// many words as the message has), as [`spmc_publish`] writes a slot
+    /// ([`write_slot`]).
     pub fn write(&self, ring: usize, seq: u64, payload: &[u64]) {
-        let slot = self.slot(ring, seq);
-        slot[0].store(BUSY, Ordering::Relaxed);
-        fence(Ordering::Release);
-        for (cell, &w) in slot[1..].iter().zip(payload) {
-            cell.store(w, Ordering::Relaxed);
-        }
-        slot[0].store(seq + 1, Ordering::Release);
+        write_slot(self.slot(ring, seq), seq, payload.iter().copied());
     }
 
     /// Waits for message `seq` in ring `ring`, spinning, and copies its
     /// payload into `out` (as many words as the message has).
     pub fn read(&self, ring: usize, seq: u64, out: &mut [u64]) {
         let slot = self.slot(ring, seq);
-        loop {
-            let stamp = slot[0].load(Ordering::Acquire);
-            if stamp == seq + 1 {
-                for (o, cell) in out.iter_mut().zip(&slot[1..]) {
-                    *o = cell.load(Ordering::Relaxed);
-                }
-                fence(Ordering::Acquire);
-                if slot[0].load(Ordering::Relaxed) == stamp {
-                    return;
-                }
-            }
+        while read_slot(slot, seq, out).is_err() {
             core::hint::spin_loop();
         }
     }
