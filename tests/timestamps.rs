@@ -79,10 +79,12 @@ fn every_message_of_a_timestamped_topic_says_when_it_was_published() {
         assert!(ts >= last, "timestamps never go back");
         last = ts;
     }
-    // Variable-size, bytes, realtime.
+    // Variable-size, bytes, realtime; eight messages, of which two are
+    // ever unread (on message queues, within the default `ulimit -q`).
     let mut tx = b
         .topic("books")
         .variable(1 << 16)
+        .capacity(8)
         .timestamps(Clock::Realtime)
         .publisher_bytes()
         .unwrap();

@@ -80,6 +80,34 @@ pub fn shm_only(test: &str) -> bool {
     false
 }
 
+/// The environment variable that says a suite runs on message queues
+/// within the default `RLIMIT_MSGQUEUE` (819200 bytes of queues per user,
+/// which only a process with `CAP_SYS_RESOURCE` may raise): one test at a
+/// time, and tests whose topics need more say so (see [`mq_tight`]).
+pub const MQ_TIGHT_ENV: &str = "SHMBUS_TEST_MQ_TIGHT";
+
+/// Whether this run's buses are on message queues within the default
+/// `RLIMIT_MSGQUEUE` (`tests/transports.rs` sets [`MQ_TIGHT_ENV`]).
+pub fn mq_tight() -> bool {
+    on_mq() && std::env::var_os(MQ_TIGHT_ENV).is_some()
+}
+
+/// On message queues within the default `RLIMIT_MSGQUEUE`: says SKIPPED
+/// for `test`, whose topics need `why`, and returns true.
+pub fn needs_roomy_mq(test: &str, why: &str) -> bool {
+    if mq_tight() {
+        skip(
+            test,
+            &format!(
+                "{why}: more than the 819200 bytes of message queues that RLIMIT_MSGQUEUE \
+                 (ulimit -q) allows, and this process may not raise it"
+            ),
+        );
+        return true;
+    }
+    false
+}
+
 /// A bus name unique to this test and process, removed on drop.
 pub struct TestBus {
     pub name: String,
