@@ -611,6 +611,38 @@ fn a_corrupt_frame_is_reported_and_the_stream_goes_on() {
     assert_eq!(rx.stats().corrupt, 1);
 }
 
+/// A publisher's history of long frames (over `PIPE_BUF`, each with a
+/// trailer) keeps an exact count of its payload bytes however many it
+/// drops: a variable-size topic's history holds what its arena would, and
+/// a `StartAt::Oldest` subscriber gets exactly that. (Each dropped frame
+/// took its trailer's 8 bytes off the count too, which underflowed after
+/// about 2,000 frames: a panic in a debug build, an empty history in a
+/// release one.)
+#[test]
+fn a_publishers_history_of_long_frames_keeps_its_byte_count() {
+    let bus = PipeBus::new("history");
+    let b = bus.open();
+    let topic = || b.topic("books").variable(16 << 10);
+    let mut tx = topic().publisher_bytes().unwrap();
+    let message = |seq: u64| vec![seq as u8; 5000];
+    for seq in 0..5000u64 {
+        tx.send_bytes(&message(seq)).unwrap();
+    }
+    // 16 KiB of arena: the last three 5000-byte messages.
+    let mut rx = topic()
+        .start_at(StartAt::Oldest)
+        .subscriber_bytes()
+        .unwrap();
+    for seq in 4997..5000u64 {
+        assert_eq!(rx.next_seq(), seq);
+        assert_eq!(rx.recv_bytes().unwrap(), message(seq).as_slice());
+    }
+    assert_eq!(
+        rx.try_recv_bytes().map(<[u8]>::len),
+        Err(TryRecvError::Empty)
+    );
+}
+
 /// Consumers killed with `kill -9` while they pop: no message is taken
 /// twice, and only a message a killed consumer had taken (read from the
 /// FIFO, not yet reported) can be missing; the others take the rest and

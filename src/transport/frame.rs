@@ -45,6 +45,19 @@ pub(crate) fn data_frame_len(len: usize) -> usize {
     HEADER + len + if len > WHOLE_UP_TO { 8 } else { 0 }
 }
 
+/// The payload bytes of a data frame of `frame_len` bytes in all (the
+/// inverse of [`data_frame_len`]: only a frame whose payload is longer
+/// than [`WHOLE_UP_TO`] has a trailer, and so more than that many bytes
+/// after its header).
+pub(crate) fn data_payload_len(frame_len: usize) -> usize {
+    let rest = frame_len.saturating_sub(HEADER);
+    if rest > WHOLE_UP_TO {
+        rest - 8
+    } else {
+        rest
+    }
+}
+
 /// The length of the whole frame at the front of `bytes` (one we wrote),
 /// if its header is good and it is all there.
 pub(crate) fn frame_len(bytes: &[u8]) -> Option<usize> {
@@ -208,6 +221,22 @@ mod tests {
             assert_eq!(Header::decode(&bad), None, "bit {bit} flipped went unseen");
         }
         assert_eq!(Header::decode(&bytes[..HEADER - 1]), None);
+    }
+
+    #[test]
+    fn a_data_frames_payload_length_is_found_from_its_length() {
+        for len in [
+            0,
+            1,
+            64,
+            WHOLE_UP_TO - 1,
+            WHOLE_UP_TO,
+            WHOLE_UP_TO + 1,
+            5000,
+            1 << 20,
+        ] {
+            assert_eq!(data_payload_len(data_frame_len(len)), len, "{len}");
+        }
     }
 
     #[test]

@@ -1132,7 +1132,9 @@ impl TxState {
             let Some(old) = self.history.pop_front() else {
                 break;
             };
-            self.kept_bytes -= old.len() - HEADER;
+            // Its payload, without the header or a long frame's trailer
+            // (counted as `payload.len()` when it was kept).
+            self.kept_bytes -= frame::data_payload_len(old.len());
             spare = old;
         }
         if !held.is_empty() {
