@@ -247,6 +247,17 @@ enum PushFail {
     },
 }
 
+impl From<QueueBlocked> for PushFail {
+    /// What a queue on pipes found: full, or abandoned (no consumer, and
+    /// the bus removed: none can ever come).
+    fn from(blocked: QueueBlocked) -> PushFail {
+        match blocked {
+            QueueBlocked::Full => PushFail::Full,
+            QueueBlocked::Abandoned => PushFail::Disconnected,
+        }
+    }
+}
+
 /// On a bus on pipes: the queue's FIFO, for a producer or consumer of
 /// `topic` (at most as many of that role as its table has entries).
 fn open_pipe(
@@ -538,11 +549,7 @@ impl<T> Producer<T> {
         let Some(pipe) = &mut self.pipe else {
             return Err(PushFail::Detached);
         };
-        pipe.push(bytes, wait, deadline)
-            .map_err(|blocked| match blocked {
-                QueueBlocked::Full => PushFail::Full,
-                QueueBlocked::Abandoned => PushFail::Disconnected,
-            })
+        pipe.push(bytes, wait, deadline).map_err(PushFail::from)
     }
 
     /// Claims the next slot to push, waiting for room until `deadline`
@@ -610,10 +617,13 @@ impl<T> Producer<T> {
         deadline: Option<Instant>,
     ) -> Result<QueueLoan<'_, T>, E> {
         if let Some(pipe) = &mut self.pipe {
-            // On pipes the loan is a buffer of ours, pushed at the commit.
+            // On pipes the loan is a buffer of ours, pushed at the commit,
+            // once the queue has room (waited for as a push waits).
             if !self.topic.in_own_process() {
                 return Err(E::hand_back(PushFail::Detached, ()));
             }
+            pipe.wait_room(wait, deadline)
+                .map_err(|blocked| E::hand_back(blocked.into(), ()))?;
             let buf = core::ptr::NonNull::new(pipe.loan_buf(len));
             return Ok(QueueLoan {
                 tx: self,
@@ -683,9 +693,11 @@ impl<T> QueueLoan<'_, T> {
 
     /// Publishes the message: one consumer will take it.
     ///
-    /// On pipes, the message is written to the queue's FIFO now, waiting
-    /// for room while a consumer lives to make it; with none left and the
-    /// FIFO full, it is dropped (nothing shared counts it there).
+    /// On pipes and message queues, the message is written to the queue
+    /// now. The loan was lent once the queue had room, as a push finds it;
+    /// if another producer took that room meanwhile, the commit waits for
+    /// room while a consumer lives to make it, and with none left and the
+    /// queue full, it is dropped (nothing shared counts it there).
     ///
     /// In a process forked while the loan was held, `commit` (and dropping
     /// the loan) does nothing: the claim is the parent's, which commits or

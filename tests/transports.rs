@@ -1126,6 +1126,60 @@ fn a_foreign_message_in_an_mq_subscribers_queue_is_reported_and_the_stream_goes_
     assert_eq!(rx.stats().corrupt, 1);
 }
 
+/// A work-queue loan on pipes or message queues looks for room before it
+/// is written, as a push does: `try_loan` says `Full` and `loan_timeout`
+/// times out in a full queue (they used to lend at once and leave the
+/// commit to wait for room, or drop the message when no consumer was
+/// left); once a consumer takes a message, the loan is lent and pushed.
+fn loans_look_for_room_first(transport: Transport) {
+    let bus = PipeBus::on("qloan-room", transport);
+    let b = bus.open();
+    let topic = || b.topic("q").capacity(8).slot_size(64);
+    let mut tx = topic().producer_bytes().unwrap();
+    let mut rx = topic().consumer_bytes().unwrap();
+    let mut pushed = 0u32;
+    while tx.try_push_bytes(&pushed.to_le_bytes()).is_ok() {
+        pushed += 1;
+        assert!(pushed < 100_000, "a queue that never fills");
+    }
+    assert!(
+        matches!(tx.try_loan_bytes(4), Err(shmbus::TryPushError::Full(()))),
+        "a loan lent in a full queue"
+    );
+    let start = std::time::Instant::now();
+    assert!(matches!(
+        tx.loan_bytes_timeout(4, Duration::from_millis(30)),
+        Err(shmbus::PushTimeoutError::Timeout(()))
+    ));
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    // Room again (on a FIFO a free page: a page of frames taken).
+    let mut popped = 0u32;
+    let mut loan = loop {
+        assert_eq!(rx.pop_bytes().unwrap(), popped.to_le_bytes());
+        popped += 1;
+        if let Ok(loan) = tx.try_loan_bytes(4) {
+            break loan;
+        }
+    };
+    loan.copy_from_slice(&u32::MAX.to_le_bytes());
+    loan.commit();
+    for seq in popped..pushed {
+        assert_eq!(rx.pop_bytes().unwrap(), seq.to_le_bytes());
+    }
+    assert_eq!(rx.pop_bytes().unwrap(), u32::MAX.to_le_bytes());
+    assert!(rx.try_pop_bytes().is_err());
+}
+
+#[test]
+fn a_work_queue_loan_on_pipes_waits_for_room_as_a_push_does() {
+    loans_look_for_room_first(Transport::Pipe);
+}
+
+#[test]
+fn a_work_queue_loan_on_mq_waits_for_room_as_a_push_does() {
+    loans_look_for_room_first(Transport::Mq);
+}
+
 /// Work-queue messages on message queues go up to `msgsize_max` less the
 /// frame's header and trailer (8152 bytes by default), fixed or variable.
 #[test]

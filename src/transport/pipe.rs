@@ -2302,23 +2302,57 @@ impl PipeQueue {
     /// `deadline` if `wait` (and looking whether the queue was abandoned
     /// once per check interval while it waits: no clock read otherwise).
     fn write_frame(&mut self, wait: bool, deadline: Option<Instant>) -> Result<(), QueueBlocked> {
-        let mut checked: Option<Instant> = None;
-        loop {
-            let wrote = if self.mq {
-                mq::send(self.fd.as_fd(), &self.frame).map(|()| self.frame.len())
+        self.until_room(wait, deadline, |queue| {
+            let wrote = if queue.mq {
+                mq::send(queue.fd.as_fd(), &queue.frame).map(|()| queue.frame.len())
             } else {
-                rustix::io::write(&self.fd, &self.frame)
+                loop {
+                    match rustix::io::write(&queue.fd, &queue.frame) {
+                        Err(Errno::INTR) => {}
+                        other => break other,
+                    }
+                }
             };
             match wrote {
-                Ok(n) if n == self.frame.len() => {
-                    self.pushed += 1;
-                    return Ok(());
+                Ok(n) if n == queue.frame.len() => {
+                    queue.pushed += 1;
+                    Ok(true)
                 }
                 // A write of at most PIPE_BUF is all or nothing; anything
                 // else is a pipe that is not ours.
-                Ok(_) | Err(Errno::AGAIN) => {}
-                Err(Errno::INTR) => continue,
-                Err(_) => return Err(QueueBlocked::Abandoned),
+                Ok(_) | Err(Errno::AGAIN) => Ok(false),
+                Err(_) => Err(QueueBlocked::Abandoned),
+            }
+        })
+    }
+
+    /// Waits, as a push waits for room, until a frame may be written: a
+    /// loan's room, looked for before it is written as a loan in shared
+    /// memory claims its slot first (so that `try_loan` says `Full` and
+    /// `loan_timeout` times out where a push would). A queue says so
+    /// exactly; a FIFO once it has a free page (`poll`), which may be a
+    /// page later than a push would find room (its FIFO holds at least
+    /// sixteen). Another producer may still fill it before the commit,
+    /// which then waits (see [`commit_loan`](Self::commit_loan)).
+    pub fn wait_room(&mut self, wait: bool, deadline: Option<Instant>) -> Result<(), QueueBlocked> {
+        self.until_room(wait, deadline, |queue| {
+            Ok(poll_one(queue.fd.as_fd(), PollFlags::OUT, Duration::ZERO))
+        })
+    }
+
+    /// Calls `attempt` until it says done (`Ok(true)`), waiting in `poll`
+    /// for room between attempts until `deadline` if `wait`, and looking
+    /// whether the queue was abandoned once per check interval.
+    fn until_room(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut(&mut Self) -> Result<bool, QueueBlocked>,
+    ) -> Result<(), QueueBlocked> {
+        let mut checked: Option<Instant> = None;
+        loop {
+            if attempt(self)? {
+                return Ok(());
             }
             let since = *checked.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.check_interval {
@@ -2343,9 +2377,11 @@ impl PipeQueue {
         self.held.as_mut_ptr().cast()
     }
 
-    /// Pushes what was written into the loan buffer, waiting for room
-    /// while a consumer lives to make it (a loan's commit cannot fail).
-    /// False if it was dropped: no consumer left.
+    /// Pushes what was written into the loan buffer. The loan was lent
+    /// once there was room ([`wait_room`](Self::wait_room)); if another
+    /// producer took it meanwhile, waits for room while a consumer lives
+    /// to make it (a loan's commit cannot fail). False if it was dropped:
+    /// no consumer left.
     pub fn commit_loan(&mut self, len: usize) -> bool {
         let pad_to = self.pad_to();
         frame::encode_into(
