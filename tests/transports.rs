@@ -135,7 +135,59 @@ fn child_role_entry() {
                 Err(e) => report(format!("ERR {e}")),
             }
         }
+        // args: bus dir len count capacity. Publishes messages 0..count of
+        // `len` bytes on overwrite topic "t" (see `words_of`), then waits
+        // to be killed.
+        "publish-bytes" => {
+            let bus = pipe_bus(&args[0], &args[1]);
+            let len: usize = args[2].parse().unwrap();
+            let count: u64 = args[3].parse().unwrap();
+            let capacity: u32 = args[4].parse().unwrap();
+            let mut tx = bus
+                .topic("t")
+                .slot_size(len as u32)
+                .capacity(capacity)
+                .publisher_bytes()
+                .unwrap();
+            let first = tx.next_seq();
+            for seq in first..first + count {
+                tx.send_bytes(&words_of(seq, len)).unwrap();
+            }
+            report(format!("SENT {}", tx.next_seq()));
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
         other => panic!("unknown child role {other}"),
+    }
+}
+
+/// Message `seq` of `len` bytes: `seq`'s bytes again and again.
+fn words_of(seq: u64, len: usize) -> Vec<u8> {
+    seq.to_le_bytes().into_iter().cycle().take(len).collect()
+}
+
+/// Receives until `Disconnected` (for at most 10 s, a timeout failing
+/// the test): every message must be message `next_seq` whole (`words_of`);
+/// returns (received, lagged).
+fn receive_until_disconnected(
+    rx: &mut shmbus::Subscriber<shmbus::Bytes>,
+    len: usize,
+) -> (u64, u64) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let (mut received, mut lagged) = (0u64, 0u64);
+    loop {
+        let seq = rx.next_seq();
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_bytes_timeout(left) {
+            Ok(msg) => {
+                assert_eq!(msg, words_of(seq, len).as_slice(), "message {seq} torn");
+                received += 1;
+            }
+            Err(shmbus::RecvTimeoutError::Lagged(n)) => lagged += n,
+            Err(shmbus::RecvTimeoutError::Disconnected) => return (received, lagged),
+            Err(e) => panic!("after {received} received and {lagged} lost: {e:?}"),
+        }
     }
 }
 
@@ -641,6 +693,93 @@ fn a_publishers_history_of_long_frames_keeps_its_byte_count() {
         rx.try_recv_bytes().map(<[u8]>::len),
         Err(TryRecvError::Empty)
     );
+}
+
+/// A publisher killed with `kill -9` in the middle of a long frame (over
+/// `PIPE_BUF`, written in parts into a full FIFO): its subscriber gets
+/// the whole messages before it, counts the cut one and the rest lost,
+/// and is told `Disconnected` (it waited for the rest of the frame for
+/// ever, counting nothing).
+#[test]
+fn a_long_frame_cut_short_by_a_killed_publisher_is_counted_lost() {
+    const LEN: usize = 9000;
+    let bus = PipeBus::new("cut");
+    let b = bus.open();
+    let mut rx = b
+        .topic("t")
+        .slot_size(LEN as u32)
+        .capacity(4)
+        .start_at(StartAt::Next)
+        .liveness_check_interval(Duration::from_millis(20))
+        .subscriber_bytes()
+        .unwrap();
+    let dir = bus.dir.display().to_string();
+    // Ten frames of 9032 bytes: more than a FIFO of 64 KiB (or of one
+    // page, where pipe-user-pages-soft is spent) takes, so one is cut.
+    let mut publisher = spawn_role("publish-bytes", &args(&[&bus.name, &dir, &LEN, &10, &4]));
+    assert_eq!(publisher.expect_line("SENT"), "10");
+    publisher.kill9();
+    let (received, lagged) = receive_until_disconnected(&mut rx, LEN);
+    assert_eq!(
+        received + lagged,
+        10,
+        "each message received or counted lost"
+    );
+    assert!(
+        received > 0 && lagged > 0,
+        "{received} received, {lagged} lost"
+    );
+}
+
+/// A publisher killed with `kill -9` while its helper thread writes a new
+/// `StartAt::Oldest` subscriber's history (far more than the FIFO holds),
+/// and a new publisher that takes over once the subscriber has read some
+/// of it: the subscriber gets whole messages, the history's rest counted
+/// lost, then the new publisher's, and `Disconnected` once that one is
+/// killed too. (It waited for ever where the FIFO ended inside a frame;
+/// that the kept frames are written so as to end only between frames is
+/// the unit test `kept_small_frames_are_written_whole_or_not_at_all`,
+/// since where this FIFO ends depends on its size.)
+#[test]
+fn a_publisher_killed_while_writing_a_history_leaves_no_torn_message() {
+    const LEN: usize = 64;
+    const SENT: u64 = 1 << 16;
+    let bus = PipeBus::new("torn");
+    let dir = bus.dir.display().to_string();
+    // Made here first: the children join it on pipes.
+    let b = bus.open();
+    let mut first = spawn_role(
+        "publish-bytes",
+        &args(&[&bus.name, &dir, &LEN, &SENT, &SENT]),
+    );
+    assert_eq!(first.expect_line("SENT"), SENT.to_string());
+    let mut rx = b
+        .topic("t")
+        .start_at(StartAt::Oldest)
+        .liveness_check_interval(Duration::from_millis(20))
+        .subscriber_bytes()
+        .unwrap();
+    first.kill9();
+    // Room for the next publisher's frames (not all of what is there).
+    for seq in 0..1000 {
+        assert_eq!(rx.recv_bytes().unwrap(), words_of(seq, LEN).as_slice());
+    }
+    let mut second = spawn_role("publish-bytes", &args(&[&bus.name, &dir, &LEN, &3, &SENT]));
+    assert_eq!(second.expect_line("SENT"), (SENT + 3).to_string());
+    // Its welcome and messages written before it goes.
+    std::thread::sleep(Duration::from_millis(100));
+    second.kill9();
+    let (received, lagged) = receive_until_disconnected(&mut rx, LEN);
+    assert_eq!(
+        1000 + received + lagged,
+        SENT + 3,
+        "each message received or counted lost"
+    );
+    assert!(
+        lagged > 0,
+        "the whole history fitted in the FIFO: nothing was cut"
+    );
+    assert_eq!(rx.stats().corrupt, 0);
 }
 
 /// Consumers killed with `kill -9` while they pop: no message is taken

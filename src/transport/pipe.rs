@@ -211,6 +211,10 @@ struct Out {
     lossless: bool,
     /// What is still to be written of a frame begun or kept for it.
     pending: Vec<u8>,
+    /// How many bytes at the front of `pending` are the rest of a long
+    /// frame (over `PIPE_BUF`) already begun in the FIFO; whole frames
+    /// follow.
+    tail: usize,
     /// Its frames go into a message queue (one message each), not a FIFO.
     mq: bool,
     /// The publisher is sending its pending frame outside the lock (see
@@ -277,17 +281,56 @@ impl Out {
             self.pending.drain(..at);
             return result;
         }
-        match write_some(self.fd.as_fd(), &self.pending) {
-            Wrote::All => {
-                self.pending.clear();
-                Ok(true)
+        // Into a FIFO: writes that can only stop at the end of a frame or
+        // inside a long one (which ends with a trailer that shows it cut
+        // short). Small frames go as many at a time as one write of at
+        // most PIPE_BUF takes, all or nothing; a long frame, or the rest
+        // of one begun, alone. (One write of everything could stop inside
+        // a small frame, whose rest, if its publisher died there, would be
+        // taken from the next publisher's frames.)
+        let mut at = 0;
+        let result = loop {
+            if at == self.pending.len() {
+                break Ok(true);
             }
-            Wrote::Part(n) => {
-                self.pending.drain(..n);
-                Ok(false)
+            let end = if self.tail > 0 {
+                at + self.tail
+            } else {
+                match frame::frame_len(&self.pending[at..]) {
+                    // (Only frames of ours are kept.)
+                    None => self.pending.len(),
+                    Some(len) if len > PIPE_BUF => at + len,
+                    Some(len) => {
+                        let mut end = at + len;
+                        while let Some(next) = frame::frame_len(&self.pending[end..]) {
+                            if end + next - at > PIPE_BUF {
+                                break;
+                            }
+                            end += next;
+                        }
+                        end
+                    }
+                }
+            };
+            match write_some(self.fd.as_fd(), &self.pending[at..end]) {
+                Wrote::All => {
+                    at = end;
+                    self.tail = 0;
+                }
+                Wrote::Part(n) => {
+                    if n > 0 {
+                        // Inside a long frame (a write of at most PIPE_BUF
+                        // is all or nothing).
+                        at += n;
+                        self.tail = end - at;
+                    }
+                    break Ok(false);
+                }
+                Wrote::Gone => break Err(()),
             }
-            Wrote::Gone => Err(()),
-        }
+        };
+        self.pending.drain(..at);
+        result
     }
 }
 
@@ -946,6 +989,7 @@ impl TxState {
                 fd: Arc::new(fd),
                 lossless,
                 pending: Vec::new(),
+                tail: 0,
                 mq: self.carrier == Carrier::Mq,
                 sending: false,
             };
@@ -1105,7 +1149,10 @@ impl TxState {
                 Wrote::All => i += 1,
                 Wrote::Part(n) => {
                     if n > 0 || out.lossless {
+                        // (Nothing was kept before it: the rest of a long
+                        // frame begun, or all of one.)
                         out.pending.extend_from_slice(&self.frame[n..]);
+                        out.tail = if n > 0 { self.frame.len() - n } else { 0 };
                         if hold && out.mq && out.lossless && n == 0 {
                             out.sending = true;
                             held.push(Arc::clone(&out.fd));
@@ -1707,13 +1754,41 @@ impl PipeRx {
 
     /// Whether a publisher was there and is gone, and nothing is left to
     /// read. (A publisher that never came is not gone: we wait for it.)
+    ///
+    /// What is left may be the start of a frame whose writer went before
+    /// the rest (a long frame is written in parts: a publisher killed, or
+    /// one whose drain gave up as it left): once the FIFO has no writer and
+    /// no publisher holds the lease, that rest never comes, and those
+    /// bytes are dropped, so that the subscriber counts the message lost
+    /// with the others (from the sequence word) and is told `Disconnected`
+    /// rather than wait for ever.
     pub fn publisher_gone(&mut self) -> bool {
-        self.fill(1);
-        if self.start != self.end || self.publisher_held() {
+        // One byte more than is buffered: a read, which finds the end of
+        // the FIFO if no writer is left.
+        self.fill(self.end - self.start + 1);
+        if self.publisher_held() {
             return false;
+        }
+        if self.start != self.end {
+            if !(self.eof && self.mq_name.is_empty() && self.cut_short()) {
+                return false;
+            }
+            self.start = self.end;
         }
         // Not held: gone if one ever held it.
         self.lease_was_taken()
+    }
+
+    /// Whether what is buffered is the start of a frame and no more: fewer
+    /// bytes than a header, or a data frame's good header and less than
+    /// the frame. (Bytes that are no header are not: `next` resyncs past
+    /// them.)
+    fn cut_short(&self) -> bool {
+        let front = &self.buf[self.start..self.end];
+        front.len() < HEADER
+            || Header::decode(front).is_some_and(|h| {
+                h.kind == KIND_DATA && front.len() < frame::data_frame_len(h.len as usize)
+            })
     }
 
     /// If the publisher is gone and nothing is left to read: how many
@@ -2511,6 +2586,109 @@ impl PipeQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A subscriber as the publisher sees it, on a pipe of one page (its
+    /// read end returned): nothing kept yet.
+    fn one_page_out() -> (Out, OwnedFd) {
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
+        rustix::pipe::fcntl_setpipe_size(&write, PIPE_BUF).unwrap();
+        let out = Out {
+            id: "test".into(),
+            fd: Arc::new(write),
+            lossless: true,
+            pending: Vec::new(),
+            tail: 0,
+            mq: false,
+            sending: false,
+        };
+        (out, read)
+    }
+
+    /// Reads everything in the pipe.
+    fn drain(read: &OwnedFd) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = rustix::io::read(read, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        all
+    }
+
+    /// Splits `bytes` into whole frames; panics on a cut one.
+    fn frames_in(bytes: &[u8]) -> Vec<Header> {
+        let mut at = 0;
+        let mut headers = Vec::new();
+        while at < bytes.len() {
+            let len = frame::frame_len(&bytes[at..]).expect("a whole frame");
+            let header = Header::decode(&bytes[at..]).unwrap();
+            assert!(frame::trailer_ok(&header, &bytes[at..at + len]));
+            headers.push(header);
+            at += len;
+        }
+        headers
+    }
+
+    /// What a publisher keeps for a subscriber (a welcome and a history of
+    /// small frames, more than its FIFO holds) goes into the FIFO in
+    /// writes that stop only between frames: whatever the FIFO holds when
+    /// its writer dies is whole frames. (One write of it all stopped where
+    /// the page filled, 32 bytes into a frame.)
+    #[test]
+    fn kept_small_frames_are_written_whole_or_not_at_all() {
+        let (mut out, read) = one_page_out();
+        let mut frame = Vec::new();
+        frame::encode_into(&mut frame, KIND_WELCOME, 0, Some(100), &[], 0);
+        out.pending.extend_from_slice(&frame);
+        for seq in 0..100u64 {
+            frame::encode_into(&mut frame, KIND_DATA, seq, None, &[seq as u8; 64], 0);
+            out.pending.extend_from_slice(&frame);
+        }
+        let mut seqs = Vec::new();
+        loop {
+            let done = out.flush().unwrap();
+            let got = drain(&read);
+            assert!(got.len() <= PIPE_BUF);
+            seqs.extend(frames_in(&got).iter().map(|h| (h.kind, h.seq)));
+            if done {
+                break;
+            }
+        }
+        let mut want = vec![(KIND_WELCOME, 0)];
+        want.extend((0..100).map(|seq| (KIND_DATA, seq)));
+        assert_eq!(seqs, want);
+    }
+
+    /// A long frame (over `PIPE_BUF`) begun in a full FIFO: its rest, and
+    /// the small frames kept after it, follow it in order, each whole.
+    #[test]
+    fn the_rest_of_a_long_frame_goes_first_then_whole_frames() {
+        let (mut out, read) = one_page_out();
+        let mut frame = Vec::new();
+        frame::encode_into(&mut frame, KIND_DATA, 7, None, &[7; 6000], 0);
+        // What `TxState::send` keeps after a write that took 4096 bytes.
+        let Wrote::Part(n) = write_some(out.fd.as_fd(), &frame) else {
+            panic!("a one-page pipe took a whole long frame");
+        };
+        out.pending.extend_from_slice(&frame[n..]);
+        out.tail = frame.len() - n;
+        for seq in 8..20u64 {
+            frame::encode_into(&mut frame, KIND_DATA, seq, None, &[seq as u8; 64], 0);
+            out.pending.extend_from_slice(&frame);
+        }
+        let mut got = Vec::new();
+        loop {
+            let done = out.flush().unwrap();
+            got.extend(drain(&read));
+            if done {
+                break;
+            }
+        }
+        let seqs: Vec<u64> = frames_in(&got).iter().map(|h| h.seq).collect();
+        assert_eq!(seqs, (7..20).collect::<Vec<_>>());
+    }
 
     /// Drives `Streaming` as a subscriber would: `frames` frames of
     /// `bytes` each taken, then a wait `gap` after the one before.
