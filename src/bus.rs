@@ -651,7 +651,7 @@ impl Bus {
                 .enumerate()
                 .map(|(entry, id)| {
                     let record = dir.join(format!("{prefix}{id}"));
-                    let pid = std::fs::read_to_string(&record).ok().and_then(|s| {
+                    let pid = crate::transport::read_text(&record).and_then(|s| {
                         s.lines()
                             .find_map(|l| l.strip_prefix("pid=")?.parse::<u32>().ok())
                     });
@@ -700,22 +700,27 @@ impl Bus {
                     | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
             ) {
-                let frame = (crate::transport::frame::HEADER
-                    + (c.slot_size as usize).min(max_message))
-                .next_multiple_of(8);
+                // As the producers make them: a header and the largest
+                // message (`info.slot_size`, capped above for a variable
+                // queue as its ring caps it).
+                let frame =
+                    (crate::transport::frame::HEADER + info.slot_size as usize).next_multiple_of(8);
                 info.depth = rustix::io::ioctl_fionread(&fd).unwrap_or(0) / frame as u64;
             }
         } else {
             info.subscribers = endpoints("sub-");
             info.attached = live(&info.subscribers);
             let lease = dir.join("publisher");
-            let text = std::fs::read_to_string(&lease).unwrap_or_default();
+            let text = crate::transport::read_text(&lease).unwrap_or_default();
             if record_liveness(&lease) == Liveness::Alive {
                 info.publisher_pid = text.lines().next().and_then(|l| l.trim().parse().ok());
             }
             // The publishers' sequence number and evictions, as the `seq`
             // words keep them.
-            let seq = std::fs::read(dir.join("seq")).unwrap_or_default();
+            // (Read as every file of the directory is: a regular file, not
+            // followed through a link, and short; anything else, a FIFO
+            // put there say, reads as nothing rather than block.)
+            let seq = crate::transport::read_small(&dir.join("seq"), 4096).unwrap_or_default();
             let word = |i: usize| {
                 seq.get(i * 8..i * 8 + 8)
                     .and_then(|b| b.try_into().ok())

@@ -911,6 +911,63 @@ fn evict_killed_lossless_subscriber(transport: Transport) {
     );
 }
 
+/// `topics()` (what `shmbus list` shows) reads a pipe bus's files as
+/// untrusted: a FIFO put in place of a topic's `seq`, its `publisher`
+/// lease or a subscriber's record reads as nothing, where a plain read
+/// blocked in `open` for ever.
+#[test]
+fn listing_a_pipe_bus_never_blocks_on_a_fifo_in_its_directory() {
+    let bus = PipeBus::new("fifo-in-dir");
+    let b = bus.open();
+    let tx = b.topic("t").publisher::<u64>().unwrap();
+    let rx = b.topic("t").subscriber::<u64>().unwrap();
+    let topic_dir = bus.dir.join(&bus.name).join("t.t");
+    let record = sub_record(&topic_dir);
+    drop((tx, rx));
+    for file in [topic_dir.join("seq"), topic_dir.join("publisher"), record] {
+        let _ = std::fs::remove_file(&file);
+        let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    }
+    let (done, listed) = std::sync::mpsc::channel();
+    let name = bus.name.clone();
+    let dir = bus.dir.clone();
+    std::thread::spawn(move || {
+        let b = Bus::builder(&name).dir(&dir).open().unwrap();
+        let _ = done.send(b.topics().map(|t| t.len()));
+    });
+    let listed = listed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("topics() blocked on a FIFO in the bus's directory");
+    assert_eq!(listed.unwrap(), 1);
+}
+
+/// A variable-size work queue on pipes says how many messages wait in it
+/// (its frames' size is its capped largest message, also where the arena
+/// is under 8 KiB: it was counted from the uncapped one).
+#[test]
+fn a_variable_queues_depth_on_pipes_counts_its_messages() {
+    let bus = PipeBus::new("var-depth");
+    let b = bus.open();
+    for arena in [4096u64, 16384] {
+        let topic = format!("q{arena}");
+        let mut tx = b.topic(&topic).variable(arena).producer_bytes().unwrap();
+        let _rx = b.topic(&topic).consumer_bytes().unwrap();
+        for _ in 0..3 {
+            tx.push_bytes(b"job").unwrap();
+        }
+        let info = b
+            .topics()
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .find(|t| t.name == topic)
+            .unwrap();
+        assert_eq!(info.depth, 3, "arena {arena}: {info:?}");
+    }
+}
+
 #[test]
 fn list_gc_and_remove_know_pipe_buses() {
     list_gc_and_remove(Transport::Pipe);

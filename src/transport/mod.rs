@@ -473,6 +473,14 @@ pub(crate) fn read_small(path: &Path, max: usize) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A record or lease of a bus directory as text ([`read_small`], up to a
+/// page): `None` if it is not a short regular file.
+pub(crate) fn read_text(path: &Path) -> Option<String> {
+    read_small(path, 4096)
+        .ok()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// An endpoint's record: a file it holds an OFD lock on for its life (see
 /// the module docs). Dropping it removes the file.
 #[derive(Debug)]

@@ -551,8 +551,7 @@ impl PipeTx {
         match crate::segment::procs::try_lock(lease.as_raw_fd(), 0, libc::F_WRLCK) {
             Ok(true) => {}
             Ok(false) => {
-                let holder = std::fs::read_to_string(dir.join("publisher"))
-                    .ok()
+                let holder = super::read_text(&dir.join("publisher"))
                     .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok())
                     .map_or_else(|| "a live process".to_owned(), |pid| format!("pid {pid}"));
                 return Err(Error::PublisherBusy {
@@ -566,8 +565,7 @@ impl PipeTx {
         // killed one kept up to date too), else as one that left cleanly
         // wrote it in the lease.
         let seq_word = SeqWord::open(&dir.join("seq"), bus.mode).ok();
-        let left_at = std::fs::read_to_string(dir.join("publisher"))
-            .ok()
+        let left_at = super::read_text(&dir.join("publisher"))
             .and_then(|s| {
                 s.lines()
                     .find_map(|l| l.strip_prefix("next=")?.parse::<u64>().ok())
@@ -969,9 +967,7 @@ impl TxState {
                     continue;
                 }
             };
-            let info = super::read_small(&record, 4096)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
+            let info = super::read_text(&record).unwrap_or_default();
             let lossless = info.lines().any(|l| l == "lossless=1");
             let history: Vec<&Vec<u8>> = if info.lines().any(|l| l == "start=oldest") {
                 self.history.iter().collect()
@@ -1458,11 +1454,8 @@ impl PipeRx {
                     .map(|id| dir.join(format!("sub-{id}")))
                     .filter(|record| !record_liveness(record).is_dead())
                     .filter(|record| {
-                        super::read_small(record, 4096).is_ok_and(|b| {
-                            String::from_utf8_lossy(&b)
-                                .lines()
-                                .any(|l| l == "lossless=1")
-                        })
+                        super::read_text(record)
+                            .is_some_and(|text| text.lines().any(|l| l == "lossless=1"))
                     })
                     .count();
                 if gating >= max_gating as usize {
