@@ -911,6 +911,48 @@ fn evict_killed_lossless_subscriber(transport: Transport) {
     );
 }
 
+/// Lossless subscribers that leave (dropped) are not evictions, on pipes
+/// or message queues, as in shared memory: only one whose process died
+/// is (`a_lossless_subscriber_killed_is_evicted_at_once`). They were
+/// counted, since the publisher's next write found their FIFO closed.
+fn leaving_is_not_an_eviction(transport: Transport) {
+    let bus = PipeBus::on("left", transport);
+    let b = bus.open();
+    let topic = || {
+        b.topic("t")
+            .capacity(8)
+            .lossless(4)
+            .liveness_check_interval(Duration::from_millis(10))
+    };
+    let mut tx = topic().publisher::<u64>().unwrap();
+    for round in 0..3u64 {
+        let mut rx = topic().start_at(StartAt::Next).subscriber::<u64>().unwrap();
+        tx.send(&round).unwrap();
+        assert_eq!(rx.recv(), Ok(round));
+        drop(rx);
+        // The next sends find it gone (a queue's publisher looks at the
+        // records once per check interval).
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(15));
+            tx.send(&round).unwrap();
+        }
+    }
+    assert_eq!(tx.receiver_count(), Some(0));
+    assert_eq!(tx.evictions(), 0);
+    let info = b.topics().unwrap().remove(0).unwrap();
+    assert_eq!(info.evictions, 0);
+}
+
+#[test]
+fn a_lossless_subscriber_that_leaves_a_pipe_bus_is_not_evicted() {
+    leaving_is_not_an_eviction(Transport::Pipe);
+}
+
+#[test]
+fn a_lossless_subscriber_that_leaves_an_mq_bus_is_not_evicted() {
+    leaving_is_not_an_eviction(Transport::Mq);
+}
+
 /// `topics()` (what `shmbus list` shows) reads a pipe bus's files as
 /// untrusted: a FIFO put in place of a topic's `seq`, its `publisher`
 /// lease or a subscriber's record reads as nothing, where a plain read

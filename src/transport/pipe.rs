@@ -1059,10 +1059,15 @@ impl TxState {
         let _ = std::fs::remove_file(self.dir.join(format!("sub-{id}")));
     }
 
-    /// Drops subscriber `i`, removing its files if it is known dead.
+    /// Drops subscriber `i`, removing its files if it is known dead. A
+    /// lossless one counts as evicted unless it left: a subscriber that
+    /// leaves removes its record before it closes its FIFO (or queue), so
+    /// one whose record is gone is not counted, as in shared memory, where
+    /// one that leaves gives its gate entry back.
     fn drop_sub(&mut self, i: usize) {
         let out = self.subs.swap_remove(i);
-        if out.lossless {
+        let record = self.dir.join(format!("sub-{}", out.id));
+        if out.lossless && record.exists() {
             self.evictions += 1;
             if let Some(word) = &self.seq_word {
                 word.evictions()
@@ -1072,7 +1077,6 @@ impl TxState {
         // Its reader closed: a process exiting closes its FIFO before,
         // perhaps, its record; give it a moment to be known dead (a live
         // one keeps its files, and `gc` removes them if it dies later).
-        let record = self.dir.join(format!("sub-{}", out.id));
         for _ in 0..DEAD_SETTLE_LOOKS {
             if record_liveness(&record).is_dead() {
                 self.remove_files(&out.id);
@@ -1381,6 +1385,9 @@ impl Streaming {
 pub(crate) struct PipeRx {
     bus: Arc<PipeBus>,
     dir: PathBuf,
+    /// Declared before the descriptors, so dropped (its file removed)
+    /// before they close: a publisher that finds the FIFO closed finds
+    /// the record gone, and knows the subscriber left (see `drop_sub`).
     record: Record,
     fd: OwnedFd,
     /// The same FIFO, opened again without `O_NONBLOCK`.
