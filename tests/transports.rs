@@ -158,6 +158,42 @@ fn child_role_entry() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
+        // args: bus dir. Subscribes with from one to eight descriptors
+        // left (`RLIMIT_NOFILE`), so that some attempts fail midway;
+        // reports how many failed and the subscriber FIFOs left after each
+        // failure.
+        "subscribe-short-of-fds" => {
+            let bus = pipe_bus(&args[0], &args[1]);
+            let topic_dir = Path::new(&args[1]).join(&args[0]).join("t.t");
+            drop(bus.topic("t").subscriber::<u64>().unwrap());
+            let (mut failed, mut left) = (0, 0);
+            for spare in 1..=8u64 {
+                let lowest = std::fs::File::open("/dev/null").map(|f| {
+                    use std::os::fd::AsRawFd;
+                    f.as_raw_fd() as u64
+                });
+                let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+                rustix::process::setrlimit(
+                    rustix::process::Resource::Nofile,
+                    rustix::process::Rlimit {
+                        current: Some(lowest.unwrap() + spare),
+                        maximum: limit.maximum,
+                    },
+                )
+                .unwrap();
+                let result = bus.topic("t").subscriber::<u64>();
+                rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).unwrap();
+                if result.is_err() {
+                    failed += 1;
+                    left += std::fs::read_dir(&topic_dir)
+                        .unwrap()
+                        .filter_map(Result::ok)
+                        .filter(|e| e.file_name().to_string_lossy().ends_with(".fifo"))
+                        .count();
+                }
+            }
+            report(format!("FAILED {failed} LEFT {left}"));
+        }
         other => panic!("unknown child role {other}"),
     }
 }
@@ -951,6 +987,37 @@ fn a_lossless_subscriber_that_leaves_a_pipe_bus_is_not_evicted() {
 #[test]
 fn a_lossless_subscriber_that_leaves_an_mq_bus_is_not_evicted() {
     leaving_is_not_an_eviction(Transport::Mq);
+}
+
+/// A `subscriber()` that fails after making its FIFO (out of descriptors)
+/// leaves no FIFO behind, and `gc` removes a subscriber FIFO whose record
+/// is gone (one left by a process that died between the two).
+#[test]
+fn a_failed_subscribe_leaves_no_fifo_and_gc_removes_orphans() {
+    let bus = PipeBus::new("fifo-leak");
+    let b = bus.open();
+    drop(b.topic("t").subscriber::<u64>().unwrap());
+    let dir = bus.dir.display().to_string();
+    let mut child = spawn_role("subscribe-short-of-fds", &args(&[&bus.name, &dir]));
+    let line = child.expect_line("FAILED");
+    child.wait_success(Duration::from_secs(30));
+    let failed: u32 = line.split(' ').next().unwrap().parse().unwrap();
+    assert!(failed > 0, "no attempt failed: {line}");
+    assert!(
+        line.ends_with("LEFT 0"),
+        "FIFOs left by failed subscribes: {line}"
+    );
+    // An orphan, as a maker killed between its record and its FIFO leaves.
+    let orphan = bus.dir.join(&bus.name).join("t.t").join("sub-dead.fifo");
+    let path = std::ffi::CString::new(orphan.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let removed = Bus::gc_pipe(&bus.dir);
+    assert!(
+        removed.iter().any(|r| r.ends_with("sub-dead.fifo")),
+        "{removed:?}"
+    );
+    assert!(!orphan.exists());
 }
 
 /// `topics()` (what `shmbus list` shows) reads a pipe bus's files as

@@ -652,6 +652,21 @@ pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
         .map_err(|e| io_error(bus, "removing the pipe bus directory", e))
 }
 
+/// The subscriber FIFOs in topic directory `dir` whose record is gone.
+fn orphan_fifos(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = name.strip_prefix("sub-")?.strip_suffix(".fifo")?;
+            (!dir.join(format!("sub-{id}")).exists()).then(|| entry.path())
+        })
+        .collect()
+}
+
 /// Removes what endpoints known dead left in the pipe buses under `root`
 /// (their records and FIFOs). Returns the paths removed.
 pub(crate) fn gc(root: &Path) -> Vec<String> {
@@ -675,6 +690,14 @@ pub(crate) fn gc(root: &Path) -> Vec<String> {
                             }
                         }
                     }
+                }
+            }
+            // A subscriber's FIFO without its record (made after it, and
+            // removed before it by one that leaves): its maker died or
+            // failed between the two.
+            for path in orphan_fifos(&dir) {
+                if std::fs::remove_file(&path).is_ok() {
+                    removed.push(path.display().to_string());
                 }
             }
         }

@@ -117,6 +117,20 @@ fn size_pipe(fd: BorrowedFd<'_>, bytes: usize) {
     }
 }
 
+/// Opens a subscriber's new FIFO at `path` to read, sized to hold `bytes`:
+/// a non-blocking descriptor, and a second, blocking one of the same FIFO
+/// for waits without a deadline (see `PipeRx::wait`).
+fn open_subscriber_fifo(
+    path: &std::path::Path,
+    bytes: usize,
+) -> rustix::io::Result<(OwnedFd, OwnedFd)> {
+    let fd = open_fifo_read(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
+    size_pipe(fd.as_fd(), bytes);
+    let fd_block = open_fifo_read(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
+    set_blocking(&fd_block)?;
+    Ok((fd, fd_block))
+}
+
 /// Writing to a FIFO whose reader is gone raises `SIGPIPE`, which kills a
 /// process that keeps the default action. Rust programs ignore it from
 /// the start; for any other host, the first pipe writer ignores it (the
@@ -1478,18 +1492,19 @@ impl PipeRx {
             Carrier::Fifo => {
                 let fifo = dir.join(format!("sub-{}.fifo", record.id("sub-")));
                 bus.mkfifo(&fifo)?;
-                let fd = open_fifo_read(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
-                    .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
-                size_pipe(fd.as_fd(), capacity.saturating_mul(frame_bytes));
-                // A second, blocking, reader of the same FIFO, for waits
-                // without a deadline (see `wait`).
-                let fd_block = open_fifo_read(&fifo, OFlags::RDONLY | OFlags::NONBLOCK)
-                    .and_then(|fd| {
-                        set_blocking(&fd)?;
-                        Ok(fd)
-                    })
-                    .map_err(|e| super::io_error(&bus.bus, "opening a subscriber FIFO", io(e)))?;
-                (fd, fd_block, String::new())
+                match open_subscriber_fifo(&fifo, capacity.saturating_mul(frame_bytes)) {
+                    Ok((fd, fd_block)) => (fd, fd_block, String::new()),
+                    Err(e) => {
+                        // Not left behind (with our record gone, nothing
+                        // would name it).
+                        let _ = std::fs::remove_file(&fifo);
+                        return Err(super::io_error(
+                            &bus.bus,
+                            "opening a subscriber FIFO",
+                            io(e),
+                        ));
+                    }
+                }
             }
             Carrier::Mq => {
                 // A queue that holds the topic's capacity, as the FIFO is
