@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -1018,6 +1019,34 @@ fn a_failed_subscribe_leaves_no_fifo_and_gc_removes_orphans() {
         "{removed:?}"
     );
     assert!(!orphan.exists());
+}
+
+/// Bytes written into a work queue's FIFO by something not shmbus (here
+/// one, before the first message): the consumer reports one `Corrupt`,
+/// finds where the next frame begins, and takes every message after it.
+/// (Each read of a frame's length straddled two frames from then on: all
+/// 20 messages were reported corrupt.)
+#[test]
+fn a_stray_byte_in_a_work_queues_fifo_costs_one_corrupt_report() {
+    let bus = PipeBus::new("qstray");
+    let b = bus.open();
+    let mut tx = b.topic("q").producer::<u64>().unwrap();
+    let mut rx = b.topic("q").consumer::<u64>().unwrap();
+    let fifo = bus.dir.join(&bus.name).join("t.q").join("queue");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(&[0x5a])
+        .unwrap();
+    for i in 0..20u64 {
+        tx.push(i).unwrap();
+    }
+    assert!(matches!(rx.try_pop(), Err(TryPopError::Corrupt { .. })));
+    for i in 0..20u64 {
+        assert_eq!(rx.try_pop(), Ok(i));
+    }
+    assert_eq!(rx.try_pop(), Err(TryPopError::Empty));
 }
 
 /// `topics()` (what `shmbus list` shows) reads a pipe bus's files as

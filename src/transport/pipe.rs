@@ -2529,13 +2529,65 @@ impl PipeQueue {
         };
         let header = match Header::decode(&self.frame[..n]) {
             Some(h) if h.kind == KIND_DATA && whole(&h) => h,
-            h => return Err(h.map_or(0, |h| h.seq)),
+            h => {
+                if !self.mq && n == self.frame_len {
+                    self.realign();
+                }
+                return Err(h.map_or(0, |h| h.seq));
+            }
         };
+        self.hold(&header);
+        Ok(Some((header.len as usize, header.seq)))
+    }
+
+    /// Copies the payload of the frame in `frame` (with `header`) into our
+    /// aligned buffer.
+    fn hold(&mut self, header: &Header) {
         let len = header.len as usize;
         self.held.resize(len.div_ceil(16).max(1), 0);
         zerocopy::IntoBytes::as_mut_bytes(&mut self.held[..])[..len]
             .copy_from_slice(&self.frame[HEADER..HEADER + len]);
-        Ok(Some((len, header.seq)))
+    }
+
+    /// After a FIFO read of a frame's length that was no frame: bytes not
+    /// of a frame were written into the FIFO (by something not shmbus), so
+    /// each read of a frame's length straddles two frames. Finds where a
+    /// frame begins in what was read (the first offset from which the
+    /// bytes match a frame's start: its magic, and its whole header if
+    /// there), reads the rest of that frame, and if it is one, keeps its
+    /// message for the next `pop`; the reads after it are in step again.
+    /// Best effort: with other consumers reading meanwhile, the rest may
+    /// be theirs, and a later corrupt read tries again.
+    fn realign(&mut self) {
+        let n = self.frame_len;
+        let magic = frame::FRAME_MAGIC.to_le_bytes();
+        let starts_here = |bytes: &[u8]| {
+            let m = bytes.len().min(magic.len());
+            bytes[..m] == magic[..m]
+                && (bytes.len() < HEADER
+                    || Header::decode(bytes)
+                        .is_some_and(|h| h.kind == KIND_DATA && HEADER + h.len as usize <= n))
+        };
+        let Some(at) = (1..n).find(|&at| starts_here(&self.frame[at..n])) else {
+            return; // none begins here: the next read looks again
+        };
+        // The frame's first `n - at` bytes to the front, then its rest.
+        self.frame.copy_within(at..n, 0);
+        let mut got = n - at;
+        while got < n {
+            match rustix::io::read(&self.fd, &mut self.frame[got..n]) {
+                Ok(0) => return,
+                Ok(k) => got += k,
+                Err(Errno::INTR) => {}
+                Err(_) => return,
+            }
+        }
+        if let Some(header) = Header::decode(&self.frame[..n])
+            .filter(|h| h.kind == KIND_DATA && HEADER + h.len as usize <= n)
+        {
+            self.hold(&header);
+            self.kept = Some((header.len as usize, header.seq));
+        }
     }
 
     /// Keeps the message just popped for the next `pop` (a caller whose
@@ -2569,7 +2621,7 @@ impl PipeQueue {
     pub fn disconnected(&self) -> bool {
         self.dir.join("had-producer").exists()
             && PipeBus::live_records(&self.dir, Role::Producer.prefix()) == 0
-            && !self.queued()
+            && !self.ready()
     }
 
     /// Whether a message is there to pop.
