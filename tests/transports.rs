@@ -1435,6 +1435,46 @@ fn mq_send_raw(name: &str, bytes: &[u8]) {
     assert_eq!(sent, 0, "{}", std::io::Error::last_os_error());
 }
 
+/// A work queue's message queue left by another bus of the same name (its
+/// directory gone) that holds another number of messages than the
+/// topic's capacity is refused with an error that says so and what to do,
+/// as one with another message size is, rather than used with a capacity
+/// that is not the topic's.
+#[test]
+fn a_leftover_mq_work_queue_of_another_capacity_is_refused() {
+    let bus = PipeBus::on("mq-leftover", Transport::Mq);
+    let queue = format!("/shmbus.{}:q", bus.name);
+    let name = std::ffi::CString::new(queue.clone()).unwrap();
+    // Frames of an 8-byte message: 32 + 8 bytes; two of them.
+    // SAFETY: mq_attr is plain integers; all zero is a valid value.
+    let mut attr: libc::mq_attr = unsafe { core::mem::zeroed() };
+    attr.mq_maxmsg = 2;
+    attr.mq_msgsize = 40;
+    // SAFETY: a NUL-terminated name and a valid attr for O_CREAT.
+    let fd = unsafe {
+        libc::mq_open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+            0o600 as libc::mode_t,
+            &attr as *const libc::mq_attr,
+        )
+    };
+    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: the descriptor mq_open gave us.
+    unsafe { libc::mq_close(fd) };
+    let b = bus.open();
+    let Err(err) = b.topic("q").capacity(4).producer::<u64>() else {
+        panic!("a leftover queue of 2 used for a capacity of 4");
+    };
+    let text = err.to_string();
+    // SAFETY: a NUL-terminated name.
+    unsafe { libc::mq_unlink(name.as_ptr()) };
+    assert!(
+        text.contains("holds 2 messages, not the 4") && text.contains("shmbus remove"),
+        "{text}"
+    );
+}
+
 /// A message in a subscriber's queue that is not one whole frame of ours
 /// is dropped and reported, and the stream goes on.
 #[test]

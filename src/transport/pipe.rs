@@ -2294,6 +2294,20 @@ impl PipeQueue {
             };
             let fd = bus.make_queue(&name, topic, mq::Access::ReadWrite, capacity, frame_len)?;
             match mq::attr(fd.as_fd()) {
+                // A fixed topic's queue holds exactly its capacity (a
+                // variable one's depth follows `msg_max`, which may have
+                // changed since it was made).
+                Ok((most, _, _)) if !variable && most != capacity => {
+                    return Err(Error::Corrupt {
+                        bus: bus.bus.clone(),
+                        what: format!(
+                            "the message queue {name} holds {most} messages, not the {capacity} \
+                             of this topic's capacity: a queue left by another bus of this \
+                             name; remove it (`shmbus remove {}`)",
+                            bus.bus
+                        ),
+                    })
+                }
                 Ok((_, size, _)) if size == frame_len => {}
                 Ok((_, size, _)) => {
                     return Err(Error::Corrupt {
