@@ -2698,6 +2698,19 @@ mod tests {
         all
     }
 
+    /// Flushes what `out` keeps until nothing is left, draining the pipe
+    /// after each flush: what each drain read.
+    fn flush_all(out: &mut Out, read: &OwnedFd) -> Vec<Vec<u8>> {
+        let mut drains = Vec::new();
+        loop {
+            let done = out.flush().unwrap();
+            drains.push(drain(read));
+            if done {
+                return drains;
+            }
+        }
+    }
+
     /// Splits `bytes` into whole frames; panics on a cut one.
     fn frames_in(bytes: &[u8]) -> Vec<Header> {
         let mut at = 0;
@@ -2728,14 +2741,9 @@ mod tests {
             out.pending.extend_from_slice(&frame);
         }
         let mut seqs = Vec::new();
-        loop {
-            let done = out.flush().unwrap();
-            let got = drain(&read);
+        for got in flush_all(&mut out, &read) {
             assert!(got.len() <= PIPE_BUF);
             seqs.extend(frames_in(&got).iter().map(|h| (h.kind, h.seq)));
-            if done {
-                break;
-            }
         }
         let mut want = vec![(KIND_WELCOME, 0)];
         want.extend((0..100).map(|seq| (KIND_DATA, seq)));
@@ -2759,14 +2767,7 @@ mod tests {
             frame::encode_into(&mut frame, KIND_DATA, seq, None, &[seq as u8; 64], 0);
             out.pending.extend_from_slice(&frame);
         }
-        let mut got = Vec::new();
-        loop {
-            let done = out.flush().unwrap();
-            got.extend(drain(&read));
-            if done {
-                break;
-            }
-        }
+        let got = flush_all(&mut out, &read).concat();
         let seqs: Vec<u64> = frames_in(&got).iter().map(|h| h.seq).collect();
         assert_eq!(seqs, (7..20).collect::<Vec<_>>());
     }
