@@ -518,6 +518,13 @@ impl<'b> TopicBuilder<'b> {
                 self.create_timeout,
             )?;
         }
+        if existing.is_none() {
+            // Before anything of it is recorded, here or in the directory:
+            // a topic its transport cannot carry is refused with nothing
+            // left behind, so that the options its error names can be
+            // changed and asked for again.
+            pipe.check_new_topic(&self.name, &request.shape())?;
+        }
         let topic = directory::find_or_create(self.seg, request, self.create_timeout)?;
         if existing.is_none() {
             pipe.write_config(&self.name, &topic.config)?;

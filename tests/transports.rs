@@ -1049,6 +1049,55 @@ fn a_stray_byte_in_a_work_queues_fifo_costs_one_corrupt_report() {
     assert_eq!(rx.try_pop(), Err(TryPopError::Empty));
 }
 
+/// A topic that its transport refuses (a work queue's slot over
+/// `PIPE_BUF` on pipes; a subscriber's queue over `fs.mqueue.msg_max` on
+/// message queues) is not recorded: asked again with the options its error
+/// points to, in this process or another, it is made. (It was recorded
+/// before the refusal, and every later attempt was a `TopicMismatch`
+/// until the bus was removed.)
+#[test]
+fn a_topic_its_transport_refuses_is_not_recorded() {
+    let bus = PipeBus::new("refused");
+    let b = bus.open();
+    let err = b
+        .topic("q")
+        .slot_size(5000)
+        .producer_bytes()
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("PIPE_BUF")),
+        "{err:?}"
+    );
+    assert!(b.topic("q").slot_size(100).producer_bytes().is_ok());
+    assert!(b.topics().unwrap().len() == 1);
+
+    let msg_max: u32 = std::fs::read_to_string("/proc/sys/fs/mqueue/msg_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(10);
+    let bus = PipeBus::on("refused-mq", Transport::Mq);
+    let b = bus.open();
+    let over = (msg_max + 1).next_power_of_two();
+    let err = b
+        .topic("t")
+        .capacity(over)
+        .subscriber::<u64>()
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("msg_max")),
+        "{err:?}"
+    );
+    // Nor was a publisher's, which no subscriber could have joined.
+    assert!(b.topic("t").capacity(over).publisher::<u64>().is_err());
+    let fits = 1u32 << (31 - msg_max.leading_zeros());
+    let mut tx = b.topic("t").capacity(fits).publisher::<u64>().unwrap();
+    let mut rx = b.topic("t").subscriber::<u64>().unwrap();
+    tx.send(&7).unwrap();
+    assert_eq!(rx.recv(), Ok(7));
+}
+
 /// `topics()` (what `shmbus list` shows) reads a pipe bus's files as
 /// untrusted: a FIFO put in place of a topic's `seq`, its `publisher`
 /// lease or a subscriber's record reads as nothing, where a plain read

@@ -80,7 +80,7 @@ pub struct TopicRequest<'a> {
 
 impl TopicRequest<'_> {
     /// The shape a topic created for this request gets.
-    fn shape(&self) -> Shape {
+    pub fn shape(&self) -> Shape {
         Shape {
             kind: self.kind,
             flags: if self.lossless == Some(true) {

@@ -289,6 +289,65 @@ impl PipeBus {
             .map_err(|e| mq::create_error(&self.bus, topic, e, depth, msgsize))
     }
 
+    /// Whether a new topic of `shape` can be carried here, asked before
+    /// it is recorded: on FIFOs, a work queue's frames must fit
+    /// `PIPE_BUF`; on message queues, the queue its subscribers (or the
+    /// work queue) will need is made and removed again, so that the
+    /// system's limits (`msg_max`, `msgsize_max`, `RLIMIT_MSGQUEUE`) refuse
+    /// it now, with the error that names them, and not once the topic is
+    /// recorded with options no endpoint can use.
+    pub fn check_new_topic(
+        &self,
+        topic: &str,
+        shape: &crate::segment::region::Shape,
+    ) -> Result<(), Error> {
+        use crate::transport::pipe::PipeQueue;
+        let queue = shape.kind == crate::segment::layout::KIND_QUEUE;
+        let variable = shape.variable();
+        let capacity = shape.capacity as usize;
+        // The largest message, as the ring the endpoints make has it.
+        let largest = if queue && variable {
+            crate::ring::queue::var_max_message(capacity)
+        } else {
+            shape.slot_size as usize
+        };
+        if self.carrier == Carrier::Fifo {
+            return if queue {
+                PipeQueue::check_slot(topic, largest, variable)
+            } else {
+                Ok(())
+            };
+        }
+        // As `PipeQueue::open` and `PipeRx::open` (with the subscriber's
+        // capacity from `Subscriber::on_pipe`) make their queues.
+        let depth = if variable {
+            mq::variable_depth(capacity)
+        } else {
+            capacity
+        };
+        let msgsize = if queue {
+            let slot = if variable {
+                largest.min(PipeQueue::max_message_on(Carrier::Mq))
+            } else {
+                largest
+            };
+            frame::data_frame_len(slot).next_multiple_of(8)
+        } else {
+            frame::data_frame_len(largest)
+        };
+        static PROBES: AtomicU64 = AtomicU64::new(0);
+        let probe = format!(
+            "{}:probe-{}-{}",
+            mq::name(&self.bus, topic, None),
+            std::process::id(),
+            PROBES.fetch_add(1, Ordering::Relaxed)
+        );
+        let fd = self.make_queue(&probe, topic, mq::Access::Write, depth, msgsize)?;
+        drop(fd);
+        mq::unlink(&probe);
+        Ok(())
+    }
+
     /// The name of topic `topic`'s message queue (a work queue's), or its
     /// subscriber `id`'s.
     pub fn mq_name(&self, topic: &str, id: Option<&str>) -> String {

@@ -2210,6 +2210,25 @@ impl PipeQueue {
         }
     }
 
+    /// Whether a work queue on FIFOs can carry messages of `slot` bytes:
+    /// a fixed slot's frame must fit `PIPE_BUF` (a variable-size queue's
+    /// messages are capped at that instead).
+    pub fn check_slot(topic: &str, slot: usize, variable: bool) -> Result<(), Error> {
+        if slot <= Self::MAX_MESSAGE || variable {
+            return Ok(());
+        }
+        Err(Error::InvalidOptions {
+            topic: topic.to_owned(),
+            why: format!(
+                "a work queue on pipes takes messages of up to {} bytes (a frame must fit \
+                 PIPE_BUF, {PIPE_BUF} bytes, to be written and read whole by one process); \
+                 this one's slots are {slot}: use a smaller slot_size (or type), a \
+                 variable-size queue (its messages are then capped at that), or shared memory",
+                Self::MAX_MESSAGE
+            ),
+        })
+    }
+
     /// Attaches to work-queue topic `topic` as `role`; at most `max` of
     /// that role may be attached at once. A variable-size queue's messages
     /// are capped at [`MAX_MESSAGE`](Self::MAX_MESSAGE) bytes on pipes; a
@@ -2226,17 +2245,8 @@ impl PipeQueue {
         check_interval: Duration,
     ) -> Result<Self, Error> {
         let mq = bus.carrier == Carrier::Mq;
-        if slot > Self::MAX_MESSAGE && !variable && !mq {
-            return Err(Error::InvalidOptions {
-                topic: topic.to_owned(),
-                why: format!(
-                    "a work queue on pipes takes messages of up to {} bytes (a frame must fit \
-                     PIPE_BUF, {PIPE_BUF} bytes, to be written and read whole by one process); \
-                     this one's slots are {slot}: use a smaller slot_size (or type), a \
-                     variable-size queue (its messages are then capped at that), or shared memory",
-                    Self::MAX_MESSAGE
-                ),
-            });
+        if !mq {
+            Self::check_slot(topic, slot, variable)?;
         }
         // A variable-size queue's messages are capped at what a frame
         // carries here; on message queues a fixed slot over the limit is
