@@ -145,6 +145,13 @@ impl BusBuilder {
                 self.opts.mode
             )));
         }
+        if self.opts.mode & 0o600 != 0o600 {
+            return Err(invalid(format!(
+                "mode({:o}) must give the owner read and write (0o600): every process maps \
+                 the bus read-write, its creator too; add 0o600 (0o660 shares it with the group)",
+                self.opts.mode
+            )));
+        }
         if self.opts.processes == 0 || self.opts.processes > segment::layout::MAX_PROCESSES {
             return Err(invalid(format!(
                 "processes({}) must be between 1 and {}",

@@ -215,6 +215,11 @@ fn invalid_bus_options_name_the_bus_not_a_topic() {
         (Bus::builder(&bus.name).topics(0), "topics(0)"),
         (Bus::builder(&bus.name).processes(0), "processes(0)"),
         (Bus::builder(&bus.name).mode(0o7777), "mode("),
+        // Not even its creator could use it.
+        (
+            Bus::builder(&bus.name).mode(0o400),
+            "mode(400) must give the owner read and write",
+        ),
         (Bus::builder(&bus.name).size(64), "size(64)"),
     ] {
         let err = builder.open().unwrap_err();

@@ -833,19 +833,26 @@ fn exporter_answers_http_with_documented_metrics_that_move() {
         .unwrap();
     let mut rx = b.topic("px").subscriber::<u64>().unwrap();
     let mut jobs = b.producer::<u64>("jobs").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let _exporter = Killed(
+    // Port 0: the system picks one, and the exporter says which.
+    let mut exporter = Killed(
         shmbus()
-            .args(["export", "--listen", &listen])
-            .stderr(std::process::Stdio::null())
+            .args(["export", "--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
     );
+    // Kept open to the end: what it says later has somewhere to go.
+    let mut stderr = std::io::BufReader::new(exporter.0.stderr.take().unwrap());
+    let mut said = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+    let listen = said
+        .trim()
+        .strip_prefix("shmbus export: serving http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no address said: {said:?}"))
+        .to_owned();
+    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 0, "the port the system picked, not 0");
     let mut scrape = None;
     assert!(
         common::eventually(Duration::from_secs(10), || {

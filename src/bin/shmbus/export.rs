@@ -14,7 +14,12 @@ pub fn serve(listen: &str) -> Result<()> {
     let server = tiny_http::Server::http(listen).map_err(|e| {
         format!("cannot listen on {listen}: {e}; pick a free address with --listen HOST:PORT")
     })?;
-    eprintln!("shmbus export: serving http://{listen}/metrics");
+    // The address bound (with port 0, the one the system picked).
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| listen.to_owned(), |addr| addr.to_string());
+    eprintln!("shmbus export: serving http://{bound}/metrics");
     for request in server.incoming_requests() {
         let response = match (request.method(), request.url()) {
             (tiny_http::Method::Get, "/metrics") => {

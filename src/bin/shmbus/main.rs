@@ -72,7 +72,7 @@ enum Command {
         rounds: Option<usize>,
         /// Subscriber processes of the fanout benchmark, a sweep, e.g.
         /// `--subscribers 1,2,4,8,14` (one process per CPU needs as many
-        /// CPUs plus one for the publisher).
+        /// CPUs plus one for the publisher); each from 1 to 4096.
         #[arg(long, value_delimiter = ',', default_value = "2")]
         subscribers: Vec<usize>,
         /// Send rate of the open-loop latency benchmark (`openloop`), in
@@ -169,6 +169,10 @@ enum Command {
     Peer { role: String, args: Vec<String> },
 }
 
+/// The most subscriber processes a fanout row runs: what a lossless
+/// topic's subscriber table holds at most.
+const MAX_BENCH_SUBSCRIBERS: usize = 4096;
+
 fn main() {
     // SAFETY: restores the default action of SIGPIPE before any thread
     // starts, so that a closed pipe (`shmbus tail md quotes | head`) ends
@@ -194,8 +198,14 @@ fn main() {
                 eprintln!("shmbus bench: --size {bad}: sizes must be from 8 to 16777216 bytes (16 MiB, the largest slot)");
                 std::process::exit(2);
             }
-            if subscribers.contains(&0) {
-                eprintln!("shmbus bench: --subscribers must be at least 1");
+            if let Some(bad) = subscribers
+                .iter()
+                .find(|&&n| n == 0 || n > MAX_BENCH_SUBSCRIBERS)
+            {
+                eprintln!(
+                    "shmbus bench: --subscribers {bad}: each width must be from 1 to \
+                     {MAX_BENCH_SUBSCRIBERS} (one process each; a lossless topic takes at most 4096)"
+                );
                 std::process::exit(2);
             }
             if let Some(other) = against {
