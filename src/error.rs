@@ -43,7 +43,7 @@ pub enum Error {
     /// writes.
     #[error(
         "bus {bus:?} is corrupt or not a shmbus segment: {what}; \
-         remove it with `Bus::remove({bus:?})` and recreate it"
+         remove it (`shmbus remove {bus}`, or `Bus::remove({bus:?})`) and recreate it"
     )]
     Corrupt {
         /// The bus.
@@ -521,7 +521,7 @@ pub enum PushError<T> {
         value: T,
     },
     /// A byte message longer than the queue's slots. Nothing was done.
-    #[error("message of {len} bytes does not fit the queue's {max}-byte slots; push at most {max} bytes or create the queue with a larger `slot_size`")]
+    #[error("message of {len} bytes is over the queue's limit of {max} bytes; push at most {max} bytes, or create the queue with a larger `slot_size` (a variable-size queue: an arena, `variable(..)`, of at least twice the message)")]
     TooLarge {
         /// The message's length.
         len: usize,
@@ -552,7 +552,7 @@ pub enum TryPushError<T> {
         value: T,
     },
     /// As [`PushError::TooLarge`].
-    #[error("message of {len} bytes does not fit the queue's {max}-byte slots; push at most {max} bytes or create the queue with a larger `slot_size`")]
+    #[error("message of {len} bytes is over the queue's limit of {max} bytes; push at most {max} bytes, or create the queue with a larger `slot_size` (a variable-size queue: an arena, `variable(..)`, of at least twice the message)")]
     TooLarge {
         /// The message's length.
         len: usize,
@@ -585,7 +585,7 @@ pub enum PushTimeoutError<T> {
         value: T,
     },
     /// As [`PushError::TooLarge`].
-    #[error("message of {len} bytes does not fit the queue's {max}-byte slots; push at most {max} bytes or create the queue with a larger `slot_size`")]
+    #[error("message of {len} bytes is over the queue's limit of {max} bytes; push at most {max} bytes, or create the queue with a larger `slot_size` (a variable-size queue: an arena, `variable(..)`, of at least twice the message)")]
     TooLarge {
         /// The message's length.
         len: usize,

@@ -557,6 +557,14 @@ impl<'b> TopicBuilder<'b> {
             }
         }
         if let Some(slot) = self.slot_size {
+            if slot == 0 && !typed {
+                return Err(self.invalid(
+                    "slot_size(0) would carry only empty messages, for ever (a topic is not \
+                     deleted): give from 1 to the largest message; for messages without a \
+                     payload, use a typed topic of `()`"
+                        .into(),
+                ));
+            }
             if slot > MAX_SLOT_SIZE {
                 return Err(self.invalid(format!(
                     "slot_size({slot}) is over the limit of {MAX_SLOT_SIZE}"

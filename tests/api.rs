@@ -208,6 +208,22 @@ fn invalid_topic_options_are_explained() {
     assert!(text.contains("slot size"), "{text}");
 }
 
+/// A byte topic of 0-byte slots would carry only empty messages for ever
+/// (a topic is never deleted): refused, on every transport.
+#[test]
+fn a_byte_topic_of_empty_slots_is_refused() {
+    let bus = TestBus::new("slot0");
+    let b = bus.open();
+    for made in [
+        b.topic("p").slot_size(0).publisher_bytes().err(),
+        b.topic("q").slot_size(0).producer_bytes().err(),
+    ] {
+        let text = made.expect("a topic of 0-byte slots").to_string();
+        assert!(text.contains("slot_size(0)"), "{text}");
+    }
+    assert!(b.topics().unwrap().is_empty(), "nothing was made");
+}
+
 #[test]
 fn invalid_bus_options_name_the_bus_not_a_topic() {
     let bus = TestBus::new("bus-options");
