@@ -787,6 +787,49 @@ fn pub_from_a_pipe_delivers_every_line_in_order() {
     assert!(!std::path::Path::new("/dev/shm/shmbus.no-such-bus-here").exists());
 }
 
+/// `pub` into a lossless topic whose subscriber does not read says, after
+/// a second, which subscriber holds it back, and waits on; once it reads,
+/// every line arrives. (It waited without a word.)
+#[test]
+fn pub_held_back_by_a_lossless_subscriber_says_by_which() {
+    use std::io::{BufRead, Write};
+    let bus = TestBus::new("cli-pub-held");
+    let b = bus.open();
+    let mut rx = b
+        .topic("lq")
+        .capacity(8)
+        .lossless(1)
+        .subscriber_bytes()
+        .unwrap();
+    let mut child = Killed(
+        shmbus()
+            .args(["pub", &bus.name, "lq"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    for i in 0..20 {
+        writeln!(stdin, "{i}").unwrap();
+    }
+    drop(stdin);
+    let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+    let mut said = String::new();
+    stderr.read_line(&mut said).unwrap();
+    assert!(
+        said.contains("line 9 waits for room")
+            && said.contains(&format!("pid {}", std::process::id()))
+            && said.contains("8 messages behind"),
+        "{said}"
+    );
+    for i in 0..20 {
+        assert_eq!(rx.recv_bytes().unwrap(), i.to_string().as_bytes());
+    }
+    let status = child.0.wait().unwrap();
+    assert!(status.success());
+}
+
 /// A child process killed (and reaped) on drop.
 struct Killed(std::process::Child);
 

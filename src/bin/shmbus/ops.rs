@@ -381,6 +381,42 @@ fn parse_hex(line: &[u8], number: usize) -> std::result::Result<Vec<u8>, String>
         .collect()
 }
 
+/// How long `pub` waits for room before it says who holds it back.
+const HELD_BACK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Which lossless subscriber of `topic` holds a publisher back: the one
+/// furthest behind, where the bus says.
+fn held_back_by(bus: &Bus, topic: &str) -> String {
+    let slowest = bus
+        .topics()
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|t| t.name == topic)
+        .and_then(|t| {
+            t.subscribers
+                .into_iter()
+                .filter(|s| s.lag.is_some())
+                .max_by_key(|s| s.lag)
+        });
+    match slowest {
+        Some(s) => format!(
+            "lossless subscriber {} ({}) is {} messages behind and holds the topic back; \
+             waiting for it (`shmbus stat {}` shows them all)",
+            s.entry,
+            s.pid
+                .map_or_else(|| "pid unknown".to_owned(), |pid| format!("pid {pid}")),
+            s.lag.unwrap_or(0),
+            bus.name()
+        ),
+        None => format!(
+            "a lossless subscriber holds the topic back; waiting for it (`shmbus stat {}`)",
+            bus.name()
+        ),
+    }
+}
+
 /// `shmbus pub`: publishes each line of stdin (without its newline) as one
 /// byte message, in order, on a bus that exists (it never creates one);
 /// the topic is joined, or created as a byte topic. Stops at the first line
@@ -395,7 +431,7 @@ pub fn publish(opts: &PubArgs) -> Result<()> {
         topic = topic.capacity(capacity);
     }
     let mut tx = topic.publisher_bytes()?;
-    let (mut first, mut count) = (None, 0u64);
+    let (mut first, mut count, mut said_held) = (None, 0u64, false);
     for (index, line) in std::io::stdin().lock().split(b'\n').enumerate() {
         let line = line?;
         let message = if opts.hex {
@@ -403,9 +439,22 @@ pub fn publish(opts: &PubArgs) -> Result<()> {
         } else {
             line
         };
-        let seq = tx
-            .send_bytes(&message)
-            .map_err(|e| format!("line {}: {e}", index + 1))?;
+        // A lossless topic whose slowest subscriber does not read holds
+        // a send for ever: after a second, say so (once), then wait on.
+        let seq = match tx.send_bytes_timeout(&message, HELD_BACK_AFTER) {
+            Err(shmbus::SendTimeoutError::Timeout) => {
+                if !std::mem::replace(&mut said_held, true) && !opts.quiet {
+                    eprintln!(
+                        "shmbus pub: line {} waits for room: {}",
+                        index + 1,
+                        held_back_by(&bus, &opts.topic)
+                    );
+                }
+                tx.send_bytes(&message).map_err(|e| e.to_string())
+            }
+            other => other.map_err(|e| e.to_string()),
+        }
+        .map_err(|e| format!("line {}: {e}", index + 1))?;
         first.get_or_insert(seq);
         count += 1;
     }
