@@ -627,6 +627,16 @@ fn stat_json_parses_and_its_counters_match_what_was_published() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("does not exist"), "{err}");
+
+    // A name no bus may have, a benchmark none is named: bad arguments, 2.
+    for args in [
+        &["list", "a/b"][..],
+        &["remove", "a b"],
+        &["bench", "--only", "no-such-bench"],
+    ] {
+        let out = shmbus().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
 }
 
 #[test]

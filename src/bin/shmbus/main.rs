@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
     after_help = "Exit status: 0 success; 1 the command failed (a bus that does not exist, \
                   is corrupt or from another version, a topic that does not exist, a line \
                   that could not be published: the message says which and what to do); \
-                  2 bad arguments."
+                  2 bad arguments (a bus or topic name no bus or topic may have too)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -208,6 +208,17 @@ fn main() {
                 );
                 std::process::exit(2);
             }
+            if let Some(bad) = only
+                .iter()
+                .find(|o| !bench::BENCHES.iter().any(|b| b.contains(o.as_str())))
+            {
+                eprintln!(
+                    "shmbus bench: --only {bad}: no benchmark's name contains it; the \
+                     benchmarks are {}",
+                    bench::BENCHES.join(", ")
+                );
+                std::process::exit(2);
+            }
             if let Some(other) = against {
                 // The same options for both builds, each run with --json.
                 let mut args: Vec<String> = Vec::new();
@@ -269,7 +280,15 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("shmbus: {e}");
-        std::process::exit(1);
+        // A bus or topic name given on the command line that no bus or
+        // topic may have: bad arguments, as clap's are.
+        let bad_arguments = e.downcast_ref::<shmbus::Error>().is_some_and(|e| {
+            matches!(
+                e,
+                shmbus::Error::InvalidName { .. } | shmbus::Error::InvalidBusOptions { .. }
+            )
+        });
+        std::process::exit(if bad_arguments { 2 } else { 1 });
     }
 }
 

@@ -115,6 +115,24 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The benchmarks, by the names `--only` picks from (any name that
+/// contains one of its words).
+pub const BENCHES: [&str; 13] = [
+    "pingpong-spin",
+    "pingpong-block",
+    "pingpong-wait",
+    "pingpong-os",
+    "throughput-1to1",
+    "throughput-os",
+    "pingpong-pipe",
+    "throughput-pipe",
+    "pingpong-mq",
+    "throughput-mq",
+    "fanout",
+    "queue",
+    "openloop",
+];
+
 pub(crate) struct Harness {
     pub opts: Opts,
     cpus: Vec<usize>,
@@ -620,6 +638,7 @@ pub fn run(opts: Opts) -> Res<()> {
         Via::Async,
     ];
     let plan = [
+        // (Every name here is in BENCHES, which `--only` is checked against.)
         ("pingpong-spin", 1),
         ("pingpong-block", 1),
         ("pingpong-wait", WAIT_VIAS.len()),
@@ -634,6 +653,7 @@ pub fn run(opts: Opts) -> Res<()> {
         ("queue", 2),
         ("openloop", 1),
     ];
+    debug_assert!(plan.iter().all(|(bench, _)| BENCHES.contains(bench)));
     h.steps = h.opts.sizes.len()
         * plan
             .iter()
