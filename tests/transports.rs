@@ -1454,6 +1454,13 @@ fn mq_topics_over_the_system_limits_are_refused_with_the_limit_named() {
                 e.contains("fs.mqueue.msg_max") && e.contains(&format!("{capacity} messages")),
                 "{e}"
             );
+            // Only the limit it is over: raise msg_max, lower the capacity.
+            assert!(
+                e.contains(&format!("`sysctl fs.mqueue.msg_max={capacity}`"))
+                    && !e.contains("`sysctl fs.mqueue.msgsize_max")
+                    && e.contains("Lower the topic's capacity,"),
+                "{e}"
+            );
         }
         Ok(_) if privileged => common::skip(
             "mq_topics_over_the_system_limits_are_refused_with_the_limit_named (msg_max)",

@@ -252,20 +252,43 @@ pub(crate) fn create_error(
         sysctl(name).map_or_else(|| default.to_owned(), |n| n.to_string())
     };
     match err {
-        Errno::INVAL => Error::InvalidOptions {
-            topic: topic.to_owned(),
-            why: format!(
-                "a POSIX message queue of {maxmsg} messages of {msgsize} bytes (the topic's \
-                 capacity, and its largest message with a {}-byte frame header) is over this \
-                 system's limits: fs.mqueue.msg_max = {}, fs.mqueue.msgsize_max = {} (for \
-                 processes without CAP_SYS_RESOURCE). Lower the topic's capacity or message \
-                 size, or raise the limits (`sysctl fs.mqueue.msg_max={maxmsg}`, \
-                 `sysctl fs.mqueue.msgsize_max={msgsize}`, as needed)",
-                super::frame::HEADER,
-                limit("msg_max", "10"),
-                limit("msgsize_max", "8192"),
-            ),
-        },
+        Errno::INVAL => {
+            // What to lower or raise: only the limits this queue is over
+            // (both where they cannot be read).
+            let (msg_max, msgsize_max) = (sysctl("msg_max"), sysctl("msgsize_max"));
+            let over_count = msg_max.is_none_or(|max| maxmsg as u64 > max);
+            let over_size = msgsize_max.is_none_or(|max| msgsize as u64 > max);
+            let (lower, raise) = match (over_count, over_size) {
+                (true, false) => (
+                    "capacity".to_owned(),
+                    format!("`sysctl fs.mqueue.msg_max={maxmsg}`"),
+                ),
+                (false, true) => (
+                    "message size".to_owned(),
+                    format!("`sysctl fs.mqueue.msgsize_max={msgsize}`"),
+                ),
+                _ => (
+                    "capacity or message size".to_owned(),
+                    format!(
+                        "`sysctl fs.mqueue.msg_max={maxmsg}`, \
+                         `sysctl fs.mqueue.msgsize_max={msgsize}`, as needed"
+                    ),
+                ),
+            };
+            Error::InvalidOptions {
+                topic: topic.to_owned(),
+                why: format!(
+                    "a POSIX message queue of {maxmsg} messages of {msgsize} bytes (the topic's \
+                     capacity, and its largest message with a {}-byte frame header) is over \
+                     this system's limits: fs.mqueue.msg_max = {}, fs.mqueue.msgsize_max = {} \
+                     (for processes without CAP_SYS_RESOURCE). Lower the topic's {lower}, or \
+                     raise the limit ({raise})",
+                    super::frame::HEADER,
+                    limit("msg_max", "10"),
+                    limit("msgsize_max", "8192"),
+                ),
+            }
+        }
         Errno::MFILE | Errno::NOSPC => {
             let (what, fix) = match err {
                 Errno::NOSPC => (
