@@ -145,6 +145,16 @@ impl BusBuilder {
                 self.opts.mode
             )));
         }
+        // (A segment is one mapping: its length must be a usize, less than
+        // isize::MAX; the system may still refuse less, and says so.)
+        if self.opts.size > isize::MAX as u64 {
+            return Err(invalid(format!(
+                "size({}) is over the largest mapping there can be ({} bytes); ask for the \
+                 bytes the bus needs (the default is 64 MiB)",
+                self.opts.size,
+                isize::MAX
+            )));
+        }
         if self.opts.mode & 0o600 != 0o600 {
             return Err(invalid(format!(
                 "mode({:o}) must give the owner read and write (0o600): every process maps \

@@ -237,6 +237,10 @@ fn invalid_bus_options_name_the_bus_not_a_topic() {
             "mode(400) must give the owner read and write",
         ),
         (Bus::builder(&bus.name).size(64), "size(64)"),
+        (
+            Bus::builder(&bus.name).size(u64::MAX),
+            "is over the largest mapping",
+        ),
     ] {
         let err = builder.open().unwrap_err();
         assert!(
