@@ -335,13 +335,9 @@ impl PipeBus {
         } else {
             frame::data_frame_len(largest)
         };
-        static PROBES: AtomicU64 = AtomicU64::new(0);
-        let probe = format!(
-            "{}:probe-{}-{}",
-            mq::name(&self.bus, topic, None),
-            std::process::id(),
-            PROBES.fetch_add(1, Ordering::Relaxed)
-        );
+        // (Removed at once; a process killed in between leaves it, named
+        // as no subscriber is, for `ipcrm`/`/dev/mqueue` to remove.)
+        let probe = format!("{}:probe-{}", mq::name(&self.bus, topic, None), unique_id());
         let fd = self.make_queue(&probe, topic, mq::Access::Write, depth, msgsize)?;
         drop(fd);
         mq::unlink(&probe);

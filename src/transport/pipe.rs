@@ -1077,7 +1077,9 @@ impl TxState {
     /// lossless one counts as evicted unless it left: a subscriber that
     /// leaves removes its record before it closes its FIFO (or queue), so
     /// one whose record is gone is not counted, as in shared memory, where
-    /// one that leaves gives its gate entry back.
+    /// one that leaves gives its gate entry back. (One killed whose record
+    /// `shmbus gc` removed before the publisher's next write is not
+    /// counted either.)
     fn drop_sub(&mut self, i: usize) {
         let out = self.subs.swap_remove(i);
         let record = self.dir.join(format!("sub-{}", out.id));
@@ -1684,6 +1686,14 @@ impl PipeRx {
             match rustix::io::read(&self.fd, &mut self.buf[self.end..upto]) {
                 Ok(0) => {
                     self.eof = true;
+                    // No writer: the start of a frame buffered here is a
+                    // dead writer's, whose rest never comes (a live
+                    // publisher keeps our FIFO open). Dropped, so that the
+                    // next publisher's frames are not read as its rest;
+                    // its message is counted lost with the others.
+                    if self.cut_short() {
+                        self.start = self.end;
+                    }
                     return;
                 }
                 Ok(n) => {
@@ -1769,41 +1779,29 @@ impl PipeRx {
 
     /// Whether a publisher was there and is gone, and nothing is left to
     /// read. (A publisher that never came is not gone: we wait for it.)
-    ///
-    /// What is left may be the start of a frame whose writer went before
-    /// the rest (a long frame is written in parts: a publisher killed, or
-    /// one whose drain gave up as it left): once the FIFO has no writer and
-    /// no publisher holds the lease, that rest never comes, and those
-    /// bytes are dropped, so that the subscriber counts the message lost
-    /// with the others (from the sequence word) and is told `Disconnected`
-    /// rather than wait for ever.
     pub fn publisher_gone(&mut self) -> bool {
         // One byte more than is buffered: a read, which finds the end of
-        // the FIFO if no writer is left.
+        // the FIFO if no writer is left (and then drops the start of a
+        // frame its dead writer left cut short, see `fill`).
         self.fill(self.end - self.start + 1);
-        if self.publisher_held() {
+        if self.start != self.end || self.publisher_held() {
             return false;
-        }
-        if self.start != self.end {
-            if !(self.eof && self.mq_name.is_empty() && self.cut_short()) {
-                return false;
-            }
-            self.start = self.end;
         }
         // Not held: gone if one ever held it.
         self.lease_was_taken()
     }
 
-    /// Whether what is buffered is the start of a frame and no more: fewer
-    /// bytes than a header, or a data frame's good header and less than
-    /// the frame. (Bytes that are no header are not: `next` resyncs past
-    /// them.)
+    /// Whether what is buffered is the start of a frame and no more (but
+    /// something): fewer bytes than a header, or a data frame's good
+    /// header and less than the frame. (Bytes that are no header are not:
+    /// `next` resyncs past them.)
     fn cut_short(&self) -> bool {
         let front = &self.buf[self.start..self.end];
-        front.len() < HEADER
-            || Header::decode(front).is_some_and(|h| {
-                h.kind == KIND_DATA && front.len() < frame::data_frame_len(h.len as usize)
-            })
+        !front.is_empty()
+            && (front.len() < HEADER
+                || Header::decode(front).is_some_and(|h| {
+                    h.kind == KIND_DATA && front.len() < frame::data_frame_len(h.len as usize)
+                }))
     }
 
     /// If the publisher is gone and nothing is left to read: how many
@@ -2312,9 +2310,7 @@ impl PipeQueue {
                         bus: bus.bus.clone(),
                         what: format!(
                             "the message queue {name} holds {most} messages, not the {capacity} \
-                             of this topic's capacity: a queue left by another bus of this \
-                             name; remove it (`shmbus remove {}`)",
-                            bus.bus
+                             of this topic's capacity: a queue left by another bus of this name"
                         ),
                     })
                 }
@@ -2325,8 +2321,7 @@ impl PipeQueue {
                         what: format!(
                             "the message queue {name} takes messages of {size} bytes, not the \
                              {frame_len} this topic's frames are: a queue left by another bus of \
-                             this name; remove it (`shmbus remove {}`)",
-                            bus.bus
+                             this name"
                         ),
                     })
                 }
@@ -2576,24 +2571,21 @@ impl PipeQueue {
     /// After a FIFO read of a frame's length that was no frame: bytes not
     /// of a frame were written into the FIFO (by something not shmbus), so
     /// each read of a frame's length straddles two frames. Finds where a
-    /// frame begins in what was read (the first offset from which the
-    /// bytes match a frame's start: its magic, and its whole header if
-    /// there), reads the rest of that frame, and if it is one, keeps its
-    /// message for the next `pop`; the reads after it are in step again.
-    /// Best effort: with other consumers reading meanwhile, the rest may
-    /// be theirs, and a later corrupt read tries again.
+    /// frame begins in what was read (a whole good header), and reads the
+    /// rest of that frame, which puts the reads after it in step again.
+    /// Its message is kept for the next `pop` only if all of it came in
+    /// the read that held its header, and the rest is its zero padding:
+    /// with other consumers reading meanwhile, the rest may be another
+    /// frame's bytes, and a message is never handed over with a tail not
+    /// its own (the payload has no checksum). Best effort otherwise: a
+    /// later corrupt read tries again.
     fn realign(&mut self) {
         let n = self.frame_len;
-        let magic = frame::FRAME_MAGIC.to_le_bytes();
-        let starts_here = |bytes: &[u8]| {
-            let m = bytes.len().min(magic.len());
-            bytes[..m] == magic[..m]
-                && (bytes.len() < HEADER
-                    || Header::decode(bytes)
-                        .is_some_and(|h| h.kind == KIND_DATA && HEADER + h.len as usize <= n))
-        };
-        let Some(at) = (1..n).find(|&at| starts_here(&self.frame[at..n])) else {
-            return; // none begins here: the next read looks again
+        let Some(at) = (1..n.saturating_sub(HEADER) + 1).find(|&at| {
+            Header::decode(&self.frame[at..n])
+                .is_some_and(|h| h.kind == KIND_DATA && HEADER + h.len as usize <= n)
+        }) else {
+            return; // no whole header here: the next read looks again
         };
         // The frame's first `n - at` bytes to the front, then its rest.
         self.frame.copy_within(at..n, 0);
@@ -2606,9 +2598,11 @@ impl PipeQueue {
                 Err(_) => return,
             }
         }
-        if let Some(header) = Header::decode(&self.frame[..n])
-            .filter(|h| h.kind == KIND_DATA && HEADER + h.len as usize <= n)
-        {
+        let Some(header) = Header::decode(&self.frame[..n]) else {
+            return;
+        };
+        let end = HEADER + header.len as usize;
+        if end <= n - at && self.frame[end..n].iter().all(|&b| b == 0) {
             self.hold(&header);
             self.kept = Some((header.len as usize, header.seq));
         }
@@ -2760,26 +2754,41 @@ mod tests {
         assert_eq!(seqs, want);
     }
 
-    /// A long frame (over `PIPE_BUF`) begun in a full FIFO: its rest, and
-    /// the small frames kept after it, follow it in order, each whole.
+    /// A long frame (over `PIPE_BUF`) begun in a full FIFO: its rest goes
+    /// alone, then the small frames kept after it (more than a page of
+    /// them) in whole frames, so that every write after the long frame's
+    /// ends between frames. (One write of the rest and the frames after it
+    /// stopped where the page filled, inside a small frame.)
     #[test]
     fn the_rest_of_a_long_frame_goes_first_then_whole_frames() {
         let (mut out, read) = one_page_out();
-        let mut frame = Vec::new();
-        frame::encode_into(&mut frame, KIND_DATA, 7, None, &[7; 6000], 0);
+        let mut long = Vec::new();
+        frame::encode_into(&mut long, KIND_DATA, 7, None, &[7; 6000], 0);
         // What `TxState::send` keeps after a write that took 4096 bytes.
-        let Wrote::Part(n) = write_some(out.fd.as_fd(), &frame) else {
+        let Wrote::Part(n) = write_some(out.fd.as_fd(), &long) else {
             panic!("a one-page pipe took a whole long frame");
         };
-        out.pending.extend_from_slice(&frame[n..]);
-        out.tail = frame.len() - n;
-        for seq in 8..20u64 {
+        out.pending.extend_from_slice(&long[n..]);
+        out.tail = long.len() - n;
+        let mut frame = Vec::new();
+        for seq in 8..58u64 {
             frame::encode_into(&mut frame, KIND_DATA, seq, None, &[seq as u8; 64], 0);
             out.pending.extend_from_slice(&frame);
         }
-        let got = flush_all(&mut out, &read).concat();
-        let seqs: Vec<u64> = frames_in(&got).iter().map(|h| h.seq).collect();
-        assert_eq!(seqs, (7..20).collect::<Vec<_>>());
+        let drains = flush_all(&mut out, &read);
+        // The long frame: what the full pipe held, then its rest alone.
+        assert_eq!(
+            drains.len(),
+            4,
+            "{:?}",
+            drains.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!([&drains[0][..], &drains[1][..]].concat(), long);
+        let mut seqs = Vec::new();
+        for drain in &drains[2..] {
+            seqs.extend(frames_in(drain).iter().map(|h| h.seq));
+        }
+        assert_eq!(seqs, (8..58).collect::<Vec<_>>());
     }
 
     /// Drives `Streaming` as a subscriber would: `frames` frames of
