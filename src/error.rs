@@ -521,7 +521,7 @@ pub enum PushError<T> {
         value: T,
     },
     /// A byte message longer than the queue's slots. Nothing was done.
-    #[error("message of {len} bytes is over the queue's limit of {max} bytes; push at most {max} bytes, or create the queue with a larger `slot_size` (a variable-size queue: an arena, `variable(..)`, of at least twice the message)")]
+    #[error("message of {len} bytes is over the queue's limit of {max} bytes; push at most {max} bytes, or create the queue with a larger `slot_size` (a variable-size queue: an arena, `variable(..)`, of more than twice the message and its 16-byte header; on pipes and message queues the transport's own limit may be lower)")]
     TooLarge {
         /// The message's length.
         len: usize,
@@ -552,7 +552,7 @@ pub enum TryPushError<T> {
         value: T,
     },
     /// As [`PushError::TooLarge`].
-    #[error("message of {len} bytes is over the queue's limit of {max} bytes; push at most {max} bytes, or create the queue with a larger `slot_size` (a variable-size queue: an arena, `variable(..)`, of at least twice the message)")]
+    #[error("message of {len} bytes is over the queue's limit of {max} bytes; push at most {max} bytes, or create the queue with a larger `slot_size` (a variable-size queue: an arena, `variable(..)`, of more than twice the message and its 16-byte header; on pipes and message queues the transport's own limit may be lower)")]
     TooLarge {
         /// The message's length.
         len: usize,
@@ -585,7 +585,7 @@ pub enum PushTimeoutError<T> {
         value: T,
     },
     /// As [`PushError::TooLarge`].
-    #[error("message of {len} bytes is over the queue's limit of {max} bytes; push at most {max} bytes, or create the queue with a larger `slot_size` (a variable-size queue: an arena, `variable(..)`, of at least twice the message)")]
+    #[error("message of {len} bytes is over the queue's limit of {max} bytes; push at most {max} bytes, or create the queue with a larger `slot_size` (a variable-size queue: an arena, `variable(..)`, of more than twice the message and its 16-byte header; on pipes and message queues the transport's own limit may be lower)")]
     TooLarge {
         /// The message's length.
         len: usize,

@@ -159,12 +159,14 @@ fn fan_out(tag: &str, sent: u64, subscribers: usize, lossless: bool) {
     let bus = TestBus::new(tag);
     // Lossless: a ring small enough that the publisher waits for the
     // subscribers. Overwrite: one that seldom laps them (on message queues
-    // within the default `ulimit -q`, 1024 messages, so that four
+    // within the default `ulimit -q`, 512 messages, so that four
     // subscribers' queues fit).
     let cap = if lossless {
         64
     } else if common::mq_tight() {
-        1024
+        // Four queues of 512 frames of 96 bytes, with the kernel's own
+        // bytes a message: about half the default 819200.
+        512
     } else {
         1u32 << 16
     };

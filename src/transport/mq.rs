@@ -267,12 +267,20 @@ pub(crate) fn create_error(
                     "message size".to_owned(),
                     format!("`sysctl fs.mqueue.msgsize_max={msgsize}`"),
                 ),
-                _ => (
+                (true, true) => (
                     "capacity or message size".to_owned(),
                     format!(
                         "`sysctl fs.mqueue.msg_max={maxmsg}`, \
                          `sysctl fs.mqueue.msgsize_max={msgsize}`, as needed"
                     ),
+                ),
+                // Within both: over the kernel's own ceilings, which a
+                // privileged process meets (65536 messages, 16 MiB each).
+                (false, false) => (
+                    "capacity or message size".to_owned(),
+                    "no sysctl lifts the kernel's ceilings of 65536 messages and 16 MiB a \
+                     message"
+                        .to_owned(),
                 ),
             };
             Error::InvalidOptions {
@@ -282,7 +290,7 @@ pub(crate) fn create_error(
                      capacity, and its largest message with a {}-byte frame header) is over \
                      this system's limits: fs.mqueue.msg_max = {}, fs.mqueue.msgsize_max = {} \
                      (for processes without CAP_SYS_RESOURCE). Lower the topic's {lower}, or \
-                     raise the limit ({raise})",
+                     raise the limit: {raise}",
                     super::frame::HEADER,
                     limit("msg_max", "10"),
                     limit("msgsize_max", "8192"),

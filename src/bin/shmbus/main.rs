@@ -282,12 +282,9 @@ fn main() {
         eprintln!("shmbus: {e}");
         // A bus or topic name given on the command line that no bus or
         // topic may have: bad arguments, as clap's are.
-        let bad_arguments = e.downcast_ref::<shmbus::Error>().is_some_and(|e| {
-            matches!(
-                e,
-                shmbus::Error::InvalidName { .. } | shmbus::Error::InvalidBusOptions { .. }
-            )
-        });
+        let bad_arguments = e
+            .downcast_ref::<shmbus::Error>()
+            .is_some_and(|e| matches!(e, shmbus::Error::InvalidName { .. }));
         std::process::exit(if bad_arguments { 2 } else { 1 });
     }
 }
