@@ -633,6 +633,7 @@ fn stat_json_parses_and_its_counters_match_what_was_published() {
         &["list", "a/b"][..],
         &["remove", "a b"],
         &["bench", "--only", "no-such-bench"],
+        &["bench", "--rounds", "0"],
     ] {
         let out = shmbus().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -649,6 +650,9 @@ fn tail_n_prints_exactly_the_last_messages_and_leaves_no_trace() {
     assert_eq!(out.lines().collect::<Vec<_>>(), expected);
     let out = run_ok(&["tail", &bus.name, "quotes", "-n", "2", "--decode", "u64"]);
     assert_eq!(out, "8 8\n9 9\n");
+    // A layout shorter than the message says what it left out.
+    let out = run_ok(&["tail", &bus.name, "quotes", "-n", "1", "--decode", "u32"]);
+    assert_eq!(out, "9 9 <4 more bytes past the layout>\n");
     let out = run_ok(&["tail", &bus.name, "text", "-n", "1", "--hex"]);
     assert_eq!(out, format!("19 {}\n", hex(b"msg-19")));
     // An observer registers nothing: the lossless table still has the
@@ -838,6 +842,32 @@ fn pub_held_back_by_a_lossless_subscriber_says_by_which() {
     }
     let status = child.0.wait().unwrap();
     assert!(status.success());
+}
+
+/// Commands that end at once with nothing to show say why: `tail` of a
+/// topic whose publisher left, `list --dir` of a path that is no
+/// directory.
+#[test]
+fn commands_with_nothing_to_show_say_why() {
+    let bus = TestBus::new("cli-quiet");
+    let b = bus.open();
+    drop(b.topic("t").publisher::<u64>().unwrap());
+    // (Bounded: a tail that waits for a publisher would hang the test.)
+    let out = Command::new("timeout")
+        .args(["20", env!("CARGO_BIN_EXE_shmbus"), "tail", &bus.name, "t"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no publisher"), "{err}");
+    let out = shmbus()
+        .args(["list", "--dir", "/no/such/dir/here"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a directory"), "{err}");
 }
 
 /// A child process killed (and reaped) on drop.

@@ -208,6 +208,10 @@ fn main() {
                 );
                 std::process::exit(2);
             }
+            if rounds == Some(0) {
+                eprintln!("shmbus bench: --rounds 0: give at least 1 round per comparison");
+                std::process::exit(2);
+            }
             if let Some(bad) = only
                 .iter()
                 .find(|o| !bench::BENCHES.iter().any(|b| b.contains(o.as_str())))
@@ -273,7 +277,15 @@ fn main() {
             bus: Some(bus),
             dir,
         } => list(&bus, &pipe_dir(dir)),
-        Command::List { bus: None, dir } => list_buses(&pipe_dir(dir)),
+        Command::List { bus: None, dir } => {
+            if let Some(dir) = dir.as_deref().filter(|d| !d.is_dir()) {
+                eprintln!(
+                    "shmbus list: --dir {}: not a directory; no pipe buses were looked for there",
+                    dir.display()
+                );
+            }
+            list_buses(&pipe_dir(dir))
+        }
         Command::Gc { dir } => gc(&pipe_dir(dir)),
         Command::Remove { bus, dir } => remove(&bus, &pipe_dir(dir)),
         Command::Peer { role, args } => peer::run(&role, &args),

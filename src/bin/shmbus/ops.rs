@@ -201,6 +201,12 @@ fn decode(bytes: &[u8], layout: &[Field]) -> String {
         });
         at += size;
     }
+    // Bytes past the layout (beyond its own end padding): said, not dropped.
+    let align = layout.iter().map(|f| f.size()).max().unwrap_or(1);
+    let past = bytes.len().saturating_sub(at.next_multiple_of(align));
+    if past > 0 && fields.len() == layout.len() {
+        fields.push(format!("<{past} more bytes past the layout>"));
+    }
     fields.join(" ")
 }
 
@@ -294,7 +300,7 @@ pub fn tail(opts: &TailArgs) -> Result<()> {
         None => (0, None),
     };
     let mut out = std::io::stdout().lock();
-    let mut lost = 0u64;
+    let (mut lost, mut read) = (0u64, 0u64);
     loop {
         if !follow && end.is_some_and(|end| rx.next_seq() >= end) {
             break;
@@ -314,6 +320,7 @@ pub fn tail(opts: &TailArgs) -> Result<()> {
         };
         match got {
             Ok(bytes) => {
+                read += 1;
                 if seq >= first {
                     writeln!(out, "{seq} {}", render(bytes, &format))?;
                     out.flush()?;
@@ -327,7 +334,17 @@ pub fn tail(opts: &TailArgs) -> Result<()> {
                     "shmbus tail: lost {n} messages (overwritten before this observer read them)"
                 );
             }
-            Err(Some(RecvError::Disconnected)) => break,
+            Err(Some(RecvError::Disconnected)) => {
+                if read == 0 && lost == 0 {
+                    // Said, since it ends at once and prints nothing.
+                    eprintln!(
+                        "shmbus tail: {}/{} has no publisher (it left, or none came yet): \
+                         nothing to follow",
+                        opts.bus, opts.topic
+                    );
+                }
+                break;
+            }
             Err(Some(RecvError::Corrupt { seq })) => {
                 eprintln!("shmbus tail: message {seq} is corrupt in the segment; skipped");
             }
