@@ -1348,8 +1348,8 @@ impl<T> Subscriber<T> {
             .then(|| topic.view.gate().map(|g| g.entries().len() as u32))
             .flatten();
         let capacity = match bus.carrier {
-            crate::transport::Carrier::Mq if ring.var().is_some() => {
-                crate::transport::mq::variable_depth(ring.capacity() as usize)
+            crate::transport::Carrier::Mq => {
+                crate::transport::mq::queue_len(ring.capacity() as usize, ring.var().is_some())
             }
             _ => ring.capacity() as usize,
         };

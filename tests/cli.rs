@@ -828,9 +828,21 @@ fn pub_held_back_by_a_lossless_subscriber_says_by_which() {
         writeln!(stdin, "{i}").unwrap();
     }
     drop(stdin);
-    let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
-    let mut said = String::new();
-    stderr.read_line(&mut said).unwrap();
+    // Read in a thread, bounded: a `pub` that says nothing would block the
+    // read as long as the subscriber does not read.
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stderr = std::io::BufReader::new(stderr);
+        let mut line = String::new();
+        let _ = stderr.read_line(&mut line);
+        let _ = tx.send(line);
+        // Read on to the end: what it says last has somewhere to go.
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+    });
+    let said = said
+        .recv_timeout(Duration::from_secs(20))
+        .expect("pub said nothing within 20 s of being held back");
     assert!(
         said.contains("line 9 waits for room")
             && said.contains(&format!("pid {}", std::process::id()))

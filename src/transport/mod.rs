@@ -319,19 +319,10 @@ impl PipeBus {
             };
         }
         // As `PipeQueue::open` and `PipeRx::open` (with the subscriber's
-        // capacity from `Subscriber::on_pipe`) make their queues.
-        let depth = if variable {
-            mq::variable_depth(capacity)
-        } else {
-            capacity
-        };
+        // capacity and frame from `Subscriber::on_pipe`) make their queues.
+        let depth = mq::queue_len(capacity, variable);
         let msgsize = if queue {
-            let slot = if variable {
-                largest.min(PipeQueue::max_message_on(Carrier::Mq))
-            } else {
-                largest
-            };
-            frame::data_frame_len(slot).next_multiple_of(8)
+            PipeQueue::frame_len_on(Carrier::Mq, largest, variable)
         } else {
             frame::data_frame_len(largest)
         };

@@ -233,10 +233,21 @@ pub(crate) fn msgsize_max() -> usize {
 /// default). Each may be the topic's largest, and the kernel charges every
 /// queue that worst case against `RLIMIT_MSGQUEUE`: an arena's
 /// 64-byte units of the largest message would not fit any default limit.
-pub(crate) fn variable_depth(capacity: usize) -> usize {
+fn variable_depth(capacity: usize) -> usize {
     capacity
         .min(sysctl("msg_max").map_or(10, |n| n as usize))
         .max(1)
+}
+
+/// How many messages the queue of a topic of `capacity` holds (a
+/// subscriber's, or a work queue's): its capacity, or for a variable-size
+/// topic [`variable_depth`].
+pub(crate) fn queue_len(capacity: usize, variable: bool) -> usize {
+    if variable {
+        variable_depth(capacity)
+    } else {
+        capacity
+    }
 }
 
 /// What creating a queue of `maxmsg` messages of `msgsize` bytes for topic

@@ -2227,6 +2227,24 @@ impl PipeQueue {
         })
     }
 
+    /// The length of a work queue's frames for messages of up to `slot`
+    /// bytes: on a FIFO every frame is padded to it (so a read takes
+    /// exactly one); on a message queue it is the largest message. A
+    /// variable-size queue's messages are capped at what a frame carries
+    /// there; on message queues a fixed slot over the limit is tried (a
+    /// privileged process may make it) and the error names it.
+    pub fn frame_len_on(carrier: Carrier, slot: usize, variable: bool) -> usize {
+        let slot = if variable {
+            slot.min(Self::max_message_on(carrier))
+        } else {
+            slot
+        };
+        match carrier {
+            Carrier::Mq => frame::data_frame_len(slot).next_multiple_of(8),
+            Carrier::Fifo => (HEADER + slot).next_multiple_of(8),
+        }
+    }
+
     /// Attaches to work-queue topic `topic` as `role`; at most `max` of
     /// that role may be attached at once. A variable-size queue's messages
     /// are capped at [`MAX_MESSAGE`](Self::MAX_MESSAGE) bytes on pipes; a
@@ -2246,14 +2264,6 @@ impl PipeQueue {
         if !mq {
             Self::check_slot(topic, slot, variable)?;
         }
-        // A variable-size queue's messages are capped at what a frame
-        // carries here; on message queues a fixed slot over the limit is
-        // tried (a privileged process may make it) and the error names it.
-        let slot = if variable {
-            slot.min(Self::max_message_on(bus.carrier))
-        } else {
-            slot
-        };
         ignore_sigpipe();
         let dir = bus.topic_dir(topic);
         let record = {
@@ -2285,21 +2295,12 @@ impl PipeQueue {
             }
             record
         };
-        // A FIFO's frames are padded to this; a queue's largest message.
-        let frame_len = if mq {
-            frame::data_frame_len(slot).next_multiple_of(8)
-        } else {
-            (HEADER + slot).next_multiple_of(8)
-        };
+        let frame_len = Self::frame_len_on(bus.carrier, slot, variable);
         let fd = if mq {
             // One queue for the topic, made by whoever comes first, that
             // keeps its messages until the bus is removed.
             let name = bus.mq_name(topic, None);
-            let capacity = if variable {
-                mq::variable_depth(capacity)
-            } else {
-                capacity
-            };
+            let capacity = mq::queue_len(capacity, variable);
             let fd = bus.make_queue(&name, topic, mq::Access::ReadWrite, capacity, frame_len)?;
             match mq::attr(fd.as_fd()) {
                 // A fixed topic's queue holds exactly its capacity (a
