@@ -83,10 +83,15 @@ pub enum Error {
 
     /// The topic exists with another kind, message type, capacity, slot
     /// size or mode than was asked for.
-    #[error("topic {topic:?} exists as {existing}, but {requested} was asked for")]
+    #[error(
+        "topic {topic:?} exists, but not as asked for: {differs} (it is {existing}; {requested} \
+         was asked for)"
+    )]
     TopicMismatch {
         /// The topic.
         topic: String,
+        /// What differs, each with what to do about it.
+        differs: String,
         /// What it is.
         existing: String,
         /// What was asked for.

@@ -94,6 +94,107 @@ fn joining_with_another_type_names_both_types() {
     assert!(text.contains("Tick") && text.contains("u64"), "{text}");
 }
 
+/// A mismatch error starts with what differs and what to do about it,
+/// one clause per field that differs, before the full descriptions.
+#[test]
+fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
+    let bus = TestBus::new("mismatch-field");
+    let b = bus.open();
+    let _bytes = b
+        .topic("bytes")
+        .capacity(64)
+        .slot_size(128)
+        .publisher_bytes()
+        .unwrap();
+    let _lossless = b.topic("lossless").lossless(4).publisher::<u64>().unwrap();
+    let _queue = b.topic("queue").producer::<u64>().unwrap();
+    let _stamped = b
+        .topic("stamped")
+        .timestamps(shmbus::Clock::Monotonic)
+        .publisher::<u64>()
+        .unwrap();
+    let first_clause = |err: Error| {
+        assert!(matches!(err, Error::TopicMismatch { .. }), "{err}");
+        let text = err.to_string();
+        let (differs, full) = text.split_once(" (it is ").expect("two parts");
+        assert!(full.contains("was asked for"), "{text}");
+        differs.to_owned()
+    };
+    let cases = [
+        (
+            b.topic("bytes")
+                .capacity(32)
+                .subscriber_bytes()
+                .unwrap_err(),
+            "its capacity is 64 messages, not 32: leave out `.capacity(..)`",
+        ),
+        (
+            b.topic("bytes")
+                .slot_size(256)
+                .subscriber_bytes()
+                .unwrap_err(),
+            "its slots are 128 bytes, not 256: leave out `.slot_size(..)`",
+        ),
+        (
+            b.topic("bytes").lossless(2).subscriber_bytes().unwrap_err(),
+            "it is in overwrite mode, not lossless: leave out `.lossless(..)`",
+        ),
+        (
+            b.topic("lossless")
+                .lossless(8)
+                .subscriber::<u64>()
+                .unwrap_err(),
+            "it takes up to 4 lossless subscribers, not 8: ask for `.lossless(4)`",
+        ),
+        (
+            b.topic("queue").subscriber::<u64>().unwrap_err(),
+            "it is a work queue, not a broadcast topic",
+        ),
+        (
+            b.topic("queue")
+                .max_consumers(3)
+                .consumer::<u64>()
+                .unwrap_err(),
+            "it takes up to 64 consumers, not 3: ask for `.max_consumers(64)`",
+        ),
+        (
+            b.topic("lossless").subscriber::<u32>().unwrap_err(),
+            "its messages are `u64` (size 8, align 8), not `u32` (size 4, align 4)",
+        ),
+        (
+            b.topic("stamped")
+                .timestamps(shmbus::Clock::Realtime)
+                .subscriber::<u64>()
+                .unwrap_err(),
+            "its timestamps are read from the Monotonic clock, not Realtime",
+        ),
+        (
+            b.topic("lossless")
+                .timestamps(shmbus::Clock::Realtime)
+                .subscriber::<u64>()
+                .unwrap_err(),
+            "its messages carry no timestamps: leave out `.timestamps(..)`",
+        ),
+        (
+            b.topic("bytes")
+                .variable(1 << 16)
+                .subscriber_bytes()
+                .unwrap_err(),
+            "its messages take fixed 128-byte slots, not a variable-size arena",
+        ),
+    ];
+    for (err, expected) in cases {
+        let differs = first_clause(err);
+        let (_, clause) = differs
+            .split_once("\" exists, but not as asked for: ")
+            .unwrap_or_else(|| panic!("no leading words in: {differs}"));
+        assert!(
+            clause.starts_with(expected),
+            "wanted {expected:?} first in: {differs}"
+        );
+    }
+}
+
 /// Two message types of the same layout from different modules (as two
 /// separately built programs have) share a typed topic under one explicit
 /// name; another name, no name, a layout that differs, or a bad name are

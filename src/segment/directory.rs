@@ -362,6 +362,136 @@ pub fn describe(c: &EntryConfig) -> String {
     )
 }
 
+/// What differs between an existing topic and a request it does not
+/// match, each with what the caller can do about it, so that the error's
+/// first words name the problem (the full descriptions follow it).
+fn differences(c: &EntryConfig, req: &TopicRequest<'_>) -> String {
+    let shape = Shape::of(c);
+    let mut out: Vec<String> = Vec::new();
+    if c.kind != req.kind {
+        let (is, asked) = match c.kind {
+            layout::KIND_QUEUE => ("a work queue", "a broadcast topic"),
+            _ => ("a broadcast topic", "a work queue"),
+        };
+        out.push(format!(
+            "it is {is}, not {asked}: open it with the calls of its kind \
+             (`publisher`/`subscriber` for broadcast, `producer`/`consumer` for work queues), \
+             or use another topic name"
+        ));
+        return out.join("; ");
+    }
+    let f = &req.fingerprint;
+    if c.type_size != f.size || c.type_align != f.align || c.type_hash != f.hash {
+        let len = c.type_name.iter().position(|&b| b == 0).unwrap_or(c.type_name.len());
+        out.push(format!(
+            "its messages are `{}` (size {}, align {}), not `{}` (size {}, align {}): every \
+             process must use the same message type under the same name (`type_name(..)` \
+             names it alike in binaries built apart)",
+            String::from_utf8_lossy(&c.type_name[..len]),
+            c.type_size,
+            c.type_align,
+            f.name,
+            f.size,
+            f.align
+        ));
+    }
+    let variable_differs = req.variable.is_some_and(|v| v != shape.variable());
+    if variable_differs {
+        out.push(if shape.variable() {
+            format!(
+                "its messages are variable-size (a {}-byte arena), not in fixed slots: leave \
+                 out `.slot_size(..)` to join it as it is",
+                shape.arena_bytes()
+            )
+        } else {
+            format!(
+                "its messages take fixed {}-byte slots, not a variable-size arena: leave out \
+                 `.variable(..)` to join it as it is",
+                c.slot_size
+            )
+        });
+    }
+    let typed = *f != crate::topic::bytes_fingerprint();
+    let slot_differs = req.slot_size.is_some_and(|s| s != c.slot_size);
+    // A typed fixed-slot topic's slot is its type's size: the type's line
+    // says it.
+    let slot_is_type = typed && !shape.variable();
+    if slot_differs && !variable_differs && !slot_is_type {
+        out.push(if shape.variable() {
+            format!(
+                "its arena is {} bytes, not {}: ask for `.variable({})` or leave it out",
+                shape.arena_bytes(),
+                u64::from(req.slot_size.unwrap_or(0)) * 2,
+                shape.arena_bytes()
+            )
+        } else {
+            format!(
+                "its slots are {} bytes, not {}: leave out `.slot_size(..)` to join it as it is",
+                c.slot_size,
+                req.slot_size.unwrap_or(0)
+            )
+        });
+    }
+    // A variable-size work queue's capacity is its arena's units: the
+    // arena's line says it.
+    let arena_said = shape.variable() && (slot_differs || variable_differs);
+    if let Some(cap) = req.capacity.filter(|&cap| cap != c.capacity && !arena_said) {
+        out.push(format!(
+            "its capacity is {} messages, not {cap}: leave out `.capacity(..)` to join it as it is",
+            c.capacity
+        ));
+    }
+    match req.lossless {
+        Some(true) if !shape.lossless() => out.push(
+            "it is in overwrite mode, not lossless: leave out `.lossless(..)` to join it as it \
+             is (its subscribers can be lapped, and are told how many messages they lost)"
+                .to_owned(),
+        ),
+        Some(false) if shape.lossless() => {
+            out.push("it is lossless, not in overwrite mode".to_owned())
+        }
+        _ => {}
+    }
+    let lossless_both = req.lossless == Some(true) && shape.lossless();
+    let tables = match c.kind {
+        layout::KIND_QUEUE => [
+            (req.max_writers, c.max_writers, "producers", "max_producers"),
+            (req.max_readers, c.max_readers, "consumers", "max_consumers"),
+        ]
+        .to_vec(),
+        _ if lossless_both => {
+            [(req.max_readers, c.max_readers, "lossless subscribers", "lossless")].to_vec()
+        }
+        _ => Vec::new(),
+    };
+    for (asked, has, who, call) in tables {
+        if let Some(asked) = asked.filter(|&n| n != has) {
+            out.push(format!(
+                "it takes up to {has} {who}, not {asked}: ask for `.{call}({has})` or leave it out"
+            ));
+        }
+    }
+    match req.clock {
+        Some(asked) if asked != shape.clock() => out.push(match (shape.clock(), asked) {
+            (None, _) => "its messages carry no timestamps: leave out `.timestamps(..)` to join \
+                          it as it is"
+                .to_owned(),
+            (Some(has), None) => format!("its messages are timestamped ({has:?})"),
+            (Some(has), Some(asked)) => format!(
+                "its timestamps are read from the {has:?} clock, not {asked:?}: ask for \
+                 `.timestamps(Clock::{has:?})` or leave it out"
+            ),
+        }),
+        _ => {}
+    }
+    if out.is_empty() {
+        // Only an inner field no builder call sets (a corrupt entry, or a
+        // request made from another entry's config).
+        out.push("its configuration differs from the one asked for".to_owned());
+    }
+    out.join("; ")
+}
+
 fn describe_tables(
     kind: u32,
     lossless: bool,
@@ -527,6 +657,7 @@ impl Entries for SegmentDirectory<'_, '_> {
         if !self.compatible(&config) {
             return Err(Error::TopicMismatch {
                 topic: self.req.name.to_owned(),
+                differs: differences(&config, self.req),
                 existing: describe(&config),
                 requested: describe_request(self.req),
             });
