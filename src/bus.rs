@@ -426,21 +426,33 @@ impl Bus {
     }
 
     /// Joins the bus `name` if it exists; never creates it
-    /// (`Error::NotFound` otherwise). For tools that inspect buses.
+    /// (`Error::NotFound` otherwise). For tools that inspect buses. Looks
+    /// in /dev/shm, then among the pipe buses of the default directory
+    /// ([`default_pipe_dir`](crate::default_pipe_dir)); a bus elsewhere:
+    /// [`Bus::open_existing_in`].
     pub fn open_existing(name: &str) -> Result<Bus, Error> {
+        Bus::open_existing_in(name, &crate::transport::default_root())
+    }
+
+    /// Joins the bus `name` if it exists, in /dev/shm or among the pipe
+    /// (and message-queue) buses under `dir`, on its own transport; never
+    /// creates it. `Error::NotFound` names both places looked in.
+    pub fn open_existing_in(name: &str, dir: &std::path::Path) -> Result<Bus, Error> {
         match Segment::open_existing(name) {
             Ok(seg) => Ok(Bus {
                 seg: Arc::new(seg),
                 pipe: None,
             }),
-            Err(err @ Error::NotFound { .. }) => {
-                match PipeBus::existing(name, &crate::transport::default_root()) {
-                    Some(existing) => Bus::builder(name)
-                        .transport(existing.carrier.transport())
-                        .open(),
-                    None => Err(err),
-                }
-            }
+            Err(Error::NotFound { .. }) => match PipeBus::existing(name, dir) {
+                Some(existing) => Bus::builder(name)
+                    .transport(existing.carrier.transport())
+                    .dir(dir)
+                    .open(),
+                None => Err(Error::NotFound {
+                    bus: name.to_owned(),
+                    pipe_dir: Some(dir.to_owned()),
+                }),
+            },
             Err(err) => Err(err),
         }
     }
@@ -449,6 +461,11 @@ impl Bus {
     /// /dev/shm, whether or not they are healthy, then the pipe buses in
     /// the default directory not already named (see [`Bus::list_pipe`]).
     pub fn list() -> Result<Vec<String>, Error> {
+        Bus::list_in(&crate::transport::default_root())
+    }
+
+    /// [`Bus::list`], with the pipe buses under `dir`.
+    pub fn list_in(dir: &std::path::Path) -> Result<Vec<String>, Error> {
         let mut buses = match segment::list_buses() {
             Ok(buses) => buses,
             // No /dev/shm: only pipe buses, then.
@@ -461,7 +478,7 @@ impl Bus {
                 })
             }
         };
-        for bus in Bus::list_pipe(&crate::transport::default_root()) {
+        for bus in Bus::list_pipe(dir) {
             if !buses.contains(&bus) {
                 buses.push(bus);
             }
@@ -541,10 +558,22 @@ impl Bus {
     /// default directory, whichever exist; `Error::NotFound` if neither
     /// does. (A pipe bus elsewhere: [`Bus::remove_pipe`].)
     pub fn remove(name: &str) -> Result<(), Error> {
+        Bus::remove_in(name, &crate::transport::default_root())
+    }
+
+    /// [`Bus::remove`], with the pipe bus under `dir` instead of the
+    /// default directory's: removes the shared-memory bus `name` and the
+    /// pipe bus `name` under `dir`, whichever exist; `Error::NotFound`
+    /// (naming both places) if neither does.
+    pub fn remove_in(name: &str, dir: &std::path::Path) -> Result<(), Error> {
         let shm = segment::remove(name);
-        let pipe = crate::transport::remove(name, &crate::transport::default_root())?;
+        let pipe = crate::transport::remove(name, dir)?;
         match shm {
             Err(Error::NotFound { .. }) if pipe => Ok(()),
+            Err(Error::NotFound { bus, .. }) => Err(Error::NotFound {
+                bus,
+                pipe_dir: Some(dir.to_owned()),
+            }),
             other => other,
         }
     }

@@ -33,10 +33,12 @@ pub enum Error {
 
     /// [`Bus::open_existing`](crate::Bus::open_existing) or
     /// [`Bus::remove`](crate::Bus::remove) of a bus that does not exist.
-    #[error("bus {bus:?} does not exist (no /dev/shm/shmbus.{bus})")]
+    #[error("bus {bus:?} does not exist ({})", not_found_where(bus, pipe_dir.as_deref()))]
     NotFound {
         /// The bus.
         bus: String,
+        /// The pipe-bus directory that was looked in too, if one was.
+        pipe_dir: Option<std::path::PathBuf>,
     },
 
     /// The segment, or a topic in it, holds values no shmbus process
@@ -805,5 +807,17 @@ mod or_wait {
                 TryPushError::TooLarge { len, max } => Ok(PushError::TooLarge { len, max }),
             }
         }
+    }
+}
+
+/// Where a bus that does not exist was looked for.
+fn not_found_where(bus: &str, pipe_dir: Option<&std::path::Path>) -> String {
+    match pipe_dir {
+        Some(dir) => format!(
+            "no /dev/shm/shmbus.{bus}, and no pipe bus {bus} in {}; `shmbus list` shows \
+             the buses there are",
+            dir.display()
+        ),
+        None => format!("no /dev/shm/shmbus.{bus}"),
     }
 }

@@ -1195,3 +1195,143 @@ fn interrupted_tools_leave_no_segment_no_process_and_no_claim() {
     assert_eq!(t["subscribers"].as_array().unwrap().len(), 0, "{t}");
     assert!(b.topic("t").publisher_bytes().is_ok(), "the lease is free");
 }
+
+/// Removes a directory tree when dropped (on a failed assertion too).
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir(common::pipe_dir());
+    }
+}
+
+/// `stat`, `tail`, `pub`, `top` and `export` take `--dir` as `list` does:
+/// a pipe bus outside the default directory is found there (they looked
+/// only in /dev/shm and the default directory); a bus found nowhere is
+/// said to be missing from both places looked in, by name.
+#[test]
+fn every_command_finds_a_pipe_bus_in_the_directory_given() {
+    use std::io::Write;
+    let bus = TestBus::new("cli-pipe-dir");
+    let dir = common::pipe_dir().join(&bus.name);
+    let _remove = RemoveDir(dir.clone());
+    let d = dir.display().to_string();
+    let b = shmbus::Bus::builder(&bus.name)
+        .transport(shmbus::Transport::Pipe)
+        .dir(&dir)
+        .open()
+        .unwrap();
+    let mut tx = b.topic("lines").capacity(16).publisher_bytes().unwrap();
+    let mut rx = b
+        .topic("lines")
+        .start_at(shmbus::StartAt::Next)
+        .subscriber_bytes()
+        .unwrap();
+    for line in ["a", "b", "c"] {
+        tx.send_bytes(line.as_bytes()).unwrap();
+    }
+    let out = run_ok(&["tail", &bus.name, "lines", "-n", "2", "--dir", &d]);
+    assert_eq!(out, "1 b\n2 c\n");
+    let doc: serde_json::Value =
+        serde_json::from_str(&run_ok(&["stat", &bus.name, "--json", "--dir", &d])).unwrap();
+    assert_eq!(topic(&doc, "lines")["published"], 3, "{doc}");
+    let all: serde_json::Value =
+        serde_json::from_str(&run_ok(&["stat", "--json", "--dir", &d])).unwrap();
+    assert!(
+        all["buses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["bus"] == bus.name.as_str()),
+        "stat of every bus names the one under --dir: {all}"
+    );
+    drop(tx);
+    for line in ["a", "b", "c"] {
+        assert_eq!(rx.recv_bytes().unwrap(), line.as_bytes());
+    }
+
+    let mut child = shmbus()
+        .args(["pub", &bus.name, "lines", "--dir", &d])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"d\ne\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in ["d", "e"] {
+        assert_eq!(rx.recv_bytes().unwrap(), line.as_bytes());
+    }
+
+    // export: the bus's counters are served.
+    let mut exporter = Killed(
+        shmbus()
+            .args(["export", "--listen", "127.0.0.1:0", "--dir", &d])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = std::io::BufReader::new(exporter.0.stderr.take().unwrap());
+    let mut said = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+    let port: u16 = said
+        .trim()
+        .strip_suffix("/metrics")
+        .and_then(|rest| rest.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no address said: {said:?}"));
+    let mut scrape = None;
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            scrape = http_get(port, "/metrics");
+            scrape.is_some()
+        }),
+        "the exporter never answered"
+    );
+    let (_, body) = scrape.unwrap();
+    let published = format!(
+        "shmbus_topic_published_total{{bus=\"{}\",topic=\"lines\",kind=\"broadcast\"}} 5",
+        bus.name
+    );
+    assert!(body.contains(&published), "{published} missing:\n{body}");
+    drop(exporter);
+
+    // Without --dir the bus is nowhere the command looks; with a wrong
+    // one, neither: each error names the directory it looked in.
+    let default = shmbus::default_pipe_dir().display().to_string();
+    for (args, place) in [
+        (vec!["stat", &bus.name], default.as_str()),
+        (
+            vec!["tail", &bus.name, "lines", "--dir", "/no/such/dir"],
+            "/no/such/dir",
+        ),
+        (
+            vec!["pub", &bus.name, "lines", "--dir", "/no/such/dir"],
+            "/no/such/dir",
+        ),
+        (
+            vec!["top", &bus.name, "--dir", "/no/such/dir"],
+            "/no/such/dir",
+        ),
+    ] {
+        let out = shmbus()
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("does not exist")
+                && err.contains(&format!("no /dev/shm/shmbus.{}", bus.name))
+                && err.contains(&format!("no pipe bus {} in {place}", bus.name)),
+            "{args:?}: {err}"
+        );
+    }
+    drop((rx, b));
+}

@@ -147,6 +147,7 @@ pub fn remove(bus: &str) -> Result<(), Error> {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::NOENT) => Err(Error::NotFound {
             bus: bus.to_owned(),
+            pipe_dir: None,
         }),
         Err(errno) => Err(Error::Io {
             bus: bus.to_owned(),
@@ -312,6 +313,7 @@ impl Segment {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound {
                     bus: bus.to_owned(),
+                    pipe_dir: None,
                 })
             }
             // A symbolic link (O_NOFOLLOW), a directory, a socket: not a

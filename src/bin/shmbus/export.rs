@@ -10,7 +10,7 @@ use crate::snapshot::{kind_name, message_bytes, BusSnapshot};
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Serves `/metrics` on `listen` until killed.
-pub fn serve(listen: &str) -> Result<()> {
+pub fn serve(listen: &str, dir: &std::path::Path) -> Result<()> {
     let server = tiny_http::Server::http(listen).map_err(|e| {
         format!("cannot listen on {listen}: {e}; pick a free address with --listen HOST:PORT")
     })?;
@@ -28,7 +28,7 @@ pub fn serve(listen: &str) -> Result<()> {
                     "text/plain; version=0.0.4; charset=utf-8",
                 )
                 .expect("a valid header");
-                tiny_http::Response::from_string(metrics()).with_header(content_type)
+                tiny_http::Response::from_string(metrics(dir)).with_header(content_type)
             }
             (tiny_http::Method::Get, "/") => {
                 tiny_http::Response::from_string("shmbus exporter: metrics are at /metrics\n")
@@ -71,8 +71,8 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The whole scrape, as text.
-pub fn metrics() -> String {
+/// The whole scrape, as text (pipe buses: those under `dir`).
+pub fn metrics(dir: &std::path::Path) -> String {
     let families = [
         ("shmbus_bus_up", "gauge", "1 if the bus could be read, 0 if it is unusable (corrupt, another version)."),
         ("shmbus_bus_corrupt_topics", "gauge", "Topic entries of the bus that are corrupt."),
@@ -102,7 +102,7 @@ pub fn metrics() -> String {
             })
             .collect(),
     );
-    for bus in BusSnapshot::all().unwrap_or_default() {
+    for bus in BusSnapshot::all(dir).unwrap_or_default() {
         let b = format!("bus=\"{}\"", label(&bus.name));
         let Ok(topics) = &bus.topics else {
             out.add("shmbus_bus_up", b, 0);

@@ -11,6 +11,7 @@ mod snapshot;
 mod top;
 
 use clap::{Parser, Subcommand};
+use snapshot::PipeDir;
 
 #[derive(Parser)]
 #[command(
@@ -111,6 +112,8 @@ enum Command {
         /// One JSON document instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        dir: PipeDir,
     },
     /// A live view of a bus (or of every bus), refreshed every interval:
     /// per topic msg/s, MB/s, published, capacity, publisher pid; per
@@ -122,6 +125,8 @@ enum Command {
         /// Refresh interval in milliseconds.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..))]
         interval_ms: u64,
+        #[command(flatten)]
+        dir: PipeDir,
     },
     /// Follow a broadcast topic: one line per message, `SEQ CONTENT`, read
     /// as an observer that changes nothing (it never holds a lossless
@@ -138,32 +143,30 @@ enum Command {
         /// Address to listen on (localhost by default).
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: String,
+        #[command(flatten)]
+        dir: PipeDir,
     },
     /// List the buses on this machine (in /dev/shm, and on pipes in the
     /// pipe directory), or the topics of one bus.
     List {
         /// The bus name; without it, every bus.
         bus: Option<String>,
-        /// The directory of pipe buses (default: $XDG_RUNTIME_DIR/shmbus,
-        /// else /tmp/shmbus-<uid>).
-        #[arg(long)]
-        dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        dir: PipeDir,
     },
     /// Remove what dead processes left: unfinished buses in /dev/shm (their
     /// creator died before finishing them), and the records and FIFOs of
     /// endpoints known dead in pipe buses.
     Gc {
-        /// The directory of pipe buses (default as for `list`).
-        #[arg(long)]
-        dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        dir: PipeDir,
     },
     /// Remove a bus: its segment in /dev/shm, and its directory of pipes.
     Remove {
         /// The bus name.
         bus: String,
-        /// The directory of pipe buses (default as for `list`).
-        #[arg(long)]
-        dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        dir: PipeDir,
     },
     #[command(name = "__peer", hide = true)]
     Peer { role: String, args: Vec<String> },
@@ -266,28 +269,34 @@ fn main() {
                 })
             }
         }
-        Command::Stat { bus, json } => ops::stat(bus.as_deref(), json),
-        Command::Top { bus, interval_ms } => {
-            top::run(bus, std::time::Duration::from_millis(interval_ms))
-        }
+        Command::Stat { bus, json, dir } => ops::stat(bus.as_deref(), json, &dir.path()),
+        Command::Top {
+            bus,
+            interval_ms,
+            dir,
+        } => top::run(
+            bus,
+            std::time::Duration::from_millis(interval_ms),
+            dir.path(),
+        ),
         Command::Tail(args) => ops::tail(&args),
         Command::Pub(args) => ops::publish(&args),
-        Command::Export { listen } => export::serve(&listen),
+        Command::Export { listen, dir } => export::serve(&listen, &dir.path()),
         Command::List {
             bus: Some(bus),
             dir,
-        } => list(&bus, &pipe_dir(dir)),
+        } => list(&bus, &dir.path()),
         Command::List { bus: None, dir } => {
-            if let Some(dir) = dir.as_deref().filter(|d| !d.is_dir()) {
+            if let Some(dir) = dir.given().filter(|d| !d.is_dir()) {
                 eprintln!(
                     "shmbus list: --dir {}: not a directory; no pipe buses were looked for there",
                     dir.display()
                 );
             }
-            list_buses(&pipe_dir(dir))
+            list_buses(&dir.path())
         }
-        Command::Gc { dir } => gc(&pipe_dir(dir)),
-        Command::Remove { bus, dir } => remove(&bus, &pipe_dir(dir)),
+        Command::Gc { dir } => gc(&dir.path()),
+        Command::Remove { bus, dir } => remove(&bus, &dir.path()),
         Command::Peer { role, args } => peer::run(&role, &args),
     };
     if let Err(e) = result {
@@ -301,35 +310,11 @@ fn main() {
     }
 }
 
-/// The pipe bus directory: `--dir`, or the default.
-fn pipe_dir(dir: Option<std::path::PathBuf>) -> std::path::PathBuf {
-    dir.unwrap_or_else(shmbus::default_pipe_dir)
-}
-
-/// Opens bus `name`: in /dev/shm if it is there, else on pipes or
-/// message queues in `dir` (`Auto` joins it on its own transport).
-fn open_existing(name: &str, dir: &std::path::Path) -> Result<shmbus::Bus, shmbus::Error> {
-    match shmbus::Bus::open_existing(name) {
-        Err(shmbus::Error::NotFound { .. })
-            if shmbus::Bus::list_pipe(dir).iter().any(|b| b == name) =>
-        {
-            shmbus::Bus::builder(name).dir(dir).open()
-        }
-        other => other,
-    }
-}
-
 /// One line per bus, with its transport; a bus that cannot be opened, or
 /// has corrupt topic entries, says so on its line and the listing goes on.
 fn list_buses(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let mut names = shmbus::Bus::list()?;
-    for name in shmbus::Bus::list_pipe(dir) {
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    for name in names {
-        let (transport, state) = match open_existing(&name, dir) {
+    for name in shmbus::Bus::list_in(dir)? {
+        let (transport, state) = match shmbus::Bus::open_existing_in(&name, dir) {
             Ok(bus) => (
                 match bus.transport() {
                     shmbus::Transport::Pipe => "pipe",
@@ -371,19 +356,14 @@ fn gc(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Removes bus `name` from /dev/shm and from the pipe directory `dir`.
 fn remove(name: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let shm = shmbus::Bus::remove(name);
-    let pipe = shmbus::Bus::remove_pipe(name, dir)?;
-    match shm {
-        Err(shmbus::Error::NotFound { .. }) if pipe => Ok(()),
-        other => other.map_err(Into::into),
-    }
+    Ok(shmbus::Bus::remove_in(name, dir)?)
 }
 
 /// The topics of one bus, corrupt entries included (each on its own line).
 /// Fails (exit 1) if the bus cannot be opened or any entry is corrupt,
 /// after printing everything else.
 fn list(name: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let bus = open_existing(name, dir)?;
+    let bus = shmbus::Bus::open_existing_in(name, dir)?;
     println!(
         "{:<24} {:<18} {:>9} {:>6} {:>12} {:>9} {:>8} {:>8}",
         "topic", "kind", "capacity", "slot", "published", "publisher", "attached", "lost"

@@ -6,16 +6,16 @@ use std::io::{BufRead, Write};
 
 use shmbus::{Bus, RecvError, StartAt, TopicKind, TryRecvError, WaitStrategy};
 
-use crate::snapshot::{kind_name, process_name, BusSnapshot};
+use crate::snapshot::{kind_name, process_name, BusSnapshot, PipeDir};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// `shmbus stat [BUS] [--json]`. Fails (exit 1) if a bus named cannot be
 /// read or has corrupt topic entries, after printing everything else.
-pub fn stat(bus: Option<&str>, json: bool) -> Result<()> {
+pub fn stat(bus: Option<&str>, json: bool, dir: &std::path::Path) -> Result<()> {
     let snapshots = match bus {
-        Some(name) => vec![BusSnapshot::take(name)],
-        None => BusSnapshot::all()?,
+        Some(name) => vec![BusSnapshot::take(name, dir)],
+        None => BusSnapshot::all(dir)?,
     };
     if let Some(Err(e)) = bus.and(snapshots.first().map(|s| &s.topics)) {
         return Err(e.clone().into());
@@ -235,6 +235,8 @@ pub struct TailArgs {
     bus: String,
     /// The topic name.
     topic: String,
+    #[command(flatten)]
+    dir: PipeDir,
     /// Print the last N messages the topic holds, then exit (unless -f).
     #[arg(short = 'n', long = "lines")]
     lines: Option<u64>,
@@ -275,7 +277,7 @@ pub fn tail(opts: &TailArgs) -> Result<()> {
     let format = opts.format()?;
     // Without -n, always follow.
     let follow = opts.follow || opts.lines.is_none();
-    let bus = Bus::open_existing(&opts.bus)?;
+    let bus = Bus::open_existing_in(&opts.bus, &opts.dir.path())?;
     let start = if opts.lines.is_some() || opts.from_oldest {
         StartAt::Oldest
     } else {
@@ -364,6 +366,8 @@ pub struct PubArgs {
     bus: String,
     /// The topic name.
     topic: String,
+    #[command(flatten)]
+    dir: PipeDir,
     /// Each line is hex digits (whitespace ignored), not the message itself.
     #[arg(long)]
     hex: bool,
@@ -439,7 +443,7 @@ fn held_back_by(bus: &Bus, topic: &str) -> String {
 /// the topic is joined, or created as a byte topic. Stops at the first line
 /// that cannot be sent, saying which.
 pub fn publish(opts: &PubArgs) -> Result<()> {
-    let bus = Bus::open_existing(&opts.bus)?;
+    let bus = Bus::open_existing_in(&opts.bus, &opts.dir.path())?;
     let mut topic = bus.topic(&opts.topic);
     if let Some(slot) = opts.slot_size {
         topic = topic.slot_size(slot);

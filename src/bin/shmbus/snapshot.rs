@@ -1,9 +1,30 @@
 //! What the inspecting tools (`stat`, `top`, `export`) read of a bus: one
-//! look at every topic's counters and tables, through `Bus::open_existing`
+//! look at every topic's counters and tables, through `Bus::open_existing_in`
 //! and `Bus::topics`, which never create a bus and write nothing to it.
 
 use serde_json::{json, Value};
 use shmbus::{Bus, EndpointInfo, ProcessState, TopicInfo, TopicKind};
+
+/// `--dir`: where the pipe (and message-queue) buses are looked for.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PipeDir {
+    /// The directory of pipe buses (default: $XDG_RUNTIME_DIR/shmbus,
+    /// else /tmp/shmbus-<uid>).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<std::path::PathBuf>,
+}
+
+impl PipeDir {
+    /// `--dir`, or the default.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.clone().unwrap_or_else(shmbus::default_pipe_dir)
+    }
+
+    /// `--dir` as given.
+    pub fn given(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
+    }
+}
 
 /// One look at one bus.
 pub struct BusSnapshot {
@@ -15,9 +36,9 @@ pub struct BusSnapshot {
 }
 
 impl BusSnapshot {
-    pub fn take(name: &str) -> BusSnapshot {
+    pub fn take(name: &str, dir: &std::path::Path) -> BusSnapshot {
         let mut corrupt = Vec::new();
-        let topics = Bus::open_existing(name)
+        let topics = Bus::open_existing_in(name, dir)
             .and_then(|bus| bus.topics())
             .map(|entries| {
                 entries
@@ -33,11 +54,12 @@ impl BusSnapshot {
         }
     }
 
-    /// Every bus of this machine (that this user can list), each looked at.
-    pub fn all() -> Result<Vec<BusSnapshot>, shmbus::Error> {
-        Ok(Bus::list()?
+    /// Every bus of this machine (that this user can list; pipe buses
+    /// under `dir`), each looked at.
+    pub fn all(dir: &std::path::Path) -> Result<Vec<BusSnapshot>, shmbus::Error> {
+        Ok(Bus::list_in(dir)?
             .iter()
-            .map(|name| BusSnapshot::take(name))
+            .map(|name| BusSnapshot::take(name, dir))
             .collect())
     }
 

@@ -36,6 +36,8 @@ struct Rates {
 
 struct Top {
     bus: Option<String>,
+    /// Where pipe buses are looked for.
+    dir: std::path::PathBuf,
     seen: HashMap<(String, String), Seen>,
     snapshots: Vec<BusSnapshot>,
     rates: HashMap<(String, String), Rates>,
@@ -48,8 +50,8 @@ impl Top {
         let now = Instant::now();
         self.error = None;
         self.snapshots = match &self.bus {
-            Some(name) => vec![BusSnapshot::take(name)],
-            None => BusSnapshot::all().unwrap_or_else(|e| {
+            Some(name) => vec![BusSnapshot::take(name, &self.dir)],
+            None => BusSnapshot::all(&self.dir).unwrap_or_else(|e| {
                 self.error = Some(e.to_string());
                 Vec::new()
             }),
@@ -210,12 +212,13 @@ fn topic_lines(t: &TopicInfo, rates: Rates, lines: &mut Vec<Line<'static>>) {
 }
 
 /// Runs until `q`, Esc or Ctrl-C.
-pub fn run(bus: Option<String>, interval: Duration) -> Result<()> {
+pub fn run(bus: Option<String>, interval: Duration, dir: std::path::PathBuf) -> Result<()> {
     if let Some(name) = &bus {
-        shmbus::Bus::open_existing(name)?;
+        shmbus::Bus::open_existing_in(name, &dir)?;
     }
     let mut top = Top {
         bus,
+        dir,
         seen: HashMap::new(),
         snapshots: Vec::new(),
         rates: HashMap::new(),
