@@ -632,6 +632,7 @@ fn stat_json_parses_and_its_counters_match_what_was_published() {
     for args in [
         &["list", "a/b"][..],
         &["remove", "a b"],
+        &["stat", ".."],
         &["bench", "--only", "no-such-bench"],
         &["bench", "--rounds", "0"],
     ] {
@@ -799,6 +800,19 @@ fn pub_from_a_pipe_delivers_every_line_in_order() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(!std::path::Path::new("/dev/shm/shmbus.no-such-bus-here").exists());
+
+    // A capacity no topic may have: bad arguments, exit 2, saying why.
+    let out = shmbus()
+        .args(["pub", &bus.name, "new-topic", "--capacity", "3"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("capacity") && err.contains("power of two"),
+        "{err}"
+    );
 }
 
 /// `pub` into a lossless topic whose subscriber does not read says, after

@@ -14,12 +14,9 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// read or has corrupt topic entries, after printing everything else.
 pub fn stat(bus: Option<&str>, json: bool, dir: &std::path::Path) -> Result<()> {
     let snapshots = match bus {
-        Some(name) => vec![BusSnapshot::take(name, dir)],
+        Some(name) => vec![BusSnapshot::try_take(name, dir)?],
         None => BusSnapshot::all(dir)?,
     };
-    if let Some(Err(e)) = bus.and(snapshots.first().map(|s| &s.topics)) {
-        return Err(e.clone().into());
-    }
     let mut out = std::io::stdout().lock();
     if json {
         let doc = match bus {
@@ -451,7 +448,18 @@ pub fn publish(opts: &PubArgs) -> Result<()> {
     if let Some(capacity) = opts.capacity {
         topic = topic.capacity(capacity);
     }
-    let mut tx = topic.publisher_bytes()?;
+    let given = opts.slot_size.is_some() || opts.capacity.is_some();
+    let mut tx = topic
+        .publisher_bytes()
+        .map_err(|e| -> Box<dyn std::error::Error> {
+            match e {
+                // --slot-size or --capacity refused for a new topic.
+                shmbus::Error::InvalidOptions { .. } if given => {
+                    Box::new(crate::BadArguments(e.to_string()))
+                }
+                e => e.into(),
+            }
+        })?;
     let (mut first, mut count, mut said_held) = (None, 0u64, false);
     for (index, line) in std::io::stdin().lock().split(b'\n').enumerate() {
         let line = line?;

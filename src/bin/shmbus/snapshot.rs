@@ -36,22 +36,29 @@ pub struct BusSnapshot {
 }
 
 impl BusSnapshot {
+    /// A look at bus `name`, or why it could not be read, in its place.
     pub fn take(name: &str, dir: &std::path::Path) -> BusSnapshot {
-        let mut corrupt = Vec::new();
-        let topics = Bus::open_existing_in(name, dir)
-            .and_then(|bus| bus.topics())
-            .map(|entries| {
-                entries
-                    .into_iter()
-                    .filter_map(|entry| entry.map_err(|e| corrupt.push(e.to_string())).ok())
-                    .collect()
-            })
-            .map_err(|e| e.to_string());
-        BusSnapshot {
+        BusSnapshot::try_take(name, dir).unwrap_or_else(|e| BusSnapshot {
             name: name.to_owned(),
-            topics,
+            topics: Err(e.to_string()),
+            corrupt: Vec::new(),
+        })
+    }
+
+    /// A look at bus `name`, or the error that kept it from being read
+    /// (for one bus named on the command line: a bad name exits 2).
+    pub fn try_take(name: &str, dir: &std::path::Path) -> Result<BusSnapshot, shmbus::Error> {
+        let mut corrupt = Vec::new();
+        let topics = Bus::open_existing_in(name, dir)?
+            .topics()?
+            .into_iter()
+            .filter_map(|entry| entry.map_err(|e| corrupt.push(e.to_string())).ok())
+            .collect();
+        Ok(BusSnapshot {
+            name: name.to_owned(),
+            topics: Ok(topics),
             corrupt,
-        }
+        })
     }
 
     /// Every bus of this machine (that this user can list; pipe buses
