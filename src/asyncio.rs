@@ -40,6 +40,7 @@ fn register(topic: &str, fd: KeptFd) -> Result<AsyncFd<KeptFd>, Error> {
     let bus = fd.bus().to_owned();
     let io = |source| Error::Io {
         bus: bus.clone(),
+        path: None,
         action: "registering a pollable handle with the tokio runtime",
         source: std::io::Error::other(format!("topic {topic:?}: {source}")),
     };

@@ -473,6 +473,7 @@ impl Bus {
             Err(source) => {
                 return Err(Error::Io {
                     bus: String::new(),
+                    path: None,
                     action: "listing /dev/shm",
                     source,
                 })
@@ -518,6 +519,7 @@ impl Bus {
             Err(source) => {
                 return Err(Error::Io {
                     bus: String::new(),
+                    path: None,
                     action: "removing unfinished buses in /dev/shm",
                     source,
                 })

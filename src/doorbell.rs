@@ -172,6 +172,7 @@ impl Doorbell {
             move |source: std::io::Error| Error::Io {
                 bus,
                 action,
+                path: None,
                 source,
             }
         };

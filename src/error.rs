@@ -19,13 +19,16 @@ pub enum Error {
         why: &'static str,
     },
 
-    /// A system call on the bus's segment failed.
-    #[error("bus {bus:?}: {action} failed: {source}")]
+    /// A system call on the bus's segment, directory or queues failed.
+    #[error("bus {bus:?}: {action}{} failed: {source}", at_path(path.as_deref()))]
     Io {
         /// The bus (empty for operations on every bus, such as listing).
         bus: String,
         /// What was being done.
         action: &'static str,
+        /// The file, directory or message queue it was done to, where that
+        /// is not the bus's segment (`/dev/shm/shmbus.<bus>`).
+        path: Option<std::path::PathBuf>,
         /// The operating system's error.
         #[source]
         source: std::io::Error,
@@ -820,4 +823,9 @@ fn not_found_where(bus: &str, pipe_dir: Option<&std::path::Path>) -> String {
         ),
         None => format!("no /dev/shm/shmbus.{bus}"),
     }
+}
+
+/// ` (PATH)`, for an I/O error's message.
+fn at_path(path: Option<&std::path::Path>) -> String {
+    path.map_or_else(String::new, |path| format!(" ({})", path.display()))
 }

@@ -631,6 +631,48 @@ fn a_subscriber_whose_fifo_overflows_counts_exactly_what_it_lost() {
     assert_eq!(rx.stats().lagged, lagged);
 }
 
+/// A system call that fails on a pipe bus's files names the file: a
+/// `--dir` that is a regular file, a topic directory where something else
+/// sits (the error said only "Not a directory", not where).
+#[test]
+fn an_io_error_on_a_pipe_bus_names_the_path() {
+    let bus = PipeBus::new("io-path");
+    std::fs::create_dir_all(&bus.dir).unwrap();
+    let file = bus.dir.join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let err = Bus::builder(&bus.name)
+        .transport(Transport::Pipe)
+        .dir(&file)
+        .open()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, shmbus::Error::Io { .. }), "{text}");
+    let path = file.join(&bus.name);
+    assert!(
+        text.contains(&format!("({})", path.display())),
+        "names {}: {text}",
+        path.display()
+    );
+    assert!(
+        text.contains(&format!("{} is not a directory", file.display())),
+        "{text}"
+    );
+    std::fs::remove_file(&file).unwrap();
+
+    let b = bus.open();
+    // Where topic "t"'s directory would go, a file.
+    let topic_dir = bus.dir.join(&bus.name).join("t.t");
+    std::fs::write(&topic_dir, b"in the way").unwrap();
+    let err = b.topic("t").publisher::<Tick>().unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&topic_dir.display().to_string()),
+        "names {}: {text}",
+        topic_dir.display()
+    );
+    std::fs::remove_file(&topic_dir).unwrap();
+}
+
 /// Topic "t" of `bus` with one subscriber (from the next message) and its
 /// publisher, and the path of the subscriber's FIFO.
 fn one_subscriber_fifo(

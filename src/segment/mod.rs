@@ -151,6 +151,7 @@ pub fn remove(bus: &str) -> Result<(), Error> {
         }),
         Err(errno) => Err(Error::Io {
             bus: bus.to_owned(),
+            path: None,
             action: "removing the segment",
             source: errno.into(),
         }),
@@ -265,6 +266,7 @@ impl Segment {
         }
         Err(Error::Io {
             bus: bus.to_owned(),
+            path: None,
             action: "creating the segment",
             source: std::io::Error::other(format!(
                 "it was removed or replaced under us {CREATE_ATTEMPTS} times in a row"
@@ -278,6 +280,7 @@ impl Segment {
     pub fn private(bus: &str, opts: &SegmentOptions) -> Result<Segment, Error> {
         let io = |action, source| Error::Io {
             bus: bus.to_owned(),
+            path: None,
             action,
             source,
         };
@@ -327,6 +330,7 @@ impl Segment {
             {
                 return Err(refuse_non_segment(bus).err().unwrap_or(Error::Io {
                     bus: bus.to_owned(),
+                    path: None,
                     action: "opening the segment",
                     source: err,
                 }))
@@ -334,6 +338,7 @@ impl Segment {
             Err(source) => {
                 return Err(Error::Io {
                     bus: bus.to_owned(),
+                    path: None,
                     action: "opening the segment",
                     source,
                 })
@@ -346,6 +351,7 @@ impl Segment {
     fn create(bus: &str, opts: &SegmentOptions) -> Result<Created, Error> {
         let io = |action, source| Error::Io {
             bus: bus.to_owned(),
+            path: None,
             action,
             source,
         };
@@ -405,6 +411,7 @@ impl Segment {
         };
         let io = |source| Error::Io {
             bus: bus.to_owned(),
+            path: None,
             action: "opening the segment",
             source,
         };

@@ -346,6 +346,7 @@ impl Segment {
         install_atfork();
         let io = |action, source| Error::Io {
             bus: self.bus().to_owned(),
+            path: None,
             action,
             source,
         };

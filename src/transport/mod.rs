@@ -136,6 +136,22 @@ pub(crate) struct PipeBus {
 pub(crate) fn io_error(bus: &str, action: &'static str, source: std::io::Error) -> Error {
     Error::Io {
         bus: bus.to_owned(),
+        path: None,
+        action,
+        source,
+    }
+}
+
+/// An error of a system call on `path`, of a pipe bus.
+pub(crate) fn io_error_at(
+    bus: &str,
+    action: &'static str,
+    path: impl Into<PathBuf>,
+    source: std::io::Error,
+) -> Error {
+    Error::Io {
+        bus: bus.to_owned(),
+        path: Some(path.into()),
         action,
         source,
     }
@@ -185,9 +201,10 @@ impl PipeBus {
             match PipeBus::try_create_or_open(bus, root, mode, carrier) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 8 => tries += 1,
                 Err(e) => {
-                    return Err(io_error(
+                    return Err(io_error_at(
                         bus,
                         "creating or opening the pipe bus directory",
+                        root.join(bus),
                         e,
                     ))
                 }
@@ -216,6 +233,13 @@ impl PipeBus {
         mode: u32,
         carrier: Carrier,
     ) -> std::io::Result<PipeBus> {
+        // (A file there makes the creation below fail with "File exists".)
+        if root.exists() && !root.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", root.display()),
+            ));
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -341,19 +365,21 @@ impl PipeBus {
         mq::name(&self.bus, topic, id)
     }
 
-    fn io(&self, action: &'static str, source: std::io::Error) -> Error {
-        io_error(&self.bus, action, source)
+    /// An error of a system call on `path`, of this bus.
+    fn io(&self, action: &'static str, path: &Path, source: std::io::Error) -> Error {
+        io_error_at(&self.bus, action, path, source)
     }
 
     /// Takes the bus's `flock` until the guard drops.
     pub fn lock(&self) -> Result<DirLock, Error> {
-        let file = File::open(self.dir.join(".lock"))
-            .map_err(|e| self.io("opening the pipe bus lock file", e))?;
+        let path = self.dir.join(".lock");
+        let file =
+            File::open(&path).map_err(|e| self.io("opening the pipe bus lock file", &path, e))?;
         loop {
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
                 Ok(()) => return Ok(DirLock { _file: file }),
                 Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(self.io("locking the pipe bus", errno(e))),
+                Err(e) => return Err(self.io("locking the pipe bus", &path, errno(e))),
             }
         }
     }
@@ -370,7 +396,7 @@ impl PipeBus {
         let bytes = match read_small(&path, core::mem::size_of::<EntryConfig>()) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io("reading a topic's configuration", e)),
+            Err(e) => return Err(self.io("reading a topic's configuration", &path, e)),
         };
         EntryConfig::read_from_bytes(&bytes)
             .map(Some)
@@ -401,7 +427,7 @@ impl PipeBus {
                 );
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(self.io("creating a topic directory", e)),
+            Err(e) => return Err(self.io("creating a topic directory", &dir, e)),
         }
         // The publisher lease, empty until a publisher takes it: a
         // subscriber tells "no publisher yet" from "the publisher left" by
@@ -412,7 +438,13 @@ impl PipeBus {
             .write(true)
             .mode(self.mode)
             .open(dir.join("publisher"))
-            .map_err(|e| self.io("creating a topic's publisher lease", e))?;
+            .map_err(|e| {
+                self.io(
+                    "creating a topic's publisher lease",
+                    &dir.join("publisher"),
+                    e,
+                )
+            })?;
         let temp = dir.join(format!("config.{}", unique_id()));
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::OpenOptions::new()
@@ -425,7 +457,7 @@ impl PipeBus {
         };
         write().map_err(|e| {
             let _ = std::fs::remove_file(&temp);
-            self.io("writing a topic's configuration", e)
+            self.io("writing a topic's configuration", &dir.join("config"), e)
         })
     }
 
@@ -445,7 +477,7 @@ impl PipeBus {
             }
             // Made already (opened with a check that it is a FIFO).
             Err(rustix::io::Errno::EXIST) => Ok(()),
-            Err(e) => Err(self.io("making a FIFO", errno(e))),
+            Err(e) => Err(self.io("making a FIFO", path, errno(e))),
         }
     }
 
@@ -557,7 +589,7 @@ impl Record {
             .mode(bus.mode)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&temp)
-            .map_err(|e| bus.io("creating an endpoint record", e))?;
+            .map_err(|e| bus.io("creating an endpoint record", &temp, e))?;
         let made = (|| {
             file.write_all(content.as_bytes())?;
             if !crate::segment::procs::try_lock(file.as_raw_fd(), 0, libc::F_WRLCK)? {
@@ -579,7 +611,7 @@ impl Record {
             }),
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
-                Err(bus.io("locking an endpoint record", e))
+                Err(bus.io("locking an endpoint record", &path, e))
             }
         }
     }
@@ -695,7 +727,7 @@ pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
     }
     std::fs::remove_dir_all(&dir)
         .map(|()| true)
-        .map_err(|e| io_error(bus, "removing the pipe bus directory", e))
+        .map_err(|e| io_error_at(bus, "removing the pipe bus directory", &dir, e))
 }
 
 /// The subscriber FIFOs in topic directory `dir` whose record is gone.

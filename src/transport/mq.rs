@@ -333,6 +333,7 @@ pub(crate) fn create_error(
             };
             Error::Io {
                 bus: bus.to_owned(),
+                path: None,
                 action: "creating a POSIX message queue",
                 source: std::io::Error::new(
                     std::io::Error::from_raw_os_error(err.raw_os_error()).kind(),
@@ -345,6 +346,7 @@ pub(crate) fn create_error(
         }
         other => Error::Io {
             bus: bus.to_owned(),
+            path: None,
             action: "creating a POSIX message queue",
             source: std::io::Error::from_raw_os_error(other.raw_os_error()),
         },

@@ -561,7 +561,14 @@ impl PipeTx {
                     ))
                 }
             })
-            .map_err(|e| super::io_error(&bus.bus, "opening the publisher lease", e))?;
+            .map_err(|e| {
+                super::io_error_at(
+                    &bus.bus,
+                    "opening the publisher lease",
+                    dir.join("publisher"),
+                    e,
+                )
+            })?;
         match crate::segment::procs::try_lock(lease.as_raw_fd(), 0, libc::F_WRLCK) {
             Ok(true) => {}
             Ok(false) => {
@@ -573,7 +580,14 @@ impl PipeTx {
                     holder,
                 });
             }
-            Err(e) => return Err(super::io_error(&bus.bus, "taking the publisher lease", e)),
+            Err(e) => {
+                return Err(super::io_error_at(
+                    &bus.bus,
+                    "taking the publisher lease",
+                    dir.join("publisher"),
+                    e,
+                ))
+            }
         }
         // Where the last publisher stopped: in the `seq` word (which a
         // killed one kept up to date too), else as one that left cleanly
@@ -603,12 +617,14 @@ impl PipeTx {
         let join_path = dir.join("join");
         bus.mkfifo(&join_path)?;
         let flags = OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let join = open_fifo(&join_path, OFlags::RDONLY | flags)
-            .map_err(|e| super::io_error(&bus.bus, "opening the join FIFO", io(e)))?;
+        let join = open_fifo(&join_path, OFlags::RDONLY | flags).map_err(|e| {
+            super::io_error_at(&bus.bus, "opening the join FIFO", &join_path, io(e))
+        })?;
         // A writer of our own, so that `join` never reads as hung up when
         // the subscribers that knocked have closed it.
-        let join_keep = open_fifo(&join_path, OFlags::WRONLY | flags)
-            .map_err(|e| super::io_error(&bus.bus, "opening the join FIFO", io(e)))?;
+        let join_keep = open_fifo(&join_path, OFlags::WRONLY | flags).map_err(|e| {
+            super::io_error_at(&bus.bus, "opening the join FIFO", &join_path, io(e))
+        })?;
         let eventfd = || {
             rustix::event::eventfd(
                 0,
@@ -1500,9 +1516,10 @@ impl PipeRx {
                         // Not left behind (with our record gone, nothing
                         // would name it).
                         let _ = std::fs::remove_file(&fifo);
-                        return Err(super::io_error(
+                        return Err(super::io_error_at(
                             &bus.bus,
                             "opening a subscriber FIFO",
+                            &fifo,
                             io(e),
                         ));
                     }
@@ -1517,7 +1534,12 @@ impl PipeRx {
                 // without a deadline (see `wait`).
                 let fd_block = mq::open(&name, mq::Access::Read, false, None).map_err(|e| {
                     mq::unlink(&name);
-                    super::io_error(&bus.bus, "opening a subscriber's message queue", io(e))
+                    super::io_error_at(
+                        &bus.bus,
+                        "opening a subscriber's message queue",
+                        &name,
+                        io(e),
+                    )
                 })?;
                 (fd, fd_block, name)
             }
@@ -2332,8 +2354,9 @@ impl PipeQueue {
         } else {
             let path = dir.join("queue");
             bus.mkfifo(&path)?;
-            let fd = open_fifo_read(&path, OFlags::RDWR | OFlags::NONBLOCK)
-                .map_err(|e| super::io_error(&bus.bus, "opening a work queue FIFO", io(e)))?;
+            let fd = open_fifo_read(&path, OFlags::RDWR | OFlags::NONBLOCK).map_err(|e| {
+                super::io_error_at(&bus.bus, "opening a work queue FIFO", &path, io(e))
+            })?;
             size_pipe(fd.as_fd(), capacity.saturating_mul(frame_len));
             fd
         };
