@@ -1551,6 +1551,90 @@ fn mq_topics_over_the_system_limits_are_refused_with_the_limit_named() {
     child.wait_success(Duration::from_secs(10));
 }
 
+/// Makes queue `name` of `maxmsg` messages of `msgsize` bytes, as another
+/// program (or a process killed half-way) would leave it.
+fn mq_make_raw(name: &str, maxmsg: i64, msgsize: i64) {
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: mq_attr is plain integers; all zero is a valid value.
+    let mut attr: libc::mq_attr = unsafe { core::mem::zeroed() };
+    attr.mq_maxmsg = maxmsg;
+    attr.mq_msgsize = msgsize;
+    // SAFETY: a NUL-terminated name and a valid attr for O_CREAT.
+    let fd = unsafe {
+        libc::mq_open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+            0o600 as libc::mode_t,
+            &attr as *const libc::mq_attr,
+        )
+    };
+    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: the descriptor mq_open gave us.
+    unsafe { libc::mq_close(fd) };
+}
+
+/// `gc` removes what only a process holding a bus's lock makes, once it
+/// finds the lock free: a topic configuration being written
+/// (`config.<id>`) and a new topic's mq probe queue, left by a process
+/// killed before renaming (or removing) them; and endpoint records whose
+/// maker died before renaming them into place, once unlocked and a minute
+/// old. While someone holds the lock it leaves the first two alone, and a
+/// young `.new` record always. `remove` unlinks a probe left behind.
+/// (Each was left for ever: neither gc nor remove knew them.)
+#[test]
+fn gc_removes_what_a_maker_killed_half_way_left() {
+    let bus = PipeBus::on("gc-temps", Transport::Mq);
+    let b = bus.open();
+    let tx = b.topic("t").capacity(8).publisher::<u64>().unwrap();
+    let bus_dir = bus.dir.join(&bus.name);
+    let topic_dir = bus_dir.join("t.t");
+    let temp = topic_dir.join("config.12345-1");
+    std::fs::write(&temp, b"half a config").unwrap();
+    let (old_record, young_record) = (
+        topic_dir.join("sub-dead.new"),
+        topic_dir.join("sub-young.new"),
+    );
+    for record in [&old_record, &young_record] {
+        std::fs::write(record, b"1\n").unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&old_record)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(120))
+        .unwrap();
+    let probe = format!("/shmbus.{}::probe", bus.name);
+    mq_make_raw(&probe, 1, 8);
+
+    // The bus's lock held, as by a process making a topic.
+    let lock = std::fs::File::open(bus_dir.join(".lock")).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
+    // SAFETY: `fd` is an open descriptor of ours.
+    let locked = unsafe { libc::flock(fd, libc::LOCK_EX) };
+    assert_eq!(locked, 0);
+    let removed = Bus::gc_pipe(&bus.dir);
+    assert_eq!(removed, [old_record.display().to_string()]);
+    assert!(temp.exists() && mq_exists(&probe) && young_record.exists());
+    drop(lock);
+    let mut removed = Bus::gc_pipe(&bus.dir);
+    removed.sort();
+    let mut expected = [temp.display().to_string(), format!("mq {probe}")];
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert!(!temp.exists() && !mq_exists(&probe) && young_record.exists());
+
+    mq_make_raw(&probe, 1, 8);
+    drop((tx, b));
+    assert!(Bus::remove_pipe(&bus.name, &bus.dir).unwrap());
+    let left = mq_exists(&probe);
+    if left {
+        let name = std::ffi::CString::new(probe.clone()).unwrap();
+        // SAFETY: a NUL-terminated name.
+        unsafe { libc::mq_unlink(name.as_ptr()) };
+    }
+    assert!(!left, "remove unlinks a probe queue left behind");
+}
+
 /// Sends `bytes` as one message into queue `name` (another program's).
 fn mq_send_raw(name: &str, bytes: &[u8]) {
     let name = std::ffi::CString::new(name).unwrap();
@@ -1575,22 +1659,7 @@ fn a_leftover_mq_work_queue_of_another_capacity_is_refused() {
     let queue = format!("/shmbus.{}:q", bus.name);
     let name = std::ffi::CString::new(queue.clone()).unwrap();
     // Frames of an 8-byte message: 32 + 8 bytes; two of them.
-    // SAFETY: mq_attr is plain integers; all zero is a valid value.
-    let mut attr: libc::mq_attr = unsafe { core::mem::zeroed() };
-    attr.mq_maxmsg = 2;
-    attr.mq_msgsize = 40;
-    // SAFETY: a NUL-terminated name and a valid attr for O_CREAT.
-    let fd = unsafe {
-        libc::mq_open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
-            0o600 as libc::mode_t,
-            &attr as *const libc::mq_attr,
-        )
-    };
-    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-    // SAFETY: the descriptor mq_open gave us.
-    unsafe { libc::mq_close(fd) };
+    mq_make_raw(&queue, 2, 40);
     let b = bus.open();
     let Err(err) = b.topic("q").capacity(4).producer::<u64>() else {
         panic!("a leftover queue of 2 used for a capacity of 4");

@@ -350,9 +350,12 @@ impl PipeBus {
         } else {
             frame::data_frame_len(largest)
         };
-        // (Removed at once; a process killed in between leaves it, named
-        // as no subscriber is, for `ipcrm`/`/dev/mqueue` to remove.)
-        let probe = format!("{}:probe-{}", mq::name(&self.bus, topic, None), unique_id());
+        // Under the bus's lock (see `find_or_create`): a probe queue there
+        // already was left by a process killed between making and removing
+        // it, and is removed first (opening it would test its shape, not
+        // this one's). `gc` and `remove` remove one left behind too.
+        let probe = mq::probe_name(&self.bus);
+        mq::unlink(&probe);
         let fd = self.make_queue(&probe, topic, mq::Access::Write, depth, msgsize)?;
         drop(fd);
         mq::unlink(&probe);
@@ -380,6 +383,19 @@ impl PipeBus {
                 Ok(()) => return Ok(DirLock { _file: file }),
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(self.io("locking the pipe bus", &path, errno(e))),
+            }
+        }
+    }
+
+    /// The bus's `flock` if no one holds it, else `None` (for `gc`, which
+    /// never waits on another process).
+    fn try_lock(&self) -> Option<DirLock> {
+        let file = File::open(self.dir.join(".lock")).ok()?;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Some(DirLock { _file: file }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return None,
             }
         }
     }
@@ -591,12 +607,14 @@ impl Record {
             .open(&temp)
             .map_err(|e| bus.io("creating an endpoint record", &temp, e))?;
         let made = (|| {
-            file.write_all(content.as_bytes())?;
+            // Locked first: `gc` takes an unlocked `.new` record a minute
+            // old for one whose maker died.
             if !crate::segment::procs::try_lock(file.as_raw_fd(), 0, libc::F_WRLCK)? {
                 return Err(std::io::Error::other(
                     "a new record was locked by someone else",
                 ));
             }
+            file.write_all(content.as_bytes())?;
             let lock = crate::segment::procs::ParkedLock::new(file.into()).ok_or_else(|| {
                 std::io::Error::other("no room to keep its lock from forked children")
             })?;
@@ -718,6 +736,7 @@ pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
         Err(_) => named,
     };
     if carrier_of(&dir) == Carrier::Mq {
+        mq::unlink(&mq::probe_name(bus));
         for (topic, topic_dir) in topic_dirs(&dir) {
             mq::unlink(&mq::name(bus, &topic, None));
             for id in PipeBus::records(&topic_dir, "sub-") {
@@ -728,6 +747,51 @@ pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
     std::fs::remove_dir_all(&dir)
         .map(|()| true)
         .map_err(|e| io_error_at(bus, "removing the pipe bus directory", &dir, e))
+}
+
+/// The files in topic directory `dir` a configuration is written to
+/// before it is renamed to `config` (see `PipeBus::write_config`).
+fn config_temps(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with("config."))
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+/// The endpoint records in topic directory `dir` not yet renamed into
+/// place (`<prefix><id>.new`) whose maker is dead: unlocked, and a minute
+/// old (a maker locks one as soon as it has made it).
+fn dead_new_records(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let record = ["sub-", "prod-", "cons-"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                && name.ends_with(".new");
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60));
+            record && old && record_liveness(&entry.path()) == Liveness::Dead
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 /// The subscriber FIFOs in topic directory `dir` whose record is gone.
@@ -751,6 +815,23 @@ pub(crate) fn gc(root: &Path) -> Vec<String> {
     let mut removed = Vec::new();
     for bus in list(root) {
         let mq_bus = carrier_of(&root.join(&bus)) == Carrier::Mq;
+        // What only a process holding the bus's lock makes: a topic's
+        // configuration being written (`config.<id>`, renamed to `config`)
+        // and the mq probe queue. Found while we hold the lock, their maker
+        // is dead. (Held by someone: left for the next gc.)
+        if let Some(_lock) = PipeBus::existing(&bus, root).and_then(|b| b.try_lock()) {
+            for (_, dir) in topic_dirs(&root.join(&bus)) {
+                for path in config_temps(&dir) {
+                    if std::fs::remove_file(&path).is_ok() {
+                        removed.push(path.display().to_string());
+                    }
+                }
+            }
+            let probe = mq::probe_name(&bus);
+            if mq_bus && mq::unlink(&probe) {
+                removed.push(format!("mq {probe}"));
+            }
+        }
         for (topic, dir) in topic_dirs(&root.join(&bus)) {
             for prefix in ["sub-", "prod-", "cons-"] {
                 for id in PipeBus::records(&dir, prefix) {
@@ -768,6 +849,14 @@ pub(crate) fn gc(root: &Path) -> Vec<String> {
                             }
                         }
                     }
+                }
+            }
+            // Records their maker died before renaming into place: it
+            // locks one as soon as it is made (see `Record::create`); a
+            // minute old and unlocked, its maker is known dead.
+            for path in dead_new_records(&dir) {
+                if std::fs::remove_file(&path).is_ok() {
+                    removed.push(path.display().to_string());
                 }
             }
             // A subscriber's FIFO without its record (made after it, and

@@ -116,6 +116,14 @@ pub(crate) fn open(
     Ok(fd)
 }
 
+/// The queue a new topic of bus `bus` is tried on (made and removed, under
+/// the bus's lock: see `PipeBus::check_new_topic`): one name per bus, so
+/// that one left by a process killed in between is found by name (`::`:
+/// no topic is named the empty string).
+pub(crate) fn probe_name(bus: &str) -> String {
+    format!("/shmbus.{bus}::probe")
+}
+
 /// Removes queue `name` (those who have it open keep it until they close
 /// it). False if there was none.
 pub(crate) fn unlink(name: &str) -> bool {
