@@ -1210,6 +1210,24 @@ fn interrupted_tools_leave_no_segment_no_process_and_no_claim() {
     assert!(b.topic("t").publisher_bytes().is_ok(), "the lease is free");
 }
 
+/// `bench --against` a binary that is no shmbus build (or one that does
+/// not know the options) says so before anything runs, rather than after
+/// this build's first run of every benchmark.
+#[test]
+fn bench_against_something_else_fails_before_any_run() {
+    let out = shmbus()
+        .args(["bench", "--against", "/bin/true", "--only", "queue"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--against /bin/true: not a shmbus build that takes these options"),
+        "{err}"
+    );
+    assert!(!err.contains("[run 1/"), "it ran a build first: {err}");
+}
+
 /// Removes a directory tree when dropped (on a failed assertion too).
 struct RemoveDir(std::path::PathBuf);
 

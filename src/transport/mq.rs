@@ -329,11 +329,13 @@ pub(crate) fn create_error(
                 _ => (
                     format!(
                         "this user's POSIX message queues would take more than RLIMIT_MSGQUEUE \
-                         (`ulimit -q`, {} bytes; a queue takes about capacity x (message + \
-                         frame header + 48) bytes), or the process is out of descriptors",
+                         (`ulimit -q`, {} bytes, for all of this user's queues; this one takes \
+                         {} bytes: {maxmsg} x ({msgsize} + the kernel's 96 per message)), or \
+                         the process is out of descriptors",
                         rustix::process::getrlimit(rustix::process::Resource::Msgqueue)
                             .current
-                            .map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+                            .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+                        maxmsg.saturating_mul(msgsize.saturating_add(96))
                     ),
                     "lower the topic's capacity or message size, raise `ulimit -q`, or remove \
                      buses no longer used",

@@ -56,6 +56,33 @@ struct Figures {
 }
 
 /// Runs `bench ARGS --json` with `bin`, and returns its rows.
+/// Fails at once, before this build's first run, if `other` is no shmbus
+/// build that takes `args` (`bench ARGS --help` parses them and runs
+/// nothing).
+fn check_other(other: &Path, args: &[String]) -> Res<()> {
+    let out = Command::new(other)
+        .arg("bench")
+        .args(args)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("--against {}: cannot run it: {e}", other.display()))?;
+    let usage = String::from_utf8_lossy(&out.stdout).contains("Usage: shmbus bench");
+    if out.status.success() && usage {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    Err(format!(
+        "--against {}: not a shmbus build that takes these options ({}){}",
+        other.display(),
+        args.join(" "),
+        said.lines()
+            .next()
+            .map_or_else(String::new, |line| format!(": it said {line:?}"))
+    )
+    .into())
+}
+
 fn run_once(bin: &Path, args: &[String]) -> Res<Vec<serde_json::Value>> {
     let out = Command::new(bin)
         .arg("bench")
@@ -133,6 +160,7 @@ pub fn run(other: &Path, runs: usize, args: &[String], json: bool) -> Res<()> {
         )
         .into());
     }
+    check_other(other, args)?;
     let mut rows: BTreeMap<String, Figures> = BTreeMap::new();
     // First seen first: the order the benchmark prints its rows in.
     let mut order: Vec<String> = Vec::new();
