@@ -887,6 +887,28 @@ fn commands_with_nothing_to_show_say_why() {
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("has no publisher"), "{err}");
+    // A topic that never had a publisher: tail waits for one, and says so
+    // after a second (it waited without a word).
+    let _rx = b.topic("never").subscriber_bytes().unwrap();
+    let out = Command::new("timeout")
+        .args([
+            "5",
+            env!("CARGO_BIN_EXE_shmbus"),
+            "tail",
+            &bus.name,
+            "never",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124), "still waiting when stopped");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}/never has no publisher yet; waiting for one",
+            bus.name
+        )),
+        "{err}"
+    );
     let out = shmbus()
         .args(["list", "--dir", "/no/such/dir/here"])
         .output()

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, Write};
 
-use shmbus::{Bus, RecvError, StartAt, TopicKind, TryRecvError, WaitStrategy};
+use shmbus::{Bus, RecvError, RecvTimeoutError, StartAt, TopicKind, TryRecvError, WaitStrategy};
 
 use crate::snapshot::{kind_name, process_name, BusSnapshot, PipeDir};
 
@@ -300,13 +300,43 @@ pub fn tail(opts: &TailArgs) -> Result<()> {
     };
     let mut out = std::io::stdout().lock();
     let (mut lost, mut read) = (0u64, 0u64);
+    // Following a topic that has no publisher yet waits for one: said once,
+    // after a second with nothing read (it waited without a word).
+    let mut first_wait = follow;
     loop {
         if !follow && end.is_some_and(|end| rx.next_seq() >= end) {
             break;
         }
         // A receive that succeeds reads message `next_seq`.
         let seq = rx.next_seq();
-        let got = if follow {
+        let got = if std::mem::take(&mut first_wait) {
+            match rx.recv_bytes_timeout(std::time::Duration::from_secs(1)) {
+                Err(RecvTimeoutError::Timeout) => {
+                    let publisher = bus
+                        .topics()?
+                        .into_iter()
+                        .filter_map(|t| t.ok())
+                        .find(|t| t.name == opts.topic)
+                        .and_then(|t| t.publisher_pid);
+                    if publisher.is_none() {
+                        eprintln!(
+                            "shmbus tail: {}/{} has no publisher yet; waiting for one \
+                             (Ctrl-C stops)",
+                            opts.bus, opts.topic
+                        );
+                    }
+                    continue;
+                }
+                got => got.map_err(|e| {
+                    Some(match e {
+                        RecvTimeoutError::Lagged(n) => RecvError::Lagged(n),
+                        RecvTimeoutError::Disconnected => RecvError::Disconnected,
+                        RecvTimeoutError::Corrupt { seq } => RecvError::Corrupt { seq },
+                        _ => RecvError::Evicted,
+                    })
+                }),
+            }
+        } else if follow {
             rx.recv_bytes().map_err(Some)
         } else {
             rx.try_recv_bytes().map_err(|e| match e {
