@@ -215,6 +215,15 @@ impl BusBuilder {
         })
     }
 
+    /// Joins the pipe bus `existing` as it is (making nothing of it).
+    fn join_pipe(&self, existing: PipeBus) -> Result<Bus, Error> {
+        let seg = Segment::private(&self.name, &self.opts)?;
+        Ok(Bus {
+            seg: Arc::new(seg),
+            pipe: Some(Arc::new(existing)),
+        })
+    }
+
     fn open_pipe(&self, root: &std::path::Path, carrier: Carrier) -> Result<Bus, Error> {
         segment::validate_name("bus", &self.name)?;
         let pipe = PipeBus::create_or_open(&self.name, root, self.opts.mode, carrier)?;
@@ -443,11 +452,10 @@ impl Bus {
                 seg: Arc::new(seg),
                 pipe: None,
             }),
+            // Joined as found, never made: a bus removed meanwhile is not
+            // made anew by a tool that only looks.
             Err(Error::NotFound { .. }) => match PipeBus::existing(name, dir) {
-                Some(existing) => Bus::builder(name)
-                    .transport(existing.carrier.transport())
-                    .dir(dir)
-                    .open(),
+                Some(existing) => Bus::builder(name).join_pipe(existing),
                 None => Err(Error::NotFound {
                     bus: name.to_owned(),
                     pipe_dir: Some(dir.to_owned()),
