@@ -229,9 +229,12 @@ const SMALL_BELOW: usize = 2 * CACHE_LINE;
 #[inline(always)]
 fn store_small(words: &[AtomicU64], bytes: &[u8]) {
     let whole = bytes.len() / WORD;
-    for (dst, src) in words[..whole].iter().zip(bytes.chunks_exact(WORD)) {
-        dst.store(u64::from_ne_bytes(src.try_into().expect("8 bytes")), Ordering::Relaxed);
-    }
+    let (mut dst, mut src) = (&words[..whole], &bytes[..whole * WORD]);
+    store_run::<8, 64>(&mut dst, &mut src);
+    store_run::<4, 32>(&mut dst, &mut src);
+    store_run::<2, 16>(&mut dst, &mut src);
+    store_run::<1, 8>(&mut dst, &mut src);
+    debug_assert!(dst.is_empty(), "fewer than 16 words");
     let rest = bytes.len() % WORD;
     if rest != 0 {
         let last = if bytes.len() >= WORD {
@@ -247,6 +250,31 @@ fn store_small(words: &[AtomicU64], bytes: &[u8]) {
             u64::from_le_bytes(tail)
         };
         words[whole].store(u64::from_le(last), Ordering::Relaxed);
+    }
+}
+
+/// One step of the short copies: stores the first `N` words of `bytes`
+/// (`B` = `N * 8` bytes) into the first `N` of `words`, if both hold that
+/// many, and moves both past them. The short copies take 8, 4, 2, then 1
+/// words: every count below 16 in at most four steps, straight-line.
+/// A loop of unknown count compiled to a loop unrolled four times, a loop
+/// for the rest, and the set-up of both: callgrind, one `send_bytes` on a
+/// topic in one process, 5 instructions fewer per send at 48 and at 64
+/// bytes, overwrite and lossless alike (2026-12, issue 10). The loads
+/// keep their loop: the same steps there came out from 6 fewer to 14
+/// more per receive, by how each caller was compiled.
+#[inline(always)]
+fn store_run<const N: usize, const B: usize>(words: &mut &[AtomicU64], bytes: &mut &[u8]) {
+    debug_assert_eq!(N * WORD, B);
+    if let (Some((dst, dst_rest)), Some((src, src_rest))) =
+        (words.split_first_chunk::<N>(), bytes.split_first_chunk::<B>())
+    {
+        for (i, dst) in dst.iter().enumerate() {
+            let value = u64::from_ne_bytes(src[i * WORD..][..WORD].try_into().expect("8 bytes"));
+            dst.store(value, Ordering::Relaxed);
+        }
+        *words = dst_rest;
+        *bytes = src_rest;
     }
 }
 
