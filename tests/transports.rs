@@ -135,6 +135,12 @@ fn child_role_entry() {
                 Ok(_) => report("MADE"),
                 Err(e) => report(format!("ERR {e}")),
             }
+            // A publisher needs no queue: its topic is made whatever this
+            // user's queue budget holds now.
+            match bus.topic("feed").capacity(8).publisher::<u64>() {
+                Ok(_) => report("PUBLISHER MADE"),
+                Err(e) => report(format!("PUBLISHER ERR {e}")),
+            }
         }
         // args: bus dir len count capacity. Publishes messages 0..count of
         // `len` bytes on overwrite topic "t" (see `words_of`), then waits
@@ -1547,6 +1553,11 @@ fn mq_topics_over_the_system_limits_are_refused_with_the_limit_named() {
     assert!(
         line.contains("RLIMIT_MSGQUEUE") && line.contains("ulimit -q"),
         "{line}"
+    );
+    let line = child.expect_line("PUBLISHER ");
+    assert_eq!(
+        line, "MADE",
+        "a publisher refused for its user's queue budget"
     );
     child.wait_success(Duration::from_secs(10));
 }

@@ -354,12 +354,27 @@ impl PipeBus {
         // already was left by a process killed between making and removing
         // it, and is removed first (opening it would test its shape, not
         // this one's). `gc` and `remove` remove one left behind too.
+        // Only the shape is judged here: a queue budget that is full now
+        // (this user's RLIMIT_MSGQUEUE, the system's queues_max) may not be
+        // when the endpoints that need queues come, in other processes,
+        // perhaps of other users; those are refused then, by their own
+        // queue, with the same error. (A broadcast publisher needs none.)
         let probe = mq::probe_name(&self.bus);
         mq::unlink(&probe);
-        let fd = self.make_queue(&probe, topic, mq::Access::Write, depth, msgsize)?;
-        drop(fd);
-        mq::unlink(&probe);
-        Ok(())
+        match mq::open(
+            &probe,
+            mq::Access::Write,
+            true,
+            Some((self.mode, depth, msgsize)),
+        ) {
+            Ok(fd) => {
+                drop(fd);
+                mq::unlink(&probe);
+                Ok(())
+            }
+            Err(rustix::io::Errno::MFILE | rustix::io::Errno::NOSPC) => Ok(()),
+            Err(e) => Err(mq::create_error(&self.bus, topic, e, depth, msgsize)),
+        }
     }
 
     /// The name of topic `topic`'s message queue (a work queue's), or its
