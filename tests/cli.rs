@@ -935,6 +935,53 @@ impl Drop for Killed {
     }
 }
 
+/// A running `shmbus export --listen 127.0.0.1:0`, killed on drop, with
+/// its stderr kept open (what it says later has somewhere to go).
+struct Exporter {
+    _child: Killed,
+    _stderr: std::io::BufReader<std::process::ChildStderr>,
+    /// The port the system picked, as the exporter said it.
+    port: u16,
+}
+
+/// Starts an exporter with `extra` arguments and waits for its first
+/// answer on /metrics: the exporter, and that answer's status line and body.
+fn start_exporter(extra: &[&str]) -> (Exporter, (String, String)) {
+    let mut child = Killed(
+        shmbus()
+            .args(["export", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+    let mut said = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+    let listen = said
+        .trim()
+        .strip_prefix("shmbus export: serving http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no address said: {said:?}"))
+        .to_owned();
+    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 0, "the port the system picked, not 0");
+    let mut scrape = None;
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            scrape = http_get(port, "/metrics");
+            scrape.is_some()
+        }),
+        "the exporter never answered on {listen}"
+    );
+    let exporter = Exporter {
+        _child: child,
+        _stderr: stderr,
+        port,
+    };
+    (exporter, scrape.unwrap())
+}
+
 /// `GET path` on 127.0.0.1:`port`: the status line and the body.
 fn http_get(port: u16, path: &str) -> Option<(String, String)> {
     use std::io::{Read, Write};
@@ -972,34 +1019,8 @@ fn exporter_answers_http_with_documented_metrics_that_move() {
     let mut rx = b.topic("px").subscriber::<u64>().unwrap();
     let mut jobs = b.producer::<u64>("jobs").unwrap();
     // Port 0: the system picks one, and the exporter says which.
-    let mut exporter = Killed(
-        shmbus()
-            .args(["export", "--listen", "127.0.0.1:0"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Kept open to the end: what it says later has somewhere to go.
-    let mut stderr = std::io::BufReader::new(exporter.0.stderr.take().unwrap());
-    let mut said = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
-    let listen = said
-        .trim()
-        .strip_prefix("shmbus export: serving http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no address said: {said:?}"))
-        .to_owned();
-    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
-    assert_ne!(port, 0, "the port the system picked, not 0");
-    let mut scrape = None;
-    assert!(
-        common::eventually(Duration::from_secs(10), || {
-            scrape = http_get(port, "/metrics");
-            scrape.is_some()
-        }),
-        "the exporter never answered on {listen}"
-    );
-    let (status, body) = scrape.unwrap();
+    let (exporter, (status, body)) = start_exporter(&[]);
+    let port = exporter.port;
     assert!(status.contains("200"), "{status}");
     for family in [
         "# TYPE shmbus_topic_published_total counter",
@@ -1330,31 +1351,7 @@ fn every_command_finds_a_pipe_bus_in_the_directory_given() {
     }
 
     // export: the bus's counters are served.
-    let mut exporter = Killed(
-        shmbus()
-            .args(["export", "--listen", "127.0.0.1:0", "--dir", &d])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = std::io::BufReader::new(exporter.0.stderr.take().unwrap());
-    let mut said = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
-    let port: u16 = said
-        .trim()
-        .strip_suffix("/metrics")
-        .and_then(|rest| rest.rsplit(':').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("no address said: {said:?}"));
-    let mut scrape = None;
-    assert!(
-        common::eventually(Duration::from_secs(10), || {
-            scrape = http_get(port, "/metrics");
-            scrape.is_some()
-        }),
-        "the exporter never answered"
-    );
-    let (_, body) = scrape.unwrap();
+    let (exporter, (_, body)) = start_exporter(&["--dir", &d]);
     let published = format!(
         "shmbus_topic_published_total{{bus=\"{}\",topic=\"lines\",kind=\"broadcast\"}} 5",
         bus.name

@@ -764,64 +764,56 @@ pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
         .map_err(|e| io_error_at(bus, "removing the pipe bus directory", &dir, e))
 }
 
-/// The files in topic directory `dir` a configuration is written to
-/// before it is renamed to `config` (see `PipeBus::write_config`).
-fn config_temps(dir: &Path) -> Vec<PathBuf> {
+/// The paths of the entries of `dir` that `keep` accepts, given each
+/// one's file name.
+fn entries_where(
+    dir: &Path,
+    mut keep: impl FnMut(&str, &std::fs::DirEntry) -> bool,
+) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     entries
         .filter_map(Result::ok)
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .is_some_and(|name| name.starts_with("config."))
-        })
+        .filter(|entry| keep(&entry.file_name().to_string_lossy(), entry))
         .map(|entry| entry.path())
         .collect()
+}
+
+/// The files in topic directory `dir` a configuration is written to
+/// before it is renamed to `config` (see `PipeBus::write_config`).
+fn config_temps(dir: &Path) -> Vec<PathBuf> {
+    entries_where(dir, |name, _| name.starts_with("config."))
 }
 
 /// The endpoint records in topic directory `dir` not yet renamed into
 /// place (`<prefix><id>.new`) whose maker is dead: unlocked, and a minute
 /// old (a maker locks one as soon as it has made it).
 fn dead_new_records(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let record = ["sub-", "prod-", "cons-"]
-                .iter()
-                .any(|prefix| name.starts_with(prefix))
-                && name.ends_with(".new");
-            let old = entry
+    entries_where(dir, |name, entry| {
+        let record = ["sub-", "prod-", "cons-"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            && name.ends_with(".new");
+        let old = || {
+            entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > std::time::Duration::from_secs(60));
-            record && old && record_liveness(&entry.path()) == Liveness::Dead
-        })
-        .map(|entry| entry.path())
-        .collect()
+                .is_some_and(|age| age > std::time::Duration::from_secs(60))
+        };
+        record && old() && record_liveness(&entry.path()) == Liveness::Dead
+    })
 }
 
 /// The subscriber FIFOs in topic directory `dir` whose record is gone.
 fn orphan_fifos(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let id = name.strip_prefix("sub-")?.strip_suffix(".fifo")?;
-            (!dir.join(format!("sub-{id}")).exists()).then(|| entry.path())
-        })
-        .collect()
+    entries_where(dir, |name, _| {
+        name.strip_prefix("sub-")
+            .and_then(|rest| rest.strip_suffix(".fifo"))
+            .is_some_and(|id| !dir.join(format!("sub-{id}")).exists())
+    })
 }
 
 /// Removes what endpoints known dead left in the pipe buses under `root`
