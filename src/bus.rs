@@ -576,6 +576,9 @@ impl Bus {
     /// pipe bus `name` under `dir`, whichever exist; `Error::NotFound`
     /// (naming both places) if neither does.
     pub fn remove_in(name: &str, dir: &std::path::Path) -> Result<(), Error> {
+        // Before anything is touched: a name such as `../x` would reach
+        // outside `dir`.
+        segment::validate_name("bus", name)?;
         let shm = segment::remove(name);
         let pipe = crate::transport::remove(name, dir)?;
         match shm {

@@ -537,7 +537,8 @@ impl PipeBus {
 impl Drop for PipeBus {
     fn drop(&mut self) {
         let _ = Bus::remove_pipe(&self.name, &self.dir);
-        let _ = std::fs::remove_dir(&self.dir);
+        // The test's own directory, with whatever a failed test left in it.
+        let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_dir(common::pipe_dir());
     }
 }
@@ -635,6 +636,27 @@ fn a_subscriber_whose_fifo_overflows_counts_exactly_what_it_lost() {
     );
     assert_eq!(received + lagged, SENT, "every message received or counted");
     assert_eq!(rx.stats().lagged, lagged);
+}
+
+/// A name no bus may have is refused before anything is removed: `../x`
+/// reached outside the directory given, and a directory there with a
+/// `.lock` in it was removed whole (the error came after).
+#[test]
+fn remove_of_a_bad_name_removes_nothing_outside_the_directory() {
+    let bus = PipeBus::new("rm-traversal");
+    let victim = bus.dir.join("victim");
+    let inner = bus.dir.join("inner");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::create_dir_all(&inner).unwrap();
+    std::fs::write(victim.join(".lock"), b"").unwrap();
+    std::fs::write(victim.join("precious"), b"keep me").unwrap();
+    let err = Bus::remove_in("../victim", &inner).unwrap_err();
+    assert!(matches!(err, shmbus::Error::InvalidName { .. }), "{err}");
+    assert!(Bus::remove_pipe("../victim", &inner).is_err());
+    assert!(
+        victim.join("precious").exists(),
+        "removed a directory outside the one given"
+    );
 }
 
 /// A system call that fails on a pipe bus's files names the file: a
