@@ -95,9 +95,11 @@ fn joining_with_another_type_names_both_types() {
 }
 
 /// A mismatch error starts with what differs and what to do about it,
-/// one clause per field that differs, before the full descriptions.
+/// one clause per field that differs, before the full descriptions; and
+/// doing what it says opens the topic.
 #[test]
 fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
+    type Open<'a> = Box<dyn Fn() -> Result<(), Error> + 'a>;
     let bus = TestBus::new("mismatch-field");
     let b = bus.open();
     let _bytes = b
@@ -113,85 +115,136 @@ fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
         .timestamps(shmbus::Clock::Monotonic)
         .publisher::<u64>()
         .unwrap();
-    let first_clause = |err: Error| {
-        assert!(matches!(err, Error::TopicMismatch { .. }), "{err}");
-        let text = err.to_string();
-        let (differs, full) = text.split_once(" (it is ").expect("two parts");
-        assert!(full.contains("was asked for"), "{text}");
-        differs.to_owned()
-    };
-    let cases = [
+    let _books = b
+        .topic("books")
+        .variable(1 << 16)
+        .capacity(64)
+        .publisher_bytes()
+        .unwrap();
+    let _jobs = b.topic("jobs").variable(1 << 16).producer_bytes().unwrap();
+    let _fixed_jobs = b.topic("fixed-jobs").producer_bytes().unwrap();
+    let ok = |r: Result<(), Error>| r;
+    let cases: Vec<(Open, &str, Open)> =
+        vec![
         (
-            b.topic("bytes")
-                .capacity(32)
-                .subscriber_bytes()
-                .unwrap_err(),
+            Box::new(|| ok(b.topic("bytes").capacity(32).subscriber_bytes().map(drop))),
             "its capacity is 64 messages, not 32: leave out `.capacity(..)`",
+            Box::new(|| ok(b.topic("bytes").subscriber_bytes().map(drop))),
         ),
         (
-            b.topic("bytes")
-                .slot_size(256)
-                .subscriber_bytes()
-                .unwrap_err(),
+            Box::new(|| ok(b.topic("bytes").slot_size(256).subscriber_bytes().map(drop))),
             "its slots are 128 bytes, not 256: leave out `.slot_size(..)`",
+            Box::new(|| ok(b.topic("bytes").subscriber_bytes().map(drop))),
         ),
         (
-            b.topic("bytes").lossless(2).subscriber_bytes().unwrap_err(),
+            Box::new(|| ok(b.topic("bytes").lossless(2).subscriber_bytes().map(drop))),
             "it is in overwrite mode, not lossless: leave out `.lossless(..)`",
+            Box::new(|| ok(b.topic("bytes").subscriber_bytes().map(drop))),
         ),
         (
-            b.topic("lossless")
-                .lossless(8)
-                .subscriber::<u64>()
-                .unwrap_err(),
+            Box::new(|| ok(b.topic("lossless").lossless(8).subscriber::<u64>().map(drop))),
             "it takes up to 4 lossless subscribers, not 8: ask for `.lossless(4)`",
+            Box::new(|| ok(b.topic("lossless").lossless(4).subscriber::<u64>().map(drop))),
         ),
         (
-            b.topic("queue").subscriber::<u64>().unwrap_err(),
+            Box::new(|| ok(b.topic("queue").subscriber::<u64>().map(drop))),
             "it is a work queue, not a broadcast topic",
+            Box::new(|| ok(b.topic("queue").consumer::<u64>().map(drop))),
         ),
         (
-            b.topic("queue")
-                .max_consumers(3)
-                .consumer::<u64>()
-                .unwrap_err(),
+            Box::new(|| ok(b.topic("queue").max_consumers(3).consumer::<u64>().map(drop))),
             "it takes up to 64 consumers, not 3: ask for `.max_consumers(64)`",
+            Box::new(|| ok(b.topic("queue").max_consumers(64).consumer::<u64>().map(drop))),
         ),
         (
-            b.topic("lossless").subscriber::<u32>().unwrap_err(),
+            Box::new(|| ok(b.topic("lossless").subscriber::<u32>().map(drop))),
             "its messages are `u64` (size 8, align 8), not `u32` (size 4, align 4)",
+            Box::new(|| ok(b.topic("lossless").subscriber::<u64>().map(drop))),
         ),
         (
-            b.topic("stamped")
-                .timestamps(shmbus::Clock::Realtime)
-                .subscriber::<u64>()
-                .unwrap_err(),
+            Box::new(|| {
+                ok(b.topic("stamped")
+                    .timestamps(shmbus::Clock::Realtime)
+                    .subscriber::<u64>()
+                    .map(drop))
+            }),
             "its timestamps are read from the Monotonic clock, not Realtime",
+            Box::new(|| {
+                ok(b.topic("stamped")
+                    .timestamps(shmbus::Clock::Monotonic)
+                    .subscriber::<u64>()
+                    .map(drop))
+            }),
         ),
         (
-            b.topic("lossless")
-                .timestamps(shmbus::Clock::Realtime)
-                .subscriber::<u64>()
-                .unwrap_err(),
+            Box::new(|| {
+                ok(b.topic("lossless")
+                    .timestamps(shmbus::Clock::Realtime)
+                    .subscriber::<u64>()
+                    .map(drop))
+            }),
             "its messages carry no timestamps: leave out `.timestamps(..)`",
+            Box::new(|| ok(b.topic("lossless").subscriber::<u64>().map(drop))),
         ),
         (
-            b.topic("bytes")
-                .variable(1 << 16)
-                .subscriber_bytes()
-                .unwrap_err(),
+            Box::new(|| ok(b.topic("bytes").variable(1 << 16).subscriber_bytes().map(drop))),
             "its messages take fixed 128-byte slots, not a variable-size arena",
+            Box::new(|| ok(b.topic("bytes").subscriber_bytes().map(drop))),
+        ),
+        // A variable-size broadcast topic's capacity is its own, beside
+        // its arena: both are said.
+        (
+            Box::new(|| {
+                ok(b.topic("books")
+                    .variable(1 << 17)
+                    .capacity(32)
+                    .subscriber_bytes()
+                    .map(drop))
+            }),
+            "its arena is 65536 bytes, not 131072: ask for `.variable(65536)` or leave it out; \
+             its capacity is 64 messages, not 32",
+            Box::new(|| ok(b.topic("books").subscriber_bytes().map(drop))),
+        ),
+        (
+            Box::new(|| ok(b.topic("books").subscriber::<u64>().map(drop))),
+            "it is a topic of byte messages (variable-size), not of `u64`: open it with \
+             `publisher_bytes` / `subscriber_bytes`",
+            Box::new(|| ok(b.topic("books").subscriber_bytes().map(drop))),
+        ),
+        (
+            Box::new(|| ok(b.topic("lossless").subscriber_bytes().map(drop))),
+            "its messages are `u64` (size 8, align 8), not bytes: open it with the typed \
+             `publisher::<T>` / `subscriber::<T>`",
+            Box::new(|| ok(b.topic("lossless").subscriber::<u64>().map(drop))),
+        ),
+        // A variable-size work queue's capacity is units of its arena.
+        (
+            Box::new(|| ok(b.topic("jobs").capacity(64).consumer_bytes().map(drop))),
+            "its capacity is 1024 units of 64 bytes (its 65536-byte arena), not 64",
+            Box::new(|| ok(b.topic("jobs").consumer_bytes().map(drop))),
+        ),
+        // A variable-size request of a fixed queue: its capacity was never
+        // asked for, and is not said.
+        (
+            Box::new(|| ok(b.topic("fixed-jobs").variable(1 << 20).consumer_bytes().map(drop))),
+            "its messages take fixed 256-byte slots, not a variable-size arena: leave out \
+             `.variable(..)` to join it as it is (it is",
+            Box::new(|| ok(b.topic("fixed-jobs").consumer_bytes().map(drop))),
         ),
     ];
-    for (err, expected) in cases {
-        let differs = first_clause(err);
-        let (_, clause) = differs
+    for (open, expected, remedy) in cases {
+        let err = open().unwrap_err();
+        assert!(matches!(err, Error::TopicMismatch { .. }), "{err}");
+        let text = err.to_string();
+        let (_, clause) = text
             .split_once("\" exists, but not as asked for: ")
-            .unwrap_or_else(|| panic!("no leading words in: {differs}"));
+            .unwrap_or_else(|| panic!("no leading words in: {text}"));
         assert!(
             clause.starts_with(expected),
-            "wanted {expected:?} first in: {differs}"
+            "wanted {expected:?} first in: {text}"
         );
+        assert!(text.contains("was asked for)"), "{text}");
+        remedy().unwrap_or_else(|e| panic!("the remedy of {expected:?} failed: {e}"));
     }
 }
 

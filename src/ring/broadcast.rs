@@ -578,15 +578,12 @@ mod tests {
 
     /// Slot storage that starts on a cache line, as a segment's arena does.
     #[repr(C, align(64))]
-    struct Lines([u64; 64]);
+    struct Lines([AtomicU64; 64]);
 
     #[test]
     fn slots_fit_one_line_only_where_every_slot_does() {
-        let lines = Lines([0; 64]);
-        // SAFETY: `AtomicU64` has the size and alignment of `u64`, and the
-        // array is only read through these atomics from here on.
-        let words: &[AtomicU64] =
-            unsafe { core::slice::from_raw_parts(lines.0.as_ptr().cast(), lines.0.len()) };
+        let lines = Lines([const { AtomicU64::new(0) }; 64]);
+        let words: &[AtomicU64] = &lines.0;
         for slot_bytes in [0, 8, 16, 17, 40, 48] {
             let stride = stride_words(slot_bytes);
             assert!(slots_in_one_line(words, stride, slot_bytes), "{slot_bytes}");

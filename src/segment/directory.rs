@@ -381,21 +381,48 @@ fn differences(c: &EntryConfig, req: &TopicRequest<'_>) -> String {
         return out.join("; ");
     }
     let f = &req.fingerprint;
-    if c.type_size != f.size || c.type_align != f.align || c.type_hash != f.hash {
-        let len = c.type_name.iter().position(|&b| b == 0).unwrap_or(c.type_name.len());
-        out.push(format!(
-            "its messages are `{}` (size {}, align {}), not `{}` (size {}, align {}): every \
-             process must use the same message type under the same name (`type_name(..)` \
-             names it alike in binaries built apart)",
-            String::from_utf8_lossy(&c.type_name[..len]),
-            c.type_size,
-            c.type_align,
-            f.name,
-            f.size,
-            f.align
-        ));
+    let bytes = crate::topic::bytes_fingerprint();
+    let typed = *f != bytes;
+    let topic_typed = !(c.type_size == bytes.size && c.type_hash == bytes.hash);
+    let queue = c.kind == layout::KIND_QUEUE;
+    let (send, recv) = if queue {
+        ("producer", "consumer")
+    } else {
+        ("publisher", "subscriber")
+    };
+    let len = c
+        .type_name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(c.type_name.len());
+    let type_name = String::from_utf8_lossy(&c.type_name[..len]);
+    match (topic_typed, typed) {
+        // Byte messages asked of a typed topic, or the reverse: no type
+        // name bridges the two.
+        (false, true) => out.push(format!(
+            "it is a topic of byte messages{}, not of `{}`: open it with `{send}_bytes` / \
+             `{recv}_bytes`",
+            if shape.variable() { " (variable-size)" } else { "" },
+            f.name
+        )),
+        (true, false) => out.push(format!(
+            "its messages are `{type_name}` (size {}, align {}), not bytes: open it with the \
+             typed `{send}::<T>` / `{recv}::<T>` of that type",
+            c.type_size, c.type_align
+        )),
+        _ if c.type_size != f.size || c.type_align != f.align || c.type_hash != f.hash => {
+            out.push(format!(
+                "its messages are `{type_name}` (size {}, align {}), not `{}` (size {}, align \
+                 {}): every process must use the same message type under the same name \
+                 (`type_name(..)` names it alike in binaries built apart)",
+                c.type_size, c.type_align, f.name, f.size, f.align
+            ))
+        }
+        _ => {}
     }
-    let variable_differs = req.variable.is_some_and(|v| v != shape.variable());
+    // Typed requests ask for fixed slots of their type's size: the type's
+    // line above says all there is.
+    let variable_differs = !typed && req.variable.is_some_and(|v| v != shape.variable());
     if variable_differs {
         out.push(if shape.variable() {
             format!(
@@ -411,12 +438,8 @@ fn differences(c: &EntryConfig, req: &TopicRequest<'_>) -> String {
             )
         });
     }
-    let typed = *f != crate::topic::bytes_fingerprint();
-    let slot_differs = req.slot_size.is_some_and(|s| s != c.slot_size);
-    // A typed fixed-slot topic's slot is its type's size: the type's line
-    // says it.
-    let slot_is_type = typed && !shape.variable();
-    if slot_differs && !variable_differs && !slot_is_type {
+    let slot_differs = !typed && req.slot_size.is_some_and(|s| s != c.slot_size);
+    if slot_differs && !variable_differs {
         out.push(if shape.variable() {
             format!(
                 "its arena is {} bytes, not {}: ask for `.variable({})` or leave it out",
@@ -432,14 +455,28 @@ fn differences(c: &EntryConfig, req: &TopicRequest<'_>) -> String {
             )
         });
     }
-    // A variable-size work queue's capacity is its arena's units: the
-    // arena's line says it.
-    let arena_said = shape.variable() && (slot_differs || variable_differs);
+    // A variable-size work queue's capacity is its arena's 64-byte units,
+    // and a variable-size request's is worked out from the arena asked
+    // for: where the arena differs, its line says it.
+    let arena_said = queue
+        && (shape.variable() || req.variable == Some(true))
+        && (slot_differs || variable_differs);
     if let Some(cap) = req.capacity.filter(|&cap| cap != c.capacity && !arena_said) {
-        out.push(format!(
-            "its capacity is {} messages, not {cap}: leave out `.capacity(..)` to join it as it is",
-            c.capacity
-        ));
+        out.push(if queue && shape.variable() {
+            format!(
+                "its capacity is {} units of {} bytes (its {}-byte arena), not {cap}: leave out \
+                 `.capacity(..)` to join it as it is",
+                c.capacity,
+                UNIT_BYTES,
+                shape.arena_bytes()
+            )
+        } else {
+            format!(
+                "its capacity is {} messages, not {cap}: leave out `.capacity(..)` to join it as \
+                 it is",
+                c.capacity
+            )
+        });
     }
     match req.lossless {
         Some(true) if !shape.lossless() => out.push(
