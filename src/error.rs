@@ -817,9 +817,14 @@ mod or_wait {
 fn not_found_where(bus: &str, pipe_dir: Option<&std::path::Path>) -> String {
     match pipe_dir {
         Some(dir) => format!(
-            "no /dev/shm/shmbus.{bus}, and no pipe bus {bus} in {}; `shmbus list` shows \
+            "no /dev/shm/shmbus.{bus}, and no pipe bus {bus} in {}; `shmbus list{}` shows \
              the buses there are",
-            dir.display()
+            dir.display(),
+            if *dir == crate::transport::default_root() {
+                String::new()
+            } else {
+                format!(" --dir {}", dir.display())
+            }
         ),
         None => format!("no /dev/shm/shmbus.{bus}"),
     }

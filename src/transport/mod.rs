@@ -233,8 +233,9 @@ impl PipeBus {
         mode: u32,
         carrier: Carrier,
     ) -> std::io::Result<PipeBus> {
-        // (A file there makes the creation below fail with "File exists".)
-        if root.exists() && !root.is_dir() {
+        // (A file there makes the creation below fail with "File exists";
+        // a dangling symbolic link too.)
+        if root.symlink_metadata().is_ok() && !root.is_dir() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotADirectory,
                 format!("{} is not a directory", root.display()),
@@ -310,7 +311,7 @@ impl PipeBus {
         msgsize: usize,
     ) -> Result<std::os::fd::OwnedFd, Error> {
         mq::open(name, access, true, Some((self.mode, depth, msgsize)))
-            .map_err(|e| mq::create_error(&self.bus, topic, e, depth, msgsize))
+            .map_err(|e| mq::create_error(&self.bus, topic, name, e, depth, msgsize))
     }
 
     /// Whether a new topic of `shape` can be carried here, asked before
@@ -373,7 +374,9 @@ impl PipeBus {
                 Ok(())
             }
             Err(rustix::io::Errno::MFILE | rustix::io::Errno::NOSPC) => Ok(()),
-            Err(e) => Err(mq::create_error(&self.bus, topic, e, depth, msgsize)),
+            Err(e) => Err(mq::create_error(
+                &self.bus, topic, &probe, e, depth, msgsize,
+            )),
         }
     }
 
@@ -644,7 +647,7 @@ impl Record {
             }),
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
-                Err(bus.io("locking an endpoint record", &path, e))
+                Err(bus.io("locking an endpoint record", &temp, e))
             }
         }
     }

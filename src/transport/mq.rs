@@ -263,6 +263,7 @@ pub(crate) fn queue_len(capacity: usize, variable: bool) -> usize {
 pub(crate) fn create_error(
     bus: &str,
     topic: &str,
+    name: &str,
     err: Errno,
     maxmsg: usize,
     msgsize: usize,
@@ -343,7 +344,7 @@ pub(crate) fn create_error(
             };
             Error::Io {
                 bus: bus.to_owned(),
-                path: None,
+                path: Some(name.into()),
                 action: "creating a POSIX message queue",
                 source: std::io::Error::new(
                     std::io::Error::from_raw_os_error(err.raw_os_error()).kind(),
@@ -356,7 +357,7 @@ pub(crate) fn create_error(
         }
         other => Error::Io {
             bus: bus.to_owned(),
-            path: None,
+            path: Some(name.into()),
             action: "creating a POSIX message queue",
             source: std::io::Error::from_raw_os_error(other.raw_os_error()),
         },

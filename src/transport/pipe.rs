@@ -2348,7 +2348,14 @@ impl PipeQueue {
                         ),
                     })
                 }
-                Err(e) => return Err(super::io_error(&bus.bus, "reading a queue's size", io(e))),
+                Err(e) => {
+                    return Err(super::io_error_at(
+                        &bus.bus,
+                        "reading a queue's size",
+                        &name,
+                        io(e),
+                    ))
+                }
             }
             fd
         } else {
