@@ -143,6 +143,11 @@ pub use error::{
 pub use message::{Bytes, Message};
 #[cfg(not(shmbus_loom))]
 pub use queue::{Consumer, PoppedBytes, PoppedRef, Producer, QueueLoan, QueueStats};
+/// The limits of a topic: the most slots in its ring
+/// ([`TopicBuilder::capacity`], a power of two) and the largest slot
+/// ([`TopicBuilder::slot_size`]).
+#[cfg(not(shmbus_loom))]
+pub use segment::layout::{MAX_CAPACITY, MAX_SLOT_SIZE};
 #[cfg(not(shmbus_loom))]
 pub use select::{Select, SelectError, Selectable};
 #[cfg(not(shmbus_loom))]

@@ -1394,7 +1394,10 @@ fn every_command_finds_a_pipe_bus_in_the_directory_given() {
         );
         // The listing to look at is the one of that directory.
         if place != default {
-            assert!(err.contains(&format!("`shmbus list --dir {place}`")), "{err}");
+            assert!(
+                err.contains(&format!("`shmbus list --dir {place}`")),
+                "{err}"
+            );
         }
     }
     drop((rx, b));

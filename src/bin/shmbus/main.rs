@@ -22,7 +22,7 @@ use snapshot::PipeDir;
                   is corrupt or from another version, a topic that does not exist, a line \
                   that could not be published: the message says which and what to do); \
                   2 bad arguments (a bus or topic name no bus or topic may have, or a \
-                  `pub --capacity`/`--slot-size` no new topic may have, too)."
+                  `pub --capacity`/`--slot-size` out of range, too)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -173,20 +173,6 @@ enum Command {
     Peer { role: String, args: Vec<String> },
 }
 
-/// An error that a command's own arguments caused (exit status 2), where
-/// the library's error (such as `InvalidOptions`) may also describe
-/// something else.
-#[derive(Debug)]
-pub struct BadArguments(pub String);
-
-impl std::fmt::Display for BadArguments {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadArguments {}
-
 /// The most subscriber processes a fanout row runs: what a lossless
 /// topic's subscriber table holds at most.
 const MAX_BENCH_SUBSCRIBERS: usize = 4096;
@@ -318,9 +304,9 @@ fn main() {
         eprintln!("shmbus: {e}");
         // A bus or topic name given on the command line that no bus or
         // topic may have: bad arguments, as clap's are.
-        let bad_arguments = e.is::<BadArguments>()
-            || e.downcast_ref::<shmbus::Error>()
-                .is_some_and(|e| matches!(e, shmbus::Error::InvalidName { .. }));
+        let bad_arguments = e
+            .downcast_ref::<shmbus::Error>()
+            .is_some_and(|e| matches!(e, shmbus::Error::InvalidName { .. }));
         std::process::exit(if bad_arguments { 2 } else { 1 });
     }
 }

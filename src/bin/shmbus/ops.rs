@@ -399,10 +399,10 @@ pub struct PubArgs {
     #[arg(long)]
     hex: bool,
     /// Slot size if the topic is created (default 256).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(shmbus::MAX_SLOT_SIZE)))]
     slot_size: Option<u32>,
-    /// Capacity if the topic is created (default 1024).
-    #[arg(long)]
+    /// Capacity if the topic is created (default 1024; a power of two).
+    #[arg(long, value_parser = parse_capacity)]
     capacity: Option<u32>,
     /// Say nothing on stderr when done.
     #[arg(long)]
@@ -465,6 +465,14 @@ fn held_back_by(bus: &Bus, topic: &str) -> String {
     }
 }
 
+/// `--capacity`: a power of two no ring is too small or too large for.
+fn parse_capacity(arg: &str) -> std::result::Result<u32, String> {
+    arg.parse::<u32>()
+        .ok()
+        .filter(|n| n.is_power_of_two() && *n <= shmbus::MAX_CAPACITY)
+        .ok_or_else(|| format!("must be a power of two from 1 to {}", shmbus::MAX_CAPACITY))
+}
+
 /// `shmbus pub`: publishes each line of stdin (without its newline) as one
 /// byte message, in order, on a bus that exists (it never creates one);
 /// the topic is joined, or created as a byte topic. Stops at the first line
@@ -478,18 +486,7 @@ pub fn publish(opts: &PubArgs) -> Result<()> {
     if let Some(capacity) = opts.capacity {
         topic = topic.capacity(capacity);
     }
-    let given = opts.slot_size.is_some() || opts.capacity.is_some();
-    let mut tx = topic
-        .publisher_bytes()
-        .map_err(|e| -> Box<dyn std::error::Error> {
-            match e {
-                // --slot-size or --capacity refused for a new topic.
-                shmbus::Error::InvalidOptions { .. } if given => {
-                    Box::new(crate::BadArguments(e.to_string()))
-                }
-                e => e.into(),
-            }
-        })?;
+    let mut tx = topic.publisher_bytes()?;
     let (mut first, mut count, mut said_held) = (None, 0u64, false);
     for (index, line) in std::io::stdin().lock().split(b'\n').enumerate() {
         let line = line?;
