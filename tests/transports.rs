@@ -1606,6 +1606,18 @@ fn mq_make_raw(name: &str, maxmsg: i64, msgsize: i64) {
     unsafe { libc::mq_close(fd) };
 }
 
+/// The mq probe queue of the bus in `dir`: one per bus directory and user.
+fn probe_name(bus: &str, dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::fs::canonicalize(dir).unwrap();
+    format!(
+        "/shmbus.{bus}::probe-{}-{:016x}",
+        // SAFETY: getuid has no preconditions.
+        unsafe { libc::getuid() },
+        shmbus::ring::directory::name_hash(dir.as_os_str().as_bytes())
+    )
+}
+
 /// `gc` removes what only a process holding a bus's lock makes, once it
 /// finds the lock free: a topic configuration being written
 /// (`config.<id>`) and a new topic's mq probe queue, left by a process
@@ -1636,7 +1648,7 @@ fn gc_removes_what_a_maker_killed_half_way_left() {
         .unwrap()
         .set_modified(std::time::SystemTime::now() - Duration::from_secs(120))
         .unwrap();
-    let probe = format!("/shmbus.{}::probe", bus.name);
+    let probe = probe_name(&bus.name, &bus_dir);
     mq_make_raw(&probe, 1, 8);
 
     // The bus's lock held, as by a process making a topic.

@@ -356,11 +356,13 @@ impl PipeBus {
         // it, and is removed first (opening it would test its shape, not
         // this one's). `gc` and `remove` remove one left behind too.
         // Only the shape is judged here: a queue budget that is full now
-        // (this user's RLIMIT_MSGQUEUE, the system's queues_max) may not be
-        // when the endpoints that need queues come, in other processes,
-        // perhaps of other users; those are refused then, by their own
-        // queue, with the same error. (A broadcast publisher needs none.)
-        let probe = mq::probe_name(&self.bus);
+        // (this user's RLIMIT_MSGQUEUE, the system's queues_max, this
+        // process's descriptors) may not be when the endpoints that need
+        // queues come, in other processes, perhaps of other users; those
+        // are refused then, by their own queue, with the same error. (A
+        // broadcast publisher needs none.) The kernel checks a full budget
+        // before the shape, so then the shape is judged from the limits.
+        let probe = mq::probe_name(&self.bus, &self.dir);
         mq::unlink(&probe);
         match mq::open(
             &probe,
@@ -373,7 +375,19 @@ impl PipeBus {
                 mq::unlink(&probe);
                 Ok(())
             }
-            Err(rustix::io::Errno::MFILE | rustix::io::Errno::NOSPC) => Ok(()),
+            Err(rustix::io::Errno::MFILE | rustix::io::Errno::NOSPC)
+                if !mq::over_shape_limits(depth, msgsize) =>
+            {
+                Ok(())
+            }
+            Err(rustix::io::Errno::MFILE | rustix::io::Errno::NOSPC) => Err(mq::create_error(
+                &self.bus,
+                topic,
+                &probe,
+                rustix::io::Errno::INVAL,
+                depth,
+                msgsize,
+            )),
             Err(e) => Err(mq::create_error(
                 &self.bus, topic, &probe, e, depth, msgsize,
             )),
@@ -747,6 +761,8 @@ pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
     if !named.join(".lock").is_file() {
         return Ok(false);
     }
+    // Named by the bus's directory where it is now (see `mq::probe_name`).
+    let probe = mq::probe_name(bus, &named);
     // Out of the way first, so that no endpoint opens (and makes again) a
     // queue of it between our unlinking the queues and the directory.
     let gone = root.join(format!("{NEW_PREFIX}gone-{}", unique_id()));
@@ -755,7 +771,7 @@ pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
         Err(_) => named,
     };
     if carrier_of(&dir) == Carrier::Mq {
-        mq::unlink(&mq::probe_name(bus));
+        mq::unlink(&probe);
         for (topic, topic_dir) in topic_dirs(&dir) {
             mq::unlink(&mq::name(bus, &topic, None));
             for id in PipeBus::records(&topic_dir, "sub-") {
@@ -838,7 +854,7 @@ pub(crate) fn gc(root: &Path) -> Vec<String> {
                     }
                 }
             }
-            let probe = mq::probe_name(&bus);
+            let probe = mq::probe_name(&bus, &root.join(&bus));
             if mq_bus && mq::unlink(&probe) {
                 removed.push(format!("mq {probe}"));
             }

@@ -116,12 +116,48 @@ pub(crate) fn open(
     Ok(fd)
 }
 
-/// The queue a new topic of bus `bus` is tried on (made and removed, under
-/// the bus's lock: see `PipeBus::check_new_topic`): one name per bus, so
-/// that one left by a process killed in between is found by name (`::`:
-/// no topic is named the empty string).
-pub(crate) fn probe_name(bus: &str) -> String {
-    format!("/shmbus.{bus}::probe")
+/// The queue a new topic of the bus in directory `dir` is tried on (made
+/// and removed, under the bus's lock: see `PipeBus::check_new_topic`): one
+/// name per bus directory and user, so that one left by a process killed
+/// in between is found by name, and that buses of one name in two
+/// directories (whose locks are two), or two users' probes, never meet
+/// (`::`: no topic is named the empty string).
+pub(crate) fn probe_name(bus: &str, dir: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    format!(
+        "/shmbus.{bus}::probe-{}-{:016x}",
+        rustix::process::getuid().as_raw(),
+        crate::ring::directory::name_hash(dir.as_os_str().as_bytes())
+    )
+}
+
+/// Whether a queue of `maxmsg` messages of `msgsize` bytes is over the
+/// limits on one queue's shape that bind this process: `fs.mqueue.msg_max`
+/// and `msgsize_max`, or with `CAP_SYS_RESOURCE` the kernel's own ceilings
+/// (65536 messages, 16 MiB each).
+pub(crate) fn over_shape_limits(maxmsg: usize, msgsize: usize) -> bool {
+    let (most, largest) = if lifts_limits() {
+        (65536, 16 << 20)
+    } else {
+        (
+            sysctl("msg_max").unwrap_or(10),
+            sysctl("msgsize_max").unwrap_or(8192),
+        )
+    };
+    maxmsg as u64 > most || msgsize as u64 > largest
+}
+
+/// Whether this process has `CAP_SYS_RESOURCE` (bit 24 of its effective
+/// capabilities), which lifts `msg_max` and `msgsize_max`.
+fn lifts_limits() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(caps.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
 }
 
 /// Removes queue `name` (those who have it open keep it until they close
@@ -361,5 +397,43 @@ pub(crate) fn create_error(
             action: "creating a POSIX message queue",
             source: std::io::Error::from_raw_os_error(other.raw_os_error()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape judged where the kernel said only that a budget was full
+    /// (see `PipeBus::check_new_topic`): what no limit allows is over, with
+    /// or without privilege; one small message never is; and what is over
+    /// `msg_max` without privilege is over exactly when unprivileged.
+    #[test]
+    fn over_shape_limits_judges_the_shape_alone() {
+        assert!(over_shape_limits(1 << 20, 8), "over the kernel's 65536");
+        assert!(over_shape_limits(1, 32 << 20), "over the kernel's 16 MiB");
+        assert!(!over_shape_limits(1, 8));
+        let msg_max = sysctl("msg_max").unwrap_or(10) as usize;
+        if msg_max < 65536 {
+            assert_eq!(over_shape_limits(msg_max + 1, 8), !lifts_limits());
+        }
+        assert!(!over_shape_limits(msg_max, 8));
+    }
+
+    /// One probe name per bus directory and user, whatever the path's
+    /// spelling: gc and remove find the one a killed process left.
+    #[test]
+    fn a_probe_is_named_by_its_bus_directory() {
+        let root = std::env::temp_dir().join(format!("shmbus-probe-{}", std::process::id()));
+        let (a, b) = (root.join("a").join("bus"), root.join("b").join("bus"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let spelled = root.join("b").join("..").join("a").join("bus");
+        let named = [probe_name("bus", &a), probe_name("bus", &b)];
+        let respelled = probe_name("bus", &spelled);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_ne!(named[0], named[1], "two directories, two names");
+        assert_eq!(respelled, named[0]);
+        assert!(named[0].starts_with("/shmbus.bus::probe-"), "{}", named[0]);
     }
 }
