@@ -627,17 +627,41 @@ impl Record {
     /// skips (with a `.`), then renamed into place: a record is never seen
     /// unlocked, which would make it look dead.
     pub fn create(bus: &PipeBus, dir: &Path, prefix: &str, content: &str) -> Result<Record, Error> {
+        let mut tries = 0;
+        loop {
+            match Record::try_create(bus, dir, prefix, content) {
+                // Our `.new` file gone before its rename: `gc` took it for
+                // a dead maker's, as it does one unlocked a minute old (we
+                // stalled between making and locking it). Made again.
+                Err((_, e)) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                result => {
+                    return result
+                        .map_err(|(temp, e)| bus.io("locking an endpoint record", &temp, e))
+                }
+            }
+        }
+    }
+
+    fn try_create(
+        bus: &PipeBus,
+        dir: &Path,
+        prefix: &str,
+        content: &str,
+    ) -> Result<Record, (PathBuf, std::io::Error)> {
         let id = unique_id();
         let path = dir.join(format!("{prefix}{id}"));
         let temp = dir.join(format!("{prefix}{id}.new"));
-        let mut file = std::fs::OpenOptions::new()
+        let mut file = match std::fs::OpenOptions::new()
             .create_new(true)
             .read(true)
             .write(true)
             .mode(bus.mode)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&temp)
-            .map_err(|e| bus.io("creating an endpoint record", &temp, e))?;
+        {
+            Ok(file) => file,
+            Err(e) => return Err((temp, e)),
+        };
         let made = (|| {
             // Locked first: `gc` takes an unlocked `.new` record a minute
             // old for one whose maker died.
@@ -661,7 +685,7 @@ impl Record {
             }),
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
-                Err(bus.io("locking an endpoint record", &temp, e))
+                Err((temp, e))
             }
         }
     }
