@@ -108,21 +108,30 @@ fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
         .slot_size(128)
         .publisher_bytes()
         .unwrap();
-    let _lossless = b.topic("lossless").lossless(4).publisher::<u64>().unwrap();
-    let _queue = b.topic("queue").producer::<u64>().unwrap();
+    // Small capacities: on message queues every topic's queues come out
+    // of one per-user budget.
+    let _lossless = b
+        .topic("lossless")
+        .capacity(16)
+        .lossless(4)
+        .publisher::<u64>()
+        .unwrap();
+    let _queue = b.topic("queue").capacity(16).producer::<u64>().unwrap();
     let _stamped = b
         .topic("stamped")
+        .capacity(16)
         .timestamps(shmbus::Clock::Monotonic)
         .publisher::<u64>()
         .unwrap();
+    // Small arenas: on message queues a frame must fit msgsize_max.
     let _books = b
         .topic("books")
-        .variable(1 << 16)
+        .variable(4096)
         .capacity(64)
         .publisher_bytes()
         .unwrap();
-    let _jobs = b.topic("jobs").variable(1 << 16).producer_bytes().unwrap();
-    let _fixed_jobs = b.topic("fixed-jobs").producer_bytes().unwrap();
+    let _jobs = b.topic("jobs").variable(4096).producer_bytes().unwrap();
+    let _fixed_jobs = b.topic("fixed-jobs").capacity(16).producer_bytes().unwrap();
     let ok = |r: Result<(), Error>| r;
     let cases: Vec<(Open, &str, Open)> =
         vec![
@@ -196,13 +205,13 @@ fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
         (
             Box::new(|| {
                 ok(b.topic("books")
-                    .variable(1 << 17)
+                    .variable(8192)
                     .capacity(32)
                     .subscriber_bytes()
                     .map(drop))
             }),
-            "its arena is 65536 bytes, not 131072: ask for `.variable(65536)` or leave it out; \
-             its capacity is 64 messages, not 32",
+            "its arena is 4096 bytes, not 8192: ask for `.variable(4096)` or leave it out; its \
+             capacity is 64 messages, not 32",
             Box::new(|| ok(b.topic("books").subscriber_bytes().map(drop))),
         ),
         (
@@ -219,8 +228,8 @@ fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
         ),
         // A variable-size work queue's capacity is units of its arena.
         (
-            Box::new(|| ok(b.topic("jobs").capacity(64).consumer_bytes().map(drop))),
-            "its capacity is 1024 units of 64 bytes (its 65536-byte arena), not 64",
+            Box::new(|| ok(b.topic("jobs").capacity(32).consumer_bytes().map(drop))),
+            "its capacity is 64 units of 64 bytes (its 4096-byte arena), not 32",
             Box::new(|| ok(b.topic("jobs").consumer_bytes().map(drop))),
         ),
         // A variable-size request of a fixed queue: its capacity was never
