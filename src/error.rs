@@ -20,6 +20,7 @@ pub enum Error {
     },
 
     /// A system call on the bus's segment, directory or queues failed.
+    #[non_exhaustive]
     #[error("bus {bus:?}: {action}{} failed: {source}", at_path(path.as_deref()))]
     Io {
         /// The bus (empty for operations on every bus, such as listing).
@@ -36,6 +37,7 @@ pub enum Error {
 
     /// [`Bus::open_existing`](crate::Bus::open_existing) or
     /// [`Bus::remove`](crate::Bus::remove) of a bus that does not exist.
+    #[non_exhaustive]
     #[error("bus {bus:?} does not exist ({})", not_found_where(bus, pipe_dir.as_deref()))]
     NotFound {
         /// The bus.
@@ -88,6 +90,7 @@ pub enum Error {
 
     /// The topic exists with another kind, message type, capacity, slot
     /// size or mode than was asked for.
+    #[non_exhaustive]
     #[error(
         "topic {topic:?} exists, but not as asked for: {differs} (it is {existing}; {requested} \
          was asked for)"
