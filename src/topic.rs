@@ -670,11 +670,6 @@ impl<'b> TopicBuilder<'b> {
 /// A request that finds or makes exactly the topic `config` describes.
 fn request_of<'n>(name: &'n str, c: &layout::EntryConfig) -> TopicRequest<'n> {
     let shape = crate::segment::region::Shape::of(c);
-    let type_len = c
-        .type_name
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(c.type_name.len());
     TopicRequest {
         name,
         kind: c.kind,
@@ -693,9 +688,7 @@ fn request_of<'n>(name: &'n str, c: &layout::EntryConfig) -> TopicRequest<'n> {
             size: c.type_size,
             align: c.type_align,
             hash: c.type_hash,
-            name: String::from_utf8_lossy(&c.type_name[..type_len])
-                .into_owned()
-                .into(),
+            name: directory::type_name(c).into_owned().into(),
         },
     }
 }

@@ -133,22 +133,32 @@ fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
     let _jobs = b.topic("jobs").variable(4096).producer_bytes().unwrap();
     let _fixed_jobs = b.topic("fixed-jobs").capacity(16).producer_bytes().unwrap();
     let ok = |r: Result<(), Error>| r;
+    // Joining topic `t` as it is, as most remedies say.
+    let bus_ref = &b;
+    let bytes_sub = |t: &'static str| -> Open {
+        Box::new(move || bus_ref.topic(t).subscriber_bytes().map(drop))
+    };
+    let u64_sub = |t: &'static str| -> Open {
+        Box::new(move || bus_ref.topic(t).subscriber::<u64>().map(drop))
+    };
+    let bytes_consumer =
+        |t: &'static str| -> Open { Box::new(move || bus_ref.topic(t).consumer_bytes().map(drop)) };
     let cases: Vec<(Open, &str, Open)> =
         vec![
         (
             Box::new(|| ok(b.topic("bytes").capacity(32).subscriber_bytes().map(drop))),
             "its capacity is 64 messages, not 32: leave out `.capacity(..)`",
-            Box::new(|| ok(b.topic("bytes").subscriber_bytes().map(drop))),
+            bytes_sub("bytes"),
         ),
         (
             Box::new(|| ok(b.topic("bytes").slot_size(256).subscriber_bytes().map(drop))),
             "its slots are 128 bytes, not 256: leave out `.slot_size(..)`",
-            Box::new(|| ok(b.topic("bytes").subscriber_bytes().map(drop))),
+            bytes_sub("bytes"),
         ),
         (
             Box::new(|| ok(b.topic("bytes").lossless(2).subscriber_bytes().map(drop))),
             "it is in overwrite mode, not lossless: leave out `.lossless(..)`",
-            Box::new(|| ok(b.topic("bytes").subscriber_bytes().map(drop))),
+            bytes_sub("bytes"),
         ),
         (
             Box::new(|| ok(b.topic("lossless").lossless(8).subscriber::<u64>().map(drop))),
@@ -156,7 +166,7 @@ fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
             Box::new(|| ok(b.topic("lossless").lossless(4).subscriber::<u64>().map(drop))),
         ),
         (
-            Box::new(|| ok(b.topic("queue").subscriber::<u64>().map(drop))),
+            u64_sub("queue"),
             "it is a work queue, not a broadcast topic",
             Box::new(|| ok(b.topic("queue").consumer::<u64>().map(drop))),
         ),
@@ -168,7 +178,7 @@ fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
         (
             Box::new(|| ok(b.topic("lossless").subscriber::<u32>().map(drop))),
             "its messages are `u64` (size 8, align 8), not `u32` (size 4, align 4)",
-            Box::new(|| ok(b.topic("lossless").subscriber::<u64>().map(drop))),
+            u64_sub("lossless"),
         ),
         (
             Box::new(|| {
@@ -193,12 +203,12 @@ fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
                     .map(drop))
             }),
             "its messages carry no timestamps: leave out `.timestamps(..)`",
-            Box::new(|| ok(b.topic("lossless").subscriber::<u64>().map(drop))),
+            u64_sub("lossless"),
         ),
         (
             Box::new(|| ok(b.topic("bytes").variable(1 << 16).subscriber_bytes().map(drop))),
             "its messages take fixed 128-byte slots, not a variable-size arena",
-            Box::new(|| ok(b.topic("bytes").subscriber_bytes().map(drop))),
+            bytes_sub("bytes"),
         ),
         // A variable-size broadcast topic's capacity is its own, beside
         // its arena: both are said.
@@ -212,25 +222,25 @@ fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
             }),
             "its arena is 4096 bytes, not 8192: ask for `.variable(4096)` or leave it out; its \
              capacity is 64 messages, not 32",
-            Box::new(|| ok(b.topic("books").subscriber_bytes().map(drop))),
+            bytes_sub("books"),
         ),
         (
-            Box::new(|| ok(b.topic("books").subscriber::<u64>().map(drop))),
+            u64_sub("books"),
             "it is a topic of byte messages (variable-size), not of `u64`: open it with \
              `publisher_bytes` / `subscriber_bytes`",
-            Box::new(|| ok(b.topic("books").subscriber_bytes().map(drop))),
+            bytes_sub("books"),
         ),
         (
-            Box::new(|| ok(b.topic("lossless").subscriber_bytes().map(drop))),
+            bytes_sub("lossless"),
             "its messages are `u64` (size 8, align 8), not bytes: open it with the typed \
              `publisher::<T>` / `subscriber::<T>`",
-            Box::new(|| ok(b.topic("lossless").subscriber::<u64>().map(drop))),
+            u64_sub("lossless"),
         ),
         // A variable-size work queue's capacity is units of its arena.
         (
             Box::new(|| ok(b.topic("jobs").capacity(32).consumer_bytes().map(drop))),
             "its capacity is 64 units of 64 bytes (its 4096-byte arena), not 32",
-            Box::new(|| ok(b.topic("jobs").consumer_bytes().map(drop))),
+            bytes_consumer("jobs"),
         ),
         // A variable-size request of a fixed queue: its capacity was never
         // asked for, and is not said.
@@ -238,7 +248,7 @@ fn a_mismatch_names_the_field_that_differs_and_the_remedy() {
             Box::new(|| ok(b.topic("fixed-jobs").variable(1 << 20).consumer_bytes().map(drop))),
             "its messages take fixed 256-byte slots, not a variable-size arena: leave out \
              `.variable(..)` to join it as it is (it is",
-            Box::new(|| ok(b.topic("fixed-jobs").consumer_bytes().map(drop))),
+            bytes_consumer("fixed-jobs"),
         ),
     ];
     for (open, expected, remedy) in cases {

@@ -336,14 +336,20 @@ fn describe_size(slot_size: Option<u32>, variable: bool) -> String {
     }
 }
 
-/// A human description of a topic's config, for mismatch errors.
-pub fn describe(c: &EntryConfig) -> String {
+/// The name of a topic's message type, as its entry holds it (up to the
+/// first NUL).
+pub fn type_name(c: &EntryConfig) -> std::borrow::Cow<'_, str> {
     let len = c
         .type_name
         .iter()
         .position(|&b| b == 0)
         .unwrap_or(c.type_name.len());
-    let type_name = String::from_utf8_lossy(&c.type_name[..len]);
+    String::from_utf8_lossy(&c.type_name[..len])
+}
+
+/// A human description of a topic's config, for mismatch errors.
+pub fn describe(c: &EntryConfig) -> String {
+    let type_name = type_name(c);
     let shape = Shape::of(c);
     format!(
         "a {} of `{type_name}` (size {}, align {}) with {}{}, capacity {}{}",
@@ -390,12 +396,7 @@ fn differences(c: &EntryConfig, req: &TopicRequest<'_>) -> String {
     } else {
         ("publisher", "subscriber")
     };
-    let len = c
-        .type_name
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(c.type_name.len());
-    let type_name = String::from_utf8_lossy(&c.type_name[..len]);
+    let type_name = type_name(c);
     match (topic_typed, typed) {
         // Byte messages asked of a typed topic, or the reverse: no type
         // name bridges the two.

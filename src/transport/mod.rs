@@ -780,6 +780,7 @@ fn topic_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
 /// in it, and its message queues). Processes that have its FIFOs or
 /// queues open keep them.
 pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
+    // First: a name such as `../x` would reach outside `root`.
     crate::segment::validate_name("bus", bus)?;
     let named = root.join(bus);
     if !named.join(".lock").is_file() {
