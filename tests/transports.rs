@@ -165,6 +165,39 @@ fn child_role_entry() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
+        // args: bus dir, and "refuse-unshare" to run as under a seccomp
+        // filter that refuses `unshare` (Docker's default does). Opens a
+        // publisher with one lossless subscriber before it (welcomed by the
+        // sending thread), one after (welcomed by the helper) and one that
+        // leaves midway, fills their FIFOs so that the helper writes what
+        // is kept, checks every message, and drops it all. Reports the
+        // process's descriptors before and after, whether the helper
+        // thread had a descriptor table of its own, and whether a pipe
+        // whose write end was closed while the publisher was open read as
+        // hung up (no copy kept by the helper).
+        "publisher-descriptors" => {
+            if args[2] == "refuse-unshare" {
+                refuse_unshare();
+            }
+            let bus = pipe_bus(&args[0], &args[1]);
+            let count = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+            // The first round also makes the topic, whose local half (a
+            // private segment for loans) the bus keeps open.
+            let mut counts = vec![];
+            let mut rounds = vec![];
+            for _ in 0..3 {
+                rounds.push(publisher_descriptor_round(&bus));
+                counts.push(count());
+            }
+            let (own, hung_up) = rounds[2];
+            assert!(rounds.iter().all(|&r| r == rounds[0]), "{rounds:?}");
+            report(format!(
+                "DESCRIPTORS {} {} HELPER {} HUNG-UP {hung_up}",
+                counts[0],
+                counts[2],
+                if own { "own" } else { "shared" }
+            ));
+        }
         // args: bus dir. Subscribes with from one to eight descriptors
         // left (`RLIMIT_NOFILE`), so that some attempts fail midway;
         // reports how many failed and the subscriber FIFOs left after each
@@ -1120,6 +1153,178 @@ fn a_failed_subscribe_leaves_no_fifo_and_gc_removes_orphans() {
         "{removed:?}"
     );
     assert!(!orphan.exists());
+}
+
+/// One round of the `publisher-descriptors` role on `bus`: whether the
+/// helper thread had a descriptor table of its own, and whether a pipe
+/// whose write end was closed while the publisher was open read as hung up.
+fn publisher_descriptor_round(bus: &Bus) -> (bool, bool) {
+    let (probe_read, probe_write) = rustix::pipe::pipe().unwrap();
+    let topic = || bus.topic("t").capacity(8).lossless(4);
+    let mut a = topic().subscriber::<u64>().unwrap();
+    let mut tx = topic().publisher::<u64>().unwrap();
+    let probe = std::os::fd::AsRawFd::as_raw_fd(&probe_read).to_string();
+    let own = !helper_thread_fds().contains(&probe);
+    drop(probe_write);
+    let mut buf = [0u8; 1];
+    let hung_up = rustix::io::read(&probe_read, &mut buf) == Ok(0);
+    drop(probe_read);
+    let mut b = topic().subscriber::<u64>().unwrap();
+    let mut c = Some(topic().subscriber::<u64>().unwrap());
+    let total = 3000u64;
+    let (mut sent, mut got) = (0u64, [0u64; 2]);
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while got[0] < total || got[1] < total {
+        assert!(
+            std::time::Instant::now() < until,
+            "stuck at {sent} sent, {got:?} received"
+        );
+        let mut moved = false;
+        while sent < total && tx.try_send(&sent).is_ok() {
+            sent += 1;
+            moved = true;
+        }
+        // The third leaves unread once a queue is full (its own, or the
+        // others', which the helper writes as they read): a write finds it
+        // gone.
+        if sent < total {
+            c = None;
+        }
+        for (i, rx) in [&mut a, &mut b].into_iter().enumerate() {
+            loop {
+                match rx.try_recv() {
+                    Ok(v) => {
+                        assert_eq!(v, got[i], "subscriber {i}");
+                        got[i] += 1;
+                        moved = true;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(e) => panic!("subscriber {i} after {}: {e:?}", got[i]),
+                }
+            }
+        }
+        if !moved {
+            // The helper writes what the full FIFOs kept.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert!(c.is_none());
+    (own, hung_up)
+}
+
+/// The descriptors open in the table of this process's pipe publisher's
+/// helper thread (`shmbus-pipe-pub`), by number.
+fn helper_thread_fds() -> Vec<String> {
+    for task in std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(Result::ok)
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "shmbus-pipe-pub" {
+            return std::fs::read_dir(task.path().join("fd"))
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+        }
+    }
+    panic!("no helper thread");
+}
+
+/// Makes `unshare` fail with `EPERM` in this process from now on, as
+/// Docker's default seccomp profile does.
+fn refuse_unshare() {
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let filter = [
+        // The syscall number (`seccomp_data.nr`, at offset 0).
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_unshare as u32,
+        },
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: plain prctl calls; the filter program outlives the call,
+    // which copies it.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const libc::sock_fprog,
+            ),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Whether a thread may take a descriptor table of its own here
+/// (`unshare(CLONE_FILES)`; tried in a thread that ends at once).
+fn threads_may_unshare_files() -> bool {
+    std::thread::spawn(|| {
+        // SAFETY: this thread uses no descriptor after it.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FILES) }.is_ok()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A publisher on pipes or message queues closes every descriptor it and
+/// its helper thread opened, whichever welcomed a subscriber and whichever
+/// dropped one; its helper has a table of its own (so that the sender's
+/// writes are a single-threaded process's, see `PipeTx`), which holds no
+/// other file of the process open; and where `unshare` is refused, as
+/// under Docker's default seccomp profile, it shares the table and still
+/// leaks nothing.
+#[test]
+fn a_pipe_publisher_and_its_helper_close_what_they_open() {
+    let may_unshare = threads_may_unshare_files();
+    if !may_unshare {
+        common::skip(
+            "a_pipe_publisher_and_its_helper_close_what_they_open (own table)",
+            "unshare(CLONE_FILES) is refused here: only the shared table is tried",
+        );
+    }
+    for transport in [Transport::Pipe, Transport::Mq] {
+        let bus = PipeBus::on("pubfds", transport);
+        let _made = bus.open();
+        let dir = bus.dir.display().to_string();
+        for mode in ["as-is", "refuse-unshare"] {
+            let mut child = spawn_role("publisher-descriptors", &args(&[&bus.name, &dir, &mode]));
+            let line = child.expect_line("DESCRIPTORS");
+            child.wait_success(Duration::from_secs(60));
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(
+                words[0], words[1],
+                "{transport:?} {mode}: descriptors left: {line}"
+            );
+            assert!(
+                line.ends_with("HUNG-UP true"),
+                "{transport:?} {mode}: {line}"
+            );
+            let own = mode == "as-is" && may_unshare;
+            let helper = if own { "HELPER own" } else { "HELPER shared" };
+            assert!(line.contains(helper), "{transport:?} {mode}: {line}");
+        }
+    }
 }
 
 /// Bytes written into a work queue's FIFO by something not shmbus (here

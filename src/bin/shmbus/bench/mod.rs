@@ -647,7 +647,7 @@ pub fn run(opts: Opts) -> Res<()> {
         6,               // throughput-1to1
         3,               // throughput-os
         1,               // pingpong-pipe
-        2,               // throughput-pipe
+        4,               // throughput-pipe
         1,               // pingpong-mq
         2,               // throughput-mq
         fanouts,         // fanout
