@@ -1515,7 +1515,7 @@ fn list_gc_and_remove(transport: Transport) {
     assert!(!record.exists());
     if transport == Transport::Mq {
         let id = record.file_name().unwrap().to_string_lossy()["sub-".len()..].to_owned();
-        let queue = format!("/shmbus.{}:t:{id}", bus.name);
+        let queue = mq_queue(&bus, "t", Some(&id));
         assert!(
             removed.iter().any(|r| r.contains(&queue)),
             "{queue} removed: {removed:?}"
@@ -1720,7 +1720,7 @@ fn an_mq_work_queue_outlives_its_endpoints_until_the_bus_is_removed() {
         tx.push(i).unwrap();
     }
     drop(tx);
-    let queue = format!("/shmbus.{}:jobs", bus.name);
+    let queue = mq_queue(&bus, "jobs", None);
     assert!(mq_exists(&queue));
     let auto = Bus::builder(&bus.name).dir(&bus.dir).open().unwrap();
     assert_eq!(auto.transport(), Transport::Mq);
@@ -1906,11 +1906,13 @@ fn mq_send_raw(name: &str, bytes: &[u8]) {
 #[test]
 fn a_leftover_mq_work_queue_of_another_capacity_is_refused() {
     let bus = PipeBus::on("mq-leftover", Transport::Mq);
-    let queue = format!("/shmbus.{}:q", bus.name);
+    // (Its directory first: the queue's name has its identity. A directory
+    // made anew can reuse a removed one's inode, and so its queue names.)
+    let b = bus.open();
+    let queue = mq_queue(&bus, "q", None);
     let name = std::ffi::CString::new(queue.clone()).unwrap();
     // Frames of an 8-byte message: 32 + 8 bytes; two of them.
     mq_make_raw(&queue, 2, 40);
-    let b = bus.open();
     let Err(err) = b.topic("q").capacity(4).producer::<u64>() else {
         panic!("a leftover queue of 2 used for a capacity of 4");
     };
@@ -1921,6 +1923,52 @@ fn a_leftover_mq_work_queue_of_another_capacity_is_refused() {
         text.contains("holds 2 messages, not the 4") && text.contains("shmbus remove"),
         "{text}"
     );
+}
+
+/// The name of topic `topic`'s message queue on mq bus `bus` (a work
+/// queue's), or its subscriber `id`'s: tagged with the identity (device
+/// and inode) of the bus's directory.
+fn mq_queue(bus: &PipeBus, topic: &str, id: Option<&str>) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(bus.dir.join(&bus.name)).unwrap();
+    let queue = format!(
+        "/shmbus.{}@{:x}-{:x}:{topic}",
+        bus.name,
+        meta.dev(),
+        meta.ino()
+    );
+    match id {
+        Some(id) => format!("{queue}:{id}"),
+        None => queue,
+    }
+}
+
+/// Two mq buses of one name in two directories never share a queue: a
+/// work queue's messages stay in their own bus, and removing one bus
+/// leaves the other's queues. (Named by bus and topic alone, the second
+/// bus's consumer took the first's messages, and removing it unlinked the
+/// first's queue.)
+#[test]
+fn two_mq_buses_of_one_name_in_two_directories_share_no_queue() {
+    let first = PipeBus::on("mq-twins", Transport::Mq);
+    let second = PipeBus {
+        _mq_turn: None,
+        dir: first.dir.join("second"),
+        name: first.name.clone(),
+        transport: Transport::Mq,
+    };
+    let (a, b) = (first.open(), second.open());
+    let mut push_a = a.topic("jobs").capacity(4).producer::<u64>().unwrap();
+    let mut pop_a = a.topic("jobs").capacity(4).consumer::<u64>().unwrap();
+    let mut pop_b = b.topic("jobs").capacity(4).consumer::<u64>().unwrap();
+    push_a.push(7).unwrap();
+    assert!(matches!(pop_b.try_pop(), Err(TryPopError::Empty)));
+    assert_eq!(pop_a.pop_timeout(Duration::from_secs(5)).unwrap(), 7);
+    drop((pop_b, b));
+    assert!(Bus::remove_pipe(&second.name, &second.dir).unwrap());
+    push_a.push(8).unwrap();
+    assert_eq!(pop_a.pop_timeout(Duration::from_secs(5)).unwrap(), 8);
+    assert!(mq_exists(&mq_queue(&first, "jobs", None)));
 }
 
 /// Whether this process has CAP_SYS_RESOURCE (bit 24), which lifts
@@ -1956,7 +2004,7 @@ fn a_foreign_message_in_an_mq_subscribers_queue_is_reported_and_the_stream_goes_
     let record = sub_record(&bus.dir.join(&bus.name).join("t.t"));
     let id = record.file_name().unwrap().to_string_lossy()["sub-".len()..].to_owned();
     // A header's worth of junk: it must not swallow the frame after it.
-    mq_send_raw(&format!("/shmbus.{}:t:{id}", bus.name), &[0x5a; 40]);
+    mq_send_raw(&mq_queue(&bus, "t", Some(&id)), &[0x5a; 40]);
     tx.send(&2).unwrap();
     assert_eq!(rx.recv(), Ok(1));
     assert!(matches!(rx.recv(), Err(RecvError::Corrupt { .. })));

@@ -63,7 +63,8 @@ pub enum Transport {
     /// and a `read(2)`.
     Pipe,
     /// POSIX message queues (`mq_overview(7)`), one per subscriber and per
-    /// work queue, named `/shmbus.<bus>:<topic>[:<id>]`, with the registry
+    /// work queue, named `/shmbus.<bus>@<tag>:<topic>[:<id>]` (the tag: the
+    /// identity of the bus's directory), with the registry
     /// in a directory as for pipes: every message is an `mq_send` and an
     /// `mq_receive`. A topic's capacity must fit the system's queue limits
     /// (`fs.mqueue.msg_max`, 10 by default for unprivileged processes);
@@ -130,6 +131,9 @@ pub(crate) struct PipeBus {
     pub dir: PathBuf,
     pub mode: u32,
     pub carrier: Carrier,
+    /// What names its message queues apart from another bus's of the same
+    /// name (see [`mq::bus_tag`]).
+    pub mq_tag: String,
 }
 
 /// An error of a system call on a pipe bus.
@@ -177,9 +181,13 @@ impl PipeBus {
     /// The directory of bus `bus` under `root`, if it exists.
     pub fn existing(bus: &str, root: &Path) -> Option<PipeBus> {
         let dir = root.join(bus);
-        dir.join(".lock").exists().then(|| PipeBus {
+        if !dir.join(".lock").exists() {
+            return None;
+        }
+        Some(PipeBus {
             bus: bus.to_owned(),
             carrier: carrier_of(&dir),
+            mq_tag: mq::bus_tag(&dir).ok()?,
             dir,
             mode: 0o600,
         })
@@ -293,6 +301,7 @@ impl PipeBus {
         Ok(PipeBus {
             bus: bus.to_owned(),
             carrier: carrier_of(&dir),
+            mq_tag: mq::bus_tag(&dir)?,
             dir,
             mode,
         })
@@ -397,7 +406,7 @@ impl PipeBus {
     /// The name of topic `topic`'s message queue (a work queue's), or its
     /// subscriber `id`'s.
     pub fn mq_name(&self, topic: &str, id: Option<&str>) -> String {
-        mq::name(&self.bus, topic, id)
+        mq::name(&self.bus, &self.mq_tag, topic, id)
     }
 
     /// An error of a system call on `path`, of this bus.
@@ -797,10 +806,13 @@ pub(crate) fn remove(bus: &str, root: &Path) -> Result<bool, Error> {
     };
     if carrier_of(&dir) == Carrier::Mq {
         mq::unlink(&probe);
-        for (topic, topic_dir) in topic_dirs(&dir) {
-            mq::unlink(&mq::name(bus, &topic, None));
-            for id in PipeBus::records(&topic_dir, "sub-") {
-                mq::unlink(&mq::name(bus, &topic, Some(&id)));
+        // (Renamed, it is the same directory: the same tag.)
+        if let Ok(tag) = mq::bus_tag(&dir) {
+            for (topic, topic_dir) in topic_dirs(&dir) {
+                mq::unlink(&mq::name(bus, &tag, &topic, None));
+                for id in PipeBus::records(&topic_dir, "sub-") {
+                    mq::unlink(&mq::name(bus, &tag, &topic, Some(&id)));
+                }
             }
         }
     }
@@ -867,6 +879,7 @@ pub(crate) fn gc(root: &Path) -> Vec<String> {
     let mut removed = Vec::new();
     for bus in list(root) {
         let mq_bus = carrier_of(&root.join(&bus)) == Carrier::Mq;
+        let tag = mq::bus_tag(&root.join(&bus)).ok();
         // What only a process holding the bus's lock makes: a topic's
         // configuration being written (`config.<id>`, renamed to `config`)
         // and the mq probe queue. Found while we hold the lock, their maker
@@ -889,8 +902,8 @@ pub(crate) fn gc(root: &Path) -> Vec<String> {
                 for id in PipeBus::records(&dir, prefix) {
                     let record = dir.join(format!("{prefix}{id}"));
                     if record_liveness(&record).is_dead() {
-                        if mq_bus && prefix == "sub-" {
-                            let name = mq::name(&bus, &topic, Some(&id));
+                        if let Some(tag) = tag.as_deref().filter(|_| mq_bus) {
+                            let name = mq::name(&bus, tag, &topic, Some(&id));
                             if mq::unlink(&name) {
                                 removed.push(format!("mq {name}"));
                             }

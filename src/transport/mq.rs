@@ -4,9 +4,13 @@
 //! An mq bus keeps its registry (topic configuration, the publisher lease,
 //! a record per endpoint, the `join` doorbell) in a directory exactly as a
 //! pipe bus does; only the frames travel differently: each subscriber
-//! reads a queue of its own, `/shmbus.<bus>:<topic>:<id>`, and a work
-//! queue is one queue, `/shmbus.<bus>:<topic>` (`:` is in no bus or topic
-//! name, so no two topics share a name). A queue keeps message
+//! reads a queue of its own, `/shmbus.<bus>@<tag>:<topic>:<id>`, and a
+//! work queue is one queue, `/shmbus.<bus>@<tag>:<topic>` (`@` and `:` are
+//! in no bus or topic name, so no two topics share a name). The tag is the
+//! identity of the bus's directory ([`bus_tag`]): two buses of one name in
+//! two directories (or one removed and made again) never share a queue,
+//! while processes that see one directory at different paths (a bind
+//! mount in a container) name the same queues. A queue keeps message
 //! boundaries (one frame per message, never split), holds its messages
 //! until it is unlinked (a work queue's messages outlive every producer
 //! and consumer, as in shared memory), and lives in the IPC namespace,
@@ -27,15 +31,26 @@ use rustix::io::Errno;
 
 use crate::error::Error;
 
-/// The name of the queue of topic `topic` of bus `bus` (a work queue's),
-/// or of its subscriber `id`. Names have no `:` (see
-/// `segment::validate_name`): the parts cannot run into each other.
-pub(crate) fn name(bus: &str, topic: &str, id: Option<&str>) -> String {
-    let topic_queue = format!("/shmbus.{bus}:{topic}");
+/// The name of the queue of topic `topic` of bus `bus`, whose directory's
+/// [`bus_tag`] is `tag` (a work queue's), or of its subscriber `id`. Names
+/// have no `@` or `:` (see `segment::validate_name`): the parts cannot run
+/// into each other.
+pub(crate) fn name(bus: &str, tag: &str, topic: &str, id: Option<&str>) -> String {
+    let topic_queue = format!("/shmbus.{bus}@{tag}:{topic}");
     match id {
         Some(id) => of_subscriber(&topic_queue, id),
         None => topic_queue,
     }
+}
+
+/// What tells the queues of bus directory `dir` from those of any other
+/// bus of the same name: the directory's device and inode, which every
+/// path to it shares (a bind mount keeps them) and a directory made anew
+/// does not.
+pub(crate) fn bus_tag(dir: &std::path::Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)?;
+    Ok(format!("{:x}-{:x}", meta.dev(), meta.ino()))
 }
 
 /// The name of subscriber `id`'s queue, given its topic's queue name
