@@ -1584,7 +1584,9 @@ impl<T> Subscriber<T> {
                 continue;
             };
             if self.disconnected() {
-                return Err(RecvTimeoutError::Disconnected);
+                return Err(self
+                    .gone_losses()
+                    .map_or(RecvTimeoutError::Disconnected, Into::into));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(RecvTimeoutError::Timeout);
@@ -1975,8 +1977,18 @@ impl<T> Subscriber<T> {
         self.publish_cursor();
     }
 
+    /// On pipes, once [`disconnected`](Self::disconnected) said so: the
+    /// loss it found in a killed publisher's sequence word, to report
+    /// before `Disconnected` (so that received + lagged is what it sent).
+    fn gone_losses(&mut self) -> Option<RecvError> {
+        self.pipe.as_deref_mut()?.unstash()
+    }
+
     /// Whether the publisher is gone and nothing is left to read. Checks
-    /// the publisher's liveness at most once per check interval.
+    /// the publisher's liveness at most once per check interval. On pipes,
+    /// messages a killed publisher sent that never arrived are stashed as
+    /// a loss first (see [`gone_losses`](Self::gone_losses)), and it still
+    /// says true: the receive reports them, the next one `Disconnected`.
     fn disconnected(&mut self) -> bool {
         if let Some(rx) = self.pipe.as_deref_mut() {
             // Its goodbye says so, whatever its lease says while its
@@ -1989,7 +2001,26 @@ impl<T> Subscriber<T> {
             if rx.hung_up() || self.watch.pacer.due() {
                 self.watch.dead = rx.publisher_gone();
             }
-            return self.watch.dead && !rx.ready();
+            if !self.watch.dead || rx.ready() {
+                return false;
+            }
+            // Gone without a goodbye (killed): what it sent that never
+            // reached us is counted first, from its sequence word, and
+            // reported before `Disconnected` (see `gone_losses`). A message
+            // queue never reads as hung up, so `pipe_poll` does not find
+            // them there; a FIFO whose last writer closes between that
+            // read and this look neither.
+            if let Some(next) = rx.sent_by_gone_publisher() {
+                if next > self.cursor {
+                    let lost = next - self.cursor;
+                    self.cursor = next;
+                    self.stats.lagged = self.stats.lagged.wrapping_add(lost);
+                    if let Some(rx) = self.pipe.as_deref_mut() {
+                        rx.stash(RecvError::Lagged(lost));
+                    }
+                }
+            }
+            return true;
         }
         let state = self.topic.view.ring().ctrl().publisher();
         let holder = match state {
@@ -2111,6 +2142,9 @@ impl<T> Subscriber<T> {
             Poll::Empty => {
                 self.publish_unstored();
                 if self.disconnected() {
+                    if let Some(lost) = self.gone_losses() {
+                        return Err(lost.into());
+                    }
                     if let Some(bell) = &self.bell {
                         bell.ring();
                     }

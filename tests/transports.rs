@@ -165,6 +165,39 @@ fn child_role_entry() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
+        // args: bus dir len count capacity. As "publish-bytes", then forks
+        // a child that holds every descriptor inherited (its subscribers'
+        // FIFOs open for writing) and sleeps: reports its pid, and waits to
+        // be killed.
+        "publish-bytes-fork-holder" => {
+            let bus = pipe_bus(&args[0], &args[1]);
+            let len: usize = args[2].parse().unwrap();
+            let count: u64 = args[3].parse().unwrap();
+            let capacity: u32 = args[4].parse().unwrap();
+            let mut tx = bus
+                .topic("t")
+                .slot_size(len as u32)
+                .capacity(capacity)
+                .publisher_bytes()
+                .unwrap();
+            for seq in 0..count {
+                tx.send_bytes(&words_of(seq, len)).unwrap();
+            }
+            // SAFETY: the child only calls `pause`, which is
+            // async-signal-safe, as a child of a threaded process must.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                loop {
+                    // SAFETY: as above.
+                    unsafe { libc::pause() };
+                }
+            }
+            report(format!("HOLDER {child}"));
+            report(format!("SENT {}", tx.next_seq()));
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
         // args: bus dir, and "refuse-unshare" to run as under a seccomp
         // filter that refuses `unshare` (Docker's default does). Opens a
         // publisher with one lossless subscriber before it (welcomed by the
@@ -885,6 +918,90 @@ fn a_long_frame_cut_short_by_a_killed_publisher_is_counted_lost() {
         lagged > 0,
         "{received} received, none lost: nothing was cut"
     );
+}
+
+/// A publisher killed with `kill -9` after sending more than its
+/// subscriber's queue held (overwrite: the rest skipped it): the
+/// subscriber gets what its queue held, the rest counted lost from the
+/// dead publisher's sequence word, then `Disconnected`: on a FIFO, found
+/// at its end of file; on a message queue, which never reads as hung up,
+/// from the free lease.
+#[test]
+fn a_killed_publishers_last_losses_are_counted_before_disconnected() {
+    const LEN: usize = 64;
+    // More than a FIFO of 64 KiB holds, and far more than a queue's 8.
+    const SENT: u64 = 2000;
+    for transport in [Transport::Pipe, Transport::Mq] {
+        let bus = PipeBus::on("lastloss", transport);
+        let b = bus.open();
+        let mut rx = b
+            .topic("t")
+            .slot_size(LEN as u32)
+            .capacity(8)
+            .start_at(StartAt::Next)
+            .liveness_check_interval(Duration::from_millis(20))
+            .subscriber_bytes()
+            .unwrap();
+        let dir = bus.dir.display().to_string();
+        let mut publisher = spawn_role("publish-bytes", &args(&[&bus.name, &dir, &LEN, &SENT, &8]));
+        assert_eq!(publisher.expect_line("SENT"), SENT.to_string());
+        publisher.kill9();
+        let (received, lagged) = receive_until_disconnected(&mut rx, LEN);
+        assert_eq!(
+            (received + lagged, rx.stats().lagged),
+            (SENT, lagged),
+            "{transport:?}: {received} received, {lagged} lost"
+        );
+        assert!(lagged > 0, "{transport:?}: the queue held everything");
+    }
+}
+
+/// As above, with the FIFO still open for writing after the publisher is
+/// killed (by a child it forked, which holds its descriptors): its end of
+/// file never comes, and the publisher is found gone by its lease alone.
+/// The loss is still counted before `Disconnected` (it was not: the
+/// subscriber said `Disconnected` with 672 of 2000 received, none lost).
+#[test]
+fn a_killed_publishers_losses_are_counted_while_a_child_holds_its_fifo() {
+    const LEN: usize = 64;
+    const SENT: u64 = 2000;
+    let bus = PipeBus::new("holder");
+    let b = bus.open();
+    let mut rx = b
+        .topic("t")
+        .slot_size(LEN as u32)
+        .capacity(8)
+        .start_at(StartAt::Next)
+        .liveness_check_interval(Duration::from_millis(20))
+        .subscriber_bytes()
+        .unwrap();
+    let dir = bus.dir.display().to_string();
+    let mut publisher = spawn_role(
+        "publish-bytes-fork-holder",
+        &args(&[&bus.name, &dir, &LEN, &SENT, &8]),
+    );
+    let holder: i32 = publisher.expect_line("HOLDER").parse().unwrap();
+    /// Kills the forked holder however the test ends.
+    struct Holder(i32);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            // SAFETY: a plain kill of our grandchild's pid (init reaps it,
+            // its parent being gone).
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+            }
+        }
+    }
+    let _holder = Holder(holder);
+    assert_eq!(publisher.expect_line("SENT"), SENT.to_string());
+    publisher.kill9();
+    let (received, lagged) = receive_until_disconnected(&mut rx, LEN);
+    assert_eq!(
+        received + lagged,
+        SENT,
+        "{received} received, {lagged} lost"
+    );
+    assert!(lagged > 0, "the FIFO held everything");
 }
 
 /// A publisher killed with `kill -9` while its helper thread writes a new
