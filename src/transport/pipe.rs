@@ -68,6 +68,9 @@ const WELCOME_WAIT: Duration = Duration::from_secs(1);
 /// Looks, a millisecond apart, at the record of a subscriber whose FIFO
 /// lost its reader, for it to be known dead before its files are removed.
 const DEAD_SETTLE_LOOKS: u32 = 50;
+/// How soon a publisher's thread that could not open a subscriber's FIFO
+/// or queue (out of descriptors), or poll, tries again.
+const RETRY_OPEN: Duration = Duration::from_millis(1);
 /// How long a dropped publisher tries to hand lossless subscribers the
 /// frames it still keeps for them.
 const DRAIN_ON_DROP: Duration = Duration::from_secs(1);
@@ -439,6 +442,9 @@ pub(crate) struct PipeTx {
     /// eventfd, as `stop`).
     kick: OwnedFd,
     helper: Option<std::thread::JoinHandle<()>>,
+    /// Whether the helper has a descriptor table of its own (see
+    /// [`own_descriptor_table`]).
+    own_table: bool,
     check_interval: Duration,
     /// The fork epoch it was made in (see `Drop`).
     epoch: u64,
@@ -489,6 +495,19 @@ impl Drop for Locked<'_> {
             .anything_kept
             .store(held, std::sync::atomic::Ordering::Release);
     }
+}
+
+/// Why a side has no descriptor of a subscriber (see
+/// [`TxState::open_fd`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unopened {
+    /// Its reader is gone, or its FIFO or queue was removed: dropped, as a
+    /// write that fails with `EPIPE`.
+    Gone,
+    /// It could not be opened now (out of descriptors): what this side
+    /// would write is kept for the side that has it (the publisher never
+    /// runs without a descriptor of each subscriber on some side).
+    NotNow,
 }
 
 /// A lossless subscriber whose queue was full for a send that may wait
@@ -597,6 +616,9 @@ struct TxState {
     closing: [Vec<RawFd>; 2],
     /// Subscribers welcomed so far (see [`Out::serial`]).
     serials: u64,
+    /// The helper thread's id, for its descriptor table in `/proc` (see
+    /// [`TxState::open_fd`]); `None` until it runs.
+    helper_tid: Option<i32>,
     /// Lossless subscribers dropped because they were gone (their read
     /// end closed: a dead process's is).
     evictions: u64,
@@ -736,6 +758,7 @@ impl PipeTx {
             next: resume,
             closing: [Vec::new(), Vec::new()],
             serials: 0,
+            helper_tid: None,
             evictions: 0,
             history_bytes,
             kept_bytes: 0,
@@ -772,9 +795,12 @@ impl PipeTx {
         };
         // With a table of its own the helper has copies of what it was
         // handed: ours are closed (or `join` would stay open here after the
-        // helper went, with a reader that reads it no more). Otherwise they are the helper's in the one table. (No answer: it
-        // died first, and what it owns is not known; they stay.)
-        if own_table.recv() == Ok(true) {
+        // helper went, with a reader that reads it no more). Otherwise
+        // they are the helper's, in the one table. (No answer: it died
+        // first, before it could panic anywhere but in the system's
+        // allocator; what it owns is not known, and they stay.)
+        let own_table = own_table.recv() == Ok(true);
+        if own_table {
             handed.into_iter().for_each(close_raw);
         }
         Ok(PipeTx {
@@ -784,6 +810,7 @@ impl PipeTx {
             stop,
             kick,
             helper: Some(helper),
+            own_table,
             check_interval,
             epoch: crate::segment::procs::fork_epoch(),
             loaned: Vec::new(),
@@ -827,7 +854,9 @@ impl PipeTx {
         loop {
             let blocked = {
                 let state = &mut *self.state();
-                if state.flush_all(Side::Sender) {
+                let clear = state.flush_all(Side::Sender);
+                state.nudge_helper(self.kick.as_fd());
+                if clear {
                     return Ok(());
                 }
                 // Now and then: a subscriber that holds us back and is known
@@ -837,6 +866,7 @@ impl PipeTx {
                 if since.elapsed() >= self.check_interval {
                     checked = Some(Instant::now());
                     state.evict_gone(Side::Sender);
+                    state.nudge_helper(self.kick.as_fd());
                     continue;
                 }
                 if !wait {
@@ -846,18 +876,24 @@ impl PipeTx {
                     .subs
                     .iter()
                     .position(|s| s.lossless && !s.pending.is_empty());
-                i.and_then(|i| state.open_fd(i, Side::Sender))
+                // (`None` when it cannot be opened now: a short sleep.)
+                i.and_then(|i| state.open_fd(i, Side::Sender).ok())
             };
             let Some(span) = wait_span(deadline, self.check_interval) else {
                 return Err(Full);
             };
             // Polled without the lock, which the helper thread needs to
             // welcome subscribers meanwhile.
-            if let Some(fd) = blocked {
-                // SAFETY: this side's descriptor, which only this side
-                // closes (the helper leaves it in `closing` if it drops the
-                // subscriber), and it closes nothing before the poll ends.
-                poll_one(unsafe { BorrowedFd::borrow_raw(fd) }, PollFlags::OUT, span);
+            match blocked {
+                Some(fd) => {
+                    // SAFETY: this side's descriptor, which only this side
+                    // closes (the helper leaves it in `closing` if it drops
+                    // the subscriber), and it closes nothing before the
+                    // poll ends.
+                    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                    poll_one(fd, PollFlags::OUT, span);
+                }
+                None => std::thread::sleep(span.min(RETRY_OPEN)),
             }
         }
     }
@@ -1042,20 +1078,25 @@ fn pickup_thread(
     // there, which nothing else uses; in the process's, given to it by the
     // sender, which closes them only when told that they were copied.
     let [join, _join_keep, stop, kick] = handed.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    let _ = told.send(own_table);
     let lock = || locked(shared);
+    lock().helper_tid = Some(rustix::thread::gettid().as_raw_nonzero().get());
+    let _ = told.send(own_table);
     let mut swept = Instant::now();
     loop {
-        // The FIFOs with something kept, to poll for room.
-        let blocked: Vec<RawFd> = {
+        // The FIFOs with something kept, to poll for room (and whether one
+        // could not be opened now: then the poll ends soon, to try again).
+        let (blocked, unopened): (Vec<RawFd>, bool) = {
             let mut state = lock();
             state.tidy(Side::Helper);
-            (0..state.subs.len())
+            let kept: Vec<usize> = (0..state.subs.len())
                 .filter(|&i| !state.subs[i].pending.is_empty() && !state.subs[i].sending)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .filter_map(|i| state.open_fd(i, Side::Helper))
-                .collect()
+                .collect();
+            let opened: Vec<RawFd> = kept
+                .iter()
+                .filter_map(|&i| state.open_fd(i, Side::Helper).ok())
+                .collect();
+            let unopened = opened.len() < kept.len();
+            (opened, unopened)
         };
         let mut fds = vec![
             PollFd::new(&join, PollFlags::IN),
@@ -1068,16 +1109,19 @@ fn pickup_thread(
             // subscriber), and it closes none before the poll ends.
             PollFd::from_borrowed_fd(unsafe { BorrowedFd::borrow_raw(fd) }, PollFlags::OUT)
         }));
-        let timeout = sweep.map(|every| {
-            let left = every.saturating_sub(swept.elapsed());
-            rustix::time::Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: i64::from(left.subsec_nanos()),
-            }
+        let mut timeout = sweep.map(|every| every.saturating_sub(swept.elapsed()));
+        if unopened {
+            timeout = Some(timeout.map_or(RETRY_OPEN, |t| t.min(RETRY_OPEN)));
+        }
+        let timeout = timeout.map(|left| rustix::time::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
         });
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(_) | Err(Errno::INTR) => {}
-            Err(_) => break,
+            // (Out of memory, say: this thread must not stop while the
+            // publisher lives, or subscribers would go unwelcomed.)
+            Err(_) => std::thread::sleep(RETRY_OPEN),
         }
         if !fds[1].revents().is_empty() {
             break;
@@ -1118,7 +1162,7 @@ fn own_descriptor_table(keep: &[RawFd]) -> bool {
     let close_range = |first: u32, last: u32| {
         // SAFETY: closes descriptors of this thread's table, which (once
         // it is its own) nothing else in the process uses; as the probe,
-        // an empty range, it closes nothing.
+        // descriptor u32::MAX, which no table holds, it closes nothing.
         unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) == 0 }
     };
     // Whether `close_range` works at all, before the table is copied: a
@@ -1137,13 +1181,44 @@ fn own_descriptor_table(keep: &[RawFd]) -> bool {
         .collect();
     keep.sort_unstable();
     let mut from = 0u32;
-    for fd in keep {
+    let mut closed = true;
+    for &fd in &keep {
         if fd > from {
-            close_range(from, fd - 1);
+            closed &= close_range(from, fd - 1);
         }
         from = fd.saturating_add(1);
     }
-    close_range(from, u32::MAX);
+    closed &= close_range(from, u32::MAX);
+    if !closed {
+        // (It worked as the probe: not expected.) One by one, as this
+        // thread's table in `/proc` lists them.
+        let listed: Vec<u32> = std::fs::read_dir("/proc/thread-self/fd")
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for fd in listed.into_iter().filter(|fd| !keep.contains(fd)) {
+            close_range(fd, fd);
+        }
+    }
+    // Standard input, output and error are /dev/null here: a descriptor
+    // this thread opens never takes their numbers, where something that
+    // writes to standard error (a panic's message) would write into a
+    // subscriber's FIFO.
+    for _ in 0..3 {
+        // (Left open: the table closes them as the thread ends.)
+        let Ok(fd) = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        else {
+            break;
+        };
+        let fd = fd.into_raw_fd();
+        if fd > 2 {
+            close_raw(fd);
+            break;
+        }
+    }
     true
 }
 
@@ -1240,16 +1315,46 @@ impl TxState {
     }
 
     /// Subscriber `i`'s descriptor on `side` (the calling thread's),
-    /// opened now if that side has none yet (the other side welcomed it).
-    /// `None` if it cannot be opened: its reader is gone or its files were
-    /// removed, as a write would have found (the caller drops it).
-    fn open_fd(&mut self, i: usize, side: Side) -> Option<RawFd> {
+    /// opened now if that side has none yet (the other side welcomed it):
+    /// through the other side's descriptor, as `/proc` shows it (the FIFO
+    /// or queue that side welcomed, even if its name was removed since, as
+    /// when the bus is removed under live endpoints), else by its name.
+    fn open_fd(&mut self, i: usize, side: Side) -> Result<RawFd, Unopened> {
         if let Some(fd) = self.subs[i].fds[side as usize] {
-            return Some(fd);
+            return Ok(fd);
         }
-        let fd = self.open_sub(&self.subs[i].id).ok()?.into_raw_fd();
-        self.subs[i].fds[side as usize] = Some(fd);
-        Some(fd)
+        let flags = OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        // (The other side closes its descriptor only under the lock, which
+        // we hold: the number is its.)
+        let via_other = self.subs[i].fds[side.other() as usize].and_then(|fd| {
+            let table = match side.other() {
+                Side::Helper => format!("/proc/self/task/{}", self.helper_tid?),
+                // The process's table (its first thread's, which shares it).
+                Side::Sender => format!("/proc/{}", std::process::id()),
+            };
+            Some(rustix::fs::open(
+                format!("{table}/fd/{fd}"),
+                flags,
+                Mode::empty(),
+            ))
+        });
+        let opened = match via_other {
+            Some(Ok(fd)) => Ok(fd),
+            Some(Err(Errno::NXIO)) => Err(Errno::NXIO),
+            _ => self.open_sub(&self.subs[i].id),
+        };
+        match opened {
+            Ok(fd) => {
+                let fd = fd.into_raw_fd();
+                self.subs[i].fds[side as usize] = Some(fd);
+                Ok(fd)
+            }
+            // No reader (a FIFO's open says so), or removed: as a write
+            // that fails with EPIPE.
+            Err(Errno::NXIO | Errno::NOENT) => Err(Unopened::Gone),
+            // Out of descriptors, say: not now.
+            Err(_) => Err(Unopened::NotNow),
+        }
     }
 
     /// Closes the descriptors that the other side left to `side`, the
@@ -1381,9 +1486,17 @@ impl TxState {
                 i += 1;
                 continue;
             }
-            if self.open_fd(i, side).is_none() {
-                self.drop_sub(i, side);
-                continue;
+            match self.open_fd(i, side) {
+                Ok(_) => {}
+                Err(Unopened::Gone) => {
+                    self.drop_sub(i, side);
+                    continue;
+                }
+                Err(Unopened::NotNow) => {
+                    clear &= !self.subs[i].lossless;
+                    i += 1;
+                    continue;
+                }
             }
             match self.subs[i].flush(side) {
                 Ok(done) => {
@@ -1423,9 +1536,25 @@ impl TxState {
         frame::encode_into(&mut self.frame, KIND_DATA, seq, time, payload, 0);
         let mut i = 0;
         while i < self.subs.len() {
-            if self.subs[i].pending.is_empty() && self.open_fd(i, Side::Sender).is_none() {
-                self.drop_sub(i, Side::Sender);
-                continue;
+            if self.subs[i].pending.is_empty() {
+                match self.open_fd(i, Side::Sender) {
+                    Ok(_) => {}
+                    Err(Unopened::Gone) => {
+                        self.drop_sub(i, Side::Sender);
+                        continue;
+                    }
+                    Err(Unopened::NotNow) => {
+                        // As a full FIFO: kept for the helper, which has
+                        // it (lossless), or missed (overwrite).
+                        let out = &mut self.subs[i];
+                        if out.lossless {
+                            out.pending.extend_from_slice(&self.frame);
+                            let _ = rustix::io::write(kick, &1u64.to_ne_bytes());
+                        }
+                        i += 1;
+                        continue;
+                    }
+                }
             }
             let out = &mut self.subs[i];
             if !out.pending.is_empty() {
@@ -1494,7 +1623,17 @@ impl TxState {
         core::mem::swap(&mut spare, &mut self.frame);
         self.history.push_back(spare);
         self.next = seq.wrapping_add(1);
+        self.nudge_helper(kick);
         held
+    }
+
+    /// On the sending side: wakes the helper (through `kick`) if it has
+    /// descriptors of dropped subscribers to close, so that they close now
+    /// (a message queue lives, charged to its user, while one is open).
+    fn nudge_helper(&self, kick: BorrowedFd<'_>) {
+        if !self.closing[Side::Helper as usize].is_empty() {
+            let _ = rustix::io::write(kick, &1u64.to_ne_bytes());
+        }
     }
 }
 
@@ -1508,11 +1647,28 @@ impl Drop for PipeTx {
             }
             return;
         }
-        let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
-        if let Some(helper) = self.helper.take() {
-            let _ = helper.join();
+        {
+            // This side's own descriptor of every subscriber first: as the
+            // helper stops its descriptors close, and a subscriber only it
+            // wrote to would find its FIFO without a writer while the lease
+            // is still held (and drop a frame begun, as one cut short).
+            let state = &mut *self.state();
+            let mut i = 0;
+            while i < state.subs.len() {
+                if state.open_fd(i, Side::Sender) == Err(Unopened::Gone) {
+                    state.remove_sub(i, Side::Sender);
+                } else {
+                    i += 1;
+                }
+            }
         }
+        let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
+        let panicked = self.helper.take().is_some_and(|h| h.join().is_err());
         let state = &mut *self.state();
+        if panicked && !self.own_table {
+            // Its descriptors are in our table, and it did not close them.
+            state.close_side(Side::Helper);
+        }
         state.tidy(Side::Sender);
         // Hand every subscriber what we kept for it (in shared memory it
         // stays in the ring after the publisher goes), then our goodbye:
@@ -1527,7 +1683,7 @@ impl Drop for PipeTx {
         loop {
             let mut i = 0;
             while i < state.subs.len() {
-                let more = state.open_fd(i, Side::Sender).is_some()
+                let more = state.open_fd(i, Side::Sender).is_ok()
                     && matches!(state.subs[i].flush(Side::Sender), Ok(false));
                 if more {
                     i += 1;
