@@ -142,9 +142,12 @@ fn child_role_entry() {
                 Err(e) => report(format!("PUBLISHER ERR {e}")),
             }
         }
-        // args: bus dir len count capacity. Publishes messages 0..count of
-        // `len` bytes on overwrite topic "t" (see `words_of`), then waits
-        // to be killed.
+        // args: bus dir len count capacity [fork-holder]. Publishes
+        // messages 0..count of `len` bytes on overwrite topic "t" (see
+        // `words_of`), then waits to be killed. With "fork-holder", first
+        // forks a child that holds every descriptor inherited (its
+        // subscribers' FIFOs open for writing) and sleeps, and reports its
+        // pid.
         "publish-bytes" => {
             let bus = pipe_bus(&args[0], &args[1]);
             let len: usize = args[2].parse().unwrap();
@@ -160,39 +163,18 @@ fn child_role_entry() {
             for seq in first..first + count {
                 tx.send_bytes(&words_of(seq, len)).unwrap();
             }
-            report(format!("SENT {}", tx.next_seq()));
-            loop {
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
-        // args: bus dir len count capacity. As "publish-bytes", then forks
-        // a child that holds every descriptor inherited (its subscribers'
-        // FIFOs open for writing) and sleeps: reports its pid, and waits to
-        // be killed.
-        "publish-bytes-fork-holder" => {
-            let bus = pipe_bus(&args[0], &args[1]);
-            let len: usize = args[2].parse().unwrap();
-            let count: u64 = args[3].parse().unwrap();
-            let capacity: u32 = args[4].parse().unwrap();
-            let mut tx = bus
-                .topic("t")
-                .slot_size(len as u32)
-                .capacity(capacity)
-                .publisher_bytes()
-                .unwrap();
-            for seq in 0..count {
-                tx.send_bytes(&words_of(seq, len)).unwrap();
-            }
-            // SAFETY: the child only calls `pause`, which is
-            // async-signal-safe, as a child of a threaded process must.
-            let child = unsafe { libc::fork() };
-            if child == 0 {
-                loop {
-                    // SAFETY: as above.
-                    unsafe { libc::pause() };
+            if args.get(5).is_some_and(|a| a == "fork-holder") {
+                // SAFETY: the child only calls `pause`, which is
+                // async-signal-safe, as a child of a threaded process must.
+                let child = unsafe { libc::fork() };
+                if child == 0 {
+                    loop {
+                        // SAFETY: as above.
+                        unsafe { libc::pause() };
+                    }
                 }
+                report(format!("HOLDER {child}"));
             }
-            report(format!("HOLDER {child}"));
             report(format!("SENT {}", tx.next_seq()));
             loop {
                 std::thread::sleep(Duration::from_secs(1));
@@ -903,6 +885,19 @@ fn a_publishers_history_of_long_frames_keeps_its_byte_count() {
     );
 }
 
+/// A subscriber of overwrite topic "t" (messages of `len` bytes, a ring
+/// of `capacity`) whose publisher the test kills: it looks for a gone
+/// publisher every 20 ms.
+fn subscriber_of_killed(b: &Bus, len: usize, capacity: u32) -> shmbus::Subscriber<shmbus::Bytes> {
+    b.topic("t")
+        .slot_size(len as u32)
+        .capacity(capacity)
+        .start_at(StartAt::Next)
+        .liveness_check_interval(Duration::from_millis(20))
+        .subscriber_bytes()
+        .unwrap()
+}
+
 /// A publisher killed with `kill -9` in the middle of a long frame (over
 /// `PIPE_BUF`, written in parts into a full FIFO): its subscriber gets
 /// the whole messages before it, counts the cut one and the rest lost,
@@ -913,14 +908,7 @@ fn a_long_frame_cut_short_by_a_killed_publisher_is_counted_lost() {
     const LEN: usize = 9000;
     let bus = PipeBus::new("cut");
     let b = bus.open();
-    let mut rx = b
-        .topic("t")
-        .slot_size(LEN as u32)
-        .capacity(4)
-        .start_at(StartAt::Next)
-        .liveness_check_interval(Duration::from_millis(20))
-        .subscriber_bytes()
-        .unwrap();
+    let mut rx = subscriber_of_killed(&b, LEN, 4);
     let dir = bus.dir.display().to_string();
     // Ten frames of 9040 bytes (header, message, trailer): more than a FIFO
     // of 64 KiB takes, so one is cut (where pipe-user-pages-soft is spent,
@@ -954,14 +942,7 @@ fn a_killed_publishers_last_losses_are_counted_before_disconnected() {
     for transport in [Transport::Pipe, Transport::Mq] {
         let bus = PipeBus::on("lastloss", transport);
         let b = bus.open();
-        let mut rx = b
-            .topic("t")
-            .slot_size(LEN as u32)
-            .capacity(8)
-            .start_at(StartAt::Next)
-            .liveness_check_interval(Duration::from_millis(20))
-            .subscriber_bytes()
-            .unwrap();
+        let mut rx = subscriber_of_killed(&b, LEN, 8);
         let dir = bus.dir.display().to_string();
         let mut publisher = spawn_role("publish-bytes", &args(&[&bus.name, &dir, &LEN, &SENT, &8]));
         assert_eq!(publisher.expect_line("SENT"), SENT.to_string());
@@ -987,18 +968,11 @@ fn a_killed_publishers_losses_are_counted_while_a_child_holds_its_fifo() {
     const SENT: u64 = 2000;
     let bus = PipeBus::new("holder");
     let b = bus.open();
-    let mut rx = b
-        .topic("t")
-        .slot_size(LEN as u32)
-        .capacity(8)
-        .start_at(StartAt::Next)
-        .liveness_check_interval(Duration::from_millis(20))
-        .subscriber_bytes()
-        .unwrap();
+    let mut rx = subscriber_of_killed(&b, LEN, 8);
     let dir = bus.dir.display().to_string();
     let mut publisher = spawn_role(
-        "publish-bytes-fork-holder",
-        &args(&[&bus.name, &dir, &LEN, &SENT, &8]),
+        "publish-bytes",
+        &args(&[&bus.name, &dir, &LEN, &SENT, &8, &"fork-holder"]),
     );
     let holder: i32 = publisher.expect_line("HOLDER").parse().unwrap();
     /// Kills the forked holder however the test ends.
