@@ -180,8 +180,19 @@ fn child_role_entry() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
-        // args: bus dir, and "refuse-unshare" to run as under a seccomp
-        // filter that refuses `unshare` (Docker's default does). Opens a
+        // args: bus dir. A publisher, then a subscriber its helper
+        // welcomes, the bus removed under them, three messages: reports
+        // how many arrived.
+        "receive-after-removal" => {
+            let b = pipe_bus(&args[0], &args[1]);
+            report(format!(
+                "RECEIVED {}",
+                receive_after_removal(&b, &args[0], Path::new(&args[1]))
+            ));
+        }
+        // args: bus dir, and a system call to refuse with a seccomp filter
+        // ("pidfd_getfd", as Docker's default profile does without
+        // CAP_SYS_PTRACE; "close_range"), or "none". Opens a
         // publisher with one lossless subscriber before it (welcomed by the
         // sending thread), one after (welcomed by the helper) and one that
         // leaves midway, fills their FIFOs so that the helper writes what
@@ -191,8 +202,10 @@ fn child_role_entry() {
         // whose write end was closed while the publisher was open read as
         // hung up (no copy kept by the helper).
         "publisher-descriptors" => {
-            if args[2] == "refuse-unshare" {
-                refuse_unshare();
+            match args[2].as_str() {
+                "pidfd_getfd" => refuse_syscall(libc::SYS_pidfd_getfd),
+                "close_range" => refuse_syscall(libc::SYS_close_range),
+                _ => {}
             }
             let bus = pipe_bus(&args[0], &args[1]);
             let count = || std::fs::read_dir("/proc/self/fd").unwrap().count();
@@ -209,7 +222,15 @@ fn child_role_entry() {
             // lends standard input, output or error to a FIFO (a panic's
             // message would go into it).
             if last.own {
-                let sizes: Vec<usize> = rounds.iter().map(|r| r.helper.len()).collect();
+                // (Less its subscribers' FIFOs or queues: it opens one only
+                // once it has something to write to it.)
+                let own_files = |r: &DescriptorRound| {
+                    r.helper
+                        .iter()
+                        .filter(|fd| !fd.contains("sub-") && !fd.contains('@'))
+                        .count()
+                };
+                let sizes: Vec<usize> = rounds.iter().map(own_files).collect();
                 assert!(sizes.iter().all(|&n| n == sizes[0]), "{rounds:?}");
                 for std in ["0 /dev/null", "1 /dev/null", "2 /dev/null"] {
                     assert!(last.helper.iter().any(|fd| fd == std), "{:?}", last.helper);
@@ -1288,10 +1309,15 @@ fn publisher_descriptor_round(bus: &Bus) -> DescriptorRound {
     let topic = || bus.topic("t").capacity(8).lossless(4);
     let mut a = topic().subscriber::<u64>().unwrap();
     let mut tx = topic().publisher::<u64>().unwrap();
-    let probe = std::os::fd::AsRawFd::as_raw_fd(&probe_read).to_string();
-    let own = !helper_thread_fds()
-        .iter()
-        .any(|fd| fd.split(' ').next() == Some(probe.as_str()));
+    // The probe pipe, as the helper's table would show it.
+    let probe = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&probe_read)
+    ))
+    .unwrap()
+    .display()
+    .to_string();
+    let own = !helper_thread_fds().iter().any(|fd| fd.ends_with(&probe));
     drop((probe_write, probe_high));
     let mut buf = [0u8; 1];
     let hung_up = rustix::io::read(&probe_read, &mut buf) == Ok(0);
@@ -1385,9 +1411,9 @@ fn helper_thread_fds() -> Vec<String> {
     panic!("no helper thread");
 }
 
-/// Makes `unshare` fail with `EPERM` in this process from now on, as
-/// Docker's default seccomp profile does.
-fn refuse_unshare() {
+/// Makes system call `nr` fail with `EPERM` in this process from now on,
+/// as a seccomp profile that does not allow it does.
+fn refuse_syscall(nr: libc::c_long) {
     let stmt = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
         jt: 0,
@@ -1401,7 +1427,7 @@ fn refuse_unshare() {
             code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
             jt: 0,
             jf: 1,
-            k: libc::SYS_unshare as u32,
+            k: nr as u32,
         },
         stmt(
             libc::BPF_RET | libc::BPF_K,
@@ -1430,12 +1456,37 @@ fn refuse_unshare() {
     }
 }
 
-/// Whether a thread may take a descriptor table of its own here
-/// (`unshare(CLONE_FILES)`; tried in a thread that ends at once).
-fn threads_may_unshare_files() -> bool {
-    std::thread::spawn(|| {
-        // SAFETY: this thread uses no descriptor after it.
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FILES) }.is_ok()
+/// Whether a thread may take a descriptor table of its own here, as the
+/// publisher's helper does: `close_range(.., CLOSE_RANGE_UNSHARE)`, then
+/// `pidfd_getfd` of this process's descriptors (tried in a thread that
+/// ends at once).
+fn threads_may_take_their_own_table() -> bool {
+    let (read, _write) = rustix::pipe::pipe().unwrap();
+    let wanted = std::os::fd::AsRawFd::as_raw_fd(&read);
+    std::thread::spawn(move || {
+        // SAFETY: leaves this thread with an empty table of its own; it
+        // uses no descriptor of the process's after it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                0u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            )
+        };
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::getpid(),
+            rustix::process::PidfdFlags::empty(),
+        );
+        rc == 0
+            && pidfd.is_ok_and(|pidfd| {
+                rustix::process::pidfd_getfd(
+                    &pidfd,
+                    wanted,
+                    rustix::process::PidfdGetfdFlags::empty(),
+                )
+                .is_ok()
+            })
     })
     .join()
     .unwrap()
@@ -1445,38 +1496,44 @@ fn threads_may_unshare_files() -> bool {
 /// its helper thread opened, whichever welcomed a subscriber and whichever
 /// dropped one; its helper has a table of its own (so that the sender's
 /// writes are a single-threaded process's, see `PipeTx`), which holds no
-/// other file of the process open; and where `unshare` is refused, as
-/// under Docker's default seccomp profile, it shares the table and still
+/// other file of the process open; and where the system calls that take
+/// one are refused (by a seccomp profile: Docker's default refuses
+/// `pidfd_getfd` without CAP_SYS_PTRACE), it shares the table and still
 /// leaks nothing.
 #[test]
 fn a_pipe_publisher_and_its_helper_close_what_they_open() {
-    let may_unshare = threads_may_unshare_files();
-    if !may_unshare {
+    let may_own = threads_may_take_their_own_table();
+    if !may_own {
         common::skip(
             "a_pipe_publisher_and_its_helper_close_what_they_open (own table)",
-            "unshare(CLONE_FILES) is refused here: only the shared table is tried",
+            "close_range(CLOSE_RANGE_UNSHARE) or pidfd_getfd is refused here: \
+             only the shared table is tried",
         );
     }
     for transport in [Transport::Pipe, Transport::Mq] {
         let bus = PipeBus::on("pubfds", transport);
         let _made = bus.open();
         let dir = bus.dir.display().to_string();
-        for mode in ["as-is", "refuse-unshare"] {
-            let mut child = spawn_role("publisher-descriptors", &args(&[&bus.name, &dir, &mode]));
+        for refused in ["none", "pidfd_getfd", "close_range"] {
+            let mut child =
+                spawn_role("publisher-descriptors", &args(&[&bus.name, &dir, &refused]));
             let line = child.expect_line("DESCRIPTORS");
             child.wait_success(Duration::from_secs(60));
             let words: Vec<&str> = line.split(' ').collect();
             assert_eq!(
                 words[0], words[1],
-                "{transport:?} {mode}: descriptors left: {line}"
+                "{transport:?}, {refused} refused: descriptors left: {line}"
             );
             assert!(
                 line.ends_with("HUNG-UP true"),
-                "{transport:?} {mode}: {line}"
+                "{transport:?}, {refused} refused: {line}"
             );
-            let own = mode == "as-is" && may_unshare;
+            let own = refused == "none" && may_own;
             let helper = if own { "HELPER own" } else { "HELPER shared" };
-            assert!(line.contains(helper), "{transport:?} {mode}: {line}");
+            assert!(
+                line.contains(helper),
+                "{transport:?}, {refused} refused: {line}"
+            );
         }
     }
 }
@@ -2097,6 +2154,35 @@ fn mq_queue(bus: &PipeBus, topic: &str, id: Option<&str>) -> String {
     }
 }
 
+/// A publisher dropped and made again at once by the same process while
+/// a copy of its lease's descriptor lives in a child another thread is
+/// starting (here a child of a raw `fork`, which runs no `atfork` handler,
+/// as `posix_spawn`'s does not, and which exits 200 ms later): the new
+/// publisher waits for the copy to go and takes the lease. (It said
+/// `PublisherBusy`, naming its own process.)
+#[test]
+fn a_publisher_made_again_at_once_waits_out_a_copy_of_its_lease() {
+    let bus = PipeBus::new("relapse");
+    let b = bus.open();
+    let tx = b.topic("t").publisher::<u64>().unwrap();
+    // SAFETY: the raw fork system call; the child only sleeps and exits
+    // (system calls alone, as a child of a threaded process must).
+    let child = unsafe { libc::syscall(libc::SYS_fork) };
+    if child == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::usleep(200_000);
+            libc::_exit(0);
+        }
+    }
+    assert!(child > 0, "fork: {}", std::io::Error::last_os_error());
+    drop(tx);
+    let again = b.topic("t").publisher::<u64>();
+    // SAFETY: reaps our child.
+    unsafe { libc::waitpid(child as i32, std::ptr::null_mut(), 0) };
+    assert!(again.is_ok(), "{:?}", again.err());
+}
+
 /// A publisher dropped before it ever wrote to a subscriber its helper
 /// thread welcomed: the subscriber's FIFO has a writer until the publisher
 /// has gone for good. (The helper's descriptor closed as it stopped, and
@@ -2121,21 +2207,29 @@ fn a_dropped_publisher_leaves_no_gap_without_a_writer() {
         )
         .unwrap();
         let done = std::sync::atomic::AtomicBool::new(false);
+        let watching = std::sync::Barrier::new(2);
         let gap = std::thread::scope(|s| {
             let watch = s.spawn(|| {
                 // A read of an empty FIFO says 0 (end of file) when it has
                 // no writer, EAGAIN when it has one.
                 let (mut unwritten, mut gap) = (false, false);
                 let mut buf = [0u8; 256];
+                let mut first = true;
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     match rustix::io::read(&watcher, &mut buf) {
                         Ok(0) => unwritten = true,
                         Err(rustix::io::Errno::AGAIN) => gap |= unwritten,
                         _ => {}
                     }
+                    if std::mem::take(&mut first) {
+                        watching.wait();
+                    }
                 }
                 gap
             });
+            // (Dropped once the watcher reads: on a loaded machine it may
+            // start late.)
+            watching.wait();
             drop(tx);
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             watch.join().unwrap()
@@ -2151,22 +2245,63 @@ fn a_dropped_publisher_leaves_no_gap_without_a_writer() {
 /// every message, as it does in shared memory (the publisher's sending
 /// thread finds the FIFO or queue through the helper's descriptor, not by
 /// its removed name; by name, it dropped the subscriber, which got
-/// nothing more).
+/// nothing more). Also in a PID namespace whose /proc is not its own,
+/// where a thread id names no thread of ours there (the sending thread
+/// looked for the helper's descriptors by its id, found none, and dropped
+/// the subscriber).
 #[test]
 fn a_subscriber_goes_on_receiving_after_its_bus_is_removed() {
+    let in_namespace = common::pid_namespaces_available();
+    if let Err(why) = &in_namespace {
+        common::skip_or_fail(
+            "a_subscriber_goes_on_receiving_after_its_bus_is_removed (in a PID namespace)",
+            why,
+        );
+    }
     for transport in [Transport::Pipe, Transport::Mq] {
         let bus = PipeBus::on("removed-live", transport);
-        let b = bus.open();
-        let topic = || b.topic("t").capacity(8);
-        let mut tx = topic().publisher::<u64>().unwrap();
-        let mut rx = topic().subscriber::<u64>().unwrap();
-        assert!(Bus::remove_pipe(&bus.name, &bus.dir).unwrap());
-        for seq in 0..3u64 {
-            tx.send(&seq).unwrap();
-            let got = rx.recv_timeout(Duration::from_secs(5));
-            assert_eq!(got.ok(), Some(seq), "{transport:?}: message {seq}");
+        assert_eq!(
+            receive_after_removal(&bus.open(), &bus.name, &bus.dir),
+            3,
+            "{transport:?}"
+        );
+        if in_namespace.is_ok() {
+            let bus = PipeBus {
+                _mq_turn: None,
+                dir: bus.dir.join("in-namespace"),
+                name: bus.name.clone(),
+                transport,
+            };
+            drop(bus.open());
+            let dir = bus.dir.display().to_string();
+            let out = common::role_command_in_pid_namespace_without_its_proc(
+                "receive-after-removal",
+                &args(&[&bus.name, &dir]),
+            )
+            .output()
+            .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("RECEIVED 3"), "{transport:?}: {stdout}");
         }
     }
+}
+
+/// The messages (of three) that a subscriber welcomed by the helper
+/// thread gets after bus `name` in `dir` is removed under it and its
+/// publisher.
+fn receive_after_removal(b: &Bus, name: &str, dir: &Path) -> u64 {
+    let topic = || b.topic("t").capacity(8);
+    let mut tx = topic().publisher::<u64>().unwrap();
+    let mut rx = topic().subscriber::<u64>().unwrap();
+    assert!(Bus::remove_pipe(name, dir).unwrap());
+    let mut received = 0;
+    for seq in 0..3u64 {
+        tx.send(&seq).unwrap();
+        if rx.recv_timeout(Duration::from_secs(5)).ok() == Some(seq) {
+            received += 1;
+        }
+    }
+    received
 }
 
 /// Two mq buses of one name in two directories never share a queue: a

@@ -249,8 +249,13 @@ struct Out {
     /// Its FIFO or queue, as each [`Side`] opened it (indexed by side), in
     /// that side's descriptor table: opened when that side first writes to
     /// it or polls it, closed by that side alone (see
-    /// [`TxState::drop_sub`]). Dropping an `Out` closes neither.
+    /// [`TxState::drop_sub`]; and the sender closes the helper's, in the
+    /// table they share, after the helper died without closing them).
+    /// Dropping an `Out` closes neither.
     fds: [Option<RawFd>; 2],
+    /// The device and inode of its FIFO or queue as welcomed: what a side
+    /// that opens it later must find (see [`TxState::open_fd`]).
+    ident: (u64, u64),
     /// Gates the publisher (a lossless topic's subscriber, not an
     /// observer).
     lossless: bool,
@@ -287,6 +292,49 @@ fn write_some(fd: BorrowedFd<'_>, bytes: &[u8]) -> Wrote {
         }
     }
     Wrote::All
+}
+
+/// How long a publisher waits for a lease held in its own process's name
+/// by no publisher of it (see `PipeTx::open`).
+const LEASE_COPY_WAIT: Duration = Duration::from_secs(1);
+
+/// The publisher leases this process holds, by the device and inode of
+/// their `publisher` files.
+static HELD_LEASES: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+
+fn held_here(ident: (u64, u64)) -> bool {
+    HELD_LEASES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&ident)
+}
+
+/// A lease this process holds, in [`HELD_LEASES`] while it lives.
+struct HeldLease((u64, u64));
+
+impl HeldLease {
+    fn new(ident: (u64, u64)) -> Self {
+        HELD_LEASES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ident);
+        HeldLease(ident)
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        let mut held = HELD_LEASES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = held.iter().position(|&h| h == self.0) {
+            held.swap_remove(i);
+        }
+    }
+}
+
+/// The device and inode of the file behind `fd`.
+fn file_identity(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    let stat = rustix::fs::fstat(fd).ok()?;
+    Some((stat.st_dev as u64, stat.st_ino as u64))
 }
 
 /// Closes descriptor `fd`, one a [`Side`] owns, on that side (a
@@ -445,6 +493,8 @@ pub(crate) struct PipeTx {
     /// Whether the helper has a descriptor table of its own (see
     /// [`own_descriptor_table`]).
     own_table: bool,
+    /// Says that this process holds the lease (see [`HELD_LEASES`]).
+    _held: Option<HeldLease>,
     check_interval: Duration,
     /// The fork epoch it was made in (see `Drop`).
     epoch: u64,
@@ -504,9 +554,11 @@ enum Unopened {
     /// Its reader is gone, or its FIFO or queue was removed: dropped, as a
     /// write that fails with `EPIPE`.
     Gone,
-    /// It could not be opened now (out of descriptors): what this side
-    /// would write is kept for the side that has it (the publisher never
-    /// runs without a descriptor of each subscriber on some side).
+    /// It could not be opened now (out of descriptors, or its name is
+    /// another file's now): what this side would write to a lossless
+    /// subscriber is kept for the side that has it (if neither has, as
+    /// when the helper is gone, it stays kept, and `send` waits for room
+    /// that does not come until the subscriber is found gone).
     NotNow,
 }
 
@@ -616,9 +668,14 @@ struct TxState {
     closing: [Vec<RawFd>; 2],
     /// Subscribers welcomed so far (see [`Out::serial`]).
     serials: u64,
-    /// The helper thread's id, for its descriptor table in `/proc` (see
-    /// [`TxState::open_fd`]); `None` until it runs.
-    helper_tid: Option<i32>,
+    /// The helper thread's `/proc/thread-self/fd`, a directory opened with
+    /// `O_PATH` in the sender's table (see [`TxState::open_fd`]); `None`
+    /// until it runs, or where /proc is not there.
+    helper_fds: Option<RawFd>,
+    /// The publisher is dropping: the helper welcomes no one more.
+    stopping: bool,
+    /// The helper thread has stopped (or died): nothing nudges it.
+    helper_gone: bool,
     /// Lossless subscribers dropped because they were gone (their read
     /// end closed: a dead process's is).
     evictions: u64,
@@ -673,26 +730,45 @@ impl PipeTx {
                     e,
                 )
             })?;
-        match crate::segment::procs::try_lock(lease.as_raw_fd(), 0, libc::F_WRLCK) {
-            Ok(true) => {}
-            Ok(false) => {
-                let holder = super::read_text(&dir.join("publisher"))
-                    .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok())
-                    .map_or_else(|| "a live process".to_owned(), |pid| format!("pid {pid}"));
-                return Err(Error::PublisherBusy {
-                    topic: topic.to_owned(),
-                    holder,
-                });
-            }
-            Err(e) => {
-                return Err(super::io_error_at(
-                    &bus.bus,
-                    "taking the publisher lease",
-                    dir.join("publisher"),
-                    e,
-                ))
+        let lease_ident = file_identity(lease.as_fd());
+        let since = Instant::now();
+        loop {
+            match crate::segment::procs::try_lock(lease.as_raw_fd(), 0, libc::F_WRLCK) {
+                Ok(true) => break,
+                Ok(false) => {
+                    let holder = super::read_text(&dir.join("publisher"))
+                        .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok());
+                    // Held in our name, by no publisher of ours: a publisher
+                    // of this process just dropped, and a copy of its lock's
+                    // descriptor lives on a moment (in a child another
+                    // thread is starting, between its fork and its exec).
+                    // Asked for again at once, the lease comes free then.
+                    if holder == Some(std::process::id())
+                        && !lease_ident.is_some_and(held_here)
+                        && since.elapsed() < LEASE_COPY_WAIT
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    return Err(Error::PublisherBusy {
+                        topic: topic.to_owned(),
+                        holder: holder.map_or_else(
+                            || "a live process".to_owned(),
+                            |pid| format!("pid {pid}"),
+                        ),
+                    });
+                }
+                Err(e) => {
+                    return Err(super::io_error_at(
+                        &bus.bus,
+                        "taking the publisher lease",
+                        dir.join("publisher"),
+                        e,
+                    ))
+                }
             }
         }
+        let held = lease_ident.map(HeldLease::new);
         // Where the last publisher stopped: in the `seq` word (which a
         // killed one kept up to date too), else as one that left cleanly
         // wrote it in the lease.
@@ -758,7 +834,9 @@ impl PipeTx {
             next: resume,
             closing: [Vec::new(), Vec::new()],
             serials: 0,
-            helper_tid: None,
+            helper_fds: None,
+            stopping: false,
+            helper_gone: false,
             evictions: 0,
             history_bytes,
             kept_bytes: 0,
@@ -799,10 +877,11 @@ impl PipeTx {
         // they are the helper's, in the one table. (No answer: it died
         // first, before it could panic anywhere but in the system's
         // allocator; what it owns is not known, and they stay.)
-        let own_table = own_table.recv() == Ok(true);
+        let (own_table, fds_dir) = own_table.recv().unwrap_or((false, None));
         if own_table {
             handed.into_iter().for_each(close_raw);
         }
+        locked(&shared).helper_fds = fds_dir;
         Ok(PipeTx {
             dir,
             _lease: lease,
@@ -811,6 +890,7 @@ impl PipeTx {
             kick,
             helper: Some(helper),
             own_table,
+            _held: held,
             check_interval,
             epoch: crate::segment::procs::fork_epoch(),
             loaned: Vec::new(),
@@ -1065,22 +1145,52 @@ fn set_blocking(fd: &OwnedFd) -> rustix::io::Result<()> {
 /// `handed` is what it owns: `join`, the publisher's writer of it, and its
 /// own `stop` and `kick` (copies of the sender's eventfds). It first takes
 /// a descriptor table of its own where it can ([`own_descriptor_table`]),
-/// and says on `told` whether it did: then the sender closes its copies of
-/// `handed`.
+/// and says on `told` whether it did (then the sender closes its copies of
+/// `handed`), with its `/proc/thread-self/fd` opened in the sender's table
+/// first (see [`TxState::open_fd`]).
 fn pickup_thread(
     shared: &std::sync::Mutex<TxState>,
     handed: [RawFd; 4],
     sweep: Option<Duration>,
-    told: &std::sync::mpsc::SyncSender<bool>,
+    told: &std::sync::mpsc::SyncSender<(bool, Option<RawFd>)>,
 ) {
-    let own_table = own_descriptor_table(&handed);
-    // SAFETY: `handed` is this thread's: in a table of its own, its copies
-    // there, which nothing else uses; in the process's, given to it by the
-    // sender, which closes them only when told that they were copied.
-    let [join, _join_keep, stop, kick] = handed.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    /// Says that the helper is gone as it ends, however it ends.
+    struct Gone<'a>(&'a std::sync::Mutex<TxState>);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            locked(self.0).helper_gone = true;
+        }
+    }
+    let _gone = Gone(shared);
+    // Opened in the process's table (so the sender has it), before this
+    // thread leaves it.
+    let fds_dir = rustix::fs::open(
+        "/proc/thread-self/fd",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+    .map(IntoRawFd::into_raw_fd);
+    let own = own_descriptor_table(&handed);
+    let own_table = own.is_some();
+    let [join, _join_keep, stop, kick] = match own.map(<[OwnedFd; 4]>::try_from) {
+        Some(Ok(fetched)) => fetched,
+        // Not all fetched (out of memory between two system calls): a
+        // helper that could not be told to stop must not run; without one
+        // no subscriber is welcomed from now on, and what the sender keeps
+        // for a full FIFO waits for its next send.
+        Some(Err(partial)) => {
+            let _ = told.send((true, fds_dir));
+            drop(partial);
+            return;
+        }
+        // SAFETY: `handed` is this thread's, in the process's table: given
+        // to it by the sender, which closes them only when told that this
+        // thread has copies of its own.
+        None => handed.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+    };
     let lock = || locked(shared);
-    lock().helper_tid = Some(rustix::thread::gettid().as_raw_nonzero().get());
-    let _ = told.send(own_table);
+    let _ = told.send((own_table, fds_dir));
     let mut swept = Instant::now();
     loop {
         // The FIFOs with something kept, to poll for room (and whether one
@@ -1120,8 +1230,16 @@ fn pickup_thread(
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(_) | Err(Errno::INTR) => {}
             // (Out of memory, say: this thread must not stop while the
-            // publisher lives, or subscribers would go unwelcomed.)
-            Err(_) => std::thread::sleep(RETRY_OPEN),
+            // publisher lives, or subscribers would go unwelcomed; but it
+            // stops when told, which the poll did not look at.)
+            Err(_) => {
+                let mut buf = [0u8; 8];
+                if rustix::io::read(&stop, &mut buf).is_ok() {
+                    break;
+                }
+                std::thread::sleep(RETRY_OPEN);
+                continue;
+            }
         }
         if !fds[1].revents().is_empty() {
             break;
@@ -1134,7 +1252,9 @@ fn pickup_thread(
             while let Ok(1..) = rustix::io::read(&join, &mut buf) {}
         }
         let mut state = lock();
-        if knocked {
+        // (None welcomed once the publisher is dropping: the helper's
+        // descriptors close as it stops.)
+        if knocked && !state.stopping {
             state.pickup(Side::Helper);
         }
         if sweep.is_some_and(|every| swept.elapsed() >= every) {
@@ -1148,65 +1268,51 @@ fn pickup_thread(
     lock().close_side(Side::Helper);
 }
 
-/// Gives the calling thread a descriptor table of its own, a copy of the
-/// process's in which only `keep` stays open: the thread then uses only
-/// `keep` and what it opens itself, and the process's other threads no
-/// longer share their table with it (see [`PipeTx`]). False, with nothing
-/// changed, where the system does not let it (`unshare` or `close_range`
-/// refused, as a seccomp filter may: Docker's default refuses `unshare`).
+/// Gives the calling thread a descriptor table of its own that holds
+/// nothing of the process's but copies of `wanted` (returned in their
+/// order, each a new descriptor of the same open file): the thread then
+/// uses only those and what it opens itself, and the process's other
+/// threads no longer share their table with it (see [`PipeTx`]). `None`,
+/// with nothing changed, where the system does not let it (`close_range`
+/// or `pidfd_getfd` refused, as a seccomp filter may, or a kernel before
+/// 5.9).
 ///
-/// Between the copy and the closing, the thread holds the process's other
-/// files open a moment longer: a file another thread closes then stays
-/// open (its locks held, a pipe's end not hung up) for those microseconds.
-fn own_descriptor_table(keep: &[RawFd]) -> bool {
-    let close_range = |first: u32, last: u32| {
-        // SAFETY: closes descriptors of this thread's table, which (once
-        // it is its own) nothing else in the process uses; as the probe,
-        // descriptor u32::MAX, which no table holds, it closes nothing.
-        unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) == 0 }
+/// The table is made empty (`close_range(0, ~0, CLOSE_RANGE_UNSHARE)`
+/// copies none of the process's descriptors), so no file of the process is
+/// ever held open by this thread: a copy of the whole table, closed after,
+/// held every file a moment longer (a publisher dropped and made again at
+/// once by another thread found its own lease still locked by such a
+/// copy). Then standard input, output and error are `/dev/null`, so that a
+/// descriptor this thread opens never takes their numbers (where something
+/// that writes to standard error, a panic's message, would write into a
+/// subscriber's FIFO), and `wanted` is fetched from the process's table
+/// with `pidfd_getfd`.
+fn own_descriptor_table(wanted: &[RawFd]) -> Option<Vec<OwnedFd>> {
+    let me = rustix::process::getpid();
+    // Whether it can all be done, before anything is: `pidfd_getfd` of one
+    // of ours, and `close_range` at all (on a descriptor no table holds).
+    let pidfd = rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty()).ok()?;
+    let first = *wanted.first()?;
+    rustix::process::pidfd_getfd(&pidfd, first, rustix::process::PidfdGetfdFlags::empty()).ok()?;
+    drop(pidfd);
+    // SAFETY: closes nothing: no table holds descriptor u32::MAX.
+    if unsafe { libc::syscall(libc::SYS_close_range, u32::MAX, u32::MAX, 0u32) } != 0 {
+        return None;
+    }
+    // SAFETY: gives this thread a table of its own with none of the
+    // process's descriptors in it (they stay open in the process's), and
+    // closes nothing anyone else uses.
+    let unshared = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            0u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_UNSHARE,
+        )
     };
-    // Whether `close_range` works at all, before the table is copied: a
-    // copy whose other files cannot be closed would hold them open.
-    if !close_range(u32::MAX, u32::MAX) {
-        return false;
+    if unshared != 0 {
+        return None;
     }
-    // SAFETY: only this thread gets the new table, and it uses no
-    // descriptor of the old one but `keep`, copied into it.
-    if unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FILES) }.is_err() {
-        return false;
-    }
-    let mut keep: Vec<u32> = keep
-        .iter()
-        .filter_map(|&fd| u32::try_from(fd).ok())
-        .collect();
-    keep.sort_unstable();
-    let mut from = 0u32;
-    let mut closed = true;
-    for &fd in &keep {
-        if fd > from {
-            closed &= close_range(from, fd - 1);
-        }
-        from = fd.saturating_add(1);
-    }
-    closed &= close_range(from, u32::MAX);
-    if !closed {
-        // (It worked as the probe: not expected.) One by one, as this
-        // thread's table in `/proc` lists them.
-        let listed: Vec<u32> = std::fs::read_dir("/proc/thread-self/fd")
-            .map(|dir| {
-                dir.filter_map(Result::ok)
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for fd in listed.into_iter().filter(|fd| !keep.contains(fd)) {
-            close_range(fd, fd);
-        }
-    }
-    // Standard input, output and error are /dev/null here: a descriptor
-    // this thread opens never takes their numbers, where something that
-    // writes to standard error (a panic's message) would write into a
-    // subscriber's FIFO.
     for _ in 0..3 {
         // (Left open: the table closes them as the thread ends.)
         let Ok(fd) = rustix::fs::open("/dev/null", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
@@ -1219,7 +1325,21 @@ fn own_descriptor_table(keep: &[RawFd]) -> bool {
             break;
         }
     }
-    true
+    // From here this thread cannot go back to the process's table: what it
+    // cannot fetch now (out of memory, say) it goes without.
+    let pidfd = rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty()).ok();
+    let fetched = wanted
+        .iter()
+        .filter_map(|&fd| {
+            rustix::process::pidfd_getfd(
+                pidfd.as_ref()?,
+                fd,
+                rustix::process::PidfdGetfdFlags::empty(),
+            )
+            .ok()
+        })
+        .collect();
+    Some(fetched)
 }
 
 impl TxState {
@@ -1263,6 +1383,9 @@ impl TxState {
                 .first()
                 .and_then(|frame| Header::decode(frame))
                 .map_or(self.next, |h| h.seq);
+            let Some(ident) = file_identity(fd.as_fd()) else {
+                continue;
+            };
             let mut fds = [None, None];
             fds[side as usize] = Some(fd.into_raw_fd());
             self.serials += 1;
@@ -1270,6 +1393,7 @@ impl TxState {
                 id,
                 serial: self.serials,
                 fds,
+                ident,
                 lossless,
                 pending: Vec::new(),
                 tail: 0,
@@ -1317,38 +1441,49 @@ impl TxState {
     /// Subscriber `i`'s descriptor on `side` (the calling thread's),
     /// opened now if that side has none yet (the other side welcomed it):
     /// through the other side's descriptor, as `/proc` shows it (the FIFO
-    /// or queue that side welcomed, even if its name was removed since, as
-    /// when the bus is removed under live endpoints), else by its name.
+    /// or queue welcomed, even if its name was removed since, as when the
+    /// bus is removed under live endpoints), else by its name; either way
+    /// only if it is the file welcomed (its device and inode).
     fn open_fd(&mut self, i: usize, side: Side) -> Result<RawFd, Unopened> {
         if let Some(fd) = self.subs[i].fds[side as usize] {
             return Ok(fd);
         }
         let flags = OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        // (The other side closes its descriptor only under the lock, which
-        // we hold: the number is its.)
-        let via_other = self.subs[i].fds[side.other() as usize].and_then(|fd| {
-            let table = match side.other() {
-                Side::Helper => format!("/proc/self/task/{}", self.helper_tid?),
-                // The process's table (its first thread's, which shares it).
-                Side::Sender => format!("/proc/{}", std::process::id()),
-            };
-            Some(rustix::fs::open(
-                format!("{table}/fd/{fd}"),
-                flags,
-                Mode::empty(),
-            ))
+        // (The other side closes its descriptors only under the lock,
+        // which we hold.)
+        let through_other = self.subs[i].fds[side.other() as usize].and_then(|fd| {
+            Some(match side.other() {
+                // The helper's table, through its `/proc/thread-self/fd`,
+                // which it opened for us (a thread id would be its number
+                // in this process's pid namespace, not always /proc's).
+                Side::Helper => {
+                    // SAFETY: the sender's descriptor (see `helper_fds`),
+                    // and the sender is who calls this with `side` Sender;
+                    // it is closed only as the publisher drops.
+                    let dir = unsafe { BorrowedFd::borrow_raw(self.helper_fds?) };
+                    rustix::fs::openat(dir, fd.to_string(), flags, Mode::empty())
+                }
+                // The process's table: `self` is this process in any /proc,
+                // or none.
+                Side::Sender => {
+                    rustix::fs::open(format!("/proc/self/fd/{fd}"), flags, Mode::empty())
+                }
+            })
         });
-        let opened = match via_other {
+        let opened = match through_other {
             Some(Ok(fd)) => Ok(fd),
             Some(Err(Errno::NXIO)) => Err(Errno::NXIO),
             _ => self.open_sub(&self.subs[i].id),
         };
         match opened {
-            Ok(fd) => {
+            Ok(fd) if file_identity(fd.as_fd()) == Some(self.subs[i].ident) => {
                 let fd = fd.into_raw_fd();
                 self.subs[i].fds[side as usize] = Some(fd);
                 Ok(fd)
             }
+            // Another file (its name taken by a new FIFO, or a /proc that
+            // is not ours): not this subscriber's.
+            Ok(_) => Err(Unopened::NotNow),
             // No reader (a FIFO's open says so), or removed: as a write
             // that fails with EPIPE.
             Err(Errno::NXIO | Errno::NOENT) => Err(Unopened::Gone),
@@ -1631,7 +1766,7 @@ impl TxState {
     /// descriptors of dropped subscribers to close, so that they close now
     /// (a message queue lives, charged to its user, while one is open).
     fn nudge_helper(&self, kick: BorrowedFd<'_>) {
-        if !self.closing[Side::Helper as usize].is_empty() {
+        if !self.closing[Side::Helper as usize].is_empty() && !self.helper_gone {
             let _ = rustix::io::write(kick, &1u64.to_ne_bytes());
         }
     }
@@ -1651,7 +1786,11 @@ impl Drop for PipeTx {
             // This side's own descriptor of every subscriber first: as the
             // helper stops its descriptors close, and a subscriber only it
             // wrote to would find its FIFO without a writer while the lease
-            // is still held (and drop a frame begun, as one cut short).
+            // is still held (and drop a frame begun, as one cut short). In
+            // the same turn of the lock, the helper is told to stop, and to
+            // welcome no one more meanwhile. (One this side cannot open now,
+            // out of descriptors, goes without a writer, and without the
+            // rest of what was kept for it.)
             let state = &mut *self.state();
             let mut i = 0;
             while i < state.subs.len() {
@@ -1661,8 +1800,9 @@ impl Drop for PipeTx {
                     i += 1;
                 }
             }
+            state.stopping = true;
+            let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
         }
-        let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
         let panicked = self.helper.take().is_some_and(|h| h.join().is_err());
         let state = &mut *self.state();
         if panicked && !self.own_table {
@@ -1708,6 +1848,9 @@ impl Drop for PipeTx {
         // What was not taken in time goes with this side's descriptors.
         // (The helper closed its own as it stopped.)
         state.close_side(Side::Sender);
+        if let Some(fd) = state.helper_fds.take() {
+            close_raw(fd);
+        }
         // The next publisher goes on from our sequence numbers (the lock
         // goes when `lease` drops, after this).
         write_lease(
@@ -3158,6 +3301,7 @@ mod tests {
             id: "test".into(),
             serial: 1,
             fds: [Some(write.as_raw_fd()), None],
+            ident: file_identity(write.as_fd()).unwrap(),
             lossless: true,
             pending: Vec::new(),
             tail: 0,

@@ -172,6 +172,18 @@ pub fn role_command(role: &str, args: &[String]) -> Command {
     cmd
 }
 
+/// [`role_command`] in a PID namespace of its own (`unshare --pid
+/// --fork`), with `/proc` left as it is: the role's pids and thread ids
+/// are not those this `/proc` shows (as in a container that sees its
+/// host's /proc).
+pub fn role_command_in_pid_namespace_without_its_proc(role: &str, args: &[String]) -> Command {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child"]).arg(exe);
+    add_role(&mut cmd, role, args);
+    cmd
+}
+
 fn add_role(cmd: &mut Command, role: &str, args: &[String]) {
     cmd.args([
         "child_role_entry",
