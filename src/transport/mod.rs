@@ -902,7 +902,7 @@ pub(crate) fn gc(root: &Path) -> Vec<String> {
                 for id in PipeBus::records(&dir, prefix) {
                     let record = dir.join(format!("{prefix}{id}"));
                     if record_liveness(&record).is_dead() {
-                        if let Some(tag) = tag.as_deref().filter(|_| mq_bus) {
+                        if let Some(tag) = tag.as_deref().filter(|_| mq_bus && prefix == "sub-") {
                             let name = mq::name(&bus, tag, &topic, Some(&id));
                             if mq::unlink(&name) {
                                 removed.push(format!("mq {name}"));
