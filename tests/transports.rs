@@ -625,7 +625,9 @@ impl PipeBus {
 
 impl Drop for PipeBus {
     fn drop(&mut self) {
-        let _ = Bus::remove_pipe(&self.name, &self.dir);
+        // Its name's segment too, should a child have opened the name where
+        // the directory held no bus (with `Auto`, a segment in /dev/shm).
+        let _ = Bus::remove_in(&self.name, &self.dir);
         // The test's own directory, with whatever a failed test left in it.
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_dir(common::pipe_dir());
