@@ -346,7 +346,23 @@ fn close_raw(fd: RawFd) {
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
 }
 
+/// Adds one to eventfd `fd` (the helper thread's `kick` or `stop`).
+fn wake(fd: BorrowedFd<'_>) {
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+}
+
 impl Out {
+    /// On the sending side, where this subscriber cannot be written now:
+    /// a lossless one keeps `frame` behind what it keeps, for the helper
+    /// (woken through `kick`) to write; an overwrite one misses it, and
+    /// counts it from the sequence numbers.
+    fn keep_for_helper(&mut self, frame: &[u8], kick: BorrowedFd<'_>) {
+        if self.lossless {
+            self.pending.extend_from_slice(frame);
+            wake(kick);
+        }
+    }
+
     /// Its descriptor on `side` (`None` if that side has not opened it:
     /// see [`TxState::open_fd`], which callers use first).
     ///
@@ -1049,7 +1065,7 @@ impl PipeTx {
                 let len = self.handing.len().min(out.pending.len());
                 out.pending.drain(..len);
             } else {
-                let _ = rustix::io::write(&self.kick, &1u64.to_ne_bytes());
+                wake(self.kick.as_fd());
             }
         }
     }
@@ -1681,11 +1697,7 @@ impl TxState {
                     Err(Unopened::NotNow) => {
                         // As a full FIFO: kept for the helper, which has
                         // it (lossless), or missed (overwrite).
-                        let out = &mut self.subs[i];
-                        if out.lossless {
-                            out.pending.extend_from_slice(&self.frame);
-                            let _ = rustix::io::write(kick, &1u64.to_ne_bytes());
-                        }
+                        self.subs[i].keep_for_helper(&self.frame, kick);
                         i += 1;
                         continue;
                     }
@@ -1693,13 +1705,10 @@ impl TxState {
             }
             let out = &mut self.subs[i];
             if !out.pending.is_empty() {
-                if out.lossless {
-                    // Something kept since `room` looked (a welcome and a
-                    // history the helper just wrote): this one waits behind
-                    // it, never lost.
-                    out.pending.extend_from_slice(&self.frame);
-                    let _ = rustix::io::write(kick, &1u64.to_ne_bytes());
-                }
+                // Something kept since `room` looked (a welcome and a
+                // history the helper just wrote): a lossless one waits
+                // behind it, never lost.
+                out.keep_for_helper(&self.frame, kick);
                 // An overwrite subscriber still finishing a long frame
                 // misses this one, and counts it from the sequence numbers.
                 i += 1;
@@ -1724,7 +1733,7 @@ impl TxState {
                             _ => {
                                 // The helper writes it when the FIFO has
                                 // room.
-                                let _ = rustix::io::write(kick, &1u64.to_ne_bytes());
+                                wake(kick);
                             }
                         }
                     }
@@ -1767,7 +1776,7 @@ impl TxState {
     /// (a message queue lives, charged to its user, while one is open).
     fn nudge_helper(&self, kick: BorrowedFd<'_>) {
         if !self.closing[Side::Helper as usize].is_empty() && !self.helper_gone {
-            let _ = rustix::io::write(kick, &1u64.to_ne_bytes());
+            wake(kick);
         }
     }
 }
@@ -1801,7 +1810,7 @@ impl Drop for PipeTx {
                 }
             }
             state.stopping = true;
-            let _ = rustix::io::write(&self.stop, &1u64.to_ne_bytes());
+            wake(self.stop.as_fd());
         }
         let panicked = self.helper.take().is_some_and(|h| h.join().is_err());
         let state = &mut *self.state();
