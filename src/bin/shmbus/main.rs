@@ -48,7 +48,9 @@ enum Command {
     /// fallback transports against the system calls under them: shmbus on
     /// pipes against a raw pipe and a raw named pipe (FIFO), on POSIX
     /// message queues against a raw queue (`pingpong-pipe`,
-    /// `throughput-pipe`, `pingpong-mq`, `throughput-mq`). Built
+    /// `throughput-pipe`, `pingpong-mq`, `throughput-mq`;
+    /// `throughput-pipe` also has a lossless subscriber that starts
+    /// reading 20 ms late once, against a FIFO reader as late). Built
     /// with `--features peers` (`cargo run --release --features peers --
     /// bench --pin`), ping-pong, 1-to-1 and fanout also run ringfire
     /// (lossy and lossless) and iceoryx2 (overflow and backpressure)

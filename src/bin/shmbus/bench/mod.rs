@@ -647,7 +647,7 @@ pub fn run(opts: Opts) -> Res<()> {
         6,               // throughput-1to1
         3,               // throughput-os
         1,               // pingpong-pipe
-        4,               // throughput-pipe
+        5,               // throughput-pipe
         1,               // pingpong-mq
         2,               // throughput-mq
         fanouts,         // fanout
@@ -734,9 +734,13 @@ pub fn run(opts: Opts) -> Res<()> {
             h.compare_stream("throughput-1to1", &stream, &RawSpsc)?;
         }
         let os: [&dyn Stream; 3] = [
-            &FdStream { kind: FdKind::Pipe },
+            &FdStream {
+                kind: FdKind::Pipe,
+                behind: false,
+            },
             &FdStream {
                 kind: FdKind::Socket,
+                behind: false,
             },
             &MqStream,
         ];
@@ -753,18 +757,39 @@ pub fn run(opts: Opts) -> Res<()> {
             let stream = ShmbusPipeStream {
                 lossless,
                 mq: false,
+                behind: false,
             };
             // Against the anonymous pipe, and against the named pipe that
             // processes sharing only a directory must use (as a pipe bus
             // does): a FIFO's writes and reads update its inode's times.
             for kind in [FdKind::Pipe, FdKind::Fifo] {
-                h.compare_stream("throughput-pipe", &stream, &FdStream { kind })?;
+                let base = FdStream {
+                    kind,
+                    behind: false,
+                };
+                h.compare_stream("throughput-pipe", &stream, &base)?;
             }
         }
+        // A lossless subscriber that fell behind once, against a FIFO
+        // reader that started as late.
+        let behind = ShmbusPipeStream {
+            lossless: true,
+            mq: false,
+            behind: true,
+        };
+        let base = FdStream {
+            kind: FdKind::Fifo,
+            behind: true,
+        };
+        h.compare_stream("throughput-pipe", &behind, &base)?;
         // And on POSIX message queues, against the raw queue.
         h.compare_latency("pingpong-mq", &ShmbusPipeEcho { mq: true }, &[&MqEcho])?;
         for lossless in [true, false] {
-            let stream = ShmbusPipeStream { lossless, mq: true };
+            let stream = ShmbusPipeStream {
+                lossless,
+                mq: true,
+                behind: false,
+            };
             h.compare_stream("throughput-mq", &stream, &MqStream)?;
         }
         for n in h.opts.subscribers.clone() {

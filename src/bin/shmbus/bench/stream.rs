@@ -86,14 +86,22 @@ pub enum FdKind {
 /// A pipe, a named pipe, or a Unix socket.
 pub struct FdStream {
     pub kind: FdKind,
+    /// The reader starts [`BEHIND`] late, once (see [`ShmbusPipeStream`]).
+    pub behind: bool,
 }
+
+/// How late a reader that starts behind begins reading: long enough for
+/// the writer to fill the pipe and wait for room (its default 64 KiB takes
+/// under a millisecond), before the measured stream.
+pub const BEHIND: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Stream for FdStream {
     fn name(&self) -> &'static str {
-        match self.kind {
-            FdKind::Pipe => "pipe",
-            FdKind::Fifo => "fifo",
-            FdKind::Socket => "unix-socket",
+        match (self.kind, self.behind) {
+            (FdKind::Pipe, _) => "pipe",
+            (FdKind::Fifo, false) => "fifo",
+            (FdKind::Fifo, true) => "fifo-behind",
+            (FdKind::Socket, _) => "unix-socket",
         }
     }
 
@@ -120,6 +128,9 @@ impl Stream for FdStream {
             let _ = std::fs::remove_file(&path);
             let mut peer = peer?;
             peer.go()?;
+            if self.behind {
+                std::thread::sleep(BEHIND);
+            }
             return read_stream(ours, count, size, peer);
         }
         let (ours, theirs) = if self.kind == FdKind::Socket {
@@ -322,11 +333,17 @@ pub struct ShmbusPipeStream {
     /// On POSIX message queues (`Transport::Mq`), against the raw queue
     /// ([`MqStream`]).
     pub mq: bool,
+    /// Lossless on pipes: the subscriber starts [`BEHIND`] late, once, so
+    /// that the publisher fills its FIFO and waits for room before the
+    /// measured stream, as it does whenever a subscriber falls behind (a
+    /// wait that once polled the FIFO slowed every later write).
+    pub behind: bool,
 }
 
 impl Stream for ShmbusPipeStream {
     fn name(&self) -> &'static str {
         match (self.mq, self.lossless) {
+            (false, true) if self.behind => "shmbus-pipe-lossless-behind",
             (false, true) => "shmbus-pipe-lossless",
             (false, false) => "shmbus-pipe-overwrite",
             (true, true) => "shmbus-mq-lossless",
@@ -376,6 +393,9 @@ impl Stream for ShmbusPipeStream {
         ];
         let mut peer = Peer::spawn("produce-shmbus", &args, h.cpu(1))?;
         peer.go()?;
+        if self.behind {
+            std::thread::sleep(BEHIND);
+        }
         let mut start = None;
         let mut seen = 0;
         while seen < count {
