@@ -2489,21 +2489,21 @@ impl PipeRx {
     fn look_for_publisher(&mut self) {
         if self.looked.elapsed() >= self.check_interval {
             self.looked = Instant::now();
-            self.eof = self.welcomed && !self.publisher_held() && self.lease_was_taken();
+            self.eof = self.welcomed && self.lease_left();
         }
     }
 
-    /// Whether a publisher ever held the lease (it writes its pid there).
-    fn lease_was_taken(&self) -> bool {
+    /// Whether a publisher ever held the lease (it writes its pid there,
+    /// after taking it).
+    fn lease_was_taken(&mut self) -> bool {
         let mut first = [0u8; 1];
-        self.lease.as_ref().is_some_and(|lease| {
+        self.lease_file().is_some_and(|lease| {
             std::os::unix::fs::FileExt::read_at(lease, &mut first, 0).is_ok_and(|n| n == 1)
         })
     }
 
-    /// Whether a publisher holds the lease now.
-    fn publisher_held(&mut self) -> bool {
-        use std::os::fd::AsRawFd;
+    /// The lease file, opened the first time it is there.
+    fn lease_file(&mut self) -> Option<&std::fs::File> {
         if self.lease.is_none() {
             // Read-write: `F_OFD_GETLK` for a write lock wants a writable
             // file.
@@ -2513,7 +2513,13 @@ impl PipeRx {
                 .open(self.dir.join("publisher"))
                 .ok();
         }
-        let Some(lease) = &self.lease else {
+        self.lease.as_ref()
+    }
+
+    /// Whether a publisher holds the lease now.
+    fn publisher_held(&mut self) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(lease) = self.lease_file() else {
             return false;
         };
         !matches!(
@@ -2529,11 +2535,23 @@ impl PipeRx {
         // the FIFO if no writer is left (and then drops the start of a
         // frame its dead writer left cut short, see `fill`).
         self.fill(self.end - self.start + 1);
-        if self.start != self.end || self.publisher_held() {
+        if self.start != self.end {
             return false;
         }
-        // Not held: gone if one ever held it.
-        self.lease_was_taken()
+        self.lease_left()
+    }
+
+    /// Whether a publisher held the lease and let it go: words in it (a
+    /// publisher writes its pid there once it holds it, and its last words
+    /// before it lets it go), then no holder. Asked in that order: the
+    /// other way round, a first publisher that took the lease and wrote in
+    /// it between the two looks read as come and gone, and its subscriber
+    /// said `Disconnected` before its welcome came (seen under load).
+    fn lease_left(&mut self) -> bool {
+        let was_taken = self.lease_was_taken();
+        #[cfg(test)]
+        tests::between_lease_looks();
+        was_taken && !self.publisher_held()
     }
 
     /// Whether what is buffered is the start of a frame and no more (but
@@ -3452,6 +3470,26 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
+    /// How long [`PipeRx::lease_left`] pauses between its two looks, in
+    /// microseconds (0: not at all), as a subscriber preempted there would.
+    static LEASE_LOOK_PAUSE_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    pub(super) fn between_lease_looks() {
+        let us = LEASE_LOOK_PAUSE_US.load(std::sync::atomic::Ordering::Relaxed);
+        if us > 0 {
+            std::thread::sleep(Duration::from_micros(us));
+        }
+    }
+
+    /// Removes a test bus's directory however the test ends.
+    struct Cleanup(std::path::PathBuf);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// The FIFOs this process polled (device and inode), noted by [`poll`].
     static POLLED_FIFOS: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
 
@@ -3498,13 +3536,6 @@ mod tests {
         use crate::{Bus, RecvError, StartAt, Transport, WaitStrategy};
         let root =
             std::env::temp_dir().join(format!("shmbus-unit-nopoll-{}-{size}", std::process::id()));
-        /// Removes the bus's directory however the test ends.
-        struct Cleanup(std::path::PathBuf);
-        impl Drop for Cleanup {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
         let _cleanup = Cleanup(root.clone());
         let bus = Bus::builder("nopoll")
             .transport(Transport::Pipe)
@@ -3567,6 +3598,71 @@ mod tests {
             .filter(|(_, id)| polled.contains(id))
             .map(|(name, _)| name)
             .collect()
+    }
+
+    /// A publisher takes the lease, then writes its pid in it (and
+    /// welcomes its subscribers a while after). A subscriber that looked
+    /// whether one holds it, then whether one ever did (words in it), took
+    /// a first publisher that came between the two looks for one come and
+    /// gone, and said `Disconnected` before its welcome. Here, bus after
+    /// bus, a subscriber spins with a deadline, pausing between its two
+    /// looks (as one preempted there would), while a stand-in takes the
+    /// lease at some moment, writes in it, and holds it: the subscriber
+    /// must time out. (In the other order it said `Disconnected` in most
+    /// of the buses.)
+    #[test]
+    fn a_first_publisher_taking_the_lease_is_not_taken_for_one_gone() {
+        use crate::{Bus, RecvTimeoutError, Transport, WaitStrategy};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileExt;
+        let root = std::env::temp_dir().join(format!("shmbus-unit-lease-{}", std::process::id()));
+        let _cleanup = Cleanup(root.clone());
+        LEASE_LOOK_PAUSE_US.store(200, std::sync::atomic::Ordering::Relaxed);
+        /// No pause for other tests, however this one ends.
+        struct Unpause;
+        impl Drop for Unpause {
+            fn drop(&mut self) {
+                LEASE_LOOK_PAUSE_US.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _unpause = Unpause;
+        for i in 0..40u64 {
+            let name = format!("lease{i}");
+            let bus = Bus::builder(&name)
+                .transport(Transport::Pipe)
+                .dir(&root)
+                .open()
+                .unwrap();
+            let mut rx = bus
+                .topic("t")
+                .wait(WaitStrategy::Spin)
+                .subscriber_bytes()
+                .unwrap();
+            let path = root.join(&name).join("t.t").join("publisher");
+            let stand_in = std::thread::spawn(move || {
+                let lease = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)
+                    .unwrap();
+                // Somewhere in the subscriber's wait.
+                std::thread::sleep(Duration::from_micros(i * 37 % 2000));
+                let fd = lease.as_raw_fd();
+                assert!(crate::segment::procs::try_lock(fd, 0, libc::F_WRLCK).unwrap());
+                lease.write_at(b"1\n", 0).unwrap();
+                lease
+            });
+            let got = rx
+                .recv_bytes_timeout(Duration::from_millis(3))
+                .map(|m| m.len());
+            // (Held until the subscriber is done: dropped after it.)
+            let lease = stand_in.join().unwrap();
+            assert_eq!(got, Err(RecvTimeoutError::Timeout), "bus {i}");
+            drop(rx);
+            drop(lease);
+        }
     }
 
     /// Once anyone polls a pipe, every later write into it takes the
