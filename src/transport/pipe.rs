@@ -688,13 +688,10 @@ unsafe impl Send for SeqWord {}
 unsafe impl Sync for SeqWord {}
 
 impl SeqWord {
-    /// Maps the `seq` file at `path`; a publisher makes it (with `mode`)
-    /// if it is not there, or one page long if shorter, a subscriber
-    /// (`create` false) only maps one a publisher made.
-    fn open(path: &std::path::Path, mode: u32, create: bool) -> std::io::Result<SeqWord> {
+    fn open(path: &std::path::Path, mode: u32) -> std::io::Result<SeqWord> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
-            .create(create)
+            .create(true)
             .truncate(false)
             .read(true)
             .write(true)
@@ -707,9 +704,6 @@ impl SeqWord {
             ));
         }
         if file.metadata()?.len() < SEQ_MAP as u64 {
-            if !create {
-                return Err(std::io::Error::other("the topic's `seq` is short"));
-            }
             file.set_len(SEQ_MAP as u64)?;
         }
         // SAFETY: a fresh shared mapping of a file we hold open, of a page
@@ -742,7 +736,18 @@ impl SeqWord {
         // SAFETY: as in `get`, for the next 8 bytes of the page.
         unsafe { &*self.word.as_ptr().add(1) }
     }
+
+    /// The third word, at [`WRITTEN_AT`]: a count the publisher moves
+    /// after its writes into the subscribers' FIFOs (see
+    /// [`PipeRx::readable`]), by every publisher.
+    fn written(&self) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: as in `get`, for the third 8 bytes of the page.
+        unsafe { &*self.word.as_ptr().add(2) }
+    }
 }
+
+/// Where in the `seq` file the [`SeqWord::written`] count is.
+const WRITTEN_AT: u64 = 16;
 
 impl Drop for SeqWord {
     fn drop(&mut self) {
@@ -879,7 +884,7 @@ impl PipeTx {
         // Where the last publisher stopped: in the `seq` word (which a
         // killed one kept up to date too), else as one that left cleanly
         // wrote it in the lease.
-        let seq_word = SeqWord::open(&dir.join("seq"), bus.mode, true).ok();
+        let seq_word = SeqWord::open(&dir.join("seq"), bus.mode).ok();
         let left_at = super::read_text(&dir.join("publisher"))
             .and_then(|s| {
                 s.lines()
@@ -1541,6 +1546,7 @@ impl TxState {
             }
             if out.flush(side).is_ok() {
                 self.subs.push(out);
+                self.note_written();
             } else {
                 out.fds.into_iter().flatten().for_each(close_raw);
             }
@@ -1734,12 +1740,14 @@ impl TxState {
     fn flush_all(&mut self, side: Side) -> bool {
         self.tidy(side);
         let mut clear = true;
+        let mut wrote = false;
         let mut i = 0;
         while i < self.subs.len() {
             if self.subs[i].pending.is_empty() {
                 i += 1;
                 continue;
             }
+            wrote = true;
             if self.subs[i].sending {
                 // The publisher is sending it (see `PipeTx::hand_over`).
                 clear &= !self.subs[i].lossless;
@@ -1765,6 +1773,9 @@ impl TxState {
                 }
                 Err(()) => self.drop_sub(i, side),
             }
+        }
+        if wrote {
+            self.note_written();
         }
         clear
     }
@@ -1851,6 +1862,7 @@ impl TxState {
                 Wrote::Gone => self.drop_sub(i, Side::Sender),
             }
         }
+        self.note_written();
         // Into the history (at most `capacity` messages, and in a
         // variable-size topic at most its arena's bytes), reusing the
         // buffer of a frame it drops.
@@ -1878,6 +1890,21 @@ impl TxState {
         self.next = seq.wrapping_add(1);
         self.nudge_helper(kick);
         held
+    }
+
+    /// Moves the count of writes (see [`SeqWord::written`]) after frames
+    /// went into the subscribers' FIFOs. Under the lock: one thread at a
+    /// time.
+    fn note_written(&self) {
+        if let Some(word) = &self.seq_word {
+            let written = word.written();
+            written.store(
+                written
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .wrapping_add(1),
+                std::sync::atomic::Ordering::Release,
+            );
+        }
     }
 
     /// On the sending side: wakes the helper (through `kick`) if it has
@@ -2166,12 +2193,12 @@ pub(crate) struct PipeRx {
     corrupt_message: bool,
     /// Streaming: see [`Streaming`].
     stream: Streaming,
-    /// FIFOs: the publisher's sequence word (see [`SeqWord`]), once a
-    /// publisher made it, and its value as the last read began: a look
-    /// that finds it moved since knows a frame is coming, without a `poll`
-    /// (see [`PipeRx::readable`]).
-    seq_word: Option<SeqWord>,
-    word_seen: u64,
+    /// FIFOs: the topic's `seq` file, read-only, once a publisher made it,
+    /// and the count of the publisher's writes in it (see
+    /// [`SeqWord::written`]) as the last look found it (see
+    /// [`PipeRx::readable`]).
+    seq_file: Option<std::fs::File>,
+    written_seen: std::sync::atomic::AtomicU64,
 }
 
 impl PipeRx {
@@ -2290,10 +2317,10 @@ impl PipeRx {
             looked: Instant::now(),
             corrupt_message: false,
             stream: Streaming::new(fifo_bytes),
-            seq_word: None,
-            word_seen: 0,
+            seq_file: None,
+            written_seen: std::sync::atomic::AtomicU64::new(0),
         };
-        rx.map_seq_word();
+        rx.open_seq_file();
         // Knock; the publisher's helper thread welcomes us.
         if let Ok(join) = open_fifo(&rx.dir.join("join"), OFlags::WRONLY | OFlags::NONBLOCK) {
             let _ = rustix::io::write(&join, &[1]);
@@ -2361,7 +2388,7 @@ impl PipeRx {
                     self.welcome = Some(header.seq);
                     self.welcomed = true;
                     self.start += HEADER;
-                    self.map_seq_word();
+                    self.open_seq_file();
                     return header
                         .timestamp()
                         .map_or(0, |next| next.saturating_sub(header.seq));
@@ -2425,9 +2452,6 @@ impl PipeRx {
                 .saturating_sub(self.end - self.start)
                 .max(self.read_limit());
             let upto = self.end.saturating_add(want).min(self.buf.len());
-            if let Some(word) = &self.seq_word {
-                self.word_seen = word.get().load(std::sync::atomic::Ordering::Relaxed);
-            }
             match rustix::io::read(&self.fd, &mut self.buf[self.end..upto]) {
                 Ok(0) => {
                     self.eof = true;
@@ -2608,7 +2632,7 @@ impl PipeRx {
             self.start += HEADER;
             let first = !self.welcomed;
             self.welcomed = true;
-            self.map_seq_word();
+            self.open_seq_file();
             self.goodbye = false;
             return Next::Welcome(header.seq, first);
         }
@@ -2831,13 +2855,17 @@ impl PipeRx {
     /// Whether a read may find something: buffered bytes, or on a queue a
     /// `poll` that says so. Never a `poll` on a FIFO, which would make
     /// every later write into it take the wake-up path (see `RoomWait`):
-    /// the publisher's sequence word moved since the last read began (it
-    /// is stored before each frame is written), a look at memory that does
-    /// not take the pipe's lock as a read does; or, before a publisher made
-    /// the word, the FIFO holds bytes (`FIONREAD`, which takes the lock).
-    /// The word misses what comes without a new number (a welcome, a
-    /// goodbye, the end of file, the rest of a long frame): the callers
-    /// read anyway at every 64th look (see [`Pacing`]).
+    /// whether the count of the publisher's writes (see
+    /// [`SeqWord::written`], which it moves after each send's writes) moved
+    /// since the last look, read from the `seq` file (a read of the page
+    /// cache: it takes no lock of the pipe's, as a read of the FIFO does,
+    /// and unlike a mapping of the file, a file cut short under us cannot
+    /// raise SIGBUS); before a publisher made the file, or if it is cut
+    /// short, whether the FIFO holds bytes (`FIONREAD`, which takes the
+    /// pipe's lock). A frame written after one look moves the count after
+    /// it is in the FIFO, so a later look finds it; what comes without a
+    /// move (a kept frame the helper thread writes, the end of file) the
+    /// callers read anyway at every 64th look (see [`Pacing`]).
     pub fn readable(&self) -> bool {
         if self.end > self.start {
             return true;
@@ -2845,18 +2873,38 @@ impl PipeRx {
         if !self.mq_name.is_empty() {
             return poll_one(self.fd.as_fd(), PollFlags::IN, Duration::ZERO);
         }
-        match &self.seq_word {
-            Some(word) => word.get().load(std::sync::atomic::Ordering::Relaxed) != self.word_seen,
-            None => rustix::io::ioctl_fionread(&self.fd).map_or(true, |n| n > 0),
-        }
+        // The sequence word and the count, at 0 and `WRITTEN_AT`.
+        let mut words = [0u8; WRITTEN_AT as usize + 8];
+        let moved = self.seq_file.as_ref().and_then(|file| {
+            let n = rustix::io::pread(file, &mut words, 0).ok()?;
+            let word =
+                |at: usize| u64::from_ne_bytes(words[at..at + 8].try_into().unwrap_or_default());
+            // Both: the sequence word moves before the writes (a read then
+            // often takes the frame the moment the writer lets the pipe
+            // go), the count after them (so nothing written is missed).
+            let both = word(0) ^ word(WRITTEN_AT as usize).rotate_left(32);
+            (n == words.len()).then(|| {
+                self.written_seen
+                    .swap(both, std::sync::atomic::Ordering::Relaxed)
+                    != both
+            })
+        });
+        moved.unwrap_or_else(|| rustix::io::ioctl_fionread(&self.fd).map_or(true, |n| n > 0))
     }
 
-    /// On a FIFO, maps the publisher's sequence word if not yet mapped
+    /// On a FIFO, opens the topic's `seq` file (read-only) if not yet open
     /// and a publisher made it (see [`PipeRx::readable`]).
-    fn map_seq_word(&mut self) {
-        if self.seq_word.is_none() && self.mq_name.is_empty() {
-            self.seq_word = SeqWord::open(&self.dir.join("seq"), self.bus.mode, false).ok();
+    fn open_seq_file(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.seq_file.is_some() || !self.mq_name.is_empty() {
+            return;
         }
+        self.seq_file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.dir.join("seq"))
+            .ok()
+            .filter(|file| file.metadata().is_ok_and(|m| m.file_type().is_file()));
     }
 
     /// Whether bytes of a frame are buffered or in the FIFO (or queue).
@@ -3662,6 +3710,53 @@ mod tests {
             assert_eq!(got, Err(RecvTimeoutError::Timeout), "bus {i}");
             drop(rx);
             drop(lease);
+        }
+    }
+
+    /// A spinning subscriber looks at the topic's `seq` file between reads
+    /// (see [`PipeRx::readable`]): a file cut short under it (by a process
+    /// that shares the directory) makes it look at its FIFO instead; a
+    /// mapping of the file read where the file ended would raise SIGBUS.
+    #[test]
+    fn a_subscriber_goes_on_when_the_seq_file_is_cut_short() {
+        use crate::{Bus, RecvTimeoutError, Transport, WaitStrategy};
+        let root = std::env::temp_dir().join(format!("shmbus-unit-seqcut-{}", std::process::id()));
+        let _cleanup = Cleanup(root.clone());
+        let bus = Bus::builder("seqcut")
+            .transport(Transport::Pipe)
+            .dir(&root)
+            .open()
+            .unwrap();
+        for wait in [
+            WaitStrategy::Spin,
+            WaitStrategy::Yield,
+            WaitStrategy::adaptive(),
+        ] {
+            let topic = || bus.topic("t").wait(wait);
+            let mut rx = topic().subscriber_bytes().unwrap();
+            let mut tx = topic().publisher_bytes().unwrap();
+            tx.send_bytes(b"one").unwrap();
+            assert_eq!(rx.recv_bytes().unwrap(), b"one");
+            let seq = root.join("seqcut").join("t.t").join("seq");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&seq)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+            assert_eq!(
+                rx.recv_bytes_timeout(Duration::from_millis(20))
+                    .map(<[u8]>::len),
+                Err(RecvTimeoutError::Timeout),
+                "{wait:?}"
+            );
+            drop(tx);
+            assert_eq!(
+                rx.recv_bytes_timeout(Duration::from_secs(2))
+                    .map(<[u8]>::len),
+                Err(RecvTimeoutError::Disconnected),
+                "{wait:?}"
+            );
         }
     }
 
