@@ -26,9 +26,10 @@
 //! In lossless mode a frame a subscriber's FIFO cannot take now is kept
 //! for it, and the publisher sends nothing more until every lossless
 //! subscriber has taken its kept frame (`try_send` says `Full`; `send`
-//! waits for room, see [`RoomWait`]). A subscriber that is gone (its read end closed, as a
-//! killed process's is) makes the write fail with `EPIPE`: the publisher
-//! drops it, and removes its files once its record says it is dead.
+//! waits for room, see [`RoomWait`]). A subscriber that is gone (its read
+//! end closed, as a killed process's is) makes the write fail with
+//! `EPIPE`: the publisher drops it, and removes its files once its record
+//! says it is dead.
 //!
 //! The lease is an OFD lock on `publisher`: a publisher killed with
 //! `kill -9` loses it with its process, and the next one takes over.
@@ -108,7 +109,7 @@ enum RoomWait {
 
 /// The naps of one wait for room: [`ROOM_NAP_FIRST`], then twice as long
 /// each, up to [`ROOM_NAP_MAX`] (a subscriber that reads nothing for long
-/// costs a wake-up a millisecond).
+/// costs a wake-up a millisecond in each of the publisher's two threads).
 struct Naps(Duration);
 
 impl Naps {
@@ -2194,11 +2195,10 @@ pub(crate) struct PipeRx {
     /// Streaming: see [`Streaming`].
     stream: Streaming,
     /// FIFOs: the topic's `seq` file, read-only, once a publisher made it,
-    /// and the count of the publisher's writes in it (see
-    /// [`SeqWord::written`]) as the last look found it (see
-    /// [`PipeRx::readable`]).
+    /// and what the last look found of its sequence word and its count of
+    /// writes (see [`PipeRx::readable`]).
     seq_file: Option<std::fs::File>,
-    written_seen: std::sync::atomic::AtomicU64,
+    words_seen: std::sync::atomic::AtomicU64,
 }
 
 impl PipeRx {
@@ -2318,7 +2318,7 @@ impl PipeRx {
             corrupt_message: false,
             stream: Streaming::new(fifo_bytes),
             seq_file: None,
-            written_seen: std::sync::atomic::AtomicU64::new(0),
+            words_seen: std::sync::atomic::AtomicU64::new(0),
         };
         rx.open_seq_file();
         // Knock; the publisher's helper thread welcomes us.
@@ -2855,17 +2855,17 @@ impl PipeRx {
     /// Whether a read may find something: buffered bytes, or on a queue a
     /// `poll` that says so. Never a `poll` on a FIFO, which would make
     /// every later write into it take the wake-up path (see `RoomWait`):
-    /// whether the count of the publisher's writes (see
-    /// [`SeqWord::written`], which it moves after each send's writes) moved
-    /// since the last look, read from the `seq` file (a read of the page
-    /// cache: it takes no lock of the pipe's, as a read of the FIFO does,
-    /// and unlike a mapping of the file, a file cut short under us cannot
-    /// raise SIGBUS); before a publisher made the file, or if it is cut
-    /// short, whether the FIFO holds bytes (`FIONREAD`, which takes the
-    /// pipe's lock). A frame written after one look moves the count after
-    /// it is in the FIFO, so a later look finds it; what comes without a
-    /// move (a kept frame the helper thread writes, the end of file) the
-    /// callers read anyway at every 64th look (see [`Pacing`]).
+    /// whether the publisher's sequence word (moved before each send's
+    /// writes) or its count of writes (see [`SeqWord::written`], moved
+    /// after them) moved since the last look, read from the `seq` file (a
+    /// read of the page cache: it takes no lock of the pipe's, as a read of
+    /// the FIFO does, and unlike a mapping of the file, a file cut short
+    /// under us cannot raise SIGBUS); before a publisher made the file, or
+    /// if it is cut short, whether the FIFO holds bytes (`FIONREAD`, which
+    /// takes the pipe's lock). A frame written after one look moves the
+    /// count after it is in the FIFO, so a later look finds it; what comes
+    /// without a move (the end of file) the callers read anyway at every
+    /// 64th look (see [`Pacing`]).
     pub fn readable(&self) -> bool {
         if self.end > self.start {
             return true;
@@ -2884,7 +2884,7 @@ impl PipeRx {
             // go), the count after them (so nothing written is missed).
             let both = word(0) ^ word(WRITTEN_AT as usize).rotate_left(32);
             (n == words.len()).then(|| {
-                self.written_seen
+                self.words_seen
                     .swap(both, std::sync::atomic::Ordering::Relaxed)
                     != both
             })
@@ -3538,6 +3538,22 @@ mod tests {
         }
     }
 
+    /// A directory of this test's own for pipe buses (`tag` and this
+    /// process's pid), removed when the guard drops.
+    fn temp_root(tag: &str) -> (Cleanup, std::path::PathBuf) {
+        let root = std::env::temp_dir().join(format!("shmbus-unit-{tag}-{}", std::process::id()));
+        (Cleanup(root.clone()), root)
+    }
+
+    /// Bus `name` on pipes in `root`.
+    fn pipe_bus(root: &std::path::Path, name: &str) -> crate::Bus {
+        crate::Bus::builder(name)
+            .transport(crate::Transport::Pipe)
+            .dir(root)
+            .open()
+            .unwrap()
+    }
+
     /// The FIFOs this process polled (device and inode), noted by [`poll`].
     static POLLED_FIFOS: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
 
@@ -3581,15 +3597,9 @@ mod tests {
     /// cannot take) and waits for room. Both get all 3000 messages in
     /// order. Returns the subscribers' FIFOs that were polled.
     fn stream_to_a_late_reader(size: usize) -> Vec<String> {
-        use crate::{Bus, RecvError, StartAt, Transport, WaitStrategy};
-        let root =
-            std::env::temp_dir().join(format!("shmbus-unit-nopoll-{}-{size}", std::process::id()));
-        let _cleanup = Cleanup(root.clone());
-        let bus = Bus::builder("nopoll")
-            .transport(Transport::Pipe)
-            .dir(&root)
-            .open()
-            .unwrap();
+        use crate::{RecvError, StartAt, WaitStrategy};
+        let (_cleanup, root) = temp_root(&format!("nopoll-{size}"));
+        let bus = pipe_bus(&root, "nopoll");
         let topic = || {
             bus.topic("t")
                 .capacity(16)
@@ -3660,11 +3670,10 @@ mod tests {
     /// of the buses.)
     #[test]
     fn a_first_publisher_taking_the_lease_is_not_taken_for_one_gone() {
-        use crate::{Bus, RecvTimeoutError, Transport, WaitStrategy};
+        use crate::{RecvTimeoutError, WaitStrategy};
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::FileExt;
-        let root = std::env::temp_dir().join(format!("shmbus-unit-lease-{}", std::process::id()));
-        let _cleanup = Cleanup(root.clone());
+        let (_cleanup, root) = temp_root("lease");
         LEASE_LOOK_PAUSE_US.store(200, std::sync::atomic::Ordering::Relaxed);
         /// No pause for other tests, however this one ends.
         struct Unpause;
@@ -3676,11 +3685,7 @@ mod tests {
         let _unpause = Unpause;
         for i in 0..40u64 {
             let name = format!("lease{i}");
-            let bus = Bus::builder(&name)
-                .transport(Transport::Pipe)
-                .dir(&root)
-                .open()
-                .unwrap();
+            let bus = pipe_bus(&root, &name);
             let mut rx = bus
                 .topic("t")
                 .wait(WaitStrategy::Spin)
@@ -3719,14 +3724,9 @@ mod tests {
     /// mapping of the file read where the file ended would raise SIGBUS.
     #[test]
     fn a_subscriber_goes_on_when_the_seq_file_is_cut_short() {
-        use crate::{Bus, RecvTimeoutError, Transport, WaitStrategy};
-        let root = std::env::temp_dir().join(format!("shmbus-unit-seqcut-{}", std::process::id()));
-        let _cleanup = Cleanup(root.clone());
-        let bus = Bus::builder("seqcut")
-            .transport(Transport::Pipe)
-            .dir(&root)
-            .open()
-            .unwrap();
+        use crate::{RecvTimeoutError, WaitStrategy};
+        let (_cleanup, root) = temp_root("seqcut");
+        let bus = pipe_bus(&root, "seqcut");
         for wait in [
             WaitStrategy::Spin,
             WaitStrategy::Yield,
