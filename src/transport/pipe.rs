@@ -78,10 +78,10 @@ const DRAIN_ON_DROP: Duration = Duration::from_secs(1);
 /// A FIFO that holds at least this many frames of the size it waits to
 /// take is waited on in naps, not in `poll` (see [`RoomWait`]).
 const NAP_FRAMES: usize = 256;
-/// The first nap of a publisher's thread waiting for room in a FIFO; each
-/// next one in a row is twice as long, up to [`ROOM_NAP_MAX`].
-const ROOM_NAP_FIRST: Duration = Duration::from_micros(20);
-const ROOM_NAP_MAX: Duration = Duration::from_millis(1);
+/// The first nap of a wait in naps (see [`Naps`]); each next one in a row
+/// is twice as long, up to [`NAP_MAX`].
+const NAP_FIRST: Duration = Duration::from_micros(20);
+const NAP_MAX: Duration = Duration::from_millis(1);
 
 /// How a publisher's thread waits for room in a subscriber's FIFO or queue
 /// that a write found full.
@@ -107,21 +107,27 @@ enum RoomWait {
     Nap,
 }
 
-/// The naps of one wait for room: [`ROOM_NAP_FIRST`], then twice as long
-/// each, up to [`ROOM_NAP_MAX`] (a subscriber that reads nothing for long
-/// costs a wake-up a millisecond in each of the publisher's two threads).
+/// The naps of one wait: [`NAP_FIRST`], then twice as long each, up to
+/// [`NAP_MAX`]. A publisher's threads wait for room so (a subscriber that
+/// reads nothing for long costs a wake-up a millisecond in each of the
+/// publisher's two threads), and a new subscriber for its welcome.
 struct Naps(Duration);
 
 impl Naps {
     fn new() -> Self {
-        Naps(ROOM_NAP_FIRST)
+        Naps(NAP_FIRST)
     }
 
     /// The next nap's length, at most `span`.
     fn next(&mut self, span: Duration) -> Duration {
         let nap = self.0;
-        self.0 = (nap * 2).min(ROOM_NAP_MAX);
+        self.0 = (nap * 2).min(NAP_MAX);
         nap.min(span)
+    }
+
+    /// Whether the naps have grown as long as they get.
+    fn at_longest(&self) -> bool {
+        self.0 == NAP_MAX
     }
 }
 
@@ -1349,7 +1355,7 @@ fn pickup_thread(
             timeout = Some(timeout.map_or(RETRY_OPEN, |t| t.min(RETRY_OPEN)));
         }
         if napping {
-            let nap = naps.next(ROOM_NAP_MAX);
+            let nap = naps.next(NAP_MAX);
             timeout = Some(timeout.map_or(nap, |t| t.min(nap)));
         } else {
             naps = Naps::new();
@@ -2329,7 +2335,7 @@ impl PipeRx {
                 // when `subscriber()` returns, whatever carries it.
                 let until = Instant::now() + WELCOME_WAIT;
                 let mut history = None;
-                let mut nap = Duration::from_micros(20);
+                let mut naps = Naps::new();
                 loop {
                     match history {
                         None => history = rx.welcome.is_some().then_some(0),
@@ -2349,14 +2355,13 @@ impl PipeRx {
                         // there are bytes: before the helper opens it, a
                         // read finds no writer (end of file).
                         if !rustix::io::ioctl_fionread(&rx.fd).is_ok_and(|n| n > 0) {
-                            std::thread::sleep(nap.min(span));
-                            nap = (nap * 2).min(Duration::from_millis(1));
-                            if nap == Duration::from_millis(1) && !rx.publisher_held() {
+                            std::thread::sleep(naps.next(span));
+                            if naps.at_longest() && !rx.publisher_held() {
                                 break; // the publisher went meanwhile
                             }
                             continue;
                         }
-                        nap = Duration::from_micros(20);
+                        naps = Naps::new();
                     } else {
                         poll_one(rx.fd.as_fd(), PollFlags::IN, span);
                     }
