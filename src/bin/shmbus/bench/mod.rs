@@ -549,11 +549,12 @@ fn json(r: &Row) -> String {
         fields.push(format!("\"lagged\":{lagged}"));
     }
     if let Some(ratio) = r.ratio {
-        fields.push(format!("\"ratio\":{ratio:.3}"));
+        fields.push(format!("\"ratio\":{}", significant(ratio)));
     }
     if let Some((name, ratio)) = &r.also {
         fields.push(format!(
-            "\"also_baseline\":\"{name}\",\"also_ratio\":{ratio:.3}"
+            "\"also_baseline\":\"{name}\",\"also_ratio\":{}",
+            significant(*ratio)
         ));
     }
     fields.push(format!(
@@ -561,6 +562,18 @@ fn json(r: &Row) -> String {
         r.probe.0, r.probe.1
     ));
     format!("{{{}}}", fields.join(","))
+}
+
+/// A ratio with at least three significant digits, never rounded to 0: a
+/// baseline slowed to milliseconds on a loaded machine gives ratios far
+/// below 0.001, which fixed decimals print as 0. JSON has no NaN or
+/// infinity; those print as 0 (a baseline that measured nothing).
+fn significant(x: f64) -> String {
+    if !x.is_finite() || x <= 0.0 {
+        return "0".to_owned();
+    }
+    let decimals = (2 - x.log10().floor() as i64).clamp(3, 12) as usize;
+    format!("{x:.decimals$}")
 }
 
 fn text(r: &Row) -> String {
@@ -588,7 +601,7 @@ fn text(r: &Row) -> String {
         _ => String::new(),
     };
     let ratio = match &r.also {
-        Some((name, also)) => format!("{ratio}, {also:.2}x {name}"),
+        Some((name, also)) => format!("{ratio}, {}x {name}", significant(*also)),
         None => ratio,
     };
     format!(
@@ -820,4 +833,19 @@ pub fn run(opts: Opts) -> Res<()> {
         h.open_loop()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::significant;
+
+    #[test]
+    fn ratios_keep_three_significant_digits_and_are_never_rounded_to_zero() {
+        assert_eq!(significant(0.912_345), "0.912");
+        assert_eq!(significant(16.957), "16.957");
+        // A raw baseline slowed to milliseconds: 1.2 us against 2.5 ms.
+        assert_eq!(significant(1187.0 / 2_500_000.0), "0.000475");
+        assert_eq!(significant(f64::NAN), "0");
+        assert_eq!(significant(f64::INFINITY), "0");
+    }
 }
