@@ -82,6 +82,11 @@ const NAP_FRAMES: usize = 256;
 /// is twice as long, up to [`NAP_MAX`].
 const NAP_FIRST: Duration = Duration::from_micros(20);
 const NAP_MAX: Duration = Duration::from_millis(1);
+/// After this many naps of [`NAP_MAX`] in a row (a wait of 100 ms and
+/// more: a reader that is stopped or stuck, not one that is slow), each
+/// nap is [`NAP_LONG`].
+const NAPS_BEFORE_LONG: u32 = 100;
+const NAP_LONG: Duration = Duration::from_millis(10);
 
 /// How a publisher's thread waits for room in a subscriber's FIFO or queue
 /// that a write found full.
@@ -108,26 +113,43 @@ enum RoomWait {
 }
 
 /// The naps of one wait: [`NAP_FIRST`], then twice as long each, up to
-/// [`NAP_MAX`]. A publisher's threads wait for room so (a subscriber that
-/// reads nothing for long costs a wake-up a millisecond in each of the
-/// publisher's two threads), and a new subscriber for its welcome.
-struct Naps(Duration);
+/// [`NAP_MAX`], and [`NAP_LONG`] once the wait has lasted
+/// [`NAPS_BEFORE_LONG`] naps of `NAP_MAX`. A publisher waits for room so,
+/// and a new subscriber for its welcome. A lossless subscriber that reads
+/// nothing for long (stopped, or stuck in its own code) costs its
+/// publisher a wake-up every 10 ms, not every millisecond, and is found to
+/// have room again at most 10 ms late.
+struct Naps {
+    nap: Duration,
+    /// Naps of `NAP_MAX` so far.
+    at_max: u32,
+}
 
 impl Naps {
     fn new() -> Self {
-        Naps(NAP_FIRST)
+        Naps {
+            nap: NAP_FIRST,
+            at_max: 0,
+        }
     }
 
     /// The next nap's length, at most `span`.
     fn next(&mut self, span: Duration) -> Duration {
-        let nap = self.0;
-        self.0 = (nap * 2).min(NAP_MAX);
+        let nap = self.nap;
+        if nap == NAP_MAX {
+            self.at_max = self.at_max.saturating_add(1);
+            if self.at_max >= NAPS_BEFORE_LONG {
+                self.nap = NAP_LONG;
+            }
+        } else if nap < NAP_MAX {
+            self.nap = (nap * 2).min(NAP_MAX);
+        }
         nap.min(span)
     }
 
-    /// Whether the naps have grown as long as they get.
+    /// Whether the naps have grown to [`NAP_MAX`] or more.
     fn at_longest(&self) -> bool {
-        self.0 == NAP_MAX
+        self.nap >= NAP_MAX
     }
 }
 
@@ -805,6 +827,12 @@ struct TxState {
     /// Whether any subscriber has something kept (stored as the lock is
     /// let go, see [`Locked`]).
     anything_kept: Arc<std::sync::atomic::AtomicBool>,
+    /// The sender is waiting in naps in [`PipeTx::room`], writing what is
+    /// kept itself as each nap ends: the helper then leaves the FIFOs it
+    /// would wait on in naps to it, instead of napping beside it (two
+    /// threads waking for one wait). Cleared, and the helper woken if
+    /// anything is still kept, as `room` returns.
+    sender_napping: bool,
 }
 
 /// A lossless publisher that may not send now.
@@ -960,6 +988,7 @@ impl PipeTx {
             history_bytes,
             kept_bytes: 0,
             anything_kept: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            sender_napping: false,
         };
         state.pickup(Side::Sender);
         let anything_kept = Arc::clone(&state.anything_kept);
@@ -1034,6 +1063,27 @@ impl PipeTx {
     /// subscribers that hold it back, until `deadline`.
     pub fn room(&mut self, wait: bool, deadline: Option<Instant>) -> Result<(), Full> {
         self.hold = wait && deadline.is_none();
+        let mut napped = false;
+        let room = self.wait_room(wait, deadline, &mut napped);
+        if napped {
+            let state = &mut *self.state();
+            state.sender_napping = false;
+            if room.is_err() {
+                // The helper left what is kept to us: its again.
+                wake(self.kick.as_fd());
+            }
+        }
+        room
+    }
+
+    /// [`room`](Self::room)'s wait; `napped` says whether it left the
+    /// helper's naps to this thread (see [`TxState::sender_napping`]).
+    fn wait_room(
+        &mut self,
+        wait: bool,
+        deadline: Option<Instant>,
+        napped: &mut bool,
+    ) -> Result<(), Full> {
         if !self
             .anything_kept
             .load(std::sync::atomic::Ordering::Acquire)
@@ -1077,10 +1127,17 @@ impl PipeTx {
                     .iter()
                     .position(|s| s.lossless && !s.pending.is_empty());
                 // (`None` when it cannot be opened now: a short sleep.)
-                i.and_then(|i| {
+                let blocked = i.and_then(|i| {
                     let fd = state.open_fd(i, Side::Sender).ok()?;
                     Some((fd, state.subs[i].room_wait(Side::Sender)))
-                })
+                });
+                if matches!(blocked, Some((_, RoomWait::Nap))) && !state.sender_napping {
+                    state.sender_napping = true;
+                    *napped = true;
+                }
+                #[cfg(test)]
+                tests::note_wakeup(&state.dir);
+                blocked
             };
             let Some(span) = wait_span(deadline, self.check_interval) else {
                 return Err(Full);
@@ -1332,11 +1389,13 @@ fn pickup_thread(
                 match state.open_fd(i, Side::Helper) {
                     Ok(fd) => match state.subs[i].room_wait(Side::Helper) {
                         RoomWait::Poll => blocked.push(fd),
-                        RoomWait::Nap => napping = true,
+                        RoomWait::Nap => napping |= !state.sender_napping,
                     },
                     Err(_) => unopened = true,
                 }
             }
+            #[cfg(test)]
+            tests::note_wakeup(&state.dir);
             (blocked, napping, unopened)
         };
         let mut fds = vec![
@@ -1355,7 +1414,7 @@ fn pickup_thread(
             timeout = Some(timeout.map_or(RETRY_OPEN, |t| t.min(RETRY_OPEN)));
         }
         if napping {
-            let nap = naps.next(NAP_MAX);
+            let nap = naps.next(NAP_LONG);
             timeout = Some(timeout.map_or(nap, |t| t.min(nap)));
         } else {
             naps = Naps::new();
@@ -3559,27 +3618,53 @@ mod tests {
             .unwrap()
     }
 
-    /// The FIFOs this process polled (device and inode), noted by [`poll`].
-    static POLLED_FIFOS: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+    /// Wake-ups of publishers' threads while they wait for room (a
+    /// sender's nap, a pass of the helper's loop), by topic directory.
+    static WAKEUPS: std::sync::Mutex<Vec<(std::path::PathBuf, u64)>> =
+        std::sync::Mutex::new(Vec::new());
+
+    pub(super) fn note_wakeup(dir: &std::path::Path) {
+        let mut all = WAKEUPS.lock().unwrap_or_else(|e| e.into_inner());
+        match all.iter_mut().find(|(d, _)| d == dir) {
+            Some((_, n)) => *n += 1,
+            None => all.push((dir.to_owned(), 1)),
+        }
+    }
+
+    fn wakeups(dir: &std::path::Path) -> u64 {
+        let all = WAKEUPS.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().find(|(d, _)| d == dir).map_or(0, |(_, n)| *n)
+    }
+
+    /// The FIFOs this process polled, by the paths they had then (by
+    /// identity, a FIFO of another test that was polled and removed gave
+    /// its inode number to a FIFO made later), noted by [`poll`].
+    static POLLED_FIFOS: std::sync::Mutex<Vec<std::path::PathBuf>> =
+        std::sync::Mutex::new(Vec::new());
 
     pub(super) fn note_polled(fds: &[PollFd<'_>]) {
         for fd in fds {
             let fifo = rustix::fs::fstat(fd).is_ok_and(|stat| {
                 rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Fifo
             });
-            if let Some(id) = file_identity(fd.as_fd()).filter(|_| fifo) {
+            if !fifo {
+                continue;
+            }
+            // (The calling thread's table: the helper's may be its own.)
+            let link = format!("/proc/thread-self/fd/{}", fd.as_fd().as_raw_fd());
+            if let Ok(path) = std::fs::read_link(link) {
                 POLLED_FIFOS
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(id);
+                    .push(path);
             }
         }
     }
 
     /// The subscribers' FIFOs in the topics of the bus in `bus_dir`: their
-    /// names and identities.
-    fn sub_fifos(bus_dir: &std::path::Path) -> Vec<(String, (u64, u64))> {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    /// names and paths.
+    fn sub_fifos(bus_dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
+        use std::os::unix::fs::FileTypeExt;
         let topics = std::fs::read_dir(bus_dir).unwrap().flatten();
         let files = topics
             .filter(|t| t.path().is_dir())
@@ -3589,7 +3674,7 @@ mod tests {
             let name = entry.file_name().to_string_lossy().into_owned();
             let meta = entry.metadata().unwrap();
             if name.starts_with("sub-") && meta.file_type().is_fifo() {
-                fifos.push((name, (meta.dev(), meta.ino())));
+                fifos.push((name, std::fs::canonicalize(entry.path()).unwrap()));
             }
         }
         fifos
@@ -3658,9 +3743,47 @@ mod tests {
             .clone();
         fifos
             .into_iter()
-            .filter(|(_, id)| polled.contains(id))
+            .filter(|(_, path)| polled.contains(path))
             .map(|(name, _)| name)
             .collect()
+    }
+
+    /// A lossless subscriber that reads nothing (stopped, say) holds its
+    /// publisher back: the publisher's threads wake up about 100 times a
+    /// second while it waits, where the sender and the helper each napped
+    /// 1 ms (about 2000 wake-ups a second between them); and the message
+    /// goes through once the subscriber reads again.
+    #[test]
+    fn a_publisher_held_back_for_long_wakes_up_seldom() {
+        use crate::WaitStrategy;
+        let (_cleanup, root) = temp_root("seldom");
+        let bus = pipe_bus(&root, "seldom");
+        let topic = || bus.topic("t").lossless(1).wait(WaitStrategy::Block);
+        let mut rx = topic().subscriber_bytes().unwrap();
+        let mut tx = topic().publisher_bytes().unwrap();
+        let msg = [7u8; 64];
+        // Until the FIFO is full (the frames after are kept, then wait).
+        let mut sent = 0u64;
+        while tx.try_send_bytes(&msg).is_ok() {
+            sent += 1;
+        }
+        let publishing = std::thread::spawn(move || {
+            tx.send_bytes(&msg).unwrap();
+            tx
+        });
+        // Past the first 100 ms of naps; then a second of waiting.
+        std::thread::sleep(Duration::from_millis(300));
+        let dir = root.join("seldom").join("t.t");
+        let before = wakeups(&dir);
+        std::thread::sleep(Duration::from_secs(1));
+        let woke = wakeups(&dir) - before;
+        assert!(!publishing.is_finished(), "the send waits for room");
+        assert!(woke < 150, "{woke} wake-ups in a second of waiting");
+        assert!(woke > 0, "the wait is seen");
+        for _ in 0..=sent {
+            assert_eq!(rx.recv_bytes().unwrap(), msg);
+        }
+        drop(publishing.join().unwrap());
     }
 
     /// A publisher takes the lease, then writes its pid in it (and
