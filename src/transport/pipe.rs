@@ -1069,7 +1069,7 @@ impl PipeTx {
             let state = &mut *self.state();
             state.sender_napping = false;
             if room.is_err() {
-                // The helper left what is kept to us: its again.
+                // What is still kept is the helper's to write again.
                 wake(self.kick.as_fd());
             }
         }
@@ -1131,9 +1131,17 @@ impl PipeTx {
                     let fd = state.open_fd(i, Side::Sender).ok()?;
                     Some((fd, state.subs[i].room_wait(Side::Sender)))
                 });
-                if matches!(blocked, Some((_, RoomWait::Nap))) && !state.sender_napping {
-                    state.sender_napping = true;
-                    *napped = true;
+                // Napping for the helper too; or, waiting in `poll` now on
+                // another subscriber (whose FIFO holds fewer frames), no
+                // longer: the helper naps for the rest again.
+                let nap = matches!(blocked, Some((_, RoomWait::Nap)));
+                if nap != state.sender_napping {
+                    state.sender_napping = nap;
+                    if nap {
+                        *napped = true;
+                    } else {
+                        wake(self.kick.as_fd());
+                    }
                 }
                 #[cfg(test)]
                 tests::note_wakeup(&state.dir);
