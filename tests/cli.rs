@@ -127,8 +127,9 @@ fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
     // Per size: 3 latency rows (shmbus, the raw cache line, the raw
     // ring), 2 x 2 fanout rows (overwrite and lossless,
     // each with its raw baseline), 2 x 3 queue rows (fixed slots, variable
-    // size, raw), 2 open-loop rows.
-    assert_eq!(rows.len(), 2 * 15, "{text}");
+    // size, raw), 2 x 2 queue rows on pipes (shmbus, the raw FIFO queue),
+    // 2 open-loop rows.
+    assert_eq!(rows.len(), 2 * 19, "{text}");
     let find = |transport: &str, size: u64| {
         rows.iter()
             .find(|r| r["transport"] == transport && r["msg_bytes"] == size)
@@ -167,6 +168,11 @@ fn bench_json_has_the_documented_fields_and_leaves_nothing_behind() {
                 assert_eq!(queue["baseline"], format!("raw-mpmc-{pc}"), "{queue}");
             }
             assert!(find(&format!("raw-mpmc-{pc}"), size)
+                .get("msgs_per_s")
+                .is_some());
+            let pipe = find(&format!("shmbus-pipe-queue-{pc}"), size);
+            assert_eq!(pipe["baseline"], format!("fifo-queue-{pc}"), "{pipe}");
+            assert!(find(&format!("fifo-queue-{pc}"), size)
                 .get("msgs_per_s")
                 .is_some());
         }

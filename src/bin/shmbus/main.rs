@@ -50,7 +50,10 @@ enum Command {
     /// message queues against a raw queue (`pingpong-pipe`,
     /// `throughput-pipe`, `pingpong-mq`, `throughput-mq`;
     /// `throughput-pipe` also has a lossless subscriber that starts
-    /// reading 20 ms late once, against a FIFO reader as late). Built
+    /// reading 20 ms late once, against a FIFO reader as late), and a work
+    /// queue on pipes against a raw one on a FIFO (`queue-pipe`: writes of
+    /// the message and reads of exactly its size, messages up to 4064
+    /// bytes; `--only queue` runs it too). Built
     /// with `--features peers` (`cargo run --release --features peers --
     /// bench --pin`), ping-pong, 1-to-1 and fanout also run ringfire
     /// (lossy and lossless) and iceoryx2 (overflow and backpressure)
@@ -87,7 +90,7 @@ enum Command {
         /// Run only benchmarks whose name contains one of these
         /// (pingpong-spin, pingpong-block, pingpong-wait, pingpong-os, throughput-1to1,
         /// throughput-os, pingpong-pipe, throughput-pipe, pingpong-mq,
-        /// throughput-mq, fanout, queue, openloop).
+        /// throughput-mq, fanout, queue, queue-pipe, openloop).
         #[arg(long)]
         only: Vec<String>,
         /// No progress lines on stderr (there are none with --json either).

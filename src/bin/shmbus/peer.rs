@@ -209,6 +209,8 @@ const ROLES: &[(&str, Role)] = &[
     ("queue-consume", queue_consume),
     ("mpmc-produce", mpmc_produce),
     ("mpmc-consume", mpmc_consume),
+    ("fifo-queue-produce", fifo_queue_produce),
+    ("fifo-queue-consume", fifo_queue_consume),
 ];
 
 /// Runs a peer role; called by `main` for `shmbus __peer`.
@@ -598,6 +600,75 @@ fn mpmc_produce(args: &[String]) -> Res {
     ready();
     wait_go();
     rings::mpmc_produce(&mem, count, size, id);
+    Ok(())
+}
+
+/// PATH COUNT SIZE ID: a producer of the raw FIFO work queue: COUNT
+/// messages tagged ID << 40 | n, one `write` each (at most `PIPE_BUF`
+/// bytes: atomic).
+fn fifo_queue_produce(args: &[String]) -> Res {
+    let fifo = std::fs::OpenOptions::new().write(true).open(&args[0])?;
+    let (count, size, id): (u64, usize, u64) = (arg(args, 1), arg(args, 2), arg(args, 3));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&fifo);
+    let mut buf = vec![0u8; size];
+    rings::fill(&mut buf, 0);
+    ready();
+    wait_go();
+    for n in 0..count {
+        rings::stamp(&mut buf, id << 40 | n);
+        raw::write_all(fd, &buf)?;
+    }
+    Ok(())
+}
+
+/// PATH SIZE: a consumer of the raw FIFO work queue: reads a message a
+/// `read` (of exactly its size: each takes one whole message) until it
+/// reads the end mark ([`rings::END`]), checking each. Tries without
+/// blocking, and reads the clock, as `queue-consume` does, at its first
+/// message and whenever it finds the FIFO empty after taking some; then
+/// sleeps in a blocking read. Prints RESULT count 0 bad first_ns last_ns.
+fn fifo_queue_consume(args: &[String]) -> Res {
+    let path = std::path::Path::new(&args[0]);
+    let (fifo, block) = (
+        raw::open_fifo_read(path, true)?,
+        raw::open_fifo_read(path, false)?,
+    );
+    let size: usize = arg(args, 1);
+    let mut buf = vec![0u8; size];
+    let mut r = rings::Received::default();
+    let mut fresh = false;
+    ready();
+    loop {
+        let got = match rustix::io::read(&fifo, &mut buf) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::AGAIN) => {
+                if fresh {
+                    r.last_ns = now_ns();
+                    fresh = false;
+                }
+                rustix::io::read(&block, &mut buf)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if got != size {
+            return Err(format!("fifo-queue-consume: a read of {got} bytes, not {size}").into());
+        }
+        match rings::check(&buf) {
+            Some(rings::END) => break,
+            Some(_) => {}
+            None => r.bad += 1,
+        }
+        if r.received == 0 {
+            r.first_ns = now_ns();
+        }
+        r.received += 1;
+        fresh = true;
+    }
+    if fresh {
+        // (The end mark came right after the last message.)
+        r.last_ns = now_ns();
+    }
+    println!("{}", r.result_line());
     Ok(())
 }
 

@@ -261,6 +261,21 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
+/// Opens the existing named pipe at `path` to read (`nonblocking` or
+/// not), without access-time updates where allowed (as a bus on pipes
+/// reads its FIFOs).
+pub fn open_fifo_read(path: &std::path::Path, nonblocking: bool) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let mut flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    if nonblocking {
+        flags |= OFlags::NONBLOCK;
+    }
+    Ok(
+        rustix::fs::open(path, flags | OFlags::NOATIME, Mode::empty())
+            .or_else(|_| rustix::fs::open(path, flags, Mode::empty()))?,
+    )
+}
+
 /// Lets `fd` be inherited by children spawned from now on.
 pub fn inheritable(fd: &OwnedFd) -> io::Result<()> {
     Ok(rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?)

@@ -33,6 +33,11 @@ pub fn word(tag: u64, w: usize, words: usize) -> u64 {
     }
 }
 
+/// The tag of a raw FIFO work queue's end mark (see
+/// `bench::queue::RawFifoQueue`): no producer's (their tags are
+/// `id << 40 | n`).
+pub const END: u64 = u64::MAX;
+
 /// Writes message `tag` into `buf` (at least 8 bytes): see [`word`].
 pub fn fill(buf: &mut [u8], tag: u64) {
     let words = buf.len() / 8;

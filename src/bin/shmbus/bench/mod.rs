@@ -27,7 +27,7 @@ use fanout::{Fan, FanRound, OpenLoop, RawOpenLoop, RawSpmcFan, ShmbusFan, Shmbus
 use latency::{
     FdEcho, MqEcho, PingPong, RawCacheLine, RawFutex, RawRing, ShmbusEcho, ShmbusPipeEcho, Via,
 };
-use queue::{RawMpmc, ShmbusQueue, WorkQueue};
+use queue::{RawFifoQueue, RawMpmc, ShmbusQueue, WorkQueue};
 use stream::{FdKind, FdStream, MqStream, RawSpsc, ShmbusPipeStream, ShmbusStream, Stream};
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -117,7 +117,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// The benchmarks, by the names `--only` picks from (any name that
 /// contains one of its words).
-pub const BENCHES: [&str; 13] = [
+pub const BENCHES: [&str; 14] = [
     "pingpong-spin",
     "pingpong-block",
     "pingpong-wait",
@@ -130,8 +130,13 @@ pub const BENCHES: [&str; 13] = [
     "throughput-mq",
     "fanout",
     "queue",
+    "queue-pipe",
     "openloop",
 ];
+
+/// The largest message a work queue on pipes takes (a frame of at most
+/// `PIPE_BUF` bytes, less its 32-byte header).
+const PIPE_QUEUE_UP_TO: usize = 4096 - 32;
 
 pub(crate) struct Harness {
     pub opts: Opts,
@@ -455,26 +460,25 @@ impl Harness {
         Ok(())
     }
 
-    /// `producers` to `consumers` processes through a work queue, shmbus
-    /// interleaved with the raw Vyukov MPMC queue.
-    fn queue(&mut self, producers: usize, consumers: usize) -> Res<()> {
-        let bench = "queue";
+    /// `producers` to `consumers` processes through a work queue, each of
+    /// `ours` interleaved with `base` (shmbus's queues with the raw Vyukov
+    /// MPMC queue; on pipes, with the raw FIFO queue).
+    fn queue(
+        &mut self,
+        bench: &'static str,
+        ours: &[&dyn WorkQueue],
+        base: &dyn WorkQueue,
+        producers: usize,
+        consumers: usize,
+    ) -> Res<()> {
         if !self.wanted(bench) {
             return Ok(());
         }
-        let ours = [
-            ShmbusQueue { variable: false },
-            ShmbusQueue { variable: true },
-        ];
-        let base = RawMpmc;
         let base_name = base.name(producers, consumers);
+        let names: Vec<String> = ours.iter().map(|q| q.name(producers, consumers)).collect();
         self.progress(
             bench,
-            format!(
-                "{} and {} against {base_name}",
-                ours[0].name(producers, consumers),
-                ours[1].name(producers, consumers)
-            ),
+            format!("{} against {base_name}", names.join(" and ")),
         );
         let before = self.probe()?;
         let per = self.quick(1_000_000);
@@ -482,7 +486,7 @@ impl Harness {
         let mut ratios = vec![Vec::new(); ours.len()];
         for _ in 0..self.opts.rounds {
             let mut round = Vec::new();
-            for queue in &ours {
+            for queue in ours {
                 round.push(queue.run(self, producers, consumers, per)?);
             }
             let b = base.run(self, producers, consumers, per)?;
@@ -493,10 +497,7 @@ impl Harness {
             rates[ours.len()].push(b);
         }
         let after = self.probe()?;
-        let names = ours
-            .iter()
-            .map(|q| q.name(producers, consumers))
-            .chain([base_name.clone()]);
+        let names = names.into_iter().chain([base_name.clone()]);
         for (i, (name, rates)) in names.zip(rates).enumerate() {
             let mut row = Row::new(bench, name, self.opts.size, (before, after));
             row.msgs_per_s = Some(median(rates));
@@ -665,6 +666,7 @@ pub fn run(opts: Opts) -> Res<()> {
         2,               // throughput-mq
         fanouts,         // fanout
         2,               // queue
+        0,               // queue-pipe: counted below, by size
         1,               // openloop
     ];
     h.steps = h.opts.sizes.len()
@@ -677,6 +679,15 @@ pub fn run(opts: Opts) -> Res<()> {
     let sizes_from = |from: usize| h.opts.sizes.iter().filter(|&&s| s >= from).count();
     if h.wanted("throughput-1to1") {
         h.steps += sizes_from(IN_PLACE_FROM);
+    }
+    if h.wanted("queue-pipe") {
+        let sizes = h
+            .opts
+            .sizes
+            .iter()
+            .filter(|&&s| s <= PIPE_QUEUE_UP_TO)
+            .count();
+        h.steps += 2 * sizes;
     }
     if h.wanted("fanout") {
         h.steps += sizes_from(LOAN_ROWS_FROM) * fanouts;
@@ -828,8 +839,34 @@ pub fn run(opts: Opts) -> Res<()> {
                 h.fanout("fanout", fan, n)?;
             }
         }
-        h.queue(1, 1)?;
-        h.queue(2, 2)?;
+        let fixed = ShmbusQueue {
+            variable: false,
+            pipe: false,
+        };
+        let variable = ShmbusQueue {
+            variable: true,
+            pipe: false,
+        };
+        for (producers, consumers) in [(1, 1), (2, 2)] {
+            h.queue(
+                "queue",
+                &[&fixed, &variable],
+                &RawMpmc,
+                producers,
+                consumers,
+            )?;
+        }
+        // A work queue on pipes, against the raw one on a FIFO (frames of
+        // at most `PIPE_BUF`: messages of up to 4064 bytes).
+        if size <= PIPE_QUEUE_UP_TO {
+            let pipe = ShmbusQueue {
+                variable: false,
+                pipe: true,
+            };
+            for (producers, consumers) in [(1, 1), (2, 2)] {
+                h.queue("queue-pipe", &[&pipe], &RawFifoQueue, producers, consumers)?;
+            }
+        }
         h.open_loop()?;
     }
     Ok(())
