@@ -529,13 +529,19 @@ fn queue_produce(args: &[String]) -> Res {
         .topic("jobs")
         .wait(WaitStrategy::adaptive())
         .producer_bytes()?;
+    produce_tagged(count, size, id, |msg| Ok(tx.push_bytes(msg)?))
+}
+
+/// Once told to go, hands `push` COUNT messages of SIZE bytes tagged
+/// ID << 40 | n, as a work queue's producers send them.
+fn produce_tagged(count: u64, size: usize, id: u64, mut push: impl FnMut(&[u8]) -> Res) -> Res {
     let mut buf = vec![0u8; size];
     rings::fill(&mut buf, 0);
     ready();
     wait_go();
     for n in 0..count {
         rings::stamp(&mut buf, id << 40 | n);
-        tx.push_bytes(&buf)?;
+        push(&buf)?;
     }
     Ok(())
 }
@@ -610,15 +616,7 @@ fn fifo_queue_produce(args: &[String]) -> Res {
     let fifo = std::fs::OpenOptions::new().write(true).open(&args[0])?;
     let (count, size, id): (u64, usize, u64) = (arg(args, 1), arg(args, 2), arg(args, 3));
     let fd = std::os::fd::AsRawFd::as_raw_fd(&fifo);
-    let mut buf = vec![0u8; size];
-    rings::fill(&mut buf, 0);
-    ready();
-    wait_go();
-    for n in 0..count {
-        rings::stamp(&mut buf, id << 40 | n);
-        raw::write_all(fd, &buf)?;
-    }
-    Ok(())
+    produce_tagged(count, size, id, |msg| Ok(raw::write_all(fd, msg)?))
 }
 
 /// PATH SIZE: a consumer of the raw FIFO work queue: reads a message a
